@@ -1,0 +1,139 @@
+"""``/v1/benchmarks``: run, fetch and plot benchmarks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.openapi.models import Example
+from starlette.responses import Response
+
+from service.api.deps import (
+    BenchmarkId,
+    Engine,
+    etag_matches,
+    negotiate,
+    problems,
+    require_json,
+)
+from service.benchmark import format_table
+from service.errors import BenchmarkNotFoundError
+from service.schemas import BenchmarkRequest, BenchmarkResult
+from service.store import StoredBenchmark
+
+router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
+
+REPRESENTATIONS = ("application/json", "text/plain")
+
+EXAMPLES: dict[str, Example] = {
+    "digits": {
+        "summary": "scikit-learn's digits example",
+        "description": "The seed's benchmark: digits, k-means++, random and PCA-based init.",
+        "value": {},
+    },
+    "iris": {
+        "summary": "iris, two strategies, own parameters",
+        "value": {
+            "dataset": "iris",
+            "strategies": [{"init": "k-means++", "n_init": 10}, "random"],
+            "random_state": 42,
+            "algorithm": "elkan",
+            "silhouette_sample_size": None,
+        },
+    },
+    "inline": {
+        "summary": "inline data with labels",
+        "value": {
+            "X": [[0.0, 0.1], [0.2, 0.0], [0.1, 0.2], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]],
+            "y": ["a", "a", "a", "b", "b", "b"],
+            "strategies": ["k-means++", "pca"],
+        },
+    },
+    "unlabelled": {
+        "summary": "inline data without labels",
+        "value": {
+            "X": [[1.0, 2.0], [1.1, 1.9], [8.0, 8.2], [7.9, 8.1], [0.9, 2.1]],
+            "n_clusters": 2,
+            "strategies": ["random"],
+        },
+    },
+}
+
+BENCHMARK_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The benchmark's results (`X-Cache` says whether it was computed now).",
+        "content": {
+            "text/plain": {
+                "schema": {"type": "string"},
+                "example": "init\t\ttime\tinertia\thomo\tcompl\tv-meas\tARI\tAMI\tsilhouette\n",
+            }
+        },
+    },
+    304: {"description": "`If-None-Match` names this benchmark: the client has it."},
+}
+
+
+def _respond(
+    entry: StoredBenchmark, *, cached: bool, accept: str | None, extra: dict[str, str] | None = None
+) -> Response:
+    media_type = negotiate(accept, REPRESENTATIONS)
+    headers = {
+        "ETag": f'"{entry.id}"',
+        "X-Cache": "hit" if cached else "miss",
+        "Vary": "Accept",
+        **(extra or {}),
+    }
+    if media_type == "text/plain":
+        return Response(format_table(entry.body["results"]), headers=headers, media_type=media_type)
+    body = entry.body if not cached else {**entry.body, "cached": True}
+    return Response(orjson.dumps(body), headers=headers, media_type=media_type)
+
+
+def _not_modified(benchmark_id: str) -> Response:
+    return Response(status_code=304, headers={"ETag": f'"{benchmark_id}"', "Vary": "Accept"})
+
+
+@router.post(
+    "",
+    response_model=BenchmarkResult,
+    responses={**BENCHMARK_RESPONSE, **problems(400, 406, 413, 415, 422, 503, 504)},
+    dependencies=[Depends(require_json)],
+    summary="Run a benchmark, or fetch it from the cache",
+)
+async def create_benchmark(
+    request: Request,
+    engine: Engine,
+    body: Annotated[BenchmarkRequest | None, Body(openapi_examples=EXAMPLES)] = None,
+) -> Response:
+    """Fit KMeans with each init strategy on the dataset and score the clusterings."""
+    job = await engine.resolve(body or BenchmarkRequest())
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    if etag_matches(request.headers.get("if-none-match"), f'"{job.id}"'):
+        return _not_modified(job.id)
+    entry, cached = await engine.get_or_compute(job)
+    return _respond(entry, cached=cached, accept=accept)
+
+
+@router.get(
+    "/{benchmark_id}",
+    response_model=BenchmarkResult,
+    responses={**BENCHMARK_RESPONSE, **problems(404, 406, 422)},
+    summary="Get a stored benchmark",
+)
+async def get_benchmark(benchmark_id: BenchmarkId, request: Request, engine: Engine) -> Response:
+    """The same body as the request that made the benchmark, from the cache."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    entry = engine.cached(benchmark_id)
+    if entry is None:
+        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
+        return _not_modified(benchmark_id)
+    return _respond(
+        entry,
+        cached=True,
+        accept=accept,
+        extra={"Cache-Control": "public, max-age=31536000, immutable"},
+    )

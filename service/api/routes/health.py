@@ -1,0 +1,78 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.responses import JSONResponse, Response
+
+from service.api.deps import Engine, problems
+from service.api.problems import problem_response
+from service.engine import BenchmarkEngine
+from service.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+RETRY_SOON = {"Retry-After": "5"}
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Response:
+    """200 while the process runs."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
+async def readyz(engine: Engine) -> Response:
+    """200 when the cache store and the compute pool are usable, else 503."""
+    if not engine.results.usable():
+        return problem_response(503, "the cache store is not usable", headers=RETRY_SOON)
+    if not engine.pool.healthy:
+        return problem_response(503, "the compute pool is not running", headers=RETRY_SOON)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Request counts and latencies, cache hits and misses, computations, pool load."""
+    registry: CollectorRegistry = request.state.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class EngineCollector(Collector):
+    """Reads the engine's counters when scraped, so the hot path only bumps integers."""
+
+    def __init__(self, engine: BenchmarkEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.engine.stats
+        yield CounterMetricFamily(
+            "clusterbench_benchmark_cache_hits",
+            "Benchmarks answered from the cache.",
+            value=stats.hits,
+        )
+        yield CounterMetricFamily(
+            "clusterbench_benchmark_cache_misses",
+            "Benchmarks that had to be computed.",
+            value=stats.misses,
+        )
+        yield CounterMetricFamily(
+            "clusterbench_computations",
+            "Benchmark computations run in the pool.",
+            value=stats.computations,
+        )
+        yield GaugeMetricFamily(
+            "clusterbench_compute_pending",
+            "Computations running or waiting for a worker.",
+            value=self.engine.pool.pending,
+        )

@@ -1,0 +1,297 @@
+"""The reference job: scikit-learn's "K-Means on the handwritten digits" benchmark.
+
+For each init strategy, fit ``make_pipeline(StandardScaler(), KMeans(...))`` (or
+KMeans alone when ``scale`` is off), time the fit, and score the labels exactly as
+``examples/cluster/plot_kmeans_digits.py`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn import metrics
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from service import __version__
+from service.datasets import load_arrays
+from service.errors import InvalidParameterError
+
+STRATEGIES = ("k-means++", "random", "pca")
+DEFAULT_STRATEGIES = STRATEGIES
+DEFAULT_N_INIT = {"k-means++": 4, "random": 4, "pca": 1}
+# The seed prints the PCA strategy under this name.
+TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
+
+VERSIONS = {"service": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+LABEL_METRICS = {
+    "homogeneity": metrics.homogeneity_score,
+    "completeness": metrics.completeness_score,
+    "v_measure": metrics.v_measure_score,
+    "ari": metrics.adjusted_rand_score,
+    "ami": metrics.adjusted_mutual_info_score,
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    init: str
+    n_init: int
+
+
+@dataclass(frozen=True)
+class BenchmarkParams:
+    """A benchmark request after defaults were applied; ``dataset`` is a content id."""
+
+    dataset: str
+    n_clusters: int
+    strategies: tuple[Strategy, ...]
+    random_state: int = 0
+    scale: bool = True
+    algorithm: str = "lloyd"
+    max_iter: int = 300
+    tol: float = 1e-4
+    silhouette_sample_size: int | None = 300
+
+    def as_dict(self) -> dict[str, Any]:
+        params = asdict(self)
+        params["strategies"] = [asdict(s) for s in self.strategies]
+        return params
+
+
+@dataclass
+class FittedModel:
+    """A fitted pipeline as plain arrays: enough to predict, nothing to unpickle.
+
+    ``cluster_centers`` are in the space KMeans worked in (scaled when ``scaler_mean``
+    is set); :meth:`centers_in_feature_space` maps them back.
+    """
+
+    init: str
+    n_clusters: int
+    n_features: int
+    cluster_centers: np.ndarray
+    scaler_mean: np.ndarray | None
+    scaler_scale: np.ndarray | None
+    inertia: float
+    n_iter: int
+
+    def centers_in_feature_space(self) -> np.ndarray:
+        if self.scaler_mean is None or self.scaler_scale is None:
+            return self.cluster_centers
+        centers: np.ndarray = self.cluster_centers * self.scaler_scale + self.scaler_mean
+        return centers
+
+
+@dataclass
+class StrategyOutcome:
+    """One strategy's fit: its timing, scores and the fitted model."""
+
+    init: str
+    n_init: int
+    fit_time: float
+    inertia: float
+    n_iter: int
+    scores: dict[str, float | None]
+    model: FittedModel
+    warnings: list[str] = field(default_factory=list)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted, whitespace-free JSON: the form that is hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def benchmark_id(params: BenchmarkParams) -> str:
+    """The request hash: params after defaults, dataset by content, versions salted in."""
+    return hashlib.sha256(
+        canonical_json({"benchmark": params.as_dict(), "versions": VERSIONS})
+    ).hexdigest()
+
+
+def model_id(params: BenchmarkParams, strategy: Strategy) -> str:
+    """A model's hash: only what changes the fit, so benchmarks share equal models."""
+    key = {
+        "dataset": params.dataset,
+        "n_clusters": params.n_clusters,
+        "init": strategy.init,
+        "n_init": strategy.n_init,
+        "random_state": params.random_state,
+        "scale": params.scale,
+        "algorithm": params.algorithm,
+        "max_iter": params.max_iter,
+        "tol": params.tol,
+    }
+    return hashlib.sha256(canonical_json({"model": key, "versions": VERSIONS})).hexdigest()
+
+
+def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> None:
+    """Reject parameters that the data cannot satisfy, before any work is queued.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``n_clusters`` > n_samples, or ``pca`` with ``n_clusters`` >
+        min(n_samples, n_features).
+    """
+    if params.n_clusters > n_samples:
+        raise InvalidParameterError(
+            f"n_clusters={params.n_clusters} is larger than n_samples={n_samples}",
+            errors=[{"loc": ["n_clusters"], "msg": f"must be <= n_samples ({n_samples})"}],
+        )
+    limit = min(n_samples, n_features)
+    for i, strategy in enumerate(params.strategies):
+        if strategy.init == "pca" and params.n_clusters > limit:
+            raise InvalidParameterError(
+                f"strategy 'pca' takes n_clusters={params.n_clusters} principal components, "
+                f"but the data has only min(n_samples, n_features)={limit}",
+                errors=[
+                    {
+                        "loc": ["strategies", i],
+                        "msg": f"pca needs n_clusters <= min(n_samples, n_features) = {limit}",
+                    }
+                ],
+            )
+
+
+def make_kmeans(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) -> KMeans:
+    """The seed's KMeans for one strategy (the ``pca`` init is fitted on ``X`` here)."""
+    init: str | np.ndarray = strategy.init
+    if strategy.init == "pca":
+        init = PCA(n_components=params.n_clusters).fit(X).components_
+    return KMeans(
+        n_clusters=params.n_clusters,
+        init=init,
+        n_init=strategy.n_init,
+        random_state=params.random_state,
+        algorithm=params.algorithm,
+        max_iter=params.max_iter,
+        tol=params.tol,
+    )
+
+
+def run_benchmark(
+    X: np.ndarray, y: np.ndarray | None, params: BenchmarkParams
+) -> list[StrategyOutcome]:
+    """Fit and score every strategy of ``params`` on ``X``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Validated, finite data.
+    y : ndarray of shape (n_samples,) or None
+        Ground-truth labels; without them the label scores are None.
+    params : BenchmarkParams
+        Already checked against the data's shape (:func:`check_params`).
+
+    Returns
+    -------
+    outcomes : list of StrategyOutcome
+        In the order of ``params.strategies``.
+    """
+    return [_run_strategy(X, y, strategy, params) for strategy in params.strategies]
+
+
+def run_benchmark_from_files(
+    X_path: Path, y_path: Path | None, params: BenchmarkParams
+) -> list[StrategyOutcome]:
+    """Worker entry point: memory-map the stored dataset and run the benchmark."""
+    X, y = load_arrays(X_path, y_path)
+    return run_benchmark(X, y, params)
+
+
+def _run_strategy(
+    X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
+) -> StrategyOutcome:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kmeans = make_kmeans(X, strategy, params)
+        estimator: Pipeline | KMeans = (
+            make_pipeline(StandardScaler(), kmeans) if params.scale else kmeans
+        )
+        t0 = time.perf_counter()
+        estimator.fit(X)
+        fit_time = time.perf_counter() - t0
+        labels = kmeans.labels_
+        scores: dict[str, float | None] = {
+            name: (None if y is None else float(metric(y, labels)))
+            for name, metric in LABEL_METRICS.items()
+        }
+        scores["silhouette"] = _silhouette(X, labels, params)
+    scaler = estimator[0] if isinstance(estimator, Pipeline) else None
+    model = FittedModel(
+        init=strategy.init,
+        n_clusters=params.n_clusters,
+        n_features=int(X.shape[1]),
+        cluster_centers=np.asarray(kmeans.cluster_centers_),
+        scaler_mean=None if scaler is None else np.asarray(scaler.mean_),
+        scaler_scale=None if scaler is None else np.asarray(scaler.scale_),
+        inertia=float(kmeans.inertia_),
+        n_iter=int(kmeans.n_iter_),
+    )
+    return StrategyOutcome(
+        init=strategy.init,
+        n_init=strategy.n_init,
+        fit_time=fit_time,
+        inertia=float(kmeans.inertia_),
+        n_iter=int(kmeans.n_iter_),
+        scores=scores,
+        model=model,
+        warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
+    )
+
+
+def _silhouette(X: np.ndarray, labels: np.ndarray, params: BenchmarkParams) -> float | None:
+    n_found = np.unique(labels).size
+    if not 2 <= n_found <= X.shape[0] - 1:
+        warnings.warn(
+            f"silhouette is undefined for {n_found} distinct cluster(s) "
+            f"on {X.shape[0]} samples; reported as null",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
+    try:
+        return float(
+            metrics.silhouette_score(
+                X,
+                labels,
+                metric="euclidean",
+                sample_size=params.silhouette_sample_size,
+                random_state=params.random_state,
+            )
+        )
+    except ValueError as exc:  # the sample drew fewer than 2 clusters
+        warnings.warn(f"silhouette not computed: {exc}", UserWarning, stacklevel=2)
+        return None
+
+
+TABLE_RULE = 82 * "_"
+TABLE_HEADER = "init\t\ttime\tinertia\thomo\tcompl\tv-meas\tARI\tAMI\tsilhouette"
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """The benchmark as the seed prints it; a missing score prints as ``-``."""
+    lines = [TABLE_RULE, TABLE_HEADER]
+    for r in results:
+        scores = [
+            "-" if r[k] is None else f"{r[k]:.3f}"
+            for k in ("homogeneity", "completeness", "v_measure", "ari", "ami", "silhouette")
+        ]
+        name = TABLE_NAMES.get(r["init"], r["init"])
+        lines.append(
+            "\t".join([f"{name:9s}", f"{r['fit_time']:.3f}s", f"{r['inertia']:.0f}", *scores])
+        )
+    lines.append(TABLE_RULE)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,336 @@
+"""Datasets: built-in and client-sent data as validated arrays, content-addressed on disk.
+
+A dataset is identified by the sha256 of its parsed numbers (dtype, shape, values and
+labels), so the same data reaches the same id however it was sent. Each one is stored
+once, as ``X.npy`` (and ``y.npy``) under ``<data_dir>/datasets/<id>/``, and compute
+workers memory-map it instead of receiving pickled arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import DatasetNotFoundError, InvalidDataError
+
+BUILTIN_LOADERS: dict[str, str] = {
+    "digits": "load_digits",
+    "iris": "load_iris",
+    "wine": "load_wine",
+    "breast_cancer": "load_breast_cancer",
+}
+
+# Ids are sha256 hex digests; anything else never reaches the file system.
+_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has the form of an id: 64 lowercase hex characters."""
+    return len(value) == 64 and _ID_CHARS.issuperset(value)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known of a stored dataset without reading its arrays."""
+
+    id: str
+    name: str | None
+    n_samples: int
+    n_features: int
+    has_labels: bool
+    n_labels: int | None
+    dtype: str
+    format: str
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "n_samples": self.n_samples,
+            "n_features": self.n_features,
+            "has_labels": self.has_labels,
+        }
+
+
+def as_feature_matrix(X: Any) -> np.ndarray:
+    """Validate client data as a feature matrix.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Nested sequences of numbers, or an array.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        C-contiguous float64, or float32 when given float32.
+
+    Raises
+    ------
+    InvalidDataError
+        Ragged rows, non-numeric or non-finite values, fewer than 2 samples or no
+        features; the message names the row and column.
+    """
+    if not isinstance(X, np.ndarray):
+        X = _rows_to_array(X)
+    if X.ndim != 2:
+        raise InvalidDataError(
+            f"X must be 2-dimensional (n_samples, n_features); got {X.ndim} dimension(s)",
+            errors=[{"loc": ["X"], "msg": f"expected 2 dimensions, got {X.ndim}"}],
+        )
+    if X.dtype.kind not in "biuf":
+        raise InvalidDataError(
+            f"X must hold numbers; got values of type {X.dtype}",
+            errors=[{"loc": ["X"], "msg": f"non-numeric dtype {X.dtype}"}],
+        )
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    X_valid: np.ndarray = np.ascontiguousarray(X, dtype=dtype)
+    n_samples, n_features = X_valid.shape
+    if n_samples < 2:
+        raise InvalidDataError(
+            f"X must have at least 2 samples; got {n_samples}",
+            errors=[{"loc": ["X"], "msg": f"{n_samples} sample(s), at least 2 needed"}],
+        )
+    if n_features < 1:
+        raise InvalidDataError(
+            "X must have at least 1 feature; its rows are empty",
+            errors=[{"loc": ["X", 0], "msg": "empty row"}],
+        )
+    _check_finite(X_valid)
+    return X_valid
+
+
+def _rows_to_array(rows: Any) -> np.ndarray:
+    if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
+        raise InvalidDataError(
+            "X must be an array of rows, each an array of numbers",
+            errors=[{"loc": ["X"], "msg": "not an array of arrays"}],
+        )
+    if len(rows) == 0:
+        raise InvalidDataError(
+            "X has no rows; at least 2 samples are needed",
+            errors=[{"loc": ["X"], "msg": "no rows"}],
+        )
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InvalidDataError(
+                f"X is ragged: row {i} has {len(row)} values, row 0 has {width}",
+                errors=[{"loc": ["X", i], "msg": f"{len(row)} values, expected {width}"}],
+            )
+    array: np.ndarray = np.asarray(rows, dtype=np.float64)
+    return array
+
+
+def _check_finite(X: np.ndarray) -> None:
+    # np.isfinite on the sum is a fast path: one pass, no boolean mask for clean data.
+    if np.isfinite(X.sum(dtype=np.float64)):
+        return
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad) == 0:  # the sum overflowed, the values are finite
+        return
+    row, col = (int(v) for v in bad[0])
+    value = X[row, col]
+    kind = "NaN" if np.isnan(value) else "infinity"
+    raise InvalidDataError(
+        f"X has {len(bad)} non-finite value(s); the first is {kind} at row {row}, column {col}",
+        errors=[{"loc": ["X", row, col], "msg": f"{kind} is not allowed"}],
+    )
+
+
+def as_labels(y: Any, n_samples: int) -> np.ndarray:
+    """Validate ground-truth labels.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Integer or string labels.
+    n_samples : int
+        Number of rows of the matching X.
+
+    Returns
+    -------
+    y : ndarray of shape (n_samples,)
+        int64 or unicode strings (never an object array).
+    """
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1:
+        raise InvalidDataError(
+            f"y must be 1-dimensional; got {y_arr.ndim} dimension(s)",
+            errors=[{"loc": ["y"], "msg": f"expected 1 dimension, got {y_arr.ndim}"}],
+        )
+    if len(y_arr) != n_samples:
+        raise InvalidDataError(
+            f"y has {len(y_arr)} labels but X has {n_samples} samples",
+            errors=[{"loc": ["y"], "msg": f"{len(y_arr)} labels, expected {n_samples}"}],
+        )
+    if y_arr.dtype.kind in "biu":
+        return y_arr.astype(np.int64, copy=False)
+    if y_arr.dtype.kind == "f":
+        if not np.all(np.isfinite(y_arr)) or not np.all(y_arr == np.round(y_arr)):
+            raise InvalidDataError(
+                "y must hold integers or strings; found non-integer numbers",
+                errors=[{"loc": ["y"], "msg": "non-integer label"}],
+            )
+        return y_arr.astype(np.int64)
+    if y_arr.dtype.kind == "U":
+        return y_arr
+    raise InvalidDataError(
+        f"y must hold integers or strings; got values of type {y_arr.dtype}",
+        errors=[{"loc": ["y"], "msg": f"unsupported label type {y_arr.dtype}"}],
+    )
+
+
+def content_hash(X: np.ndarray, y: np.ndarray | None) -> str:
+    """sha256 of the dtype, shape and values of ``X`` and ``y``: the dataset id."""
+    header = {
+        "X": [np.dtype(X.dtype).newbyteorder("<").str, list(X.shape)],
+        "y": None if y is None else ["str" if y.dtype.kind == "U" else "int64", len(y)],
+    }
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    little_endian = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<"))
+    digest.update(little_endian.data.cast("B"))
+    if y is not None:
+        if y.dtype.kind == "U":
+            digest.update(json.dumps(y.tolist()).encode())
+        else:
+            digest.update(y.astype("<i8", copy=False).tobytes())
+    return digest.hexdigest()
+
+
+@cache
+def _builtin_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import sklearn.datasets
+
+    loader: Callable[..., tuple[np.ndarray, np.ndarray]] = getattr(
+        sklearn.datasets, BUILTIN_LOADERS[name]
+    )
+    X, y = loader(return_X_y=True)
+    return np.ascontiguousarray(X, dtype=np.float64), y.astype(np.int64)
+
+
+def load_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of a built-in dataset, as scikit-learn ships them (no download)."""
+    if name not in BUILTIN_LOADERS:
+        raise DatasetNotFoundError(f"no built-in dataset named {name!r}")
+    return _builtin_arrays(name)
+
+
+class DatasetStore:
+    """Content-addressed datasets under ``<data_dir>/datasets``.
+
+    Writes go to a temporary folder renamed into place, so a dataset folder is
+    either whole or absent, whatever process writes it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._infos: dict[str, DatasetInfo] = {}
+        self._builtin_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def path(self, dataset_id: str) -> Path:
+        if not is_id(dataset_id):
+            raise DatasetNotFoundError(f"{dataset_id!r} is not a dataset id (64 hex characters)")
+        return self.root / dataset_id
+
+    def put(
+        self, X: np.ndarray, y: np.ndarray | None, *, name: str | None, format: str
+    ) -> tuple[DatasetInfo, bool]:
+        """Store validated arrays; returns the info and whether it was new."""
+        dataset_id = content_hash(X, y)
+        with self._lock:
+            known = self._infos.get(dataset_id)
+        if known is not None:
+            return known, False
+        final = self.root / dataset_id
+        if (final / "meta.json").exists():
+            return self.get(dataset_id), False
+        info = DatasetInfo(
+            id=dataset_id,
+            name=name,
+            n_samples=int(X.shape[0]),
+            n_features=int(X.shape[1]),
+            has_labels=y is not None,
+            n_labels=None if y is None else int(np.unique(y).size),
+            dtype=X.dtype.name,
+            format=format,
+        )
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            np.save(tmp / "X.npy", X, allow_pickle=False)
+            if y is not None:
+                np.save(tmp / "y.npy", y, allow_pickle=False)
+            (tmp / "meta.json").write_text(json.dumps(asdict(info)))
+            for child in tmp.iterdir():
+                _fsync(child)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not (final / "meta.json").exists():
+                    raise
+                # Another process stored the same content first; theirs is as good.
+                return self.get(dataset_id), False
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with self._lock:
+            self._infos[dataset_id] = info
+        return info, True
+
+    def get(self, dataset_id: str) -> DatasetInfo:
+        with self._lock:
+            known = self._infos.get(dataset_id)
+        if known is not None:
+            return known
+        meta = self.path(dataset_id) / "meta.json"
+        try:
+            info = DatasetInfo(**json.loads(meta.read_text()))
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
+        with self._lock:
+            self._infos[dataset_id] = info
+        return info
+
+    def builtin(self, name: str) -> DatasetInfo:
+        """The stored copy of a built-in dataset, written on first use."""
+        with self._lock:
+            dataset_id = self._builtin_ids.get(name)
+        if dataset_id is not None:
+            return self.get(dataset_id)
+        X, y = load_builtin(name)
+        info, _ = self.put(X, y, name=name, format="builtin")
+        with self._lock:
+            self._builtin_ids[name] = info.id
+        return info
+
+    def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
+        folder = self.root / info.id
+        return folder / "X.npy", (folder / "y.npy") if info.has_labels else None
+
+
+def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Memory-map a stored dataset (never unpickling anything)."""
+    X = np.load(X_path, mmap_mode="r", allow_pickle=False)
+    y = None if y_path is None else np.load(y_path, allow_pickle=False)
+    return X, y
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,171 @@
+"""From a request to a stored benchmark: resolve the data, hash, compute once, store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+
+from service import benchmark as bm
+from service.compute import ComputePool
+from service.datasets import (
+    BUILTIN_LOADERS,
+    DatasetInfo,
+    DatasetStore,
+    as_feature_matrix,
+    as_labels,
+    is_id,
+)
+from service.errors import DatasetNotFoundError, InvalidParameterError
+from service.schemas import BenchmarkRequest
+from service.store import MemoryStore, StoredBenchmark
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    hits: int = 0
+    misses: int = 0
+    computations: int = 0
+
+
+@dataclass(frozen=True)
+class ResolvedBenchmark:
+    id: str
+    dataset: DatasetInfo
+    params: bm.BenchmarkParams
+
+
+class BenchmarkEngine:
+    """Owns the dataset store, the result store and the compute pool."""
+
+    def __init__(self, datasets: DatasetStore, results: MemoryStore, pool: ComputePool) -> None:
+        self.datasets = datasets
+        self.results = results
+        self.pool = pool
+        self.stats = EngineStats()
+        self._inflight: dict[str, asyncio.Task[StoredBenchmark]] = {}
+
+    async def resolve(self, request: BenchmarkRequest) -> ResolvedBenchmark:
+        """Apply defaults, validate against the data, and compute the request hash."""
+        dataset = await self._resolve_dataset(request)
+        n_clusters = request.n_clusters
+        if n_clusters is None:
+            if dataset.n_labels is None:
+                raise InvalidParameterError(
+                    "n_clusters is required: the data has no labels to count clusters from",
+                    errors=[{"loc": ["n_clusters"], "msg": "required when the data has no labels"}],
+                )
+            n_clusters = dataset.n_labels
+            if n_clusters < 2:
+                raise InvalidParameterError(
+                    "the labels hold a single class, so n_clusters cannot default to it; "
+                    "give n_clusters >= 2",
+                    errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
+                )
+        strategies = tuple(
+            bm.Strategy(init=s, n_init=bm.DEFAULT_N_INIT[s])
+            if isinstance(s, str)
+            else bm.Strategy(init=s.init, n_init=s.n_init or bm.DEFAULT_N_INIT[s.init])
+            for s in request.strategies
+        )
+        params = bm.BenchmarkParams(
+            dataset=dataset.id,
+            n_clusters=n_clusters,
+            strategies=strategies,
+            random_state=request.random_state,
+            scale=request.scale,
+            algorithm=request.algorithm,
+            max_iter=request.max_iter,
+            tol=float(request.tol),
+            silhouette_sample_size=request.silhouette_sample_size,
+        )
+        bm.check_params(params, dataset.n_samples, dataset.n_features)
+        return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
+
+    async def _resolve_dataset(self, request: BenchmarkRequest) -> DatasetInfo:
+        if request.X is not None:
+            return await to_thread.run_sync(self._store_inline, request.X, request.y)
+        name = request.dataset or "digits"
+        if name in BUILTIN_LOADERS:
+            return await to_thread.run_sync(self.datasets.builtin, name)
+        if is_id(name):
+            try:
+                return self.datasets.get(name)
+            except DatasetNotFoundError:
+                pass
+        raise InvalidParameterError(
+            f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_LOADERS)} "
+            "or the id of an uploaded dataset",
+            errors=[{"loc": ["dataset"], "msg": "no such dataset"}],
+        )
+
+    def _store_inline(self, X: list[list[float]], y: list[Any] | None) -> DatasetInfo:
+        X_arr = as_feature_matrix(X)
+        y_arr = None if y is None else as_labels(y, X_arr.shape[0])
+        info, _ = self.datasets.put(X_arr, y_arr, name=None, format="json")
+        return info
+
+    def cached(self, benchmark_id: str) -> StoredBenchmark | None:
+        return self.results.get(benchmark_id)
+
+    async def get_or_compute(self, job: ResolvedBenchmark) -> tuple[StoredBenchmark, bool]:
+        """The stored benchmark for ``job``, computing it once however many ask at once.
+
+        Returns the entry and whether it came from the cache.
+        """
+        hit = self.results.get(job.id)
+        if hit is not None:
+            self.stats.hits += 1
+            return hit, True
+        self.stats.misses += 1
+        task = self._inflight.get(job.id)
+        if task is None:
+            task = asyncio.create_task(self._compute(job))
+            self._inflight[job.id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
+        # shield: one waiter giving up must not cancel the computation the others await.
+        return await asyncio.shield(task), False
+
+    async def _compute(self, job: ResolvedBenchmark) -> StoredBenchmark:
+        X_path, y_path = self.datasets.files(job.dataset)
+        self.stats.computations += 1
+        outcomes = await self.pool.run(bm.run_benchmark_from_files, X_path, y_path, job.params)
+        entry = build_entry(job, outcomes)
+        self.results.put(entry)
+        return entry
+
+
+def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:
+    results = []
+    models = {}
+    for strategy, outcome in zip(job.params.strategies, outcomes, strict=True):
+        mid = bm.model_id(job.params, strategy)
+        models[mid] = outcome.model
+        results.append(
+            {
+                "init": outcome.init,
+                "n_init": outcome.n_init,
+                "fit_time": outcome.fit_time,
+                "inertia": outcome.inertia,
+                "n_iter": outcome.n_iter,
+                **outcome.scores,
+                "model_id": mid,
+                "warnings": outcome.warnings,
+            }
+        )
+    body = {
+        "id": job.id,
+        "cached": False,
+        "dataset": job.dataset.public(),
+        "n_clusters": job.params.n_clusters,
+        "params": job.params.as_dict(),
+        "results": results,
+        "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
+        "versions": dict(bm.VERSIONS),
+    }
+    return StoredBenchmark(id=job.id, body=body, models=models)

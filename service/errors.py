@@ -1,0 +1,121 @@
+"""The service's errors: one class per problem, rendered as RFC 9457 problem details.
+
+Only standard-library imports here, so domain modules can raise these without
+depending on the web framework.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class: a problem the client is told about, with an HTTP status."""
+
+    status: int = 500
+    title: str = "Internal server error"
+    slug: str = "internal-error"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+    @property
+    def type(self) -> str:
+        return f"urn:clusterbench:problem:{self.slug}"
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class MalformedRequestError(ServiceError):
+    status = 400
+    title = "Malformed request"
+    slug = "malformed-request"
+
+
+class InvalidDataError(ServiceError):
+    """The data (X, y) cannot be clustered as sent: the detail says what and where."""
+
+    status = 422
+    title = "Invalid data"
+    slug = "invalid-data"
+
+
+class InvalidParameterError(ServiceError):
+    """A parameter is valid on its own but not for this data (e.g. n_clusters > n_samples)."""
+
+    status = 422
+    title = "Invalid parameter"
+    slug = "invalid-parameter"
+
+
+class DatasetNotFoundError(ServiceError):
+    status = 404
+    title = "Dataset not found"
+    slug = "dataset-not-found"
+
+
+class BenchmarkNotFoundError(ServiceError):
+    status = 404
+    title = "Benchmark not found"
+    slug = "benchmark-not-found"
+
+
+class ModelNotFoundError(ServiceError):
+    status = 404
+    title = "Model not found"
+    slug = "model-not-found"
+
+
+class NotAcceptableError(ServiceError):
+    status = 406
+    title = "Not acceptable"
+    slug = "not-acceptable"
+
+
+class PayloadTooLargeError(ServiceError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+
+class ComputeBusyError(ServiceError):
+    """Every worker is busy and the queue is full: try again later."""
+
+    status = 503
+    title = "Compute pool busy"
+    slug = "compute-busy"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ComputeTimeoutError(ServiceError):
+    """The computation ran past ``CLUSTERBENCH_TIMEOUT_S`` and was stopped."""
+
+    status = 504
+    title = "Computation timed out"
+    slug = "compute-timeout"
+
+
+class ComputeFailedError(ServiceError):
+    """A worker process died (killed, out of memory) while computing."""
+
+    status = 503
+    title = "Computation failed"
+    slug = "compute-failed"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}

@@ -1,0 +1,102 @@
+"""The FastAPI application: ``create_app(settings)`` and the module-level ``app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypedDict
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
+
+from service import __version__
+from service.api import problems
+from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from service.api.routes import benchmarks, health
+from service.compute import ComputePool
+from service.datasets import DatasetStore
+from service.engine import BenchmarkEngine
+from service.openapi import customise_openapi
+from service.settings import Settings
+from service.store import MemoryStore
+
+logger = logging.getLogger("service")
+
+DESCRIPTION = """
+scikit-learn's [K-Means on the handwritten digits](https://scikit-learn.org/stable/auto_examples/cluster/plot_kmeans_digits.html)
+benchmark as a service: send a dataset (or use a built-in one), name the KMeans init
+strategies to compare, and get fit time, inertia, homogeneity, completeness, V-measure,
+ARI, AMI and silhouette per strategy. Results are cached by a hash of the request.
+
+Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+class State(TypedDict):
+    engine: BenchmarkEngine
+    registry: CollectorRegistry
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; tests pass their own ``settings``."""
+    settings = settings or Settings()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        pool = ComputePool(
+            workers=settings.workers,
+            queue_size=settings.queue_size,
+            timeout_s=settings.timeout_s,
+            threads_per_worker=settings.effective_threads_per_worker,
+        )
+        engine = BenchmarkEngine(
+            datasets=DatasetStore(settings.data_dir / "datasets"),
+            results=MemoryStore(),
+            pool=pool,
+        )
+        collector = health.EngineCollector(engine)
+        registry.register(collector)
+        logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)
+        try:
+            yield {"engine": engine, "registry": registry}
+        finally:
+            registry.unregister(collector)
+            pool.close()
+
+    app = FastAPI(
+        title="clusterbench",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        openapi_tags=[
+            {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
+            {"name": "operations", "description": "Health, readiness and metrics."},
+        ],
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(benchmarks.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, registry=registry)
+    customise_openapi(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn service.main:app` builds the app from the environment when it is first
+    # asked for, so importing this module (tests, tools) does not read the environment.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

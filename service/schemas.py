@@ -1,0 +1,211 @@
+"""Request and response models: the HTTP contract of ``API.md`` as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+StrategyName = Literal["k-means++", "random", "pca"]
+
+# strict: a JSON string such as "1.5" is not a number; NaN and infinity are refused.
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _label(value: object) -> int | str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("an integer label must fit in 64 bits")
+        return value
+    raise ValueError(f"a label must be an integer or a string, not {type(value).__name__}")
+
+
+Label = Annotated[
+    int | str,
+    PlainValidator(_label),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+
+
+class StrategySpec(BaseModel):
+    """One init strategy, optionally with its own ``n_init``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    init: StrategyName = Field(description="The init strategy.", examples=["k-means++"])
+    n_init: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Number of KMeans runs with different seeds; default 4 (1 for `pca`, "
+        "which is deterministic and takes only 1).",
+        examples=[4],
+    )
+
+
+DEFAULT_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++", "random", "pca")
+
+
+class BenchmarkRequest(BaseModel):
+    """What to benchmark: a dataset, the init strategies to compare, and KMeans' parameters.
+
+    Every field is optional: `{}` runs scikit-learn's digits example.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(
+        None,
+        description="A built-in name (`digits`, `iris`, `wine`, `breast_cancer`) or the id of "
+        "an uploaded dataset. Default `digits`; must be absent when `X` is given.",
+        examples=["digits"],
+    )
+    X: list[list[FiniteNumber]] | None = Field(
+        None,
+        description="Inline data, n_samples by n_features.",
+        examples=[[[0.0, 0.1], [0.2, 0.0], [5.0, 5.1], [5.2, 4.9]]],
+    )
+    y: list[Label] | None = Field(
+        None,
+        description="Inline ground-truth labels for `X` (integers or strings), optional.",
+        examples=[[0, 0, 1, 1]],
+    )
+    n_clusters: int | None = Field(
+        None,
+        ge=2,
+        description="Number of clusters; default the number of distinct labels. "
+        "Required when the data has no labels.",
+        examples=[10],
+    )
+    strategies: list[StrategyName | StrategySpec] = Field(
+        default_factory=lambda: list(DEFAULT_STRATEGIES),
+        min_length=1,
+        max_length=16,
+        description='Init strategies to compare, each a name or `{"init", "n_init"}`.',
+        examples=[["k-means++", "random", "pca"]],
+    )
+    random_state: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seeds KMeans and the silhouette sample."
+    )
+    scale: bool = Field(True, description="Put a StandardScaler before KMeans, as the seed does.")
+    algorithm: Literal["lloyd", "elkan"] = Field("lloyd", description="Passed to KMeans.")
+    max_iter: int = Field(300, ge=1, le=100_000, description="Passed to KMeans.")
+    tol: float = Field(1e-4, ge=0, allow_inf_nan=False, description="Passed to KMeans.")
+    silhouette_sample_size: int | None = Field(
+        300, ge=2, description="Samples drawn to score the silhouette; null scores all."
+    )
+
+    @field_validator("y")
+    @classmethod
+    def _same_label_type(cls, y: list[int | str] | None) -> list[int | str] | None:
+        if y:
+            first = type(y[0])
+            for i, label in enumerate(y):
+                if type(label) is not first:
+                    raise ValueError(
+                        f"labels must be all integers or all strings: y[0] is "
+                        f"{first.__name__}, y[{i}] is {type(label).__name__}"
+                    )
+        return y
+
+    @model_validator(mode="after")
+    def _check_source(self) -> BenchmarkRequest:
+        if self.X is not None and self.dataset is not None:
+            raise ValueError("give either `dataset` or inline `X`, not both")
+        if self.y is not None and self.X is None:
+            raise ValueError("`y` labels inline `X`; it cannot be given without `X`")
+        seen: set[str] = set()
+        for item in self.strategies:
+            name = item if isinstance(item, str) else item.init
+            if name in seen:
+                raise ValueError(f"strategy {name!r} is listed twice")
+            seen.add(name)
+            if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
+                raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
+        return self
+
+
+class DatasetSummary(BaseModel):
+    id: str = Field(description="Content hash of the data (sha256, hex).")
+    name: str | None = Field(description="The built-in's name, or null for client data.")
+    n_samples: int
+    n_features: int
+    has_labels: bool
+
+
+class StrategyParams(BaseModel):
+    init: StrategyName
+    n_init: int
+
+
+class BenchmarkParams(BaseModel):
+    """The request after defaults were applied; `dataset` is the content id."""
+
+    dataset: str
+    n_clusters: int
+    strategies: list[StrategyParams]
+    random_state: int
+    scale: bool
+    algorithm: Literal["lloyd", "elkan"]
+    max_iter: int
+    tol: float
+    silhouette_sample_size: int | None
+
+
+class StrategyResult(BaseModel):
+    """One strategy's timing and scores, as the seed reports them."""
+
+    init: StrategyName
+    n_init: int
+    fit_time: float = Field(description="Seconds to fit the pipeline.")
+    inertia: float
+    n_iter: int
+    homogeneity: float | None
+    completeness: float | None
+    v_measure: float | None
+    ari: float | None = Field(description="Adjusted Rand index.")
+    ami: float | None = Field(description="Adjusted mutual information.")
+    silhouette: float | None
+    model_id: str
+    warnings: list[str] = Field(
+        description="Warnings scikit-learn raised while fitting, e.g. ConvergenceWarning."
+    )
+
+
+class BenchmarkResult(BaseModel):
+    """A benchmark's results, one entry per strategy in the requested order."""
+
+    id: str = Field(description="The request hash (sha256, hex).")
+    cached: bool
+    dataset: DatasetSummary
+    n_clusters: int
+    params: BenchmarkParams
+    results: list[StrategyResult]
+    plot_url: str
+    versions: dict[str, str]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = Field(examples=["urn:clusterbench:problem:invalid-data"])
+    title: str = Field(examples=["Invalid data"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["X is ragged: row 2 has 3 values, row 0 has 2"])
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="One entry per problem: `loc` (where) and `msg`."
+    )
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])

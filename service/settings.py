@@ -1,0 +1,59 @@
+"""Service settings, read from ``CLUSTERBENCH_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+def _default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment.
+
+    Every field can be set as ``CLUSTERBENCH_<NAME>``, e.g. ``CLUSTERBENCH_PORT=9000``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLUSTERBENCH_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface the server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port the server listens on.")
+    data_dir: Path = Field(
+        Path(".clusterbench"),
+        description="Where the embedded store and uploaded datasets live.",
+    )
+    max_body_bytes: int = Field(
+        256 * MIB, ge=1, description="Largest request body accepted; larger ones get 413."
+    )
+    workers: int = Field(
+        default_factory=_default_workers,
+        ge=1,
+        description="Size of the compute pool (processes running scikit-learn).",
+    )
+    queue_size: int = Field(
+        4,
+        ge=0,
+        description="Computations allowed to wait for a free worker; past that, 503.",
+    )
+    timeout_s: float = Field(
+        300.0, gt=0, description="Longest time one request may compute before it is stopped."
+    )
+    threads_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="BLAS/OpenMP threads per worker; default: CPU count divided by workers.",
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    @property
+    def effective_threads_per_worker(self) -> int:
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // self.workers)

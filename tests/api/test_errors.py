@@ -1,0 +1,95 @@
+"""Bad requests: every one a 4xx application/problem+json saying what and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+XY3 = [[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]]
+
+CASES: list[tuple[str, Any, int, str]] = [
+    # (name, body: JSON-able value or raw bytes, status, words the detail must contain)
+    ("malformed JSON", b"{\"X\": [[1, 2", 400, "not valid JSON"),
+    ("not an object", [1, 2], 422, "valid dictionary"),
+    ("non-numeric", {"X": [[1, "a"], [2, 3]], "n_clusters": 2}, 422, "X[0][1]"),
+    ("number as string", {"X": [[1, "1.5"], [2, 3]], "n_clusters": 2}, 422, "X[0][1]"),
+    ("boolean", {"X": [[1, 2], [True, 3]], "n_clusters": 2}, 422, "X[1][0]"),
+    ("NaN", b'{"X": [[1, 2], [3, NaN]], "n_clusters": 2}', 422, "X[1][1]: Input should be a finite"),
+    ("infinity", b'{"X": [[1, -Infinity], [3, 4]], "n_clusters": 2}', 422, "X[0][1]"),
+    ("overflow", b'{"X": [[1, 1e999], [3, 4]], "n_clusters": 2}', 422, "X[0][1]"),
+    ("ragged", {"X": [[1, 2], [3, 4], [5]], "n_clusters": 2}, 422, "row 2 has 1 values, row 0"),
+    ("flat X", {"X": [1, 2, 3], "n_clusters": 2}, 422, "X[0]"),
+    ("one sample", {"X": [[1, 2]], "n_clusters": 2}, 422, "at least 2 samples; got 1"),
+    ("no samples", {"X": [], "n_clusters": 2}, 422, "no rows"),
+    ("empty rows", {"X": [[], []], "n_clusters": 2}, 422, "at least 1 feature"),
+    ("y too short", {"X": XY3, "y": [0, 1]}, 422, "y has 2 labels but X has 3 samples"),
+    ("y mixed", {"X": XY3, "y": [0, "a", 1]}, 422, "y[1] is str"),
+    ("y float", {"X": XY3, "y": [0, 1.5, 1]}, 422, "y[1]"),
+    ("y without X", {"y": [0, 1]}, 422, "without `X`"),
+    ("n_clusters 1", {"n_clusters": 1}, 422, "n_clusters"),
+    ("n_clusters > n_samples", {"X": XY3, "n_clusters": 4}, 422, "n_clusters=4 is larger than n_samples=3"),
+    ("pca too many", {"dataset": "iris", "n_clusters": 5, "strategies": ["pca"]}, 422, "min(n_samples, n_features)=4"),
+    ("pca n_init", {"strategies": [{"init": "pca", "n_init": 3}]}, 422, "n_init must be 1"),
+    ("unknown strategy", {"strategies": ["kmeans"]}, 422, "strategies[0]"),
+    ("duplicate strategy", {"strategies": ["random", "random"]}, 422, "listed twice"),
+    ("no strategies", {"strategies": []}, 422, "strategies"),
+    ("n_init 0", {"strategies": [{"init": "random", "n_init": 0}]}, 422, "n_init"),
+    ("unknown dataset", {"dataset": "mnist"}, 422, "unknown dataset 'mnist'"),
+    ("unknown dataset id", {"dataset": "f" * 64}, 422, "unknown dataset"),
+    ("unknown algorithm", {"algorithm": "full"}, 422, "algorithm"),
+    ("X and dataset", {"dataset": "iris", "X": XY3}, 422, "not both"),
+    ("no labels, no n_clusters", {"X": XY3}, 422, "n_clusters is required"),
+    ("single-class labels", {"X": XY3, "y": [1, 1, 1]}, 422, "single class"),
+    ("unknown field", {"n_cluster": 3}, 422, "n_cluster"),
+    ("negative random_state", {"random_state": -1}, 422, "random_state"),
+    ("huge random_state", {"random_state": 2**40}, 422, "random_state"),
+    ("negative tol", {"tol": -1}, 422, "tol"),
+    ("max_iter 0", {"max_iter": 0}, 422, "max_iter"),
+    ("silhouette 1", {"silhouette_sample_size": 1}, 422, "silhouette_sample_size"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "words"), CASES, ids=[c[0] for c in CASES])
+async def test_bad_request_is_a_clear_problem(
+    client: httpx.AsyncClient, name: str, body: Any, status: int, words: str
+) -> None:
+    # Check that a bad request gets its status and a problem+json that says what and where.
+    if isinstance(body, bytes):
+        response = await client.post(
+            "/v1/benchmarks", content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        response = await client.post("/v1/benchmarks", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert set(problem) == {"type", "title", "status", "detail", "errors"}
+    assert problem["status"] == status
+    assert words in problem["detail"], problem["detail"]
+    assert "Traceback" not in response.text
+
+
+async def test_body_must_be_json(client: httpx.AsyncClient) -> None:
+    # Check that a body of another media type is 415, and no body at all runs the defaults.
+    response = await client.post(
+        "/v1/benchmarks", content=b"{}", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    empty = await client.post("/v1/benchmarks")
+    assert empty.status_code == 200
+    assert empty.json()["n_clusters"] == 10
+
+
+async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
+    # Check that routing errors are problem+json too.
+    missing = await client.get("/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    wrong = await client.delete("/v1/benchmarks")
+    assert wrong.status_code == 405
+    assert wrong.headers["content-type"] == "application/problem+json"
