@@ -27,8 +27,11 @@ _PRELOAD = ["service.benchmark"]
 def _init_worker(n_threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
+    from service.benchmark import warm_up
+
     # Called without a context manager, the limit holds for the worker's life.
     threadpool_limits(limits=n_threads)
+    warm_up()
 
 
 class ComputePool:

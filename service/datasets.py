@@ -126,11 +126,15 @@ def _rows_to_array(rows: Any) -> np.ndarray:
     for i, row in enumerate(rows):
         if len(row) != width:
             raise InvalidDataError(
-                f"X is ragged: row {i} has {len(row)} values, row 0 has {width}",
-                errors=[{"loc": ["X", i], "msg": f"{len(row)} values, expected {width}"}],
+                f"X is ragged: row {i} has {_values(len(row))}, row 0 has {_values(width)}",
+                errors=[{"loc": ["X", i], "msg": f"{_values(len(row))}, expected {width}"}],
             )
     array: np.ndarray = np.asarray(rows, dtype=np.float64)
     return array
+
+
+def _values(n: int) -> str:
+    return f"{n} value" if n == 1 else f"{n} values"
 
 
 def _check_finite(X: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service import __version__
 from service.api import problems
@@ -46,6 +46,7 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; tests pass their own ``settings``."""
     settings = settings or Settings()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
 
     @asynccontextmanager

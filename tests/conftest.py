@@ -21,6 +21,8 @@ from service.main import create_app
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# How the real-server tests start the service; the Dockerfile's CMD must be the same.
+SERVER_ARGS = ["-m", "service"]
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +66,9 @@ def free_port() -> int:
 class Server:
     """A real ``python -m service`` process on a loopback port."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, args: list[str] | None = None, **env: str) -> None:
         self.port = free_port()
+        self.args = SERVER_ARGS if args is None else args
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {
@@ -79,7 +82,7 @@ class Server:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"], env=self.env, cwd=self.data_dir.parent
+            [sys.executable, *self.args], env=self.env, cwd=self.data_dir.parent
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

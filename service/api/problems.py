@@ -39,11 +39,15 @@ def problem_response(
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+def _public_loc(loc: Sequence[Any]) -> list[Any]:
+    """Locations inside the JSON body start at its fields, as the domain errors' do."""
+    return list(loc[1:] if loc and loc[0] == "body" else loc)
+
+
 def format_loc(loc: Sequence[Any]) -> str:
-    """``("body", "X", 3, 2)`` -> ``X[3][2]``: where in the request a problem is."""
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    """``["X", 3, 2]`` -> ``X[3][2]``: where in the request a problem is."""
     text = ""
-    for part in parts:
+    for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
@@ -75,10 +79,12 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
             f"the body is not valid JSON: {reason} at character {position}",
             title="Malformed JSON",
             type_="urn:clusterbench:problem:malformed-json",
-            errors=[{"loc": ["body", position], "msg": reason, "type": "json_invalid"}],
+            errors=[
+                {"loc": [], "msg": f"{reason} at character {position}", "type": "json_invalid"}
+            ],
         )
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": _public_loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in raw
     ]
     shown = "; ".join(f"{format_loc(e['loc'])}: {e['msg']}" for e in errors[:5])

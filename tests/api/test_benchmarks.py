@@ -41,7 +41,8 @@ async def test_seed_table_as_text(client: httpx.AsyncClient) -> None:
         name, fit_time, *numbers = line.split("\t")
         name = name.strip()
         assert tuple(numbers[:6]) == SEED_TABLE[name]
-        assert fit_time.endswith("s") and float(fit_time[:-1]) > 0
+        assert fit_time.endswith("s")
+        assert float(fit_time[:-1]) > 0
         silhouette = seed_scores(X, y, inits[name], n_clusters=10)["silhouette"]
         assert numbers[6] == f"{silhouette:.3f}"
     assert [line.split("\t")[0].strip() for line in lines[2:-1]] == list(inits)
@@ -202,7 +203,7 @@ async def test_same_question_same_id(client: httpx.AsyncClient) -> None:
     X, y = load_builtin("digits")
     variants: list[bytes] = [
         b"{}",
-        b'  {\n  }  ',
+        b"  {\n  }  ",
         json.dumps(
             {
                 "silhouette_sample_size": 300,

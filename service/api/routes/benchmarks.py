@@ -39,7 +39,7 @@ EXAMPLES: dict[str, Example] = {
             "strategies": [{"init": "k-means++", "n_init": 10}, "random"],
             "random_state": 42,
             "algorithm": "elkan",
-            "silhouette_sample_size": None,
+            "silhouette_sample_size": 100,
         },
     },
     "inline": {
@@ -104,10 +104,12 @@ def _not_modified(benchmark_id: str) -> Response:
 async def create_benchmark(
     request: Request,
     engine: Engine,
-    body: Annotated[BenchmarkRequest | None, Body(openapi_examples=EXAMPLES)] = None,
+    body: Annotated[
+        BenchmarkRequest, Body(default_factory=BenchmarkRequest, openapi_examples=EXAMPLES)
+    ],
 ) -> Response:
     """Fit KMeans with each init strategy on the dataset and score the clusterings."""
-    job = await engine.resolve(body or BenchmarkRequest())
+    job = await engine.resolve(body)
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
     if etag_matches(request.headers.get("if-none-match"), f'"{job.id}"'):

@@ -1,0 +1,40 @@
+"""The committed OpenAPI document is the one the app serves."""
+
+from __future__ import annotations
+
+import json
+
+from service.main import create_app
+from service.openapi import DEFAULT_PATH, main, render
+
+
+def test_committed_document_is_current() -> None:
+    # Check that openapi/openapi.json equals the app's document (run `make openapi` if not).
+    assert DEFAULT_PATH.read_text() == render(create_app()), "run 'make openapi'"
+    assert main(["--check"]) == 0
+
+
+def test_document_is_deterministic() -> None:
+    # Check that two apps render byte-identical documents.
+    assert render(create_app()) == render(create_app())
+
+
+def test_operations_are_named_and_tagged() -> None:
+    # Check that every operation has a unique snake_case id, a tag and a summary, and that
+    # error responses are documented as problem+json.
+    spec = json.loads(DEFAULT_PATH.read_text())
+    ids = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            ids.append(operation["operationId"])
+            assert operation["operationId"].replace("_", "").isalnum(), (method, path)
+            assert operation["tags"], (method, path)
+            assert operation["summary"], (method, path)
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    assert list(response["content"]) == ["application/problem+json"], (
+                        method,
+                        path,
+                        status,
+                    )
+    assert len(ids) == len(set(ids))

@@ -1,0 +1,92 @@
+"""The README's curl examples, run against a real server, answer what the README shows."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.conftest import ROOT, Server
+
+FENCE = re.compile(r"```(sh|text|json)\n(.*?)```", re.DOTALL)
+FIT_TIME = re.compile(r"\b\d+\.\d{3}s\b")
+
+
+def examples(readme: str) -> list[tuple[str, str, str]]:
+    """(command, kind, expected output) for each ``sh`` block followed by its output."""
+    blocks = FENCE.findall(readme)
+    found = []
+    for (kind, text), (next_kind, expected) in itertools.pairwise(blocks):
+        if kind == "sh":
+            assert next_kind in ("text", "json"), f"no output shown after:\n{text}"
+            found.append((text, next_kind, expected))
+    return found
+
+
+def matches(actual: Any, expected: Any, where: str = "") -> None:
+    """``expected`` is ``actual`` with "..." standing for any value and dicts as subsets."""
+    if expected == "...":
+        return
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), where
+        for key, value in expected.items():
+            assert key in actual, f"{where}.{key} missing"
+            matches(actual[key], value, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list), where
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            matches(a, e, f"{where}[{i}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+README = (ROOT / "README.md").read_text()
+
+
+@pytest.mark.server
+def test_readme_examples(tmp_path: Path) -> None:
+    # Check every curl example of the README, in order, on a fresh real server.
+    server = Server(tmp_path / "data")
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        found = examples(README)
+        assert len(found) >= 6
+        for command, kind, expected in found:
+            script = command.replace("localhost:8000", f"127.0.0.1:{server.port}")
+            run = subprocess.run(
+                ["bash", "-eo", "pipefail", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+                check=False,
+            )
+            assert run.returncode == 0, f"{command}\n{run.stderr}"
+            if kind == "json":
+                matches(json.loads(run.stdout), json.loads(expected), command.split("\n")[0])
+            else:
+                assert FIT_TIME.sub("<t>", run.stdout) == FIT_TIME.sub("<t>", expected), command
+    finally:
+        server.stop()
+
+
+def test_readme_lists_every_setting() -> None:
+    # Check that the settings table names every CLUSTERBENCH_ variable the service reads.
+    for name in Settings.model_fields:
+        assert f"`CLUSTERBENCH_{name.upper()}`" in README, name
+
+
+def test_readme_commands_exist() -> None:
+    # Check that the two commands the README gives are Makefile targets, and CI runs the test one.
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.MULTILINE)
+    assert re.search(r"^test:", makefile, re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

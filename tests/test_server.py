@@ -1,0 +1,109 @@
+"""End to end: real uvicorn processes on loopback ports, reached as users reach them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+
+pytestmark = pytest.mark.server
+
+LONG = {"strategies": [{"init": "random", "n_init": 600}], "tol": 0.0, "random_state": 9}
+
+
+def test_python_m_service_serves_the_seed(server: Server) -> None:
+    # Check the seed's benchmark over real HTTP, then a hit with the same body.
+    first = httpx.post(f"{server.url}/v1/benchmarks", json={}, timeout=60)
+    assert first.status_code == 200
+    assert [round(r["inertia"]) for r in first.json()["results"]] == [69545, 69735, 69513]
+    second = httpx.post(f"{server.url}/v1/benchmarks", json={}, timeout=60)
+    assert second.headers["x-cache"] == "hit"
+    assert second.json() == {**first.json(), "cached": True}
+    assert (server.data_dir / "datasets" / first.json()["dataset"]["id"] / "X.npy").exists()
+
+
+def test_healthz_is_instant_during_a_long_benchmark(server: Server) -> None:
+    # Check that while a worker computes for seconds, /healthz still answers at once.
+    result: dict[str, httpx.Response] = {}
+    worker = threading.Thread(
+        target=lambda: result.update(
+            r=httpx.post(f"{server.url}/v1/benchmarks", json=LONG, timeout=120)
+        )
+    )
+    worker.start()
+    time.sleep(0.5)
+    assert worker.is_alive(), "the long benchmark finished too soon to prove anything"
+    latencies = []
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(20):
+            t0 = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.perf_counter() - t0)
+    assert worker.is_alive()
+    worker.join()
+    assert result["r"].status_code == 200
+    assert max(latencies) < 0.5
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`uvicorn service.main:app`, with a small body limit from the environment."""
+    data_dir = tmp_path_factory.mktemp("uvicorn") / "data"
+    data_dir.mkdir()
+    instance = Server(
+        data_dir,
+        ["-m", "uvicorn", "service.main:app", "--port", "PORT"],
+        CLUSTERBENCH_MAX_BODY_BYTES="2000",
+        CLUSTERBENCH_WORKERS="1",
+    )
+    instance.args = [a.replace("PORT", str(instance.port)) for a in instance.args]
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def test_uvicorn_app_reads_settings(uvicorn_server: Server) -> None:
+    # Check that `uvicorn service.main:app` serves with CLUSTERBENCH_* settings applied.
+    response = httpx.post(
+        f"{uvicorn_server.url}/v1/benchmarks", json={"dataset": "iris"}, timeout=60
+    )
+    assert response.status_code == 200
+    assert Path(uvicorn_server.data_dir / "datasets").is_dir()
+
+
+def test_body_over_the_limit_is_413(uvicorn_server: Server) -> None:
+    # Check that a body over CLUSTERBENCH_MAX_BODY_BYTES is refused with 413, whether its
+    # length is declared or it streams in chunks, and the server stays healthy.
+    big = {"X": [[float(i), float(i) + 0.5] for i in range(500)], "n_clusters": 2}
+    declared = httpx.post(f"{uvicorn_server.url}/v1/benchmarks", json=big, timeout=30)
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == "application/problem+json"
+    assert "2000 bytes" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"X": ['
+        for i in range(500):
+            yield f"[{i}, {i}.5],".encode()
+        yield b'[0, 0]], "n_clusters": 2}'
+
+    streamed = httpx.post(
+        f"{uvicorn_server.url}/v1/benchmarks",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert streamed.status_code == 413
+    assert streamed.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{uvicorn_server.url}/healthz").status_code == 200
+    small = httpx.post(
+        f"{uvicorn_server.url}/v1/benchmarks",
+        json={"X": [[0, 1], [1, 0], [5, 5], [6, 5]], "n_clusters": 2},
+        timeout=30,
+    )
+    assert small.status_code == 200
