@@ -21,7 +21,7 @@ from service.errors import ComputeBusyError, ComputeFailedError, ComputeTimeoutE
 
 T = TypeVar("T")
 
-_PRELOAD = ["service.benchmark"]
+_PRELOAD = ["service.benchmark", "service.plotting"]
 
 
 def _init_worker(n_threads: int) -> None:

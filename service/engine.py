@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import to_thread
 
@@ -19,11 +21,18 @@ from service.datasets import (
     as_labels,
     is_id,
 )
-from service.errors import DatasetNotFoundError, InvalidParameterError
+from service.errors import (
+    DatasetNotFoundError,
+    InvalidParameterError,
+    StrategyNotInBenchmarkError,
+)
+from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest
 from service.store import MemoryStore, StoredBenchmark
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,7 +57,7 @@ class BenchmarkEngine:
         self.results = results
         self.pool = pool
         self.stats = EngineStats()
-        self._inflight: dict[str, asyncio.Task[StoredBenchmark]] = {}
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
 
     async def resolve(self, request: BenchmarkRequest) -> ResolvedBenchmark:
         """Apply defaults, validate against the data, and compute the request hash."""
@@ -123,13 +132,71 @@ class BenchmarkEngine:
             self.stats.hits += 1
             return hit, True
         self.stats.misses += 1
-        task = self._inflight.get(job.id)
+        return await self._once(job.id, lambda: self._compute(job)), False
+
+    async def _once(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Await the computation under ``key``, starting it unless it already runs."""
+        task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._compute(job))
-            self._inflight[job.id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
+            task = asyncio.create_task(start())
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # shield: one waiter giving up must not cancel the computation the others await.
-        return await asyncio.shield(task), False
+        result: T = await asyncio.shield(task)
+        return result
+
+    async def get_or_render_plot(self, entry: StoredBenchmark, init: str | None) -> bytes:
+        """The PNG of ``entry``'s boundary plot (all panels, or the ``init`` one), cached."""
+        results = entry.body["results"]
+        if init is not None and init not in {r["init"] for r in results}:
+            raise StrategyNotInBenchmarkError(
+                f"benchmark {entry.id} has no strategy {init!r}; it has "
+                + ", ".join(repr(r["init"]) for r in results)
+            )
+        key = init or "all"
+        png = self.results.get_plot(entry.id, key)
+        if png is not None:
+            return png
+        return await self._once(f"plot:{entry.id}:{key}", lambda: self._render(entry, init))
+
+    async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
+        dataset = entry.body["dataset"]
+        if dataset["n_features"] < 2:
+            raise InvalidParameterError(
+                "the boundary plot needs at least 2 features; this dataset has 1",
+                errors=[{"loc": ["dataset"], "msg": "1 feature"}],
+            )
+        try:
+            info = self.datasets.get(dataset["id"])
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(
+                f"the dataset {dataset['id']} of this benchmark was deleted: "
+                "the plot cannot be drawn"
+            ) from None
+        specs = [
+            PanelSpec(
+                init=r["init"],
+                n_init=r["n_init"],
+                start_centers=entry.models[r["model_id"]].centers_in_feature_space()
+                if r["init"] == "pca"
+                else None,
+            )
+            for r in entry.body["results"]
+            if init is None or r["init"] == init
+        ]
+        X_path, _ = self.datasets.files(info)
+        png = await self.pool.run(
+            functools.partial(
+                render_boundaries_from_file,
+                n_clusters=entry.body["n_clusters"],
+                random_state=entry.body["params"]["random_state"],
+                dataset_name=info.name or f"dataset {info.id[:8]}",
+            ),
+            X_path,
+            specs,
+        )
+        self.results.put_plot(entry.id, init or "all", png)
+        return png
 
     async def _compute(self, job: ResolvedBenchmark) -> StoredBenchmark:
         X_path, y_path = self.datasets.files(job.dataset)

@@ -63,6 +63,12 @@ class BenchmarkNotFoundError(ServiceError):
     slug = "benchmark-not-found"
 
 
+class StrategyNotInBenchmarkError(ServiceError):
+    status = 404
+    title = "Strategy not in benchmark"
+    slug = "strategy-not-in-benchmark"
+
+
 class ModelNotFoundError(ServiceError):
     status = 404
     title = "Model not found"

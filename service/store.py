@@ -16,6 +16,7 @@ class StoredBenchmark:
     id: str
     body: dict[str, Any]
     models: dict[str, FittedModel] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -34,6 +35,17 @@ class MemoryStore:
         with self._lock:
             self._benchmarks[entry.id] = entry
             self._models.update(entry.models)
+
+    def get_plot(self, benchmark_id: str, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._benchmarks.get(benchmark_id)
+            return None if entry is None else entry.plots.get(key)
+
+    def put_plot(self, benchmark_id: str, key: str, png: bytes) -> None:
+        with self._lock:
+            entry = self._benchmarks.get(benchmark_id)
+            if entry is not None:
+                entry.plots[key] = png
 
     def get_model(self, model_id: str) -> FittedModel | None:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.openapi.models import Example
 from starlette.responses import Response
 
@@ -19,12 +19,14 @@ from service.api.deps import (
 )
 from service.benchmark import format_table
 from service.errors import BenchmarkNotFoundError
-from service.schemas import BenchmarkRequest, BenchmarkResult
+from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
 
 REPRESENTATIONS = ("application/json", "text/plain")
+# A benchmark's id names its content for good: caches may keep it.
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 EXAMPLES: dict[str, Example] = {
     "digits": {
@@ -137,5 +139,38 @@ async def get_benchmark(benchmark_id: BenchmarkId, request: Request, engine: Eng
         entry,
         cached=True,
         accept=accept,
-        extra={"Cache-Control": "public, max-age=31536000, immutable"},
+        extra={"Cache-Control": IMMUTABLE},
     )
+
+
+@router.get(
+    "/{benchmark_id}/plot.png",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The decision-boundary plot: one panel per strategy.",
+        },
+        304: {"description": "`If-None-Match` names this plot: the client has it."},
+        **problems(404, 422, 503, 504),
+    },
+    summary="Get a benchmark's decision-boundary plot",
+)
+async def get_benchmark_plot(
+    benchmark_id: BenchmarkId,
+    request: Request,
+    engine: Engine,
+    init: Annotated[
+        StrategyName | None,
+        Query(description="Draw only this strategy's panel (one of the benchmark's)."),
+    ] = None,
+) -> Response:
+    """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
+    entry = engine.cached(benchmark_id)
+    if entry is None:
+        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE}
+    if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
+        return Response(status_code=304, headers=headers)
+    png = await engine.get_or_render_plot(entry, init)
+    return Response(png, headers=headers, media_type="image/png")

@@ -1,0 +1,123 @@
+"""The boundary plot: size, determinism, and regions that agree with KMeans.predict."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
+
+from service.benchmark import BenchmarkParams, Strategy, run_benchmark
+from service.datasets import load_builtin
+from service.plotting import (
+    AXES_BOX,
+    DPI,
+    HEIGHT_IN,
+    PALETTE,
+    PANEL_WIDTH_IN,
+    PanelSpec,
+    figure_size_px,
+    make_frame,
+    pixel_centres,
+    render_boundaries,
+)
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def pca_centres(X: np.ndarray, y: np.ndarray, n_clusters: int) -> np.ndarray:
+    params = BenchmarkParams(dataset="x", n_clusters=n_clusters, strategies=(Strategy("pca", 1),))
+    (outcome,) = run_benchmark(X, y, params)
+    return outcome.model.centers_in_feature_space()
+
+
+@pytest.mark.parametrize("n_panels", [1, 3])
+def test_size_and_determinism(n_panels: int) -> None:
+    # Check the PNG's size for 1 and N panels, and that a second render is byte-identical.
+    X, y = load_builtin("iris")
+    specs = [
+        PanelSpec("k-means++", 4),
+        PanelSpec("random", 2),
+        PanelSpec("pca", 1, pca_centres(X, y, 3)),
+    ]
+    png = render_boundaries(X, specs[:n_panels], n_clusters=3, random_state=0, dataset_name="iris")
+    assert png_size(png) == figure_size_px(n_panels)
+    assert figure_size_px(n_panels) == (500 * n_panels, 500)
+    again = render_boundaries(
+        X, specs[:n_panels], n_clusters=3, random_state=0, dataset_name="iris"
+    )
+    assert png == again
+    assert b"tIME" not in png  # no timestamp chunk
+
+
+@pytest.mark.parametrize(("init", "n_init"), [("k-means++", 4), ("random", 4), ("pca", 1)])
+def test_regions_agree_with_kmeans_predict(init: str, n_init: int) -> None:
+    # Check that the colour at a sample of pixel centres is the colour of the cluster that
+    # KMeans (fitted directly on the PCA-reduced digits) predicts there.
+    X, y = load_builtin("digits")
+    centres = pca_centres(X, y, 10) if init == "pca" else None
+    png = render_boundaries(
+        X, [PanelSpec(init, n_init, centres)], n_clusters=10, random_state=0, dataset_name="digits"
+    )
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64) / 255
+
+    pca = PCA(n_components=2).fit(X)
+    reduced = pca.transform(X)
+    if init == "pca":
+        kmeans = KMeans(n_clusters=10, init=pca.transform(centres), n_init=1).fit(reduced)
+    else:
+        kmeans = KMeans(n_clusters=10, init=init, n_init=n_init, random_state=0).fit(reduced)
+
+    frame = make_frame(X)
+    xs, ys = pixel_centres(frame)
+    left_px = round(AXES_BOX[0] * PANEL_WIDTH_IN * DPI)
+    bottom_px = round(AXES_BOX[1] * HEIGHT_IN * DPI)
+    rng = np.random.default_rng(0)
+    cols = rng.integers(2, frame.width_px - 2, 3000)
+    rows = rng.integers(2, frame.height_px - 2, 3000)
+    # Keep pixel centres clear of the drawn points (4 px) and crosses (12 px).
+    x_min, x_max, y_min, y_max = frame.extent
+    scale = np.array([frame.width_px / (x_max - x_min), frame.height_px / (y_max - y_min)])
+    to_px = lambda data: (data - [x_min, y_min]) * scale - 0.5  # noqa: E731
+    samples = np.column_stack([cols, rows])
+    near_point = np.array([np.min(np.abs(to_px(reduced) - s).max(1)) < 4 for s in samples])
+    near_cross = np.array(
+        [np.min(np.abs(to_px(kmeans.cluster_centers_) - s).max(1)) < 12 for s in samples]
+    )
+    clear = ~near_point & ~near_cross
+    assert clear.sum() >= 300
+    cols, rows = cols[clear], rows[clear]
+    expected = PALETTE[kmeans.predict(np.column_stack([xs[cols], ys[rows]])) % len(PALETTE)]
+    actual = image[image.shape[0] - 1 - (bottom_px + rows), left_px + cols]
+    np.testing.assert_allclose(actual, expected, atol=2 / 255)
+
+
+def test_two_feature_data_is_not_reduced() -> None:
+    # Check that 2-feature data is drawn as is, and the axes say so.
+    X, _ = make_blobs(n_samples=60, centers=3, n_features=2, random_state=0)
+    frame = make_frame(X)
+    assert frame.projection is None
+    np.testing.assert_array_equal(frame.reduced, X)
+    assert "no PCA" in frame.axis_labels[0]
+    png = render_boundaries(
+        X, [PanelSpec("random", 4)], n_clusters=3, random_state=0, dataset_name="blobs"
+    )
+    assert png_size(png) == figure_size_px(1)
+
+
+def test_more_clusters_than_distinct_points_still_draws() -> None:
+    # Check that degenerate data (fewer distinct points than clusters) renders.
+    X = np.array([[0.0, 0.0, 1.0]] * 4 + [[1.0, 1.0, 0.0]] * 4)
+    png = render_boundaries(
+        X, [PanelSpec("k-means++", 1)], n_clusters=3, random_state=0, dataset_name="tiny"
+    )
+    assert png_size(png) == figure_size_px(1)
