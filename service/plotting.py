@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
@@ -30,6 +31,7 @@ DPI = 100
 AXES_BOX = (0.04, 0.06, 0.92, 0.74)
 MAX_POINTS = 20_000
 PALETTE = colormaps["Paired"](np.arange(12))[:, :3]
+PALETTE_RGB = np.rint(PALETTE * 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,17 @@ def fit_panel(
 
 
 def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: int) -> bytes:
-    """Draw the panels side by side and return the PNG's bytes (no timestamp in them)."""
+    """Draw the panels side by side and return the PNG's bytes (no timestamp in them).
+
+    matplotlib draws everything but the regions (text, frames, points, crosses) on a
+    transparent canvas; the regions, one colour per pixel, are laid under it with NumPy.
+    Same picture as ``imshow``, without resampling an image the size of the axes.
+    """
     n = len(panels)
     width_px, height_px = figure_size_px(n)
     figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    FigureCanvasAgg(figure)
+    figure.patch.set_alpha(0.0)
+    canvas = FigureCanvasAgg(figure)
     reduced = frame.reduced
     if len(reduced) > MAX_POINTS:
         shown = np.random.default_rng(random_state).choice(len(reduced), MAX_POINTS, replace=False)
@@ -159,13 +167,7 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
     outline = [patheffects.withStroke(linewidth=5, foreground="black")]
     for i, panel in enumerate(panels):
         ax = figure.add_axes(((i + left) / n, bottom, width / n, height))
-        ax.imshow(
-            PALETTE[panel.labels % len(PALETTE)],
-            interpolation="nearest",
-            extent=frame.extent,
-            aspect="auto",
-            origin="lower",
-        )
+        ax.patch.set_visible(False)
         ax.plot(points[:, 0], points[:, 1], "k.", markersize=2)
         centres = panel.kmeans.cluster_centers_
         ax.scatter(
@@ -185,8 +187,24 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
         ax.set_xlabel(frame.axis_labels[0], fontsize=9)
         ax.set_ylabel(frame.axis_labels[1], fontsize=9)
         ax.set_title(panel.title, fontsize=10)
+    canvas.draw()
+    overlay = np.asarray(canvas.buffer_rgba())
+
+    pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
+    top = height_px - round(bottom * height_px) - frame.height_px
+    for i, panel in enumerate(panels):
+        x0 = round((i + left) / n * width_px)
+        regions = PALETTE_RGB[panel.labels % len(PALETTE_RGB)][::-1]  # row 0 at the top
+        pixels[top : top + frame.height_px, x0 : x0 + frame.width_px] = regions
+    # Alpha-blend the drawing over the regions where it covers anything: a small share
+    # of the pixels, so index them rather than blend the whole image.
+    covered = np.nonzero(overlay[..., 3])
+    alpha = overlay[..., 3][covered][:, None].astype(np.uint32)
+    blended = overlay[covered][:, :3] * alpha + pixels[covered] * (255 - alpha)
+    pixels[covered] = ((blended + 127) // 255).astype(np.uint8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    # compress_level 1: a fifth of the default's encoding time for a file 20% larger.
+    Image.fromarray(pixels, "RGB").save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
 
 
