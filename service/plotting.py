@@ -187,8 +187,8 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
         ax.set_xlabel(frame.axis_labels[0], fontsize=9)
         ax.set_ylabel(frame.axis_labels[1], fontsize=9)
         ax.set_title(panel.title, fontsize=10)
-    canvas.draw()
-    overlay = np.asarray(canvas.buffer_rgba())
+    canvas.draw()  # type: ignore[no-untyped-call]
+    overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
 
     pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     top = height_px - round(bottom * height_px) - frame.height_px
