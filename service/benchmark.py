@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from service import __version__
 from service.datasets import load_arrays
-from service.errors import InvalidParameterError
+from service.errors import InvalidDataError, InvalidParameterError
 
 STRATEGIES = ("k-means++", "random", "pca")
 DEFAULT_STRATEGIES = STRATEGIES
@@ -86,6 +86,39 @@ class FittedModel:
     scaler_scale: np.ndarray | None
     inertia: float
     n_iter: int
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Assign samples to clusters as the fitted pipeline's ``predict`` does.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Validated, finite data in the original feature space.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Index of the nearest centre.
+        distances : ndarray of shape (n_samples,)
+            Euclidean distance to that centre, in the space KMeans worked in (scaled when
+            the pipeline scales), as ``KMeans.transform`` measures it.
+        """
+        if X.shape[1] != self.n_features:
+            raise InvalidDataError(
+                f"X has {X.shape[1]} features but the model was fitted on {self.n_features}",
+                errors=[{"loc": ["X"], "msg": f"expected {self.n_features} features"}],
+            )
+        Z = np.asarray(X, dtype=np.float64)
+        if self.scaler_mean is not None and self.scaler_scale is not None:
+            Z = (Z - self.scaler_mean) / self.scaler_scale
+        centers = self.cluster_centers
+        squared = (
+            (Z * Z).sum(axis=1)[:, None] - 2.0 * Z @ centers.T + (centers * centers).sum(axis=1)
+        )
+        labels = squared.argmin(axis=1)
+        # The expansion can dip below zero by rounding: recompute the winner exactly.
+        distances = np.sqrt(((Z - centers[labels]) ** 2).sum(axis=1))
+        return labels, distances
 
     def centers_in_feature_space(self) -> np.ndarray:
         if self.scaler_mean is None or self.scaler_scale is None:

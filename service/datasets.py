@@ -63,7 +63,7 @@ class DatasetInfo:
         }
 
 
-def as_feature_matrix(X: Any) -> np.ndarray:
+def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
     """Validate client data as a feature matrix.
 
     Parameters
@@ -97,10 +97,10 @@ def as_feature_matrix(X: Any) -> np.ndarray:
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     X_valid: np.ndarray = np.ascontiguousarray(X, dtype=dtype)
     n_samples, n_features = X_valid.shape
-    if n_samples < 2:
+    if n_samples < min_samples:
         raise InvalidDataError(
-            f"X must have at least 2 samples; got {n_samples}",
-            errors=[{"loc": ["X"], "msg": f"{n_samples} sample(s), at least 2 needed"}],
+            f"X must have at least {min_samples} samples; got {n_samples}",
+            errors=[{"loc": ["X"], "msg": f"{n_samples} sample(s), {min_samples} needed"}],
         )
     if n_features < 1:
         raise InvalidDataError(
@@ -118,10 +118,7 @@ def _rows_to_array(rows: Any) -> np.ndarray:
             errors=[{"loc": ["X"], "msg": "not an array of arrays"}],
         )
     if len(rows) == 0:
-        raise InvalidDataError(
-            "X has no rows; at least 2 samples are needed",
-            errors=[{"loc": ["X"], "msg": "no rows"}],
-        )
+        raise InvalidDataError("X has no rows", errors=[{"loc": ["X"], "msg": "no rows"}])
     width = len(rows[0])
     for i, row in enumerate(rows):
         if len(row) != width:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from anyio import to_thread
 
 from service import benchmark as bm
@@ -24,11 +27,12 @@ from service.datasets import (
 from service.errors import (
     DatasetNotFoundError,
     InvalidParameterError,
+    ModelNotFoundError,
     StrategyNotInBenchmarkError,
 )
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest
-from service.store import MemoryStore, StoredBenchmark
+from service.store import ResultStore, StoredBenchmark
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +56,13 @@ class ResolvedBenchmark:
 class BenchmarkEngine:
     """Owns the dataset store, the result store and the compute pool."""
 
-    def __init__(self, datasets: DatasetStore, results: MemoryStore, pool: ComputePool) -> None:
+    def __init__(self, datasets: DatasetStore, results: ResultStore, pool: ComputePool) -> None:
         self.datasets = datasets
         self.results = results
         self.pool = pool
         self.stats = EngineStats()
         self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
 
     async def resolve(self, request: BenchmarkRequest) -> ResolvedBenchmark:
         """Apply defaults, validate against the data, and compute the request hash."""
@@ -119,20 +124,27 @@ class BenchmarkEngine:
         info, _ = self.datasets.put(X_arr, y_arr, name=None, format="json")
         return info
 
-    def cached(self, benchmark_id: str) -> StoredBenchmark | None:
-        return self.results.get(benchmark_id)
+    async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
+        """The stored benchmark: from memory on the event loop, else from disk in a thread."""
+        entry = self.results.peek(benchmark_id)
+        if entry is not None:
+            if self.results.touch_due(benchmark_id):
+                # Best effort, off the event loop: the LRU order on disk.
+                asyncio.get_running_loop().run_in_executor(None, self.results.touch, benchmark_id)
+            return entry
+        return await to_thread.run_sync(self.results.get, benchmark_id)
 
     async def get_or_compute(self, job: ResolvedBenchmark) -> tuple[StoredBenchmark, bool]:
         """The stored benchmark for ``job``, computing it once however many ask at once.
 
         Returns the entry and whether it came from the cache.
         """
-        hit = self.results.get(job.id)
+        hit = await self.cached(job.id)
         if hit is not None:
             self.stats.hits += 1
             return hit, True
         self.stats.misses += 1
-        return await self._once(job.id, lambda: self._compute(job)), False
+        return await self._once(job.id, lambda: self._compute(job))
 
     async def _once(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Await the computation under ``key``, starting it unless it already runs."""
@@ -147,20 +159,21 @@ class BenchmarkEngine:
 
     async def get_or_render_plot(self, entry: StoredBenchmark, init: str | None) -> bytes:
         """The PNG of ``entry``'s boundary plot (all panels, or the ``init`` one), cached."""
-        results = entry.body["results"]
+        results = entry.data["results"]
         if init is not None and init not in {r["init"] for r in results}:
             raise StrategyNotInBenchmarkError(
                 f"benchmark {entry.id} has no strategy {init!r}; it has "
                 + ", ".join(repr(r["init"]) for r in results)
             )
         key = init or "all"
-        png = self.results.get_plot(entry.id, key)
+        png = await to_thread.run_sync(self.results.get_plot, entry.id, key)
         if png is not None:
             return png
         return await self._once(f"plot:{entry.id}:{key}", lambda: self._render(entry, init))
 
     async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
-        dataset = entry.body["dataset"]
+        body = entry.data
+        dataset = body["dataset"]
         if dataset["n_features"] < 2:
             raise InvalidParameterError(
                 "the boundary plot needs at least 2 features; this dataset has 1",
@@ -177,34 +190,54 @@ class BenchmarkEngine:
             PanelSpec(
                 init=r["init"],
                 n_init=r["n_init"],
-                start_centers=entry.models[r["model_id"]].centers_in_feature_space()
+                start_centers=(await self.get_model(r["model_id"])).centers_in_feature_space()
                 if r["init"] == "pca"
                 else None,
             )
-            for r in entry.body["results"]
+            for r in body["results"]
             if init is None or r["init"] == init
         ]
         X_path, _ = self.datasets.files(info)
         png = await self.pool.run(
             functools.partial(
                 render_boundaries_from_file,
-                n_clusters=entry.body["n_clusters"],
-                random_state=entry.body["params"]["random_state"],
+                n_clusters=body["n_clusters"],
+                random_state=body["params"]["random_state"],
                 dataset_name=info.name or f"dataset {info.id[:8]}",
             ),
             X_path,
             specs,
         )
-        self.results.put_plot(entry.id, init or "all", png)
+        await to_thread.run_sync(self.results.put_plot, entry.id, init or "all", png)
         return png
 
-    async def _compute(self, job: ResolvedBenchmark) -> StoredBenchmark:
-        X_path, y_path = self.datasets.files(job.dataset)
-        self.stats.computations += 1
-        outcomes = await self.pool.run(bm.run_benchmark_from_files, X_path, y_path, job.params)
-        entry = build_entry(job, outcomes)
-        self.results.put(entry)
-        return entry
+    async def _compute(self, job: ResolvedBenchmark) -> tuple[StoredBenchmark, bool]:
+        # Other processes on the same data directory may be computing the same question:
+        # a lease in the store lets one compute while the others wait for its result.
+        ttl = self.pool.timeout_s + 60
+        while not await to_thread.run_sync(self.results.try_lease, job.id, self._owner, ttl):
+            await asyncio.sleep(0.05)
+            done = await to_thread.run_sync(self.results.get, job.id)
+            if done is not None:
+                return done, True
+        try:
+            done = await to_thread.run_sync(self.results.get, job.id)
+            if done is not None:
+                return done, True
+            X_path, y_path = self.datasets.files(job.dataset)
+            self.stats.computations += 1
+            outcomes = await self.pool.run(bm.run_benchmark_from_files, X_path, y_path, job.params)
+            entry = build_entry(job, outcomes)
+            await to_thread.run_sync(self.results.put, entry)
+            return entry, False
+        finally:
+            await to_thread.run_sync(self.results.release, job.id, self._owner)
+
+    async def get_model(self, model_id: str) -> bm.FittedModel:
+        model = await to_thread.run_sync(self.results.get_model, model_id)
+        if model is None:
+            raise ModelNotFoundError(f"no model with id {model_id}")
+        return model
 
 
 def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:
@@ -226,7 +259,7 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
             }
         )
     body = {
-        "id": job.id,
+        "id": job.id,  # first: StoredBenchmark relies on it
         "cached": False,
         "dataset": job.dataset.public(),
         "n_clusters": job.params.n_clusters,
@@ -235,4 +268,4 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
         "versions": dict(bm.VERSIONS),
     }
-    return StoredBenchmark(id=job.id, body=body, models=models)
+    return StoredBenchmark.from_body(job.id, orjson.dumps(body), models)

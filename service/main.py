@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from service import __version__
 from service.api import problems
 from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, health
+from service.api.routes import benchmarks, health, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.openapi import customise_openapi
 from service.settings import Settings
-from service.store import MemoryStore
+from service.store import ResultStore
 
 logger = logging.getLogger("service")
 
@@ -60,7 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
-            results=MemoryStore(),
+            results=ResultStore(
+                settings.data_dir / "cache.sqlite3",
+                max_bytes=settings.cache_max_bytes,
+                memory_bytes=settings.memory_cache_bytes,
+            ),
             pool=pool,
         )
         collector = health.EngineCollector(engine)
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             registry.unregister(collector)
             pool.close()
+            engine.results.close()
 
     app = FastAPI(
         title="clusterbench",
@@ -80,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
         openapi_tags=[
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
+            {"name": "models", "description": "The fitted models of benchmarks."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
     app.state.settings = settings
     problems.install(app)
     app.include_router(benchmarks.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, registry=registry)

@@ -195,6 +195,44 @@ class BenchmarkResult(BaseModel):
     versions: dict[str, str]
 
 
+class ScalerInfo(BaseModel):
+    mean: list[float] = Field(description="Per-feature mean subtracted by the StandardScaler.")
+    scale: list[float] = Field(description="Per-feature scale divided by the StandardScaler.")
+
+
+class ModelInfo(BaseModel):
+    """A fitted model: its scaler and centres, enough to assign new samples."""
+
+    model_id: str
+    init: StrategyName
+    n_clusters: int
+    n_features: int
+    cluster_centers: list[list[float]] = Field(
+        description="Cluster centres in the original feature space (n_clusters by n_features)."
+    )
+    scaler: ScalerInfo | None = Field(description="The StandardScaler, or null without scaling.")
+    inertia: float
+    n_iter: int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    X: list[list[FiniteNumber]] = Field(
+        min_length=1,
+        description="Samples to assign, n_samples by n_features (the model's).",
+        examples=[[[0.0] * 4]],
+    )
+
+
+class Prediction(BaseModel):
+    labels: list[int] = Field(description="The nearest centre of each sample.")
+    distances: list[float] = Field(
+        description="Distance to that centre, in the space KMeans worked in (scaled when "
+        "the benchmark scaled), as `KMeans.transform` measures it."
+    )
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem detail."""
 

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         ge=1,
         description="BLAS/OpenMP threads per worker; default: CPU count divided by workers.",
     )
+    cache_max_bytes: int = Field(
+        1024 * MIB,
+        ge=0,
+        description="Bound on the cache's stored results, models and plots; "
+        "least recently used benchmarks are evicted past it.",
+    )
+    memory_cache_bytes: int = Field(
+        64 * MIB, ge=0, description="Bound on the in-process layer of hot cached responses."
+    )
     log_level: str = Field("info", description="Log level of the server.")
 
     @property

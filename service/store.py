@@ -1,55 +1,533 @@
-"""The result cache: benchmark results and fitted models, by request hash."""
+"""The result cache: benchmark responses, fitted models and plots, by request hash.
+
+An embedded SQLite database (``<data_dir>/cache.sqlite3``, WAL mode) holds everything,
+so every write is one atomic transaction that several processes can share, and a
+process killed mid-write leaves each entry whole or absent. Each payload carries its
+sha256, checked on read: a corrupt entry is logged, dropped and recomputed, and a
+database file that cannot be read at all is moved aside and started afresh. Nothing is
+ever unpickled: models are ``.npz`` bytes read with ``allow_pickle=False``.
+
+A small LRU layer in memory keeps hot responses and plots as bytes, so a hit is served
+without touching the disk or re-serialising anything.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
+import sqlite3
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
 
 from service.benchmark import FittedModel
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS benchmarks (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    sha TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    accessed REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS benchmarks_accessed ON benchmarks (accessed);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    sha TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS benchmark_models (
+    benchmark_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    PRIMARY KEY (benchmark_id, model_id)
+);
+CREATE INDEX IF NOT EXISTS benchmark_models_model ON benchmark_models (model_id);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plots (
+    benchmark_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    png BLOB NOT NULL,
+    sha TEXT NOT NULL,
+    PRIMARY KEY (benchmark_id, key)
+);
+"""
+
+# A hit refreshes its entry's access time on disk at most this often (seconds).
+ACCESS_RESOLUTION_S = 30.0
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class StoredBenchmark:
-    """A computed benchmark: its response body (as first computed) and fitted models."""
+    """A computed benchmark: its response body (as first computed) and fitted models.
+
+    ``body`` is the JSON response with ``"cached": false``; ``hit_body`` the same with
+    ``"cached": true``. ``models`` is filled when the entry was just computed.
+    """
 
     id: str
-    body: dict[str, Any]
+    body: bytes
+    hit_body: bytes
     models: dict[str, FittedModel] = field(default_factory=dict)
-    plots: dict[str, bytes] = field(default_factory=dict)
+    _parsed: dict[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_body(
+        cls, benchmark_id: str, body: bytes, models: dict[str, FittedModel] | None = None
+    ) -> StoredBenchmark:
+        # "id" is the body's first key and holds only hex, so the first "cached" is its own.
+        hit_body = body.replace(b'"cached":false', b'"cached":true', 1)
+        return cls(id=benchmark_id, body=body, hit_body=hit_body, models=models or {})
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The body parsed (once), for the routes that need its fields."""
+        if self._parsed is None:
+            self._parsed = orjson.loads(self.body)
+        return self._parsed
 
 
-class MemoryStore:
-    """Results kept in this process's memory."""
+def model_to_bytes(model: FittedModel) -> bytes:
+    """A model as ``.npz`` bytes: arrays and scalars only, no pickled objects."""
+    arrays: dict[str, np.ndarray] = {
+        "init": np.asarray(model.init),
+        "n_clusters": np.asarray(model.n_clusters),
+        "n_features": np.asarray(model.n_features),
+        "cluster_centers": model.cluster_centers,
+        "inertia": np.asarray(model.inertia),
+        "n_iter": np.asarray(model.n_iter),
+    }
+    if model.scaler_mean is not None and model.scaler_scale is not None:
+        arrays["scaler_mean"] = model.scaler_mean
+        arrays["scaler_scale"] = model.scaler_scale
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
 
-    def __init__(self) -> None:
-        self._benchmarks: dict[str, StoredBenchmark] = {}
-        self._models: dict[str, FittedModel] = {}
+
+def model_from_bytes(data: bytes) -> FittedModel:
+    """Read :func:`model_to_bytes` back, refusing anything that would need unpickling."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return FittedModel(
+            init=str(npz["init"]),
+            n_clusters=int(npz["n_clusters"]),
+            n_features=int(npz["n_features"]),
+            cluster_centers=np.asarray(npz["cluster_centers"], dtype=np.float64),
+            scaler_mean=npz["scaler_mean"] if "scaler_mean" in npz.files else None,
+            scaler_scale=npz["scaler_scale"] if "scaler_scale" in npz.files else None,
+            inertia=float(npz["inertia"]),
+            n_iter=int(npz["n_iter"]),
+        )
+
+
+class _MemoryLayer:
+    """A byte-bounded LRU of hot values, shared by this process's threads."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, benchmark_id: str) -> StoredBenchmark | None:
+    def get(self, key: tuple[str, str]) -> Any:
         with self._lock:
-            return self._benchmarks.get(benchmark_id)
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: tuple[str, str], value: Any, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def drop(self, benchmark_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[1] == benchmark_id]:
+                self._bytes -= self._items.pop(key)[1]
+
+
+class ResultStore:
+    """Benchmarks, models and plots under ``<data_dir>/cache.sqlite3``, LRU-bounded.
+
+    Parameters
+    ----------
+    path : Path
+        The SQLite file.
+    max_bytes : int
+        Bound on the stored payloads; the least recently used benchmarks (with their
+        plots, and models no other benchmark uses) are evicted past it.
+    memory_bytes : int
+        Bound on the in-process layer of hot responses and plots.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, memory_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._memory = _MemoryLayer(memory_bytes)
+        self._local = threading.local()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._access_written: dict[str, float] = {}
+        self.corrupt_entries = 0
+        self._open_or_reset()
+
+    # -- connections -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.executescript(SCHEMA)
+        return connection
+
+    def _open_or_reset(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._connection().execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+        except sqlite3.OperationalError:
+            # Cannot open (permissions, a directory in the way): serve without a cache and
+            # say so through readiness, never touch what is there.
+            logger.exception("cache database %s cannot be opened", self.path)
+        except sqlite3.DatabaseError as exc:
+            self._quarantine(exc)
+
+    def _quarantine(self, exc: Exception) -> None:
+        """Move an unreadable database aside and start an empty one: it is only a cache."""
+        with self._lock:
+            self._generation += 1
+            moved = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+            logger.error("cache database %s is unreadable (%s); moved to %s", self.path, exc, moved)
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    source.rename(f"{moved}{suffix}")
+            self._access_written.clear()
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            if getattr(local, "connection", None) is not None:
+                local.connection.close()
+            local.connection = self._connect()
+            local.generation = self._generation
+        connection: sqlite3.Connection = local.connection
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _safely(self, what: str, action: Callable[[], T], default: T) -> T:
+        """Run a store action; a broken database is reset and the action answers ``default``."""
+        try:
+            return action()
+        except sqlite3.DatabaseError as exc:
+            logger.exception("cache %s failed", what)
+            if not isinstance(exc, sqlite3.OperationalError):
+                self._quarantine(exc)
+                self._memory = _MemoryLayer(self._memory.max_bytes)
+            return default
+
+    # -- benchmarks -------------------------------------------------------------
+
+    def peek(self, benchmark_id: str) -> StoredBenchmark | None:
+        """The benchmark if it is in the memory layer: no disk access, safe on the event loop."""
+        hot: StoredBenchmark | None = self._memory.get(("benchmark", benchmark_id))
+        return hot
+
+    def touch_due(self, benchmark_id: str) -> bool:
+        """Whether a hit on ``benchmark_id`` should refresh its access time on disk."""
+        last = self._access_written.get(benchmark_id, 0.0)
+        return time.time() - last >= ACCESS_RESOLUTION_S
+
+    def touch(self, benchmark_id: str) -> None:
+        """Record a use of ``benchmark_id`` for the LRU eviction (a disk write)."""
+        self._touch(benchmark_id, force=True)
+
+    def get(self, benchmark_id: str) -> StoredBenchmark | None:
+        """The stored benchmark, or None (absent, evicted or corrupt)."""
+        hot = self.peek(benchmark_id)
+        if hot is not None:
+            return hot
+        found = self._safely("read", lambda: self._read_benchmark(benchmark_id), None)
+        if found is not None:
+            self._memory.put(("benchmark", benchmark_id), found, 2 * len(found.body))
+        return found
+
+    def _read_benchmark(self, benchmark_id: str) -> StoredBenchmark | None:
+        row = (
+            self._connection()
+            .execute("SELECT body, sha FROM benchmarks WHERE id = ?", (benchmark_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        body, sha = bytes(row[0]), row[1]
+        if _sha(body) != sha or not body.startswith(b'{"id":"' + benchmark_id.encode()):
+            self._drop_corrupt(benchmark_id, "benchmark")
+            return None
+        self._touch(benchmark_id, force=True)
+        return StoredBenchmark.from_body(benchmark_id, body)
 
     def put(self, entry: StoredBenchmark) -> None:
-        with self._lock:
-            self._benchmarks[entry.id] = entry
-            self._models.update(entry.models)
+        """Store a computed benchmark and its models in one transaction, then evict."""
+        self._memory.put(("benchmark", entry.id), entry, 2 * len(entry.body))
+        self._safely("write", lambda: self._write_benchmark(entry), None)
+
+    def _write_benchmark(self, entry: StoredBenchmark) -> None:
+        models = {mid: model_to_bytes(model) for mid, model in entry.models.items()}
+        size = len(entry.body) + sum(len(data) for data in models.values())
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO benchmarks (id, body, sha, size, accessed)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (entry.id, entry.body, _sha(entry.body), size, now),
+            )
+            for mid, data in models.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO models (id, data, sha) VALUES (?, ?, ?)",
+                    (mid, data, _sha(data)),
+                )
+                db.execute(
+                    "INSERT OR IGNORE INTO benchmark_models (benchmark_id, model_id) VALUES (?, ?)",
+                    (entry.id, mid),
+                )
+        self._access_written[entry.id] = now
+        self._evict()
+
+    def _touch(self, benchmark_id: str, *, force: bool = False) -> None:
+        """Record a use for LRU eviction, writing at most once per ACCESS_RESOLUTION_S."""
+        now = time.time()
+        if not force and now - self._access_written.get(benchmark_id, 0.0) < ACCESS_RESOLUTION_S:
+            return
+        self._access_written[benchmark_id] = now
+
+        def write() -> None:
+            with self._transaction() as db:
+                db.execute("UPDATE benchmarks SET accessed = ? WHERE id = ?", (now, benchmark_id))
+
+        self._safely("access update", write, None)
+
+    def _evict(self) -> None:
+        db = self._connection()
+        total = db.execute("SELECT COALESCE(SUM(size), 0) FROM benchmarks").fetchone()[0]
+        if total <= self.max_bytes:
+            return
+        victims = []
+        for benchmark_id, size in db.execute(
+            "SELECT id, size FROM benchmarks ORDER BY accessed ASC, id ASC"
+        ).fetchall():
+            if total <= self.max_bytes:
+                break
+            victims.append(benchmark_id)
+            total -= size
+        for benchmark_id in victims:
+            self._delete(benchmark_id)
+        logger.info("evicted %d benchmark(s) to stay under %d bytes", len(victims), self.max_bytes)
+
+    def _delete(self, benchmark_id: str) -> None:
+        """Remove a benchmark, its plots, and the models no other benchmark uses."""
+        with self._transaction() as db:
+            model_ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT model_id FROM benchmark_models WHERE benchmark_id = ?",
+                    (benchmark_id,),
+                )
+            ]
+            db.execute("DELETE FROM benchmarks WHERE id = ?", (benchmark_id,))
+            db.execute("DELETE FROM plots WHERE benchmark_id = ?", (benchmark_id,))
+            db.execute("DELETE FROM benchmark_models WHERE benchmark_id = ?", (benchmark_id,))
+            for mid in model_ids:
+                db.execute(
+                    "DELETE FROM models WHERE id = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM benchmark_models WHERE model_id = ?)",
+                    (mid, mid),
+                )
+        self._memory.drop(benchmark_id)
+        self._access_written.pop(benchmark_id, None)
+
+    def _drop_corrupt(self, benchmark_id: str, what: str) -> None:
+        self.corrupt_entries += 1
+        logger.warning(
+            "corrupt cached %s for benchmark %s: dropped, will recompute", what, benchmark_id
+        )
+        self._delete(benchmark_id)
+
+    # -- plots and models ---------------------------------------------------------
 
     def get_plot(self, benchmark_id: str, key: str) -> bytes | None:
-        with self._lock:
-            entry = self._benchmarks.get(benchmark_id)
-            return None if entry is None else entry.plots.get(key)
+        hot = self._memory.get(("plot:" + key, benchmark_id))
+        if hot is not None:
+            png: bytes = hot
+            return png
+
+        def read() -> bytes | None:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT png, sha FROM plots WHERE benchmark_id = ? AND key = ?",
+                    (benchmark_id, key),
+                )
+                .fetchone()
+            )
+            if row is None:
+                return None
+            data = bytes(row[0])
+            if _sha(data) != row[1]:
+                self.corrupt_entries += 1
+                logger.warning("corrupt cached plot %s/%s: dropped", benchmark_id, key)
+                with self._transaction() as db:
+                    db.execute(
+                        "DELETE FROM plots WHERE benchmark_id = ? AND key = ?", (benchmark_id, key)
+                    )
+                return None
+            return data
+
+        found = self._safely("plot read", read, None)
+        if found is not None:
+            self._memory.put(("plot:" + key, benchmark_id), found, len(found))
+        return found
 
     def put_plot(self, benchmark_id: str, key: str, png: bytes) -> None:
-        with self._lock:
-            entry = self._benchmarks.get(benchmark_id)
-            if entry is not None:
-                entry.plots[key] = png
+        self._memory.put(("plot:" + key, benchmark_id), png, len(png))
+
+        def write() -> None:
+            with self._transaction() as db:
+                updated = db.execute(
+                    "UPDATE benchmarks SET size = size + ? WHERE id = ?", (len(png), benchmark_id)
+                ).rowcount
+                if updated:
+                    db.execute(
+                        "INSERT OR REPLACE INTO plots (benchmark_id, key, png, sha)"
+                        " VALUES (?, ?, ?, ?)",
+                        (benchmark_id, key, png, _sha(png)),
+                    )
+            self._evict()
+
+        self._safely("plot write", write, None)
 
     def get_model(self, model_id: str) -> FittedModel | None:
-        with self._lock:
-            return self._models.get(model_id)
+        hot = self._memory.get(("model", model_id))
+        if hot is not None:
+            model: FittedModel = hot
+            return model
+
+        def read() -> FittedModel | None:
+            row = (
+                self._connection()
+                .execute("SELECT data, sha FROM models WHERE id = ?", (model_id,))
+                .fetchone()
+            )
+            if row is None:
+                return None
+            data = bytes(row[0])
+            try:
+                if _sha(data) != row[1]:
+                    raise ValueError("checksum mismatch")
+                return model_from_bytes(data)
+            except (ValueError, OSError, KeyError) as exc:
+                self.corrupt_entries += 1
+                logger.warning("corrupt cached model %s (%s): dropped", model_id, exc)
+                with self._transaction() as db:
+                    db.execute("DELETE FROM models WHERE id = ?", (model_id,))
+                return None
+
+        found = self._safely("model read", read, None)
+        if found is not None:
+            self._memory.put(("model", model_id), found, found.cluster_centers.nbytes + 512)
+        return found
+
+    # -- leases: one computation per question across processes -------------------------
+
+    def try_lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease on ``key`` unless another owner holds an unexpired one."""
+
+        def take() -> bool:
+            now = time.time()
+            with self._transaction() as db:
+                db.execute("DELETE FROM leases WHERE key = ? AND expires < ?", (key, now))
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO leases (key, owner, expires) VALUES (?, ?, ?)",
+                    (key, owner, now + ttl_s),
+                ).rowcount
+            return bool(inserted)
+
+        # A store that cannot say who computes lets everyone compute.
+        return self._safely("lease", take, True)
+
+    def release(self, key: str, owner: str) -> None:
+        def drop() -> None:
+            with self._transaction() as db:
+                db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+        self._safely("lease release", drop, None)
+
+    # -- operations ------------------------------------------------------------------
 
     def usable(self) -> bool:
-        return True
+        """Whether the database answers a query and accepts a write."""
+
+        def check() -> bool:
+            with self._transaction() as db:
+                db.execute("SELECT COUNT(*) FROM benchmarks").fetchone()
+            return True
+
+        return self._safely("readiness check", check, False)
+
+    def total_bytes(self) -> int:
+        return self._safely(
+            "size",
+            lambda: int(
+                self._connection()
+                .execute("SELECT COALESCE(SUM(size), 0) FROM benchmarks")
+                .fetchone()[0]
+            ),
+            0,
+        )
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None

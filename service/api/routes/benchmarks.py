@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.openapi.models import Example
 from starlette.responses import Response
@@ -87,9 +86,10 @@ def _respond(
         **(extra or {}),
     }
     if media_type == "text/plain":
-        return Response(format_table(entry.body["results"]), headers=headers, media_type=media_type)
-    body = entry.body if not cached else {**entry.body, "cached": True}
-    return Response(orjson.dumps(body), headers=headers, media_type=media_type)
+        return Response(format_table(entry.data["results"]), headers=headers, media_type=media_type)
+    return Response(
+        entry.hit_body if cached else entry.body, headers=headers, media_type=media_type
+    )
 
 
 def _not_modified(benchmark_id: str) -> Response:
@@ -130,7 +130,7 @@ async def get_benchmark(benchmark_id: BenchmarkId, request: Request, engine: Eng
     """The same body as the request that made the benchmark, from the cache."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    entry = engine.cached(benchmark_id)
+    entry = await engine.cached(benchmark_id)
     if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
@@ -166,7 +166,7 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
-    entry = engine.cached(benchmark_id)
+    entry = await engine.cached(benchmark_id)
     if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
     headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE}

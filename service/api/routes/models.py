@@ -1,0 +1,71 @@
+"""``/v1/models``: the fitted models of benchmarks, and predictions with them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.responses import Response
+
+from service.api.deps import ID_PATTERN, Engine, etag_matches, problems, require_json
+from service.benchmark import FittedModel
+from service.datasets import as_feature_matrix
+from service.schemas import ModelInfo, Prediction, PredictRequest
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="A model id from a benchmark.")]
+
+
+def _describe(model_id: str, model: FittedModel) -> bytes:
+    scaler = None
+    if model.scaler_mean is not None and model.scaler_scale is not None:
+        scaler = {"mean": model.scaler_mean.tolist(), "scale": model.scaler_scale.tolist()}
+    return orjson.dumps(
+        {
+            "model_id": model_id,
+            "init": model.init,
+            "n_clusters": model.n_clusters,
+            "n_features": model.n_features,
+            "cluster_centers": model.centers_in_feature_space().tolist(),
+            "scaler": scaler,
+            "inertia": model.inertia,
+            "n_iter": model.n_iter,
+        }
+    )
+
+
+@router.get(
+    "/{model_id}",
+    response_model=ModelInfo,
+    responses={304: {"description": "Not modified."}, **problems(404, 422)},
+    summary="Get a fitted model",
+)
+async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Response:
+    """The model's centres (in the original feature space) and its scaler."""
+    model = await engine.get_model(model_id)
+    headers = {"ETag": f'"{model_id}"'}
+    if etag_matches(request.headers.get("if-none-match"), f'"{model_id}"'):
+        return Response(status_code=304, headers=headers)
+    return Response(_describe(model_id, model), headers=headers, media_type="application/json")
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=Prediction,
+    responses=problems(400, 404, 413, 415, 422),
+    dependencies=[Depends(require_json)],
+    summary="Assign samples to a model's clusters",
+)
+async def predict(model_id: ModelId, body: PredictRequest, engine: Engine) -> Response:
+    """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
+    model = await engine.get_model(model_id)
+
+    def run() -> bytes:
+        X = as_feature_matrix(body.X, min_samples=1)
+        labels, distances = model.predict(X)
+        return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+
+    return Response(await to_thread.run_sync(run), media_type="application/json")
