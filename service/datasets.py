@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -112,22 +112,49 @@ def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
 
 
 def _rows_to_array(rows: Any) -> np.ndarray:
-    if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
+    """Nested JSON lists to float64, naming the first row or cell that is not a number.
+
+    One pass of type checks per row (``set(map(type, row))`` runs at C speed) catches
+    strings, booleans, nulls and nesting before NumPy converts the whole at once.
+    """
+    if not isinstance(rows, list):
         raise InvalidDataError(
             "X must be an array of rows, each an array of numbers",
             errors=[{"loc": ["X"], "msg": "not an array of arrays"}],
         )
-    if len(rows) == 0:
+    if not rows:
         raise InvalidDataError("X has no rows", errors=[{"loc": ["X"], "msg": "no rows"}])
-    width = len(rows[0])
+    width = len(rows[0]) if isinstance(rows[0], list) else 0
     for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise InvalidDataError(
+                f"X[{i}] is not an array of numbers: every row of X must be one",
+                errors=[{"loc": ["X", i], "msg": "not an array"}],
+            )
         if len(row) != width:
             raise InvalidDataError(
                 f"X is ragged: row {i} has {_values(len(row))}, row 0 has {_values(width)}",
                 errors=[{"loc": ["X", i], "msg": f"{_values(len(row))}, expected {width}"}],
             )
-    array: np.ndarray = np.asarray(rows, dtype=np.float64)
+        if not _NUMBER_TYPES.issuperset(map(type, row)):
+            j, value = next((j, v) for j, v in enumerate(row) if type(v) not in _NUMBER_TYPES)
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise InvalidDataError(
+                f"X[{i}][{j}] is not a number: {shown} (row {i}, column {j})",
+                errors=[{"loc": ["X", i, j], "msg": f"not a number: {shown}"}],
+            )
+    try:
+        array: np.ndarray = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        raise InvalidDataError(
+            "X holds an integer too large for a 64-bit float",
+            errors=[{"loc": ["X"], "msg": "integer out of float64 range"}],
+        ) from None
     return array
+
+
+# Exact types: bool is a subclass of int, but true and false are not numbers here.
+_NUMBER_TYPES = frozenset({float, int})
 
 
 def _values(n: int) -> str:
@@ -145,7 +172,8 @@ def _check_finite(X: np.ndarray) -> None:
     value = X[row, col]
     kind = "NaN" if np.isnan(value) else "infinity"
     raise InvalidDataError(
-        f"X has {len(bad)} non-finite value(s); the first is {kind} at row {row}, column {col}",
+        f"X[{row}][{col}] is {kind} (row {row}, column {col}): values must be finite"
+        + (f"; {len(bad) - 1} more non-finite value(s) follow" if len(bad) > 1 else ""),
         errors=[{"loc": ["X", row, col], "msg": f"{kind} is not allowed"}],
     )
 

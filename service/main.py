@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service import __version__
 from service.api import problems
+from service.api.docs import customise_openapi
 from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.routes import benchmarks, health, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
-from service.openapi import customise_openapi
 from service.settings import Settings
 from service.store import ResultStore
 

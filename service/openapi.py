@@ -1,4 +1,4 @@
-"""The OpenAPI document: problem responses as ``application/problem+json``, and export.
+"""Export the OpenAPI document the app serves.
 
 ``python -m service.openapi`` writes ``openapi/openapi.json``; ``--check`` exits 1 when the
 committed file differs from what the app serves.
@@ -10,37 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
-
-
-def customise_openapi(app: FastAPI) -> None:
-    """Serve error responses under the problem media type, as the handlers send them."""
-    from fastapi.openapi.utils import get_openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-                tags=app.openapi_tags,
-            )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[0] in "45" and "application/json" in content:
-                            content["application/problem+json"] = content.pop("application/json")
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def render(app: FastAPI) -> str:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.openapi.models import Example
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from service.api.body import body_openapi, json_body
 from service.api.deps import (
     BenchmarkId,
     Engine,
     etag_matches,
     negotiate,
     problems,
-    require_json,
 )
 from service.benchmark import format_table
 from service.errors import BenchmarkNotFoundError
@@ -27,7 +26,7 @@ REPRESENTATIONS = ("application/json", "text/plain")
 # A benchmark's id names its content for good: caches may keep it.
 IMMUTABLE = "public, max-age=31536000, immutable"
 
-EXAMPLES: dict[str, Example] = {
+EXAMPLES: dict[str, Any] = {
     "digits": {
         "summary": "scikit-learn's digits example",
         "description": "The seed's benchmark: digits, k-means++, random and PCA-based init.",
@@ -100,15 +99,13 @@ def _not_modified(benchmark_id: str) -> Response:
     "",
     response_model=BenchmarkResult,
     responses={**BENCHMARK_RESPONSE, **problems(400, 406, 413, 415, 422, 503, 504)},
-    dependencies=[Depends(require_json)],
+    openapi_extra=body_openapi(BenchmarkRequest, required=False, examples=EXAMPLES),
     summary="Run a benchmark, or fetch it from the cache",
 )
 async def create_benchmark(
     request: Request,
     engine: Engine,
-    body: Annotated[
-        BenchmarkRequest, Body(default_factory=BenchmarkRequest, openapi_examples=EXAMPLES)
-    ],
+    body: Annotated[BenchmarkRequest, Depends(json_body(BenchmarkRequest))],
 ) -> Response:
     """Fit KMeans with each init strategy on the dataset and score the clusterings."""
     job = await engine.resolve(body)

@@ -9,7 +9,8 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
-from service.api.deps import ID_PATTERN, Engine, etag_matches, problems, require_json
+from service.api.body import body_openapi, json_body
+from service.api.deps import ID_PATTERN, Engine, etag_matches, problems
 from service.benchmark import FittedModel
 from service.datasets import as_feature_matrix
 from service.schemas import ModelInfo, Prediction, PredictRequest
@@ -56,10 +57,14 @@ async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Resp
     "/{model_id}/predict",
     response_model=Prediction,
     responses=problems(400, 404, 413, 415, 422),
-    dependencies=[Depends(require_json)],
+    openapi_extra=body_openapi(PredictRequest, required=True),
     summary="Assign samples to a model's clusters",
 )
-async def predict(model_id: ModelId, body: PredictRequest, engine: Engine) -> Response:
+async def predict(
+    model_id: ModelId,
+    body: Annotated[PredictRequest, Depends(json_body(PredictRequest))],
+    engine: Engine,
+) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
     model = await engine.get_model(model_id)
 
