@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import DatasetNotFoundError, InvalidDataError
+from service.errors import (
+    DatasetConflictError,
+    DatasetNotFoundError,
+    InvalidDataError,
+)
 
 BUILTIN_LOADERS: dict[str, str] = {
     "digits": "load_digits",
@@ -54,6 +58,7 @@ class DatasetInfo:
     format: str
 
     def public(self) -> dict[str, Any]:
+        """The summary a benchmark response carries."""
         return {
             "id": self.id,
             "name": self.name,
@@ -61,6 +66,10 @@ class DatasetInfo:
             "n_features": self.n_features,
             "has_labels": self.has_labels,
         }
+
+    def described(self) -> dict[str, Any]:
+        """The full description the datasets endpoints answer with."""
+        return {**self.public(), "format": self.format, "dtype": self.dtype}
 
 
 def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
@@ -320,11 +329,12 @@ class DatasetStore:
         return info, True
 
     def get(self, dataset_id: str) -> DatasetInfo:
+        meta = self.path(dataset_id) / "meta.json"
         with self._lock:
             known = self._infos.get(dataset_id)
-        if known is not None:
+        # Another process may have deleted it: a stat is the price of not serving a ghost.
+        if known is not None and meta.exists():
             return known
-        meta = self.path(dataset_id) / "meta.json"
         try:
             info = DatasetInfo(**json.loads(meta.read_text()))
         except FileNotFoundError:
@@ -344,6 +354,42 @@ class DatasetStore:
         with self._lock:
             self._builtin_ids[name] = info.id
         return info
+
+    def list(self) -> list[DatasetInfo]:
+        """Every stored dataset (built-in copies included), built-ins first."""
+        found = []
+        for folder in self.root.iterdir():
+            if is_id(folder.name):
+                try:
+                    found.append(self.get(folder.name))
+                except (DatasetNotFoundError, ValueError, TypeError):
+                    continue  # half-deleted, or not ours
+        order = list(BUILTIN_LOADERS)
+        return sorted(
+            found,
+            key=lambda i: (
+                order.index(i.name) if i.format == "builtin" and i.name in order else len(order),
+                i.name or "",
+                i.id,
+            ),
+        )
+
+    def delete(self, dataset_id: str) -> None:
+        """Remove an uploaded dataset; built-in copies stay (they are not the client's)."""
+        info = self.get(dataset_id)
+        if info.format == "builtin":
+            raise DatasetConflictError(
+                f"{info.id} is the stored copy of the built-in dataset {info.name!r}; "
+                "built-in datasets cannot be deleted"
+            )
+        trash = self.root / f".trash-{uuid.uuid4().hex}"
+        try:
+            (self.root / dataset_id).rename(trash)
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
+        with self._lock:
+            self._infos.pop(dataset_id, None)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
         folder = self.root / info.id

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -30,6 +31,7 @@ from service.errors import (
     ModelNotFoundError,
     StrategyNotInBenchmarkError,
 )
+from service.formats import check_cells, read_dataset
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest
 from service.store import ResultStore, StoredBenchmark
@@ -56,8 +58,16 @@ class ResolvedBenchmark:
 class BenchmarkEngine:
     """Owns the dataset store, the result store and the compute pool."""
 
-    def __init__(self, datasets: DatasetStore, results: ResultStore, pool: ComputePool) -> None:
+    def __init__(
+        self,
+        datasets: DatasetStore,
+        results: ResultStore,
+        pool: ComputePool,
+        *,
+        max_cells: int = 2**62,
+    ) -> None:
         self.datasets = datasets
+        self.max_cells = max_cells
         self.results = results
         self.pool = pool
         self.stats = EngineStats()
@@ -120,9 +130,20 @@ class BenchmarkEngine:
 
     def _store_inline(self, X: list[list[float]], y: list[Any] | None) -> DatasetInfo:
         X_arr = as_feature_matrix(X)
+        check_cells(X_arr.shape, self.max_cells)
         y_arr = None if y is None else as_labels(y, X_arr.shape[0])
         info, _ = self.datasets.put(X_arr, y_arr, name=None, format="json")
         return info
+
+    def import_file(
+        self, path: Path, fmt: str, *, label_column: str | None, name: str | None
+    ) -> tuple[DatasetInfo, bool]:
+        """Read an uploaded file and store it; returns the info and whether it is new.
+
+        Runs in a thread: pyarrow and NumPy parse and hash outside the event loop.
+        """
+        X, y = read_dataset(path, fmt, label_column=label_column, max_cells=self.max_cells)
+        return self.datasets.put(X, y, name=name, format=fmt)
 
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark: from memory on the event loop, else from disk in a thread."""
@@ -226,7 +247,14 @@ class BenchmarkEngine:
                 return done, True
             X_path, y_path = self.datasets.files(job.dataset)
             self.stats.computations += 1
-            outcomes = await self.pool.run(bm.run_benchmark_from_files, X_path, y_path, job.params)
+            try:
+                outcomes = await self.pool.run(
+                    bm.run_benchmark_from_files, X_path, y_path, job.params
+                )
+            except FileNotFoundError:
+                raise DatasetNotFoundError(
+                    f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
+                ) from None
             entry = build_entry(job, outcomes)
             await to_thread.run_sync(self.results.put, entry)
             return entry, False

@@ -57,6 +57,12 @@ class DatasetNotFoundError(ServiceError):
     slug = "dataset-not-found"
 
 
+class DatasetConflictError(ServiceError):
+    status = 409
+    title = "Dataset conflict"
+    slug = "dataset-conflict"
+
+
 class BenchmarkNotFoundError(ServiceError):
     status = 404
     title = "Benchmark not found"

@@ -15,7 +15,7 @@ from service import __version__
 from service.api import problems
 from service.api.docs import customise_openapi
 from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, health, models
+from service.api.routes import benchmarks, datasets, health, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
+            max_cells=settings.max_cells,
             results=ResultStore(
                 settings.data_dir / "cache.sqlite3",
                 max_bytes=settings.cache_max_bytes,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
         openapi_tags=[
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
+            {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     app.include_router(benchmarks.router)
+    app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

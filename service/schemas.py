@@ -148,6 +148,19 @@ class DatasetSummary(BaseModel):
     has_labels: bool
 
 
+class DatasetInfo(DatasetSummary):
+    """A stored dataset."""
+
+    format: str = Field(
+        description="How it arrived: builtin, csv, npy, npz, parquet or json.", examples=["csv"]
+    )
+    dtype: str = Field(description="float64, or float32 when sent as float32.")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetInfo]
+
+
 class StrategyParams(BaseModel):
     init: StrategyName
     n_init: int

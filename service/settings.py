@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         ge=1,
         description="BLAS/OpenMP threads per worker; default: CPU count divided by workers.",
     )
+    max_cells: int = Field(
+        100_000_000,
+        ge=4,
+        description="Largest dataset accepted, in values (n_samples times n_features).",
+    )
     cache_max_bytes: int = Field(
         1024 * MIB,
         ge=0,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ def test_readme_examples(tmp_path: Path) -> None:
     server.data_dir.mkdir()
     server.start()
     try:
+        # As a reader with the project's environment active (the examples use NumPy).
+        environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         found = examples(README)
         assert len(found) >= 6
         for command, kind, expected in found:
@@ -68,6 +72,7 @@ def test_readme_examples(tmp_path: Path) -> None:
                 timeout=120,
                 cwd=tmp_path,
                 check=False,
+                env=environment,
             )
             assert run.returncode == 0, f"{command}\n{run.stderr}"
             if kind == "json":

@@ -101,6 +101,29 @@ def test_body_over_the_limit_is_413(uvicorn_server: Server) -> None:
     assert streamed.status_code == 413
     assert streamed.headers["content-type"] == "application/problem+json"
     assert httpx.get(f"{uvicorn_server.url}/healthz").status_code == 200
+
+    csv = b"a,b\n" + b"".join(f"{i},{i}.5\n".encode() for i in range(500))
+    raw = httpx.post(
+        f"{uvicorn_server.url}/v1/datasets",
+        content=csv,
+        headers={"content-type": "text/csv"},
+        timeout=30,
+    )
+    assert raw.status_code == 413
+    form = httpx.post(
+        f"{uvicorn_server.url}/v1/datasets", files={"file": ("big.csv", csv)}, timeout=30
+    )
+    assert form.status_code == 413
+    assert form.headers["content-type"] == "application/problem+json"
+    streamed_upload = httpx.post(
+        f"{uvicorn_server.url}/v1/datasets",
+        content=(csv[i : i + 100] for i in range(0, len(csv), 100)),
+        headers={"content-type": "text/csv"},
+        timeout=30,
+    )
+    assert streamed_upload.status_code == 413
+    assert not list((uvicorn_server.data_dir / "tmp").glob("upload-*"))
+    assert httpx.get(f"{uvicorn_server.url}/readyz").status_code == 200
     small = httpx.post(
         f"{uvicorn_server.url}/v1/benchmarks",
         json={"X": [[0, 1], [1, 0], [5, 5], [6, 5]], "n_clusters": 2},
