@@ -33,7 +33,9 @@ format: install
 openapi: install
 	$(BIN)/python -m service.openapi
 
+# The throughput case drives the server with wrk (Debian's package), installed if missing.
 bench: install
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
 
 clean:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import math
 import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,26 +22,49 @@ from service.errors import ComputeBusyError, ComputeFailedError, ComputeTimeoutE
 
 T = TypeVar("T")
 
-_PRELOAD = ["service.benchmark", "service.plotting"]
+# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp.
+_PRELOAD = ["service.workerenv", "service.benchmark", "service.plotting"]
 
 
-def _init_worker(n_threads: int) -> None:
-    from threadpoolctl import threadpool_limits
+_controller: Any = None
+
+
+def _init_worker() -> None:
+    global _controller
+    from threadpoolctl import ThreadpoolController
 
     from service.benchmark import warm_up
 
-    # Called without a context manager, the limit holds for the worker's life.
-    threadpool_limits(limits=n_threads)
+    # Inspecting the loaded BLAS/OpenMP libraries takes milliseconds: once per worker.
+    _controller = ThreadpoolController()
     warm_up()
 
 
+def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` with BLAS and OpenMP capped at ``n_threads`` threads."""
+    with _controller.limit(limits=n_threads):
+        return fn(*args)
+
+
 class ComputePool:
-    """At most ``workers`` computations run and ``queue_size`` wait; others get 503."""
+    """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
+
+    Each computation gets ``threads_per_worker`` BLAS/OpenMP threads, or, when that is
+    None, the CPUs shared among the computations running: a lone request uses every
+    core, concurrent ones split them instead of oversubscribing.
+    """
 
     def __init__(
-        self, *, workers: int, queue_size: int, timeout_s: float, threads_per_worker: int
+        self,
+        *,
+        workers: int,
+        queue_size: int,
+        timeout_s: float,
+        threads_per_worker: int | None = None,
     ) -> None:
         self.workers = workers
+        self.threads_per_worker = threads_per_worker
+        self.cpus = os.cpu_count() or 1
         self.capacity = workers + queue_size
         self.timeout_s = timeout_s
         self.pending = 0
@@ -49,7 +73,6 @@ class ComputePool:
         self._pool = pebble.ProcessPool(
             max_workers=workers,
             initializer=_init_worker,
-            initargs=(threads_per_worker,),
             context=context,
         )
 
@@ -62,8 +85,9 @@ class ComputePool:
                 retry_after=max(1, math.ceil(min(self.timeout_s, 30.0))),
             )
         self.pending += 1
+        threads = self.threads_per_worker or max(1, self.cpus // min(self.workers, self.pending))
         try:
-            future = self._pool.submit(fn, self.timeout_s, *args)
+            future = self._pool.submit(_call_with_threads, self.timeout_s, threads, fn, *args)
             return await asyncio.wrap_future(future)
         except concurrent.futures.TimeoutError:
             raise ComputeTimeoutError(

@@ -391,6 +391,10 @@ class DatasetStore:
             self._infos.pop(dataset_id, None)
         shutil.rmtree(trash, ignore_errors=True)
 
+    def exists(self, info: DatasetInfo) -> bool:
+        """Whether the dataset is still stored (built-ins always are: they come back)."""
+        return info.format == "builtin" or (self.root / info.id / "meta.json").exists()
+
     def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
         folder = self.root / info.id
         return folder / "X.npy", (folder / "y.npy") if info.has_labels else None

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ from service.schemas import BenchmarkRequest
 from service.store import ResultStore, StoredBenchmark
 
 logger = logging.getLogger(__name__)
+
+# Request bodies remembered for hot hits: how many, and how large each at most.
+KNOWN_BODIES = 4096
+KNOWN_BODY_MAX_BYTES = 4096
 
 T = TypeVar("T")
 
@@ -73,6 +78,38 @@ class BenchmarkEngine:
         self.stats = EngineStats()
         self._inflight: dict[str, asyncio.Task[Any]] = {}
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._known_ids: OrderedDict[bytes, ResolvedBenchmark] = OrderedDict()
+
+    def remember(self, raw: bytes, job: ResolvedBenchmark) -> None:
+        """Remember which benchmark a small request body names, for :meth:`hot_hit`."""
+        if len(raw) > KNOWN_BODY_MAX_BYTES:
+            return
+        self._known_ids[raw] = job
+        self._known_ids.move_to_end(raw)
+        while len(self._known_ids) > KNOWN_BODIES:
+            self._known_ids.popitem(last=False)
+
+    def hot_hit(self, raw: bytes) -> StoredBenchmark | None:
+        """The cached answer to body bytes seen before, if it is in memory; else None.
+
+        Only a shortcut to a hit: anything else goes the whole way (parse, resolve, hash).
+        """
+        job = self._known_ids.get(raw)
+        # An uploaded dataset may have been deleted since (by any process): then the
+        # request is answered as it would be the first time.
+        if job is None or not self.datasets.exists(job.dataset):
+            return None
+        entry = self._from_memory(job.id)
+        if entry is not None:
+            self.stats.hits += 1
+        return entry
+
+    def _from_memory(self, benchmark_id: str) -> StoredBenchmark | None:
+        entry = self.results.peek(benchmark_id)
+        if entry is not None and self.results.touch_due(benchmark_id):
+            # Best effort, off the event loop: the LRU order on disk.
+            asyncio.get_running_loop().run_in_executor(None, self.results.touch, benchmark_id)
+        return entry
 
     async def resolve(self, request: BenchmarkRequest) -> ResolvedBenchmark:
         """Apply defaults, validate against the data, and compute the request hash."""
@@ -147,11 +184,8 @@ class BenchmarkEngine:
 
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark: from memory on the event loop, else from disk in a thread."""
-        entry = self.results.peek(benchmark_id)
+        entry = self._from_memory(benchmark_id)
         if entry is not None:
-            if self.results.touch_due(benchmark_id):
-                # Best effort, off the event loop: the LRU order on disk.
-                asyncio.get_running_loop().run_in_executor(None, self.results.touch, benchmark_id)
             return entry
         return await to_thread.run_sync(self.results.get, benchmark_id)
 

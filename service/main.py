@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workers=settings.workers,
             queue_size=settings.queue_size,
             timeout_s=settings.timeout_s,
-            threads_per_worker=settings.effective_threads_per_worker,
+            threads_per_worker=settings.threads_per_worker,
         )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),

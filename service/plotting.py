@@ -18,6 +18,9 @@ import numpy as np
 from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
 from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
@@ -122,12 +125,12 @@ def fit_panel(
         if frame.projection is not None:
             starts = frame.projection.transform(starts)
         kmeans = KMeans(n_clusters=n_clusters, init=np.asarray(starts, np.float64), n_init=1)
-        title = f"{dataset_name}: pca\nstarted from the PCA-based model's centres, projected"
+        title = "pca: from the PCA-based model's centres"
     else:
         kmeans = KMeans(
             n_clusters=n_clusters, init=spec.init, n_init=spec.n_init, random_state=random_state
         )
-        title = f"{dataset_name}: {spec.init} (n_init={spec.n_init})"
+        title = f"{spec.init} (n_init={spec.n_init})"
     with warnings.catch_warnings():
         # Fewer distinct 2-D points than clusters is worth drawing, not failing.
         warnings.simplefilter("ignore")
@@ -165,28 +168,63 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
     )
     left, bottom, width, height = AXES_BOX
     outline = [patheffects.withStroke(linewidth=5, foreground="black")]
+    x_min, x_max, y_min, y_max = frame.extent
+    scale_x = frame.width_px / (x_max - x_min)
+    scale_y = frame.height_px / (y_max - y_min)
+    y0 = round(bottom * height_px)
     for i, panel in enumerate(panels):
-        ax = figure.add_axes(((i + left) / n, bottom, width / n, height))
-        ax.patch.set_visible(False)
-        ax.plot(points[:, 0], points[:, 1], "k.", markersize=2)
+        # Each panel is a pixel box; artists are placed in pixels (display coordinates)
+        # through an affine map from data units. No Axes: their tick machinery costs more
+        # to build than everything drawn here.
+        x0 = round((i + left) / n * width_px)
+        to_pixels = Affine2D().translate(-x_min, -y_min).scale(scale_x, scale_y).translate(x0, y0)
+        box = Bbox.from_bounds(x0, y0, frame.width_px, frame.height_px)
+        dots = Line2D(
+            points[:, 0], points[:, 1], linestyle="none", marker=".", markersize=2, color="k"
+        )
         centres = panel.kmeans.cluster_centers_
-        ax.scatter(
+        crosses = Line2D(
             centres[:, 0],
             centres[:, 1],
+            linestyle="none",
             marker="x",
-            s=169,
-            linewidths=3,
+            markersize=13,  # the seed's scatter(s=169): 13 points across
+            markeredgewidth=3,
             color="w",
-            zorder=10,
             path_effects=outline,
         )
-        ax.set_xlim(frame.extent[0], frame.extent[1])
-        ax.set_ylim(frame.extent[2], frame.extent[3])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(frame.axis_labels[0], fontsize=9)
-        ax.set_ylabel(frame.axis_labels[1], fontsize=9)
-        ax.set_title(panel.title, fontsize=10)
+        for artist in (dots, crosses):
+            artist.set_transform(to_pixels)
+            artist.set_clip_box(box)
+            figure.add_artist(artist)
+        figure.add_artist(
+            Rectangle(
+                (x0, y0),
+                frame.width_px,
+                frame.height_px,
+                fill=False,
+                edgecolor="black",
+                linewidth=0.8,
+                transform=IdentityTransform(),
+            )
+        )
+        centre_x = (i + left + width / 2) / n
+        figure.text(
+            centre_x, bottom + height + 0.01, panel.title, ha="center", va="bottom", fontsize=10
+        )
+        figure.text(
+            centre_x, bottom - 0.01, frame.axis_labels[0], ha="center", va="top", fontsize=9
+        )
+        if i == 0:
+            figure.text(
+                (i + left) / n - 0.005,
+                bottom + height / 2,
+                frame.axis_labels[1],
+                ha="right",
+                va="center",
+                rotation=90,
+                fontsize=9,
+            )
     canvas.draw()  # type: ignore[no-untyped-call]
     overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
 

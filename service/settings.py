@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     threads_per_worker: int | None = Field(
         None,
         ge=1,
-        description="BLAS/OpenMP threads per worker; default: CPU count divided by workers.",
+        description="BLAS/OpenMP threads per computation; default: the CPUs divided among "
+        "the computations running at the time.",
     )
     max_cells: int = Field(
         100_000_000,
@@ -65,9 +66,3 @@ class Settings(BaseSettings):
         64 * MIB, ge=0, description="Bound on the in-process layer of hot cached responses."
     )
     log_level: str = Field("info", description="Log level of the server.")
-
-    @property
-    def effective_threads_per_worker(self) -> int:
-        if self.threads_per_worker is not None:
-            return self.threads_per_worker
-        return max(1, (os.cpu_count() or 1) // self.workers)

@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sysconfig
 
-from tests.conftest import ROOT, SERVER_ARGS
+from service.process import SERVER_ARGS
+from tests.conftest import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

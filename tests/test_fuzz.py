@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from service.openapi import DEFAULT_PATH
-from tests.conftest import Server
+from service.process import ServiceProcess
 
 pytestmark = pytest.mark.server
 
@@ -28,11 +28,11 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A real server with small bounds, so that generated requests stay cheap."""
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     data_dir.mkdir()
-    server = Server(
+    server = ServiceProcess(
         data_dir,
         CLUSTERBENCH_TIMEOUT_S="5",
         CLUSTERBENCH_WORKERS="2",
@@ -46,7 +46,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzzed_server: Server) -> schemathesis.BaseSchema:
+def api_schema(fuzzed_server: ServiceProcess) -> schemathesis.BaseSchema:
     """The OpenAPI document the running server serves (not the committed copy)."""
     return schemathesis.openapi.from_url(f"{fuzzed_server.url}/openapi.json")
 

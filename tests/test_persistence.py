@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.process import ServiceProcess
 from service.store import ResultStore
-from tests.conftest import Server
 
 pytestmark = pytest.mark.server
 
@@ -25,7 +25,7 @@ def test_restart_keeps_results_models_and_plots(tmp_path: Path) -> None:
     # plot and models are the same bytes.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    server = Server(data_dir)
+    server = ServiceProcess(data_dir)
     server.start()
     try:
         first = httpx.post(f"{server.url}/v1/benchmarks", json=REQUEST, timeout=60)
@@ -38,7 +38,7 @@ def test_restart_keeps_results_models_and_plots(tmp_path: Path) -> None:
     finally:
         server.stop()
 
-    again = Server(data_dir)
+    again = ServiceProcess(data_dir)
     again.start()
     try:
         second = httpx.post(f"{again.url}/v1/benchmarks", json=REQUEST, timeout=60)
@@ -57,7 +57,7 @@ def test_garbage_database_is_recomputed_not_500(tmp_path: Path) -> None:
     # under a running server, never gives a 500: the answer is recomputed.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    server = Server(data_dir)
+    server = ServiceProcess(data_dir)
     server.start()
     httpx.post(f"{server.url}/v1/benchmarks", json=REQUEST, timeout=60)
     server.stop()
@@ -88,12 +88,11 @@ def test_two_uvicorn_workers_share_the_cache_and_compute_once(tmp_path: Path) ->
     # on one data directory all get the one computation's result (same fit times).
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    server = Server(
+    server = ServiceProcess(
         data_dir,
-        ["-m", "uvicorn", "service.main:app", "--workers", "2", "--port", "PORT"],
+        ["-m", "uvicorn", "service.main:app", "--workers", "2", "--port", "{port}"],
         CLUSTERBENCH_WORKERS="1",
     )
-    server.args = [a.replace("PORT", str(server.port)) for a in server.args]
     server.start()
     try:
         request = {

@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server
+from service.process import ServiceProcess
 
 pytestmark = pytest.mark.server
 
 LONG = {"strategies": [{"init": "random", "n_init": 600}], "tol": 0.0, "random_state": 9}
 
 
-def test_python_m_service_serves_the_seed(server: Server) -> None:
+def test_python_m_service_serves_the_seed(server: ServiceProcess) -> None:
     # Check the seed's benchmark over real HTTP, then a hit with the same body.
     first = httpx.post(f"{server.url}/v1/benchmarks", json={}, timeout=60)
     assert first.status_code == 200
@@ -28,7 +28,7 @@ def test_python_m_service_serves_the_seed(server: Server) -> None:
     assert (server.data_dir / "datasets" / first.json()["dataset"]["id"] / "X.npy").exists()
 
 
-def test_healthz_is_instant_during_a_long_benchmark(server: Server) -> None:
+def test_healthz_is_instant_during_a_long_benchmark(server: ServiceProcess) -> None:
     # Check that while a worker computes for seconds, /healthz still answers at once.
     result: dict[str, httpx.Response] = {}
     worker = threading.Thread(
@@ -52,23 +52,22 @@ def test_healthz_is_instant_during_a_long_benchmark(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def uvicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def uvicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """`uvicorn service.main:app`, with a small body limit from the environment."""
     data_dir = tmp_path_factory.mktemp("uvicorn") / "data"
     data_dir.mkdir()
-    instance = Server(
+    instance = ServiceProcess(
         data_dir,
-        ["-m", "uvicorn", "service.main:app", "--port", "PORT"],
+        ["-m", "uvicorn", "service.main:app", "--port", "{port}"],
         CLUSTERBENCH_MAX_BODY_BYTES="2000",
         CLUSTERBENCH_WORKERS="1",
     )
-    instance.args = [a.replace("PORT", str(instance.port)) for a in instance.args]
     instance.start()
     yield instance
     instance.stop()
 
 
-def test_uvicorn_app_reads_settings(uvicorn_server: Server) -> None:
+def test_uvicorn_app_reads_settings(uvicorn_server: ServiceProcess) -> None:
     # Check that `uvicorn service.main:app` serves with CLUSTERBENCH_* settings applied.
     response = httpx.post(
         f"{uvicorn_server.url}/v1/benchmarks", json={"dataset": "iris"}, timeout=60
@@ -77,7 +76,7 @@ def test_uvicorn_app_reads_settings(uvicorn_server: Server) -> None:
     assert Path(uvicorn_server.data_dir / "datasets").is_dir()
 
 
-def test_body_over_the_limit_is_413(uvicorn_server: Server) -> None:
+def test_body_over_the_limit_is_413(uvicorn_server: ServiceProcess) -> None:
     # Check that a body over CLUSTERBENCH_MAX_BODY_BYTES is refused with 413, whether its
     # length is declared or it streams in chunks, and the server stays healthy.
     big = {"X": [[float(i), float(i) + 0.5] for i in range(500)], "n_clusters": 2}

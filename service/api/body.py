@@ -44,21 +44,35 @@ def decode_json(raw: bytes) -> Any:
         raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
 
 
+async def read_body(request: Request) -> bytes:
+    """The raw body of a request that must be JSON (415 otherwise)."""
+    require_json(request)
+    return await request.body()
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Validate raw JSON bytes as ``model``; an empty body is ``{}``."""
+    data = decode_json(raw) if raw.strip() else {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency reading the request's JSON body as ``model``; no body means ``{}``."""
-    BODY_MODELS[model.__name__] = model
+    register(model)
 
     async def parse(request: Request) -> M:
-        require_json(request)
-        raw = await request.body()
-        data = decode_json(raw) if raw.strip() else {}
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            raise RequestValidationError(errors) from None
+        return parse_body(model, await read_body(request))
 
     return parse
+
+
+def register(model: type[BaseModel]) -> None:
+    """Document ``model`` in the OpenAPI components (for bodies read by hand)."""
+    BODY_MODELS[model.__name__] = model
 
 
 def body_openapi(

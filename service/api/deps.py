@@ -13,7 +13,8 @@ from service.schemas import Problem
 ID_PATTERN = "^[0-9a-f]{64}$"
 
 
-def get_engine(request: Request) -> BenchmarkEngine:
+async def get_engine(request: Request) -> BenchmarkEngine:
+    # async: FastAPI would run a plain function in a worker thread, on every request.
     engine: BenchmarkEngine = request.state.engine
     return engine
 

@@ -319,3 +319,21 @@ async def test_cell_bound(tmp_path: Path) -> None:
             client, "application/x-npy", npy_bytes(np.arange(40.0).reshape(20, 2))
         )
         assert small.status_code == 201
+
+
+async def test_deleted_dataset_is_unknown_even_when_asked_before(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a request answered from the cache before its dataset was deleted is
+    # answered as unknown after, the same bytes as before.
+    uploaded = await upload_raw(client, "application/x-npy", npy_bytes(X[:30] * 3))
+    dataset_id = uploaded.json()["id"]
+    body = orjson.dumps({"dataset": dataset_id, "n_clusters": 2, "strategies": ["random"]})
+    headers = {"content-type": "application/json"}
+    for expected in ("miss", "hit"):
+        answer = await client.post("/v1/benchmarks", content=body, headers=headers)
+        assert answer.headers["x-cache"] == expected
+    assert (await client.delete(f"/v1/datasets/{dataset_id}")).status_code == 204
+    after = await client.post("/v1/benchmarks", content=body, headers=headers)
+    assert after.status_code == 422
+    assert "unknown dataset" in after.json()["detail"]

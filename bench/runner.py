@@ -1,0 +1,437 @@
+"""The benchmark suite: the service measured side by side with scikit-learn, in one run.
+
+These machines are shared and noisy, so every figure is a ratio of two things measured in
+the same run, alternating, with medians over repeats; never an absolute time compared
+with a constant. The service runs as users run it: a real uvicorn process on a free
+loopback port with a fresh data directory. Each case prints its ratio and its target;
+the run exits non-zero when a target is missed, and writes bench/results.md and
+bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import sklearn
+
+from bench.seed_plot import seed_figure
+from service import __version__
+from service.benchmark import DEFAULT_N_INIT, STRATEGIES, BenchmarkParams, Strategy, run_benchmark
+from service.datasets import load_builtin
+from service.process import ServiceProcess
+
+HERE = Path(__file__).resolve().parent
+SEED_STRATEGIES = tuple(Strategy(init, DEFAULT_N_INIT[init]) for init in STRATEGIES)
+
+
+@dataclass
+class Case:
+    name: str
+    ratio_name: str
+    ratio: float
+    target: str
+    ok: bool
+    details: dict[str, Any]
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def alternate(
+    first: Callable[[int], float], second: Callable[[int], float], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Measure two things turn about, so that drift on the machine hits both alike."""
+    a, b = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            a.append(first(i))
+            b.append(second(i))
+        else:
+            b.append(second(i))
+            a.append(first(i))
+    return a, b
+
+
+def check(name: str, ratio_name: str, ratio: float, op: str, bound: float, **details: Any) -> Case:
+    ok = ratio <= bound if op == "<=" else ratio >= bound
+    case = Case(name, ratio_name, round(ratio, 3), f"{op} {bound:g}", ok, details)
+    mark = "ok  " if ok else "MISS"
+    print(f"[{mark}] {name}: {ratio_name} = {ratio:.3f} (target {op} {bound:g})", flush=True)
+    for key, value in details.items():
+        print(f"         {key}: {value}", flush=True)
+    return case
+
+
+def npy_bytes(X: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, X)
+    return buffer.getvalue()
+
+
+def blobs(n_samples: int, n_features: int, dtype: type, seed: int) -> np.ndarray:
+    """Eight well-separated clusters: KMeans converges alike at every size."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=6.0, size=(8, n_features))
+    labels = rng.integers(8, size=n_samples)
+    X = centres[labels] + rng.normal(size=(n_samples, n_features))
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def upload_and_run(client: httpx.Client, X: np.ndarray, content: bytes | None = None) -> None:
+    uploaded = client.post(
+        "/v1/datasets",
+        content=content if content is not None else npy_bytes(X),
+        headers={"content-type": "application/x-npy"},
+    )
+    uploaded.raise_for_status()
+    answer = client.post("/v1/benchmarks", json={"dataset": uploaded.json()["id"], "n_clusters": 8})
+    answer.raise_for_status()
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+def digits_cold(client: httpx.Client, repeats: int) -> Case:
+    X, y = load_builtin("digits")
+
+    def in_process(i: int) -> float:
+        params = BenchmarkParams(
+            dataset="-", n_clusters=10, strategies=SEED_STRATEGIES, random_state=1000 + i
+        )
+        return timed(lambda: run_benchmark(X, y, params))
+
+    def over_http(i: int) -> float:
+        def call() -> None:
+            answer = client.post("/v1/benchmarks", json={"random_state": 1000 + i})
+            answer.raise_for_status()
+            assert answer.headers["x-cache"] == "miss"
+
+        return timed(call)
+
+    local, remote = alternate(in_process, over_http, repeats)
+    return check(
+        "digits, cold, three strategies",
+        "HTTP end to end / in-process",
+        median(remote) / median(local),
+        "<=",
+        1.15,
+        http_p50_ms=round(median(remote) * 1000, 1),
+        in_process_p50_ms=round(median(local) * 1000, 1),
+        repeats=repeats,
+    )
+
+
+def hit_latency(client: httpx.Client, repeats: int) -> Case:
+    client.post("/v1/benchmarks", json={}).raise_for_status()
+
+    def hit(_: int) -> float:
+        def call() -> None:
+            answer = client.post("/v1/benchmarks", json={})
+            assert answer.headers["x-cache"] == "hit"
+
+        return timed(call)
+
+    def health(_: int) -> float:
+        return timed(lambda: client.get("/healthz"))
+
+    hits, healths = alternate(hit, health, repeats)
+    return check(
+        "cache hit",
+        "p50 latency / p50 of /healthz",
+        median(hits) / median(healths),
+        "<=",
+        2.0,
+        hit_p50_ms=round(median(hits) * 1000, 3),
+        healthz_p50_ms=round(median(healths) * 1000, 3),
+        requests_each=repeats,
+    )
+
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = "{}"
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk_rps(url: str, script: Path | None, seconds: int) -> float:
+    command = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"wrk printed no rate:\n{out}")
+
+
+def hit_throughput(server: ServiceProcess, rounds: int, seconds: int) -> Case:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run 'make bench', which installs it")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(WRK_POST)
+    script = Path(handle.name)
+    try:
+        hits, healths = alternate(
+            lambda _: wrk_rps(f"{server.url}/v1/benchmarks", script, seconds),
+            lambda _: wrk_rps(f"{server.url}/healthz", None, seconds),
+            rounds,
+        )
+    finally:
+        script.unlink()
+    return check(
+        "cache hit throughput",
+        "requests/s at 16 connections / the same for /healthz",
+        median(hits) / median(healths),
+        ">=",
+        0.6,
+        hit_rps=round(median(hits)),
+        healthz_rps=round(median(healths)),
+        rounds=rounds,
+        seconds_each=seconds,
+    )
+
+
+def plot_first_render(client: httpx.Client, repeats: int) -> Case:
+    X, _ = load_builtin("digits")
+    seed_figure(X, 10)  # pyplot's first figure pays for font loading: not the method's cost
+
+    def service(i: int) -> float:
+        answer = client.post("/v1/benchmarks", json={"random_state": 3000 + i})
+        answer.raise_for_status()
+        url = answer.json()["plot_url"]
+
+        def render() -> None:
+            png = client.get(url)
+            png.raise_for_status()
+            assert png.content.startswith(b"\x89PNG")
+
+        return timed(render)
+
+    seeds, services = alternate(lambda _: timed(lambda: seed_figure(X, 10)), service, repeats)
+    return check(
+        "plot, digits, three panels, first render",
+        "the seed's mesh method (one panel) / the service",
+        median(seeds) / median(services),
+        ">=",
+        15,
+        seed_p50_s=round(median(seeds), 3),
+        service_p50_s=round(median(services), 3),
+        repeats=repeats,
+    )
+
+
+def upload_200k(client: httpx.Client, repeats: int) -> Case:
+    base = blobs(200_000, 64, np.float64, seed=5)
+    strategies = SEED_STRATEGIES
+
+    def variant(i: int) -> np.ndarray:
+        X = base.copy()
+        X[0, 0] += i + 1  # new content each time: no cached dataset or result
+        return X
+
+    def in_process(i: int) -> float:
+        X = variant(i)
+        params = BenchmarkParams(dataset="-", n_clusters=8, strategies=strategies)
+        return timed(lambda: run_benchmark(X, None, params))
+
+    def over_http(i: int) -> float:
+        content = npy_bytes(variant(100 + i))
+        return timed(lambda: upload_and_run(client, base, content))
+
+    local, remote = alternate(in_process, over_http, repeats)
+    return check(
+        "200k x 64 .npy upload + benchmark",
+        "end to end / in-process on an array in memory",
+        median(remote) / median(local),
+        "<=",
+        1.3,
+        http_p50_s=round(median(remote), 3),
+        in_process_p50_s=round(median(local), 3),
+        repeats=repeats,
+    )
+
+
+def scaling(client: httpx.Client, sizes: list[int], repeats: int) -> Case:
+    per_sample: dict[int, float] = {}
+    for size in sizes:
+        times = []
+        for i in range(repeats):
+            X = blobs(size, 32, np.float32, seed=7 + i)
+            content = npy_bytes(X)
+            times.append(timed(lambda c=content, X=X: upload_and_run(client, X, c)))
+        per_sample[size] = median(times) / size
+    base = per_sample[sizes[0]]
+    worst = max(per_sample[s] / base for s in sizes[1:])
+    return check(
+        "scaling: 20k, 200k, 1M x 32 float32",
+        "time per sample / at 20k (worst size)",
+        worst,
+        "<=",
+        1.5,
+        **{f"us_per_sample_{s}": round(per_sample[s] * 1e6, 3) for s in sizes},
+        **{f"ratio_{s}": round(per_sample[s] / base, 3) for s in sizes},
+    )
+
+
+def tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def memory(client: httpx.Client, server: ServiceProcess, n_samples: int) -> Case:
+    X = blobs(n_samples, 32, np.float32, seed=11)
+    content = npy_bytes(X)
+    root = psutil.Process(server.process.pid if server.process else 0)
+    idle = tree_rss(root)
+    peak = idle
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(root))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        upload_and_run(client, X, content)
+    finally:
+        done.set()
+        sampler.join()
+    return check(
+        "memory: 1M x 32 float32 benchmark",
+        "peak RSS of the server above idle / dataset bytes",
+        (peak - idle) / X.nbytes,
+        "<=",
+        3,
+        dataset_mb=round(X.nbytes / 2**20, 1),
+        idle_rss_mb=round(idle / 2**20, 1),
+        peak_rss_mb=round(peak / 2**20, 1),
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "service": __version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def write_results(cases: list[Case], info: dict[str, Any], seconds: float) -> None:
+    (HERE / "results.json").write_text(
+        json.dumps(
+            {"machine": info, "seconds": round(seconds), "cases": [asdict(c) for c in cases]},
+            indent=2,
+        )
+        + "\n"
+    )
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured by `make bench` on {info['date']}: {info['cpus']} CPUs ({info['cpu_model']}), "
+        f"{info['memory_gib']} GiB, Python {info['python']}, clusterbench {info['service']}, "
+        f"scikit-learn {info['scikit-learn']}, NumPy {info['numpy']}; {seconds:.0f} s in all.",
+        "",
+        "| case | ratio | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for case in cases:
+        lines.append(
+            f"| {case.name} | {case.ratio_name} | {case.ratio:.3f} | {case.target} | "
+            f"{'yes' if case.ok else '**no**'} |"
+        )
+    lines += ["", "Details (medians):", ""]
+    for case in cases:
+        shown = ", ".join(f"{k} {v}" for k, v in case.details.items())
+        lines.append(f"- {case.name}: {shown}")
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    parser.add_argument("--only", help="run only the cases whose name contains this")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    started = time.perf_counter()
+    info = machine()
+    print(f"machine: {info}", flush=True)
+    cases: list[Case] = []
+    with tempfile.TemporaryDirectory(prefix="clusterbench-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        with (
+            ServiceProcess(data_dir) as server,
+            httpx.Client(base_url=server.url, timeout=600) as client,
+        ):
+            sizes = [20_000, 200_000] if quick else [20_000, 200_000, 1_000_000]
+            plan: list[tuple[str, Callable[[], Case]]] = [
+                ("digits", lambda: digits_cold(client, 6 if quick else 15)),
+                ("hit", lambda: hit_latency(client, 100 if quick else 500)),
+                (
+                    "throughput",
+                    lambda: hit_throughput(server, 1 if quick else 3, 2 if quick else 4),
+                ),
+                ("plot", lambda: plot_first_render(client, 3 if quick else 7)),
+                ("upload", lambda: upload_200k(client, 1 if quick else 3)),
+                ("scaling", lambda: scaling(client, sizes, 1 if quick else 2)),
+                ("memory", lambda: memory(client, server, 200_000 if quick else 1_000_000)),
+            ]
+            for key, run in plan:
+                if args.only is None or args.only in key:
+                    cases.append(run())
+    seconds = time.perf_counter() - started
+    write_results(cases, info, seconds)
+    missed = [c.name for c in cases if not c.ok]
+    print(f"{len(cases) - len(missed)} of {len(cases)} targets met in {seconds:.0f} s", flush=True)
+    if missed:
+        print("missed: " + "; ".join(missed), file=sys.stderr)
+    return 1 if missed else 0
