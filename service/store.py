@@ -77,6 +77,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _CorruptPayloadError(Exception):
+    """A stored payload does not match its checksum."""
+
+
 @dataclass
 class StoredBenchmark:
     """A computed benchmark: its response body (as first computed) and fitted models.
@@ -293,16 +297,25 @@ class ResultStore:
             self._memory.put(("benchmark", benchmark_id), found, 2 * len(found.body))
         return found
 
-    def _read_benchmark(self, benchmark_id: str) -> StoredBenchmark | None:
-        row = (
-            self._connection()
-            .execute("SELECT body, sha FROM benchmarks WHERE id = ?", (benchmark_id,))
-            .fetchone()
-        )
+    def _payload(self, sql: str, params: tuple[str, ...]) -> bytes | None:
+        """The first column of the row ``sql`` selects, checked against the second (its
+        sha256); None when there is no row. Raises _CorruptPayloadError on a mismatch."""
+        row = self._connection().execute(sql, params).fetchone()
         if row is None:
             return None
-        body, sha = bytes(row[0]), row[1]
-        if _sha(body) != sha or not body.startswith(b'{"id":"' + benchmark_id.encode()):
+        data = bytes(row[0])
+        if _sha(data) != row[1]:
+            raise _CorruptPayloadError
+        return data
+
+    def _read_benchmark(self, benchmark_id: str) -> StoredBenchmark | None:
+        try:
+            body = self._payload("SELECT body, sha FROM benchmarks WHERE id = ?", (benchmark_id,))
+            if body is None:
+                return None
+            if not body.startswith(b'{"id":"' + benchmark_id.encode()):
+                raise _CorruptPayloadError
+        except _CorruptPayloadError:
             self._drop_corrupt(benchmark_id, "benchmark")
             return None
         self._touch(benchmark_id, force=True)
@@ -403,18 +416,12 @@ class ResultStore:
             return png
 
         def read() -> bytes | None:
-            row = (
-                self._connection()
-                .execute(
+            try:
+                return self._payload(
                     "SELECT png, sha FROM plots WHERE benchmark_id = ? AND key = ?",
                     (benchmark_id, key),
                 )
-                .fetchone()
-            )
-            if row is None:
-                return None
-            data = bytes(row[0])
-            if _sha(data) != row[1]:
+            except _CorruptPayloadError:
                 self.corrupt_entries += 1
                 logger.warning("corrupt cached plot %s/%s: dropped", benchmark_id, key)
                 with self._transaction() as db:
@@ -422,7 +429,6 @@ class ResultStore:
                         "DELETE FROM plots WHERE benchmark_id = ? AND key = ?", (benchmark_id, key)
                     )
                 return None
-            return data
 
         found = self._safely("plot read", read, None)
         if found is not None:
@@ -434,8 +440,15 @@ class ResultStore:
 
         def write() -> None:
             with self._transaction() as db:
+                # Another process may have stored this plot already: count its bytes once.
+                old = db.execute(
+                    "SELECT COALESCE(SUM(length(png)), 0) FROM plots"
+                    " WHERE benchmark_id = ? AND key = ?",
+                    (benchmark_id, key),
+                ).fetchone()[0]
                 updated = db.execute(
-                    "UPDATE benchmarks SET size = size + ? WHERE id = ?", (len(png), benchmark_id)
+                    "UPDATE benchmarks SET size = size + ? WHERE id = ?",
+                    (len(png) - old, benchmark_id),
                 ).rowcount
                 if updated:
                     db.execute(
@@ -454,19 +467,10 @@ class ResultStore:
             return model
 
         def read() -> FittedModel | None:
-            row = (
-                self._connection()
-                .execute("SELECT data, sha FROM models WHERE id = ?", (model_id,))
-                .fetchone()
-            )
-            if row is None:
-                return None
-            data = bytes(row[0])
             try:
-                if _sha(data) != row[1]:
-                    raise ValueError("checksum mismatch")
-                return model_from_bytes(data)
-            except (ValueError, OSError, KeyError) as exc:
+                data = self._payload("SELECT data, sha FROM models WHERE id = ?", (model_id,))
+                return None if data is None else model_from_bytes(data)
+            except (_CorruptPayloadError, ValueError, OSError, KeyError) as exc:
                 self.corrupt_entries += 1
                 logger.warning("corrupt cached model %s (%s): dropped", model_id, exc)
                 with self._transaction() as db:

@@ -186,3 +186,14 @@ def test_unopenable_path_is_not_ready(tmp_path: Path) -> None:
     assert store.get("a" * 64) is None
     store.put(make_entry(1))
     assert blocker.is_dir()
+
+
+def test_a_plot_stored_twice_is_counted_once(tmp_path: Path) -> None:
+    # Check that two processes storing the same plot do not inflate the entry's size.
+    store = make_store(tmp_path)
+    entry = make_entry(7)
+    store.put(entry)
+    before = store.total_bytes()
+    store.put_plot(entry.id, "all", b"p" * 500)
+    store.put_plot(entry.id, "all", b"p" * 500)
+    assert store.total_bytes() == before + 500
