@@ -8,6 +8,7 @@ workers memory-map it instead of receiving pickled arrays.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ class DatasetInfo:
     n_labels: int | None
     dtype: str
     format: str
+    # Sent inline in a benchmark request rather than uploaded: kept within a bound,
+    # least recently used first out (an upload stays until it is deleted).
+    inline: bool = False
 
     def public(self) -> dict[str, Any]:
         """The summary a benchmark response carries."""
@@ -285,17 +289,25 @@ class DatasetStore:
         return self.root / dataset_id
 
     def put(
-        self, X: np.ndarray, y: np.ndarray | None, *, name: str | None, format: str
+        self,
+        X: np.ndarray,
+        y: np.ndarray | None,
+        *,
+        name: str | None,
+        format: str,
+        inline: bool = False,
     ) -> tuple[DatasetInfo, bool]:
         """Store validated arrays; returns the info and whether it was new."""
         dataset_id = content_hash(X, y)
-        with self._lock:
-            known = self._infos.get(dataset_id)
-        if known is not None:
-            return known, False
         final = self.root / dataset_id
         if (final / "meta.json").exists():
-            return self.get(dataset_id), False
+            known = self.get(dataset_id)
+            if known.inline and not inline:
+                # Uploaded now: it is the client's to keep, no longer a pruneable copy.
+                known = replace(known, inline=False)
+                self._write_meta(final, known)
+            self.touch(known)
+            return known, False
         info = DatasetInfo(
             id=dataset_id,
             name=name,
@@ -305,6 +317,7 @@ class DatasetStore:
             n_labels=None if y is None else int(np.unique(y).size),
             dtype=X.dtype.name,
             format=format,
+            inline=inline,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -355,7 +368,7 @@ class DatasetStore:
             self._builtin_ids[name] = info.id
         return info
 
-    def list(self) -> list[DatasetInfo]:
+    def stored(self) -> list[DatasetInfo]:
         """Every stored dataset (built-in copies included), built-ins first."""
         found = []
         for folder in self.root.iterdir():
@@ -390,6 +403,48 @@ class DatasetStore:
         with self._lock:
             self._infos.pop(dataset_id, None)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def _write_meta(self, folder: Path, info: DatasetInfo) -> None:
+        tmp = folder / f".meta-{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(asdict(info)))
+        tmp.replace(folder / "meta.json")
+        with self._lock:
+            self._infos[info.id] = info
+
+    def touch(self, info: DatasetInfo) -> None:
+        """Mark an inline dataset as just used (its meta file's time orders the pruning)."""
+        if info.inline:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / info.id / "meta.json")
+
+    def prune_inline(self, max_bytes: int, *, keep: str) -> list[str]:
+        """Delete the least recently used inline datasets past ``max_bytes``; never ``keep``.
+
+        Returns the ids deleted.
+        """
+        found = []
+        for folder in self.root.iterdir():
+            if not is_id(folder.name) or folder.name == keep:
+                continue
+            try:
+                meta = folder / "meta.json"
+                if not json.loads(meta.read_text()).get("inline"):
+                    continue
+                size = sum(f.stat().st_size for f in folder.iterdir())
+                found.append((meta.stat().st_mtime, size, folder.name))
+            except (OSError, ValueError):
+                continue  # being written or deleted by another process
+        keep_size = sum(f.stat().st_size for f in (self.root / keep).iterdir())
+        total = keep_size + sum(size for _, size, _ in found)
+        deleted = []
+        for _, size, dataset_id in sorted(found):
+            if total <= max_bytes:
+                break
+            with contextlib.suppress(DatasetNotFoundError):
+                self.delete(dataset_id)
+                deleted.append(dataset_id)
+            total -= size
+        return deleted
 
     def exists(self, info: DatasetInfo) -> bool:
         """Whether the dataset is still stored (built-ins always are: they come back)."""

@@ -70,9 +70,11 @@ class BenchmarkEngine:
         pool: ComputePool,
         *,
         max_cells: int = 2**62,
+        inline_max_bytes: int = 2**62,
     ) -> None:
         self.datasets = datasets
         self.max_cells = max_cells
+        self.inline_max_bytes = inline_max_bytes
         self.results = results
         self.pool = pool
         self.stats = EngineStats()
@@ -156,9 +158,12 @@ class BenchmarkEngine:
             return await to_thread.run_sync(self.datasets.builtin, name)
         if is_id(name):
             try:
-                return self.datasets.get(name)
+                info = self.datasets.get(name)
             except DatasetNotFoundError:
                 pass
+            else:
+                self.datasets.touch(info)
+                return info
         raise InvalidParameterError(
             f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_LOADERS)} "
             "or the id of an uploaded dataset",
@@ -169,7 +174,11 @@ class BenchmarkEngine:
         X_arr = as_feature_matrix(X)
         check_cells(X_arr.shape, self.max_cells)
         y_arr = None if y is None else as_labels(y, X_arr.shape[0])
-        info, _ = self.datasets.put(X_arr, y_arr, name=None, format="json")
+        info, created = self.datasets.put(X_arr, y_arr, name=None, format="json", inline=True)
+        if created:
+            pruned = self.datasets.prune_inline(self.inline_max_bytes, keep=info.id)
+            if pruned:
+                logger.info("pruned %d inline dataset(s) past the bound", len(pruned))
         return info
 
     def import_file(

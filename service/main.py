@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
             max_cells=settings.max_cells,
+            inline_max_bytes=settings.inline_max_bytes,
             results=ResultStore(
                 settings.data_dir / "cache.sqlite3",
                 max_bytes=settings.cache_max_bytes,

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         ge=4,
         description="Largest dataset accepted, in values (n_samples times n_features).",
     )
+    inline_max_bytes: int = Field(
+        1024 * MIB,
+        ge=0,
+        description="Bound on the data sent inline (X in a benchmark request) kept on disk; "
+        "least recently used first out. Uploads are kept until deleted.",
+    )
     cache_max_bytes: int = Field(
         1024 * MIB,
         ge=0,

@@ -337,3 +337,40 @@ async def test_deleted_dataset_is_unknown_even_when_asked_before(
     after = await client.post("/v1/benchmarks", content=body, headers=headers)
     assert after.status_code == 422
     assert "unknown dataset" in after.json()["detail"]
+
+
+async def test_inline_data_is_kept_within_its_bound(tmp_path: Path) -> None:
+    # Check that data sent inline is pruned least recently used first past
+    # CLUSTERBENCH_INLINE_MAX_BYTES, while uploads (even of inline-sent data) stay.
+    from tests.conftest import make_settings, serve
+
+    async with serve(make_settings(tmp_path, inline_max_bytes=40_000, workers=1)) as client:
+        ids = []
+        for i in range(6):
+            data = (X[:100] + 10 * i).tolist()  # 100 x 4 float64: 3.2 kB, 5 kB on disk
+            answer = await client.post(
+                "/v1/benchmarks", json={"X": data, "n_clusters": 3, "strategies": ["random"]}
+            )
+            assert answer.status_code == 200
+            ids.append(answer.json()["dataset"]["id"])
+        uploaded = await upload_raw(
+            client, "application/json", orjson.dumps({"X": (X[:100]).tolist()})
+        )
+        assert uploaded.json()["id"] == ids[0]
+        for i in range(6, 14):
+            data = (X[:100] + 10 * i).tolist()
+            await client.post(
+                "/v1/benchmarks", json={"X": data, "n_clusters": 3, "strategies": ["random"]}
+            )
+        stored = {p.name for p in (tmp_path / "datasets").iterdir()}
+        assert ids[0] in stored  # uploaded: kept
+        assert ids[1] not in stored  # inline, least recently used: pruned
+        inline_bytes = sum(
+            f.stat().st_size
+            for folder in (tmp_path / "datasets").iterdir()
+            if folder.name != ids[0]
+            for f in folder.iterdir()
+        )
+        assert inline_bytes <= 40_000
+        gone = await client.post("/v1/benchmarks", json={"dataset": ids[1], "n_clusters": 3})
+        assert gone.status_code == 422

@@ -153,7 +153,7 @@ async def list_datasets(engine: Engine) -> Response:
     def collect() -> list[dict[str, Any]]:
         for name in BUILTIN_LOADERS:
             engine.datasets.builtin(name)
-        return [info.described() for info in engine.datasets.list()]
+        return [info.described() for info in engine.datasets.stored()]
 
     return _json({"datasets": await to_thread.run_sync(collect)})
 
