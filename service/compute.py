@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
+import logging
 import math
 import multiprocessing
 import os
@@ -20,10 +22,18 @@ import pebble
 
 from service.errors import ComputeBusyError, ComputeFailedError, ComputeTimeoutError
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 # workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp.
-_PRELOAD = ["service.workerenv", "service.benchmark", "service.plotting"]
+_PRELOAD = [
+    "service.workerenv",
+    "service.benchmark",
+    "service.plotting",
+    "service.formats",
+    "service.inline",
+]
 
 
 _controller: Any = None
@@ -68,13 +78,38 @@ class ComputePool:
         self.capacity = workers + queue_size
         self.timeout_s = timeout_s
         self.pending = 0
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-        self._pool = pebble.ProcessPool(
-            max_workers=workers,
-            initializer=_init_worker,
-            context=context,
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(_PRELOAD)
+        self._closed = False
+        self._pool = self._start()
+
+    async def start(self) -> None:
+        """Start the forkserver and every worker now, and wait until they are warm.
+
+        pebble starts them on the first task, in the thread that submits it: that would
+        be the event loop, held for the seconds the forkserver takes to import
+        scikit-learn (measured: /healthz waited 1.5 s behind the first computation).
+        """
+
+        def start_all() -> None:
+            futures = [self._pool.submit(os.getpid, None) for _ in range(self.workers)]
+            for future in futures:
+                future.result()
+
+        await asyncio.to_thread(start_all)
+
+    def _start(self) -> pebble.ProcessPool:
+        return pebble.ProcessPool(
+            max_workers=self.workers, initializer=_init_worker, context=self._context
         )
+
+    def _restart(self) -> None:
+        """Replace a pool that can no longer run tasks (its workers all died at once)."""
+        if self._closed or self._pool.active:
+            return
+        logger.error("the compute pool stopped working; starting a new one")
+        self._pool.stop()  # type: ignore[no-untyped-call]
+        self._pool = self._start()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed."""
@@ -100,6 +135,15 @@ class ComputePool:
                 f"the worker computing this request died (exit code {exc.exitcode}); "
                 "it has been replaced, try again"
             ) from None
+        except (concurrent.futures.process.BrokenProcessPool, RuntimeError) as exc:
+            # pebble's pool gives up when its workers die faster than it replaces them,
+            # and refuses tasks once stopped: a retryable failure, never a 500.
+            if isinstance(exc, RuntimeError) and "pool" not in str(exc).lower():
+                raise
+            self._restart()
+            raise ComputeFailedError(
+                f"the compute pool failed ({exc}); it has been restarted, try again"
+            ) from None
         finally:
             self.pending -= 1
 
@@ -108,5 +152,6 @@ class ComputePool:
         return bool(self._pool.active)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.stop()  # type: ignore[no-untyped-call]
         self._pool.join(timeout=10)

@@ -6,7 +6,26 @@ depending on the web framework.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+
+def format_loc(loc: Sequence[Any]) -> str:
+    """``["X", 3, 2]`` -> ``X[3][2]``: where in the request a problem is."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _restore(cls: type[ServiceError], detail: str, state: dict[str, Any]) -> ServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, detail)
+    error.__dict__.update(state)
+    return error
 
 
 class ServiceError(Exception):
@@ -28,11 +47,30 @@ class ServiceError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in compute workers too: keep every attribute across the process boundary.
+        return (_restore, (type(self), self.detail, dict(self.__dict__)))
+
 
 class MalformedRequestError(ServiceError):
     status = 400
     title = "Malformed request"
     slug = "malformed-request"
+
+
+class InvalidRequestError(ServiceError):
+    """Fields of the request that do not fit the schema (types, ranges, unknown names)."""
+
+    status = 422
+    title = "Invalid request"
+    slug = "invalid-request"
+
+    @classmethod
+    def listing(cls, errors: list[dict[str, Any]]) -> InvalidRequestError:
+        """One error whose detail names the first few problems and where they are."""
+        shown = "; ".join(f"{format_loc(e['loc'])}: {e['msg']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return cls(f"the request is invalid: {shown}{more}", errors=errors)
 
 
 class InvalidDataError(ServiceError):

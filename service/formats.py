@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
 
-from service.datasets import as_feature_matrix, as_labels
+from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidDataError, PayloadTooLargeError
 
 MEDIA_TYPES = {
@@ -87,6 +87,20 @@ def read_dataset(
     X, y = readers[fmt](path, label_column, max_cells)
     check_cells(X.shape, max_cells)
     return X, y
+
+
+def import_dataset(
+    path: Path,
+    fmt: str,
+    label_column: str | None,
+    name: str | None,
+    datasets_root: Path,
+    max_cells: int,
+) -> tuple[DatasetInfo, bool]:
+    """Read an uploaded file and store it (in a compute worker); returns the info and
+    whether the dataset is new."""
+    X, y = read_dataset(path, fmt, label_column=label_column, max_cells=max_cells)
+    return DatasetStore(datasets_root).put(X, y, name=name, format=fmt)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int) -> None:

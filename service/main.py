@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             pool=pool,
         )
+        await pool.start()
         collector = health.EngineCollector(engine)
         registry.register(collector)
         logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)

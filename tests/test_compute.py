@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,5 +108,38 @@ async def test_dead_worker_is_a_503_and_replaced() -> None:
         with pytest.raises(ComputeFailedError, match="died"):
             await pool.run(os._exit, 3)
         assert await pool.run(os.getpid) > 0
+    finally:
+        pool.close()
+
+
+async def test_a_pool_whose_workers_all_die_is_replaced() -> None:
+    # Check that when every worker is killed at once the request gets a retryable 503
+    # (never a 500) and the next computation runs on a fresh set of workers.
+    pool = ComputePool(workers=2, queue_size=0, timeout_s=30, threads_per_worker=1)
+    try:
+        await pool.start()
+        # The forkserver is shared with other pools of this process: find this pool's
+        # own workers by asking them.
+        pids: set[int] = set()
+        for _ in range(20):
+            pids |= set(await asyncio.gather(pool.run(os.getpid), pool.run(os.getpid)))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        waiting = asyncio.ensure_future(pool.run(time.sleep, 5))
+        await asyncio.sleep(0.5)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ComputeFailedError):
+            await waiting
+        for _ in range(10):
+            try:
+                assert await pool.run(os.getpid) not in pids
+                break
+            except ComputeFailedError:
+                await asyncio.sleep(0.5)
+        else:
+            raise AssertionError("the pool never recovered")
+        assert pool.healthy
     finally:
         pool.close()

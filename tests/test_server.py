@@ -129,3 +129,68 @@ def test_body_over_the_limit_is_413(uvicorn_server: ServiceProcess) -> None:
         timeout=30,
     )
     assert small.status_code == 200
+
+
+def test_large_inline_body_keeps_the_server_responsive(tmp_path: Path) -> None:
+    # Check that a large inline JSON body (decoded by a worker, not on the event loop)
+    # as a fresh server's first request leaves /healthz answering at once, gives the
+    # same numbers as scikit-learn, and that a bad cell deep inside is named.
+    import numpy as np
+    import orjson
+
+    from service.engine import LARGE_BODY_BYTES
+    from tests.reference import assert_matches, seed_scores
+
+    X = np.random.default_rng(3).normal(size=(40_000, 16)).round(4)
+    body = orjson.dumps({"X": X.tolist(), "n_clusters": 3, "strategies": ["random"]})
+    assert len(body) > LARGE_BODY_BYTES
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir) as fresh:
+        result: dict[str, httpx.Response] = {}
+        post = threading.Thread(
+            target=lambda: result.update(
+                r=httpx.post(
+                    f"{fresh.url}/v1/benchmarks",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                    timeout=120,
+                )
+            )
+        )
+        latencies = []
+        with httpx.Client(base_url=fresh.url) as client:
+            post.start()
+            while post.is_alive():
+                t0 = time.perf_counter()
+                assert client.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(0.01)
+        post.join()
+        assert result["r"].status_code == 200, result["r"].text
+        assert max(latencies) < 0.5
+        (answer,) = result["r"].json()["results"]
+        assert_matches(answer, seed_scores(X, None, "random", n_clusters=3))
+
+        bad = bytearray(body)
+        cut = body.rindex(b",", 0, len(body) - 100)
+        bad[cut + 1 : cut + 2] = b'"'  # an unterminated string deep inside: malformed
+        broken = httpx.post(
+            f"{fresh.url}/v1/benchmarks",
+            content=bytes(bad),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert broken.status_code == 400
+        assert "not valid JSON" in broken.json()["detail"]
+        rows = X.tolist()
+        rows[39_999][7] = "oops"
+        named = httpx.post(
+            f"{fresh.url}/v1/benchmarks",
+            content=orjson.dumps({"X": rows, "n_clusters": 3}),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert named.status_code == 422
+        assert "X[39999][7] is not a number" in named.json()["detail"]
+        assert not list((data_dir / "tmp").glob("body-*"))

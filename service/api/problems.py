@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.errors import ServiceError
+from service.errors import InvalidRequestError, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +44,6 @@ def _public_loc(loc: Sequence[Any]) -> list[Any]:
     return list(loc[1:] if loc and loc[0] == "body" else loc)
 
 
-def format_loc(loc: Sequence[Any]) -> str:
-    """``["X", 3, 2]`` -> ``X[3][2]``: where in the request a problem is."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "body"
-
-
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     return problem_response(
@@ -67,35 +56,14 @@ async def _service_error(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    # FastAPI's own validation: path and query parameters (bodies are read by hand).
     assert isinstance(exc, RequestValidationError)
-    raw = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in raw):
-        first = raw[0]
-        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
-        position = first["loc"][-1] if first.get("loc") else "?"
-        return problem_response(
-            400,
-            f"the body is not valid JSON: {reason} at character {position}",
-            title="Malformed JSON",
-            type_="urn:clusterbench:problem:malformed-json",
-            errors=[
-                {"loc": [], "msg": f"{reason} at character {position}", "type": "json_invalid"}
-            ],
-        )
     errors = [
         {"loc": _public_loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in raw
+        for e in exc.errors()
     ]
-    shown = "; ".join(f"{format_loc(e['loc'])}: {e['msg']}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return problem_response(
-        422,
-        f"the request is invalid: {shown}{more}",
-        title="Invalid request",
-        type_="urn:clusterbench:problem:invalid-request",
-        errors=errors,
-    )
+    return await _service_error(request, InvalidRequestError.listing(errors))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.body import body_openapi, parse_body, read_body, register
+from service.api.body import body_openapi, read_body
 from service.api.deps import (
     BenchmarkId,
     Engine,
@@ -21,7 +21,6 @@ from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
-register(BenchmarkRequest)
 
 REPRESENTATIONS = ("application/json", "text/plain")
 # A benchmark's id names its content for good: caches may keep it.
@@ -115,7 +114,7 @@ async def create_benchmark(request: Request, engine: Engine) -> Response:
         if etag_matches(if_none_match, f'"{hot.id}"'):
             return _not_modified(hot.id)
         return _respond(hot, cached=True, accept=accept)
-    job = await engine.resolve(parse_body(BenchmarkRequest, raw))
+    job = await engine.resolve_body(raw)
     if etag_matches(if_none_match, f'"{job.id}"'):
         return _not_modified(job.id)
     entry, cached = await engine.get_or_compute(job)

@@ -133,9 +133,7 @@ async def upload_dataset(
     path = tmp_dir / f"upload-{uuid.uuid4().hex}"
     try:
         fmt, name = await _spool(request, path)
-        info, created = await to_thread.run_sync(
-            lambda: engine.import_file(path, fmt, label_column=label_column, name=name)
-        )
+        info, created = await engine.import_file(path, fmt, label_column=label_column, name=name)
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

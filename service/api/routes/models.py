@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from anyio import to_thread
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from service.api.body import body_openapi, json_body
+from service.api.body import body_openapi, read_body
 from service.api.deps import ID_PATTERN, Engine, etag_matches, problems
 from service.benchmark import FittedModel
-from service.datasets import as_feature_matrix
 from service.schemas import ModelInfo, Prediction, PredictRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -60,17 +58,7 @@ async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Resp
     openapi_extra=body_openapi(PredictRequest, required=True),
     summary="Assign samples to a model's clusters",
 )
-async def predict(
-    model_id: ModelId,
-    body: Annotated[PredictRequest, Depends(json_body(PredictRequest))],
-    engine: Engine,
-) -> Response:
+async def predict(model_id: ModelId, request: Request, engine: Engine) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
-    model = await engine.get_model(model_id)
-
-    def run() -> bytes:
-        X = as_feature_matrix(body.X, min_samples=1)
-        labels, distances = model.predict(X)
-        return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
-
-    return Response(await to_thread.run_sync(run), media_type="application/json")
+    answer = await engine.predict(model_id, await read_body(request))
+    return Response(answer, media_type="application/json")

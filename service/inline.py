@@ -1,0 +1,102 @@
+"""Request bodies: JSON decoded with orjson, validated by pydantic, matrices made by NumPy.
+
+FastAPI would parse bodies with the standard library and validate every number of a
+data matrix one by one. Here orjson builds the document and NumPy converts matrices
+(``service.datasets.as_feature_matrix``), several times faster. Bodies too large to
+decode without stalling the event loop (decoding holds the GIL) are handled whole in a
+compute worker by the ``*_in_worker`` functions, which return only small results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from service.benchmark import FittedModel
+from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
+from service.errors import InvalidRequestError, MalformedRequestError
+from service.formats import check_cells
+from service.schemas import BenchmarkRequest, PredictRequest
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_json(raw: bytes) -> Any:
+    """Parse a JSON document; NaN, Infinity and overflowing numbers reach the data checks."""
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # The standard library also reads NaN, Infinity and 1e999, which orjson refuses:
+        # they are well-formed here and reported as invalid values, with their position.
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedRequestError(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            errors=[{"loc": [], "msg": exc.msg, "line": exc.lineno, "column": exc.colno}],
+        ) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedRequestError(f"the body is not valid JSON: {exc}") from None
+
+
+def validate(model: type[M], raw: bytes) -> M:
+    """Raw JSON bytes as ``model``; an empty body is ``{}``."""
+    try:
+        return model.model_validate(decode_json(raw))
+    except ValidationError as exc:
+        raise InvalidRequestError.listing(
+            [
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            ]
+        ) from None
+
+
+def store_inline(
+    datasets: DatasetStore, X: Any, y: Any, *, max_cells: int, inline_max_bytes: int
+) -> DatasetInfo:
+    """Validate inline data, store it as an inline dataset, keep inline data in its bound."""
+    X_arr = as_feature_matrix(X)
+    check_cells(X_arr.shape, max_cells)
+    y_arr = None if y is None else as_labels(y, X_arr.shape[0])
+    info, created = datasets.put(X_arr, y_arr, name=None, format="json", inline=True)
+    if created:
+        datasets.prune_inline(inline_max_bytes, keep=info.id)
+    return info
+
+
+def benchmark_body_in_worker(
+    body_path: Path, datasets_root: Path, max_cells: int, inline_max_bytes: int
+) -> tuple[BenchmarkRequest, DatasetInfo | None]:
+    """A large benchmark body, read from a file in a worker: the request without its
+    data, and the stored dataset when the data came inline."""
+    request = validate(BenchmarkRequest, body_path.read_bytes())
+    if request.X is None:
+        return request, None
+    info = store_inline(
+        DatasetStore(datasets_root),
+        request.X,
+        request.y,
+        max_cells=max_cells,
+        inline_max_bytes=inline_max_bytes,
+    )
+    return request.model_copy(update={"X": None, "y": None}), info
+
+
+def predict_body_in_worker(body_path: Path, model: FittedModel) -> bytes:
+    """:func:`predict_body` for a large body, read from a file in a worker."""
+    return predict_body(body_path.read_bytes(), model)
+
+
+def predict_body(raw: bytes, model: FittedModel) -> bytes:
+    """The JSON answer to a predict request: labels and distances for its samples."""
+    body = validate(PredictRequest, raw)
+    labels, distances = model.predict(as_feature_matrix(body.X, min_samples=1))
+    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
