@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -71,8 +72,10 @@ class ComputePool:
         queue_size: int,
         timeout_s: float,
         threads_per_worker: int | None = None,
+        grace_s: float = 30.0,
     ) -> None:
         self.workers = workers
+        self.grace_s = grace_s
         self.threads_per_worker = threads_per_worker
         self.cpus = os.cpu_count() or 1
         self.capacity = workers + queue_size
@@ -123,7 +126,7 @@ class ComputePool:
         threads = self.threads_per_worker or max(1, self.cpus // min(self.workers, self.pending))
         try:
             future = self._pool.submit(_call_with_threads, self.timeout_s, threads, fn, *args)
-            return await asyncio.wrap_future(future)
+            return await self._wait(future)
         except concurrent.futures.TimeoutError:
             raise ComputeTimeoutError(
                 f"the computation ran past the limit of {self.timeout_s:g} s "
@@ -146,6 +149,31 @@ class ComputePool:
             ) from None
         finally:
             self.pending -= 1
+
+    async def _wait(self, future: concurrent.futures.Future[T]) -> T:
+        """The task's result, watching that the pool is still there to give it.
+
+        When several workers die at once pebble may give up on the pool, and a task's
+        future can be left without an answer: no request may wait for ever on it.
+        """
+        waiting = asyncio.wrap_future(future)
+        # pebble's own timeout runs from the task's start; this one also covers the
+        # queue ahead of it, and is only a backstop.
+        deadline = time.monotonic() + self.timeout_s * (self.capacity / self.workers + 1)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            if done:
+                return waiting.result()
+            if not self._pool.active:
+                future.cancel()
+                self._restart()
+                raise ComputeFailedError(
+                    "the compute pool failed while this request waited; it has been "
+                    "restarted, try again"
+                )
+            if time.monotonic() > deadline + self.grace_s:
+                future.cancel()
+                raise ComputeFailedError("the compute pool did not answer in time; try again")
 
     @property
     def healthy(self) -> bool:

@@ -112,19 +112,21 @@ async def test_dead_worker_is_a_503_and_replaced() -> None:
         pool.close()
 
 
+def pid_after(seconds: float) -> int:
+    """A task for a worker: wait, then say which process ran it."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 async def test_a_pool_whose_workers_all_die_is_replaced() -> None:
     # Check that when every worker is killed at once the request gets a retryable 503
     # (never a 500) and the next computation runs on a fresh set of workers.
-    pool = ComputePool(workers=2, queue_size=0, timeout_s=30, threads_per_worker=1)
+    pool = ComputePool(workers=2, queue_size=0, timeout_s=8, threads_per_worker=1, grace_s=1)
     try:
         await pool.start()
         # The forkserver is shared with other pools of this process: find this pool's
-        # own workers by asking them.
-        pids: set[int] = set()
-        for _ in range(20):
-            pids |= set(await asyncio.gather(pool.run(os.getpid), pool.run(os.getpid)))
-            if len(pids) == 2:
-                break
+        # own workers by asking them, both at once (each task holds its worker a while).
+        pids = set(await asyncio.gather(pool.run(pid_after, 0.5), pool.run(pid_after, 0.5)))
         assert len(pids) == 2
         waiting = asyncio.ensure_future(pool.run(time.sleep, 5))
         await asyncio.sleep(0.5)
