@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -39,11 +38,6 @@ def problem_response(
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _public_loc(loc: Sequence[Any]) -> list[Any]:
-    """Locations inside the JSON body start at its fields, as the domain errors' do."""
-    return list(loc[1:] if loc and loc[0] == "body" else loc)
-
-
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     return problem_response(
@@ -60,7 +54,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     # FastAPI's own validation: path and query parameters (bodies are read by hand).
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": _public_loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     return await _service_error(request, InvalidRequestError.listing(errors))
