@@ -143,20 +143,26 @@ class BenchmarkEngine:
         return await self.resolve(request, dataset)
 
     @contextlib.asynccontextmanager
+    async def scratch_file(self, prefix: str) -> AsyncIterator[Path]:
+        """A path under ``<data_dir>/tmp`` for the caller to fill, removed on exit."""
+        folder = self.datasets.root.parent / "tmp"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{prefix}-{uuid.uuid4().hex}"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    @contextlib.asynccontextmanager
     async def _spilled(self, raw: bytes) -> AsyncIterator[Path]:
         """``raw`` in a temporary file, for a worker to read.
 
         Sent through the pool's pipe instead, a large body kept the event loop waiting
         while it was pickled and copied (measured: 1.6 s for 180 MB).
         """
-        folder = self.datasets.root.parent / "tmp"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"body-{uuid.uuid4().hex}.json"
-        try:
+        async with self.scratch_file("body") as path:
             await to_thread.run_sync(path.write_bytes, raw)
             yield path
-        finally:
-            path.unlink(missing_ok=True)
 
     async def resolve(
         self, request: BenchmarkRequest, dataset: DatasetInfo | None = None

@@ -369,7 +369,6 @@ def _read_json(
             errors=[{"loc": [unknown[0]], "msg": "unknown field"}],
         )
     X = as_feature_matrix(document["X"])
-    check_cells(X.shape, max_cells)
     y = document.get("y")
     if y is None:
         return X, None

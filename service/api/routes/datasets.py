@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import shutil
-import uuid
 from typing import Annotated, Any
 
 import orjson
@@ -128,15 +126,9 @@ async def upload_dataset(
     ] = None,
 ) -> Response:
     """Store the data once, by the hash of its numbers; the same data again answers 200."""
-    tmp_dir = engine.datasets.root.parent / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
-    path = tmp_dir / f"upload-{uuid.uuid4().hex}"
-    try:
+    async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
         info, created = await engine.import_file(path, fmt, label_column=label_column, name=name)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
     return _json(
         info.described(),
         201 if created else 200,
