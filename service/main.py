@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service import __version__
 from service.api import problems
-from service.api.docs import customise_openapi
-from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from service.api.docs import customise_openapi, install_docs
+from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
 from service.api.routes import benchmarks, datasets, health, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # install_docs serves both pages without a CDN
+        redoc_url=None,
         openapi_tags=[
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
@@ -99,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    install_docs(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware, registry=registry)
     customise_openapi(app)
     return app

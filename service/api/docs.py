@@ -1,11 +1,21 @@
-"""The served OpenAPI document, finished: body schemas registered, problems typed."""
+"""The served OpenAPI document, finished (body schemas registered, problems typed), and the
+pages that show it: Swagger UI and ReDoc, served from this service with no CDN."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
 from service.api.body import BODY_MODELS
@@ -40,3 +50,66 @@ def customise_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Swagger UI's and ReDoc's scripts, style and favicon as the fastapi-offline package ships
+# them, so the pages work with no network: FastAPI's defaults load them from a CDN.
+STATIC_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+STATIC_PATH = "/static"
+DOCS_PATH = "/docs"
+OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
+REDOC_PATH = "/redoc"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at ``/docs`` and ReDoc at ``/redoc`` from this service alone, and
+    redirect ``/`` to ``/docs``.
+
+    FastAPI's self-hosting recipe: the app is built with ``docs_url=None, redoc_url=None``
+    and these routes take their place.
+    """
+    assert app.openapi_url is not None
+    openapi_path = app.openapi_url
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def root(request: Request) -> RedirectResponse:
+        return RedirectResponse(_root(request) + DOCS_PATH, status_code=307)
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = _root(request)
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_path,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + OAUTH2_REDIRECT_PATH,
+            swagger_js_url=f"{root}{STATIC_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{STATIC_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{STATIC_PATH}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
+    async def swagger_ui_oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get(REDOC_PATH, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = _root(request)
+        page = get_redoc_html(
+            openapi_url=root + openapi_path,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{STATIC_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{STATIC_PATH}/favicon.png",
+            with_google_fonts=False,
+        )
+        # ReDoc's sidebar always loads its logo from cdn.redoc.ly (and hides it when that
+        # fails): tell the browser not to try, so the page makes no request elsewhere.
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
+
+
+def _root(request: Request) -> str:
+    # Behind a proxy that strips a prefix, links must carry it (as FastAPI's own pages do).
+    root_path: str = request.scope.get("root_path", "")
+    return root_path.rstrip("/")

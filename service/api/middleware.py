@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: the body size limit and request metrics."""
+"""Pure ASGI middleware: the body size limit, HEAD, and request metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
@@ -53,6 +54,41 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class HeadMiddleware:
+    """Answer HEAD wherever GET answers: the GET's status and headers, without its body.
+
+    FastAPI's routes take only the methods they declare, so HEAD was 405 on every GET
+    route. Done here rather than by adding HEAD to the routes, which would put a second
+    operation per GET route into the OpenAPI document.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        # A copy: the server reads the original's method to know it must send no body.
+        get_scope = {**scope, "method": "GET"}
+        done = False
+
+        async def send_headers_only(message: Message) -> None:
+            nonlocal done
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif not done and not message.get("more_body", False):
+                done = True
+                await send({"type": "http.response.body", "body": b""})
+
+        try:
+            await self.app(get_scope, receive, send_headers_only)
+        finally:
+            # The route the router chose, for the metrics around this middleware.
+            if "route" in get_scope:
+                scope["route"] = get_scope["route"]
+
+
 class MetricsMiddleware:
     """Count requests and their latency by route template (never by raw path)."""
 
@@ -77,6 +113,8 @@ class MetricsMiddleware:
             return
         status = 500
         start = time.perf_counter()
+        # A mount rewrites root_path in the scope; routes are matched again against this one.
+        root_path = scope.get("root_path", "")
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -87,6 +125,24 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "<unmatched>")
+            route = _route_label(scope, root_path)
             self.requests.labels(scope["method"], route, str(status)).inc()
             self.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def _route_label(scope: Scope, root_path: str) -> str:
+    """The template of the route that took the request: a bounded label, never a raw path.
+
+    FastAPI's own routes leave it in ``scope["route"]``; plain Starlette routes and mounts
+    (``/openapi.json``, the static files) don't, so they are matched again here.
+    """
+    route = scope.get("route")
+    if route is None:
+        requested = {**scope, "root_path": root_path}
+        for candidate in getattr(scope.get("app"), "routes", ()):
+            path = getattr(candidate, "path", None)
+            if isinstance(path, str) and candidate.matches(requested)[0] is not Match.NONE:
+                route = candidate
+                break
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "<unmatched>"
