@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from service.protocol import bounded_protocol
 from service.settings import Settings
 
 
@@ -15,6 +16,12 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        http=bounded_protocol(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+        ),
+        limit_concurrency=settings.max_connections,
     )
 
 

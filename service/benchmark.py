@@ -70,6 +70,10 @@ class BenchmarkParams:
         return params
 
 
+# Bytes of the samples-by-centres distance block a prediction holds at once.
+PREDICT_BLOCK_BYTES = 32 * 1024 * 1024
+
+
 @dataclass
 class FittedModel:
     """A fitted pipeline as plain arrays: enough to predict, nothing to unpickle.
@@ -112,10 +116,15 @@ class FittedModel:
         if self.scaler_mean is not None and self.scaler_scale is not None:
             Z = (Z - self.scaler_mean) / self.scaler_scale
         centers = self.cluster_centers
-        squared = (
-            (Z * Z).sum(axis=1)[:, None] - 2.0 * Z @ centers.T + (centers * centers).sum(axis=1)
-        )
-        labels = squared.argmin(axis=1)
+        centers_squared = (centers * centers).sum(axis=1)
+        labels = np.empty(Z.shape[0], dtype=np.intp)
+        # Row blocks keep the samples-by-centres matrix within a fixed budget, whatever
+        # the request (whole, a 1 MB body against K=2000 took the server down for memory).
+        block = max(1, PREDICT_BLOCK_BYTES // (8 * len(centers)))
+        for start in range(0, Z.shape[0], block):
+            Zb = Z[start : start + block]
+            squared = (Zb * Zb).sum(axis=1)[:, None] - 2.0 * Zb @ centers.T + centers_squared
+            labels[start : start + block] = squared.argmin(axis=1)
         # The expansion can dip below zero by rounding: recompute the winner exactly.
         distances = np.sqrt(((Z - centers[labels]) ** 2).sum(axis=1))
         return labels, distances

@@ -11,17 +11,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
+import contextvars
 import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pebble
 
-from service.errors import ComputeBusyError, ComputeFailedError, ComputeTimeoutError
+from service.errors import (
+    ComputeBusyError,
+    ComputeFailedError,
+    ComputeTimeoutError,
+    WorkerDiedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,23 @@ def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
+# A computation admitted by ComputePool.admitted() is counted once, however many runs it makes.
+_admitted: contextvars.ContextVar[ComputePool | None] = contextvars.ContextVar(
+    "admitted", default=None
+)
+
+
+def _death(exc: pebble.ProcessExpired) -> str:
+    """How a worker ended, in words: "killed by SIGKILL" or "exited with code 3"."""
+    code = exc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 class ComputePool:
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
@@ -73,7 +98,9 @@ class ComputePool:
         timeout_s: float,
         threads_per_worker: int | None = None,
         grace_s: float = 30.0,
+        name: str = "compute",
     ) -> None:
+        self.name = name
         self.workers = workers
         self.grace_s = grace_s
         self.threads_per_worker = threads_per_worker
@@ -81,6 +108,11 @@ class ComputePool:
         self.capacity = workers + queue_size
         self.timeout_s = timeout_s
         self.pending = 0
+        self.worker_deaths = 0
+        # Seconds a task takes (moving average) and a worker takes to start: what an
+        # honest Retry-After is made of. Until measured, a guess of the same order.
+        self.task_s = 1.0
+        self.start_s = 3.0
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_PRELOAD)
         self._closed = False
@@ -99,7 +131,9 @@ class ComputePool:
             for future in futures:
                 future.result()
 
+        began = time.monotonic()
         await asyncio.to_thread(start_all)
+        self.start_s = max(1.0, time.monotonic() - began)
 
     def _start(self) -> pebble.ProcessPool:
         return pebble.ProcessPool(
@@ -110,45 +144,98 @@ class ComputePool:
         """Replace a pool that can no longer run tasks (its workers all died at once)."""
         if self._closed or self._pool.active:
             return
-        logger.error("the compute pool stopped working; starting a new one")
+        logger.error("the %s pool stopped working; starting a new one", self.name)
         self._pool.stop()  # type: ignore[no-untyped-call]
         self._pool = self._start()
 
+    def _busy(self) -> ComputeBusyError:
+        # The wait until a slot frees: the work queued ahead, shared by the workers.
+        ahead = self.pending - self.workers + 1
+        wait = min(self.timeout_s, self.task_s * max(1, ahead) / self.workers)
+        return ComputeBusyError(
+            f"all {self.workers} {self.name} worker(s) are busy and "
+            f"{self.capacity - self.workers} task(s) are waiting; try again later",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count one computation against the bound now, or refuse it (503) at once.
+
+        For a caller with work to do before its first :meth:`run` (a lease, a store read):
+        under a burst, the refusal comes before that work, not after it. Runs inside
+        count no further.
+        """
+        if _admitted.get() is self:
+            yield
+            return
+        if self.pending >= self.capacity:
+            raise self._busy()
+        self.pending += 1
+        token = _admitted.set(self)
+        try:
+            yield
+        finally:
+            _admitted.reset(token)
+            self.pending -= 1
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed."""
-        if self.pending >= self.capacity:
-            raise ComputeBusyError(
-                f"all {self.workers} worker(s) are busy and {self.capacity - self.workers} "
-                "computation(s) are waiting; try again later",
-                retry_after=max(1, math.ceil(min(self.timeout_s, 30.0))),
-            )
-        self.pending += 1
+        with self.admitted():
+            return await self._run(fn, *args)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         threads = self.threads_per_worker or max(1, self.cpus // min(self.workers, self.pending))
         try:
             future = self._pool.submit(_call_with_threads, self.timeout_s, threads, fn, *args)
-            return await self._wait(future)
+        except RuntimeError:
+            # pebble refuses tasks once its pool has stopped: a retryable failure.
+            if self._pool.active:
+                raise
+            self._restart()
+            raise self._failed("the pool had stopped") from None
+        began = time.monotonic()
+        try:
+            result = await self._wait(future)
+        except pebble.ProcessExpired as exc:
+            self.worker_deaths += 1
+            how = _death(exc)
+            logger.error(
+                "%s worker %s %s while running %s", self.name, exc.pid, how, fn.__qualname__
+            )
+            raise WorkerDiedError(
+                f"the worker computing this request died: it {how}"
+                + (
+                    " (most likely for memory: ask for less work or data)"
+                    if exc.exitcode == -signal.SIGKILL
+                    else ""
+                )
+                + "; it has been replaced",
+                retry_after=math.ceil(self.start_s),
+                killed=exc.exitcode == -signal.SIGKILL,
+            ) from None
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            # pebble gives up on a pool whose workers die faster than it replaces them.
+            self._restart()
+            raise self._failed(f"its workers stopped ({exc})") from None
         except concurrent.futures.TimeoutError:
+            self._observe(self.timeout_s)
             raise ComputeTimeoutError(
                 f"the computation ran past the limit of {self.timeout_s:g} s "
                 "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
                 "(fewer strategies, smaller n_init or max_iter) or raise the limit"
             ) from None
-        except pebble.ProcessExpired as exc:
-            raise ComputeFailedError(
-                f"the worker computing this request died (exit code {exc.exitcode}); "
-                "it has been replaced, try again"
-            ) from None
-        except (concurrent.futures.process.BrokenProcessPool, RuntimeError) as exc:
-            # pebble's pool gives up when its workers die faster than it replaces them,
-            # and refuses tasks once stopped: a retryable failure, never a 500.
-            if isinstance(exc, RuntimeError) and "pool" not in str(exc).lower():
-                raise
-            self._restart()
-            raise ComputeFailedError(
-                f"the compute pool failed ({exc}); it has been restarted, try again"
-            ) from None
-        finally:
-            self.pending -= 1
+        self._observe(time.monotonic() - began)
+        return result
+
+    def _observe(self, seconds: float) -> None:
+        self.task_s = 0.8 * self.task_s + 0.2 * seconds
+
+    def _failed(self, why: str) -> ComputeFailedError:
+        return ComputeFailedError(
+            f"the {self.name} pool failed: {why}; it has been restarted, try again",
+            retry_after=math.ceil(self.start_s),
+        )
 
     async def _wait(self, future: concurrent.futures.Future[T]) -> T:
         """The task's result, watching that the pool is still there to give it.
@@ -167,13 +254,10 @@ class ComputePool:
             if not self._pool.active:
                 future.cancel()
                 self._restart()
-                raise ComputeFailedError(
-                    "the compute pool failed while this request waited; it has been "
-                    "restarted, try again"
-                )
+                raise self._failed("it stopped while this request waited")
             if time.monotonic() > deadline + self.grace_s:
                 future.cancel()
-                raise ComputeFailedError("the compute pool did not answer in time; try again")
+                raise ComputeFailedError(f"the {self.name} pool did not answer in time; try again")
 
     @property
     def healthy(self) -> bool:

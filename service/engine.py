@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import logging
+import math
 import os
+import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,16 +30,19 @@ from service.datasets import (
     is_id,
 )
 from service.errors import (
+    ComputeTimeoutError,
     DatasetNotFoundError,
     InvalidParameterError,
     ModelNotFoundError,
+    ServiceError,
     StrategyNotInBenchmarkError,
+    WorkerDiedError,
+    clip,
 )
 from service.formats import import_dataset
 from service.inline import (
     benchmark_body_in_worker,
-    predict_body,
-    predict_body_in_worker,
+    predict_in_worker,
     store_inline,
     validate,
 )
@@ -45,8 +52,6 @@ from service.store import ResultStore, StoredBenchmark
 
 logger = logging.getLogger(__name__)
 
-# Bodies larger than this are decoded in a compute worker rather than on the event loop.
-LARGE_BODY_BYTES = 1 << 20
 # Request bodies remembered for hot hits: how many, and how large each at most.
 KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
@@ -59,6 +64,60 @@ class EngineStats:
     hits: int = 0
     misses: int = 0
     computations: int = 0
+
+
+class FailureMemory:
+    """Questions whose computation timed out or whose worker was killed, for ``ttl_s``.
+
+    Asked again at once, such a question would take a worker for the same answer (or
+    kill it again): the retry gets the remembered problem at once instead, with the
+    seconds left as ``Retry-After``.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._failed: OrderedDict[str, tuple[float, ServiceError]] = OrderedDict()
+
+    def remember(self, key: str, error: ServiceError) -> None:
+        if self.ttl_s <= 0:
+            return
+        error.retry_after = math.ceil(self.ttl_s)
+        self._failed[key] = (time.monotonic() + self.ttl_s, error)
+        self._failed.move_to_end(key)
+        while len(self._failed) > self.MAX_ENTRIES:
+            self._failed.popitem(last=False)
+
+    def check(self, key: str) -> None:
+        """Raise the problem remembered for ``key``, if it is still remembered."""
+        entry = self._failed.get(key)
+        if entry is None:
+            return
+        until, error = entry
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._failed[key]
+            return
+        again = copy.copy(error)
+        again.detail = (
+            f"{error.detail} [this same request failed {self.ttl_s - left:.0f} s ago and is "
+            f"not computed again for {left:.0f} s]"
+        )
+        again.retry_after = math.ceil(left)
+        raise again
+
+    async def guard(self, key: str, work: Coroutine[Any, Any, T]) -> T:
+        """Await ``work``, remembering its failure when it is one to remember."""
+        try:
+            return await work
+        except ComputeTimeoutError as exc:
+            self.remember(key, exc)
+            raise
+        except WorkerDiedError as exc:
+            if exc.killed:
+                self.remember(key, exc)
+            raise
 
 
 @dataclass(frozen=True)
@@ -76,15 +135,23 @@ class BenchmarkEngine:
         datasets: DatasetStore,
         results: ResultStore,
         pool: ComputePool,
+        data_pool: ComputePool | None = None,
         *,
         max_cells: int = 2**62,
         inline_max_bytes: int = 2**62,
+        failure_ttl_s: float = 0.0,
+        predict_max_distances: int = 2**62,
     ) -> None:
         self.datasets = datasets
         self.max_cells = max_cells
         self.inline_max_bytes = inline_max_bytes
+        self.predict_max_distances = predict_max_distances
         self.results = results
+        # Two lanes: fits and plots in ``pool``; decoding uploads and bodies and
+        # predictions in ``data_pool``, so that small work never waits behind a benchmark.
         self.pool = pool
+        self.data_pool = data_pool or pool
+        self.failures = FailureMemory(failure_ttl_s)
         self.stats = EngineStats()
         self._inflight: dict[str, asyncio.Task[Any]] = {}
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -123,46 +190,60 @@ class BenchmarkEngine:
             asyncio.get_running_loop().run_in_executor(None, self.results.touch, benchmark_id)
         return entry
 
-    async def resolve_body(self, raw: bytes) -> ResolvedBenchmark:
+    async def resolve_body(self, body: bytes | Path) -> ResolvedBenchmark:
         """Read a benchmark request's JSON body and resolve it.
 
-        A large body (inline data) is decoded and stored by a compute worker: decoding
-        holds the GIL for seconds, which on the event loop would stall every request.
+        A large body (inline data) arrives spilled to a file, and is decoded and stored
+        by a data-lane worker: decoding holds the GIL for seconds, which on the event
+        loop would stall every request.
         """
-        if len(raw) <= LARGE_BODY_BYTES:
-            request = validate(BenchmarkRequest, raw)
+        if isinstance(body, bytes):
+            request = validate(BenchmarkRequest, body)
             return await self.resolve(request)
-        async with self._spilled(raw) as path:
-            request, dataset = await self.pool.run(
-                benchmark_body_in_worker,
-                path,
-                self.datasets.root,
-                self.max_cells,
-                self.inline_max_bytes,
-            )
+        request, dataset = await self.data_pool.run(
+            benchmark_body_in_worker,
+            body,
+            self.datasets.root,
+            self.max_cells,
+            self.inline_max_bytes,
+        )
         return await self.resolve(request, dataset)
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.datasets.root.parent / "tmp"
 
     @contextlib.asynccontextmanager
     async def scratch_file(self, prefix: str) -> AsyncIterator[Path]:
-        """A path under ``<data_dir>/tmp`` for the caller to fill, removed on exit."""
-        folder = self.datasets.root.parent / "tmp"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{prefix}-{uuid.uuid4().hex}"
+        """A path under ``<data_dir>/tmp`` for the caller to fill, removed on exit.
+
+        Its name carries this process's id, so that :meth:`clean_scratch` knows whose
+        it is when several processes share the data directory.
+        """
+        self.scratch_dir.mkdir(exist_ok=True)
+        path = self.scratch_dir / f"{prefix}-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             yield path
         finally:
             path.unlink(missing_ok=True)
 
-    @contextlib.asynccontextmanager
-    async def _spilled(self, raw: bytes) -> AsyncIterator[Path]:
-        """``raw`` in a temporary file, for a worker to read.
+    def clean_scratch(self) -> int:
+        """Remove scratch files left by processes that are gone (a crash, a kill -9).
 
-        Sent through the pool's pipe instead, a large body kept the event loop waiting
-        while it was pickled and copied (measured: 1.6 s for 180 MB).
+        Returns how many were removed.
         """
-        async with self.scratch_file("body") as path:
-            await to_thread.run_sync(path.write_bytes, raw)
-            yield path
+        removed = 0
+        if not self.scratch_dir.is_dir():
+            return removed
+        for path in self.scratch_dir.iterdir():
+            match = _SCRATCH_NAME.fullmatch(path.name)
+            if match is not None and _alive(int(match["pid"])):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            logger.warning("removed %d scratch file(s) left by stopped processes", removed)
+        return removed
 
     async def resolve(
         self, request: BenchmarkRequest, dataset: DatasetInfo | None = None
@@ -231,7 +312,7 @@ class BenchmarkEngine:
                 self.datasets.touch(info)
                 return info
         raise InvalidParameterError(
-            f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_LOADERS)} "
+            f"unknown dataset {clip(name)}: use one of {', '.join(BUILTIN_LOADERS)} "
             "or the id of an uploaded dataset",
             errors=[{"loc": ["dataset"], "msg": "no such dataset"}],
         )
@@ -243,17 +324,18 @@ class BenchmarkEngine:
 
         In a compute worker: parsing a large file would otherwise hold the event loop.
         """
-        return await self.pool.run(
+        return await self.data_pool.run(
             import_dataset, path, fmt, label_column, name, self.datasets.root, self.max_cells
         )
 
-    async def predict(self, model_id: str, raw: bytes) -> bytes:
-        """The JSON answer of ``model_id`` to a predict request's body."""
+    async def predict(self, model_id: str, body: bytes | Path) -> bytes:
+        """The JSON answer of ``model_id`` to a predict request's body.
+
+        In a data-lane worker, whatever the body's size: the distances to the centres
+        would otherwise be computed in the server process.
+        """
         model = await self.get_model(model_id)
-        if len(raw) <= LARGE_BODY_BYTES:
-            return await to_thread.run_sync(predict_body, raw, model)
-        async with self._spilled(raw) as path:
-            return await self.pool.run(predict_body_in_worker, path, model)
+        return await self.data_pool.run(predict_in_worker, body, model, self.predict_max_distances)
 
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark: from memory on the event loop, else from disk in a thread."""
@@ -271,8 +353,21 @@ class BenchmarkEngine:
         if hit is not None:
             self.stats.hits += 1
             return hit, True
+        self.failures.check(job.id)
         self.stats.misses += 1
-        return await self._once(job.id, lambda: self._compute(job))
+        return await self._once(job.id, lambda: self._admitted(job.id, self._compute(job)))
+
+    async def _admitted(self, key: str, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` counted against the pool's bound from its start.
+
+        Under a burst the refusal (503) comes at once, before the lease and the store
+        are touched (it came after 2-5 s when only the pool's submit counted).
+        """
+        try:
+            with self.pool.admitted():
+                return await self.failures.guard(key, work)
+        finally:
+            work.close()  # never started when refused: no "never awaited" warning
 
     async def _once(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Await the computation under ``key``, starting it unless it already runs."""
@@ -297,7 +392,9 @@ class BenchmarkEngine:
         png = await to_thread.run_sync(self.results.get_plot, entry.id, key)
         if png is not None:
             return png
-        return await self._once(f"plot:{entry.id}:{key}", lambda: self._render(entry, init))
+        flight = f"plot:{entry.id}:{key}"
+        self.failures.check(flight)
+        return await self._once(flight, lambda: self._admitted(flight, self._render(entry, init)))
 
     async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
         body = entry.data
@@ -373,6 +470,20 @@ class BenchmarkEngine:
         if model is None:
             raise ModelNotFoundError(f"no model with id {model_id}")
         return model
+
+
+_SCRATCH_NAME = re.compile(r"[a-z]+-(?P<pid>[0-9]+)-[0-9a-f]{32}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:

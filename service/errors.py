@@ -35,17 +35,25 @@ class ServiceError(Exception):
     title: str = "Internal server error"
     slug: str = "internal-error"
 
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+        # Seconds after which the same request may succeed; sent as Retry-After.
+        self.retry_after = retry_after
 
     @property
     def type(self) -> str:
         return f"urn:clusterbench:problem:{self.slug}"
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Raised in compute workers too: keep every attribute across the process boundary.
@@ -145,11 +153,7 @@ class ComputeBusyError(ServiceError):
     slug = "compute-busy"
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        super().__init__(detail, retry_after=retry_after)
 
 
 class ComputeTimeoutError(ServiceError):
@@ -161,11 +165,40 @@ class ComputeTimeoutError(ServiceError):
 
 
 class ComputeFailedError(ServiceError):
-    """A worker process died (killed, out of memory) while computing."""
+    """A worker process died (killed, out of memory) while computing, or the pool failed."""
 
     status = 503
     title = "Computation failed"
     slug = "compute-failed"
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class WorkerDiedError(ComputeFailedError):
+    """The worker running this request died: ``killed`` when by SIGKILL (most often the
+    kernel, for memory), when the same request is likely to kill the next one too."""
+
+    slug = "worker-died"
+
+    def __init__(self, detail: str, *, retry_after: int = 5, killed: bool = False) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.killed = killed
+
+
+class InsufficientStorageError(ServiceError):
+    """The server's disk is full: nothing was stored; the same request may work later."""
+
+    status = 507
+    title = "Insufficient storage"
+    slug = "insufficient-storage"
+
+    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` as ``repr``, shortened to about ``limit`` characters: client text quoted
+    in a problem's detail never makes the answer larger than the bound."""
+    shown = repr(text[:limit])
+    return shown if len(text) <= limit else f"{shown[:-1]}…{shown[-1]} ({len(text)} characters)"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.benchmark import FittedModel
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
-from service.errors import InvalidRequestError, MalformedRequestError
+from service.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError
 from service.formats import check_cells
 from service.schemas import BenchmarkRequest, PredictRequest
 
@@ -90,13 +90,21 @@ def benchmark_body_in_worker(
     return request.model_copy(update={"X": None, "y": None}), info
 
 
-def predict_body_in_worker(body_path: Path, model: FittedModel) -> bytes:
-    """:func:`predict_body` for a large body, read from a file in a worker."""
-    return predict_body(body_path.read_bytes(), model)
+def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int) -> bytes:
+    """The JSON answer to a predict request: labels and distances for its samples.
 
-
-def predict_body(raw: bytes, model: FittedModel) -> bytes:
-    """The JSON answer to a predict request: labels and distances for its samples."""
-    body = validate(PredictRequest, raw)
-    labels, distances = model.predict(as_feature_matrix(body.X, min_samples=1))
+    ``body`` is the request's bytes, or the file they were spilled to. Refuses (413) a
+    request whose samples times the model's clusters pass ``max_distances``.
+    """
+    raw = body if isinstance(body, bytes) else body.read_bytes()
+    request = validate(PredictRequest, raw)
+    X = as_feature_matrix(request.X, min_samples=1)
+    if X.shape[0] * model.n_clusters > max_distances:
+        raise PayloadTooLargeError(
+            f"{X.shape[0]} samples against a model of {model.n_clusters} clusters is "
+            f"{X.shape[0] * model.n_clusters} distances, more than the limit of {max_distances} "
+            "(CLUSTERBENCH_PREDICT_MAX_DISTANCES); send the samples in smaller batches",
+            errors=[{"loc": ["X"], "msg": f"at most {max_distances // model.n_clusters} samples"}],
+        )
+    labels, distances = model.predict(X)
     return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})

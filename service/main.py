@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service import __version__
 from service.api import problems
+from service.api.body import BodyBudget
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
 from service.api.routes import benchmarks, datasets, health, models
@@ -37,6 +39,7 @@ Errors are `application/problem+json` (RFC 9457).
 class State(TypedDict):
     engine: BenchmarkEngine
     registry: CollectorRegistry
+    body_budget: BodyBudget
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -58,6 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_s=settings.timeout_s,
             threads_per_worker=settings.threads_per_worker,
         )
+        data_pool = ComputePool(
+            workers=settings.data_workers,
+            queue_size=settings.data_queue_size,
+            timeout_s=settings.timeout_s,
+            threads_per_worker=1,
+            name="data",
+        )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
             max_cells=settings.max_cells,
@@ -68,16 +78,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 memory_bytes=settings.memory_cache_bytes,
             ),
             pool=pool,
+            data_pool=data_pool,
+            failure_ttl_s=settings.failure_ttl_s,
+            predict_max_distances=settings.predict_max_distances,
         )
-        await pool.start()
+        await asyncio.to_thread(engine.clean_scratch)
+        await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
         logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)
         try:
-            yield {"engine": engine, "registry": registry}
+            yield {
+                "engine": engine,
+                "registry": registry,
+                "body_budget": BodyBudget(settings.body_memory_bytes),
+            }
         finally:
             registry.unregister(collector)
             pool.close()
+            data_pool.close()
             engine.results.close()
 
     app = FastAPI(

@@ -71,4 +71,51 @@ class Settings(BaseSettings):
     memory_cache_bytes: int = Field(
         64 * MIB, ge=0, description="Bound on the in-process layer of hot cached responses."
     )
+    data_workers: int = Field(
+        1,
+        ge=1,
+        description="Size of the data lane: the processes that decode uploads and large "
+        "bodies and answer predictions, so that small work never waits behind a benchmark.",
+    )
+    data_queue_size: int = Field(
+        16, ge=0, description="Data-lane tasks allowed to wait for a free worker; past that, 503."
+    )
+    failure_ttl_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long a computation that timed out or killed its worker is "
+        "remembered: the same request again gets the same answer at once.",
+    )
+    predict_max_distances: int = Field(
+        200_000_000,
+        ge=1,
+        description="Largest prediction, in distances computed (n_samples times the "
+        "model's n_clusters); larger requests get 413.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; larger ones get 431.",
+    )
+    header_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers; then 408.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause between two parts of a request body; then 408.",
+    )
+    body_memory_bytes: int = Field(
+        64 * MIB,
+        ge=0,
+        description="Request bodies held in memory at once, across requests; bodies past "
+        "it (and any over 1 MiB) are spilled to a scratch file as they arrive.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections served at once; past it, new ones get 503.",
+    )
     log_level: str = Field("info", description="Log level of the server.")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import concurrent.futures.process
+import logging
+import math
 import os
 import signal
 import time
@@ -13,7 +17,7 @@ import httpx
 import pytest
 
 from service.compute import ComputePool
-from service.errors import ComputeFailedError
+from service.errors import ComputeBusyError, ComputeFailedError, WorkerDiedError
 from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +85,8 @@ async def test_health_answers_while_computing_and_busy_is_503(
 async def test_pool_recovers_after_timeout(small_pool_client: httpx.AsyncClient) -> None:
     # Check that after a timed-out computation the pool computes the next request.
     client = small_pool_client
-    assert (await client.post("/v1/benchmarks", json=LONG)).status_code == 504
+    other_long = {**LONG, "random_state": 6}
+    assert (await client.post("/v1/benchmarks", json=other_long)).status_code == 504
     response = await client.post("/v1/benchmarks", json={"dataset": "wine"})
     assert response.status_code == 200
     assert (await client.get("/readyz")).status_code == 200
@@ -143,5 +148,135 @@ async def test_a_pool_whose_workers_all_die_is_replaced() -> None:
         else:
             raise AssertionError("the pool never recovered")
         assert pool.healthy
+    finally:
+        pool.close()
+
+
+def _computations(metrics: str) -> float:
+    (line,) = [x for x in metrics.splitlines() if x.startswith("clusterbench_computations_total")]
+    return float(line.split()[-1])
+
+
+async def test_a_timed_out_request_is_remembered(small_pool_client: httpx.AsyncClient) -> None:
+    # Check that a request that ran past the timeout is answered 504 at once when asked
+    # again, with an honest Retry-After, and does not take a worker a second time.
+    client = small_pool_client
+    request = {**LONG, "random_state": 7}
+    first = await client.post("/v1/benchmarks", json=request)
+    assert first.status_code == 504
+    assert int(first.headers["retry-after"]) >= 100  # failure_ttl_s, 120 s by default
+    before = _computations((await client.get("/metrics")).text)
+    again = await client.post("/v1/benchmarks", json=request)
+    assert again.status_code == 504
+    assert again.headers["content-type"] == "application/problem+json"
+    assert "not computed again" in again.json()["detail"]
+    assert 1 <= int(again.headers["retry-after"]) <= 120
+    assert _computations((await client.get("/metrics")).text) == before
+    # Another question is computed as usual.
+    assert (await client.post("/v1/benchmarks", json={"dataset": "iris"})).status_code == 200
+
+
+async def test_small_work_has_its_own_lane(small_pool_client: httpx.AsyncClient) -> None:
+    # Check that while the only compute worker is busy (and its queue is full), a small
+    # upload and a prediction are still answered, while another benchmark is refused.
+    client = small_pool_client
+    models = (await client.post("/v1/benchmarks", json={"dataset": "iris"})).json()
+    model_id = models["results"][0]["model_id"]
+    long_request = asyncio.create_task(
+        client.post("/v1/benchmarks", json={**LONG, "random_state": 8})
+    )
+    await _wait_until_computing(client)
+    upload = await client.post(
+        "/v1/datasets", content=b"a,b\n1,2\n3,4\n5,7\n", headers={"content-type": "text/csv"}
+    )
+    assert upload.status_code in (200, 201), upload.text
+    predict = await client.post(
+        f"/v1/models/{model_id}/predict", json={"X": [[5.0, 3.4, 1.5, 0.2]]}
+    )
+    assert predict.status_code == 200, predict.text
+    busy = await client.post("/v1/benchmarks", json={"dataset": "wine", "random_state": 1})
+    assert busy.status_code == 503
+    assert not long_request.done()
+    assert (await long_request).status_code == 504
+
+
+async def test_a_burst_is_refused_before_the_store_is_touched(tmp_path: Path) -> None:
+    # Check that when the pool is full, new questions are refused (503) before any lease
+    # is taken or result read for them: under a burst the refusal must come at once.
+    from service.datasets import DatasetStore
+    from service.engine import BenchmarkEngine
+    from service.schemas import BenchmarkRequest
+    from service.store import ResultStore
+
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=30, threads_per_worker=1)
+    results = ResultStore(tmp_path / "cache.sqlite3", max_bytes=1 << 30, memory_bytes=0)
+    engine = BenchmarkEngine(DatasetStore(tmp_path / "datasets"), results, pool)
+    leases = []
+    take = results.try_lease
+    results.try_lease = lambda *a: leases.append(a) or take(*a)  # type: ignore[method-assign]
+    try:
+        await pool.start()
+        holding = asyncio.ensure_future(pool.run(time.sleep, 3))
+        while pool.pending < 1:
+            await asyncio.sleep(0.01)
+        jobs = [
+            await engine.resolve(BenchmarkRequest(dataset="iris", random_state=seed))
+            for seed in range(10)
+        ]
+        outcomes = await asyncio.gather(
+            *(engine.get_or_compute(job) for job in jobs), return_exceptions=True
+        )
+        assert all(isinstance(o, ComputeBusyError) for o in outcomes), outcomes
+        assert leases == []
+        assert all(o.retry_after >= 1 for o in outcomes if isinstance(o, ComputeBusyError))
+        await holding
+    finally:
+        pool.close()
+        results.close()
+
+
+async def test_a_broken_pool_is_a_503_and_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    # Check that pebble's BrokenProcessPool ("All workers expired", a RuntimeError whose
+    # text does not say "pool") is a retryable 503 and that the pool is replaced.
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=30, threads_per_worker=1)
+    try:
+        await pool.start()
+        broken: concurrent.futures.Future[int] = concurrent.futures.Future()
+        broken.set_exception(concurrent.futures.process.BrokenProcessPool("All workers expired"))
+        old = pool._pool
+        old.submit = lambda *a, **k: broken  # type: ignore[method-assign]
+        old.stop()
+        with pytest.raises(ComputeFailedError) as failed:
+            await pool.run(os.getpid)
+        assert failed.value.retry_after is not None
+        assert failed.value.retry_after >= 1
+        assert pool._pool is not old
+        assert await pool.run(os.getpid) > 0
+    finally:
+        pool.close()
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def test_a_killed_worker_is_logged_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    # Check that a worker killed by SIGKILL (what the kernel does for memory) is logged,
+    # named in the problem, and answered with the time a worker takes to start again.
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=30, threads_per_worker=1)
+    try:
+        await pool.start()
+        with (
+            caplog.at_level(logging.ERROR, logger="service.compute"),
+            pytest.raises(WorkerDiedError) as died,
+        ):
+            await pool.run(_kill_self)
+        assert died.value.killed
+        assert "SIGKILL" in died.value.detail
+        assert "memory" in died.value.detail
+        assert died.value.retry_after == math.ceil(pool.start_s)
+        assert any("SIGKILL" in r.getMessage() for r in caplog.records)
+        assert pool.worker_deaths == 1
+        assert await pool.run(os.getpid) > 0
     finally:
         pool.close()

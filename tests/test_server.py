@@ -138,12 +138,12 @@ def test_large_inline_body_keeps_the_server_responsive(tmp_path: Path) -> None:
     import numpy as np
     import orjson
 
-    from service.engine import LARGE_BODY_BYTES
+    from service.api.body import SMALL_BODY_BYTES
     from tests.reference import assert_matches, seed_scores
 
     X = np.random.default_rng(3).normal(size=(40_000, 16)).round(4)
     body = orjson.dumps({"X": X.tolist(), "n_clusters": 3, "strategies": ["random"]})
-    assert len(body) > LARGE_BODY_BYTES
+    assert len(body) > SMALL_BODY_BYTES
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with ServiceProcess(data_dir) as fresh:

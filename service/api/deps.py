@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 
 from service.engine import BenchmarkEngine
-from service.errors import NotAcceptableError, UnsupportedMediaTypeError
+from service.errors import NotAcceptableError, UnsupportedMediaTypeError, clip
 from service.schemas import Problem
 
 ID_PATTERN = "^[0-9a-f]{64}$"
@@ -33,7 +33,8 @@ def require_json(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if has_body and media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaTypeError(
-            f"the body must be application/json, not {media_type or 'undeclared'}; "
+            f"the body must be application/json, not "
+            f"{clip(media_type) if media_type else 'undeclared'}; "
             "send it with 'Content-Type: application/json'"
         )
 
@@ -81,6 +82,6 @@ def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
                 best, best_q = candidate, q
     if best is None or best_q <= 0:
         raise NotAcceptableError(
-            f"cannot answer with {accept!r}; this resource is available as {', '.join(offered)}"
+            f"cannot answer with {clip(accept)}; this resource is available as {', '.join(offered)}"
         )
     return best

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.body import body_openapi, read_body
+from service.api.body import body_openapi, json_body
 from service.api.deps import (
     BenchmarkId,
     Engine,
@@ -104,21 +104,22 @@ def _not_modified(benchmark_id: str) -> Response:
 )
 async def create_benchmark(request: Request, engine: Engine) -> Response:
     """Fit KMeans with each init strategy on the dataset and score the clusterings."""
-    raw = await read_body(request)
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
     if_none_match = request.headers.get("if-none-match")
-    # The same bytes asked again: answer from memory without parsing or hashing them.
-    hot = engine.hot_hit(raw)
-    if hot is not None:
-        if etag_matches(if_none_match, f'"{hot.id}"'):
-            return _not_modified(hot.id)
-        return _respond(hot, cached=True, accept=accept)
-    job = await engine.resolve_body(raw)
+    async with json_body(request, engine) as body:
+        # The same bytes asked again: answer from memory without parsing or hashing them.
+        hot = engine.hot_hit(body) if isinstance(body, bytes) else None
+        if hot is not None:
+            if etag_matches(if_none_match, f'"{hot.id}"'):
+                return _not_modified(hot.id)
+            return _respond(hot, cached=True, accept=accept)
+        job = await engine.resolve_body(body)
+        if isinstance(body, bytes):
+            engine.remember(body, job)
     if etag_matches(if_none_match, f'"{job.id}"'):
         return _not_modified(job.id)
     entry, cached = await engine.get_or_compute(job)
-    engine.remember(raw, job)
     return _respond(entry, cached=cached, accept=accept)
 
 

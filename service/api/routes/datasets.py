@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from service.api.deps import ID_PATTERN, Engine, problems
 from service.datasets import BUILTIN_LOADERS
-from service.errors import InvalidDataError, UnsupportedMediaTypeError
+from service.errors import InvalidDataError, UnsupportedMediaTypeError, clip
 from service.formats import MEDIA_TYPES, format_of
 from service.schemas import DatasetInfo, DatasetList
 
@@ -81,7 +81,8 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
             fmt = format_of(upload.content_type, upload.filename)
             if fmt is None:
                 raise UnsupportedMediaTypeError(
-                    f"cannot tell the format of {upload.filename!r} ({upload.content_type}): "
+                    f"cannot tell the format of {clip(upload.filename or '')} "
+                    f"({clip(upload.content_type or '')}): "
                     f"use a .csv, .npy, .npz, .parquet or .json file, or one of {SUPPORTED}"
                 )
 
@@ -94,7 +95,8 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
     fmt = format_of(media_type)
     if fmt is None:
         raise UnsupportedMediaTypeError(
-            f"uploads of {media_type or 'undeclared'} are not supported; use one of {SUPPORTED}"
+            f"uploads of {clip(media_type) if media_type else 'undeclared'} are not supported; "
+            f"use one of {SUPPORTED}"
         )
     with path.open("wb") as out:
         async for chunk in request.stream():

@@ -76,3 +76,16 @@ class EngineCollector(Collector):
             "Computations running or waiting for a worker.",
             value=self.engine.pool.pending,
         )
+        yield GaugeMetricFamily(
+            "clusterbench_data_pending",
+            "Data-lane tasks (uploads, large bodies, predictions) running or waiting.",
+            value=self.engine.data_pool.pending,
+        )
+        deaths = CounterMetricFamily(
+            "clusterbench_worker_deaths",
+            "Worker processes that died while running a task (killed, out of memory).",
+            labels=["lane"],
+        )
+        for pool in (self.engine.pool, self.engine.data_pool):
+            deaths.add_metric([pool.name], pool.worker_deaths)
+        yield deaths

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from service.api.body import body_openapi, read_body
+from service.api.body import body_openapi, json_body
 from service.api.deps import ID_PATTERN, Engine, etag_matches, problems
 from service.benchmark import FittedModel
 from service.schemas import ModelInfo, Prediction, PredictRequest
@@ -60,5 +60,6 @@ async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Resp
 )
 async def predict(model_id: ModelId, request: Request, engine: Engine) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
-    answer = await engine.predict(model_id, await read_body(request))
+    async with json_body(request, engine) as body:
+        answer = await engine.predict(model_id, body)
     return Response(answer, media_type="application/json")

@@ -1,0 +1,247 @@
+"""What a hostile or broken client can hold of the server: headers, slow requests,
+bodies, predictions and scratch files are all bounded (against a real uvicorn process)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import psutil
+import pytest
+from numpy.testing import assert_array_equal
+
+from service.benchmark import PREDICT_BLOCK_BYTES, FittedModel
+from service.process import ServiceProcess
+from tests.conftest import make_settings, serve
+
+pytestmark = pytest.mark.server
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A real server with short read deadlines and a small header bound."""
+    data_dir = tmp_path_factory.mktemp("limits") / "data"
+    data_dir.mkdir()
+    with ServiceProcess(
+        data_dir,
+        CLUSTERBENCH_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        CLUSTERBENCH_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
+        CLUSTERBENCH_MAX_HEADER_BYTES="16384",
+        CLUSTERBENCH_WORKERS="1",
+    ) as server:
+        yield server
+
+
+def _connect(server: ServiceProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=15)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or 15 s pass)."""
+    received = b""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    else:
+        raise AssertionError("the server kept the connection open")
+    return received
+
+
+def _status_and_body(answer: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"application/problem+json" in head.lower()
+    problem = orjson.loads(body)
+    assert problem["status"] == status
+    return status, problem
+
+
+def test_oversized_headers_get_431_without_echo(strict_server: ServiceProcess) -> None:
+    # Check that headers past CLUSTERBENCH_MAX_HEADER_BYTES are refused with 431 as they
+    # arrive (not buffered whole), and that nothing of them is echoed back.
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # up to 4 MiB, far past the bound
+                sock.sendall(b"A" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = _read_all(sock)
+    status, problem = _status_and_body(answer)
+    assert status == 431
+    assert "16384" in str(problem["detail"])
+    assert b"AAAA" not in answer
+
+
+def test_an_unacceptable_huge_accept_is_not_echoed(strict_server: ServiceProcess) -> None:
+    # Check that a 406 quotes at most a short part of the Accept header it refuses.
+    accept = "application/x-nothing;" + "q=1;" * 3000
+    response = httpx.get(
+        f"{strict_server.url}/v1/benchmarks/{'0' * 64}", headers={"accept": accept}
+    )
+    assert response.status_code == 406
+    assert len(response.content) < 1000
+
+
+def test_slow_headers_get_408(strict_server: ServiceProcess) -> None:
+    # Check that a client that sends half a request line and stops gets 408 and is
+    # disconnected after CLUSTERBENCH_HEADER_TIMEOUT_S, and so does one that sends nothing.
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        status, problem = _status_and_body(_read_all(sock))
+    assert status == 408
+    assert "headers" in str(problem["detail"])
+    with _connect(strict_server) as idle:
+        status, _ = _status_and_body(_read_all(idle))
+    assert status == 408
+
+
+def test_a_stalled_body_gets_408_and_leaves_no_scratch_file(
+    strict_server: ServiceProcess,
+) -> None:
+    # Check that a body that stops arriving gets 408 after CLUSTERBENCH_BODY_TIMEOUT_S,
+    # the connection closes, and the scratch file it was written to is removed.
+    start = b'{"X": [' + b"[1.0, 2.0], " * 200_000  # > 1 MiB: spilled to a scratch file
+    with _connect(strict_server) as sock:
+        sock.sendall(
+            b"POST /v1/benchmarks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(start) * 2}\r\n\r\n".encode()
+            + start
+        )
+        status, problem = _status_and_body(_read_all(sock))
+    assert status == 408
+    assert "body" in str(problem["detail"])
+    scratch = strict_server.data_dir / "tmp"
+    deadline = time.monotonic() + 10
+    while any(scratch.glob("body-*")):
+        assert time.monotonic() < deadline, list(scratch.iterdir())
+        time.sleep(0.05)
+    assert httpx.get(f"{strict_server.url}/healthz").status_code == 200
+
+
+def test_large_bodies_are_not_held_in_the_server(tmp_path: Path) -> None:
+    # Check that several large JSON bodies at once do not grow the server process by
+    # their size: they are written to scratch files as they arrive (measured before:
+    # six 200 MB bodies held 2.4 GB).
+    X = np.random.default_rng(0).normal(size=(150_000, 16)).round(3)
+    body = orjson.dumps({"X": X.tolist(), "n_clusters": 1})  # refused after decoding
+    assert len(body) > 15_000_000
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1") as server:
+        assert server.process is not None
+        process = psutil.Process(server.process.pid)
+        baseline = process.memory_info().rss
+        peak = baseline
+        answers: list[int] = []
+
+        def post() -> None:
+            answer = httpx.post(
+                f"{server.url}/v1/benchmarks",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=120,
+            )
+            answers.append(answer.status_code)
+
+        posts = [threading.Thread(target=post) for _ in range(3)]
+        for thread in posts:
+            thread.start()
+        while any(thread.is_alive() for thread in posts):
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+    assert answers == [422] * 3
+    # Three bodies are 3 x len(body) bytes; the server may grow by a fraction of one.
+    assert peak - baseline < len(body), (peak - baseline, len(body))
+
+
+def test_prediction_holds_a_bounded_block() -> None:
+    # Check that predicting many samples against many centres holds one row block of
+    # distances at a time (whole, 50,000 x 2,000 distances are 800 MB), with the labels
+    # and distances of the whole computation.
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(2000, 2))
+    model = FittedModel(
+        init="random",
+        n_clusters=2000,
+        n_features=2,
+        cluster_centers=centers,
+        scaler_mean=None,
+        scaler_scale=None,
+        inertia=0.0,
+        n_iter=1,
+    )
+    X = rng.normal(size=(50_000, 2))
+    tracemalloc.start()
+    try:
+        labels, distances = model.predict(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * PREDICT_BLOCK_BYTES + 10 * X.nbytes, peak
+    squared = ((X[:2000, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+    assert_array_equal(labels[:2000], squared.argmin(axis=1))
+    np.testing.assert_allclose(distances[:2000], np.sqrt(squared.min(axis=1)), rtol=1e-12)
+
+
+@pytest.mark.anyio
+async def test_a_prediction_past_the_bound_is_413(tmp_path: Path) -> None:
+    # Check that samples x clusters past CLUSTERBENCH_PREDICT_MAX_DISTANCES is refused,
+    # naming the bound and the setting.
+    settings = make_settings(tmp_path, predict_max_distances=300)
+    async with serve(settings) as client:
+        answer = (await client.post("/v1/benchmarks", json={"dataset": "iris"})).json()
+        model_id = answer["results"][0]["model_id"]
+        within = await client.post(
+            f"/v1/models/{model_id}/predict", json={"X": [[5.0, 3.4, 1.5, 0.2]] * 100}
+        )
+        assert within.status_code == 200
+        past = await client.post(
+            f"/v1/models/{model_id}/predict", json={"X": [[5.0, 3.4, 1.5, 0.2]] * 101}
+        )
+        assert past.status_code == 413
+        assert past.headers["content-type"] == "application/problem+json"
+        assert "CLUSTERBENCH_PREDICT_MAX_DISTANCES" in past.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_scratch_files_of_stopped_processes_are_removed_at_start(tmp_path: Path) -> None:
+    # Check that scratch files left by a crashed process are removed when the service
+    # starts, and that those of a process still running (another replica) are kept.
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(gone.stdout)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    orphan = scratch / f"upload-{dead_pid}-{'a' * 32}"
+    legacy = scratch / f"body-{'b' * 32}"
+    alive = scratch / f"body-{psutil.Process().ppid()}-{'c' * 32}"
+    for path in (orphan, legacy, alive):
+        path.write_bytes(b"x" * 100)
+    async with serve(make_settings(tmp_path)) as client:
+        assert (await client.get("/healthz")).status_code == 200
+    assert not orphan.exists()
+    assert not legacy.exists()
+    assert alive.exists()
