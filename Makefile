@@ -1,24 +1,37 @@
-# make run   - create .venv, install, serve on 127.0.0.1:8000 (CLUSTERBENCH_* settings apply)
-# make test  - the same set-up, then lint and every test
+# make run   - create .venv, install the runtime dependencies, serve on 127.0.0.1:8000
+#              (CLUSTERBENCH_* settings apply: CLUSTERBENCH_PORT=9000 make run)
+# make test  - the same set-up (dev extras, chromium), then lint and every test
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format openapi bench clean
+RUN_STAMP := $(VENV)/.runtime-stamp
 
-$(STAMP): pyproject.toml
+.PHONY: install run test lint format openapi bench bench-record browser clean
+
+# `make run` needs only the runtime dependencies; everything else needs the dev extras too.
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/python -m service
 
-test: install lint
+# The browser tests drive Debian's chromium; installed here when missing (as root).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: install lint browser
 	$(BIN)/python -m pytest
 
 lint: install
@@ -37,6 +50,11 @@ openapi: install
 bench: install
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
+
+# The same, recording the results in bench/results.md and bench/results.json (tracked).
+bench-record: install
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench --record
 
 clean:
 	rm -rf $(VENV) .clusterbench .pytest_cache .mypy_cache .ruff_cache

@@ -4,8 +4,8 @@ These machines are shared and noisy, so every figure is a ratio of two things me
 the same run, alternating, with medians over repeats; never an absolute time compared
 with a constant. The service runs as users run it: a real uvicorn process on a free
 loopback port with a fresh data directory. Each case prints its ratio and its target;
-the run exits non-zero when a target is missed, and writes bench/results.md and
-bench/results.json.
+the run exits non-zero when a target is missed, and writes results.md and results.json to
+.clusterbench/bench/ (untracked), or to bench/ with ``--record`` (``make bench-record``).
 """
 
 from __future__ import annotations
@@ -365,8 +365,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(cases: list[Case], info: dict[str, Any], seconds: float) -> None:
-    (HERE / "results.json").write_text(
+def write_results(cases: list[Case], info: dict[str, Any], seconds: float, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(
         json.dumps(
             {"machine": info, "seconds": round(seconds), "cases": [asdict(c) for c in cases]},
             indent=2,
@@ -392,13 +393,18 @@ def write_results(cases: list[Case], info: dict[str, Any], seconds: float) -> No
     for case in cases:
         shown = ", ".join(f"{k} {v}" for k, v in case.details.items())
         lines.append(f"- {case.name}: {shown}")
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
     parser.add_argument("--only", help="run only the cases whose name contains this")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the results to bench/ (tracked) instead of .clusterbench/bench/",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     started = time.perf_counter()
@@ -429,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only is None or args.only in key:
                     cases.append(run())
     seconds = time.perf_counter() - started
-    write_results(cases, info, seconds)
+    folder = HERE if args.record else HERE.parent / ".clusterbench" / "bench"
+    write_results(cases, info, seconds, folder)
+    print(f"results written to {folder / 'results.md'}", flush=True)
     missed = [c.name for c in cases if not c.ok]
     print(f"{len(cases) - len(missed)} of {len(cases)} targets met in {seconds:.0f} s", flush=True)
     if missed:
