@@ -1,11 +1,12 @@
 # make run   - create .venv, install, serve on 127.0.0.1:8000 (CLUSTERBENCH_* settings apply)
 # make test  - the same set-up, then lint and every test
+# make lock  - re-pin requirements.lock (what the Docker image installs) from pyproject.toml
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format openapi bench clean
+.PHONY: install run test lint format openapi bench lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,14 @@ openapi: install
 bench: install
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
+
+# The image's dependencies and build backend, pinned with hashes for Python 3.11 on Linux;
+# uv (from PyPI) is installed into .venv if missing.
+lock: install
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.5,<1'
+	$(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
+	| $(BIN)/uv pip compile pyproject.toml - --quiet --generate-hashes --python-version 3.11 \
+	    --python-platform linux --custom-compile-command 'make lock' --output-file requirements.lock
 
 clean:
 	rm -rf $(VENV) .clusterbench .pytest_cache .mypy_cache .ruff_cache
