@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import uvicorn
 
 from service.settings import Settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     settings = Settings()
+    # uvicorn handles SIGTERM itself while it serves (stop accepting, let running requests
+    # finish within the grace period, then cancel them), and re-raises it once it has shut
+    # down: exit 0 then, so `docker stop` sees a clean stop rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.main:app",
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

@@ -71,4 +71,10 @@ class Settings(BaseSettings):
     memory_cache_bytes: int = Field(
         64 * MIB, ge=0, description="Bound on the in-process layer of hot cached responses."
     )
+    shutdown_grace_s: int = Field(
+        30,
+        ge=0,
+        description="On SIGTERM, how long requests already running may take to finish; "
+        "new connections are refused at once, and past this the rest are cancelled.",
+    )
     log_level: str = Field("info", description="Log level of the server.")
