@@ -1,6 +1,7 @@
 # make run   - create .venv, install the runtime dependencies, serve on 127.0.0.1:8000
 #              (CLUSTERBENCH_* settings apply: CLUSTERBENCH_PORT=9000 make run)
 # make test  - the same set-up (dev extras, chromium), then lint and every test
+# make lock  - re-pin requirements.lock (what the Docker image installs) from pyproject.toml
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 RUN_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: install run test lint format openapi bench bench-record browser clean
+.PHONY: install run test lint format openapi bench bench-record browser lock clean
 
 # `make run` needs only the runtime dependencies; everything else needs the dev extras too.
 $(RUN_STAMP): pyproject.toml
@@ -55,6 +56,14 @@ bench: install
 bench-record: install
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench --record
+
+# The image's dependencies and build backend, pinned with hashes for Python 3.11 on Linux;
+# uv (from PyPI) is installed into .venv if missing.
+lock: install
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.5,<1'
+	$(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
+	| $(BIN)/uv pip compile pyproject.toml - --quiet --generate-hashes --python-version 3.11 \
+	    --python-platform linux --custom-compile-command 'make lock' --output-file requirements.lock
 
 clean:
 	rm -rf $(VENV) .clusterbench .pytest_cache .mypy_cache .ruff_cache

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import uvicorn
 
 from service.protocol import bounded_protocol
 from service.settings import Settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     settings = Settings()
+    # uvicorn handles SIGTERM itself while it serves (stop accepting, let running requests
+    # finish within the grace period, then cancel them), and re-raises it once it has shut
+    # down: exit 0 then, so `docker stop` sees a clean stop rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.main:app",
         host=settings.host,
@@ -22,6 +33,7 @@ def main() -> None:
             body_timeout_s=settings.body_timeout_s,
         ),
         limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

@@ -118,4 +118,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Open connections served at once; past it, new ones get 503.",
     )
+    shutdown_grace_s: int = Field(
+        30,
+        ge=0,
+        description="On SIGTERM, how long requests already running may take to finish; "
+        "new connections are refused at once, and past this the rest are cancelled.",
+    )
     log_level: str = Field("info", description="Log level of the server.")
