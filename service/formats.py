@@ -291,11 +291,7 @@ def _read_parquet(
     # What the file says its pages hold once decompressed (decoding cannot take less).
     # Pages carry headers, levels and dictionaries beside the values: twice the stored
     # bound leaves room for those and still bounds what decompressing may allocate.
-    declared = sum(
-        metadata.row_group(i).column(j).total_uncompressed_size
-        for i in range(metadata.num_row_groups)
-        for j in range(metadata.num_columns)
-    )
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if declared > 2 * bounds.max_dataset_bytes:
         raise PayloadTooLargeError(
             f"the Parquet file declares {_size(declared)} of uncompressed data, more than "
@@ -307,7 +303,7 @@ def _read_parquet(
         with pyarrow.parquet.ParquetFile(
             path, read_dictionary=[label_column] if string_labels else None
         ) as parquet:
-            table = parquet.read(use_threads=False)
+            table = parquet.read()
     except (pa.ArrowException, OSError) as exc:
         raise InvalidDataError(f"not a readable Parquet file: {exc}") from None
     if table.num_rows != n_samples:

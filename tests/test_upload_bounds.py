@@ -407,3 +407,17 @@ def test_max_dataset_bytes_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().max_dataset_bytes == 1234
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         Settings(max_dataset_bytes=0)
+
+
+def test_parquet_declared_uncompressed_size_is_bounded(tmp_path: Path) -> None:
+    # Check that a Parquet file whose pages declare more than twice the stored bound once
+    # decompressed is refused from its metadata (distinct string labels: 1 MB of pages).
+    rng = np.random.default_rng(0)
+    labels = ["".join(rng.choice(list("abcdef"), 1000)) for _ in range(1000)]
+    table = pa.table({"f": np.zeros(1000), "label": labels})
+    path = tmp_path / "labels.parquet"
+    path.write_bytes(parquet_bytes(table, compression="zstd", use_dictionary=False))
+    with pytest.raises(PayloadTooLargeError, match="of uncompressed data, more than twice"):
+        read_dataset(
+            path, "parquet", label_column="label", max_cells=10**6, max_dataset_bytes=100_000
+        )
