@@ -64,7 +64,7 @@ class Bounds:
     """What one upload may grow to once decoded."""
 
     max_cells: int
-    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    max_dataset_bytes: int
 
 
 def read_dataset(
@@ -191,12 +191,11 @@ def label_bytes(y: Any) -> int:
 
 
 def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n:,} bytes"
-    for unit, factor in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
+    """A byte count people can read, exact in brackets: ``1.0 GiB (1,120,000,000 bytes)``."""
+    for unit, factor in (("EiB", 2**60), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= factor:
             return f"{n / factor:,.1f} {unit} ({n:,} bytes)"
-    return f"{n / 2**20:,.1f} MiB ({n:,} bytes)" if n >= 2**20 else f"{n:,} bytes"
+    return f"{n:,} bytes"
 
 
 # -- tables: CSV and Parquet ------------------------------------------------------------
