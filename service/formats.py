@@ -7,20 +7,28 @@ problem into an :class:`InvalidDataError` that says what is wrong and where.
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv
 import pyarrow.parquet
 
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidDataError, PayloadTooLargeError
+from service.settings import Settings
+
+# One place for the default: the setting's own (uploads are bounded even when a caller
+# does not pass the bound).
+DEFAULT_MAX_DATASET_BYTES: int = Settings.model_fields["max_dataset_bytes"].default
 
 MEDIA_TYPES = {
     "text/csv": "csv",
@@ -51,10 +59,26 @@ def format_of(media_type: str | None, filename: str | None = None) -> str | None
     return None
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What one upload may grow to once decoded."""
+
+    max_cells: int
+    max_dataset_bytes: int
+
+
 def read_dataset(
-    path: Path, fmt: str, *, label_column: str | None = None, max_cells: int
+    path: Path,
+    fmt: str,
+    *,
+    label_column: str | None = None,
+    max_cells: int,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an uploaded file as validated arrays.
+
+    Shapes and sizes are checked against the bounds from what each format declares
+    (``.npy`` headers, zip directories, Parquet metadata) before any value is decoded.
 
     Parameters
     ----------
@@ -66,6 +90,9 @@ def read_dataset(
         For CSV and Parquet, the column holding the labels.
     max_cells : int
         Largest n_samples * n_features accepted.
+    max_dataset_bytes : int
+        Largest stored size accepted: X (float64, or float32 when sent as float32)
+        plus the labels, in bytes.
 
     Returns
     -------
@@ -84,8 +111,10 @@ def read_dataset(
         "npz": _read_npz,
         "json": _read_json,
     }
-    X, y = readers[fmt](path, label_column, max_cells)
+    bounds = Bounds(max_cells, max_dataset_bytes)
+    X, y = readers[fmt](path, label_column, bounds)
     check_cells(X.shape, max_cells)
+    check_stored_bytes(X.shape, X.dtype.itemsize, 0 if y is None else y.nbytes, max_dataset_bytes)
     return X, y
 
 
@@ -96,96 +125,284 @@ def import_dataset(
     name: str | None,
     datasets_root: Path,
     max_cells: int,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
 ) -> tuple[DatasetInfo, bool]:
     """Read an uploaded file and store it (in a compute worker); returns the info and
     whether the dataset is new."""
-    X, y = read_dataset(path, fmt, label_column=label_column, max_cells=max_cells)
+    X, y = read_dataset(
+        path,
+        fmt,
+        label_column=label_column,
+        max_cells=max_cells,
+        max_dataset_bytes=max_dataset_bytes,
+    )
     return DatasetStore(datasets_root).put(X, y, name=name, format=fmt)
 
 
-def check_cells(shape: tuple[int, ...], max_cells: int) -> None:
-    cells = int(np.prod(shape, dtype=np.int64)) if shape else 0
+def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:
+    """Refuse (413) a shape of more than ``max_cells`` values."""
+    # Python integers: a declared shape such as (10**12, 10**12) must not wrap around.
+    cells = math.prod(shape) if shape else 0
     if cells > max_cells:
         raise PayloadTooLargeError(
-            f"the dataset has {' x '.join(f'{n:,}' for n in shape)} = {cells:,} values; "
+            f"{what} {' x '.join(f'{n:,}' for n in shape)} = {cells:,} values; "
             f"the limit is {max_cells:,} (CLUSTERBENCH_MAX_CELLS)"
         )
 
 
+def check_stored_bytes(
+    shape: tuple[int, ...], x_itemsize: int, y_bytes: int, max_dataset_bytes: int
+) -> None:
+    """Refuse (413) a dataset whose stored arrays would exceed ``max_dataset_bytes``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (n_samples, n_features) of X.
+    x_itemsize : int
+        Bytes per value of X as stored: 8 (float64) or 4 (float32).
+    y_bytes : int
+        Bytes of the labels as stored (see :func:`label_bytes`).
+    max_dataset_bytes : int
+        The bound (``CLUSTERBENCH_MAX_DATASET_BYTES``).
+    """
+    x_bytes = math.prod(shape) * x_itemsize
+    total = x_bytes + y_bytes
+    if total > max_dataset_bytes:
+        labels = f" plus {_size(y_bytes)} of labels" if y_bytes else ""
+        raise PayloadTooLargeError(
+            f"the dataset would take {_size(total)} stored ({_size(x_bytes)} for "
+            f"{' x '.join(f'{n:,}' for n in shape)} values{labels}); the limit is "
+            f"{_size(max_dataset_bytes)} (CLUSTERBENCH_MAX_DATASET_BYTES)"
+        )
+
+
+def label_bytes(y: Any) -> int:
+    """Bytes the labels of a JSON document (a list) take once stored as an array.
+
+    String labels are stored as fixed-width unicode: 4 bytes per character of the
+    longest label, for every label; integers take 8 bytes each.
+    """
+    if not isinstance(y, list) or not y:
+        return 0
+    if all(type(v) is str for v in y):
+        return len(y) * 4 * max(map(len, y))
+    return len(y) * 8
+
+
+def _size(n: int) -> str:
+    """A byte count people can read, exact in brackets: ``1.0 GiB (1,120,000,000 bytes)``."""
+    for unit, factor in (("EiB", 2**60), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= factor:
+            return f"{n / factor:,.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
 # -- tables: CSV and Parquet ------------------------------------------------------------
+
+# Rows of a string column cast at once while looking for its first non-number.
+_SLICE = 65_536
 
 
 def _read_csv(
-    path: Path, label_column: str | None, max_cells: int
+    path: Path, label_column: str | None, bounds: Bounds
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        table = pyarrow.csv.read_csv(
+    if _blank(path):
+        raise _no_rows()
+    ragged: list[pyarrow.csv.InvalidRow] = []
+
+    def on_invalid_row(row: pyarrow.csv.InvalidRow) -> str:
+        ragged.append(row)
+        return "error"
+
+    def read(use_threads: bool) -> pa.Table:
+        return pyarrow.csv.read_csv(
             path,
+            read_options=pyarrow.csv.ReadOptions(use_threads=use_threads),
+            parse_options=pyarrow.csv.ParseOptions(invalid_row_handler=on_invalid_row),
             convert_options=pyarrow.csv.ConvertOptions(null_values=[""], strings_can_be_null=True),
         )
+
+    try:
+        try:
+            table = read(use_threads=True)
+        except pa.ArrowInvalid:
+            if not ragged or ragged[0].number is not None:
+                raise
+            # Threaded reading does not know row numbers: read again, in order, to name it.
+            ragged.clear()
+            table = read(use_threads=False)
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        if "Expected" in message and "columns" in message:
-            row, found, expected = _find_ragged_row(path)
-            raise InvalidDataError(
-                f"the CSV is ragged: row {row} (line {row + 2}) has {found} fields, "
-                f"the header has {expected}",
-                errors=[{"loc": ["row", row], "msg": f"{found} fields, expected {expected}"}],
-            ) from None
-        if "Empty CSV file" in message:
-            raise _no_rows() from None
-        raise InvalidDataError(f"the CSV cannot be read: {message}") from None
-    return _table_arrays(table, label_column, max_cells, line_offset=2)
+        if ragged:
+            raise _ragged(ragged[0]) from None
+        raise InvalidDataError(f"the CSV cannot be read: {exc}") from None
+    return _table_arrays(table, label_column, bounds, line_offset=2)
 
 
-def _find_ragged_row(path: Path) -> tuple[int, int, int]:
-    """The first data row whose field count differs from the header's."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        for i, row in enumerate(reader):
-            if len(row) != len(header):
-                return i, len(row), len(header)
-    return -1, -1, len(header)
+def _blank(path: Path) -> bool:
+    """Whether a file holds nothing but white space (read no further than 64 KiB)."""
+    with path.open("rb") as handle:
+        head = handle.read(65_536)
+    return len(head) < 65_536 and not head.strip()
+
+
+def _ragged(row: pyarrow.csv.InvalidRow) -> InvalidDataError:
+    found, expected = row.actual_columns, row.expected_columns
+    if row.number is None:
+        where, loc = "a row", ["row"]
+    else:
+        # pyarrow counts records from 1, the header being the first.
+        index = row.number - 2
+        where, loc = f"row {index} (line {row.number})", ["row", index]
+    return InvalidDataError(
+        f"the CSV is ragged: {where} has {found} fields, the header has {expected}",
+        errors=[{"loc": loc, "msg": f"{found} fields, expected {expected}"}],
+    )
 
 
 def _read_parquet(
-    path: Path, label_column: str | None, max_cells: int
+    path: Path, label_column: str | None, bounds: Bounds
 ) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        parquet = pyarrow.parquet.ParquetFile(path)
-        metadata = parquet.metadata
-        check_cells(
-            (metadata.num_rows, max(metadata.num_columns - bool(label_column), 0)), max_cells
-        )
-        table = parquet.read()
+        # Only the footer is read here: the schema and the sizes it declares.
+        with pyarrow.parquet.ParquetFile(path) as footer:
+            metadata, schema = footer.metadata, footer.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise InvalidDataError(f"not a readable Parquet file: {exc}") from None
-    return _table_arrays(table, label_column, max_cells, line_offset=None)
+    names = _column_names(schema, "Parquet file")
+    _check_label_column(names, label_column)
+    features = [n for n in names if n != label_column]
+    if not features:
+        raise InvalidDataError("the table has no feature columns besides the labels")
+    for j, field in enumerate(schema):
+        _check_parquet_column(field, j, is_label=field.name == label_column)
+    n_samples = metadata.num_rows
+    check_cells((n_samples, len(features)), bounds.max_cells)
+    all_float32 = all(schema.field(n).type == pa.float32() for n in features)
+    label_type = None if label_column is None else schema.field(label_column).type
+    string_labels = label_type is not None and not _is_number_type(label_type)
+    check_stored_bytes(
+        (n_samples, len(features)),
+        4 if all_float32 else 8,
+        8 * n_samples if label_column is not None and not string_labels else 0,
+        bounds.max_dataset_bytes,
+    )
+    # What the file says its pages hold once decompressed (decoding cannot take less).
+    # Pages carry headers, levels and dictionaries beside the values: twice the stored
+    # bound leaves room for those and still bounds what decompressing may allocate.
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if declared > 2 * bounds.max_dataset_bytes:
+        raise PayloadTooLargeError(
+            f"the Parquet file declares {_size(declared)} of uncompressed data, more than "
+            f"twice the {_size(bounds.max_dataset_bytes)} a dataset may take "
+            "(CLUSTERBENCH_MAX_DATASET_BYTES)"
+        )
+    try:
+        # String labels are read as a dictionary: each distinct label decoded once.
+        with pyarrow.parquet.ParquetFile(
+            path, read_dictionary=[label_column] if string_labels else None
+        ) as parquet:
+            table = parquet.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidDataError(f"not a readable Parquet file: {exc}") from None
+    if table.num_rows != n_samples:
+        raise InvalidDataError(
+            f"the Parquet file declares {n_samples:,} rows but holds {table.num_rows:,}"
+        )
+    return _table_arrays(table, label_column, bounds, line_offset=None)
 
 
-def _table_arrays(
-    table: pa.Table, label_column: str | None, max_cells: int, *, line_offset: int | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    names = table.column_names
+def _is_number_type(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+def _is_string_type(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _check_parquet_column(field: pa.Field, j: int, *, is_label: bool) -> None:
+    """Refuse, from the schema alone, a column whose values cannot be features or labels."""
+    kind = field.type
+    value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if pa.types.is_nested(value_kind):
+        raise InvalidDataError(
+            f"column {field.name!r} (column {j}) is nested ({kind}): only flat columns "
+            "are read, one number (or label) per row",
+            errors=[{"loc": ["column", field.name], "msg": f"nested type {kind}"}],
+        )
+    if is_label:
+        if not (_is_number_type(kind) or _is_string_type(kind)):
+            raise InvalidDataError(
+                f"label column {field.name!r} holds {kind} values; labels must be integers "
+                "or strings",
+                errors=[{"loc": ["column", field.name], "msg": f"type {kind} cannot be a label"}],
+            )
+    elif not (_is_number_type(kind) or pa.types.is_null(kind)):
+        raise InvalidDataError(
+            f"column {field.name!r} (column {j}) holds {kind} values, not numbers",
+            errors=[{"loc": ["column", field.name], "msg": f"type {kind} is not numeric"}],
+        )
+
+
+def _column_names(schema: pa.Schema, what: str) -> list[str]:
+    """The column names, each valid UTF-8 and none twice."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for j in range(len(schema)):
+        try:
+            name = schema.field(j).name
+        except UnicodeDecodeError as exc:
+            shown = repr(bytes(exc.object))[:40]
+            raise InvalidDataError(
+                f"the name of column {j} in the {what}'s header is not valid UTF-8 "
+                f"({exc.reason} at byte {exc.start} of {shown})",
+                errors=[{"loc": ["column", j], "msg": "column name is not valid UTF-8"}],
+            ) from None
+        if name in seen:
+            raise InvalidDataError(
+                f"the {what} has two columns named {name!r} (columns {seen[name]} and {j}); "
+                "column names must be unique",
+                errors=[{"loc": ["column", name], "msg": "duplicate column name"}],
+            )
+        seen[name] = j
+        names.append(name)
+    return names
+
+
+def _check_label_column(names: list[str], label_column: str | None) -> None:
     if label_column is not None and label_column not in names:
         raise InvalidDataError(
             f"no column named {label_column!r} for the labels; the columns are "
             + ", ".join(repr(n) for n in names),
             errors=[{"loc": ["query", "label_column"], "msg": "no such column"}],
         )
+
+
+def _table_arrays(
+    table: pa.Table, label_column: str | None, bounds: Bounds, *, line_offset: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    names = _column_names(table.schema, "CSV" if line_offset else "Parquet file")
+    _check_label_column(names, label_column)
     if table.num_rows == 0:
         raise _no_rows()
     features = [n for n in names if n != label_column]
     if not features:
         raise InvalidDataError("the table has no feature columns besides the labels")
-    check_cells((table.num_rows, len(features)), max_cells)
+    shape = (table.num_rows, len(features))
+    check_cells(shape, bounds.max_cells)
+    all_float32 = all(table.schema.field(n).type == pa.float32() for n in features)
+    y_bytes = 0
+    if label_column is not None:
+        y_bytes = _label_column_bytes(table.column(label_column))
+    check_stored_bytes(shape, 4 if all_float32 else 8, y_bytes, bounds.max_dataset_bytes)
     columns = []
     for j, name in enumerate(features):
         column = table.column(name)
         columns.append(_numeric_column(column, name, j, line_offset))
     dtype = np.float32 if all(c.dtype == np.float32 for c in columns) else np.float64
-    X = np.empty((table.num_rows, len(columns)), dtype=dtype)
+    X = np.empty(shape, dtype=dtype)
     for j, values in enumerate(columns):
         X[:, j] = values
     X = as_feature_matrix(X)
@@ -193,6 +410,20 @@ def _table_arrays(
     if label_column is not None:
         y = _label_column(table.column(label_column), label_column, line_offset)
     return X, (None if y is None else as_labels(y, X.shape[0]))
+
+
+def _label_column_bytes(column: pa.ChunkedArray) -> int:
+    """Bytes the labels take once stored: 8 per integer, 4 per character of the
+    longest string for every string."""
+    if not _is_string_type(column.type):
+        return 8 * len(column)
+    longest = 0
+    for chunk in column.chunks:
+        values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+        if len(values):
+            found = pyarrow.compute.max(pyarrow.compute.utf8_length(values)).as_py()
+            longest = max(longest, found or 0)
+    return 4 * longest * len(column)
 
 
 def _where(row: int, line_offset: int | None) -> str:
@@ -223,18 +454,42 @@ def _numeric_column(
             )
         return values
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        for row, value in enumerate(column.to_pylist()):
-            if value is None or not _is_number(value):
-                shown = repr(value)[:40]
-                raise InvalidDataError(
-                    f"column {name!r} (column {j}) has a non-numeric value {shown} "
-                    f"at {_where(row, line_offset)}",
-                    errors=[{"loc": ["row", row, name], "msg": f"not a number: {shown}"}],
-                )
+        found = _first_non_number(column)
+        if found is not None:
+            row, value = found
+            shown = repr(value)[:40]
+            raise InvalidDataError(
+                f"column {name!r} (column {j}) has a non-numeric value {shown} "
+                f"at {_where(row, line_offset)}",
+                errors=[{"loc": ["row", row, name], "msg": f"not a number: {shown}"}],
+            )
     raise InvalidDataError(
         f"column {name!r} (column {j}) holds {kind} values, not numbers",
         errors=[{"loc": ["column", name], "msg": f"type {kind} is not numeric"}],
     )
+
+
+def _first_non_number(column: pa.ChunkedArray) -> tuple[int, str | None] | None:
+    """The first (row, value) of a string column that is missing or not a number.
+
+    Slices that Arrow casts to numbers whole are skipped; only the slice holding the
+    culprit becomes Python strings (a whole column of them could take gigabytes).
+    """
+    start = 0
+    for chunk in column.chunks:
+        for offset in range(0, len(chunk), _SLICE):
+            part = chunk.slice(offset, _SLICE)
+            if not part.null_count:
+                try:
+                    pyarrow.compute.cast(part, pa.float64())
+                    continue
+                except pa.ArrowInvalid:
+                    pass
+            for i, value in enumerate(part.to_pylist()):
+                if value is None or not _is_number(value):
+                    return start + offset + i, value
+        start += len(chunk)
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -262,13 +517,33 @@ def _label_column(column: pa.ChunkedArray, name: str, line_offset: int | None) -
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         labels = column.to_numpy()
         return labels
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        labels = np.asarray(column.to_pylist(), dtype=str)
-        return labels
+    if _is_string_type(kind):
+        return _string_labels(column, name)
     raise InvalidDataError(
         f"label column {name!r} holds {kind} values; labels must be integers or strings",
         errors=[{"loc": ["column", name], "msg": f"type {kind} cannot be a label"}],
     )
+
+
+def _string_labels(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    """String labels as a unicode array, each distinct label turned into Python once."""
+    if not pa.types.is_dictionary(column.type):
+        column = pyarrow.compute.dictionary_encode(column)
+    column = column.unify_dictionaries()
+    if not column.num_chunks:
+        return np.asarray([], dtype=str)
+    try:
+        distinct = np.asarray(column.chunk(0).dictionary.to_pylist(), dtype=str)
+    except UnicodeDecodeError:
+        raise InvalidDataError(
+            f"label column {name!r} holds a label that is not valid UTF-8",
+            errors=[{"loc": ["column", name], "msg": "label is not valid UTF-8"}],
+        ) from None
+    indices = np.concatenate(
+        [chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    )
+    labels: np.ndarray = distinct[indices]
+    return labels
 
 
 def _no_rows() -> InvalidDataError:
@@ -281,72 +556,192 @@ def _no_rows() -> InvalidDataError:
 # -- NumPy files --------------------------------------------------------------------------
 
 
-def _read_npy(
-    path: Path, label_column: str | None, max_cells: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+@dataclass(frozen=True)
+class _NpyHeader:
+    """What an .npy header declares, read before any value."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    size: int  # bytes of the magic string and header: the values start here
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _npy_header(stream: IO[bytes], what: str) -> _NpyHeader:
+    """Read and check the header of an .npy stream (at its start); the values stay unread."""
     try:
-        # Memory-mapped: only the header is read here, the values when validated.
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise InvalidDataError(
+                f"{what} is in .npy format version {version[0]}.{version[1]}; "
+                "versions 1.0 and 2.0 are read",
+                errors=[{"loc": [_member(what)], "msg": "unsupported .npy version"}],
+            )
+        size = stream.tell()
+    except (ValueError, TypeError, EOFError, OSError) as exc:
+        raise InvalidDataError(f"{what} is not a readable .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise InvalidDataError(
+            f"{what} holds Python objects; only numeric arrays are accepted and nothing "
+            "is ever unpickled",
+            errors=[{"loc": [_member(what)], "msg": f"dtype {dtype} holds objects"}],
+        )
+    if any(n < 0 for n in shape):
+        raise InvalidDataError(
+            f"{what} declares a negative dimension: shape {shape}",
+            errors=[{"loc": [_member(what)], "msg": "negative dimension"}],
+        )
+    return _NpyHeader(shape=tuple(shape), dtype=dtype, size=size)
+
+
+def _member(what: str) -> str:
+    return "y" if what.startswith("'y'") else "X"
+
+
+def _check_features_header(header: _NpyHeader, what: str, bounds: Bounds) -> None:
+    dtype = header.dtype
+    if dtype.kind not in "iuf" or dtype.names is not None or dtype.subdtype is not None:
+        raise InvalidDataError(
+            f"{what} holds {dtype} values; it must hold integers or floats",
+            errors=[{"loc": ["X"], "msg": f"dtype {dtype} is not numeric"}],
+        )
+    if len(header.shape) != 2:
+        raise InvalidDataError(
+            f"X must be 2-dimensional (n_samples, n_features); {what} has shape {header.shape}",
+            errors=[{"loc": ["X"], "msg": f"expected 2 dimensions, got {len(header.shape)}"}],
+        )
+    check_cells(header.shape, bounds.max_cells, what=f"{what} declares")
+
+
+def _check_size(header: _NpyHeader, what: str, size: int) -> None:
+    """The values an .npy header declares must be exactly the bytes that follow it."""
+    declared = header.size + header.nbytes
+    if size != declared:
+        raise InvalidDataError(
+            f"{what} is {size:,} bytes long but its header (shape {header.shape}, "
+            f"{header.dtype}) declares {declared:,}",
+            errors=[{"loc": [_member(what)], "msg": "size does not match its header"}],
+        )
+
+
+def _read_npy(
+    path: Path, label_column: str | None, bounds: Bounds
+) -> tuple[np.ndarray, np.ndarray | None]:
+    what = "the .npy file"
+    with path.open("rb") as handle:
+        header = _npy_header(handle, what)
+    _check_features_header(header, what, bounds)
+    _check_size(header, what, path.stat().st_size)
+    check_stored_bytes(header.shape, _stored_itemsize(header.dtype), 0, bounds.max_dataset_bytes)
+    try:
+        # Memory-mapped: the values are read when validated.
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InvalidDataError(_npy_problem(exc, ".npy")) from None
-    if not isinstance(X, np.ndarray):
-        raise InvalidDataError("not a .npy file holding one array")
-    check_cells(X.shape, max_cells)
-    return _numeric_array(X, ".npy array"), None
+        raise InvalidDataError(f"not a readable .npy file: {exc}") from None
+    return as_feature_matrix(X), None
+
+
+def _stored_itemsize(dtype: np.dtype[Any]) -> int:
+    return 4 if dtype == np.float32 else 8
 
 
 def _read_npz(
-    path: Path, label_column: str | None, max_cells: int
+    path: Path, label_column: str | None, bounds: Bounds
 ) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        # Our own handle: np.load leaks the one it opens when the zip is corrupt.
-        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as npz:
-            if "X" not in npz.files:
+        with zipfile.ZipFile(path) as archive:
+            members = {_array_name(info.filename): info for info in archive.infolist()}
+            if "X" not in members:
                 raise InvalidDataError(
                     "the .npz must hold an array named 'X' (and optionally 'y'); it holds "
-                    + (", ".join(repr(f) for f in npz.files) or "nothing"),
+                    + (", ".join(repr(f) for f in members) or "nothing"),
                     errors=[{"loc": ["X"], "msg": "missing"}],
                 )
-            X = npz["X"]
-            check_cells(X.shape, max_cells)
-            y = npz["y"] if "y" in npz.files else None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise InvalidDataError(_npy_problem(exc, ".npz")) from None
-    X = _numeric_array(X, "'X' in the .npz")
-    if y is None:
-        return X, None
-    if y.dtype.kind not in "iuUf":
+            X_header = _member_header(archive, members["X"], "'X' in the .npz")
+            _check_features_header(X_header, "'X' in the .npz", bounds)
+            n_samples = X_header.shape[0]
+            y_header = None
+            if "y" in members:
+                y_header = _member_header(archive, members["y"], "'y' in the .npz")
+                _check_y_header(y_header, n_samples)
+            y_bytes = 0
+            if y_header is not None:
+                y_bytes = y_header.nbytes if y_header.dtype.kind == "U" else 8 * y_header.shape[0]
+            check_stored_bytes(
+                X_header.shape,
+                _stored_itemsize(X_header.dtype),
+                y_bytes,
+                bounds.max_dataset_bytes,
+            )
+            # The zip directory's uncompressed size bounds what inflating can produce: it
+            # must be what the header declares, nothing more.
+            _check_size(X_header, "'X' in the .npz", members["X"].file_size)
+            if y_header is not None:
+                _check_size(y_header, "'y' in the .npz", members["y"].file_size)
+            # Every size is now known to be within the bounds: only now are values read.
+            X = _read_member(archive, members["X"])
+            y = None if y_header is None else _read_member(archive, members["y"])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise InvalidDataError(f"not a readable .npz file: {exc}") from None
+    X = as_feature_matrix(X)
+    return X, (None if y is None else as_labels(y, X.shape[0]))
+
+
+def _array_name(filename: str) -> str:
+    # np.savez names its members "<name>.npy"; np.load's NpzFile drops the suffix.
+    return filename.removesuffix(".npy")
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _NpyHeader:
+    if info.flag_bits & 0x1:
         raise InvalidDataError(
-            f"'y' in the .npz holds {y.dtype} values; labels must be integers or strings",
-            errors=[{"loc": ["y"], "msg": f"unsupported dtype {y.dtype}"}],
+            f"{what} is encrypted",
+            errors=[{"loc": [_member(what)], "msg": "encrypted"}],
         )
-    return X, as_labels(y, X.shape[0])
+    try:
+        with archive.open(info) as stream:
+            header = _npy_header(stream, what)
+    except NotImplementedError as exc:  # a compression method zipfile does not know
+        raise InvalidDataError(f"{what} cannot be read: {exc}") from None
+    return header
 
 
-def _numeric_array(X: np.ndarray, what: str) -> np.ndarray:
-    if X.dtype.kind not in "iuf" or X.dtype.names:
+def _check_y_header(header: _NpyHeader, n_samples: int) -> None:
+    dtype = header.dtype
+    if dtype.kind not in "iuUf" or dtype.names is not None or dtype.subdtype is not None:
         raise InvalidDataError(
-            f"the {what} holds {X.dtype} values; it must hold integers or floats",
-            errors=[{"loc": ["X"], "msg": f"dtype {X.dtype} is not numeric"}],
+            f"'y' in the .npz holds {dtype} values; labels must be integers or strings",
+            errors=[{"loc": ["y"], "msg": f"unsupported dtype {dtype}"}],
         )
-    return as_feature_matrix(X)
+    if len(header.shape) != 1:
+        raise InvalidDataError(
+            f"y must be 1-dimensional; 'y' in the .npz has shape {header.shape}",
+            errors=[{"loc": ["y"], "msg": f"expected 1 dimension, got {len(header.shape)}"}],
+        )
+    if header.shape[0] != n_samples:
+        raise InvalidDataError(
+            f"y has {header.shape[0]} labels but X has {n_samples} samples",
+            errors=[{"loc": ["y"], "msg": f"{header.shape[0]} labels, expected {n_samples}"}],
+        )
 
 
-def _npy_problem(exc: BaseException, kind: str) -> str:
-    message = str(exc)
-    if "pickle" in message.lower() or "object" in message.lower():
-        return (
-            f"the {kind} file holds Python objects (or is not a {kind} file); only numeric "
-            "arrays are accepted and nothing is ever unpickled"
-        )
-    return f"not a readable {kind} file: {message}"
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    with archive.open(info) as stream:
+        array: np.ndarray = np.lib.format.read_array(stream, allow_pickle=False)
+    return array
 
 
 # -- JSON -----------------------------------------------------------------------------------
 
 
 def _read_json(
-    path: Path, label_column: str | None, max_cells: int
+    path: Path, label_column: str | None, bounds: Bounds
 ) -> tuple[np.ndarray, np.ndarray | None]:
     raw = path.read_bytes()
     document: Any
@@ -368,7 +763,10 @@ def _read_json(
             f"unknown field(s) {', '.join(map(repr, unknown))}: a JSON dataset has X and y",
             errors=[{"loc": [unknown[0]], "msg": "unknown field"}],
         )
-    X = as_feature_matrix(document["X"])
+    rows = document["X"]
+    if isinstance(rows, list) and rows and isinstance(rows[0], list):
+        check_cells((len(rows), len(rows[0])), bounds.max_cells)
+    X = as_feature_matrix(rows)
     y = document.get("y")
     if y is None:
         return X, None
@@ -381,4 +779,5 @@ def _read_json(
             "y must be an array of labels, all integers or all strings",
             errors=[{"loc": ["y"], "msg": "labels must be all integers or all strings"}],
         )
+    check_stored_bytes(X.shape, X.dtype.itemsize, label_bytes(y), bounds.max_dataset_bytes)
     return X, as_labels(y, X.shape[0])

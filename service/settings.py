@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         ge=4,
         description="Largest dataset accepted, in values (n_samples times n_features).",
     )
+    max_dataset_bytes: int = Field(
+        1024 * MIB,
+        ge=1,
+        description="Largest dataset stored, in bytes: X (float64, or float32 when sent as "
+        "float32) plus its labels (8 bytes each, or 4 per character of the longest string "
+        "label); larger is 413. Checked from the declared shape before decoding where the "
+        "format allows.",
+    )
     inline_max_bytes: int = Field(
         1024 * MIB,
         ge=0,
