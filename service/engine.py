@@ -39,7 +39,7 @@ from service.errors import (
     WorkerDiedError,
     clip,
 )
-from service.formats import import_dataset
+from service.formats import DataLimits, import_dataset
 from service.inline import (
     benchmark_body_in_worker,
     predict_in_worker,
@@ -137,14 +137,12 @@ class BenchmarkEngine:
         pool: ComputePool,
         data_pool: ComputePool | None = None,
         *,
-        max_cells: int = 2**62,
-        inline_max_bytes: int = 2**62,
+        limits: DataLimits | None = None,
         failure_ttl_s: float = 0.0,
         predict_max_distances: int = 2**62,
     ) -> None:
         self.datasets = datasets
-        self.max_cells = max_cells
-        self.inline_max_bytes = inline_max_bytes
+        self.limits = limits or DataLimits()
         self.predict_max_distances = predict_max_distances
         self.results = results
         # Two lanes: fits and plots in ``pool``; decoding uploads and bodies and
@@ -204,8 +202,7 @@ class BenchmarkEngine:
             benchmark_body_in_worker,
             body,
             self.datasets.root,
-            self.max_cells,
-            self.inline_max_bytes,
+            self.limits,
         )
         return await self.resolve(request, dataset)
 
@@ -291,14 +288,7 @@ class BenchmarkEngine:
     async def _resolve_dataset(self, request: BenchmarkRequest) -> DatasetInfo:
         if request.X is not None:
             return await to_thread.run_sync(
-                functools.partial(
-                    store_inline,
-                    self.datasets,
-                    request.X,
-                    request.y,
-                    max_cells=self.max_cells,
-                    inline_max_bytes=self.inline_max_bytes,
-                )
+                store_inline, self.datasets, request.X, request.y, self.limits
             )
         name = request.dataset or "digits"
         if name in BUILTIN_LOADERS:
@@ -325,7 +315,14 @@ class BenchmarkEngine:
         In a compute worker: parsing a large file would otherwise hold the event loop.
         """
         return await self.data_pool.run(
-            import_dataset, path, fmt, label_column, name, self.datasets.root, self.max_cells
+            import_dataset,
+            path,
+            fmt,
+            label_column,
+            name,
+            self.datasets.root,
+            self.limits.max_cells,
+            self.limits.max_dataset_bytes,
         )
 
     async def predict(self, model_id: str, body: bytes | Path) -> bytes:

@@ -30,6 +30,16 @@ from service.settings import Settings
 # does not pass the bound).
 DEFAULT_MAX_DATASET_BYTES: int = Settings.model_fields["max_dataset_bytes"].default
 
+
+@dataclass(frozen=True)
+class DataLimits:
+    """The bounds on one dataset, and on the inline data kept on disk."""
+
+    max_cells: int = Settings.model_fields["max_cells"].default
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    inline_max_bytes: int = Settings.model_fields["inline_max_bytes"].default
+
+
 MEDIA_TYPES = {
     "text/csv": "csv",
     "application/x-npy": "npy",

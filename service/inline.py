@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from service.benchmark import FittedModel
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError
-from service.formats import check_cells
+from service.formats import DataLimits, check_cells, check_stored_bytes, label_bytes
 from service.schemas import BenchmarkRequest, PredictRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -59,34 +59,27 @@ def validate(model: type[M], raw: bytes) -> M:
         ) from None
 
 
-def store_inline(
-    datasets: DatasetStore, X: Any, y: Any, *, max_cells: int, inline_max_bytes: int
-) -> DatasetInfo:
+def store_inline(datasets: DatasetStore, X: Any, y: Any, limits: DataLimits) -> DatasetInfo:
     """Validate inline data, store it as an inline dataset, keep inline data in its bound."""
     X_arr = as_feature_matrix(X)
-    check_cells(X_arr.shape, max_cells)
+    check_cells(X_arr.shape, limits.max_cells)
+    check_stored_bytes(X_arr.shape, X_arr.dtype.itemsize, label_bytes(y), limits.max_dataset_bytes)
     y_arr = None if y is None else as_labels(y, X_arr.shape[0])
     info, created = datasets.put(X_arr, y_arr, name=None, format="json", inline=True)
     if created:
-        datasets.prune_inline(inline_max_bytes, keep=info.id)
+        datasets.prune_inline(limits.inline_max_bytes, keep=info.id)
     return info
 
 
 def benchmark_body_in_worker(
-    body_path: Path, datasets_root: Path, max_cells: int, inline_max_bytes: int
+    body_path: Path, datasets_root: Path, limits: DataLimits
 ) -> tuple[BenchmarkRequest, DatasetInfo | None]:
     """A large benchmark body, read from a file in a worker: the request without its
     data, and the stored dataset when the data came inline."""
     request = validate(BenchmarkRequest, body_path.read_bytes())
     if request.X is None:
         return request, None
-    info = store_inline(
-        DatasetStore(datasets_root),
-        request.X,
-        request.y,
-        max_cells=max_cells,
-        inline_max_bytes=inline_max_bytes,
-    )
+    info = store_inline(DatasetStore(datasets_root), request.X, request.y, limits)
     return request.model_copy(update={"X": None, "y": None}), info
 
 

@@ -21,6 +21,7 @@ from service.api.routes import benchmarks, datasets, health, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
+from service.formats import DataLimits
 from service.settings import Settings
 from service.store import ResultStore
 
@@ -70,8 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
-            max_cells=settings.max_cells,
-            inline_max_bytes=settings.inline_max_bytes,
+            limits=DataLimits(
+                max_cells=settings.max_cells,
+                max_dataset_bytes=settings.max_dataset_bytes,
+                inline_max_bytes=settings.inline_max_bytes,
+            ),
             results=ResultStore(
                 settings.data_dir / "cache.sqlite3",
                 max_bytes=settings.cache_max_bytes,
