@@ -25,6 +25,7 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from service.benchmark import check_magnitude
 from service.datasets import load_arrays
 
 PANEL_WIDTH_IN = 5.0
@@ -266,7 +267,13 @@ def render_boundaries(
         As in the benchmark.
     dataset_name : str
         Named in the titles.
+
+    Raises
+    ------
+    InvalidDataError
+        Values so large that the sums of squares of PCA and KMeans would overflow.
     """
+    check_magnitude(X)
     frame = make_frame(X)
     panels = [
         fit_panel(
