@@ -44,6 +44,55 @@ LABEL_METRICS = {
 }
 
 
+# Every sum of squares formed on the data (the scaler's variances, KMeans' distances and
+# inertia, PCA's singular values, the plot's 2-D KMeans) is at most 32 * n_values *
+# max|x|**2; a factor 2 more keeps it a margin below the dtype's largest number.
+SQUARES_FACTOR = 64
+
+
+def magnitude_bound(n_values: int, dtype: np.dtype[Any] | type) -> float:
+    """The largest absolute value for which sums of squares over ``n_values`` values of
+    ``dtype`` stay finite: about 2e149 for float64 and 2e14 for float32 at 1e8 values."""
+    return float(np.sqrt(np.finfo(dtype).max / (SQUARES_FACTOR * max(n_values, 1))))
+
+
+def check_magnitude(
+    X: np.ndarray, *, n_values: int | None = None, name: str = "X", where: str = ""
+) -> None:
+    """Refuse data whose squares would overflow its floating dtype.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Floating data, finite or not.
+    n_values : int, default=X.size
+        How many squares are summed at most.
+    name, where : str
+        What ``X`` is called in the error, and in which space it is (e.g. scaled).
+
+    Raises
+    ------
+    InvalidDataError
+        Naming the first largest value, its row and column, and the bound.
+    """
+    if X.size == 0:
+        return
+    n_values = X.size if n_values is None else n_values
+    bound = magnitude_bound(n_values, X.dtype)
+    # max and min, not abs: no copy of a dataset that may be memory-mapped and large.
+    high, low = float(X.max()), float(X.min())
+    if max(high, -low) <= bound:
+        return
+    flat = int(np.argmax(X)) if high >= -low else int(np.argmin(X))
+    row, col = divmod(flat, X.shape[1])
+    raise InvalidDataError(
+        f"{name}[{row}][{col}] is {float(X[row, col]):.6g}{where}: values must be at most "
+        f"{bound:.3g} in absolute value here, or the sums of squares that KMeans forms "
+        f"over {n_values} {X.dtype} values overflow; rescale the data",
+        errors=[{"loc": [name, row, col], "msg": f"|value| must be at most {bound:.3g}"}],
+    )
+
+
 @dataclass(frozen=True)
 class Strategy:
     init: str
@@ -113,8 +162,13 @@ class FittedModel:
                 errors=[{"loc": ["X"], "msg": f"expected {self.n_features} features"}],
             )
         Z = np.asarray(X, dtype=np.float64)
+        where = ""
         if self.scaler_mean is not None and self.scaler_scale is not None:
-            Z = (Z - self.scaler_mean) / self.scaler_scale
+            with np.errstate(over="ignore"):  # an overflow is refused just below
+                Z = (Z - self.scaler_mean) / self.scaler_scale
+            where = " after the model's StandardScaler"
+        # Squares are summed per sample here: a sample too far out has no finite distance.
+        check_magnitude(Z, n_values=self.n_features, where=where)
         centers = self.cluster_centers
         centers_squared = (centers * centers).sum(axis=1)
         labels = np.empty(Z.shape[0], dtype=np.intp)
@@ -244,7 +298,14 @@ def run_benchmark(
     -------
     outcomes : list of StrategyOutcome
         In the order of ``params.strategies``.
+
+    Raises
+    ------
+    InvalidDataError
+        Values so large that KMeans' sums of squares would overflow, or (never seen)
+        a non-finite number in scikit-learn's results.
     """
+    check_magnitude(X)
     return [_run_strategy(X, y, strategy, params) for strategy in params.strategies]
 
 
@@ -285,6 +346,7 @@ def _run_strategy(
         inertia=float(kmeans.inertia_),
         n_iter=int(kmeans.n_iter_),
     )
+    _check_finite_results(strategy, model, scores)
     return StrategyOutcome(
         init=strategy.init,
         n_init=strategy.n_init,
@@ -295,6 +357,27 @@ def _run_strategy(
         model=model,
         warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
     )
+
+
+def _check_finite_results(
+    strategy: Strategy, model: FittedModel, scores: dict[str, float | None]
+) -> None:
+    # JSON has no infinity or NaN (orjson writes null): a number the service returns is
+    # finite, or the request is refused. check_magnitude should make this unreachable.
+    numbers = {
+        "inertia": [model.inertia],
+        "cluster_centers": model.cluster_centers,
+        "scaler mean": [] if model.scaler_mean is None else model.scaler_mean,
+        "scaler scale": [] if model.scaler_scale is None else model.scaler_scale,
+        **{name: [value] for name, value in scores.items() if value is not None},
+    }
+    for what, values in numbers.items():
+        if not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+            raise InvalidDataError(
+                f"strategy {strategy.init!r}: scikit-learn computed a non-finite {what} "
+                "on this data (values too large or too spread out); rescale the data",
+                errors=[{"loc": ["X"], "msg": f"non-finite {what}"}],
+            )
 
 
 def _silhouette(X: np.ndarray, labels: np.ndarray, params: BenchmarkParams) -> float | None:

@@ -25,6 +25,27 @@ from service.schemas import BenchmarkRequest, PredictRequest
 M = TypeVar("M", bound=BaseModel)
 
 
+class OversizedInteger:
+    """A JSON integer with more digits than Python converts (``sys.get_int_max_str_digits``).
+
+    Decoded as this marker rather than failing the whole body, so that validation names
+    where it is: no field takes it, and the data checks report it as not a number.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits, too large>"
+
+
+def _parse_int(text: str) -> int | OversizedInteger:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts: a denial of service guard
+        return OversizedInteger(text)
+
+
 def decode_json(raw: bytes) -> Any:
     """Parse a JSON document; NaN, Infinity and overflowing numbers reach the data checks."""
     if not raw.strip():
@@ -36,7 +57,7 @@ def decode_json(raw: bytes) -> Any:
     try:
         # The standard library also reads NaN, Infinity and 1e999, which orjson refuses:
         # they are well-formed here and reported as invalid values, with their position.
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise MalformedRequestError(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
@@ -53,10 +74,17 @@ def validate(model: type[M], raw: bytes) -> M:
     except ValidationError as exc:
         raise InvalidRequestError.listing(
             [
-                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                {"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]
         ) from None
+
+
+def _message(error: Any) -> str:
+    value = error.get("input")
+    if isinstance(value, OversizedInteger):
+        return f"{error['msg']} (got an integer of {value.digits} digits)"
+    return str(error["msg"])
 
 
 def store_inline(datasets: DatasetStore, X: Any, y: Any, limits: DataLimits) -> DatasetInfo:

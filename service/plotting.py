@@ -13,6 +13,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, patheffects
@@ -25,6 +26,7 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from service.benchmark import check_magnitude
 from service.datasets import load_arrays
 
 PANEL_WIDTH_IN = 5.0
@@ -35,6 +37,14 @@ AXES_BOX = (0.04, 0.06, 0.92, 0.74)
 MAX_POINTS = 20_000
 PALETTE = colormaps["Paired"](np.arange(12))[:, :3]
 PALETTE_RGB = np.rint(PALETTE * 255).astype(np.uint8)
+# Titles hold client text (an uploaded file's name): drawn as given, never parsed as
+# mathtext ("$\\foo$" failed the whole plot) nor handed to TeX, whatever the rcParams.
+PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
+TITLE_NAME_CHARS = 60
+
+
+def _shorten(name: str) -> str:
+    return name if len(name) <= TITLE_NAME_CHARS else name[: TITLE_NAME_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -161,10 +171,11 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
     else:
         points, note = reduced, ""
     figure.suptitle(
-        f"K-means clustering on the {dataset_name} dataset "
+        f"K-means clustering on the {_shorten(dataset_name)} dataset "
         f"({'PCA-reduced data' if frame.projection is not None else '2 features'}){note}\n"
         "Centroids are marked with white cross",
         fontsize=11,
+        **PLAIN_TEXT,
     )
     left, bottom, width, height = AXES_BOX
     outline = [patheffects.withStroke(linewidth=5, foreground="black")]
@@ -210,10 +221,22 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
         )
         centre_x = (i + left + width / 2) / n
         figure.text(
-            centre_x, bottom + height + 0.01, panel.title, ha="center", va="bottom", fontsize=10
+            centre_x,
+            bottom + height + 0.01,
+            panel.title,
+            ha="center",
+            va="bottom",
+            fontsize=10,
+            **PLAIN_TEXT,
         )
         figure.text(
-            centre_x, bottom - 0.01, frame.axis_labels[0], ha="center", va="top", fontsize=9
+            centre_x,
+            bottom - 0.01,
+            frame.axis_labels[0],
+            ha="center",
+            va="top",
+            fontsize=9,
+            **PLAIN_TEXT,
         )
         if i == 0:
             figure.text(
@@ -224,8 +247,12 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
                 va="center",
                 rotation=90,
                 fontsize=9,
+                **PLAIN_TEXT,
             )
-    canvas.draw()  # type: ignore[no-untyped-call]
+    with warnings.catch_warnings():
+        # A client's name may hold characters the font lacks: drawn as boxes, not an error.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        canvas.draw()  # type: ignore[no-untyped-call]
     overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
 
     pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
@@ -265,8 +292,14 @@ def render_boundaries(
     n_clusters, random_state : int
         As in the benchmark.
     dataset_name : str
-        Named in the titles.
+        Named in the title as plain text (never mathtext), shortened when long.
+
+    Raises
+    ------
+    InvalidDataError
+        Values so large that the sums of squares of PCA and KMeans would overflow.
     """
+    check_magnitude(X)
     frame = make_frame(X)
     panels = [
         fit_panel(

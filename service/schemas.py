@@ -42,10 +42,16 @@ Label = Annotated[
 ]
 
 
+# Request models are strict, as an API for programs should be: "2" is not an integer,
+# 1.0 is not an integer and "yes" is not a boolean. A float field still takes a JSON
+# integer (``"tol": 0``), which is a number.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
 class StrategySpec(BaseModel):
     """One init strategy, optionally with its own ``n_init``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     init: StrategyName = Field(description="The init strategy.", examples=["k-means++"])
     n_init: int | None = Field(
@@ -67,7 +73,7 @@ class BenchmarkRequest(BaseModel):
     Every field is optional: `{}` runs scikit-learn's digits example.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     dataset: str | None = Field(
         None,
@@ -107,8 +113,18 @@ class BenchmarkRequest(BaseModel):
     max_iter: int = Field(300, ge=1, le=100_000, description="Passed to KMeans.")
     tol: float = Field(1e-4, ge=0, allow_inf_nan=False, description="Passed to KMeans.")
     silhouette_sample_size: int | None = Field(
-        300, ge=2, description="Samples drawn to score the silhouette; null scores all."
+        300,
+        ge=2,
+        # An index: past 64 bits scikit-learn's slicing overflows (and orjson cannot write it).
+        le=2**63 - 1,
+        description="Samples drawn to score the silhouette; null scores all.",
     )
+
+    @field_validator("tol")
+    @classmethod
+    def _no_negative_zero(cls, tol: float) -> float:
+        # -0.0 passes ge=0 and fits like 0.0, but would hash as another benchmark.
+        return float(tol) + 0.0
 
     @field_validator("y")
     @classmethod
@@ -234,7 +250,7 @@ class ModelInfo(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     X: Matrix = Field(
         description="Samples to assign, n_samples by n_features (the model's).",
