@@ -14,8 +14,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from service import benchmark as bm
+from service.api.body import SMALL_BODY_BYTES
 from service.datasets import DatasetStore
-from service.engine import LARGE_BODY_BYTES, ResolvedBenchmark, build_entry
+from service.engine import ResolvedBenchmark, build_entry
 from service.errors import InvalidDataError
 from service.plotting import PanelSpec, figure_size_px, render_boundaries
 from service.store import ResultStore
@@ -79,10 +80,10 @@ async def test_a_huge_integer_in_a_benchmark_body_is_a_422_naming_it(
 
 @pytest.mark.anyio
 async def test_a_huge_integer_in_a_large_body_is_a_422(client: httpx.AsyncClient) -> None:
-    # Check the same in a body past LARGE_BODY_BYTES, which a compute worker decodes.
-    rows = [[0.25, 0.5]] * (LARGE_BODY_BYTES // 10)
+    # Check the same in a body past SMALL_BODY_BYTES, which a data-lane worker decodes.
+    rows = [[0.25, 0.5]] * (SMALL_BODY_BYTES // 10)
     raw = orjson.dumps({"X": rows})[:-1] + b', "n_clusters": ' + HUGE.encode() + b"}"
-    assert len(raw) > LARGE_BODY_BYTES
+    assert len(raw) > SMALL_BODY_BYTES
     found = problem(await post_json(client, "/v1/benchmarks", raw))
     assert found["errors"][0]["loc"] == ["n_clusters"]
     assert "4401 digits" in found["detail"]
