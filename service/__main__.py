@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
+from service.cli_keys import keys_main
 from service.protocol import bounded_protocol
 from service.settings import Settings
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["keys"]:
+        raise SystemExit(keys_main(sys.argv[2:]))
     settings = Settings()
     uvicorn.run(
         "service.main:app",
@@ -16,6 +21,7 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         http=bounded_protocol(
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
