@@ -372,18 +372,24 @@ class Tenancy:
             )
         return self._builtin_ids
 
-    async def may_use_dataset(self, tenant: str | None, dataset_id: str) -> bool:
-        """Whether ``tenant`` may see the dataset: a built-in, or one it holds (marked used)."""
+    async def may_use_dataset(
+        self, tenant: str | None, dataset_id: str, *, use: bool = True
+    ) -> bool:
+        """Whether ``tenant`` may see the dataset: a built-in, or one it holds.
+
+        With ``use``, a held dataset is marked as used now (its expiry starts again).
+        """
         if tenant is None or dataset_id in await self.builtin_ids():
             return True
 
-        def use() -> bool:
+        def check() -> bool:
             if not self.store.holds(tenant, DATASET, dataset_id):
                 return False
-            self.store.claim(tenant, DATASET, dataset_id)  # marks it used
+            if use:
+                self.store.claim(tenant, DATASET, dataset_id)
             return True
 
-        return await self._run(use)
+        return await self._run(check)
 
     def quota_check(self, tenant: str, adding: int) -> None:
         """Raise QuotaExceededError when ``adding`` bytes take ``tenant`` past its quota."""

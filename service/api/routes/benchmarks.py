@@ -140,7 +140,11 @@ async def create_benchmark(
         # The same bytes asked again: answer from memory without parsing or hashing them.
         hot = engine.hot_hit(body) if isinstance(body, bytes) else None
         # A hit crosses tenants only to one that holds the data too: else the whole way.
-        if hot is not None and not await tenants.may_use_dataset(caller, hot.data["dataset"]["id"]):
+        if (
+            hot is not None
+            and caller is not None
+            and not await tenants.may_use_dataset(caller, hot.data["dataset"]["id"])
+        ):
             hot = None
         if hot is not None:
             if etag_matches(if_none_match, f'"{hot.id}"'):

@@ -183,7 +183,7 @@ async def get_dataset(
     dataset_id: PathId, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """One dataset's shape, labels, format and dtype."""
-    if not await tenants.may_use_dataset(caller, dataset_id):
+    if not await tenants.may_use_dataset(caller, dataset_id, use=False):
         raise DatasetNotFoundError(f"no dataset with id {dataset_id}")
     return _json(engine.datasets.get(dataset_id).described())
 
