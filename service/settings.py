@@ -174,10 +174,13 @@ class Settings(BaseSettings):
     def host_allow_list(self) -> list[str]:
         """The host names the server answers to."""
         if self.allowed_hosts is not None:
-            return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
-        if self.host in ("0.0.0.0", "::", ""):
+            hosts = [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+        elif self.host in ("0.0.0.0", "::", ""):
             return ["*"]  # bound to every interface: reached by names this process cannot know
-        return list(dict.fromkeys([self.host, "localhost", "127.0.0.1", "::1"]))
+        else:
+            hosts = [self.host, "localhost", "127.0.0.1", "::1"]
+        # A Host header writes an IPv6 address in brackets.
+        return list(dict.fromkeys(f"[{h}]" if ":" in h and h[0] != "[" else h for h in hosts))
 
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
