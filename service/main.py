@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "no API key configured: the service is open to anyone who can reach it "
                 "(single-user mode; see 'python -m service keys create NAME')"
             )
-        sweeper = asyncio.create_task(tenancy.sweep_forever()) if settings.dataset_ttl_s else None
+        sweeper = asyncio.create_task(tenancy.sweep_forever())
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
@@ -114,10 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "tenancy": tenancy,
             }
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             registry.unregister(collector)
             pool.close()
             data_pool.close()

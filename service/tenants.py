@@ -493,8 +493,13 @@ class Tenancy:
     def sweep(self, now: float | None = None) -> list[tuple[str, str]]:
         """Expire datasets unused for ``dataset_ttl_s``; returns the (tenant, id) expired.
 
-        Blocking: run it in a thread.
+        Also drops the claims on inline data the dataset store pruned (it keeps inline
+        data within a bound): they hold no bytes any more, and must not count against a
+        quota. Blocking: run it in a thread.
         """
+        for tenant, dataset_id in self.store.unused_since(DATASET, float("inf")):
+            if not (self.datasets.root / dataset_id / "meta.json").exists():
+                self.store.release(tenant, DATASET, dataset_id)
         if self.dataset_ttl_s is None:
             return []
         before = (time.time() if now is None else now) - self.dataset_ttl_s

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from service.datasets import DatasetStore
 from service.main import create_app
 from service.settings import Settings
-from service.tenants import TenantStore, parse_keys
+from service.tenants import BENCHMARK, DATASET, MODEL, Tenancy, TenantStore, parse_keys
 from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +164,37 @@ def test_rate_limit_setting_is_checked() -> None:
     # Check that a malformed rate limit is refused when the settings are read.
     with pytest.raises(ValueError, match="rate limit"):
         Settings(rate_limit="many per hour")
+
+
+def test_sweep_expires_unused_data_and_forgets_pruned_data(tmp_path: Path) -> None:
+    # Check that the sweep drops datasets unused past the TTL with what was made from them
+    # and their bytes once nobody holds them, keeps those used within it, and drops claims
+    # on inline data the store pruned, so that they stop counting in the quota.
+    datasets = DatasetStore(tmp_path / "datasets")
+    store = TenantStore(tmp_path / "tenants.sqlite3")
+    tenancy = Tenancy(store, datasets, dataset_ttl_s=10)
+    kept, _ = datasets.put(np.eye(3), None, name=None, format="csv")
+    gone, _ = datasets.put(np.ones((3, 2)), None, name=None, format="csv")
+    pruned, _ = datasets.put(np.zeros((2, 2)), None, name=None, format="json", inline=True)
+    for tenant, dataset in (("a", kept), ("b", kept), ("a", gone), ("b", pruned)):
+        store.claim(tenant, DATASET, dataset.id, nbytes=100)
+    store.claim("a", BENCHMARK, "b1", parent=gone.id, nbytes=10)
+    store.claim("a", MODEL, "m1", parent="b1", nbytes=10)
+    store.claim("a", BENCHMARK, "b2", parent=kept.id, nbytes=10)
+    datasets.delete(pruned.id)  # as prune_inline does
+    assert store.used_bytes("b") == 200
+
+    expired = tenancy.sweep(now=time.time() + 11)
+    assert sorted(expired) == sorted([("a", kept.id), ("b", kept.id), ("a", gone.id)])
+    assert not (tmp_path / "datasets" / gone.id).exists()
+    assert not (tmp_path / "datasets" / kept.id).exists()
+    assert store.used_bytes("a") == 0
+    assert store.used_bytes("b") == 0
+
+    # Used within the TTL: kept.
+    kept, _ = datasets.put(np.eye(3), None, name=None, format="csv")
+    store.claim("a", DATASET, kept.id, nbytes=100)
+    store.claim("b", DATASET, kept.id, nbytes=100)
+    assert tenancy.sweep() == []
+    assert (tmp_path / "datasets" / kept.id).exists()
+    store.close()
