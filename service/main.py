@@ -36,6 +36,10 @@ strategies to compare, and get fit time, inertia, homogeneity, completeness, V-m
 ARI, AMI and silhouette per strategy. Results are cached by a hash of the request.
 
 Errors are `application/problem+json` (RFC 9457).
+
+When the service has API keys, every `/v1` request needs one: `Authorization: Bearer <key>`
+or `X-API-Key: <key>` (the **Authorize** button). Each key's tenant sees only its own data
+and results. With no key configured the service is open, for a single user.
 """
 
 
