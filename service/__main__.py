@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
 
+from service.cli_keys import keys_main
 from service.protocol import bounded_protocol
 from service.settings import Settings
 
@@ -16,6 +18,8 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["keys"]:
+        raise SystemExit(keys_main(sys.argv[2:]))
     settings = Settings()
     # uvicorn handles SIGTERM itself while it serves (stop accepting, let running requests
     # finish within the grace period, then cancel them), and re-raises it once it has shut
@@ -27,6 +31,7 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         http=bounded_protocol(
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,

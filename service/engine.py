@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,8 @@ KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
 
 T = TypeVar("T")
+# Whether the caller may name an uploaded dataset by its id (tenants: one it holds).
+MayUse = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -188,8 +190,12 @@ class BenchmarkEngine:
             asyncio.get_running_loop().run_in_executor(None, self.results.touch, benchmark_id)
         return entry
 
-    async def resolve_body(self, body: bytes | Path) -> ResolvedBenchmark:
+    async def resolve_body(
+        self, body: bytes | Path, *, may_use: MayUse | None = None
+    ) -> ResolvedBenchmark:
         """Read a benchmark request's JSON body and resolve it.
+
+        ``may_use(dataset_id)`` says whether the caller may name an uploaded dataset.
 
         A large body (inline data) arrives spilled to a file, and is decoded and stored
         by a data-lane worker: decoding holds the GIL for seconds, which on the event
@@ -197,14 +203,14 @@ class BenchmarkEngine:
         """
         if isinstance(body, bytes):
             request = validate(BenchmarkRequest, body)
-            return await self.resolve(request)
+            return await self.resolve(request, may_use=may_use)
         request, dataset = await self.data_pool.run(
             benchmark_body_in_worker,
             body,
             self.datasets.root,
             self.limits,
         )
-        return await self.resolve(request, dataset)
+        return await self.resolve(request, dataset, may_use=may_use)
 
     @property
     def scratch_dir(self) -> Path:
@@ -243,14 +249,18 @@ class BenchmarkEngine:
         return removed
 
     async def resolve(
-        self, request: BenchmarkRequest, dataset: DatasetInfo | None = None
+        self,
+        request: BenchmarkRequest,
+        dataset: DatasetInfo | None = None,
+        *,
+        may_use: MayUse | None = None,
     ) -> ResolvedBenchmark:
         """Apply defaults, validate against the data, and compute the request hash.
 
         ``dataset`` is the data already stored for the request, if any.
         """
         if dataset is None:
-            dataset = await self._resolve_dataset(request)
+            dataset = await self._resolve_dataset(request, may_use)
         n_clusters = request.n_clusters
         if n_clusters is None:
             if dataset.n_labels is None:
@@ -285,7 +295,9 @@ class BenchmarkEngine:
         bm.check_params(params, dataset.n_samples, dataset.n_features)
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
 
-    async def _resolve_dataset(self, request: BenchmarkRequest) -> DatasetInfo:
+    async def _resolve_dataset(
+        self, request: BenchmarkRequest, may_use: MayUse | None = None
+    ) -> DatasetInfo:
         if request.X is not None:
             return await to_thread.run_sync(
                 store_inline, self.datasets, request.X, request.y, self.limits
@@ -293,7 +305,7 @@ class BenchmarkEngine:
         name = request.dataset or "digits"
         if name in BUILTIN_LOADERS:
             return await to_thread.run_sync(self.datasets.builtin, name)
-        if is_id(name):
+        if is_id(name) and (may_use is None or await may_use(name)):
             try:
                 info = self.datasets.get(name)
             except DatasetNotFoundError:

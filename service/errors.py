@@ -197,6 +197,54 @@ class InsufficientStorageError(ServiceError):
         super().__init__(detail, retry_after=retry_after)
 
 
+class AuthenticationRequiredError(ServiceError):
+    """No key, or one the service does not know (or that was revoked)."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid = invalid
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="clusterbench"'
+        if self.invalid:
+            challenge += ', error="invalid_token"'
+        return {**super().headers(), "WWW-Authenticate": challenge}
+
+
+class QuotaExceededError(ServiceError):
+    """Storing this would take the tenant past its storage quota."""
+
+    status = 403
+    title = "Quota exceeded"
+    slug = "quota-exceeded"
+
+    def __init__(self, detail: str, *, used: int, allowed: int) -> None:
+        super().__init__(
+            detail, errors=[{"loc": [], "msg": "quota exceeded", "used": used, "allowed": allowed}]
+        )
+        self.used = used
+        self.allowed = allowed
+
+
+class RateLimitedError(ServiceError):
+    """Past the tenant's rate limit: ``Retry-After`` and the ``RateLimit-*`` headers say when."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int, rate_headers: dict[str, str]) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.rate_headers = rate_headers
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), **self.rate_headers}
+
+
 def clip(text: str, limit: int = 80) -> str:
     """``text`` as ``repr``, shortened to about ``limit`` characters: client text quoted
     in a problem's detail never makes the answer larger than the bound."""

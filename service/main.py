@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service import __version__
-from service.api import problems
+from service.api import auth, problems
 from service.api.body import BodyBudget
+from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
 from service.api.routes import benchmarks, datasets, health, models
@@ -24,6 +26,7 @@ from service.engine import BenchmarkEngine
 from service.formats import DataLimits
 from service.settings import Settings
 from service.store import ResultStore
+from service.tenants import Tenancy, TenantStore, parse_keys
 
 logger = logging.getLogger("service")
 
@@ -34,6 +37,10 @@ strategies to compare, and get fit time, inertia, homogeneity, completeness, V-m
 ARI, AMI and silhouette per strategy. Results are cached by a hash of the request.
 
 Errors are `application/problem+json` (RFC 9457).
+
+When the service has API keys, every `/v1` request needs one: `Authorization: Bearer <key>`
+or `X-API-Key: <key>` (the **Authorize** button). Each key's tenant sees only its own data
+and results. With no key configured the service is open, for a single user.
 """
 
 
@@ -41,6 +48,7 @@ class State(TypedDict):
     engine: BenchmarkEngine
     registry: CollectorRegistry
     body_budget: BodyBudget
+    tenancy: Tenancy
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
+    env_keys = parse_keys(settings.api_keys.get_secret_value()) if settings.api_keys else {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
@@ -87,6 +96,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predict_max_distances=settings.predict_max_distances,
         )
         await asyncio.to_thread(engine.clean_scratch)
+        tenancy = Tenancy(
+            await asyncio.to_thread(TenantStore, settings.data_dir / "tenants.sqlite3", env_keys),
+            engine.datasets,
+            quota_bytes=settings.tenant_quota_bytes,
+            dataset_ttl_s=settings.dataset_ttl_s,
+        )
+        if await tenancy.keys_required():
+            logger.info("API keys configured: every /v1 request needs one")
+        else:
+            logger.warning(
+                "no API key configured: the service is open to anyone who can reach it "
+                "(single-user mode; see 'python -m service keys create NAME')"
+            )
+        sweeper = asyncio.create_task(tenancy.sweep_forever())
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
@@ -96,12 +119,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "registry": registry,
                 "body_budget": BodyBudget(settings.body_memory_bytes),
+                "tenancy": tenancy,
             }
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             registry.unregister(collector)
             pool.close()
             data_pool.close()
             engine.results.close()
+            tenancy.store.close()
 
     app = FastAPI(
         title="clusterbench",
@@ -120,15 +148,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    app.include_router(benchmarks.router)
-    app.include_router(datasets.router)
-    app.include_router(models.router)
+    # Every /v1 route: the caller's key when keys are configured, and its rate limit.
+    for router in (benchmarks.router, datasets.router, models.router):
+        app.include_router(
+            router,
+            dependencies=[Depends(auth.get_tenant)],
+            responses=problem_responses(401, 429),
+        )
     app.include_router(health.router)
     install_docs(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware, registry=registry)
     customise_openapi(app)
+    auth.install(app, settings, registry)
+    documented = app.openapi
+    app.openapi = lambda: auth.optional_security(documented())  # type: ignore[method-assign]
     return app
 
 

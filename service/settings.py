@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -133,3 +133,68 @@ class Settings(BaseSettings):
         "new connections are refused at once, and past this the rest are cancelled.",
     )
     log_level: str = Field("info", description="Log level of the server.")
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Keys as 'name:key,name:key'; each name is a tenant. With any key here or "
+        "in the store (python -m service keys create NAME), every /v1 request needs one; "
+        "with none, the service is open for a single user.",
+    )
+    tenant_quota_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes one tenant may store (its datasets, benchmarks, models and plots); "
+        "past it, 403 quota-exceeded. Unset: no quota.",
+    )
+    dataset_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds after which a tenant's dataset that was not used expires, with "
+        "its benchmarks and models; checked by a background sweep. Unset: kept until deleted.",
+    )
+    rate_limit: str | None = Field(
+        None,
+        description="Requests to /v1 per tenant, e.g. '600/minute' (the syntax of the limits "
+        "library); past it, 429. Unset: no limit.",
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="Origins allowed to call the API from a browser, comma-separated "
+        "(e.g. 'https://app.example.com'); empty: CORS off.",
+    )
+    allowed_hosts: str | None = Field(
+        None,
+        description="Host names the server answers to, comma-separated ('*' for any); "
+        "default: the bound host, localhost, 127.0.0.1 and ::1 (any when bound to 0.0.0.0).",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For and X-Forwarded-Proto are trusted, "
+        "comma-separated ('*' for any).",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '600/minute': {exc}") from None
+        return value.strip()
+
+    def host_allow_list(self) -> list[str]:
+        """The host names the server answers to."""
+        if self.allowed_hosts is not None:
+            hosts = [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+        elif self.host in ("0.0.0.0", "::", ""):
+            return ["*"]  # bound to every interface: reached by names this process cannot know
+        else:
+            hosts = [self.host, "localhost", "127.0.0.1", "::1"]
+        # A Host header writes an IPv6 address in brackets.
+        return list(dict.fromkeys(f"[{h}]" if ":" in h and h[0] != "[" else h for h in hosts))
+
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]

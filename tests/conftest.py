@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test", timeout=120
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://localhost", timeout=120
         ) as client,
     ):
         yield client

@@ -122,7 +122,7 @@ def test_a_stalled_body_gets_408_and_leaves_no_scratch_file(
     start = b'{"X": [' + b"[1.0, 2.0], " * 200_000  # > 1 MiB: spilled to a scratch file
     with _connect(strict_server) as sock:
         sock.sendall(
-            b"POST /v1/benchmarks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/benchmarks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(start) * 2}\r\n\r\n".encode()
             + start
         )

@@ -58,6 +58,45 @@ def matches(actual: Any, expected: Any, where: str = "") -> None:
 README = (ROOT / "README.md").read_text()
 
 
+# The README's section on keys runs against a server started with these keys.
+TENANTS_HEADING = "## Keys and tenants"
+README_KEYS = "alice:alice-key-0001,bob:bob-key-0002"
+
+
+def run_examples(found: list[tuple[str, str, str]], server: ServiceProcess, cwd: Path) -> None:
+    # As a reader with the project's environment active (the examples use NumPy), in the
+    # server's data directory's parent (where `python -m service keys` finds the store).
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "CLUSTERBENCH_DATA_DIR": str(server.data_dir),
+    }
+    environment.pop("CLUSTERBENCH_API_KEYS", None)
+    for command, kind, expected in found:
+        script = command.replace("localhost:8000", f"127.0.0.1:{server.port}")
+        run = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd,
+            check=False,
+            env=environment,
+        )
+        assert run.returncode == 0, f"{command}\n{run.stderr}"
+        if kind == "json":
+            matches(json.loads(run.stdout), json.loads(expected), command.split("\n")[0])
+        else:
+            assert FIT_TIME.sub("<t>", run.stdout) == FIT_TIME.sub("<t>", expected), command
+
+
+def sections() -> tuple[str, str]:
+    """The README without its section on keys, and that section."""
+    start = README.index(TENANTS_HEADING)
+    end = README.index("\n## ", start + 1)
+    return README[:start] + README[end:], README[start:end]
+
+
 @pytest.mark.server
 def test_readme_examples(tmp_path: Path) -> None:
     # Check every curl example of the README, in order, on a fresh real server.
@@ -65,26 +104,23 @@ def test_readme_examples(tmp_path: Path) -> None:
     server.data_dir.mkdir()
     server.start()
     try:
-        # As a reader with the project's environment active (the examples use NumPy).
-        environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        found = examples(README)
+        found = examples(sections()[0])
         assert len(found) >= 6
-        for command, kind, expected in found:
-            script = command.replace("localhost:8000", f"127.0.0.1:{server.port}")
-            run = subprocess.run(
-                ["bash", "-eo", "pipefail", "-c", script],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                cwd=tmp_path,
-                check=False,
-                env=environment,
-            )
-            assert run.returncode == 0, f"{command}\n{run.stderr}"
-            if kind == "json":
-                matches(json.loads(run.stdout), json.loads(expected), command.split("\n")[0])
-            else:
-                assert FIT_TIME.sub("<t>", run.stdout) == FIT_TIME.sub("<t>", expected), command
+        run_examples(found, server, tmp_path)
+    finally:
+        server.stop()
+
+
+@pytest.mark.server
+def test_readme_key_examples(tmp_path: Path) -> None:
+    # Check the examples of the section on keys on a fresh server started with two keys.
+    server = ServiceProcess(tmp_path / "data", CLUSTERBENCH_API_KEYS=README_KEYS)
+    server.data_dir.mkdir()
+    server.start()
+    try:
+        found = examples(sections()[1])
+        assert len(found) >= 4
+        run_examples(found, server, tmp_path)
     finally:
         server.stop()
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Request
 from service.engine import BenchmarkEngine
 from service.errors import NotAcceptableError, UnsupportedMediaTypeError, clip
 from service.schemas import Problem
+from service.tenants import Tenancy
 
 ID_PATTERN = "^[0-9a-f]{64}$"
 
@@ -20,6 +21,14 @@ async def get_engine(request: Request) -> BenchmarkEngine:
 
 
 Engine = Annotated[BenchmarkEngine, Depends(get_engine)]
+
+
+async def get_tenancy(request: Request) -> Tenancy:
+    tenancy: Tenancy = request.state.tenancy
+    return tenancy
+
+
+Tenants = Annotated[Tenancy, Depends(get_tenancy)]
 BenchmarkId = Annotated[
     str, Path(pattern=ID_PATTERN, description="The benchmark's id: a sha256 hex digest.")
 ]

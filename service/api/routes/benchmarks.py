@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
     BenchmarkId,
     Engine,
+    Tenants,
     etag_matches,
     negotiate,
     problems,
@@ -19,6 +22,7 @@ from service.benchmark import format_table
 from service.errors import BenchmarkNotFoundError
 from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
+from service.tenants import BENCHMARK, Tenancy
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
 
@@ -91,6 +95,29 @@ def _respond(
     )
 
 
+async def _claim(tenants: Tenancy, caller: str | None, entry: StoredBenchmark) -> None:
+    """Give the caller the benchmark it was answered, with its models."""
+    if caller is None:
+        return
+    data = entry.data
+    n_features = data["dataset"]["n_features"]
+    # A model's arrays: the centres and the scaler's mean and scale, in float64.
+    model_bytes = 8 * (data["n_clusters"] * n_features + 2 * n_features)
+    await tenants.claim_benchmark(
+        caller,
+        entry.id,
+        data["dataset"]["id"],
+        len(entry.body),
+        {r["model_id"]: model_bytes for r in data["results"]},
+    )
+
+
+async def _check_held(tenants: Tenancy, caller: str | None, benchmark_id: str) -> None:
+    """404 for a benchmark the caller does not hold, as if it did not exist."""
+    if not await tenants.holds(caller, BENCHMARK, benchmark_id):
+        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+
+
 def _not_modified(benchmark_id: str) -> Response:
     return Response(status_code=304, headers={"ETag": f'"{benchmark_id}"', "Vary": "Accept"})
 
@@ -98,11 +125,13 @@ def _not_modified(benchmark_id: str) -> Response:
 @router.post(
     "",
     response_model=BenchmarkResult,
-    responses={**BENCHMARK_RESPONSE, **problems(400, 406, 413, 415, 422, 503, 504)},
+    responses={**BENCHMARK_RESPONSE, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
     openapi_extra=body_openapi(BenchmarkRequest, required=False, examples=EXAMPLES),
     summary="Run a benchmark, or fetch it from the cache",
 )
-async def create_benchmark(request: Request, engine: Engine) -> Response:
+async def create_benchmark(
+    request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
     """Fit KMeans with each init strategy on the dataset and score the clusterings."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
@@ -110,16 +139,30 @@ async def create_benchmark(request: Request, engine: Engine) -> Response:
     async with json_body(request, engine) as body:
         # The same bytes asked again: answer from memory without parsing or hashing them.
         hot = engine.hot_hit(body) if isinstance(body, bytes) else None
+        # A hit crosses tenants only to one that holds the data too: else the whole way.
+        if (
+            hot is not None
+            and caller is not None
+            and not await tenants.may_use_dataset(caller, hot.data["dataset"]["id"])
+        ):
+            hot = None
         if hot is not None:
             if etag_matches(if_none_match, f'"{hot.id}"'):
                 return _not_modified(hot.id)
+            await _claim(tenants, caller, hot)
             return _respond(hot, cached=True, accept=accept)
-        job = await engine.resolve_body(body)
+        may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
+        job = await engine.resolve_body(body, may_use=may_use)
         if isinstance(body, bytes):
             engine.remember(body, job)
+    # The data sent inline is the caller's now (within its quota); named data it held.
+    await tenants.claim_dataset(caller, job.dataset.id)
     if etag_matches(if_none_match, f'"{job.id}"'):
         return _not_modified(job.id)
+    if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):
+        await tenants.check_quota(caller)
     entry, cached = await engine.get_or_compute(job)
+    await _claim(tenants, caller, entry)
     return _respond(entry, cached=cached, accept=accept)
 
 
@@ -129,10 +172,13 @@ async def create_benchmark(request: Request, engine: Engine) -> Response:
     responses={**BENCHMARK_RESPONSE, **problems(404, 406, 422)},
     summary="Get a stored benchmark",
 )
-async def get_benchmark(benchmark_id: BenchmarkId, request: Request, engine: Engine) -> Response:
+async def get_benchmark(
+    benchmark_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
     """The same body as the request that made the benchmark, from the cache."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
+    await _check_held(tenants, caller, benchmark_id)
     entry = await engine.cached(benchmark_id)
     if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
@@ -163,12 +209,15 @@ async def get_benchmark_plot(
     benchmark_id: BenchmarkId,
     request: Request,
     engine: Engine,
+    caller: Caller,
+    tenants: Tenants,
     init: Annotated[
         StrategyName | None,
         Query(description="Draw only this strategy's panel (one of the benchmark's)."),
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
+    await _check_held(tenants, caller, benchmark_id)
     entry = await engine.cached(benchmark_id)
     if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
@@ -176,4 +225,5 @@ async def get_benchmark_plot(
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
         return Response(status_code=304, headers=headers)
     png = await engine.get_or_render_plot(entry, init)
+    await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
     return Response(png, headers=headers, media_type="image/png")

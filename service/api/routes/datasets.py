@@ -12,9 +12,15 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from service.api.deps import ID_PATTERN, Engine, problems
+from service.api.auth import Caller
+from service.api.deps import ID_PATTERN, Engine, Tenants, problems
 from service.datasets import BUILTIN_LOADERS
-from service.errors import InvalidDataError, UnsupportedMediaTypeError, clip
+from service.errors import (
+    DatasetNotFoundError,
+    InvalidDataError,
+    UnsupportedMediaTypeError,
+    clip,
+)
 from service.formats import MEDIA_TYPES, format_of
 from service.schemas import DatasetInfo, DatasetList
 
@@ -111,7 +117,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
     responses={
         200: {"model": DatasetInfo, "description": "The same data was uploaded before."},
         201: {"description": "Stored: the `Location` header names it."},
-        **problems(400, 413, 415, 422),
+        **problems(400, 403, 413, 415, 422),
     },
     openapi_extra=UPLOAD_BODY,
     summary="Upload a dataset",
@@ -119,6 +125,8 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
 async def upload_dataset(
     request: Request,
     engine: Engine,
+    caller: Caller,
+    tenants: Tenants,
     label_column: Annotated[
         str | None,
         Query(
@@ -128,9 +136,13 @@ async def upload_dataset(
     ] = None,
 ) -> Response:
     """Store the data once, by the hash of its numbers; the same data again answers 200."""
+    await tenants.check_quota(caller)
     async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
         info, created = await engine.import_file(path, fmt, label_column=label_column, name=name)
+    if caller is not None:
+        # New to this tenant is what it is told: whether another holds it stays unsaid.
+        created = await tenants.claim_dataset(caller, info.id)
     return _json(
         info.described(),
         201 if created else 200,
@@ -139,13 +151,21 @@ async def upload_dataset(
 
 
 @router.get("", response_model=DatasetList, summary="List datasets")
-async def list_datasets(engine: Engine) -> Response:
-    """The built-in datasets (with their shapes) and every uploaded one."""
+async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Response:
+    """The built-in datasets (with their shapes) and every uploaded one (the caller's)."""
+    held = None if caller is None else await tenants.listed_datasets(caller)
 
     def collect() -> list[dict[str, Any]]:
-        for name in BUILTIN_LOADERS:
-            engine.datasets.builtin(name)
-        return [info.described() for info in engine.datasets.stored()]
+        builtins = [engine.datasets.builtin(name) for name in BUILTIN_LOADERS]
+        if held is None:
+            return [info.described() for info in engine.datasets.stored()]
+        found = [info.described() for info in builtins]
+        for dataset_id in held:
+            try:
+                found.append(engine.datasets.get(dataset_id).described())
+            except DatasetNotFoundError:
+                continue  # inline data pruned from the store; the claim stays harmless
+        return found
 
     return _json({"datasets": await to_thread.run_sync(collect)})
 
@@ -159,15 +179,25 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (sha2
     responses=problems(404, 422),
     summary="Get a dataset",
 )
-async def get_dataset(dataset_id: PathId, engine: Engine) -> Response:
+async def get_dataset(
+    dataset_id: PathId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
     """One dataset's shape, labels, format and dtype."""
+    if not await tenants.may_use_dataset(caller, dataset_id, use=False):
+        raise DatasetNotFoundError(f"no dataset with id {dataset_id}")
     return _json(engine.datasets.get(dataset_id).described())
 
 
 @router.delete(
     "/{dataset_id}", status_code=204, responses=problems(404, 409, 422), summary="Delete a dataset"
 )
-async def delete_dataset(dataset_id: PathId, engine: Engine) -> Response:
-    """Remove an uploaded dataset; benchmarks already computed on it stay."""
-    await to_thread.run_sync(engine.datasets.delete, dataset_id)
+async def delete_dataset(
+    dataset_id: PathId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Remove an uploaded dataset (the caller's hold on it; the bytes go with the last
+    holder); benchmarks already computed on it stay."""
+    if caller is None or dataset_id in await tenants.builtin_ids():
+        await to_thread.run_sync(engine.datasets.delete, dataset_id)  # 409 for a built-in
+    elif not await tenants.release_dataset(caller, dataset_id):
+        raise DatasetNotFoundError(f"no dataset with id {dataset_id}")
     return Response(status_code=204)

@@ -8,10 +8,13 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
-from service.api.deps import ID_PATTERN, Engine, etag_matches, problems
+from service.api.deps import ID_PATTERN, Engine, Tenants, etag_matches, problems
 from service.benchmark import FittedModel
+from service.errors import ModelNotFoundError
 from service.schemas import ModelInfo, Prediction, PredictRequest
+from service.tenants import MODEL, Tenancy
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -36,14 +39,23 @@ def _describe(model_id: str, model: FittedModel) -> bytes:
     )
 
 
+async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> None:
+    """404 for a model the caller does not hold, as if it did not exist."""
+    if not await tenants.holds(caller, MODEL, model_id):
+        raise ModelNotFoundError(f"no model with id {model_id}")
+
+
 @router.get(
     "/{model_id}",
     response_model=ModelInfo,
     responses={304: {"description": "Not modified."}, **problems(404, 422)},
     summary="Get a fitted model",
 )
-async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Response:
+async def get_model(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
     """The model's centres (in the original feature space) and its scaler."""
+    await _check_held(tenants, caller, model_id)
     model = await engine.get_model(model_id)
     headers = {"ETag": f'"{model_id}"'}
     if etag_matches(request.headers.get("if-none-match"), f'"{model_id}"'):
@@ -58,8 +70,11 @@ async def get_model(model_id: ModelId, request: Request, engine: Engine) -> Resp
     openapi_extra=body_openapi(PredictRequest, required=True),
     summary="Assign samples to a model's clusters",
 )
-async def predict(model_id: ModelId, request: Request, engine: Engine) -> Response:
+async def predict(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
+    await _check_held(tenants, caller, model_id)
     async with json_body(request, engine) as body:
         answer = await engine.predict(model_id, body)
     return Response(answer, media_type="application/json")

@@ -1,0 +1,226 @@
+"""Who is calling: the API key of a request, its tenant, its rate limit; host and CORS.
+
+``Caller`` is the dependency every ``/v1`` route takes: the tenant's name, or None when
+no key is configured at all (single-user mode: nothing is checked or recorded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from prometheus_client import CollectorRegistry, Counter
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.problems import problem_response
+from service.errors import AuthenticationRequiredError, RateLimitedError, clip
+from service.settings import Settings
+from service.tenants import Tenancy
+
+# Where the dependency leaves the RateLimit-* headers for RateLimitHeadersMiddleware.
+_HEADERS_KEY = "clusterbench.rate_headers"
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="`Authorization: Bearer <key>`. Needed on /v1 when any key is configured.",
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKey",
+    description="The same key in `X-API-Key`, for clients that cannot set `Authorization`.",
+)
+
+
+def rate_limit_storage(settings: Settings) -> Storage:
+    """Where rate-limit counters live: this process's memory (one replica)."""
+    storage = storage_from_string("async+memory://")
+    assert isinstance(storage, Storage)
+    return storage
+
+
+class RateLimiter:
+    """Requests per tenant in a moving window (the ``limits`` library)."""
+
+    def __init__(self, rate: str, storage: Storage) -> None:
+        self.item: RateLimitItem = parse(rate)
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    async def hit(self, tenant: str) -> dict[str, str]:
+        """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
+        allowed = await self.limiter.hit(self.item, "tenant", tenant)
+        stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        headers = {
+            "RateLimit-Limit": str(self.item.amount),
+            "RateLimit-Remaining": str(max(0, stats.remaining)),
+            "RateLimit-Reset": str(reset),
+        }
+        if not allowed:
+            raise RateLimitedError(
+                f"more than {self.item.amount} requests per {self.item.multiples} "
+                f"{self.item.GRANULARITY.name}(s) (CLUSTERBENCH_RATE_LIMIT); "
+                f"try again in {max(1, reset)} s",
+                retry_after=max(1, reset),
+                rate_headers=headers,
+            )
+        return headers
+
+
+async def get_tenant(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> str | None:
+    """The calling tenant (None in single-user mode); 401 without a valid key, 429 past
+    the rate limit."""
+    tenancy: Tenancy = request.state.tenancy
+    key = bearer.credentials if bearer is not None else api_key
+    tenant: str | None = None
+    if await tenancy.keys_required():
+        if not key:
+            raise AuthenticationRequiredError(
+                "this service needs an API key: send 'Authorization: Bearer <key>' "
+                "or 'X-API-Key: <key>'"
+            )
+        tenant = await tenancy.authenticate(key)
+        if tenant is None:
+            raise AuthenticationRequiredError(
+                "the API key is not valid (unknown or revoked)", invalid=True
+            )
+        counter: Counter = request.app.state.tenant_requests
+        counter.labels(tenant).inc()
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        headers = await limiter.hit(tenant or "")
+        found = request.scope.get(_HEADERS_KEY)
+        if isinstance(found, dict):
+            found.update(headers)
+    return tenant
+
+
+Caller = Annotated[str | None, Depends(get_tenant)]
+
+
+class RateLimitHeadersMiddleware:
+    """Add the RateLimit-* headers that ``get_tenant`` found to the response.
+
+    The routes build their own responses, so a dependency cannot set headers on them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found: dict[str, str] = {}
+        scope[_HEADERS_KEY] = found
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and found:
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [
+                    (name.lower().encode(), value.encode())
+                    for name, value in found.items()
+                    if name.lower().encode() not in names
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class TrustedHosts:
+    """Starlette's ``TrustedHostMiddleware`` deciding, a problem+json 400 answering.
+
+    Without it, a web page on any site could reach a local install through a name that
+    resolves to 127.0.0.1 (DNS rebinding), with the browser sending that name as Host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self._check = TrustedHostMiddleware(self._accept, allowed_hosts, www_redirect=False)
+
+    @staticmethod
+    async def _accept(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["clusterbench.host_ok"] = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed_hosts:
+            await self.app(scope, receive, send)
+            return
+        probe = dict(scope)
+
+        async def discard(_: Message) -> None:
+            return None
+
+        await self._check(probe, receive, discard)
+        if probe.get("clusterbench.host_ok"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        response = problem_response(
+            400,
+            f"this server does not answer to the host {clip(host)}; "
+            "it answers to the names in CLUSTERBENCH_ALLOWED_HOSTS",
+            title="Host not allowed",
+        )
+        await response(scope, receive, send)
+
+
+def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> None:
+    """Rate limiter, per-tenant metrics, CORS and the host check, on ``app``."""
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit, rate_limit_storage(settings))
+        if settings.rate_limit
+        else None
+    )
+    app.state.tenant_requests = Counter(
+        "clusterbench_tenant_requests",
+        "Requests to /v1 by tenant (the key's name).",
+        ["tenant"],
+        registry=registry,
+    )
+    app.add_middleware(RateLimitHeadersMiddleware)
+    origins = settings.cors_origins()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match", "Accept"],
+            expose_headers=[
+                "ETag",
+                "X-Cache",
+                "Location",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+        )
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.host_allow_list())
+
+
+def optional_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Mark every operation's key as optional (``{}`` among the alternatives): with no
+    key configured, the service and Swagger's "Try it out" work without one."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            security = operation.get("security")
+            if security is not None and {} not in security:
+                security.append({})
+    return schema

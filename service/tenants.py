@@ -1,0 +1,532 @@
+"""Tenants: API keys, what each tenant holds, storage quotas and expiry. No HTTP here.
+
+A tenant is the name of a key. What a tenant may see is recorded as *claims*
+``(tenant, kind, id)`` in ``<data_dir>/tenants.sqlite3``, beside the content-addressed
+stores, which stay shared: the same bytes sent by two tenants are stored once and
+claimed twice, and they go when the last claim goes. Kinds are ``dataset``,
+``benchmark``, ``model`` and ``plot``; a claim's ``parent`` is the dataset of a
+benchmark, or the benchmark of a model or a plot, so that an expired dataset takes
+what was made from it along.
+
+Keys are high-entropy random strings: the store keeps their sha256 only (a salt or a
+slow hash adds nothing against guessing 256 random bits), and compares digests with
+:func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from anyio import to_thread
+
+from service.datasets import BUILTIN_LOADERS, DatasetStore, is_id
+from service.errors import DatasetNotFoundError, QuotaExceededError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KEY_PREFIX = "cbk_"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# How long "is any key configured?" is remembered: a key made by the CLI while the
+# server runs closes the service within this time, without a query per request.
+KEYS_CHECK_S = 1.0
+
+DATASET, BENCHMARK, MODEL, PLOT = "dataset", "benchmark", "model", "plot"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    parent TEXT,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_used REAL NOT NULL,
+    PRIMARY KEY (tenant, kind, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_by_id ON claims (kind, id);
+CREATE INDEX IF NOT EXISTS claims_by_parent ON claims (tenant, parent);
+CREATE INDEX IF NOT EXISTS claims_by_use ON claims (kind, last_used);
+"""
+
+
+class KeyNameError(ValueError):
+    """A key name the store does not accept, or one that is already taken."""
+
+
+def new_key() -> str:
+    """A fresh API key: 256 random bits, URL-safe."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise KeyNameError(
+            f"{name!r} is not a key name: 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_keys(text: str) -> dict[str, str]:
+    """``"name:key,name:key"`` -> digest of each key -> its name.
+
+    Raises ValueError naming the entry (never the key) that is malformed.
+    """
+    digests: dict[str, str] = {}
+    for position, entry in enumerate(text.split(","), start=1):
+        if not entry.strip():
+            continue
+        name, sep, key = entry.strip().partition(":")
+        if not sep or not key:
+            raise ValueError(
+                f"CLUSTERBENCH_API_KEYS: entry {position} is not 'name:key'"
+                + (f" (name {name!r})" if sep else "")
+            )
+        digests[key_digest(key)] = check_name(name)
+    return digests
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    created_at: float | None
+    source: str  # "store" or "environment"
+
+
+class TenantStore:
+    """Keys and claims in one SQLite file (WAL; several processes may share it).
+
+    Every method blocks on SQLite: call them from a thread, not the event loop.
+    """
+
+    def __init__(self, path: Path, env_keys: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.env_keys = env_keys or {}
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # Keys
+
+    def create_key(self, name: str) -> str:
+        """Make a key for ``name`` and return it; only its digest is kept."""
+        check_name(name)
+        if name in self.env_keys.values():
+            raise KeyNameError(f"{name!r} already has a key in CLUSTERBENCH_API_KEYS")
+        key = new_key()
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO keys (name, hash, created_at) VALUES (?, ?, ?)",
+                    (name, key_digest(key), time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise KeyNameError(f"a key named {name!r} exists; revoke it first") from None
+        return key
+
+    def revoke_key(self, name: str) -> bool:
+        """Forget ``name``'s key; whether there was one. What the tenant holds stays."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM keys WHERE name = ?", (name,)).rowcount > 0
+
+    def list_keys(self) -> list[KeyInfo]:
+        rows = self._connection().execute("SELECT name, created_at FROM keys ORDER BY name")
+        found = [KeyInfo(name, created, "store") for name, created in rows]
+        found += [KeyInfo(name, None, "environment") for name in sorted(self.env_keys.values())]
+        return found
+
+    def has_keys(self) -> bool:
+        if self.env_keys:
+            return True
+        return self._connection().execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
+
+    def authenticate(self, key: str) -> str | None:
+        """The tenant whose key this is, or None."""
+        digest = key_digest(key)
+        found = None
+        for known, name in self.env_keys.items():
+            if hmac.compare_digest(known, digest):
+                found = name
+        row = (
+            self._connection()
+            .execute("SELECT name, hash FROM keys WHERE hash = ?", (digest,))
+            .fetchone()
+        )
+        if row is not None and hmac.compare_digest(row[1], digest):
+            found = row[0]
+        return found
+
+    # Claims
+
+    def claim(
+        self, tenant: str, kind: str, id_: str, *, parent: str | None = None, nbytes: int = 0
+    ) -> bool:
+        """Record that ``tenant`` holds ``id_`` (or mark it used); whether it is new."""
+        now = time.time()
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE claims SET last_used = ? WHERE tenant = ? AND kind = ? AND id = ?",
+                (now, tenant, kind, id_),
+            ).rowcount
+            if updated:
+                return False
+            db.execute(
+                "INSERT INTO claims (tenant, kind, id, parent, bytes, created_at, last_used) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tenant, kind, id_, parent, nbytes, now, now),
+            )
+            return True
+
+    def holds(self, tenant: str, kind: str, id_: str) -> bool:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT 1 FROM claims WHERE tenant = ? AND kind = ? AND id = ?", (tenant, kind, id_)
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def held(self, tenant: str, kind: str) -> list[str]:
+        rows = self._connection().execute(
+            "SELECT id FROM claims WHERE tenant = ? AND kind = ? ORDER BY created_at, id",
+            (tenant, kind),
+        )
+        return [row[0] for row in rows]
+
+    def release(self, tenant: str, kind: str, id_: str) -> int | None:
+        """Drop ``tenant``'s claim on ``id_``: None if it had none, else the claims left
+        on ``id_`` (all tenants)."""
+        with self._transaction() as db:
+            deleted = db.execute(
+                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?", (tenant, kind, id_)
+            ).rowcount
+            if not deleted:
+                return None
+            left: int = db.execute(
+                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_)
+            ).fetchone()[0]
+            return left
+
+    def claims_on(self, kind: str, id_: str) -> int:
+        count: int = (
+            self._connection()
+            .execute("SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_))
+            .fetchone()[0]
+        )
+        return count
+
+    def used_bytes(self, tenant: str) -> int:
+        used: int = (
+            self._connection()
+            .execute("SELECT coalesce(sum(bytes), 0) FROM claims WHERE tenant = ?", (tenant,))
+            .fetchone()[0]
+        )
+        return used
+
+    def unused_since(self, kind: str, before: float) -> list[tuple[str, str]]:
+        """(tenant, id) of the claims of ``kind`` last used before ``before`` (epoch s)."""
+        rows = self._connection().execute(
+            "SELECT tenant, id FROM claims WHERE kind = ? AND last_used < ?", (kind, before)
+        )
+        return [(tenant, id_) for tenant, id_ in rows]
+
+    def expire_dataset(self, tenant: str, dataset_id: str) -> int | None:
+        """Drop ``tenant``'s claim on a dataset with its benchmarks, models and plots.
+
+        Returns the claims left on the dataset (None if the tenant had none).
+        """
+        with self._transaction() as db:
+            deleted = db.execute(
+                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
+                (tenant, DATASET, dataset_id),
+            ).rowcount
+            if not deleted:
+                return None
+            benchmarks = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM claims WHERE tenant = ? AND kind = ? AND parent = ?",
+                    (tenant, BENCHMARK, dataset_id),
+                )
+            ]
+            for benchmark_id in benchmarks:
+                db.execute(
+                    "DELETE FROM claims WHERE tenant = ? AND parent = ?", (tenant, benchmark_id)
+                )
+                db.execute(
+                    "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
+                    (tenant, BENCHMARK, benchmark_id),
+                )
+            left: int = db.execute(
+                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (DATASET, dataset_id)
+            ).fetchone()[0]
+            return left
+
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+def folder_bytes(folder: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    except FileNotFoundError:
+        return 0
+
+
+class Tenancy:
+    """What the routes ask about tenants, off the event loop.
+
+    ``tenant`` is None in single-user mode (no key configured): then nothing is
+    checked or recorded, and the service behaves as it did before tenants existed.
+    """
+
+    def __init__(
+        self,
+        store: TenantStore,
+        datasets: DatasetStore,
+        *,
+        quota_bytes: int | None = None,
+        dataset_ttl_s: float | None = None,
+    ) -> None:
+        self.store = store
+        self.datasets = datasets
+        self.quota_bytes = quota_bytes
+        self.dataset_ttl_s = dataset_ttl_s
+        self._keys_checked = (-float("inf"), False)
+        self._builtin_ids: frozenset[str] | None = None
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await to_thread.run_sync(fn)
+
+    # Keys
+
+    async def keys_required(self) -> bool:
+        """Whether any key exists (checked at most every ``KEYS_CHECK_S`` seconds)."""
+        if self.store.env_keys:
+            return True
+        checked_at, required = self._keys_checked
+        if time.monotonic() - checked_at < KEYS_CHECK_S:
+            return required
+        required = await self._run(self.store.has_keys)
+        self._keys_checked = (time.monotonic(), required)
+        return required
+
+    async def authenticate(self, key: str) -> str | None:
+        return await self._run(lambda: self.store.authenticate(key))
+
+    # Datasets
+
+    async def builtin_ids(self) -> frozenset[str]:
+        if self._builtin_ids is None:
+            self._builtin_ids = frozenset(
+                await self._run(lambda: [self.datasets.builtin(n).id for n in BUILTIN_LOADERS])
+            )
+        return self._builtin_ids
+
+    async def may_use_dataset(
+        self, tenant: str | None, dataset_id: str, *, use: bool = True
+    ) -> bool:
+        """Whether ``tenant`` may see the dataset: a built-in, or one it holds.
+
+        With ``use``, a held dataset is marked as used now (its expiry starts again).
+        """
+        if tenant is None or dataset_id in await self.builtin_ids():
+            return True
+
+        def check() -> bool:
+            if not self.store.holds(tenant, DATASET, dataset_id):
+                return False
+            if use:
+                self.store.claim(tenant, DATASET, dataset_id)
+            return True
+
+        return await self._run(check)
+
+    def quota_check(self, tenant: str, adding: int) -> None:
+        """Raise QuotaExceededError when ``adding`` bytes take ``tenant`` past its quota."""
+        if self.quota_bytes is None:
+            return
+        used = self.store.used_bytes(tenant)
+        if used + adding > self.quota_bytes:
+            raise QuotaExceededError(
+                f"storing this ({adding} bytes) would take tenant {tenant!r} past its quota: "
+                f"{used} bytes used of {self.quota_bytes} allowed "
+                "(CLUSTERBENCH_TENANT_QUOTA_BYTES); delete datasets to make room",
+                used=used,
+                allowed=self.quota_bytes,
+            )
+
+    async def check_quota(self, tenant: str | None, adding: int = 0) -> None:
+        """Refuse new work for a tenant already at its quota (``adding`` more bytes)."""
+        if tenant is not None and self.quota_bytes is not None:
+            await self._run(lambda: self.quota_check(tenant, adding if adding else 1))
+
+    async def claim_dataset(self, tenant: str | None, dataset_id: str) -> bool:
+        """Give ``tenant`` the dataset it sent (upload or inline), within its quota.
+
+        Returns whether the claim is new. Past the quota, the claim is not made, the
+        bytes are removed if nobody else holds them, and QuotaExceededError is raised.
+        """
+        if tenant is None or dataset_id in await self.builtin_ids():
+            return False
+
+        def claim() -> bool:
+            if self.store.holds(tenant, DATASET, dataset_id):
+                self.store.claim(tenant, DATASET, dataset_id)
+                return False
+            size = folder_bytes(self.datasets.root / dataset_id)
+            try:
+                self.quota_check(tenant, size)
+            except QuotaExceededError:
+                if self.store.claims_on(DATASET, dataset_id) == 0:
+                    with contextlib.suppress(DatasetNotFoundError):
+                        self.datasets.delete(dataset_id)
+                raise
+            return self.store.claim(tenant, DATASET, dataset_id, nbytes=size)
+
+        return await self._run(claim)
+
+    async def listed_datasets(self, tenant: str) -> list[str]:
+        return await self._run(lambda: self.store.held(tenant, DATASET))
+
+    async def release_dataset(self, tenant: str, dataset_id: str) -> bool:
+        """Drop the tenant's claim; the bytes go with the last claim. Whether it held one."""
+
+        def release() -> bool:
+            left = self.store.release(tenant, DATASET, dataset_id)
+            if left is None:
+                return False
+            if left == 0:
+                with contextlib.suppress(DatasetNotFoundError):
+                    self.datasets.delete(dataset_id)
+            return True
+
+        return await self._run(release)
+
+    # Benchmarks, models and plots
+
+    async def holds(self, tenant: str | None, kind: str, id_: str) -> bool:
+        if tenant is None:
+            return True
+        return await self._run(lambda: self.store.holds(tenant, kind, id_))
+
+    async def claim_benchmark(
+        self,
+        tenant: str | None,
+        benchmark_id: str,
+        dataset_id: str,
+        nbytes: int,
+        models: dict[str, int],
+    ) -> None:
+        """Give ``tenant`` a benchmark it asked for, and its models (id -> bytes)."""
+        if tenant is None:
+            return
+
+        def claim() -> None:
+            self.store.claim(tenant, BENCHMARK, benchmark_id, parent=dataset_id, nbytes=nbytes)
+            for model_id, size in models.items():
+                self.store.claim(tenant, MODEL, model_id, parent=benchmark_id, nbytes=size)
+
+        await self._run(claim)
+
+    async def claim_plot(
+        self, tenant: str | None, benchmark_id: str, key: str, nbytes: int
+    ) -> None:
+        if tenant is not None:
+            await self._run(
+                lambda: self.store.claim(
+                    tenant, PLOT, f"{benchmark_id}:{key}", parent=benchmark_id, nbytes=nbytes
+                )
+            )
+
+    # Expiry
+
+    def sweep(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Expire datasets unused for ``dataset_ttl_s``; returns the (tenant, id) expired.
+
+        Also drops the claims on inline data the dataset store pruned (it keeps inline
+        data within a bound): they hold no bytes any more, and must not count against a
+        quota. Blocking: run it in a thread.
+        """
+        for tenant, dataset_id in self.store.unused_since(DATASET, float("inf")):
+            if not (self.datasets.root / dataset_id / "meta.json").exists():
+                self.store.release(tenant, DATASET, dataset_id)
+        if self.dataset_ttl_s is None:
+            return []
+        before = (time.time() if now is None else now) - self.dataset_ttl_s
+        expired = []
+        for tenant, dataset_id in self.store.unused_since(DATASET, before):
+            left = self.store.expire_dataset(tenant, dataset_id)
+            if left is None:
+                continue
+            expired.append((tenant, dataset_id))
+            if left == 0 and is_id(dataset_id):
+                with contextlib.suppress(DatasetNotFoundError):
+                    self.datasets.delete(dataset_id)
+        if expired:
+            logger.info(
+                "expired %d dataset claim(s) unused for %g s", len(expired), self.dataset_ttl_s
+            )
+        return expired
+
+    def sweep_interval_s(self) -> float:
+        """How often to sweep: a quarter of the TTL, between 0.2 s and a minute."""
+        ttl = self.dataset_ttl_s or 60.0
+        return min(60.0, max(0.2, ttl / 4))
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s())
+            try:
+                await self._run(self.sweep)
+            except Exception:
+                logger.exception("the expiry sweep failed; it runs again later")

@@ -1,0 +1,347 @@
+"""Tenants on a real server: each sees only what it sent or asked for, on every route."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.datasets import is_id
+from service.process import ServiceProcess
+
+pytestmark = pytest.mark.server
+
+KEY_A = "key-of-alice-0123456789"
+KEY_B = "key-of-bob-9876543210"
+A = {"Authorization": f"Bearer {KEY_A}"}
+B = {"X-API-Key": KEY_B}
+
+
+def csv(n: int, shift: float = 0.0) -> bytes:
+    """A small labelled CSV: two blobs of ``n // 2`` points each."""
+    rows = ["a,b,label"]
+    for i in range(n):
+        centre = 0.0 if i % 2 else 6.0
+        rows.append(f"{centre + shift + (i % 7) * 0.1},{centre - (i % 5) * 0.1},{i % 2}")
+    return ("\n".join(rows) + "\n").encode()
+
+
+def upload(client: httpx.Client, headers: dict[str, str], data: bytes) -> httpx.Response:
+    return client.post(
+        "/v1/datasets?label_column=label",
+        content=data,
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+
+
+def dataset_dirs(server: ServiceProcess) -> set[str]:
+    return {p.name for p in (server.data_dir / "datasets").iterdir() if is_id(p.name)}
+
+
+def start(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> ServiceProcess:
+    data_dir = tmp_path_factory.mktemp(name) / "data"
+    data_dir.mkdir()
+    server = ServiceProcess(
+        data_dir,
+        CLUSTERBENCH_API_KEYS=f"alice:{KEY_A},bob:{KEY_B}",
+        CLUSTERBENCH_WORKERS="1",
+        **env,
+    )
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def tenants_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    server = start(tmp_path_factory, "tenants")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(tenants_server: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=tenants_server.url, timeout=120) as client:
+        yield client
+
+
+def test_every_route_hides_one_tenants_data_from_another(http: httpx.Client) -> None:
+    # Check that B cannot list, read, use, plot, predict with or delete anything of A's,
+    # while A can, on each route.
+    made = upload(http, A, csv(40))
+    assert made.status_code == 201, made.text
+    dataset_id = made.json()["id"]
+    run = http.post(
+        "/v1/benchmarks", json={"dataset": dataset_id, "strategies": ["random"]}, headers=A
+    )
+    assert run.status_code == 200, run.text
+    benchmark_id = run.json()["id"]
+    model_id = run.json()["results"][0]["model_id"]
+    predict = {"X": [[0.0, 0.0]]}
+
+    reads = [
+        ("GET", f"/v1/datasets/{dataset_id}", None),
+        ("GET", f"/v1/benchmarks/{benchmark_id}", None),
+        ("GET", f"/v1/benchmarks/{benchmark_id}/plot.png", None),
+        ("GET", f"/v1/models/{model_id}", None),
+        ("POST", f"/v1/models/{model_id}/predict", predict),
+    ]
+    for method, path, body in reads:
+        theirs = http.request(method, path, json=body, headers=B)
+        assert theirs.status_code == 404, (path, theirs.text)
+        assert theirs.headers["content-type"] == "application/problem+json"
+        assert http.request(method, path, json=body, headers=A).status_code == 200, path
+
+    listed = {d["id"] for d in http.get("/v1/datasets", headers=B).json()["datasets"]}
+    assert dataset_id not in listed
+    assert {"digits", "iris", "wine", "breast_cancer"} <= {
+        d["name"] for d in http.get("/v1/datasets", headers=B).json()["datasets"]
+    }
+    assert dataset_id in {d["id"] for d in http.get("/v1/datasets", headers=A).json()["datasets"]}
+
+    # Naming A's dataset in a benchmark: as if it did not exist.
+    named = http.post("/v1/benchmarks", json={"dataset": dataset_id}, headers=B)
+    assert named.status_code == 422
+    assert "unknown dataset" in named.json()["detail"]
+
+    assert http.delete(f"/v1/datasets/{dataset_id}", headers=B).status_code == 404
+    assert http.get(f"/v1/datasets/{dataset_id}", headers=A).status_code == 200
+
+
+def test_a_cached_answer_reaches_only_a_tenant_holding_the_data(http: httpx.Client) -> None:
+    # Check that B gets A's cached benchmark only once B has sent the same data itself:
+    # not by naming its id, not with A's very request bytes (the in-memory hot hit).
+    X = [[0.0, 0.1], [0.2, 0.0], [0.1, 0.2], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0], [5.1, 5.2]]
+    inline = {"X": X, "n_clusters": 2, "strategies": ["k-means++"], "random_state": 3}
+    first = http.post("/v1/benchmarks", json=inline, headers=A)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    dataset_id = body["dataset"]["id"]
+    by_id = (
+        b'{"dataset": "%s", "n_clusters": 2, "strategies": ["k-means++"], "random_state": 3}'
+        % (dataset_id.encode())
+    )
+    mine = http.post(
+        "/v1/benchmarks", content=by_id, headers={**A, "Content-Type": "application/json"}
+    )
+    assert mine.status_code == 200
+    assert mine.json()["id"] == body["id"]
+    again = http.post(
+        "/v1/benchmarks", content=by_id, headers={**A, "Content-Type": "application/json"}
+    )
+    assert again.headers["x-cache"] == "hit"
+
+    # The same bytes from B: the hot in-memory hit must not answer it.
+    theirs = http.post(
+        "/v1/benchmarks", content=by_id, headers={**B, "Content-Type": "application/json"}
+    )
+    assert theirs.status_code == 422, theirs.text
+    assert http.get(f"/v1/benchmarks/{body['id']}", headers=B).status_code == 404
+    model_id = body["results"][0]["model_id"]
+    assert http.get(f"/v1/models/{model_id}", headers=B).status_code == 404
+
+    # B sends the data itself: the same answer, from the cache, and B holds it now.
+    shared = http.post("/v1/benchmarks", json=inline, headers=B)
+    assert shared.status_code == 200
+    assert shared.headers["x-cache"] == "hit"
+    assert shared.json()["id"] == body["id"]
+    assert http.get(f"/v1/benchmarks/{body['id']}", headers=B).status_code == 200
+    assert http.get(f"/v1/models/{model_id}", headers=B).status_code == 200
+    hot = http.post(
+        "/v1/benchmarks", content=by_id, headers={**B, "Content-Type": "application/json"}
+    )
+    assert hot.status_code == 200
+    assert hot.headers["x-cache"] == "hit"
+
+
+def test_same_bytes_are_stored_once_and_survive_one_tenants_delete(
+    http: httpx.Client, tenants_server: ServiceProcess
+) -> None:
+    # Check that the same upload from A and B is one directory on disk, that A's DELETE
+    # removes only A's hold, and that B's (the last) removes the bytes.
+    data = csv(30, shift=100.0)
+    before = dataset_dirs(tenants_server)
+    first = upload(http, A, data)
+    second = upload(http, B, data)
+    # New to each of them: B is not told that someone else sent the same bytes.
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert upload(http, B, data).status_code == 200
+    dataset_id = first.json()["id"]
+    assert second.json()["id"] == dataset_id
+    assert dataset_dirs(tenants_server) - before == {dataset_id}
+
+    assert http.delete(f"/v1/datasets/{dataset_id}", headers=A).status_code == 204
+    assert http.get(f"/v1/datasets/{dataset_id}", headers=A).status_code == 404
+    assert http.delete(f"/v1/datasets/{dataset_id}", headers=A).status_code == 404
+    assert http.get(f"/v1/datasets/{dataset_id}", headers=B).status_code == 200
+    assert dataset_id in dataset_dirs(tenants_server)
+    run = http.post(
+        "/v1/benchmarks", json={"dataset": dataset_id, "strategies": ["random"]}, headers=B
+    )
+    assert run.status_code == 200
+
+    assert http.delete(f"/v1/datasets/{dataset_id}", headers=B).status_code == 204
+    assert dataset_id not in dataset_dirs(tenants_server)
+
+
+def keys_cli(server: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLUSTERBENCH_DATA_DIR": str(server.data_dir)}
+    env.pop("CLUSTERBENCH_API_KEYS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "keys", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_keys_from_the_cli_work_until_revoked(
+    http: httpx.Client, tenants_server: ServiceProcess
+) -> None:
+    # Check that a key made by the CLI against the server's data directory works at once,
+    # is stored only as a hash, and gets 401 once revoked; no key or a wrong one is 401.
+    made = keys_cli(tenants_server, "create", "carol")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert len(key) > 40
+    assert "carol" in keys_cli(tenants_server, "list").stdout
+    assert key.encode() not in (tenants_server.data_dir / "tenants.sqlite3").read_bytes()
+
+    carol = {"Authorization": f"Bearer {key}"}
+    assert http.get("/v1/datasets", headers=carol).status_code == 200
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": "nope"}):
+        refused = http.get("/v1/datasets", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.headers["content-type"] == "application/problem+json"
+
+    revoked = keys_cli(tenants_server, "revoke", "carol")
+    assert revoked.returncode == 0, revoked.stderr
+    gone = http.get("/v1/datasets", headers=carol)
+    assert gone.status_code == 401
+    assert "invalid_token" in gone.headers["www-authenticate"]
+    assert keys_cli(tenants_server, "revoke", "carol").returncode == 1
+    # The operations routes stay open.
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+        assert http.get(path).status_code == 200, path
+
+
+def test_metrics_count_requests_by_key_name(http: httpx.Client) -> None:
+    # Check that /metrics counts each tenant's requests under its key's name, never the key.
+    http.get("/v1/datasets", headers=A)
+    text = http.get("/metrics").text
+    assert 'clusterbench_tenant_requests_total{tenant="alice"}' in text
+    assert KEY_A not in text
+    assert KEY_B not in text
+
+
+QUOTA = 6000
+
+
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    server = start(
+        tmp_path_factory,
+        "quota",
+        CLUSTERBENCH_TENANT_QUOTA_BYTES=str(QUOTA),
+        CLUSTERBENCH_RATE_LIMIT="20/minute",
+    )
+    yield server
+    server.stop()
+
+
+def test_quota_refuses_what_would_pass_it(quota_server: ServiceProcess) -> None:
+    # Check that an upload past the tenant's quota is 403 quota-exceeded saying used and
+    # allowed bytes, stores nothing, and fits again once the tenant deleted something.
+    with httpx.Client(base_url=quota_server.url, timeout=60) as http:
+        http.get("/v1/datasets", headers=A)  # the built-ins are written on first use
+        before = dataset_dirs(quota_server)
+        first = upload(http, A, csv(120))  # 120 x 2 float64 and labels: about 3 KB stored
+        assert first.status_code == 201, first.text
+        refused = upload(http, A, csv(120, shift=1.0))
+        assert refused.status_code == 403, refused.text
+        problem = refused.json()
+        assert problem["type"].endswith("quota-exceeded")
+        used, allowed = problem["errors"][0]["used"], problem["errors"][0]["allowed"]
+        assert allowed == QUOTA
+        assert 3000 < used <= QUOTA
+        assert f"{used} bytes used of {QUOTA} allowed" in problem["detail"]
+        assert dataset_dirs(quota_server) - before == {first.json()["id"]}
+        # Inline data counts too.
+        inline = {"X": [[float(i), float(i % 3)] for i in range(200)], "n_clusters": 2}
+        assert http.post("/v1/benchmarks", json=inline, headers=A).status_code == 403
+        # Another tenant has its own quota.
+        assert upload(http, B, csv(120, shift=1.0)).status_code == 201
+
+        assert http.delete(f"/v1/datasets/{first.json()['id']}", headers=A).status_code == 204
+        assert upload(http, A, csv(120, shift=1.0)).status_code == 201
+
+
+def test_rate_limit_answers_429_with_its_headers(quota_server: ServiceProcess) -> None:
+    # Check that past 20 requests a minute a tenant gets 429 with Retry-After and the
+    # RateLimit-* headers, which every answer before carried too; others are not slowed.
+    with httpx.Client(base_url=quota_server.url, timeout=60) as http:
+        carol = keys_cli(quota_server, "create", "carol").stdout.strip()
+        headers = {"X-API-Key": carol}
+        remaining = []
+        for _ in range(20):
+            answer = http.get("/v1/datasets", headers=headers)
+            assert answer.status_code == 200
+            assert answer.headers["ratelimit-limit"] == "20"
+            remaining.append(int(answer.headers["ratelimit-remaining"]))
+        assert remaining == list(range(19, -1, -1))
+        refused = http.get("/v1/datasets", headers=headers)
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.headers["ratelimit-remaining"] == "0"
+        assert 0 <= int(refused.headers["ratelimit-reset"]) <= 60
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/v1/datasets", headers=B).status_code == 200
+
+
+def test_datasets_unused_past_their_ttl_expire(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Check that an upload unused for CLUSTERBENCH_DATASET_TTL_S goes, with the benchmarks
+    # and models made from it, and its bytes once nobody holds them.
+    server = start(tmp_path_factory, "ttl", CLUSTERBENCH_DATASET_TTL_S="2")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            dataset_id = upload(http, A, csv(20)).json()["id"]
+            run = http.post(
+                "/v1/benchmarks", json={"dataset": dataset_id, "strategies": ["random"]}, headers=A
+            ).json()
+            model_id = run["results"][0]["model_id"]
+            assert http.get(f"/v1/benchmarks/{run['id']}", headers=A).status_code == 200
+
+            def listed() -> set[str]:
+                answer: dict[str, Any] = http.get("/v1/datasets", headers=A).json()
+                return {d["id"] for d in answer["datasets"]}
+
+            deadline = time.monotonic() + 20
+            while dataset_id in listed():
+                assert time.monotonic() < deadline, "the dataset did not expire"
+                time.sleep(0.1)
+            assert http.get(f"/v1/datasets/{dataset_id}", headers=A).status_code == 404
+            assert http.get(f"/v1/benchmarks/{run['id']}", headers=A).status_code == 404
+            assert http.get(f"/v1/models/{model_id}", headers=A).status_code == 404
+            assert dataset_id not in dataset_dirs(server)
+    finally:
+        server.stop()
+
+
+def test_without_keys_the_service_is_open(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that with no key configured every route answers without one, as before.
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        made = upload(http, {}, csv(10, shift=7.0))
+        assert made.status_code == 201
+        assert made.json()["id"] in {d["id"] for d in http.get("/v1/datasets").json()["datasets"]}
+        assert "ratelimit-limit" not in made.headers
+        assert http.delete(f"/v1/datasets/{made.json()['id']}").status_code == 204
