@@ -223,11 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument(
         "--url",
         default=os.environ.get("CLUSTERBENCH_URL") or DEFAULT_URL,
-        help="where the service is (default: $CLUSTERBENCH_URL, else %(default)s)",
+        help=f"where the service is (default: $CLUSTERBENCH_URL, else {DEFAULT_URL})",
     )
     remote.add_argument(
         "--api-key",
         default=os.environ.get("CLUSTERBENCH_API_KEY"),
+        metavar="KEY",
         help="sent as 'Authorization: Bearer KEY' (default: $CLUSTERBENCH_API_KEY)",
     )
 
@@ -242,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"id, or a data file to upload first ({', '.join(MEDIA_TYPES)}); default digits",
     )
     run_parser.add_argument(
-        "--label-column", help="for a CSV or Parquet file: the column holding the labels"
+        "--label-column",
+        metavar="NAME",
+        help="for a CSV or Parquet file: the column holding the labels",
     )
     run_parser.add_argument(
         "--init",
@@ -250,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="init strategies to compare: k-means++, random, pca (default: all three)",
     )
-    run_parser.add_argument("--n-clusters", type=int, help="default: the number of labels")
-    run_parser.add_argument("--random-state", type=int, help="default 0")
+    run_parser.add_argument(
+        "--n-clusters", type=int, metavar="N", help="default: the number of labels"
+    )
+    run_parser.add_argument("--random-state", type=int, metavar="N", help="default 0")
     run_parser.set_defaults(handler=run)
 
     upload_parser = commands.add_parser(
@@ -259,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload_parser.add_argument("file", metavar="FILE", help=", ".join(MEDIA_TYPES))
     upload_parser.add_argument(
-        "--label-column", help="for a CSV or Parquet file: the column holding the labels"
+        "--label-column",
+        metavar="NAME",
+        help="for a CSV or Parquet file: the column holding the labels",
     )
     upload_parser.set_defaults(handler=upload)
 
@@ -279,10 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=_port, help="TCP port (default 8000)")
     serve_parser.add_argument(
-        "--workers", type=_positive, help="processes computing benchmarks (default: CPUs)"
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="processes computing benchmarks (default: CPUs)",
     )
     serve_parser.add_argument(
-        "--data-dir", help="where results and uploads are kept (default ./.clusterbench)"
+        "--data-dir",
+        metavar="DIR",
+        help="where results and uploads are kept (default ./.clusterbench)",
     )
     serve_parser.set_defaults(handler=serve)
     return parser

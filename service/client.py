@@ -283,6 +283,8 @@ class _Operations:
         self.max_retry_wait = max_retry_wait
         self.wait_timeout = wait_timeout
         self._default_headers = {"User-Agent": f"clusterbench-client/{__version__}"}
+        if api_key is None:
+            api_key = os.environ.get("CLUSTERBENCH_API_KEY")
         if api_key:
             self._default_headers["Authorization"] = f"Bearer {api_key}"
 
@@ -511,7 +513,8 @@ class Client(_Operations):
     base_url : str, optional
         Where the service is; default ``$CLUSTERBENCH_URL``, else ``http://127.0.0.1:8000``.
     api_key : str, optional
-        Sent as ``Authorization: Bearer <api_key>``, for a service with keys.
+        Sent as ``Authorization: Bearer <api_key>``, for a service with keys; default
+        ``$CLUSTERBENCH_API_KEY``, if set.
     timeout : float or httpx.Timeout
         Per request; the default waits up to 330 s for an answer (a benchmark computes for
         at most 300 s by the service's default) and 10 s to connect.

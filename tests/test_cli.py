@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
+from rich.console import Console
 
+from service import cli
 from service.cli import build_parser
 from service.client import Client
 from service.process import ServiceProcess, free_port
-
-pytestmark = pytest.mark.server
+from tests.test_client import ID, Script, _job_script
 
 
 def clusterbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -36,6 +40,7 @@ def _csv(path: Path) -> Path:
     return path
 
 
+@pytest.mark.server
 def test_run_prints_the_services_table(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that `clusterbench run` prints exactly the service's text/plain table, and
     # names the benchmark on stderr.
@@ -60,6 +65,7 @@ def test_run_prints_the_services_table(server: ServiceProcess, tmp_path: Path) -
     assert [line.split()[0] for line in done.stdout.splitlines()[2:4]] == ["k-means++", "random"]
 
 
+@pytest.mark.server
 def test_run_uploads_a_file_first(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that `run --dataset FILE` uploads the file (its format from its extension)
     # and benchmarks it.
@@ -86,6 +92,7 @@ def test_run_uploads_a_file_first(server: ServiceProcess, tmp_path: Path) -> Non
     assert f"dataset {info.id}: 40 samples, 2 features, with labels" in done.stderr
 
 
+@pytest.mark.server
 def test_upload_prints_the_id_and_shape(server: ServiceProcess, tmp_path: Path) -> None:
     # Check `clusterbench upload FILE`: the id, then the shape, on one line.
     path = _csv(tmp_path / "groups.csv")
@@ -100,6 +107,7 @@ def test_upload_prints_the_id_and_shape(server: ServiceProcess, tmp_path: Path) 
     assert (info.n_samples, info.n_features, info.has_labels, info.format) == (40, 2, True, "csv")
 
 
+@pytest.mark.server
 def test_plot_writes_the_services_png(server: ServiceProcess, tmp_path: Path) -> None:
     # Check `clusterbench plot ID -o FILE`, whole and with --init.
     with Client(server.url) as client:
@@ -116,6 +124,7 @@ def test_plot_writes_the_services_png(server: ServiceProcess, tmp_path: Path) ->
     assert (tmp_path / "one.png").read_bytes() == panel.content
 
 
+@pytest.mark.server
 def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
     # Check the error when nothing listens at --url: one line, exit status 1.
     url = f"http://127.0.0.1:{free_port()}"
@@ -128,6 +137,7 @@ def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.server
 def test_a_problem_is_one_line_with_its_detail(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that a problem the service answers is printed as its detail, exit status 1;
     # and that a missing file is said before anything is sent.
@@ -142,6 +152,7 @@ def test_a_problem_is_one_line_with_its_detail(server: ServiceProcess, tmp_path:
     )
 
 
+@pytest.mark.server
 def test_serve_serves_on_its_port_and_data_dir(tmp_path: Path) -> None:
     # Check `clusterbench serve --port N --data-dir D`: the flags win over the environment's
     # settings, it answers on N, keeps its data in D, and stops on SIGINT.
@@ -170,3 +181,45 @@ def test_flags_are_checked_before_anything_runs() -> None:
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(argv)
         assert exit_.value.code == 2
+
+
+# -- in-process, against a scripted service ------------------------------------------------
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, script: Script) -> None:
+    """Make the command's clients talk to ``script`` instead of the network."""
+
+    class Scripted(Client):
+        def __init__(self, base_url: str | None = None, **options: Any) -> None:
+            super().__init__(base_url, transport=httpx.MockTransport(script), **options)
+
+    monkeypatch.setattr(cli, "Client", Scripted)
+
+
+def test_run_follows_a_job_with_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Check that `run` follows a job to its end, drawing a progress bar on a terminal,
+    # sends $CLUSTERBENCH_API_KEY, then prints the result's table.
+    table = "_" * 82 + "\ninit\t\ttime\n" + "_" * 82 + "\n"
+    script = _job_script()
+    script.answers.append(httpx.Response(200, text=table))
+    _scripted(monkeypatch, script)
+    drawn = io.StringIO()
+    monkeypatch.setattr(
+        cli, "Console", lambda **_: Console(file=drawn, force_terminal=True, width=100)
+    )
+    monkeypatch.setenv("CLUSTERBENCH_API_KEY", "k3y")
+    assert cli.main(["run", "--url", "http://test", "--init", "random"]) == 0
+    out, err = capsys.readouterr()
+    assert out == table
+    assert f"benchmark {ID}" in err
+    # The bar is drawn from the first report and left at the last (the job's total).
+    assert "fitting 0/3" in drawn.getvalue()
+    assert "fitting 3/3" in drawn.getvalue()
+    assert {r.headers["authorization"] for r in script.requests} == {"Bearer k3y"}
+    assert script.requests[-1].headers["accept"] == "text/plain"
+    assert orjson.loads(script.requests[0].content) == {
+        "dataset": "digits",
+        "strategies": ["random"],
+    }

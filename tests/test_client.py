@@ -460,8 +460,12 @@ def busy_server(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 @pytest.mark.server
 def test_a_real_503_with_retry_after_is_retried(busy_server: ServiceProcess) -> None:
-    # Check that while the only worker computes, the client's benchmark is refused with
-    # 503 + Retry-After, waits as asked, and gets its result once the worker is free.
+    # Check that while the only worker computes, the client's request for work of its own
+    # is refused with 503 + Retry-After, waits as asked, and gets its answer once the
+    # worker is free. A plot is that work: it is drawn in the pool on first request, and,
+    # unlike a benchmark asked with Prefer: respond-async, it is never queued as a job.
+    with Client(busy_server.url) as client:
+        result = client.benchmark("iris", strategies=["random"], random_state=2)
     long = {"strategies": [{"init": "random", "n_init": 300}], "tol": 0.0, "random_state": 9}
     done: dict[str, httpx.Response] = {}
     worker = threading.Thread(
@@ -480,11 +484,11 @@ def test_a_real_503_with_retry_after_is_retried(busy_server: ServiceProcess) -> 
         )
         transport = RecordingTransport()
         with Client(busy_server.url, transport=transport, max_retries=100) as client:
-            result = client.benchmark("iris", strategies=["random"], random_state=2)
+            png = client.plot(result.id)
     finally:
         worker.join()
     assert done["r"].status_code == 200
-    assert result.dataset.name == "iris"
+    assert png == httpx.get(f"{busy_server.url}{result.plot_url}").content
     statuses = [status for _, _, status, _ in transport.log]
     assert statuses[0] == 503
     assert statuses[-1] == 200
