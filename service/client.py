@@ -33,7 +33,7 @@ from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack, cast, overloa
 
 import anyio
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from service import __version__
 from service.schemas import BenchmarkResult, DatasetInfo, DatasetList, ModelInfo, Prediction
@@ -168,6 +168,12 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     result_url: str | None = None
     error: dict[str, Any] | None = Field(None, description="A problem object, when it failed.")
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _no_progress_yet(cls, value: Any) -> Any:
+        # A queued job may not report progress at all.
+        return JobProgress() if value is None else value
 
     @property
     def finished(self) -> bool:

@@ -266,6 +266,7 @@ def test_a_failed_job_raises_its_error_and_wait_false_returns_the_job() -> None:
         job = client.benchmark(wait=False)
     assert isinstance(job, Job)
     assert job.state == "queued"
+    assert Job.model_validate({"id": "j", "state": "queued", "progress": None}).progress.done == 0
 
     stuck = Script(_json(202, _job("running", 1)))
     with stuck.client() as client, pytest.raises(ClusterbenchError) as caught:
