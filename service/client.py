@@ -1,0 +1,817 @@
+"""A Python client for the clusterbench service: :class:`Client` (sync), :class:`AsyncClient`.
+
+    from service.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        result = client.benchmark("digits", strategies=["k-means++", "random"])
+        print(client.table(result.id))
+
+Answers are the service's own pydantic models (:mod:`service.schemas`); every problem the
+service answers is raised as one exception class, :class:`ClusterbenchError`. An answer 503
+or 429 is retried after its ``Retry-After``, a bounded number of times within a bounded
+wait; failed connections are retried by httpx's transport. A benchmark asked with
+``wait=True`` is run as a job where the service has jobs, and followed to its end.
+
+Both clients share one implementation: each operation is a generator that yields what it
+needs done (send a request, sleep, report progress) and is sent the answers. The sync
+client runs it with blocking calls, the async one with awaits, so retries, job following
+and errors are written once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import inspect
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack, cast, overload
+
+import anyio
+import httpx
+from pydantic import BaseModel, Field, field_validator
+
+from service import __version__
+from service.schemas import BenchmarkResult, DatasetInfo, DatasetList, ModelInfo, Prediction
+
+__all__ = [
+    "AsyncClient",
+    "BenchmarkFields",
+    "Client",
+    "ClusterbenchError",
+    "Job",
+    "JobProgress",
+    "media_type_of",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# A benchmark computes for at most the server's CLUSTERBENCH_TIMEOUT_S (300 s by default)
+# while the request waits for it; the read timeout leaves room for that.
+DEFAULT_TIMEOUT = httpx.Timeout(330.0, connect=10.0)
+# The media type of an upload, by its file's extension (service.formats reads the same).
+MEDIA_TYPES = {
+    ".csv": "text/csv",
+    ".npy": "application/x-npy",
+    ".npz": "application/x-npz",
+    ".parquet": "application/vnd.apache.parquet",
+    ".pq": "application/vnd.apache.parquet",
+    ".json": "application/json",
+}
+RETRY_STATUSES = frozenset({429, 503})
+# Connections refused or reset before a request was sent; httpx retries those itself.
+CONNECT_RETRIES = 2
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+# Polling a job: the first look after this long, then 1.5 times longer each time, up to
+# the cap, unless the service's Retry-After says otherwise.
+POLL_FIRST_S = 0.2
+POLL_MAX_S = 1.0
+CHUNK_BYTES = 1 << 20
+
+T = TypeVar("T")
+
+
+class ClusterbenchError(Exception):
+    """A problem the service answered (RFC 9457 problem details), or no answer at all.
+
+    Attributes
+    ----------
+    status : int or None
+        The HTTP status, or None when no answer came (unreachable, timed out).
+    title, detail : str
+        What went wrong, in short and in full; ``detail`` names the field, row or column.
+    type : str
+        The problem type, e.g. ``urn:clusterbench:problem:invalid-data``.
+    errors : list of dict
+        One entry per problem: ``loc`` (where) and ``msg``.
+    retry_after : float or None
+        Seconds after which the same request may succeed, when the service said.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        title: str,
+        detail: str,
+        *,
+        type: str = "about:blank",
+        errors: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{title} ({status}): {detail}" if status else f"{title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.errors = errors or []
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_problem(cls, problem: Mapping[str, Any], status: int | None = None) -> Self:
+        """The error a problem object describes (a job's ``error``, a problem+json body)."""
+        given = problem.get("status")
+        errors = problem.get("errors")
+        return cls(
+            given if isinstance(given, int) else status,
+            str(problem.get("title") or "Error"),
+            str(problem.get("detail") or problem.get("title") or "no detail given"),
+            type=str(problem.get("type") or "about:blank"),
+            errors=errors if isinstance(errors, list) else None,
+        )
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> Self:
+        """The error an answer of status 400 or more carries."""
+        problem: Any = None
+        if response.headers.get("content-type", "").split(";")[0].strip().endswith("json"):
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = None
+        if isinstance(problem, dict) and ("title" in problem or "detail" in problem):
+            error = cls.from_problem(problem, response.status_code)
+            error.status = response.status_code
+        else:
+            # Not the service's own problem body: a proxy's page, a bare server error.
+            text = " ".join(response.text.split())[:200]
+            error = cls(
+                response.status_code,
+                response.reason_phrase or "Error",
+                text
+                or f"{response.request.method} {response.request.url} answered "
+                f"{response.status_code}",
+            )
+        error.retry_after = retry_after(response)
+        return error
+
+
+class JobProgress(BaseModel):
+    """How far a job has come: ``done`` of ``total`` steps, in ``stage``."""
+
+    done: int = 0
+    total: int | None = None
+    stage: str | None = None
+
+
+class Job(BaseModel):
+    """Long work the service runs without holding a connection (API.md, "Jobs")."""
+
+    id: str
+    kind: str | None = None
+    state: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    progress: JobProgress = Field(default_factory=JobProgress)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result_url: str | None = None
+    error: dict[str, Any] | None = Field(None, description="A problem object, when it failed.")
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _no_progress_yet(cls, value: Any) -> Any:
+        # A queued job may not report progress at all.
+        return JobProgress() if value is None else value
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class BenchmarkFields(TypedDict, total=False):
+    """The fields of a benchmark request besides ``dataset`` (API.md); omitted ones default."""
+
+    X: Any  # n_samples by n_features: nested lists or a NumPy array
+    y: Any  # n_samples labels, integers or strings: a list or a NumPy array
+    n_clusters: int
+    strategies: Sequence[str | Mapping[str, Any]]
+    random_state: int
+    scale: bool
+    algorithm: Literal["lloyd", "elkan"]
+    max_iter: int
+    tol: float
+    silhouette_sample_size: int | None
+
+
+ProgressCallback = Callable[[Job], Any]
+
+
+def media_type_of(path: str | os.PathLike[str]) -> str:
+    """The upload media type of a data file, by its extension."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return MEDIA_TYPES[suffix]
+    except KeyError:
+        raise ValueError(
+            f"cannot tell the format of {os.fspath(path)!r} from its extension: use one of "
+            f"{', '.join(MEDIA_TYPES)}, or give media_type"
+        ) from None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the ``Retry-After`` header asks to wait (a number or an HTTP date), if any."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+# What an operation asks its driver to do.
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    url: str
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    content: bytes | None = None
+    file: Path | None = None  # streamed from disk, opened afresh for each attempt
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Notify:
+    callback: ProgressCallback
+    job: Job
+
+
+_Action = _Request | _Sleep | _Notify
+_Flow = Generator[_Action, Any, T]
+
+_JSON = {"Accept": "application/json"}
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy array (or anything with ``tolist``) as nested lists, for JSON."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _benchmark_body(dataset: str | DatasetInfo | None, fields: BenchmarkFields) -> dict[str, Any]:
+    body: dict[str, Any] = {key: _plain(value) for key, value in fields.items()}
+    if "strategies" in body:
+        body["strategies"] = [
+            item if isinstance(item, str) else dict(item) for item in body["strategies"]
+        ]
+    if dataset is not None:
+        body["dataset"] = dataset.id if isinstance(dataset, DatasetInfo) else dataset
+    return body
+
+
+class _Operations:
+    """Settings and the operations, as flows; the subclasses run them."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        max_retries: int,
+        max_retry_wait: float,
+        wait_timeout: float,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("CLUSTERBENCH_URL") or DEFAULT_URL).rstrip("/")
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.wait_timeout = wait_timeout
+        self._default_headers = {"User-Agent": f"clusterbench-client/{__version__}"}
+        if api_key is None:
+            api_key = os.environ.get("CLUSTERBENCH_API_KEY")
+        if api_key:
+            self._default_headers["Authorization"] = f"Bearer {api_key}"
+
+    def _no_answer(self, request: _Request, exc: httpx.TransportError) -> ClusterbenchError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ClusterbenchError(
+                None,
+                "Service unreachable",
+                f"cannot reach {self.base_url}: is the service running? "
+                "start it with `clusterbench serve`",
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return ClusterbenchError(
+                None,
+                "Timed out",
+                f"{request.method} {self.base_url}{request.url} got no answer in time "
+                f"({type(exc).__name__}); a longer timeout= may help",
+            )
+        return ClusterbenchError(
+            None, "Connection failed", f"{request.method} {self.base_url}{request.url}: {exc}"
+        )
+
+    # -- flows ---------------------------------------------------------------------------
+
+    def _exchange(self, request: _Request) -> _Flow[httpx.Response]:
+        """Send ``request``; an answer 503 or 429 is sent again after its Retry-After."""
+        waited = 0.0
+        attempt = 0
+        while True:
+            response: httpx.Response = yield request
+            if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+                return response
+            delay = retry_after(response)
+            if delay is None:
+                delay = min(0.5 * 2**attempt, 8.0)
+            if waited + delay > self.max_retry_wait:
+                return response
+            yield _Sleep(delay)
+            waited += delay
+            attempt += 1
+
+    def _call(self, request: _Request) -> _Flow[httpx.Response]:
+        response = yield from self._exchange(request)
+        if response.status_code >= 400:
+            raise ClusterbenchError.from_response(response)
+        return response
+
+    def _benchmark(
+        self,
+        body: dict[str, Any],
+        wait: bool,
+        progress: ProgressCallback | None,
+        wait_timeout: float | None,
+    ) -> _Flow[BenchmarkResult | Job]:
+        response = yield from self._call(
+            _Request(
+                "POST",
+                "/v1/benchmarks",
+                headers={**_JSON, "Prefer": "respond-async"},
+                json=body,
+            )
+        )
+        if response.status_code != 202:
+            # Stored already, or a service without jobs: the result itself.
+            return BenchmarkResult.model_validate_json(response.content)
+        job = Job.model_validate_json(response.content)
+        if not wait:
+            return job
+        return (
+            yield from self._follow(
+                job,
+                response.headers.get("location") or f"/v1/jobs/{job.id}",
+                progress,
+                self.wait_timeout if wait_timeout is None else wait_timeout,
+                first_wait=retry_after(response),
+            )
+        )
+
+    def _follow(
+        self,
+        job: Job,
+        url: str,
+        progress: ProgressCallback | None,
+        timeout: float,
+        first_wait: float | None,
+    ) -> _Flow[BenchmarkResult]:
+        """Poll the job at ``url`` until it ends; its result, or its error raised."""
+        deadline = time.monotonic() + timeout
+        backoff = POLL_FIRST_S
+        wait = first_wait if first_wait is not None else backoff
+        seen: tuple[Any, ...] | None = None
+        while True:
+            state = (job.state, job.progress.done, job.progress.total, job.progress.stage)
+            if progress is not None and state != seen:
+                yield _Notify(progress, job)
+            seen = state
+            if job.finished:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ClusterbenchError(
+                    None,
+                    "Job not finished",
+                    f"job {job.id} is still {job.state} after {timeout:g} s; "
+                    f"follow it with get_job({job.id!r})",
+                )
+            yield _Sleep(min(wait, left))
+            response = yield from self._call(_Request("GET", url, headers=_JSON))
+            job = Job.model_validate_json(response.content)
+            backoff = min(backoff * 1.5, POLL_MAX_S)
+            asked = retry_after(response)
+            wait = asked if asked is not None else backoff
+        if job.state != "succeeded":
+            raise ClusterbenchError.from_problem(
+                job.error
+                or {"title": f"Job {job.state}", "detail": f"job {job.id} was {job.state}"}
+            )
+        if not job.result_url:
+            raise ClusterbenchError(
+                None, "Job without result", f"job {job.id} succeeded but names no result_url"
+            )
+        response = yield from self._call(_Request("GET", job.result_url, headers=_JSON))
+        return BenchmarkResult.model_validate_json(response.content)
+
+    def _get_job(self, job_id: str) -> _Flow[Job]:
+        response = yield from self._call(_Request("GET", f"/v1/jobs/{job_id}", headers=_JSON))
+        return Job.model_validate_json(response.content)
+
+    def _get_benchmark(self, benchmark_id: str) -> _Flow[BenchmarkResult]:
+        response = yield from self._call(
+            _Request("GET", f"/v1/benchmarks/{benchmark_id}", headers=_JSON)
+        )
+        return BenchmarkResult.model_validate_json(response.content)
+
+    def _table(self, benchmark_id: str) -> _Flow[str]:
+        response = yield from self._call(
+            _Request("GET", f"/v1/benchmarks/{benchmark_id}", headers={"Accept": "text/plain"})
+        )
+        return response.text
+
+    def _plot(self, benchmark_id: str, init: str | None) -> _Flow[bytes]:
+        response = yield from self._call(
+            _Request(
+                "GET",
+                f"/v1/benchmarks/{benchmark_id}/plot.png",
+                params=None if init is None else {"init": init},
+                headers={"Accept": "image/png"},
+            )
+        )
+        return response.content
+
+    def _upload(
+        self,
+        data: str | os.PathLike[str] | bytes,
+        media_type: str | None,
+        label_column: str | None,
+    ) -> _Flow[DatasetInfo]:
+        params = None if label_column is None else {"label_column": label_column}
+        if isinstance(data, bytes | bytearray | memoryview):
+            if media_type is None:
+                raise ValueError(
+                    f"give the media_type of raw bytes, one of {sorted(set(MEDIA_TYPES.values()))}"
+                )
+            request = _Request(
+                "POST",
+                "/v1/datasets",
+                params=params,
+                headers={**_JSON, "Content-Type": media_type},
+                content=bytes(data),
+            )
+        else:
+            path = Path(data)
+            size = path.stat().st_size  # FileNotFoundError here, before any request
+            request = _Request(
+                "POST",
+                "/v1/datasets",
+                params=params,
+                headers={
+                    **_JSON,
+                    "Content-Type": media_type or media_type_of(path),
+                    "Content-Length": str(size),
+                },
+                file=path,
+            )
+        response = yield from self._call(request)
+        return DatasetInfo.model_validate_json(response.content)
+
+    def _datasets(self) -> _Flow[list[DatasetInfo]]:
+        response = yield from self._call(_Request("GET", "/v1/datasets", headers=_JSON))
+        return DatasetList.model_validate_json(response.content).datasets
+
+    def _dataset(self, dataset_id: str) -> _Flow[DatasetInfo]:
+        response = yield from self._call(
+            _Request("GET", f"/v1/datasets/{dataset_id}", headers=_JSON)
+        )
+        return DatasetInfo.model_validate_json(response.content)
+
+    def _model(self, model_id: str) -> _Flow[ModelInfo]:
+        response = yield from self._call(_Request("GET", f"/v1/models/{model_id}", headers=_JSON))
+        return ModelInfo.model_validate_json(response.content)
+
+    def _predict(self, model_id: str, X: Any) -> _Flow[Prediction]:
+        response = yield from self._call(
+            _Request("POST", f"/v1/models/{model_id}/predict", headers=_JSON, json={"X": _plain(X)})
+        )
+        return Prediction.model_validate_json(response.content)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(CHUNK_BYTES):
+            yield chunk
+
+
+async def _async_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as source:
+        while chunk := await source.read(CHUNK_BYTES):
+            yield chunk
+
+
+class Client(_Operations):
+    """The service's API, over a blocking httpx connection pool.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        Where the service is; default ``$CLUSTERBENCH_URL``, else ``http://127.0.0.1:8000``.
+    api_key : str, optional
+        Sent as ``Authorization: Bearer <api_key>``, for a service with keys; default
+        ``$CLUSTERBENCH_API_KEY``, if set.
+    timeout : float or httpx.Timeout
+        Per request; the default waits up to 330 s for an answer (a benchmark computes for
+        at most 300 s by the service's default) and 10 s to connect.
+    max_retries, max_retry_wait : int, float
+        An answer 503 or 429 is sent again after its ``Retry-After`` (else 0.5 s, doubling),
+        at most ``max_retries`` times and ``max_retry_wait`` seconds in all; then it is raised.
+    wait_timeout : float
+        How long ``benchmark(wait=True)`` follows a job before it gives up.
+    transport : httpx.BaseTransport, optional
+        Instead of httpx's own, which retries failed connections twice.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 8,
+        max_retry_wait: float = 120.0,
+        wait_timeout: float = 3600.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, max_retries, max_retry_wait, wait_timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=self._default_headers,
+            timeout=timeout,
+            transport=transport or httpx.HTTPTransport(retries=CONNECT_RETRIES),
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, request: _Request) -> httpx.Response:
+        try:
+            return self._http.request(
+                request.method,
+                request.url,
+                params=request.params,
+                headers=request.headers,
+                json=request.json,
+                content=_chunks(request.file) if request.file is not None else request.content,
+            )
+        except httpx.TransportError as exc:
+            raise self._no_answer(request, exc) from exc
+
+    def _run(self, flow: _Flow[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                action = flow.send(reply)
+                reply = None
+                if isinstance(action, _Sleep):
+                    time.sleep(action.seconds)
+                elif isinstance(action, _Notify):
+                    action.callback(action.job)
+                else:
+                    reply = self._send(action)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        finally:
+            flow.close()
+
+    @overload
+    def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult: ...
+
+    @overload
+    def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult | Job: ...
+
+    def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult | Job:
+        """Run a benchmark (or fetch it from the cache): ``POST /v1/benchmarks``.
+
+        ``dataset`` is a built-in name, an uploaded dataset's id or its :class:`DatasetInfo`;
+        ``fields`` are the request's other fields (``X``, ``y``, ``n_clusters``,
+        ``strategies``, ...). Where the service runs it as a job, it is followed to its end
+        with ``progress(job)`` called at each change, for at most ``wait_timeout`` seconds;
+        with ``wait=False`` the job is returned at once instead.
+        """
+        body = _benchmark_body(dataset, fields)
+        return self._run(self._benchmark(body, wait, progress, wait_timeout))
+
+    def get_job(self, job_id: str) -> Job:
+        """A job's state and progress: ``GET /v1/jobs/{job_id}``."""
+        return self._run(self._get_job(job_id))
+
+    def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
+        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
+        return self._run(self._get_benchmark(benchmark_id))
+
+    def table(self, benchmark_id: str) -> str:
+        """The benchmark as scikit-learn's example prints it (its ``text/plain`` form)."""
+        return self._run(self._table(benchmark_id))
+
+    def plot(self, benchmark_id: str, init: str | None = None) -> bytes:
+        """The decision-boundary plot as PNG bytes; one strategy's panel with ``init``."""
+        return self._run(self._plot(benchmark_id, init))
+
+    def upload(
+        self,
+        data: str | os.PathLike[str] | bytes,
+        media_type: str | None = None,
+        label_column: str | None = None,
+    ) -> DatasetInfo:
+        """Upload a data file (its media type from its extension) or raw bytes."""
+        return self._run(self._upload(data, media_type, label_column))
+
+    def datasets(self) -> list[DatasetInfo]:
+        """The built-in datasets and every uploaded one."""
+        return self._run(self._datasets())
+
+    def dataset(self, dataset_id: str) -> DatasetInfo:
+        """One dataset's shape, labels and format."""
+        return self._run(self._dataset(dataset_id))
+
+    def model(self, model_id: str) -> ModelInfo:
+        """A fitted model: its centres and scaler."""
+        return self._run(self._model(model_id))
+
+    def predict(self, model_id: str, X: Any) -> Prediction:
+        """Each sample's nearest centre under a fitted model, and its distance to it."""
+        return self._run(self._predict(model_id, X))
+
+
+class AsyncClient(_Operations):
+    """The same API as :class:`Client`, awaited; ``progress`` may be a coroutine function."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 8,
+        max_retry_wait: float = 120.0,
+        wait_timeout: float = 3600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, max_retries, max_retry_wait, wait_timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._default_headers,
+            timeout=timeout,
+            transport=transport or httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES),
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, request: _Request) -> httpx.Response:
+        try:
+            return await self._http.request(
+                request.method,
+                request.url,
+                params=request.params,
+                headers=request.headers,
+                json=request.json,
+                content=(
+                    _async_chunks(request.file) if request.file is not None else request.content
+                ),
+            )
+        except httpx.TransportError as exc:
+            raise self._no_answer(request, exc) from exc
+
+    async def _run(self, flow: _Flow[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                action = flow.send(reply)
+                reply = None
+                if isinstance(action, _Sleep):
+                    await anyio.sleep(action.seconds)
+                elif isinstance(action, _Notify):
+                    outcome = action.callback(action.job)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                else:
+                    reply = await self._send(action)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        finally:
+            flow.close()
+
+    @overload
+    async def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult: ...
+
+    @overload
+    async def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult | Job: ...
+
+    async def benchmark(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Unpack[BenchmarkFields],
+    ) -> BenchmarkResult | Job:
+        """Run a benchmark (or fetch it from the cache); see :meth:`Client.benchmark`."""
+        body = _benchmark_body(dataset, fields)
+        return await self._run(self._benchmark(body, wait, progress, wait_timeout))
+
+    async def get_job(self, job_id: str) -> Job:
+        """A job's state and progress: ``GET /v1/jobs/{job_id}``."""
+        return await self._run(self._get_job(job_id))
+
+    async def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
+        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
+        return await self._run(self._get_benchmark(benchmark_id))
+
+    async def table(self, benchmark_id: str) -> str:
+        """The benchmark as scikit-learn's example prints it (its ``text/plain`` form)."""
+        return await self._run(self._table(benchmark_id))
+
+    async def plot(self, benchmark_id: str, init: str | None = None) -> bytes:
+        """The decision-boundary plot as PNG bytes; one strategy's panel with ``init``."""
+        return await self._run(self._plot(benchmark_id, init))
+
+    async def upload(
+        self,
+        data: str | os.PathLike[str] | bytes,
+        media_type: str | None = None,
+        label_column: str | None = None,
+    ) -> DatasetInfo:
+        """Upload a data file (its media type from its extension) or raw bytes."""
+        return await self._run(self._upload(data, media_type, label_column))
+
+    async def datasets(self) -> list[DatasetInfo]:
+        """The built-in datasets and every uploaded one."""
+        return await self._run(self._datasets())
+
+    async def dataset(self, dataset_id: str) -> DatasetInfo:
+        """One dataset's shape, labels and format."""
+        return await self._run(self._dataset(dataset_id))
+
+    async def model(self, model_id: str) -> ModelInfo:
+        """A fitted model: its centres and scaler."""
+        return await self._run(self._model(model_id))
+
+    async def predict(self, model_id: str, X: Any) -> Prediction:
+        """Each sample's nearest centre under a fitted model, and its distance to it."""
+        return await self._run(self._predict(model_id, X))

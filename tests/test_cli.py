@@ -1,0 +1,225 @@
+"""The ``clusterbench`` console command, run as users run it, against a real server."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from rich.console import Console
+
+from service import cli
+from service.cli import build_parser
+from service.client import Client
+from service.process import ServiceProcess, free_port
+from tests.test_client import ID, Script, _job_script
+
+
+def clusterbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERBENCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def _csv(path: Path) -> Path:
+    rows = [f"{i % 7}.5,{(i * 3) % 11}.25,{'ab'[i % 2]}" for i in range(40)]
+    path.write_text("\n".join(["u,v,group", *rows]) + "\n")
+    return path
+
+
+@pytest.mark.server
+def test_run_prints_the_services_table(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that `clusterbench run` prints exactly the service's text/plain table, and
+    # names the benchmark on stderr.
+    done = clusterbench(
+        "run",
+        "--url",
+        server.url,
+        "--dataset",
+        "iris",
+        "--init",
+        "k-means++",
+        "random",
+        "--random-state",
+        "4",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    with Client(server.url) as client:
+        result = client.benchmark("iris", strategies=["k-means++", "random"], random_state=4)
+        assert done.stdout == client.table(result.id)
+    assert f"benchmark {result.id}" in done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[2:4]] == ["k-means++", "random"]
+
+
+@pytest.mark.server
+def test_run_uploads_a_file_first(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that `run --dataset FILE` uploads the file (its format from its extension)
+    # and benchmarks it.
+    path = _csv(tmp_path / "groups.csv")
+    done = clusterbench(
+        "run",
+        "--url",
+        server.url,
+        "--dataset",
+        str(path),
+        "--label-column",
+        "group",
+        "--init",
+        "random",
+        "--n-clusters",
+        "3",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    with Client(server.url) as client:
+        info = client.upload(path, label_column="group")
+        result = client.benchmark(info.id, strategies=["random"], n_clusters=3)
+        assert done.stdout == client.table(result.id)
+    assert f"dataset {info.id}: 40 samples, 2 features, with labels" in done.stderr
+
+
+@pytest.mark.server
+def test_upload_prints_the_id_and_shape(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check `clusterbench upload FILE`: the id, then the shape, on one line.
+    path = _csv(tmp_path / "groups.csv")
+    done = clusterbench(
+        "upload", str(path), "--label-column", "group", "--url", server.url, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    dataset_id, shape = done.stdout.rstrip("\n").split("\t")
+    assert shape == "40 samples, 2 features, with labels"
+    with Client(server.url) as client:
+        info = client.dataset(dataset_id)
+    assert (info.n_samples, info.n_features, info.has_labels, info.format) == (40, 2, True, "csv")
+
+
+@pytest.mark.server
+def test_plot_writes_the_services_png(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check `clusterbench plot ID -o FILE`, whole and with --init.
+    with Client(server.url) as client:
+        result = client.benchmark("iris", strategies=["k-means++", "random"], random_state=4)
+    done = clusterbench("plot", result.id, "-o", "plot.png", "--url", server.url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = httpx.get(f"{server.url}{result.plot_url}", timeout=60).content
+    assert (tmp_path / "plot.png").read_bytes() == expected
+    one = clusterbench(
+        "plot", result.id, "-o", "one.png", "--init", "random", "--url", server.url, cwd=tmp_path
+    )
+    assert one.returncode == 0, one.stderr
+    panel = httpx.get(f"{server.url}{result.plot_url}", params={"init": "random"}, timeout=60)
+    assert (tmp_path / "one.png").read_bytes() == panel.content
+
+
+@pytest.mark.server
+def test_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
+    # Check the error when nothing listens at --url: one line, exit status 1.
+    url = f"http://127.0.0.1:{free_port()}"
+    done = clusterbench("run", "--url", url, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"clusterbench: error: cannot reach {url}: is the service running? "
+        "start it with `clusterbench serve`\n"
+    )
+
+
+@pytest.mark.server
+def test_a_problem_is_one_line_with_its_detail(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that a problem the service answers is printed as its detail, exit status 1;
+    # and that a missing file is said before anything is sent.
+    done = clusterbench("run", "--url", server.url, "--dataset", "no-such-data", cwd=tmp_path)
+    detail = httpx.post(f"{server.url}/v1/benchmarks", json={"dataset": "no-such-data"}).json()
+    assert done.returncode == 1
+    assert done.stderr == f"clusterbench: error: {detail['detail']} ({detail['status']})\n"
+    missing = clusterbench("upload", "missing.csv", "--url", server.url, cwd=tmp_path)
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        "clusterbench: error: no such file: missing.csv\n",
+    )
+
+
+@pytest.mark.server
+def test_serve_serves_on_its_port_and_data_dir(tmp_path: Path) -> None:
+    # Check `clusterbench serve --port N --data-dir D`: the flags win over the environment's
+    # settings, it answers on N, keeps its data in D, and stops on SIGINT.
+    env_dir = tmp_path / "env-data"
+    env_dir.mkdir()
+    flag_dir = tmp_path / "flag-data"
+    server = ServiceProcess(
+        env_dir,
+        ["-m", "service.cli", "serve", "--port", "{port}", "--data-dir", str(flag_dir)],
+        CLUSTERBENCH_PORT=str(free_port()),
+        CLUSTERBENCH_WORKERS="1",
+    )
+    with server:
+        with Client(server.url) as client:
+            info = client.upload(b"a,b\n0,0\n1,1\n", "text/csv")
+        assert (flag_dir / "datasets" / info.id).is_dir()
+        assert not (env_dir / "datasets").exists()
+    assert server.process is not None
+    assert server.process.returncode is not None
+
+
+def test_flags_are_checked_before_anything_runs() -> None:
+    # Check that a bad port or worker count is an argparse error (status 2), not a traceback.
+    parser = build_parser()
+    for argv in (["serve", "--port", "70000"], ["serve", "--workers", "0"], ["plot"]):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 2
+
+
+# -- in-process, against a scripted service ------------------------------------------------
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, script: Script) -> None:
+    """Make the command's clients talk to ``script`` instead of the network."""
+
+    class Scripted(Client):
+        def __init__(self, base_url: str | None = None, **options: Any) -> None:
+            super().__init__(base_url, transport=httpx.MockTransport(script), **options)
+
+    monkeypatch.setattr(cli, "Client", Scripted)
+
+
+def test_run_follows_a_job_with_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Check that `run` follows a job to its end, drawing a progress bar on a terminal,
+    # sends $CLUSTERBENCH_API_KEY, then prints the result's table.
+    table = "_" * 82 + "\ninit\t\ttime\n" + "_" * 82 + "\n"
+    script = _job_script()
+    script.answers.append(httpx.Response(200, text=table))
+    _scripted(monkeypatch, script)
+    drawn = io.StringIO()
+    monkeypatch.setattr(
+        cli, "Console", lambda **_: Console(file=drawn, force_terminal=True, width=100)
+    )
+    monkeypatch.setenv("CLUSTERBENCH_API_KEY", "k3y")
+    assert cli.main(["run", "--url", "http://test", "--init", "random"]) == 0
+    out, err = capsys.readouterr()
+    assert out == table
+    assert f"benchmark {ID}" in err
+    # The bar is drawn from the first report and left at the last (the job's total).
+    assert "fitting 0/3" in drawn.getvalue()
+    assert "fitting 3/3" in drawn.getvalue()
+    assert {r.headers["authorization"] for r in script.requests} == {"Bearer k3y"}
+    assert script.requests[-1].headers["accept"] == "text/plain"
+    assert orjson.loads(script.requests[0].content) == {
+        "dataset": "digits",
+        "strategies": ["random"],
+    }

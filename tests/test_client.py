@@ -1,0 +1,520 @@
+"""service.client: scripted answers for its retry and job logic, then a real server."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from service.client import (
+    AsyncClient,
+    Client,
+    ClusterbenchError,
+    Job,
+    media_type_of,
+    retry_after,
+)
+from service.formats import EXTENSIONS, MEDIA_TYPES
+from service.process import ServiceProcess, free_port
+from service.schemas import BenchmarkResult
+
+ID = "ab" * 32
+RESULT: dict[str, Any] = {
+    "id": ID,
+    "cached": False,
+    "dataset": {
+        "id": "cd" * 32,
+        "name": "iris",
+        "n_samples": 150,
+        "n_features": 4,
+        "has_labels": True,
+    },
+    "n_clusters": 3,
+    "params": {
+        "dataset": "cd" * 32,
+        "n_clusters": 3,
+        "strategies": [{"init": "random", "n_init": 4}],
+        "random_state": 0,
+        "scale": True,
+        "algorithm": "lloyd",
+        "max_iter": 300,
+        "tol": 0.0001,
+        "silhouette_sample_size": 300,
+    },
+    "results": [
+        {
+            "init": "random",
+            "n_init": 4,
+            "fit_time": 0.01,
+            "inertia": 139.8,
+            "n_iter": 5,
+            "homogeneity": 0.66,
+            "completeness": 0.66,
+            "v_measure": 0.66,
+            "ari": 0.62,
+            "ami": 0.66,
+            "silhouette": 0.46,
+            "model_id": "ef" * 32,
+            "warnings": [],
+        }
+    ],
+    "plot_url": f"/v1/benchmarks/{ID}/plot.png",
+    "versions": {"service": "0.1.0"},
+}
+PROBLEM = {
+    "type": "urn:clusterbench:problem:invalid-request",
+    "title": "Invalid request",
+    "status": 422,
+    "detail": "strategies[0]: unknown strategy 'nope'",
+    "errors": [{"loc": ["strategies", 0], "msg": "unknown strategy 'nope'"}],
+}
+
+
+def _json(status: int, body: Any, **headers: str) -> httpx.Response:
+    content_type = "application/problem+json" if status >= 400 else "application/json"
+    return httpx.Response(
+        status, content=orjson.dumps(body), headers={"content-type": content_type, **headers}
+    )
+
+
+def _job(state: str, done: int, total: int = 3, **more: Any) -> dict[str, Any]:
+    return {
+        "id": "job1",
+        "kind": "benchmark",
+        "state": state,
+        "progress": {"done": done, "total": total, "stage": f"fitting {done}/{total}"},
+        "created_at": "2026-11-29T00:00:00Z",
+        "started_at": None,
+        "finished_at": None,
+        "result_url": None,
+        "error": None,
+        **more,
+    }
+
+
+class Script:
+    """A fake service: answers in order, and the requests it was sent."""
+
+    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return answer(request) if callable(answer) else answer
+
+    def client(self, **options: Any) -> Client:
+        return Client("http://test", transport=httpx.MockTransport(self), **options)
+
+
+def test_a_503_is_retried_after_its_retry_after() -> None:
+    # Check that 503s with Retry-After are sent again until the answer comes.
+    script = Script(
+        _json(
+            503, {**PROBLEM, "status": 503, "title": "Compute pool busy"}, **{"Retry-After": "0"}
+        ),
+        _json(503, {**PROBLEM, "status": 503}, **{"Retry-After": "0"}),
+        _json(200, RESULT),
+    )
+    with script.client() as client:
+        result = client.get_benchmark(ID)
+    assert result == BenchmarkResult.model_validate(RESULT)
+    assert [r.url.path for r in script.requests] == [f"/v1/benchmarks/{ID}"] * 3
+
+
+def test_retries_are_bounded_in_number_and_in_time() -> None:
+    # Check that a service busy for ever is reported as its problem, after max_retries
+    # retries, and at once when its Retry-After is past the client's max_retry_wait.
+    busy = _json(503, {**PROBLEM, "status": 503, "title": "Busy"}, **{"Retry-After": "0"})
+    script = Script(busy)
+    with script.client(max_retries=3) as client, pytest.raises(ClusterbenchError) as caught:
+        client.get_benchmark(ID)
+    assert len(script.requests) == 4
+    assert (caught.value.status, caught.value.title, caught.value.retry_after) == (503, "Busy", 0)
+
+    later = Script(_json(503, {**PROBLEM, "status": 503}, **{"Retry-After": "3600"}))
+    t0 = time.monotonic()
+    with later.client(max_retry_wait=60) as client, pytest.raises(ClusterbenchError) as caught:
+        client.get_benchmark(ID)
+    assert time.monotonic() - t0 < 1
+    assert len(later.requests) == 1
+    assert caught.value.retry_after == 3600
+
+
+def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
+    # Check both forms of Retry-After (RFC 9110), and that nonsense is ignored.
+    def answer(value: str) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": value})
+
+    assert retry_after(answer("7")) == 7
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < (retry_after(answer(in_a_minute)) or 0) <= 60
+    assert retry_after(answer("Mon, 01 Jan 2001 00:00:00 GMT")) == 0
+    assert retry_after(answer("soon")) is None
+    assert retry_after(httpx.Response(503)) is None
+
+
+def test_a_problem_is_raised_with_its_fields() -> None:
+    # Check that a problem+json answer becomes ClusterbenchError with its fields, and that
+    # an answer that is not the service's own (a proxy's page) still says what came.
+    with Script(_json(422, PROBLEM)).client() as client, pytest.raises(ClusterbenchError) as caught:
+        client.benchmark(strategies=["nope"])
+    error = caught.value
+    assert (error.status, error.title, error.detail, error.type, error.errors) == (
+        422,
+        PROBLEM["title"],
+        PROBLEM["detail"],
+        PROBLEM["type"],
+        PROBLEM["errors"],
+    )
+    assert PROBLEM["detail"] in str(error)
+
+    page = httpx.Response(502, text="<html><body>Bad gateway</body></html>")
+    with Script(page).client() as client, pytest.raises(ClusterbenchError) as caught:
+        client.datasets()
+    assert (caught.value.status, caught.value.title) == (502, "Bad Gateway")
+    assert "Bad gateway" in caught.value.detail
+
+
+def test_request_carries_fields_key_and_prefer() -> None:
+    # Check the request a benchmark sends: only the fields given (NumPy arrays as lists),
+    # the API key as a bearer token, and Prefer: respond-async.
+    script = Script(_json(200, RESULT))
+    with script.client(api_key="s3cret") as client:
+        client.benchmark(
+            "iris",
+            X=np.array([[0.0, 1.0], [2.0, 3.0]]),
+            strategies=["random", {"init": "k-means++", "n_init": 2}],
+            silhouette_sample_size=None,
+        )
+    (request,) = script.requests
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert request.headers["prefer"] == "respond-async"
+    assert orjson.loads(request.content) == {
+        "dataset": "iris",
+        "X": [[0.0, 1.0], [2.0, 3.0]],
+        "strategies": ["random", {"init": "k-means++", "n_init": 2}],
+        "silhouette_sample_size": None,
+    }
+
+
+def _job_script() -> Script:
+    return Script(
+        _json(202, _job("queued", 0), Location="/v1/jobs/job1", **{"Retry-After": "0"}),
+        _json(200, _job("running", 1), **{"Retry-After": "0"}),
+        _json(200, _job("running", 1), **{"Retry-After": "0"}),
+        _json(200, _job("running", 2), **{"Retry-After": "0"}),
+        _json(200, _job("succeeded", 3, result_url=f"/v1/benchmarks/{ID}")),
+        _json(200, RESULT),
+    )
+
+
+def test_benchmark_follows_a_scripted_job() -> None:
+    # Check the job path against a scripted service: 202, polls honouring Retry-After,
+    # progress reported at each change only, then the result fetched from result_url.
+    script = _job_script()
+    seen: list[tuple[str, int]] = []
+    with script.client() as client:
+        result = client.benchmark(progress=lambda job: seen.append((job.state, job.progress.done)))
+    assert result == BenchmarkResult.model_validate(RESULT)
+    assert seen == [("queued", 0), ("running", 1), ("running", 2), ("succeeded", 3)]
+    assert [r.url.path for r in script.requests] == [
+        "/v1/benchmarks",
+        *["/v1/jobs/job1"] * 4,
+        f"/v1/benchmarks/{ID}",
+    ]
+
+
+@pytest.mark.anyio
+async def test_async_client_follows_a_scripted_job_with_a_coroutine_callback() -> None:
+    # Check the same with AsyncClient, whose progress callback may be a coroutine function.
+    script = _job_script()
+    seen: list[int] = []
+
+    async def progress(job: Job) -> None:
+        seen.append(job.progress.done)
+
+    async with AsyncClient("http://test", transport=httpx.MockTransport(script)) as client:
+        result = await client.benchmark(progress=progress)
+    assert result.id == ID
+    assert seen == [0, 1, 2, 3]
+
+
+def test_a_failed_job_raises_its_error_and_wait_false_returns_the_job() -> None:
+    # Check that a job that failed raises its problem; that wait=False gives the job at
+    # once; and that a job past wait_timeout is reported, not waited on for ever.
+    failed = Script(
+        _json(202, _job("queued", 0), **{"Retry-After": "0"}),
+        _json(200, _job("failed", 1, error={**PROBLEM, "status": 504, "title": "Too long"})),
+    )
+    with failed.client() as client, pytest.raises(ClusterbenchError) as caught:
+        client.benchmark()
+    assert (caught.value.status, caught.value.title) == (504, "Too long")
+    assert failed.requests[1].url.path == "/v1/jobs/job1"  # no Location: the job's id
+
+    with Script(_json(202, _job("queued", 0))).client() as client:
+        job = client.benchmark(wait=False)
+    assert isinstance(job, Job)
+    assert job.state == "queued"
+    assert Job.model_validate({"id": "j", "state": "queued", "progress": None}).progress.done == 0
+
+    stuck = Script(_json(202, _job("running", 1)))
+    with stuck.client() as client, pytest.raises(ClusterbenchError) as caught:
+        client.benchmark(wait_timeout=0.5)
+    assert "still running after 0.5 s" in caught.value.detail
+
+
+def test_an_unreachable_service_is_one_clear_error() -> None:
+    # Check that no server on the port gives ClusterbenchError without a status, saying
+    # where it looked and how to start the service.
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url) as client, pytest.raises(ClusterbenchError) as caught:
+        client.datasets()
+    assert caught.value.status is None
+    assert caught.value.detail == (
+        f"cannot reach {url}: is the service running? start it with `clusterbench serve`"
+    )
+
+
+def test_upload_media_types_agree_with_the_service(tmp_path: Path) -> None:
+    # Check that every extension the service reads is sent with a media type it reads as
+    # the same format, and that an unknown one is refused before any request.
+    for extension, fmt in EXTENSIONS.items():
+        assert MEDIA_TYPES[media_type_of(f"data{extension.upper()}")] == fmt
+    with pytest.raises(ValueError, match=r"'data\.txt'"):
+        media_type_of("data.txt")
+    script = Script(_json(200, {}))
+    (tmp_path / "data.txt").write_text("1,2\n")
+    with script.client() as client, pytest.raises(ValueError, match="media_type"):
+        client.upload(tmp_path / "data.txt")
+    with script.client() as client, pytest.raises(ValueError, match="media_type"):
+        client.upload(b"1,2\n")
+    assert script.requests == []
+
+
+# -- against a real server ---------------------------------------------------------------
+
+
+def _raw(server: ServiceProcess, path: str, **options: Any) -> httpx.Response:
+    response = httpx.request(options.pop("method", "GET"), f"{server.url}{path}", **options)
+    assert response.status_code < 300, response.text
+    return response
+
+
+@pytest.mark.server
+def test_client_numbers_equal_the_servers_json(server: ServiceProcess) -> None:
+    # Check that every field of the client's answer is the service's JSON, as sent.
+    with Client(server.url) as client:
+        result = client.benchmark("iris", strategies=["k-means++", "random"], random_state=3)
+        again = client.get_benchmark(result.id)
+    raw = _raw(server, f"/v1/benchmarks/{result.id}", timeout=30).json()
+    for answer in (result, again):
+        dumped = answer.model_dump(mode="json", exclude={"results"})
+        assert {**dumped, "cached": True} == {key: raw[key] for key in dumped}
+        for ours, theirs in zip(answer.results, raw["results"], strict=True):
+            assert ours.model_dump(mode="json") == {k: theirs[k] for k in type(ours).model_fields}
+    assert again.cached
+    assert [r.init for r in result.results] == ["k-means++", "random"]
+
+
+@pytest.mark.server
+def test_table_is_the_services_text_plain(server: ServiceProcess) -> None:
+    # Check that table() is the service's text/plain representation, character for character.
+    with Client(server.url) as client:
+        result = client.benchmark("wine", random_state=1)
+        table = client.table(result.id)
+    plain = _raw(server, f"/v1/benchmarks/{result.id}", headers={"Accept": "text/plain"})
+    assert table == plain.text
+    assert table.splitlines()[1].startswith("init\t\ttime\tinertia")
+
+
+@pytest.mark.server
+def test_upload_a_csv_file_then_benchmark_it(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that a CSV file uploads (with its label column), is listed, and benchmarks.
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(0, 1, (30, 3)), rng.normal(6, 1, (30, 3))]).round(3)
+    path = tmp_path / "blobs.csv"
+    lines = ["a,b,c,label", *(f"{r[0]},{r[1]},{r[2]},{'xy'[i // 30]}" for i, r in enumerate(X))]
+    path.write_text("\n".join(lines) + "\n")
+    with Client(server.url) as client:
+        info = client.upload(path, label_column="label")
+        assert (info.n_samples, info.n_features, info.has_labels, info.format) == (
+            60,
+            3,
+            True,
+            "csv",
+        )
+        assert client.upload(path.read_bytes(), "text/csv", label_column="label") == info
+        assert info in client.datasets()
+        assert client.dataset(info.id) == info
+        result = client.benchmark(info, strategies=["k-means++"])
+    assert result.dataset.id == info.id
+    assert result.n_clusters == 2
+    assert result.results[0].ari == 1.0
+
+
+@pytest.mark.server
+def test_plot_bytes_are_the_services_png(server: ServiceProcess) -> None:
+    # Check that plot() gives the PNG that GET plot.png gives, whole and for one panel.
+    with Client(server.url) as client:
+        result = client.benchmark("iris", strategies=["k-means++", "random"], random_state=3)
+        whole = client.plot(result.id)
+        panel = client.plot(result.id, init="random")
+    assert whole.startswith(b"\x89PNG\r\n\x1a\n")
+    assert whole == _raw(server, result.plot_url, timeout=60).content
+    assert panel == _raw(server, result.plot_url, params={"init": "random"}, timeout=60).content
+    assert panel != whole
+
+
+@pytest.mark.server
+def test_model_and_predict_equal_the_servers(server: ServiceProcess) -> None:
+    # Check model() and predict() against the service's JSON.
+    X = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    with Client(server.url) as client:
+        result = client.benchmark("iris", strategies=["k-means++", "random"], random_state=3)
+        model_id = result.results[0].model_id
+        model = client.model(model_id)
+        prediction = client.predict(model_id, np.array(X))
+    assert model.model_dump(mode="json") == _raw(server, f"/v1/models/{model_id}").json()
+    raw = _raw(server, f"/v1/models/{model_id}/predict", method="POST", json={"X": X})
+    assert prediction.model_dump(mode="json") == raw.json()
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+async def test_async_client_gives_the_same_answers(server: ServiceProcess) -> None:
+    # Check AsyncClient against the sync one on the same server, for each operation.
+    payload = b"a,b\n0,0\n0,1\n5,5\n5,6\n"
+    with Client(server.url) as sync:
+        expected = sync.benchmark("iris", strategies=["k-means++", "random"], random_state=3)
+        table = sync.table(expected.id)
+        png = sync.plot(expected.id, init="k-means++")
+        info = sync.upload(payload, "text/csv")
+    async with AsyncClient(server.url) as client:
+        result = await client.benchmark("iris", strategies=["k-means++", "random"], random_state=3)
+        assert result == expected.model_copy(update={"cached": True})
+        assert await client.get_benchmark(expected.id) == result
+        assert await client.table(expected.id) == table
+        assert await client.plot(expected.id, init="k-means++") == png
+        assert await client.upload(payload, "text/csv") == info
+        assert info in await client.datasets()
+        model_id = result.results[0].model_id
+        assert (await client.model(model_id)).model_id == model_id
+        prediction = await client.predict(model_id, [[5.1, 3.5, 1.4, 0.2]])
+        assert len(prediction.labels) == 1
+
+
+@pytest.mark.server
+def test_service_problems_are_raised_with_their_fields(server: ServiceProcess) -> None:
+    # Check a real 404 and a real 422 from the service.
+    with Client(server.url) as client:
+        with pytest.raises(ClusterbenchError) as missing:
+            client.get_benchmark("0" * 64)
+        with pytest.raises(ClusterbenchError) as invalid:
+            client.benchmark("iris", strategies=["nope"])
+    assert missing.value.status == 404
+    assert "0" * 64 in missing.value.detail
+    raw = httpx.post(f"{server.url}/v1/benchmarks", json={"strategies": ["nope"]}).json()
+    assert invalid.value.status == 422
+    assert (invalid.value.detail, invalid.value.errors) == (raw["detail"], raw["errors"])
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """httpx's transport, noting when each request went and what came back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[float, float, int, httpx.Headers]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = time.monotonic()
+        response = super().handle_request(request)
+        self.log.append((sent, time.monotonic(), response.status_code, response.headers))
+        return response
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def busy_server(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """One worker and no queue: a second computation while one runs is refused with 503."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_QUEUE_SIZE="0") as s:
+        yield s
+
+
+@pytest.mark.server
+def test_a_real_503_with_retry_after_is_retried(busy_server: ServiceProcess) -> None:
+    # Check that while the only worker computes, the client's request for work of its own
+    # is refused with 503 + Retry-After, waits as asked, and gets its answer once the
+    # worker is free. A plot is that work: it is drawn in the pool on first request, and,
+    # unlike a benchmark asked with Prefer: respond-async, it is never queued as a job.
+    with Client(busy_server.url) as client:
+        result = client.benchmark("iris", strategies=["random"], random_state=2)
+    long = {"strategies": [{"init": "random", "n_init": 300}], "tol": 0.0, "random_state": 9}
+    done: dict[str, httpx.Response] = {}
+    worker = threading.Thread(
+        target=lambda: done.update(
+            r=httpx.post(f"{busy_server.url}/v1/benchmarks", json=long, timeout=120)
+        )
+    )
+    worker.start()
+    try:
+        _wait_for(
+            lambda: (
+                "clusterbench_compute_pending 1.0" in httpx.get(f"{busy_server.url}/metrics").text
+            ),
+            60,
+            "the long benchmark to take the worker",
+        )
+        transport = RecordingTransport()
+        with Client(busy_server.url, transport=transport, max_retries=100) as client:
+            png = client.plot(result.id)
+    finally:
+        worker.join()
+    assert done["r"].status_code == 200
+    assert png == httpx.get(f"{busy_server.url}{result.plot_url}").content
+    statuses = [status for _, _, status, _ in transport.log]
+    assert statuses[0] == 503
+    assert statuses[-1] == 200
+    assert set(statuses[:-1]) == {503}
+    for (_, answered, _, headers), (sent, *_) in itertools.pairwise(transport.log):
+        assert sent - answered >= float(headers["retry-after"]) - 0.01
+
+
+@pytest.mark.server
+def test_benchmark_follows_a_job_with_progress(server: ServiceProcess) -> None:
+    # Check, against a real service with jobs (API.md part 2), that benchmark() follows
+    # the job: progress reported with done never decreasing, ending at total on success.
+    # A service without jobs answers 200 at once and reports no progress: this fails then.
+    seen: list[Job] = []
+    with Client(server.url) as client:
+        result = client.benchmark(
+            "digits",
+            strategies=["k-means++", "random", "pca"],
+            random_state=20261129,
+            progress=seen.append,
+        )
+        assert result.results == client.get_benchmark(result.id).results
+    assert seen, "no progress reported: the service did not run the benchmark as a job"
+    done = [job.progress.done for job in seen]
+    assert done == sorted(done)
+    assert seen[-1].state == "succeeded"
+    assert seen[-1].progress.total is not None
+    assert done[-1] == seen[-1].progress.total
