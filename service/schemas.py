@@ -195,6 +195,17 @@ class DatasetInfo(DatasetSummary):
         description="How it arrived: builtin, csv, npy, npz, parquet or json.", examples=["csv"]
     )
     dtype: str = Field(description="float64, or float32 when sent as float32.")
+    feature_names: list[str] | None = Field(
+        None,
+        description="The names of the feature columns, from the header of an uploaded CSV "
+        "or Parquet file; null when the data came without names.",
+        examples=[["sepal length", "sepal width"]],
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="On upload: what was done to the file that its sender should know, e.g. "
+        "a CSV without a header read as data, or pandas' index column dropped.",
+    )
 
 
 class DatasetList(BaseModel):

@@ -127,14 +127,17 @@ async def upload_dataset(
         ),
     ] = None,
 ) -> Response:
-    """Store the data once, by the hash of its numbers; the same data again answers 200."""
+    """Store the data once, by the hash of its numbers; the same data again answers 200.
+
+    A CSV whose first line is all numbers is read as data without a header; an unnamed
+    first column counting 0 to n-1 (pandas' index) is dropped. `warnings` says so."""
     async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
-        info, created = await engine.import_file(path, fmt, label_column=label_column, name=name)
+        upload = await engine.import_file(path, fmt, label_column=label_column, name=name)
     return _json(
-        info.described(),
-        201 if created else 200,
-        headers={"Location": f"/v1/datasets/{info.id}"},
+        {**upload.info.described(), "warnings": upload.warnings},
+        201 if upload.created else 200,
+        headers={"Location": f"/v1/datasets/{upload.info.id}"},
     )
 
 
