@@ -104,6 +104,8 @@ class BenchmarkRequest(BaseModel):
         description="A built-in name (`digits`, `iris`, `wine`, `breast_cancer`) or the id of "
         "an uploaded dataset. Default `digits`; must be absent when `X` is given.",
         examples=["digits"],
+        # Absent (None) means digits unless X is given: the documented default is digits.
+        json_schema_extra={"default": "digits"},
     )
     X: Matrix | None = Field(
         None,
