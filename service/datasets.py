@@ -60,6 +60,8 @@ class DatasetInfo:
     # Sent inline in a benchmark request rather than uploaded: kept within a bound,
     # least recently used first out (an upload stays until it is deleted).
     inline: bool = False
+    # The names of X's columns, when the upload had a header (CSV, Parquet).
+    feature_names: list[str] | None = None
 
     def public(self) -> dict[str, Any]:
         """The summary a benchmark response carries."""
@@ -73,7 +75,14 @@ class DatasetInfo:
 
     def described(self) -> dict[str, Any]:
         """The full description the datasets endpoints answer with."""
-        return {**self.public(), "format": self.format, "dtype": self.dtype}
+        return {
+            **self.public(),
+            "format": self.format,
+            "dtype": self.dtype,
+            "feature_names": self.feature_names,
+            # What an upload's reader did to the file: only the upload's answer has any.
+            "warnings": [],
+        }
 
 
 def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
@@ -298,8 +307,13 @@ class DatasetStore:
         name: str | None,
         format: str,
         inline: bool = False,
+        feature_names: list[str] | None = None,
     ) -> tuple[DatasetInfo, bool]:
-        """Store validated arrays; returns the info and whether it was new."""
+        """Store validated arrays; returns the info and whether it was new.
+
+        The same numbers sent again keep the name and feature names they were first
+        stored with (the id is the numbers' alone).
+        """
         dataset_id = content_hash(X, y)
         final = self.root / dataset_id
         if (final / "meta.json").exists():
@@ -320,6 +334,7 @@ class DatasetStore:
             dtype=X.dtype.name,
             format=format,
             inline=inline,
+            feature_names=feature_names,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()

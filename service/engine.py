@@ -39,7 +39,7 @@ from service.errors import (
     WorkerDiedError,
     clip,
 )
-from service.formats import DataLimits, import_dataset
+from service.formats import DataLimits, Upload, import_upload
 from service.inline import (
     benchmark_body_in_worker,
     predict_in_worker,
@@ -321,13 +321,13 @@ class BenchmarkEngine:
 
     async def import_file(
         self, path: Path, fmt: str, *, label_column: str | None, name: str | None
-    ) -> tuple[DatasetInfo, bool]:
-        """Read an uploaded file and store it; returns the info and whether it is new.
+    ) -> Upload:
+        """Read an uploaded file and store it: the info, whether it is new, the warnings.
 
         In a compute worker: parsing a large file would otherwise hold the event loop.
         """
         return await self.data_pool.run(
-            import_dataset,
+            import_upload,
             path,
             fmt,
             label_column,
@@ -437,7 +437,9 @@ class BenchmarkEngine:
                 render_boundaries_from_file,
                 n_clusters=body["n_clusters"],
                 random_state=body["params"]["random_state"],
-                dataset_name=info.name or f"dataset {info.id[:8]}",
+                dataset_name=info.name,
+                dataset_id=info.id,
+                feature_names=info.feature_names,
             ),
             X_path,
             specs,

@@ -7,6 +7,7 @@ problem into an :class:`InvalidDataError` that says what is wrong and where.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zipfile
@@ -69,6 +70,24 @@ def format_of(media_type: str | None, filename: str | None = None) -> str | None
     return None
 
 
+@dataclass
+class ReadNotes:
+    """What a reader learnt beside the arrays: the feature columns' names (tables with a
+    header) and what it did that the client should hear of."""
+
+    feature_names: list[str] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored upload: its info, whether it is new, and the reader's warnings."""
+
+    info: DatasetInfo
+    created: bool
+    warnings: list[str]
+
+
 @dataclass(frozen=True)
 class Bounds:
     """What one upload may grow to once decoded."""
@@ -84,6 +103,7 @@ def read_dataset(
     label_column: str | None = None,
     max_cells: int,
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    notes: ReadNotes | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an uploaded file as validated arrays.
 
@@ -103,6 +123,8 @@ def read_dataset(
     max_dataset_bytes : int
         Largest stored size accepted: X (float64, or float32 when sent as float32)
         plus the labels, in bytes.
+    notes : ReadNotes, optional
+        Filled with the feature names and warnings, when given.
 
     Returns
     -------
@@ -122,7 +144,7 @@ def read_dataset(
         "json": _read_json,
     }
     bounds = Bounds(max_cells, max_dataset_bytes)
-    X, y = readers[fmt](path, label_column, bounds)
+    X, y = readers[fmt](path, label_column, bounds, notes or ReadNotes())
     check_cells(X.shape, max_cells)
     check_stored_bytes(X.shape, X.dtype.itemsize, 0 if y is None else y.nbytes, max_dataset_bytes)
     return X, y
@@ -139,14 +161,35 @@ def import_dataset(
 ) -> tuple[DatasetInfo, bool]:
     """Read an uploaded file and store it (in a compute worker); returns the info and
     whether the dataset is new."""
+    upload = import_upload(
+        path, fmt, label_column, name, datasets_root, max_cells, max_dataset_bytes
+    )
+    return upload.info, upload.created
+
+
+def import_upload(
+    path: Path,
+    fmt: str,
+    label_column: str | None,
+    name: str | None,
+    datasets_root: Path,
+    max_cells: int,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+) -> Upload:
+    """Read an uploaded file and store it (in a compute worker), with the reader's warnings."""
+    notes = ReadNotes()
     X, y = read_dataset(
         path,
         fmt,
         label_column=label_column,
         max_cells=max_cells,
         max_dataset_bytes=max_dataset_bytes,
+        notes=notes,
     )
-    return DatasetStore(datasets_root).put(X, y, name=name, format=fmt)
+    info, created = DatasetStore(datasets_root).put(
+        X, y, name=name, format=fmt, feature_names=notes.feature_names
+    )
+    return Upload(info, created, notes.warnings)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:
@@ -215,7 +258,7 @@ _SLICE = 65_536
 
 
 def _read_csv(
-    path: Path, label_column: str | None, bounds: Bounds
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if _blank(path):
         raise _no_rows()
@@ -225,28 +268,67 @@ def _read_csv(
         ragged.append(row)
         return "error"
 
-    def read(use_threads: bool) -> pa.Table:
+    def read(use_threads: bool, column_names: list[str] | None) -> pa.Table:
         return pyarrow.csv.read_csv(
             path,
-            read_options=pyarrow.csv.ReadOptions(use_threads=use_threads),
+            read_options=pyarrow.csv.ReadOptions(
+                use_threads=use_threads, column_names=column_names
+            ),
             parse_options=pyarrow.csv.ParseOptions(invalid_row_handler=on_invalid_row),
             convert_options=pyarrow.csv.ConvertOptions(null_values=[""], strings_can_be_null=True),
         )
 
-    try:
+    def read_all(column_names: list[str] | None = None) -> pa.Table:
         try:
-            table = read(use_threads=True)
-        except pa.ArrowInvalid:
-            if not ragged or ragged[0].number is not None:
-                raise
-            # Threaded reading does not know row numbers: read again, in order, to name it.
-            ragged.clear()
-            table = read(use_threads=False)
-    except pa.ArrowInvalid as exc:
-        if ragged:
-            raise _ragged(ragged[0]) from None
-        raise InvalidDataError(f"the CSV cannot be read: {exc}") from None
-    return _table_arrays(table, label_column, bounds, line_offset=2)
+            try:
+                return read(True, column_names)
+            except pa.ArrowInvalid:
+                if not ragged or ragged[0].number is not None:
+                    raise
+                # Threaded reading does not know row numbers: read again, in order, to name it.
+                ragged.clear()
+                return read(False, column_names)
+        except pa.ArrowInvalid as exc:
+            if ragged:
+                raise _ragged(ragged[0]) from None
+            raise InvalidDataError(f"the CSV cannot be read: {exc}") from None
+
+    table = read_all()
+    line_offset = 2
+    header = _numeric_header(table)
+    if header is not None:
+        # A file without a header: its first line is data, not names (pyarrow would have
+        # taken it as names, and the first sample would be lost).
+        names = [f"x{j}" for j in range(table.num_columns)]
+        table = read_all(names)
+        line_offset = 1
+        notes.warnings.append(
+            f"the CSV's first line ({header}) holds only numbers: it was read as the first "
+            f"row of data, not as a header, and the columns are named x0 to x{len(names) - 1}"
+            " (send a header line to name them)"
+        )
+    X, y, features = _table_arrays(
+        table, label_column, bounds, line_offset=line_offset, notes=notes
+    )
+    notes.feature_names = None if header is not None else features
+    return X, y
+
+
+def _numeric_header(table: pa.Table) -> str | None:
+    """The first line of a CSV, shortened, when it is numbers rather than column names.
+
+    ``0,1,...,n-1`` is a header: pandas writes it for a DataFrame made from an array.
+    """
+    try:
+        names = [name.strip() for name in table.column_names]
+    except UnicodeDecodeError:
+        return None
+    if not names or not all(_is_number(name) for name in names):
+        return None
+    if names == [str(j) for j in range(len(names))]:
+        return None
+    line = ",".join(names)
+    return repr(line if len(line) <= 40 else line[:37] + "...")
 
 
 def _blank(path: Path) -> bool:
@@ -271,7 +353,7 @@ def _ragged(row: pyarrow.csv.InvalidRow) -> InvalidDataError:
 
 
 def _read_parquet(
-    path: Path, label_column: str | None, bounds: Bounds
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
 ) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         # Only the footer is read here: the schema and the sizes it declares.
@@ -319,7 +401,9 @@ def _read_parquet(
         raise InvalidDataError(
             f"the Parquet file declares {n_samples:,} rows but holds {table.num_rows:,}"
         )
-    return _table_arrays(table, label_column, bounds, line_offset=None)
+    X, y, features = _table_arrays(table, label_column, bounds, line_offset=None, notes=notes)
+    notes.feature_names = features
+    return X, y
 
 
 def _is_number_type(kind: pa.DataType) -> bool:
@@ -391,13 +475,26 @@ def _check_label_column(names: list[str], label_column: str | None) -> None:
 
 
 def _table_arrays(
-    table: pa.Table, label_column: str | None, bounds: Bounds, *, line_offset: int | None
-) -> tuple[np.ndarray, np.ndarray | None]:
+    table: pa.Table,
+    label_column: str | None,
+    bounds: Bounds,
+    *,
+    line_offset: int | None,
+    notes: ReadNotes,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """X, y and the names of X's columns."""
     names = _column_names(table.schema, "CSV" if line_offset else "Parquet file")
     _check_label_column(names, label_column)
     if table.num_rows == 0:
         raise _no_rows()
     features = [n for n in names if n != label_column]
+    if len(features) > 1 and _is_row_index(table, features[0]):
+        notes.warnings.append(
+            f"the first column ({features[0]!r}) counts the rows 0 to {table.num_rows - 1}, "
+            "as the index pandas' to_csv() writes does: it was dropped, not used as a "
+            "feature (write the file with index=False to leave it out)"
+        )
+        features = features[1:]
     if not features:
         raise InvalidDataError("the table has no feature columns besides the labels")
     shape = (table.num_rows, len(features))
@@ -419,7 +516,22 @@ def _table_arrays(
     y = None
     if label_column is not None:
         y = _label_column(table.column(label_column), label_column, line_offset)
-    return X, (None if y is None else as_labels(y, X.shape[0]))
+    return X, (None if y is None else as_labels(y, X.shape[0])), features
+
+
+# The names pandas gives its index when it writes one: to_csv() leaves it unnamed (read
+# back as "" or "Unnamed: 0"), to_parquet() names a non-default one __index_level_0__.
+_INDEX_NAMES = frozenset({"", "Unnamed: 0", "__index_level_0__"})
+
+
+def _is_row_index(table: pa.Table, name: str) -> bool:
+    """Whether column ``name`` is an unnamed 0, 1, ..., n-1: a row index, not a feature."""
+    if name.strip() not in _INDEX_NAMES:
+        return False
+    column = table.column(name)
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return False
+    return bool(np.array_equal(column.to_numpy(), np.arange(len(column))))
 
 
 def _label_column_bytes(column: pa.ChunkedArray) -> int:
@@ -641,7 +753,7 @@ def _check_size(header: _NpyHeader, what: str, size: int) -> None:
 
 
 def _read_npy(
-    path: Path, label_column: str | None, bounds: Bounds
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
 ) -> tuple[np.ndarray, np.ndarray | None]:
     what = "the .npy file"
     with path.open("rb") as handle:
@@ -662,7 +774,7 @@ def _stored_itemsize(dtype: np.dtype[Any]) -> int:
 
 
 def _read_npz(
-    path: Path, label_column: str | None, bounds: Bounds
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
 ) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with zipfile.ZipFile(path) as archive:
@@ -751,7 +863,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
 
 
 def _read_json(
-    path: Path, label_column: str | None, bounds: Bounds
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
 ) -> tuple[np.ndarray, np.ndarray | None]:
     raw = path.read_bytes()
     document: Any

@@ -10,6 +10,8 @@ compute worker by the ``*_in_worker`` functions, which return only small results
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +22,7 @@ from service.benchmark import FittedModel
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError
 from service.formats import DataLimits, check_cells, check_stored_bytes, label_bytes
-from service.schemas import BenchmarkRequest, PredictRequest
+from service.schemas import STRATEGY_TAGS, BenchmarkRequest, PredictRequest, StrategySpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,18 +75,110 @@ def validate(model: type[M], raw: bytes) -> M:
         return model.model_validate(decode_json(raw))
     except ValidationError as exc:
         raise InvalidRequestError.listing(
-            [
-                {"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]}
-                for e in exc.errors(include_url=False)
-            ]
+            request_errors(exc.errors(include_url=False), model)
         ) from None
 
 
-def _message(error: Any) -> str:
-    value = error.get("input")
+def request_errors(errors: Sequence[Any], model: type[BaseModel] | None = None) -> list[Any]:
+    """pydantic's errors in the API's words: where (a JSON path, no class or union tag
+    names) and what is wrong, with the value sent."""
+    return [
+        {
+            "loc": (loc := _api_loc(e.get("loc", ()))),
+            "msg": _message(e, loc, model),
+            "type": e["type"],
+        }
+        for e in errors
+    ]
+
+
+def _api_loc(loc: Sequence[Any]) -> list[Any]:
+    # ["strategies", 1, "spec", "n_init"] -> ["strategies", 1, "n_init"]: the tag names
+    # which branch of the strategy union pydantic tried, nothing the client sent.
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] == "strategies" and parts[2] in STRATEGY_TAGS:
+        del parts[2]
+    return parts
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, OversizedInteger):
-        return f"{error['msg']} (got an integer of {value.digits} digits)"
-    return str(error["msg"])
+        return f"an integer of {value.digits} digits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
+    text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=repr).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _choices(expected: str) -> str:
+    # pydantic's "'a', 'b' or 'c'" -> "'a', 'b', 'c'"
+    return expected.replace(" or ", ", ")
+
+
+def _message(error: Any, loc: list[Any], model: type[BaseModel] | None) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    got = f" (got {_shown(value)})"
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if kind == "literal_error":
+        what = "strategy" if loc[:1] == ["strategies"] else field or "value"
+        return f"unknown {what} {_shown(value)}; use one of {_choices(ctx['expected'])}"
+    if kind == "extra_forbidden":
+        known = _fields(model, loc)
+        listed = f"; the fields are {', '.join(known)}" if known else ""
+        return f"unknown field{listed}"
+    if kind == "missing":
+        return "required"
+    bounds = {
+        "greater_than_equal": (">=", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("<=", "le"),
+        "less_than": ("<", "lt"),
+    }
+    if kind in bounds:
+        sign, key = bounds[kind]
+        return f"must be {sign} {ctx[key]}{got}"
+    types = {
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "finite_number": "a finite number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "an array",
+        "dict_type": "an object",
+        "model_type": "an object",
+        "model_attributes_type": "an object",
+    }
+    if kind in types:
+        if isinstance(value, OversizedInteger):
+            return f"must be {types[kind]} of at most {sys.get_int_max_str_digits()} digits{got}"
+        return f"must be {types[kind]}{got}"
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} item(s)"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters long"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if isinstance(value, OversizedInteger):
+        return f"{message}{got}"
+    return message
+
+
+def _fields(model: type[BaseModel] | None, loc: list[Any]) -> list[str]:
+    """The fields allowed where an unknown one was found."""
+    if model is None:
+        return []
+    if len(loc) == 1:
+        return list(model.model_fields)
+    if loc[:1] == ["strategies"] and len(loc) == 3:
+        return list(StrategySpec.model_fields)
+    return []
 
 
 def store_inline(datasets: DatasetStore, X: Any, y: Any, limits: DataLimits) -> DatasetInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
 from PIL import Image
 from sklearn.cluster import KMeans
@@ -40,11 +42,54 @@ PALETTE_RGB = np.rint(PALETTE * 255).astype(np.uint8)
 # Titles hold client text (an uploaded file's name): drawn as given, never parsed as
 # mathtext ("$\\foo$" failed the whole plot) nor handed to TeX, whatever the rcParams.
 PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
-TITLE_NAME_CHARS = 60
+# Text may take this share of the width it is given (the figure's, or a panel's).
+TEXT_WIDTH_SHARE = 0.96
+ELLIPSIS = "\u2026"
 
 
-def _shorten(name: str) -> str:
-    return name if len(name) <= TITLE_NAME_CHARS else name[: TITLE_NAME_CHARS - 3] + "..."
+def subject(dataset_name: str | None, dataset_id: str = "") -> str:
+    """How the title calls the data: ``the iris dataset``, or ``dataset 38ea2481``."""
+    if dataset_name:
+        return f"the {dataset_name} dataset"
+    return f"dataset {dataset_id[:8]}" if dataset_id else "the dataset"
+
+
+def _shortened(text: str, keep: int) -> str:
+    """``text`` cut to ``keep`` characters, the middle replaced by an ellipsis (the end of
+    a file name, its extension, stays)."""
+    if keep >= len(text):
+        return text
+    head = (keep + 1) // 2
+    tail = keep - head
+    return text[:head] + ELLIPSIS + (text[len(text) - tail :] if tail else "")
+
+
+def _fit(artist: Text, compose: Callable[[str], str], part: str, max_px: float) -> bool:
+    """Set ``artist``'s text to ``compose(part)``, ``part`` shortened with an ellipsis until
+    the rendered text is at most ``max_px`` wide (measured by the figure's renderer).
+
+    Returns whether ``part`` had to be shortened.
+    """
+    figure = artist.get_figure()
+    assert isinstance(figure, Figure)
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+
+    def width(text: str) -> float:
+        artist.set_text(text)
+        extent = artist.get_window_extent(renderer)
+        return float(extent.height if artist.get_rotation() % 180 else extent.width)
+
+    if width(compose(part)) <= max_px:
+        return False
+    lo, hi = 0, len(part) - 1  # the longest shortening that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if width(compose(_shortened(part, mid))) <= max_px:
+            lo = mid
+        else:
+            hi = mid - 1
+    artist.set_text(compose(_shortened(part, lo)))
+    return True
 
 
 @dataclass(frozen=True)
@@ -91,16 +136,23 @@ def axes_size_px() -> tuple[int, int]:
     return round(PANEL_WIDTH_IN * AXES_BOX[2] * DPI), round(HEIGHT_IN * AXES_BOX[3] * DPI)
 
 
-def make_frame(X: np.ndarray) -> Frame:
-    """Reduce ``X`` (n_samples, n_features) to 2-D and choose the plane's extent."""
+def make_frame(X: np.ndarray, feature_names: Sequence[str] | None = None) -> Frame:
+    """Reduce ``X`` (n_samples, n_features) to 2-D and choose the plane's extent.
+
+    The axes are named by ``feature_names`` (X's column names) when X has 2 features,
+    else they are the first two principal components.
+    """
     if X.shape[1] == 2:
         reduced = np.asarray(X, dtype=np.float64)
         projection = None
-        axis_labels = ("feature 0 (2 features: no PCA needed)", "feature 1")
+        if feature_names is not None and len(feature_names) == 2:
+            axis_labels = (feature_names[0], feature_names[1])
+        else:
+            axis_labels = ("feature 0 (2 features: no PCA needed)", "feature 1")
     else:
         projection = PCA(n_components=2).fit(X)
         reduced = projection.transform(X).astype(np.float64)
-        axis_labels = ("PCA component 1", "PCA component 2")
+        axis_labels = ("PC1", "PC2")
     lo, hi = reduced.min(axis=0), reduced.max(axis=0)
     margin = np.maximum((hi - lo) * 0.05, 1e-9)
     width_px, height_px = axes_size_px()
@@ -124,9 +176,7 @@ def pixel_centres(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def fit_panel(
-    frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: int, dataset_name: str
-) -> Panel:
+def fit_panel(frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: int) -> Panel:
     """Fit the panel's KMeans on the reduced data and label every pixel centre."""
     if spec.init == "pca":
         if spec.start_centers is None:
@@ -151,18 +201,14 @@ def fit_panel(
     return Panel(spec=spec, kmeans=kmeans, labels=labels.reshape(xx.shape), title=title)
 
 
-def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: int) -> bytes:
-    """Draw the panels side by side and return the PNG's bytes (no timestamp in them).
-
-    matplotlib draws everything but the regions (text, frames, points, crosses) on a
-    transparent canvas; the regions, one colour per pixel, are laid under it with NumPy.
-    Same picture as ``imshow``, without resampling an image the size of the axes.
-    """
+def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_state: int) -> Figure:
+    """The figure of everything but the regions, on a transparent canvas, every text
+    fitted to the width it has."""
     n = len(panels)
     width_px, height_px = figure_size_px(n)
     figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     figure.patch.set_alpha(0.0)
-    canvas = FigureCanvasAgg(figure)
+    FigureCanvasAgg(figure)
     reduced = frame.reduced
     if len(reduced) > MAX_POINTS:
         shown = np.random.default_rng(random_state).choice(len(reduced), MAX_POINTS, replace=False)
@@ -170,14 +216,26 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
         note = f" ({MAX_POINTS:,} of {len(reduced):,} points shown)"
     else:
         points, note = reduced, ""
-    figure.suptitle(
-        f"K-means clustering on the {_shorten(dataset_name)} dataset "
-        f"({'PCA-reduced data' if frame.projection is not None else '2 features'}){note}\n"
-        "Centroids are marked with white cross",
-        fontsize=11,
-        **PLAIN_TEXT,
-    )
+    kind = f"({'PCA-reduced data' if frame.projection is not None else '2 features'}){note}"
+    title = figure.suptitle("", fontsize=11, **PLAIN_TEXT)
+    max_title_px = TEXT_WIDTH_SHARE * width_px
+    marker = "Centroids are marked with white cross"
+    if _fit(
+        title,
+        lambda name: f"K-means clustering on {name} {kind}\n{marker}",
+        title_subject,
+        max_title_px,
+    ):
+        # Too wide: the data's description gets a line of its own before the name is
+        # shortened.
+        _fit(
+            title,
+            lambda name: f"K-means clustering on {name}\n{kind}\n{marker}",
+            title_subject,
+            max_title_px,
+        )
     left, bottom, width, height = AXES_BOX
+    max_label_px = TEXT_WIDTH_SHARE * frame.width_px
     outline = [patheffects.withStroke(linewidth=5, foreground="black")]
     x_min, x_max, y_min, y_max = frame.extent
     scale_x = frame.width_px / (x_max - x_min)
@@ -229,29 +287,41 @@ def draw(frame: Frame, panels: list[Panel], *, dataset_name: str, random_state: 
             fontsize=10,
             **PLAIN_TEXT,
         )
-        figure.text(
-            centre_x,
-            bottom - 0.01,
-            frame.axis_labels[0],
-            ha="center",
-            va="top",
-            fontsize=9,
-            **PLAIN_TEXT,
+        x_label = figure.text(
+            centre_x, bottom - 0.01, "", ha="center", va="top", fontsize=9, **PLAIN_TEXT
         )
+        _fit(x_label, str, frame.axis_labels[0], max_label_px)
         if i == 0:
-            figure.text(
+            y_label = figure.text(
                 (i + left) / n - 0.005,
                 bottom + height / 2,
-                frame.axis_labels[1],
+                "",
                 ha="right",
                 va="center",
                 rotation=90,
                 fontsize=9,
                 **PLAIN_TEXT,
             )
+            _fit(y_label, str, frame.axis_labels[1], TEXT_WIDTH_SHARE * frame.height_px)
+    return figure
+
+
+def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state: int) -> bytes:
+    """Draw the panels side by side and return the PNG's bytes (no timestamp in them).
+
+    matplotlib draws everything but the regions (text, frames, points, crosses) on a
+    transparent canvas; the regions, one colour per pixel, are laid under it with NumPy.
+    Same picture as ``imshow``, without resampling an image the size of the axes.
+    """
+    n = len(panels)
+    width_px, height_px = figure_size_px(n)
+    left, bottom, _, _ = AXES_BOX
     with warnings.catch_warnings():
         # A client's name may hold characters the font lacks: drawn as boxes, not an error.
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        figure = compose(frame, panels, title_subject=title_subject, random_state=random_state)
+        canvas = figure.canvas
+        assert isinstance(canvas, FigureCanvasAgg)
         canvas.draw()  # type: ignore[no-untyped-call]
     overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
 
@@ -279,7 +349,9 @@ def render_boundaries(
     *,
     n_clusters: int,
     random_state: int,
-    dataset_name: str,
+    dataset_name: str | None,
+    dataset_id: str = "",
+    feature_names: Sequence[str] | None = None,
 ) -> bytes:
     """The boundary plot of ``X`` with one panel per spec, as PNG bytes.
 
@@ -291,8 +363,13 @@ def render_boundaries(
         The panels, left to right.
     n_clusters, random_state : int
         As in the benchmark.
-    dataset_name : str
-        Named in the title as plain text (never mathtext), shortened when long.
+    dataset_name : str or None
+        Named in the title as plain text (never mathtext), shortened to fit; data
+        without a name is called by the first 8 characters of ``dataset_id``.
+    dataset_id : str
+        The dataset's id.
+    feature_names : sequence of str, optional
+        X's column names: the axes' labels when X has 2 features.
 
     Raises
     ------
@@ -300,14 +377,16 @@ def render_boundaries(
         Values so large that the sums of squares of PCA and KMeans would overflow.
     """
     check_magnitude(X)
-    frame = make_frame(X)
+    frame = make_frame(X, feature_names)
     panels = [
-        fit_panel(
-            frame, spec, n_clusters=n_clusters, random_state=random_state, dataset_name=dataset_name
-        )
-        for spec in specs
+        fit_panel(frame, spec, n_clusters=n_clusters, random_state=random_state) for spec in specs
     ]
-    return draw(frame, panels, dataset_name=dataset_name, random_state=random_state)
+    return draw(
+        frame,
+        panels,
+        title_subject=subject(dataset_name, dataset_id),
+        random_state=random_state,
+    )
 
 
 def render_boundaries_from_file(
@@ -316,10 +395,18 @@ def render_boundaries_from_file(
     *,
     n_clusters: int,
     random_state: int,
-    dataset_name: str,
+    dataset_name: str | None,
+    dataset_id: str = "",
+    feature_names: Sequence[str] | None = None,
 ) -> bytes:
     """Worker entry point: memory-map the stored dataset and render."""
     X, _ = load_arrays(X_path, None)
     return render_boundaries(
-        X, specs, n_clusters=n_clusters, random_state=random_state, dataset_name=dataset_name
+        X,
+        specs,
+        n_clusters=n_clusters,
+        random_state=random_state,
+        dataset_name=dataset_name,
+        dataset_id=dataset_id,
+        feature_names=feature_names,
     )

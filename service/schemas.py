@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -64,6 +66,28 @@ class StrategySpec(BaseModel):
     )
 
 
+def _strategy_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "name"
+    if isinstance(value, dict | StrategySpec):
+        return "spec"
+    return None
+
+
+# The tags pydantic puts in an error's location; they are not the API's words, and
+# service.inline drops them. One branch is tried, chosen by the JSON type, so a typo in
+# a name is reported once, as a name, and a bad n_init as the n_init it is.
+STRATEGY_TAGS = frozenset({"name", "spec"})
+Strategy = Annotated[
+    Annotated[StrategyName, Tag("name")] | Annotated[StrategySpec, Tag("spec")],
+    Discriminator(
+        _strategy_kind,
+        custom_error_type="strategy_type",
+        custom_error_message="a strategy is a name ('k-means++', 'random', 'pca') or an "
+        'object {"init": name, "n_init": count}',
+    ),
+]
+
 DEFAULT_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++", "random", "pca")
 
 
@@ -80,6 +104,8 @@ class BenchmarkRequest(BaseModel):
         description="A built-in name (`digits`, `iris`, `wine`, `breast_cancer`) or the id of "
         "an uploaded dataset. Default `digits`; must be absent when `X` is given.",
         examples=["digits"],
+        # Absent (None) means digits unless X is given: the documented default is digits.
+        json_schema_extra={"default": "digits"},
     )
     X: Matrix | None = Field(
         None,
@@ -98,7 +124,7 @@ class BenchmarkRequest(BaseModel):
         "Required when the data has no labels.",
         examples=[10],
     )
-    strategies: list[StrategyName | StrategySpec] = Field(
+    strategies: list[Strategy] = Field(
         default_factory=lambda: list(DEFAULT_STRATEGIES),
         min_length=1,
         max_length=16,
@@ -171,6 +197,17 @@ class DatasetInfo(DatasetSummary):
         description="How it arrived: builtin, csv, npy, npz, parquet or json.", examples=["csv"]
     )
     dtype: str = Field(description="float64, or float32 when sent as float32.")
+    feature_names: list[str] | None = Field(
+        None,
+        description="The names of the feature columns, from the header of an uploaded CSV "
+        "or Parquet file; null when the data came without names.",
+        examples=[["sepal length", "sepal width"]],
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="On upload: what was done to the file that its sender should know, e.g. "
+        "a CSV without a header read as data, or pandas' index column dropped.",
+    )
 
 
 class DatasetList(BaseModel):

@@ -270,11 +270,11 @@ async def test_the_plot_of_an_upload_named_like_mathtext(client: httpx.AsyncClie
         ({"silhouette_sample_size": 2**63}, ["silhouette_sample_size"]),
         (
             {"strategies": [{"init": "random", "n_init": "3"}]},
-            ["strategies", 0, "StrategySpec", "n_init"],
+            ["strategies", 0, "n_init"],
         ),
         (
             {"strategies": [{"init": "random", "n_init": 3.0}]},
-            ["strategies", 0, "StrategySpec", "n_init"],
+            ["strategies", 0, "n_init"],
         ),
     ],
 )

@@ -38,3 +38,27 @@ def test_operations_are_named_and_tagged() -> None:
                         status,
                     )
     assert len(ids) == len(set(ids))
+
+
+def test_each_problem_status_has_its_own_example() -> None:
+    # Check that every documented problem response shows an example of its own status
+    # (Swagger showed the 422 example under 400, 406, 413 and 415).
+    spec = json.loads(DEFAULT_PATH.read_text())
+    seen = {}
+    for item in spec["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    example = response["content"]["application/problem+json"]["example"]
+                    assert example["status"] == int(status)
+                    assert example["type"].startswith("urn:clusterbench:problem:")
+                    seen[status] = example["detail"]
+    assert {"400", "406", "413", "415", "422"} <= set(seen)
+    assert len(set(seen.values())) == len(seen)
+
+
+def test_dataset_default_is_documented_as_digits() -> None:
+    # Check that ReDoc and Swagger show `dataset`'s default as digits, not null.
+    spec = json.loads(DEFAULT_PATH.read_text())
+    dataset = spec["components"]["schemas"]["BenchmarkRequest"]["properties"]["dataset"]
+    assert dataset["default"] == "digits"

@@ -7,6 +7,8 @@ import struct
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
@@ -20,11 +22,16 @@ from service.plotting import (
     HEIGHT_IN,
     PALETTE,
     PANEL_WIDTH_IN,
+    Frame,
+    Panel,
     PanelSpec,
+    compose,
     figure_size_px,
+    fit_panel,
     make_frame,
     pixel_centres,
     render_boundaries,
+    subject,
 )
 
 
@@ -121,3 +128,87 @@ def test_more_clusters_than_distinct_points_still_draws() -> None:
         X, [PanelSpec("k-means++", 1)], n_clusters=3, random_state=0, dataset_name="tiny"
     )
     assert png_size(png) == figure_size_px(1)
+
+
+def texts_of(figure: Figure) -> list[Text]:
+    figure.canvas.draw()  # type: ignore[no-untyped-call]
+    return [t for t in figure.findobj(Text) if t.get_text()]
+
+
+def blob_frame(n_features: int, names: list[str] | None = None) -> tuple[Frame, list[Panel]]:
+    X, _ = make_blobs(n_samples=60, centers=3, n_features=n_features, random_state=0)
+    frame = make_frame(X, names)
+    panel = fit_panel(frame, PanelSpec("random", 2), n_clusters=3, random_state=0)
+    return frame, [panel]
+
+
+@pytest.mark.parametrize("n_panels", [1, 3])
+@pytest.mark.parametrize("name", ["iris", "x" * 300, "a long upload name, " * 12 + "data.csv"])
+def test_texts_fit_in_the_figure(n_panels: int, name: str) -> None:
+    # Check that every text, however long the dataset's name, is drawn inside the figure
+    # (measured by the renderer), and that a shortened name keeps its end.
+    frame, [panel] = blob_frame(4)
+    figure = compose(frame, [panel] * n_panels, title_subject=subject(name), random_state=0)
+    width_px, height_px = figure_size_px(n_panels)
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    for text in texts_of(figure):
+        box = text.get_window_extent(renderer)
+        assert 0 <= box.x0 <= box.x1 <= width_px, text.get_text()
+        assert 0 <= box.y0 <= box.y1 <= height_px, text.get_text()
+    title = figure.get_suptitle()
+    if len(name) < 10:
+        assert title.startswith(f"K-means clustering on the {name} dataset (PCA-reduced data)")
+    else:
+        assert "\u2026" in title
+        assert name[-8:] in title
+        assert "(PCA-reduced data)" in title
+
+
+def test_unnamed_data_is_called_by_its_short_id_once() -> None:
+    # Check that unnamed data reads "dataset 38ea2481", not "the dataset 38ea2481 dataset".
+    frame, panels = blob_frame(3)
+    figure = compose(
+        frame, panels, title_subject=subject(None, "38ea2481" + "0" * 56), random_state=0
+    )
+    title = figure.get_suptitle()
+    assert title.startswith("K-means clustering on dataset 38ea2481 (PCA-reduced data)")
+    assert title.count("dataset") == 1
+
+
+def test_axes_are_named_by_the_columns_or_the_components() -> None:
+    # Check the axis labels: column names for 2 named features, PC1/PC2 for a projection.
+    frame, panels = blob_frame(2, ["sepal length", "sepal width"])
+    assert frame.axis_labels == ("sepal length", "sepal width")
+    labels = {
+        t.get_text() for t in texts_of(compose(frame, panels, title_subject="t", random_state=0))
+    }
+    assert {"sepal length", "sepal width"} <= labels
+    frame, panels = blob_frame(5, [f"c{j}" for j in range(5)])
+    assert frame.axis_labels == ("PC1", "PC2")
+    # A name too long for the panel is shortened, not clipped.
+    frame, panels = blob_frame(2, ["w" * 400, "h" * 400])
+    figure = compose(frame, panels, title_subject="t", random_state=0)
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    for text in texts_of(figure):
+        box = text.get_window_extent(renderer)
+        assert 0 <= box.x0 <= box.x1 <= figure_size_px(1)[0], text.get_text()
+        assert box.y0 >= 0, text.get_text()
+    X, _ = make_blobs(n_samples=60, centers=3, n_features=2, random_state=0)
+    png = render_boundaries(
+        X,
+        [PanelSpec("random", 2)],
+        n_clusters=3,
+        random_state=0,
+        dataset_name=None,
+        dataset_id="ab" * 32,
+        feature_names=["a", "b"],
+    )
+    assert png == render_boundaries(
+        X,
+        [PanelSpec("random", 2)],
+        n_clusters=3,
+        random_state=0,
+        dataset_name=None,
+        dataset_id="ab" * 32,
+        feature_names=["a", "b"],
+    )

@@ -137,3 +137,17 @@ def test_readme_commands_exist() -> None:
     assert re.search(r"^run:", makefile, re.MULTILINE)
     assert re.search(r"^test:", makefile, re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_first_screen_goes_from_clone_to_table_plot_and_docs() -> None:
+    # Check that the README's first screen (its first 60 lines) gives `make run`, a curl
+    # for the table, a curl for the plot, the /docs address, and how to change the port.
+    first_screen = "\n".join(README.splitlines()[:60])
+    assert "make run\n" in first_screen
+    commands = [command for command, _, _ in examples(first_screen + "\n```")]
+    assert any("Accept: text/plain" in command for command in commands)
+    assert any("plot_url" in command and "-o plot.png" in command for command in commands)
+    assert "http://127.0.0.1:8000/docs" in first_screen
+    assert "CLUSTERBENCH_PORT=9000 make run" in first_screen
+    assert "--port 9000" in first_screen
+    assert "assumes port 8000" in first_screen

@@ -7,7 +7,23 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 
 from service.engine import BenchmarkEngine
-from service.errors import NotAcceptableError, UnsupportedMediaTypeError, clip
+from service.errors import (
+    AuthenticationRequiredError,
+    BenchmarkNotFoundError,
+    ComputeBusyError,
+    ComputeTimeoutError,
+    DatasetConflictError,
+    InsufficientStorageError,
+    InvalidRequestError,
+    MalformedRequestError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+    clip,
+)
 from service.schemas import Problem
 from service.tenants import Tenancy
 
@@ -48,9 +64,112 @@ def require_json(request: Request) -> None:
         )
 
 
+def _example(error: ServiceError, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "errors": errors or [],
+    }
+
+
+# One typical problem per status, so the documentation shows what each one looks like.
+PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: _example(
+        MalformedRequestError(
+            "the body is not valid JSON: Expecting ',' delimiter at line 1, column 14"
+        ),
+        [{"loc": [], "msg": "Expecting ',' delimiter", "line": 1, "column": 14}],
+    ),
+    401: _example(
+        AuthenticationRequiredError(
+            "this request needs an API key: send it as 'Authorization: Bearer <key>' "
+            "or 'X-API-Key: <key>'"
+        )
+    ),
+    403: _example(
+        QuotaExceededError(
+            "storing this would pass the tenant's storage quota: 1073741824 bytes used of "
+            "1073741824 allowed (CLUSTERBENCH_TENANT_QUOTA_BYTES)",
+            used=1073741824,
+            allowed=1073741824,
+        ),
+        [{"loc": [], "msg": "quota exceeded", "used": 1073741824, "allowed": 1073741824}],
+    ),
+    404: _example(BenchmarkNotFoundError(f"no benchmark with id {'0' * 64}")),
+    406: _example(
+        NotAcceptableError(
+            "cannot answer with text/html; this resource is available as application/json"
+        )
+    ),
+    409: _example(
+        DatasetConflictError(
+            f"{'0' * 64} is the stored copy of the built-in dataset 'digits'; "
+            "built-in datasets cannot be deleted"
+        )
+    ),
+    413: _example(
+        PayloadTooLargeError("the request body is larger than the limit of 268435456 bytes")
+    ),
+    415: _example(
+        UnsupportedMediaTypeError(
+            "the body must be application/json, not text/plain; "
+            "send it with 'Content-Type: application/json'"
+        )
+    ),
+    422: _example(
+        InvalidRequestError(
+            "the request is invalid: strategies[1]: unknown strategy 'kmeans++'; "
+            "use one of 'k-means++', 'random', 'pca'"
+        ),
+        [
+            {
+                "loc": ["strategies", 1],
+                "msg": "unknown strategy 'kmeans++'; use one of 'k-means++', 'random', 'pca'",
+                "type": "literal_error",
+            }
+        ],
+    ),
+    429: _example(
+        RateLimitedError(
+            "more than 600 requests per 1 minute for this key (CLUSTERBENCH_RATE_LIMIT); "
+            "try again in 12 s",
+            retry_after=12,
+            rate_headers={},
+        )
+    ),
+    503: _example(
+        ComputeBusyError(
+            "all 2 compute worker(s) are busy and 4 task(s) are waiting; try again later",
+            retry_after=3,
+        )
+    ),
+    507: _example(
+        InsufficientStorageError(
+            "the server's disk is full: the request body could not be stored; try again later"
+        )
+    ),
+    504: _example(
+        ComputeTimeoutError(
+            "the computation ran past the limit of 300 s (CLUSTERBENCH_TIMEOUT_S) and was "
+            "stopped; ask for less work (fewer strategies, smaller n_init or max_iter) or "
+            "raise the limit"
+        )
+    ),
+}
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries documenting the problem statuses a route can answer."""
-    return {status: {"model": Problem} for status in statuses}
+    """``responses=`` entries documenting the problem statuses a route can answer, each
+    with its own example."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {"application/json": {"example": PROBLEM_EXAMPLES[status]}},
+        }
+        for status in statuses
+    }
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service.errors import InvalidRequestError, ServiceError
+from service.inline import request_errors
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,7 @@ async def _service_error(_: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     # FastAPI's own validation: path and query parameters (bodies are read by hand).
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return await _service_error(request, InvalidRequestError.listing(errors))
+    return await _service_error(request, InvalidRequestError.listing(request_errors(exc.errors())))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

@@ -135,18 +135,23 @@ async def upload_dataset(
         ),
     ] = None,
 ) -> Response:
-    """Store the data once, by the hash of its numbers; the same data again answers 200."""
+    """Store the data once, by the hash of its numbers; the same data again answers 200.
+
+    A CSV whose first line is all numbers is read as data without a header; an unnamed
+    first column counting 0 to n-1 (pandas' index) is dropped. `warnings` says so."""
     await tenants.check_quota(caller)
     async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
-        info, created = await engine.import_file(path, fmt, label_column=label_column, name=name)
+        upload = await engine.import_file(path, fmt, label_column=label_column, name=name)
     if caller is not None:
         # New to this tenant is what it is told: whether another holds it stays unsaid.
-        created = await tenants.claim_dataset(caller, info.id)
+        created = await tenants.claim_dataset(caller, upload.info.id)
+    else:
+        created = upload.created
     return _json(
-        info.described(),
+        {**upload.info.described(), "warnings": upload.warnings},
         201 if created else 200,
-        headers={"Location": f"/v1/datasets/{info.id}"},
+        headers={"Location": f"/v1/datasets/{upload.info.id}"},
     )
 
 
