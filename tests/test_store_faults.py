@@ -163,12 +163,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Write a file in ``folder`` until its file system is full; returns it."""
     filler = folder / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
+    with filler.open("wb", buffering=0) as out, suppress(OSError):
+        while out.write(b"\0" * 65536):
             pass
     assert os.statvfs(folder).f_bavail < 16
     return filler
