@@ -31,7 +31,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
 async def readyz(engine: Engine) -> Response:
-    """200 when the data directory takes writes and the compute pool runs, else 503."""
+    """200 when the cache store and the compute pool are usable, else 503."""
     # In a thread, and bounded: a database another process holds locked would otherwise
     # stall every request on the event loop for the store's 30 s busy timeout.
     try:
