@@ -215,6 +215,10 @@ def test_a_full_disk_gives_507_and_unready_until_space_returns(small_fs: Path) -
             assert refused.json()["type"] == "urn:clusterbench:problem:storage-full"
             assert "full" in refused.json()["detail"]
             assert int(refused.headers["retry-after"]) > 0
+        upload = httpx.post(
+            f"{url}/v1/datasets", content=b"a,b\n1,2\n3,4\n", headers={"content-type": "text/csv"}
+        )
+        assert upload.status_code == 507, upload.text
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 503
         assert "full" in ready.json()["detail"]
