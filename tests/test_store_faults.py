@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -133,6 +134,28 @@ async def test_a_waiter_gives_up_after_its_own_timeout(tmp_path: Path) -> None:
         assert caught.value.status == 503
         assert caught.value.headers() == {"Retry-After": "1"}
         assert engine.stats.computations == 0
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_computing_owner_keeps_its_short_lease(tmp_path: Path) -> None:
+    # Check that a lease far shorter than a computation holds while its owner renews it,
+    # and expires soon once the owner stops.
+    results = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
+    results.lease_ttl_s, results.lease_renew_s = 0.4, 0.1
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=1.0)
+    try:
+        engine = BenchmarkEngine(DatasetStore(tmp_path / "datasets"), results, pool)
+        assert results.try_lease("job", engine._owner, ttl_s=results.lease_ttl_s)
+        renewing = asyncio.create_task(engine._renew_lease("job"))
+        await asyncio.sleep(1.2)
+        assert not results.try_lease("job", "other", ttl_s=60)
+        renewing.cancel()
+        deadline = time.monotonic() + 5
+        while not results.try_lease("job", "other", ttl_s=60):
+            assert time.monotonic() < deadline, "the lease outlived its renewals"
+            await asyncio.sleep(0.05)
     finally:
         pool.close()
 
