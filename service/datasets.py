@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -27,6 +27,7 @@ from service.errors import (
     DatasetConflictError,
     DatasetNotFoundError,
     InvalidDataError,
+    StorageError,
 )
 
 BUILTIN_LOADERS: dict[str, str] = {
@@ -337,21 +338,22 @@ class DatasetStore:
             feature_names=feature_names,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
         try:
-            np.save(tmp / "X.npy", X, allow_pickle=False)
-            if y is not None:
-                np.save(tmp / "y.npy", y, allow_pickle=False)
-            (tmp / "meta.json").write_text(json.dumps(asdict(info)))
-            for child in tmp.iterdir():
-                _fsync(child)
-            try:
-                tmp.rename(final)
-            except OSError:
-                if not (final / "meta.json").exists():
-                    raise
-                # Another process stored the same content first; theirs is as good.
-                return self.get(dataset_id), False
+            with _writing(f"storing dataset {dataset_id}"):
+                tmp.mkdir()
+                np.save(tmp / "X.npy", X, allow_pickle=False)
+                if y is not None:
+                    np.save(tmp / "y.npy", y, allow_pickle=False)
+                (tmp / "meta.json").write_text(json.dumps(asdict(info)))
+                for child in tmp.iterdir():
+                    _fsync(child)
+                try:
+                    tmp.rename(final)
+                except OSError:
+                    if not (final / "meta.json").exists():
+                        raise
+                    # Another process stored the same content first; theirs is as good.
+                    return self.get(dataset_id), False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._lock:
@@ -414,7 +416,8 @@ class DatasetStore:
             )
         trash = self.root / f".trash-{uuid.uuid4().hex}"
         try:
-            (self.root / dataset_id).rename(trash)
+            with _writing(f"deleting dataset {dataset_id}"):
+                (self.root / dataset_id).rename(trash)
         except FileNotFoundError:
             raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
         with self._lock:
@@ -423,15 +426,21 @@ class DatasetStore:
 
     def _write_meta(self, folder: Path, info: DatasetInfo) -> None:
         tmp = folder / f".meta-{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(asdict(info)))
-        tmp.replace(folder / "meta.json")
+        try:
+            with _writing(f"updating dataset {info.id}"):
+                tmp.write_text(json.dumps(asdict(info)))
+                tmp.replace(folder / "meta.json")
+        finally:
+            with contextlib.suppress(OSError):  # read-only: unlink fails even when missing
+                tmp.unlink(missing_ok=True)
         with self._lock:
             self._infos[info.id] = info
 
     def touch(self, info: DatasetInfo) -> None:
         """Mark an inline dataset as just used (its meta file's time orders the pruning)."""
         if info.inline:
-            with contextlib.suppress(FileNotFoundError):
+            # Only the pruning order: a read-only or full disk must not fail a read.
+            with contextlib.suppress(OSError):
                 os.utime(self.root / info.id / "meta.json")
 
     def prune_inline(self, max_bytes: int, *, keep: str) -> list[str]:
@@ -477,6 +486,18 @@ def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarr
     X = np.load(X_path, mmap_mode="r", allow_pickle=False)
     y = None if y_path is None else np.load(y_path, allow_pickle=False)
     return X, y
+
+
+@contextlib.contextmanager
+def _writing(what: str) -> Iterator[None]:
+    """Turn the disk refusing a write (full, read-only) into a StorageError for the client."""
+    try:
+        yield
+    except OSError as exc:
+        problem = StorageError.of(exc, what)
+        if problem is None:
+            raise
+        raise problem from exc
 
 
 def _fsync(path: Path) -> None:

@@ -30,6 +30,7 @@ from service.datasets import (
     is_id,
 )
 from service.errors import (
+    ComputeInProgressError,
     ComputeTimeoutError,
     DatasetNotFoundError,
     InvalidParameterError,
@@ -449,15 +450,30 @@ class BenchmarkEngine:
 
     async def _compute(self, job: ResolvedBenchmark) -> tuple[StoredBenchmark, bool]:
         # Other processes on the same data directory may be computing the same question:
-        # a lease in the store lets one compute while the others wait for its result.
-        ttl = self.pool.timeout_s + 60
-        while not await to_thread.run_sync(self.results.try_lease, job.id, self._owner, ttl):
-            await asyncio.sleep(0.05)
-            done = await to_thread.run_sync(self.results.get, job.id)
+        # a lease in the store lets one compute while the others wait for its result. The
+        # lease is short and renewed while the computation runs, and the store frees at
+        # once a lease whose process died, so a killed owner never leaves the question
+        # locked (it did for timeout_s + 60 s). Nobody waits past their own timeout.
+        store = self.results
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool.timeout_s
+        delay = 0.05
+        while not await to_thread.run_sync(store.try_lease, job.id, self._owner, store.lease_ttl_s):
+            if loop.time() >= deadline:
+                raise ComputeInProgressError(
+                    f"another request is computing benchmark {job.id} and it did not finish "
+                    f"within this request's limit of {self.pool.timeout_s:g} s "
+                    "(CLUSTERBENCH_TIMEOUT_S); ask again later for its result",
+                    retry_after=max(1, round(min(self.pool.timeout_s, 30.0))),
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.5)
+            done = await to_thread.run_sync(store.get, job.id)
             if done is not None:
                 return done, True
+        renewing = asyncio.create_task(self._renew_lease(job.id))
         try:
-            done = await to_thread.run_sync(self.results.get, job.id)
+            done = await to_thread.run_sync(store.get, job.id)
             if done is not None:
                 return done, True
             X_path, y_path = self.datasets.files(job.dataset)
@@ -471,10 +487,19 @@ class BenchmarkEngine:
                     f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
                 ) from None
             entry = build_entry(job, outcomes)
-            await to_thread.run_sync(self.results.put, entry)
+            await to_thread.run_sync(store.put, entry)
             return entry, False
         finally:
-            await to_thread.run_sync(self.results.release, job.id, self._owner)
+            renewing.cancel()
+            await to_thread.run_sync(store.release, job.id, self._owner)
+
+    async def _renew_lease(self, key: str) -> None:
+        """Keep this process's lease on ``key`` alive until cancelled."""
+        store = self.results
+        while True:
+            await asyncio.sleep(store.lease_renew_s)
+            if not await to_thread.run_sync(store.renew_lease, key, self._owner, store.lease_ttl_s):
+                logger.warning("lost the lease on %s: another process may compute it too", key)
 
     async def get_model(self, model_id: str) -> bm.FittedModel:
         model = await to_thread.run_sync(self.results.get_model, model_id)

@@ -6,6 +6,9 @@ depending on the web framework.
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,17 +189,6 @@ class WorkerDiedError(ComputeFailedError):
         self.killed = killed
 
 
-class InsufficientStorageError(ServiceError):
-    """The server's disk is full: nothing was stored; the same request may work later."""
-
-    status = 507
-    title = "Insufficient storage"
-    slug = "insufficient-storage"
-
-    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
-        super().__init__(detail, retry_after=retry_after)
-
-
 class AuthenticationRequiredError(ServiceError):
     """No key, or one the service does not know (or that was revoked)."""
 
@@ -243,6 +235,90 @@ class RateLimitedError(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {**super().headers(), **self.rate_headers}
+
+
+class ComputeInProgressError(ServiceError):
+    """Another request computes the same benchmark and did not finish within this one's limit."""
+
+    status = 503
+    title = "Computation in progress"
+    slug = "compute-in-progress"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class StorageError(ServiceError):
+    """The data directory failed a write (an I/O error); nothing was half-written."""
+
+    status = 503
+    title = "Storage unavailable"
+    slug = "storage-unavailable"
+    cause = "failed a write (an I/O error)"
+
+    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+    @classmethod
+    def of(
+        cls, exc: BaseException, doing: str, *, directory: os.PathLike[str] | str | None = None
+    ) -> StorageError | None:
+        """The storage problem ``exc`` is (by errno or SQLite result code), or None.
+
+        ``doing`` names the write for the message. SQLite answers "cannot open" both for a
+        read-only ``directory`` and for things in the way of the file: only the first is
+        a storage problem.
+        """
+        kind: type[StorageError] | None = None
+        if isinstance(exc, OSError):
+            kind = _ERRNO_KINDS.get(exc.errno or 0)
+        elif isinstance(exc, sqlite3.Error):
+            # Extended result codes keep the primary one in their low byte.
+            code = getattr(exc, "sqlite_errorcode", -1) & 0xFF
+            if code == sqlite3.SQLITE_CANTOPEN:
+                if directory is not None and not os.access(directory, os.W_OK):
+                    kind = StorageReadOnlyError
+            else:
+                kind = _SQLITE_KINDS.get(code)
+        if kind is None:
+            return None
+        return kind(
+            f"the data directory {kind.cause}: {doing} failed and nothing was stored; "
+            "retry once it takes writes again (no restart is needed)"
+        )
+
+
+class StorageFullError(StorageError):
+    """The data directory's file system (or quota) is full."""
+
+    status = 507
+    title = "Insufficient storage"
+    slug = "storage-full"
+    cause = "is full (no space left on the device, or the quota is used up)"
+
+
+class StorageReadOnlyError(StorageError):
+    """The data directory is read-only, or not writable by the service's user."""
+
+    title = "Storage read-only"
+    slug = "storage-read-only"
+    cause = "is read-only, or not writable by the service's user"
+
+
+_ERRNO_KINDS: dict[int, type[StorageError]] = {
+    errno.ENOSPC: StorageFullError,
+    errno.EDQUOT: StorageFullError,
+    errno.EROFS: StorageReadOnlyError,
+    errno.EACCES: StorageReadOnlyError,
+    errno.EPERM: StorageReadOnlyError,
+    errno.EIO: StorageError,
+}
+_SQLITE_KINDS: dict[int, type[StorageError]] = {
+    sqlite3.SQLITE_FULL: StorageFullError,
+    sqlite3.SQLITE_READONLY: StorageReadOnlyError,
+    sqlite3.SQLITE_PERM: StorageReadOnlyError,
+    sqlite3.SQLITE_IOERR: StorageError,
+}
 
 
 def clip(text: str, limit: int = 80) -> str:

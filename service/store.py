@@ -7,15 +7,30 @@ sha256, checked on read: a corrupt entry is logged, dropped and recomputed, and 
 database file that cannot be read at all is moved aside and started afresh. Nothing is
 ever unpickled: models are ``.npz`` bytes read with ``allow_pickle=False``.
 
+Several processes may share the file. Moving a broken one aside happens under an
+exclusive ``flock`` on ``cache.sqlite3.lock`` and only once the file is seen broken
+again under that lock (another process may have replaced it already), and every write
+holds the lock shared and goes to the file now at the path, never to one moved aside.
+A write the disk refuses (full, read-only) raises a :class:`StorageError` for the
+client, and :meth:`ResultStore.storage_problem` says so to ``/readyz`` until it passes.
+
+Leases (one computation per question across processes) are short and renewed by their
+owner, and name the owner's process: a lease whose process died is free at once.
+
 A small LRU layer in memory keeps hot responses and plots as bytes, so a hit is served
 without touching the disk or re-serialising anything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import io
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -30,6 +45,7 @@ import numpy as np
 import orjson
 
 from service.benchmark import FittedModel
+from service.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +74,12 @@ CREATE INDEX IF NOT EXISTS benchmark_models_model ON benchmark_models (model_id)
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    process TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS plots (
     benchmark_id TEXT NOT NULL,
@@ -71,10 +92,68 @@ CREATE TABLE IF NOT EXISTS plots (
 
 # A hit refreshes its entry's access time on disk at most this often (seconds).
 ACCESS_RESOLUTION_S = 30.0
+# Below this much free space in the data directory, /readyz says the disk is full.
+MIN_FREE_BYTES = 1 << 20
+# How long the readiness probe waits for a database another process has locked.
+PROBE_BUSY_MS = 1000
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _machine() -> str:
+    """This host and pid namespace: the scope in which a process id names one process."""
+    try:
+        namespace = str(Path("/proc/self/ns/pid").readlink())
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, None when no live process has that id.
+
+    From ``/proc/<pid>/stat`` (clock ticks since boot), so a recycled pid does not pass
+    for the process that died; "" where there is no ``/proc`` to ask.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    except OSError:
+        return ""
+    # The fields after the command name, which may itself hold spaces and parentheses.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # dead, only not reaped yet
+        return None
+    return fields[19]
+
+
+def _this_process() -> str:
+    pid = os.getpid()
+    return f"{_machine()}|{pid}|{_start_time(pid) or ''}"
+
+
+def _process_alive(process: str) -> bool:
+    """Whether the process a lease names may still run; True when this host cannot tell."""
+    try:
+        machine, pid, started = process.split("|")
+    except ValueError:
+        return True  # a lease from before leases named their process: only expiry frees it
+    if machine != _machine():
+        return True
+    now = _start_time(int(pid))
+    return now is not None and (now == started or not started or not now)
 
 
 class _CorruptPayloadError(Exception):
@@ -205,6 +284,10 @@ class ResultStore:
         self.corrupt_entries = 0
         self._open_or_reset()
 
+    # Leases live this long unless their owner renews them, which it does this often.
+    lease_ttl_s = 10.0
+    lease_renew_s = 3.0
+
     # -- connections -------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -213,6 +296,12 @@ class ResultStore:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=30000")
         connection.executescript(SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(leases)")}
+        if "process" not in columns:
+            # A database from before leases named their process; another process may
+            # add the column first.
+            with contextlib.suppress(sqlite3.OperationalError):
+                connection.execute("ALTER TABLE leases ADD COLUMN process TEXT NOT NULL DEFAULT ''")
         return connection
 
     def _open_or_reset(self) -> None:
@@ -227,44 +316,130 @@ class ResultStore:
         except sqlite3.DatabaseError as exc:
             self._quarantine(exc)
 
+    def _inode(self) -> int | None:
+        try:
+            return self.path.stat().st_ino
+        except OSError:
+            return None
+
+    def _lock_fd(self) -> int | None:
+        """This thread's descriptor of ``<path>.lock``; None where it cannot be made."""
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            try:
+                fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                return None  # a read-only directory: nothing can be moved aside either
+            self._local.lock_fd = fd
+        return fd
+
+    @contextmanager
+    def _flock(self, operation: int) -> Iterator[None]:
+        """Hold ``<path>.lock`` (shared or exclusive) across processes."""
+        fd = self._lock_fd()
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, operation)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _still_unreadable(self) -> bool:
+        """Whether the file now at the path fails a check, through a connection of its own."""
+        try:
+            with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db:
+                return bool(db.execute("PRAGMA quick_check").fetchone()[0] != "ok")
+        except sqlite3.OperationalError:
+            return False  # busy or locked: in use, so not to be moved
+        except sqlite3.DatabaseError:
+            return True
+
     def _quarantine(self, exc: Exception) -> None:
-        """Move an unreadable database aside and start an empty one: it is only a cache."""
+        """Move an unreadable database aside and start an empty one: it is only a cache.
+
+        Two processes that both saw the file broken must not each move one aside: the
+        second would move the first one's fresh database, results and all (3 were lost
+        so). So under the exclusive lock, the file at the path is checked again first.
+        """
         with self._lock:
             self._generation += 1
-            moved = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
-            logger.error("cache database %s is unreadable (%s); moved to %s", self.path, exc, moved)
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(f"{self.path}{suffix}")
-                if source.exists():
-                    source.rename(f"{moved}{suffix}")
             self._access_written.clear()
+            try:
+                with self._flock(fcntl.LOCK_EX):
+                    if not self._still_unreadable():
+                        logger.warning(
+                            "cache database %s failed (%s) but the file now there is sound "
+                            "(replaced by another process?): using it",
+                            self.path,
+                            exc,
+                        )
+                        return
+                    moved = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+                    logger.error(
+                        "cache database %s is unreadable (%s); moved to %s", self.path, exc, moved
+                    )
+                    for suffix in ("", "-wal", "-shm"):
+                        source = Path(f"{self.path}{suffix}")
+                        if source.exists():
+                            source.rename(f"{moved}{suffix}")
+                    self._connection()  # the fresh database, made before others look
+            except (OSError, sqlite3.Error):
+                logger.exception("cache database %s could not be replaced", self.path)
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection to the file now at the path (it may have been replaced)."""
         local = self._local
-        if getattr(local, "generation", None) != self._generation:
-            if getattr(local, "connection", None) is not None:
-                local.connection.close()
-            local.connection = self._connect()
-            local.generation = self._generation
-        connection: sqlite3.Connection = local.connection
+        inode = self._inode()
+        connection: sqlite3.Connection | None = getattr(local, "connection", None)
+        if connection is not None and (
+            local.generation != self._generation or local.inode != inode
+        ):
+            connection.close()
+            local.connection = connection = None
+        if connection is None:
+            connection = self._connect()
+            # Taken before connecting, so that if the file changed meanwhile the next call
+            # reconnects; unless connecting made the file.
+            if inode is None:
+                inode = self._inode()
+            local.connection, local.generation, local.inode = connection, self._generation, inode
         return connection
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        # Shared: while it is held no process moves the file aside, so the write goes to
+        # the database now at the path, never to one being set aside.
+        with self._flock(fcntl.LOCK_SH):
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (it does on a full disk): keep the
+                # first error, and never leave the connection inside a transaction.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
 
-    def _safely(self, what: str, action: Callable[[], T], default: T) -> T:
-        """Run a store action; a broken database is reset and the action answers ``default``."""
+    def _safely(self, what: str, action: Callable[[], T], default: T, *, strict: bool = False) -> T:
+        """Run a store action; a broken database is reset and the action answers ``default``.
+
+        A disk refusing the write (full, read-only) is logged in one line and, if
+        ``strict``, raised as a StorageError for the client.
+        """
         try:
             return action()
         except sqlite3.DatabaseError as exc:
+            problem = StorageError.of(exc, f"the cache {what}", directory=self.path.parent)
+            if problem is not None:
+                logger.warning("cache %s failed: %s (%s)", what, exc, problem.title)
+                if strict:
+                    raise problem from exc
+                return default
             logger.exception("cache %s failed", what)
             if not isinstance(exc, sqlite3.OperationalError):
                 self._quarantine(exc)
@@ -322,9 +497,13 @@ class ResultStore:
         return StoredBenchmark.from_body(benchmark_id, body)
 
     def put(self, entry: StoredBenchmark) -> None:
-        """Store a computed benchmark and its models in one transaction, then evict."""
+        """Store a computed benchmark and its models in one transaction, then evict.
+
+        Raises StorageError when the disk refuses the write (full, read-only): the entry
+        is then neither on disk nor in memory, as its models could not be served.
+        """
+        self._safely("write", lambda: self._write_benchmark(entry), None, strict=True)
         self._memory.put(("benchmark", entry.id), entry, 2 * len(entry.body))
-        self._safely("write", lambda: self._write_benchmark(entry), None)
 
     def _write_benchmark(self, entry: StoredBenchmark) -> None:
         models = {mid: model_to_bytes(model) for mid, model in entry.models.items()}
@@ -346,7 +525,7 @@ class ResultStore:
                     (entry.id, mid),
                 )
         self._access_written[entry.id] = now
-        self._evict()
+        self._safely("eviction", self._evict, None)  # the entry is stored whatever it says
 
     def _touch(self, benchmark_id: str, *, force: bool = False) -> None:
         """Record a use for LRU eviction, writing at most once per ACCESS_RESOLUTION_S."""
@@ -485,20 +664,49 @@ class ResultStore:
     # -- leases: one computation per question across processes -------------------------
 
     def try_lease(self, key: str, owner: str, ttl_s: float) -> bool:
-        """Take the lease on ``key`` unless another owner holds an unexpired one."""
+        """Take the lease on ``key`` unless another owner holds it: unexpired, and held
+        by a process that runs, as far as this host can tell."""
+        process = _this_process()
 
         def take() -> bool:
             now = time.time()
             with self._transaction() as db:
-                db.execute("DELETE FROM leases WHERE key = ? AND expires < ?", (key, now))
-                inserted = db.execute(
-                    "INSERT OR IGNORE INTO leases (key, owner, expires) VALUES (?, ?, ?)",
-                    (key, owner, now + ttl_s),
-                ).rowcount
-            return bool(inserted)
+                row = db.execute(
+                    "SELECT owner, expires, process FROM leases WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    if row[1] >= now:
+                        if _process_alive(row[2]):
+                            return False
+                        logger.warning(
+                            "lease on %s held by %s, whose process (%s) is gone: taken over",
+                            key,
+                            row[0],
+                            row[2],
+                        )
+                    db.execute("DELETE FROM leases WHERE key = ?", (key,))
+                db.execute(
+                    "INSERT INTO leases (key, owner, expires, process) VALUES (?, ?, ?, ?)",
+                    (key, owner, now + ttl_s, process),
+                )
+            return True
 
         # A store that cannot say who computes lets everyone compute.
         return self._safely("lease", take, True)
+
+    def renew_lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease on ``key`` by ``ttl_s`` from now; False if it lost it."""
+
+        def extend() -> bool:
+            with self._transaction() as db:
+                return bool(
+                    db.execute(
+                        "UPDATE leases SET expires = ? WHERE key = ? AND owner = ?",
+                        (time.time() + ttl_s, key, owner),
+                    ).rowcount
+                )
+
+        return self._safely("lease renewal", extend, True)
 
     def release(self, key: str, owner: str) -> None:
         def drop() -> None:
@@ -511,13 +719,52 @@ class ResultStore:
 
     def usable(self) -> bool:
         """Whether the database answers a query and accepts a write."""
+        return self.storage_problem() is None
 
-        def check() -> bool:
-            with self._transaction() as db:
-                db.execute("SELECT COUNT(*) FROM benchmarks").fetchone()
-            return True
+    def storage_problem(self) -> str | None:
+        """Why the store cannot take writes now (a sentence for ``/readyz``), or None.
 
-        return self._safely("readiness check", check, False)
+        Cheap, but it blocks: the file system's flags and free space, then one small write
+        that waits at most PROBE_BUSY_MS for a lock another process holds.
+        """
+        folder = self.path.parent
+        try:
+            fs = os.statvfs(folder)
+        except OSError as exc:
+            return f"the data directory {folder} cannot be read: {exc.strerror}"
+        if fs.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+            return f"the data directory {folder} is read-only or not writable by the service"
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_FREE_BYTES:
+            return (
+                f"the data directory {folder} is full: {free} bytes free, "
+                f"{MIN_FREE_BYTES} needed at least"
+            )
+
+        def probe() -> None:
+            db = self._connection()
+            db.execute(f"PRAGMA busy_timeout={PROBE_BUSY_MS}")
+            try:
+                with self._transaction() as tx:
+                    tx.execute(
+                        "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),)
+                    )
+            finally:
+                db.execute("PRAGMA busy_timeout=30000")
+
+        try:
+            probe()
+        except sqlite3.Error as exc:
+            problem = StorageError.of(exc, "a probe write", directory=folder)
+            if problem is not None:
+                return problem.detail
+            if not isinstance(exc, sqlite3.OperationalError):
+                self._quarantine(exc)
+                self._memory = _MemoryLayer(self._memory.max_bytes)
+            return f"the cache database does not accept a write: {exc}"
+        except OSError as exc:
+            return f"the cache database does not accept a write: {exc.strerror}"
+        return None
 
     def total_bytes(self) -> int:
         return self._safely(
@@ -535,3 +782,7 @@ class ResultStore:
         if connection is not None:
             connection.close()
             self._local.connection = None
+        fd = getattr(self._local, "lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._local.lock_fd = None

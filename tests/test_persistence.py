@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -128,6 +128,7 @@ def test_killed_writer_leaves_whole_entries(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite3"
     writer = textwrap.dedent(
         f"""
+        import sys
         from pathlib import Path
         import orjson
         from service.store import ResultStore, StoredBenchmark
@@ -140,12 +141,25 @@ def test_killed_writer_leaves_whole_entries(tmp_path: Path) -> None:
             models = {{"m" * 63 + str(i % 10): make_model(i)}}
             store.put(StoredBenchmark.from_body(benchmark_id, body, models))
             i += 1
+            if i == 8:
+                print("written", flush=True)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", writer], cwd=Path(__file__).parent.parent)
-    time.sleep(2.0)
-    process.kill()
-    process.wait()
+    process = subprocess.Popen(
+        [sys.executable, "-c", writer], cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE
+    )
+    try:
+        # Killed once it has committed entries and is writing more; its imports alone
+        # took up to 3.2 s on a loaded machine, so wait for its word, not for a time.
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the writer committed nothing within 60 s"
+        assert process.stdout.readline() == b"written\n"
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
     store = ResultStore(path, max_bytes=10**9, memory_bytes=0)
     assert store.usable()
     ids = list(store._connection().execute("SELECT id FROM benchmarks"))

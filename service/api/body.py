@@ -13,7 +13,6 @@ written to a scratch file part by part (measured before: six 200 MB bodies at on
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +22,7 @@ from pydantic import BaseModel
 
 from service.api.deps import require_json
 from service.engine import BenchmarkEngine
-from service.errors import InsufficientStorageError
+from service.errors import StorageError
 
 # Models read from bodies by hand: their schemas are added to the OpenAPI components.
 BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -86,11 +85,10 @@ async def _receive(request: Request, path: Path, budget: BodyBudget, chunks: lis
             # on the event loop than a thread hop per part.
             out.write(chunk)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorageError(
-                "the server's disk is full: the request body could not be stored; try again later"
-            ) from None
-        raise
+        problem = StorageError.of(exc, "storing the request body")
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         if out is not None:
             out.close()

@@ -13,7 +13,6 @@ from service.errors import (
     ComputeBusyError,
     ComputeTimeoutError,
     DatasetConflictError,
-    InsufficientStorageError,
     InvalidRequestError,
     MalformedRequestError,
     NotAcceptableError,
@@ -21,6 +20,7 @@ from service.errors import (
     QuotaExceededError,
     RateLimitedError,
     ServiceError,
+    StorageFullError,
     UnsupportedMediaTypeError,
     clip,
 )
@@ -146,8 +146,10 @@ PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
         )
     ),
     507: _example(
-        InsufficientStorageError(
-            "the server's disk is full: the request body could not be stored; try again later"
+        StorageFullError(
+            "the data directory is full (no space left on the device, or the quota is used "
+            "up): storing the request body failed and nothing was stored; retry once it "
+            "takes writes again (no restart is needed)"
         )
     ),
     504: _example(

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.errors import InvalidRequestError, ServiceError
+from service.errors import InvalidRequestError, ServiceError, StorageError
 from service.inline import request_errors
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # A write the disk refused where no layer below said so (scratch files of uploads).
+    storage = StorageError.of(exc, "writing this request's data")
+    if storage is not None:
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return await _service_error(request, storage)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
 

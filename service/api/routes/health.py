@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,8 @@ from service.schemas import Health
 router = APIRouter(tags=["operations"])
 
 RETRY_SOON = {"Retry-After": "5"}
+# The longest /readyz waits for the store's answer (its probe waits 1 s for a lock).
+READY_CHECK_S = 3.0
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
@@ -29,8 +32,16 @@ async def healthz() -> Response:
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
 async def readyz(engine: Engine) -> Response:
     """200 when the cache store and the compute pool are usable, else 503."""
-    if not engine.results.usable():
-        return problem_response(503, "the cache store is not usable", headers=RETRY_SOON)
+    # In a thread, and bounded: a database another process holds locked would otherwise
+    # stall every request on the event loop for the store's 30 s busy timeout.
+    try:
+        problem = await asyncio.wait_for(
+            asyncio.to_thread(engine.results.storage_problem), READY_CHECK_S
+        )
+    except TimeoutError:
+        problem = f"the cache store did not answer within {READY_CHECK_S:g} s"
+    if problem is not None:
+        return problem_response(503, problem, headers=RETRY_SOON)
     if not engine.pool.healthy:
         return problem_response(503, "the compute pool is not running", headers=RETRY_SOON)
     return JSONResponse({"status": "ok"})
