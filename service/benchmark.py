@@ -256,6 +256,19 @@ def run_benchmark_from_files(
     return run_benchmark(X, y, params)
 
 
+def run_strategy_from_files(
+    X_path: Path, y_path: Path | None, params: BenchmarkParams, index: int
+) -> StrategyOutcome:
+    """Worker entry point for one strategy, ``params.strategies[index]``.
+
+    Each strategy's fit depends only on the data and ``params`` (every one starts from
+    ``random_state``), so running them one task at a time gives the numbers
+    :func:`run_benchmark` gives, and lets a job report progress and stop between them.
+    """
+    X, y = load_arrays(X_path, y_path)
+    return _run_strategy(X, y, params.strategies[index], params)
+
+
 def _run_strategy(
     X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
 ) -> StrategyOutcome:

@@ -30,6 +30,7 @@ from service.datasets import (
     is_id,
 )
 from service.errors import (
+    ComputeCancelledError,
     ComputeTimeoutError,
     DatasetNotFoundError,
     InvalidParameterError,
@@ -39,6 +40,7 @@ from service.errors import (
     WorkerDiedError,
     clip,
 )
+from service.executors import Executor, LocalExecutor
 from service.formats import import_dataset
 from service.inline import (
     benchmark_body_in_worker,
@@ -57,6 +59,9 @@ KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
 
 T = TypeVar("T")
+
+# Hears a computation's steps: (strategies done, strategies in all, stage).
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -141,6 +146,7 @@ class BenchmarkEngine:
         inline_max_bytes: int = 2**62,
         failure_ttl_s: float = 0.0,
         predict_max_distances: int = 2**62,
+        executor: Executor | None = None,
     ) -> None:
         self.datasets = datasets
         self.max_cells = max_cells
@@ -151,6 +157,9 @@ class BenchmarkEngine:
         # predictions in ``data_pool``, so that small work never waits behind a benchmark.
         self.pool = pool
         self.data_pool = data_pool or pool
+        # Where benchmark fits run, one task per strategy: the local pool, or a cluster.
+        self.executor = executor or LocalExecutor(pool)
+        self._listeners: dict[str, list[Progress]] = {}
         self.failures = FailureMemory(failure_ttl_s)
         self.stats = EngineStats()
         self._inflight: dict[str, asyncio.Task[Any]] = {}
@@ -377,8 +386,53 @@ class BenchmarkEngine:
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # shield: one waiter giving up must not cancel the computation the others await.
-        result: T = await asyncio.shield(task)
+        try:
+            result: T = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current and current.cancelling()):
+                # Not this waiter: the computation itself was cancelled (DELETE of its job).
+                raise ComputeCancelledError(
+                    "the computation of this request was cancelled (its job was deleted) "
+                    "before it finished; ask again to compute it"
+                ) from None
+            raise
         return result
+
+    def computation(
+        self, job: ResolvedBenchmark, progress: Progress
+    ) -> asyncio.Task[tuple[StoredBenchmark, bool]]:
+        """The task computing ``job``: the one in flight, or a new one; ``progress`` hears
+        its steps. Cancelling the task stops the computation (and its worker).
+
+        A new task counts against the pool's bound when it starts: it fails at once
+        with ComputeBusyError when the pool is full.
+        """
+        task = self._inflight.get(job.id)
+        if task is None:
+            self.stats.misses += 1
+            task = asyncio.create_task(self._admitted(job.id, self._compute(job)))
+            self._inflight[job.id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
+        listeners = self._listeners.setdefault(job.id, [])
+        listeners.append(progress)
+
+        def unlisten(_: object) -> None:
+            listeners.remove(progress)
+            if not listeners and self._listeners.get(job.id) is listeners:
+                del self._listeners[job.id]
+
+        task.add_done_callback(unlisten)
+        return task
+
+    @property
+    def owner(self) -> str:
+        """This engine's name in leases (and jobs): ``"<pid>-<hex>"``."""
+        return self._owner
+
+    def _report(self, key: str, done: int, total: int, stage: str) -> None:
+        for listener in self._listeners.get(key, ()):
+            listener(done, total, stage)
 
     async def get_or_render_plot(self, entry: StoredBenchmark, init: str | None) -> bytes:
         """The PNG of ``entry``'s boundary plot (all panels, or the ``init`` one), cached."""
@@ -451,25 +505,55 @@ class BenchmarkEngine:
                 return done, True
             X_path, y_path = self.datasets.files(job.dataset)
             self.stats.computations += 1
+            outcomes = await self._fit_strategies(job, X_path, y_path)
+            entry = build_entry(job, outcomes)
+            self._report(job.id, len(outcomes), len(outcomes), "storing")
+            await to_thread.run_sync(self.results.put, entry)
+            return entry, False
+        finally:
+            await to_thread.run_sync(self.results.release, job.id, self._owner)
+
+    async def _fit_strategies(
+        self, job: ResolvedBenchmark, X_path: Path, y_path: Path | None
+    ) -> list[bm.StrategyOutcome]:
+        """One executor task per strategy, in order, within one timeout for them all.
+
+        The budget is spent by the fits themselves (as measured in the workers), not by
+        the time a task waits in the queue behind other computations' tasks.
+        """
+        strategies = job.params.strategies
+        left = self.executor.timeout_s
+        outcomes: list[bm.StrategyOutcome] = []
+        for index, strategy in enumerate(strategies):
+            self._report(job.id, index, len(strategies), strategy.init)
+            if outcomes:
+                left -= outcomes[-1].fit_time
+            if left <= 0:
+                raise _timed_out(self.executor.timeout_s)
             try:
-                outcomes = await self.pool.run(
-                    bm.run_benchmark_from_files, X_path, y_path, job.params
+                outcome = await self.executor.submit(
+                    bm.run_strategy_from_files, X_path, y_path, job.params, index, timeout_s=left
                 )
             except FileNotFoundError:
                 raise DatasetNotFoundError(
                     f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
                 ) from None
-            entry = build_entry(job, outcomes)
-            await to_thread.run_sync(self.results.put, entry)
-            return entry, False
-        finally:
-            await to_thread.run_sync(self.results.release, job.id, self._owner)
+            outcomes.append(outcome)
+        return outcomes
 
     async def get_model(self, model_id: str) -> bm.FittedModel:
         model = await to_thread.run_sync(self.results.get_model, model_id)
         if model is None:
             raise ModelNotFoundError(f"no model with id {model_id}")
         return model
+
+
+def _timed_out(limit_s: float) -> ComputeTimeoutError:
+    return ComputeTimeoutError(
+        f"the computation ran past the limit of {limit_s:g} s "
+        "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
+        "(fewer strategies, smaller n_init or max_iter) or raise the limit"
+    )
 
 
 _SCRATCH_NAME = re.compile(r"[a-z]+-(?P<pid>[0-9]+)-[0-9a-f]{32}")

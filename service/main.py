@@ -17,10 +17,11 @@ from service.api import problems
 from service.api.body import BodyBudget
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, datasets, health, models
+from service.api.routes import benchmarks, datasets, health, jobs, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
+from service.jobs import JobManager, JobStore
 from service.settings import Settings
 from service.store import ResultStore
 
@@ -38,6 +39,7 @@ Errors are `application/problem+json` (RFC 9457).
 
 class State(TypedDict):
     engine: BenchmarkEngine
+    jobs: JobManager
     registry: CollectorRegistry
     body_budget: BodyBudget
 
@@ -86,14 +88,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
+        job_manager = JobManager(
+            JobStore(settings.data_dir / "jobs.sqlite3"), engine, max_active=settings.max_jobs
+        )
+        # Jobs left queued or running by a process that is gone: run again, or failed.
+        await job_manager.recover()
+        job_collector = jobs.JobCollector(job_manager)
+        registry.register(job_collector)
         logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)
         try:
             yield {
                 "engine": engine,
+                "jobs": job_manager,
                 "registry": registry,
                 "body_budget": BodyBudget(settings.body_memory_bytes),
             }
         finally:
+            await job_manager.close()
+            registry.unregister(job_collector)
             registry.unregister(collector)
             pool.close()
             data_pool.close()
@@ -111,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
+            {"name": "jobs", "description": "Long computations: progress, events, cancel."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
@@ -119,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(benchmarks.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
     install_docs(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

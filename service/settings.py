@@ -119,3 +119,15 @@ class Settings(BaseSettings):
         description="Open connections served at once; past it, new ones get 503.",
     )
     log_level: str = Field("info", description="Log level of the server.")
+    max_jobs: int = Field(
+        100,
+        ge=1,
+        description="Jobs (Prefer: respond-async) one server process queues or runs at "
+        "once; past it, 503.",
+    )
+    events_ping_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds between keep-alive comments on a job's event stream, so that "
+        "proxies do not cut an idle one.",
+    )

@@ -15,6 +15,7 @@ from service.api.deps import (
     negotiate,
     problems,
 )
+from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
 from service.benchmark import format_table
 from service.errors import BenchmarkNotFoundError
 from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
@@ -98,12 +99,20 @@ def _not_modified(benchmark_id: str) -> Response:
 @router.post(
     "",
     response_model=BenchmarkResult,
-    responses={**BENCHMARK_RESPONSE, **problems(400, 406, 413, 415, 422, 503, 504)},
+    responses={
+        **BENCHMARK_RESPONSE,
+        **JOB_ACCEPTED,
+        **problems(400, 406, 409, 413, 415, 422, 503, 504),
+    },
     openapi_extra=body_openapi(BenchmarkRequest, required=False, examples=EXAMPLES),
     summary="Run a benchmark, or fetch it from the cache",
 )
 async def create_benchmark(request: Request, engine: Engine) -> Response:
-    """Fit KMeans with each init strategy on the dataset and score the clusterings."""
+    """Fit KMeans with each init strategy on the dataset and score the clusterings.
+
+    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
+    `Location: /v1/jobs/{id}`.
+    """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
     if_none_match = request.headers.get("if-none-match")
@@ -119,6 +128,10 @@ async def create_benchmark(request: Request, engine: Engine) -> Response:
             engine.remember(body, job)
     if etag_matches(if_none_match, f'"{job.id}"'):
         return _not_modified(job.id)
+    if prefers_async(request):
+        accepted = await respond_async(request, job)
+        if accepted is not None:
+            return accepted
     entry, cached = await engine.get_or_compute(job)
     return _respond(entry, cached=cached, accept=accept)
 
