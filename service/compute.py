@@ -82,6 +82,15 @@ def _death(exc: pebble.ProcessExpired) -> str:
     return f"exited with code {code}"
 
 
+def timed_out(limit_s: float) -> ComputeTimeoutError:
+    """The problem of a computation stopped at the limit (one request's, all tasks)."""
+    return ComputeTimeoutError(
+        f"the computation ran past the limit of {limit_s:g} s "
+        "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
+        "(fewer strategies, smaller n_init or max_iter) or raise the limit"
+    )
+
+
 class ComputePool:
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
@@ -226,11 +235,7 @@ class ComputePool:
             raise self._failed(f"its workers stopped ({exc})") from None
         except concurrent.futures.TimeoutError:
             self._observe(self.timeout_s)
-            raise ComputeTimeoutError(
-                f"the computation ran past the limit of {self.timeout_s:g} s "
-                "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
-                "(fewer strategies, smaller n_init or max_iter) or raise the limit"
-            ) from None
+            raise timed_out(self.timeout_s) from None
         self._observe(time.monotonic() - began)
         return result
 

@@ -22,7 +22,7 @@ import orjson
 from anyio import to_thread
 
 from service import benchmark as bm
-from service.compute import ComputePool
+from service.compute import ComputePool, timed_out
 from service.datasets import (
     BUILTIN_LOADERS,
     DatasetInfo,
@@ -529,7 +529,7 @@ class BenchmarkEngine:
             if outcomes:
                 left -= outcomes[-1].fit_time
             if left <= 0:
-                raise _timed_out(self.executor.timeout_s)
+                raise timed_out(self.executor.timeout_s)
             try:
                 outcome = await self.executor.submit(
                     bm.run_strategy_from_files, X_path, y_path, job.params, index, timeout_s=left
@@ -546,14 +546,6 @@ class BenchmarkEngine:
         if model is None:
             raise ModelNotFoundError(f"no model with id {model_id}")
         return model
-
-
-def _timed_out(limit_s: float) -> ComputeTimeoutError:
-    return ComputeTimeoutError(
-        f"the computation ran past the limit of {limit_s:g} s "
-        "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
-        "(fewer strategies, smaller n_init or max_iter) or raise the limit"
-    )
 
 
 _SCRATCH_NAME = re.compile(r"[a-z]+-(?P<pid>[0-9]+)-[0-9a-f]{32}")
