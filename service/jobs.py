@@ -17,6 +17,7 @@ import contextlib
 import copy
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ from service import benchmark as bm
 from service.engine import BenchmarkEngine, ResolvedBenchmark
 from service.errors import (
     ComputeBusyError,
+    ComputeCancelledError,
     DatasetNotFoundError,
     JobFinishedError,
     JobOrphanedError,
@@ -49,6 +51,15 @@ STATES = ACTIVE + FINISHED
 ADMISSION_POLL_S = 0.2
 # Seconds between two looks at the store by a watcher of a job run by another process.
 WATCH_POLL_S = 0.5
+# Seconds between two looks of a runner at its job's record: a DELETE answered by another
+# process on the same directory marks the record cancelled, and the runner stops.
+RECORD_POLL_S = 1.0
+# Seconds between two sweeps for the jobs of processes that stopped while this one runs.
+SWEEP_S = 30.0
+# A runner writes its job's heartbeat this often; a job of another host whose heartbeat
+# is older than STALE_S has lost its process.
+HEARTBEAT_S = 5.0
+STALE_S = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,7 +76,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     error BLOB,
-    owner TEXT NOT NULL
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_key_state ON jobs (key, state);
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
@@ -89,6 +101,10 @@ def problem_of(error: ServiceError) -> dict[str, Any]:
     }
 
 
+CANCELLED = problem_of(ComputeCancelledError("the job was cancelled (DELETE) before it finished"))
+UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
+
+
 @dataclass
 class Job:
     """One job's record. ``key`` is the benchmark id the job computes."""
@@ -107,6 +123,7 @@ class Job:
     finished: float | None = None
     error: dict[str, Any] | None = None
     seq: int = 0
+    heartbeat: float = 0.0
 
     @property
     def is_finished(self) -> bool:
@@ -131,11 +148,19 @@ class Job:
         return (self.state, self.done, self.total, self.stage, self.finished)
 
 
-def owner_alive(owner: str, me: str) -> bool:
-    """Whether the process that owns a job (``"<pid>-<hex>"``) still runs."""
+def owner_alive(job: Job, me: str) -> bool:
+    """Whether the process that owns a job (``"<pid>-<hex>@<host>"``) still runs.
+
+    On this host, by its process id; on another (a container, a machine sharing the
+    directory), by the job's heartbeat.
+    """
+    owner = job.owner
     if owner == me:
         return True
-    pid_text, _, _ = owner.partition("-")
+    process, _, host = owner.partition("@")
+    if host != me.partition("@")[2]:
+        return time.time() - job.heartbeat < STALE_S
+    pid_text, _, _ = process.partition("-")
     try:
         pid = int(pid_text)
     except ValueError:
@@ -200,6 +225,7 @@ class JobStore:
             finished=row["finished"],
             error=None if row["error"] is None else orjson.loads(row["error"]),
             seq=row["seq"],
+            heartbeat=row["heartbeat"],
         )
 
     def create_or_join(
@@ -210,7 +236,7 @@ class JobStore:
         request: dict[str, Any],
         total: int,
         owner: str,
-        alive: Callable[[str], bool],
+        alive: Callable[[Job], bool],
     ) -> tuple[Job, bool]:
         """The active job for ``key`` if a live process runs one, else a new queued one.
 
@@ -224,7 +250,7 @@ class JobStore:
                 (key,),
             ).fetchall():
                 found = self._job(row)
-                if alive(found.owner):
+                if alive(found):
                     return found, False
                 self._fail_orphan(db, found)
             job = Job(
@@ -239,25 +265,25 @@ class JobStore:
                 created=time.time(),
                 owner=owner,
             )
-            job.seq = (
-                db.execute(
-                    "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
-                    " owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.id,
-                        kind,
-                        key,
-                        orjson.dumps(request),
-                        job.state,
-                        job.done,
-                        job.total,
-                        job.stage,
-                        job.created,
-                        owner,
-                    ),
-                ).lastrowid
-                or 0
+            job.heartbeat = job.created
+            cursor = db.execute(
+                "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
+                " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    kind,
+                    key,
+                    orjson.dumps(request),
+                    job.state,
+                    job.done,
+                    job.total,
+                    job.stage,
+                    job.created,
+                    owner,
+                    job.heartbeat,
+                ),
             )
+            job.seq = cursor.lastrowid or 0
         return job, True
 
     @staticmethod
@@ -283,7 +309,7 @@ class JobStore:
         with self._transaction() as db:
             written = db.execute(
                 "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
-                " finished = ?, error = ?, owner = ?"
+                " finished = ?, error = ?, owner = ?, heartbeat = ?"
                 " WHERE id = ? AND state IN ('queued', 'running')",
                 (
                     job.state,
@@ -294,10 +320,21 @@ class JobStore:
                     job.finished,
                     None if job.error is None else orjson.dumps(job.error),
                     job.owner,
+                    time.time(),
                     job.id,
                 ),
             ).rowcount
         return bool(written)
+
+    def beat(self, job_id: str, owner: str) -> str | None:
+        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET heartbeat = ? WHERE id = ? AND owner = ?",
+                (time.time(), job_id, owner),
+            )
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row["state"])
 
     def page(self, *, state: str | None, limit: int, before: int | None) -> list[Job]:
         """Up to ``limit`` jobs, newest first, older than sequence number ``before``."""
@@ -316,23 +353,23 @@ class JobStore:
         rows = self._connection().execute(sql, (*args, limit)).fetchall()
         return [self._job(row) for row in rows]
 
-    def orphans(self, alive: Callable[[str], bool]) -> list[Job]:
+    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]:
         """Active jobs whose process is gone, oldest first."""
         rows = (
             self._connection()
             .execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq")
             .fetchall()
         )
-        return [job for job in map(self._job, rows) if not alive(job.owner)]
+        return [job for job in map(self._job, rows) if not alive(job)]
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
         """Take an orphaned job over, unless another process just did."""
         with self._transaction() as db:
             return bool(
                 db.execute(
-                    "UPDATE jobs SET owner = ? WHERE id = ? AND owner = ?"
+                    "UPDATE jobs SET owner = ?, heartbeat = ? WHERE id = ? AND owner = ?"
                     " AND state IN ('queued', 'running')",
-                    (new_owner, job_id, old_owner),
+                    (new_owner, time.time(), job_id, old_owner),
                 ).rowcount
             )
 
@@ -373,6 +410,8 @@ class _Running:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
+    # Record writes in flight: held here, since the event loop keeps only weak references.
+    writes: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class JobManager:
@@ -392,20 +431,20 @@ class JobManager:
         self.store = store
         self.engine = engine
         self.max_active = max_active
-        self.owner = engine.owner
+        self.owner = f"{engine.owner}@{socket.gethostname()}"
         self.stats = JobStats()
         self.watchers = 0
         self._active: dict[str, _Running] = {}
         self._by_key: dict[str, _Running] = {}
-        self._closing = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- counts, for the metrics ----------------------------------------------------
 
     def count(self, state: str) -> int:
         return sum(1 for running in self._active.values() if running.job.state == state)
 
-    def _alive(self, owner: str) -> bool:
-        return owner_alive(owner, self.owner)
+    def _alive(self, job: Job) -> bool:
+        return owner_alive(job, self.owner)
 
     # -- starting ---------------------------------------------------------------------
 
@@ -459,9 +498,12 @@ class JobManager:
             # After a restart the steps are counted again from 0: done never goes back.
             job.done, job.total, job.stage = max(job.done, done), total, stage
             self._changed(running)
-            task = asyncio.create_task(self._persist(running))
-            task.add_done_callback(_log_failure)
+            write = asyncio.create_task(self._persist(running))
+            running.writes.add(write)
+            write.add_done_callback(running.writes.discard)
+            write.add_done_callback(_log_failure)
 
+        follower = asyncio.create_task(self._follow_record(running))
         try:
             while True:
                 try:
@@ -479,36 +521,37 @@ class JobManager:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await self._finish(
-                running,
-                "cancelled",
-                error={
-                    "type": "urn:clusterbench:problem:job-cancelled",
-                    "title": "Job cancelled",
-                    "status": 409,
-                    "detail": "the job was cancelled (DELETE) before it finished",
-                    "errors": [],
-                },
-            )
+            await self._finish(running, "cancelled", error=CANCELLED)
         except ServiceError as exc:
             await self._finish(running, "failed", error=problem_of(exc))
         except Exception:
             logger.exception("job %s failed unexpectedly", job.id)
-            await self._finish(
-                running,
-                "failed",
-                error={
-                    "type": "urn:clusterbench:problem:internal-error",
-                    "title": "Internal server error",
-                    "status": 500,
-                    "detail": "an unexpected error occurred; it has been logged",
-                    "errors": [],
-                },
-            )
+            await self._finish(running, "failed", error=UNEXPECTED)
         else:
             job.done = job.total
             job.stage = "done"
             await self._finish(running, "succeeded")
+        finally:
+            follower.cancel()
+
+    async def _follow_record(self, running: _Running) -> None:
+        """Keep the job's heartbeat, and stop the runner when another process has
+        cancelled the job's record."""
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(RECORD_POLL_S)
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
+                last_beat = time.monotonic()
+            else:
+                record = await asyncio.to_thread(self.store.get, running.job.id)
+                state = None if record is None else record.state
+            if state == "cancelled" and not running.cancel_requested:
+                logger.info("job %s was cancelled by another process", running.job.id)
+                running.cancel_requested = True
+                if running.task is not None:
+                    running.task.cancel()
+                return
 
     async def _finish(
         self, running: _Running, state: str, *, error: dict[str, Any] | None = None
@@ -620,13 +663,7 @@ class JobManager:
             raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
         job.state = "cancelled"
         job.finished = time.time()
-        job.error = {
-            "type": "urn:clusterbench:problem:job-cancelled",
-            "title": "Job cancelled",
-            "status": 409,
-            "detail": "the job was cancelled (DELETE) before it finished",
-            "errors": [],
-        }
+        job.error = CANCELLED
         if not await asyncio.to_thread(self.store.save, job):
             again = await asyncio.to_thread(self.store.get, job_id)
             state = again.state if again is not None else "ended"
@@ -634,6 +671,22 @@ class JobManager:
         return job
 
     # -- start-up and shut-down -------------------------------------------------------
+
+    async def start(self) -> int:
+        """Take over the jobs of processes that are gone, now and every ``SWEEP_S``
+        (another process on the directory may stop while this one runs).
+        Returns how many were taken now."""
+        taken = await self.recover()
+        self._sweeper = asyncio.create_task(self._sweep())
+        return taken
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await self.recover()
+            except Exception:
+                logger.exception("the sweep for jobs of stopped processes failed")
 
     async def recover(self) -> int:
         """Take over the active jobs of processes that are gone: run each again, or
@@ -644,7 +697,8 @@ class JobManager:
                 continue  # another process took it
             taken += 1
             # The gone process's lease on the question would hold it for minutes.
-            await asyncio.to_thread(self.engine.results.release, job.key, job.owner)
+            lease_owner = job.owner.partition("@")[0]
+            await asyncio.to_thread(self.engine.results.release, job.key, lease_owner)
             old_owner, job.owner = job.owner, self.owner
             try:
                 resolved = await asyncio.to_thread(self._rebuild, job)
@@ -682,6 +736,8 @@ class JobManager:
 
     async def close(self) -> None:
         """Stop the runners; their jobs stay active in the store and run again later."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         tasks = [r.task for r in self._active.values() if r.task is not None]
         for task in tasks:
             task.cancel()

@@ -88,11 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
-        job_manager = JobManager(
-            JobStore(settings.data_dir / "jobs.sqlite3"), engine, max_active=settings.max_jobs
-        )
+        job_store = await asyncio.to_thread(JobStore, settings.data_dir / "jobs.sqlite3")
+        job_manager = JobManager(job_store, engine, max_active=settings.max_jobs)
         # Jobs left queued or running by a process that is gone: run again, or failed.
-        await job_manager.recover()
+        await job_manager.start()
         job_collector = jobs.JobCollector(job_manager)
         registry.register(job_collector)
         logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)

@@ -361,3 +361,30 @@ def test_a_slow_event_reader_does_not_hold_the_job(server: ServiceProcess) -> No
             reader.join(timeout=60)
     for events in streams:
         assert [n for n, _ in events if n != "comment"][-1] == "succeeded"
+
+
+def test_a_job_cancelled_through_another_process_stops(tmp_path: Path) -> None:
+    # Check that two servers on one data directory share jobs: the second sees the
+    # first's job, joins it when asked the same, and its DELETE stops the first's worker.
+    data = tmp_path / "data"
+    data.mkdir()
+    body = long_job(18)
+    with ServiceProcess(data) as first, ServiceProcess(data) as second:
+        with httpx.Client(base_url=first.url, timeout=60) as one:
+            job = submit(one, body)
+            wait_for(one, job["id"], ("running",))
+            worker = busy_worker(first)
+        with httpx.Client(base_url=second.url, timeout=60) as two:
+            assert two.get(f"/v1/jobs/{job['id']}").json()["state"] == "running"
+            assert submit(two, body)["id"] == job["id"]
+            began = time.monotonic()
+            assert two.delete(f"/v1/jobs/{job['id']}").json()["state"] == "cancelled"
+            # The first notices within a second, then stops its worker.
+            stopped = cpu_stopped(worker, deadline_s=3.0) + (time.monotonic() - began)
+            assert stopped < 3.0
+            # Nothing was stored: asked again, the question is a new job.
+            again = submit(two, body)
+            assert again["id"] != job["id"]
+            two.delete(f"/v1/jobs/{again['id']}")
+        with httpx.Client(base_url=first.url, timeout=60) as one:
+            assert one.get(f"/v1/jobs/{job['id']}").json()["state"] == "cancelled"

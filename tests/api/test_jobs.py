@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from service import benchmark as bm
 from service.datasets import DatasetStore
-from service.jobs import JobStore
+from service.jobs import STALE_S, Job, JobStore, owner_alive
 from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +91,8 @@ async def test_a_stored_result_answers_200_and_identical_asks_join(
         ({"limit": 101}, "limit"),
         ({"state": "sleeping"}, "state"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        # "jobs:" and 30 digits: base64 of the right form, but past SQLite's integers.
+        ({"cursor": "am9iczoxMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTA"}, "cursor"),
     ],
 )
 async def test_bad_list_queries_are_422(
@@ -129,7 +133,7 @@ def orphan(data_dir: Path, params: bm.BenchmarkParams, *, key: str | None = None
         key=key or bm.benchmark_id(params),
         request={"dataset": params.dataset, "params": params.as_dict()},
         total=len(params.strategies),
-        owner="999999999-gone",
+        owner=f"999999999-gone@{socket.gethostname()}",
         alive=lambda _: True,
     )
     job.state = "running"
@@ -157,7 +161,7 @@ async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(tmp_path: Path)
         key="2" * 64,
         request={},
         total=1,
-        owner=f"{1}-init",  # pid 1 runs for as long as the machine does
+        owner=f"1-init@{socket.gethostname()}",  # pid 1 runs as long as the machine does
         alive=lambda _: True,
     )
     store.close()
@@ -174,3 +178,34 @@ async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(tmp_path: Path)
         assert changed["error"]["type"].endswith("job-orphaned")
         assert "versions" in changed["error"]["detail"]
         assert (await client.get(f"/v1/jobs/{alive.id}")).json()["state"] == "queued"
+
+
+def test_a_job_of_another_host_lives_by_its_heartbeat() -> None:
+    # Check that a job owned on another host (a container, a machine sharing the data
+    # directory) counts as running while its heartbeat is fresh, and as orphaned after.
+    me = f"{os.getpid()}-mine@{socket.gethostname()}"
+    job = Job(
+        id="a" * 64,
+        kind="benchmark",
+        key="b" * 64,
+        request={},
+        state="running",
+        done=0,
+        total=1,
+        stage="random",
+        created=time.time(),
+        owner=f"{os.getpid()}-theirs@another-host",
+        heartbeat=time.time(),
+    )
+    assert owner_alive(job, me)
+    job.heartbeat -= STALE_S + 1
+    assert not owner_alive(job, me)
+    # On this host, by the process: a pid that does not run is gone at once, and so is
+    # an earlier life of this very process id (a restarted container's pid 1).
+    job.heartbeat = time.time()
+    job.owner = f"999999999-gone@{socket.gethostname()}"
+    assert not owner_alive(job, me)
+    job.owner = f"{os.getpid()}-earlier@{socket.gethostname()}"
+    assert not owner_alive(job, me)
+    job.owner = me
+    assert owner_alive(job, me)

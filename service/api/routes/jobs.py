@@ -85,7 +85,8 @@ def _after(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, seq = text.partition(":")
-        if prefix != "jobs" or not seq.isdigit():
+        # ASCII digits that fit SQLite's integers: anything else was not made here.
+        if prefix != "jobs" or not (seq.isascii() and seq.isdigit() and len(seq) <= 18):
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
