@@ -369,7 +369,8 @@ def test_a_job_cancelled_through_another_process_stops(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     body = long_job(18)
-    with ServiceProcess(data) as first, ServiceProcess(data) as second:
+    one_worker = {"CLUSTERBENCH_WORKERS": "1"}
+    with ServiceProcess(data, **one_worker) as first, ServiceProcess(data, **one_worker) as second:
         with httpx.Client(base_url=first.url, timeout=60) as one:
             job = submit(one, body)
             wait_for(one, job["id"], ("running",))
