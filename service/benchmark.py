@@ -309,12 +309,18 @@ def run_benchmark(
     return [_run_strategy(X, y, strategy, params) for strategy in params.strategies]
 
 
-def run_benchmark_from_files(
-    X_path: Path, y_path: Path | None, params: BenchmarkParams
-) -> list[StrategyOutcome]:
-    """Worker entry point: memory-map the stored dataset and run the benchmark."""
+def run_strategy_from_files(
+    X_path: Path, y_path: Path | None, params: BenchmarkParams, index: int
+) -> StrategyOutcome:
+    """Worker entry point for one strategy, ``params.strategies[index]``, on the stored
+    (memory-mapped) dataset.
+
+    Each strategy's fit depends only on the data and ``params`` (every one starts from
+    ``random_state``), so running them one task at a time gives the numbers
+    :func:`run_benchmark` gives, and lets a job report progress and stop between them.
+    """
     X, y = load_arrays(X_path, y_path)
-    return run_benchmark(X, y, params)
+    return _run_strategy(X, y, params.strategies[index], params)
 
 
 def _run_strategy(

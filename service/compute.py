@@ -82,6 +82,15 @@ def _death(exc: pebble.ProcessExpired) -> str:
     return f"exited with code {code}"
 
 
+def timed_out(limit_s: float) -> ComputeTimeoutError:
+    """The problem of a computation stopped at the limit (one request's, all tasks)."""
+    return ComputeTimeoutError(
+        f"the computation ran past the limit of {limit_s:g} s "
+        "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
+        "(fewer strategies, smaller n_init or max_iter) or raise the limit"
+    )
+
+
 class ComputePool:
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
@@ -179,15 +188,21 @@ class ComputePool:
             _admitted.reset(token)
             self.pending -= 1
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed."""
-        with self.admitted():
-            return await self._run(fn, *args)
+    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+        """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed.
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        ``timeout_s`` (at most the pool's own) is what is left of a longer computation's
+        budget. Cancelling the awaiting task cancels the task: a running one's worker is
+        terminated (and replaced), so its CPU is free at once.
+        """
+        with self.admitted():
+            return await self._run(fn, *args, timeout_s=timeout_s)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
         threads = self.threads_per_worker or max(1, self.cpus // min(self.workers, self.pending))
+        limit = self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
         try:
-            future = self._pool.submit(_call_with_threads, self.timeout_s, threads, fn, *args)
+            future = self._pool.submit(_call_with_threads, limit, threads, fn, *args)
         except RuntimeError:
             # pebble refuses tasks once its pool has stopped: a retryable failure.
             if self._pool.active:
@@ -220,11 +235,7 @@ class ComputePool:
             raise self._failed(f"its workers stopped ({exc})") from None
         except concurrent.futures.TimeoutError:
             self._observe(self.timeout_s)
-            raise ComputeTimeoutError(
-                f"the computation ran past the limit of {self.timeout_s:g} s "
-                "(CLUSTERBENCH_TIMEOUT_S) and was stopped; ask for less work "
-                "(fewer strategies, smaller n_init or max_iter) or raise the limit"
-            ) from None
+            raise timed_out(self.timeout_s) from None
         self._observe(time.monotonic() - began)
         return result
 
@@ -248,7 +259,12 @@ class ComputePool:
         # queue ahead of it, and is only a backstop.
         deadline = time.monotonic() + self.timeout_s * (self.capacity / self.workers + 1)
         while True:
-            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            try:
+                done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            except asyncio.CancelledError:
+                # pebble terminates the worker of a running task whose future is cancelled.
+                future.cancel()
+                raise
             if done:
                 return waiting.result()
             if not self._pool.active:

@@ -22,7 +22,7 @@ import orjson
 from anyio import to_thread
 
 from service import benchmark as bm
-from service.compute import ComputePool
+from service.compute import ComputePool, timed_out
 from service.datasets import (
     BUILTIN_LOADERS,
     DatasetInfo,
@@ -30,6 +30,7 @@ from service.datasets import (
     is_id,
 )
 from service.errors import (
+    ComputeCancelledError,
     ComputeInProgressError,
     ComputeTimeoutError,
     DatasetNotFoundError,
@@ -40,6 +41,7 @@ from service.errors import (
     WorkerDiedError,
     clip,
 )
+from service.executors import Executor, LocalExecutor
 from service.formats import DataLimits, Upload, import_upload
 from service.inline import (
     benchmark_body_in_worker,
@@ -60,6 +62,9 @@ KNOWN_BODY_MAX_BYTES = 4096
 T = TypeVar("T")
 # Whether the caller may name an uploaded dataset by its id (tenants: one it holds).
 MayUse = Callable[[str], Awaitable[bool]]
+
+# Hears a computation's steps: (strategies done, strategies in all, stage).
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -143,6 +148,7 @@ class BenchmarkEngine:
         limits: DataLimits | None = None,
         failure_ttl_s: float = 0.0,
         predict_max_distances: int = 2**62,
+        executor: Executor | None = None,
     ) -> None:
         self.datasets = datasets
         self.limits = limits or DataLimits()
@@ -152,6 +158,9 @@ class BenchmarkEngine:
         # predictions in ``data_pool``, so that small work never waits behind a benchmark.
         self.pool = pool
         self.data_pool = data_pool or pool
+        # Where benchmark fits run, one task per strategy: the local pool, or a cluster.
+        self.executor = executor or LocalExecutor(pool)
+        self._listeners: dict[str, list[Progress]] = {}
         self.failures = FailureMemory(failure_ttl_s)
         self.stats = EngineStats()
         self._inflight: dict[str, asyncio.Task[Any]] = {}
@@ -387,8 +396,53 @@ class BenchmarkEngine:
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # shield: one waiter giving up must not cancel the computation the others await.
-        result: T = await asyncio.shield(task)
+        try:
+            result: T = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current and current.cancelling()):
+                # Not this waiter: the computation itself was cancelled (DELETE of its job).
+                raise ComputeCancelledError(
+                    "the computation of this request was cancelled (its job was deleted) "
+                    "before it finished; ask again to compute it"
+                ) from None
+            raise
         return result
+
+    def computation(
+        self, job: ResolvedBenchmark, progress: Progress
+    ) -> asyncio.Task[tuple[StoredBenchmark, bool]]:
+        """The task computing ``job``: the one in flight, or a new one; ``progress`` hears
+        its steps. Cancelling the task stops the computation (and its worker).
+
+        A new task counts against the pool's bound when it starts: it fails at once
+        with ComputeBusyError when the pool is full.
+        """
+        task = self._inflight.get(job.id)
+        if task is None:
+            self.stats.misses += 1
+            task = asyncio.create_task(self._admitted(job.id, self._compute(job)))
+            self._inflight[job.id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
+        listeners = self._listeners.setdefault(job.id, [])
+        listeners.append(progress)
+
+        def unlisten(_: object) -> None:
+            listeners.remove(progress)
+            if not listeners and self._listeners.get(job.id) is listeners:
+                del self._listeners[job.id]
+
+        task.add_done_callback(unlisten)
+        return task
+
+    @property
+    def owner(self) -> str:
+        """This engine's name in leases (and jobs): ``"<pid>-<hex>"``."""
+        return self._owner
+
+    def _report(self, key: str, done: int, total: int, stage: str) -> None:
+        for listener in self._listeners.get(key, ()):
+            listener(done, total, stage)
 
     async def get_or_render_plot(self, entry: StoredBenchmark, init: str | None) -> bytes:
         """The PNG of ``entry``'s boundary plot (all panels, or the ``init`` one), cached."""
@@ -478,20 +532,42 @@ class BenchmarkEngine:
                 return done, True
             X_path, y_path = self.datasets.files(job.dataset)
             self.stats.computations += 1
-            try:
-                outcomes = await self.pool.run(
-                    bm.run_benchmark_from_files, X_path, y_path, job.params
-                )
-            except FileNotFoundError:
-                raise DatasetNotFoundError(
-                    f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
-                ) from None
+            outcomes = await self._fit_strategies(job, X_path, y_path)
             entry = build_entry(job, outcomes)
+            self._report(job.id, len(outcomes), len(outcomes), "storing")
             await to_thread.run_sync(store.put, entry)
             return entry, False
         finally:
             renewing.cancel()
             await to_thread.run_sync(store.release, job.id, self._owner)
+
+    async def _fit_strategies(
+        self, job: ResolvedBenchmark, X_path: Path, y_path: Path | None
+    ) -> list[bm.StrategyOutcome]:
+        """One executor task per strategy, in order, within one timeout for them all.
+
+        The budget is spent by the fits themselves (as measured in the workers), not by
+        the time a task waits in the queue behind other computations' tasks.
+        """
+        strategies = job.params.strategies
+        left = self.executor.timeout_s
+        outcomes: list[bm.StrategyOutcome] = []
+        for index, strategy in enumerate(strategies):
+            self._report(job.id, index, len(strategies), strategy.init)
+            if outcomes:
+                left -= outcomes[-1].fit_time
+            if left <= 0:
+                raise timed_out(self.executor.timeout_s)
+            try:
+                outcome = await self.executor.submit(
+                    bm.run_strategy_from_files, X_path, y_path, job.params, index, timeout_s=left
+                )
+            except FileNotFoundError:
+                raise DatasetNotFoundError(
+                    f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
+                ) from None
+            outcomes.append(outcome)
+        return outcomes
 
     async def _renew_lease(self, key: str) -> None:
         """Keep this process's lease on ``key`` alive until cancelled."""

@@ -326,3 +326,33 @@ def clip(text: str, limit: int = 80) -> str:
     in a problem's detail never makes the answer larger than the bound."""
     shown = repr(text[:limit])
     return shown if len(text) <= limit else f"{shown[:-1]}…{shown[-1]} ({len(text)} characters)"
+
+
+class ComputeCancelledError(ServiceError):
+    """The computation a request waited for was cancelled (its job was deleted)."""
+
+    status = 409
+    title = "Computation cancelled"
+    slug = "compute-cancelled"
+
+
+class JobNotFoundError(ServiceError):
+    status = 404
+    title = "Job not found"
+    slug = "job-not-found"
+
+
+class JobFinishedError(ServiceError):
+    """A job that has finished (or is storing its result) cannot be cancelled."""
+
+    status = 409
+    title = "Job finished"
+    slug = "job-finished"
+
+
+class JobOrphanedError(ServiceError):
+    """A job whose server stopped, and which cannot run again (the reason says why)."""
+
+    status = 503
+    title = "Job orphaned"
+    slug = "job-orphaned"

@@ -19,11 +19,12 @@ from service.api.body import BodyBudget
 from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, datasets, health, models
+from service.api.routes import benchmarks, datasets, health, jobs, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.formats import DataLimits
+from service.jobs import JobManager, JobStore
 from service.settings import Settings
 from service.store import ResultStore
 from service.tenants import Tenancy, TenantStore, parse_keys
@@ -46,6 +47,7 @@ and results. With no key configured the service is open, for a single user.
 
 class State(TypedDict):
     engine: BenchmarkEngine
+    jobs: JobManager
     registry: CollectorRegistry
     body_budget: BodyBudget
     tenancy: Tenancy
@@ -113,10 +115,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
+        job_store = await asyncio.to_thread(JobStore, settings.data_dir / "jobs.sqlite3")
+        job_manager = JobManager(job_store, engine, max_active=settings.max_jobs)
+        # Jobs left queued or running by a process that is gone: run again, or failed.
+        await job_manager.start()
+        job_collector = jobs.JobCollector(job_manager)
+        registry.register(job_collector)
         logger.info("clusterbench %s ready, data in %s", __version__, settings.data_dir)
         try:
             yield {
                 "engine": engine,
+                "jobs": job_manager,
                 "registry": registry,
                 "body_budget": BodyBudget(settings.body_memory_bytes),
                 "tenancy": tenancy,
@@ -125,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await job_manager.close()
+            registry.unregister(job_collector)
             registry.unregister(collector)
             pool.close()
             data_pool.close()
@@ -143,13 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
+            {"name": "jobs", "description": "Long computations: progress, events, cancel."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
     app.state.settings = settings
     problems.install(app)
     # Every /v1 route: the caller's key when keys are configured, and its rate limit.
-    for router in (benchmarks.router, datasets.router, models.router):
+    for router in (benchmarks.router, datasets.router, models.router, jobs.router):
         app.include_router(
             router,
             dependencies=[Depends(auth.get_tenant)],

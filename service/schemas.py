@@ -317,3 +317,41 @@ class Problem(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="Steps done (strategies fitted); never decreases.", examples=[1])
+    total: int = Field(description="Steps in all; `done` reaches it on success.", examples=[3])
+    stage: str = Field(
+        description="What runs now: `queued`, a strategy's name, `storing`, or `done`.",
+        examples=["random"],
+    )
+
+
+class Job(BaseModel):
+    """A long computation run in the background: poll it, follow its events, or cancel it."""
+
+    id: str = Field(description="The job's id (sha256-sized hex).")
+    kind: Literal["benchmark"] = Field(description="What the job computes.")
+    state: JobState
+    progress: JobProgress
+    created_at: str = Field(description="ISO 8601, UTC.", examples=["2026-01-01T12:00:00.000Z"])
+    started_at: str | None = Field(description="When it began computing (ISO 8601, UTC).")
+    finished_at: str | None = Field(description="When it ended (ISO 8601, UTC).")
+    result_url: str | None = Field(
+        description="Where the result is, once the job has succeeded.",
+        examples=["/v1/benchmarks/<id>"],
+    )
+    error: Problem | None = Field(description="Why it failed or was cancelled, as a problem.")
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None = Field(
+        description="Pass as `?cursor=` for the next page; null on the last page."
+    )

@@ -198,3 +198,16 @@ class Settings(BaseSettings):
 
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    max_jobs: int = Field(
+        100,
+        ge=1,
+        description="Jobs (Prefer: respond-async) one server process queues or runs at "
+        "once; past it, 503.",
+    )
+    events_ping_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds between keep-alive comments on a job's event stream, so that "
+        "proxies do not cut an idle one.",
+    )

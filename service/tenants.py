@@ -45,7 +45,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # server runs closes the service within this time, without a query per request.
 KEYS_CHECK_S = 1.0
 
-DATASET, BENCHMARK, MODEL, PLOT = "dataset", "benchmark", "model", "plot"
+DATASET, BENCHMARK, MODEL, PLOT, JOB = "dataset", "benchmark", "model", "plot", "job"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -252,6 +252,18 @@ class TenantStore:
                 "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_)
             ).fetchone()[0]
             return left
+
+    def has_child(self, tenant: str, kind: str, parent: str) -> bool:
+        """Whether ``tenant`` holds something of ``kind`` made from ``parent``."""
+        row = (
+            self._connection()
+            .execute(
+                "SELECT 1 FROM claims WHERE tenant = ? AND kind = ? AND parent = ? LIMIT 1",
+                (tenant, kind, parent),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def claims_on(self, kind: str, id_: str) -> int:
         count: int = (
@@ -477,6 +489,23 @@ class Tenancy:
                 self.store.claim(tenant, MODEL, model_id, parent=benchmark_id, nbytes=size)
 
         await self._run(claim)
+
+    async def claim_job(self, tenant: str | None, job_id: str, benchmark_id: str) -> None:
+        """Give ``tenant`` the job it asked for (or joined): its events, its cancel, and
+        the benchmark it computes once it has succeeded."""
+        if tenant is not None:
+            await self._run(
+                lambda: self.store.claim(tenant, JOB, job_id, parent=benchmark_id, nbytes=0)
+            )
+
+    async def held_jobs(self, tenant: str) -> list[str]:
+        return await self._run(lambda: self.store.held(tenant, JOB))
+
+    async def awaits_benchmark(self, tenant: str | None, benchmark_id: str) -> bool:
+        """Whether ``tenant`` asked for a job computing ``benchmark_id``."""
+        if tenant is None:
+            return True
+        return await self._run(lambda: self.store.has_child(tenant, JOB, benchmark_id))
 
     async def claim_plot(
         self, tenant: str | None, benchmark_id: str, key: str, nbytes: int

@@ -345,3 +345,37 @@ def test_without_keys_the_service_is_open(server: ServiceProcess, tmp_path: Path
         assert made.json()["id"] in {d["id"] for d in http.get("/v1/datasets").json()["datasets"]}
         assert "ratelimit-limit" not in made.headers
         assert http.delete(f"/v1/datasets/{made.json()['id']}").status_code == 204
+
+
+def test_jobs_are_their_askers_own(http: httpx.Client) -> None:
+    # Check that a job is seen, followed, listed and cancelled only by the tenant that
+    # asked for it, and that its result is that tenant's once it has succeeded.
+    made = upload(http, A, csv(60, shift=0.25))
+    assert made.status_code == 201, made.text
+    asked = http.post(
+        "/v1/benchmarks",
+        json={"dataset": made.json()["id"], "strategies": ["k-means++", "random"]},
+        headers={**A, "Prefer": "respond-async"},
+    )
+    assert asked.status_code == 202, asked.text
+    job_url = asked.headers["location"]
+    job_id = asked.json()["id"]
+    for method, path in (
+        ("GET", job_url),
+        ("GET", f"{job_url}/events"),
+        ("DELETE", job_url),
+    ):
+        assert http.request(method, path, headers=B).status_code == 404, (method, path)
+    assert job_id not in [j["id"] for j in http.get("/v1/jobs", headers=B).json()["jobs"]]
+    assert job_id in [j["id"] for j in http.get("/v1/jobs", headers=A).json()["jobs"]]
+    deadline = time.monotonic() + 60
+    while (job := http.get(job_url, headers=A).json())["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job
+    result = http.get(job["result_url"], headers=A)
+    assert result.status_code == 200, result.text
+    model_id = result.json()["results"][0]["model_id"]
+    assert http.get(f"/v1/models/{model_id}", headers=A).status_code == 200
+    assert http.get(job["result_url"], headers=B).status_code == 404
+    assert http.get(f"/v1/models/{model_id}", headers=B).status_code == 404

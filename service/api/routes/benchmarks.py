@@ -18,7 +18,9 @@ from service.api.deps import (
     negotiate,
     problems,
 )
+from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
 from service.benchmark import format_table
+from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError
 from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
@@ -112,10 +114,21 @@ async def _claim(tenants: Tenancy, caller: str | None, entry: StoredBenchmark) -
     )
 
 
-async def _check_held(tenants: Tenancy, caller: str | None, benchmark_id: str) -> None:
-    """404 for a benchmark the caller does not hold, as if it did not exist."""
-    if not await tenants.holds(caller, BENCHMARK, benchmark_id):
+async def _held_entry(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, benchmark_id: str
+) -> StoredBenchmark:
+    """The stored benchmark, if the caller holds it or asked for the job that computed it;
+    else 404, as if it did not exist."""
+    entry = None
+    if await tenants.holds(caller, BENCHMARK, benchmark_id):
+        entry = await engine.cached(benchmark_id)
+    elif await tenants.awaits_benchmark(caller, benchmark_id):
+        entry = await engine.cached(benchmark_id)
+        if entry is not None:
+            await _claim(tenants, caller, entry)  # the job's result is the caller's now
+    if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    return entry
 
 
 def _not_modified(benchmark_id: str) -> Response:
@@ -125,14 +138,22 @@ def _not_modified(benchmark_id: str) -> Response:
 @router.post(
     "",
     response_model=BenchmarkResult,
-    responses={**BENCHMARK_RESPONSE, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
+    responses={
+        **BENCHMARK_RESPONSE,
+        **JOB_ACCEPTED,
+        **problems(400, 403, 406, 409, 413, 415, 422, 503, 504, 507),
+    },
     openapi_extra=body_openapi(BenchmarkRequest, required=False, examples=EXAMPLES),
     summary="Run a benchmark, or fetch it from the cache",
 )
 async def create_benchmark(
     request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
-    """Fit KMeans with each init strategy on the dataset and score the clusterings."""
+    """Fit KMeans with each init strategy on the dataset and score the clusterings.
+
+    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
+    `Location: /v1/jobs/{id}`.
+    """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
     if_none_match = request.headers.get("if-none-match")
@@ -161,6 +182,10 @@ async def create_benchmark(
         return _not_modified(job.id)
     if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):
         await tenants.check_quota(caller)
+    if prefers_async(request):
+        accepted = await respond_async(request, job, caller, tenants)
+        if accepted is not None:
+            return accepted
     entry, cached = await engine.get_or_compute(job)
     await _claim(tenants, caller, entry)
     return _respond(entry, cached=cached, accept=accept)
@@ -178,10 +203,7 @@ async def get_benchmark(
     """The same body as the request that made the benchmark, from the cache."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    await _check_held(tenants, caller, benchmark_id)
-    entry = await engine.cached(benchmark_id)
-    if entry is None:
-        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    entry = await _held_entry(engine, tenants, caller, benchmark_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
         return _not_modified(benchmark_id)
     return _respond(
@@ -217,10 +239,7 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
-    await _check_held(tenants, caller, benchmark_id)
-    entry = await engine.cached(benchmark_id)
-    if entry is None:
-        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    entry = await _held_entry(engine, tenants, caller, benchmark_id)
     headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE}
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
         return Response(status_code=304, headers=headers)

@@ -1,0 +1,772 @@
+"""The life of a job: a question computed in the background, with progress and cancel.
+
+A job is a record in its own SQLite file (``<data_dir>/jobs.sqlite3``, WAL), so that it
+outlives the process that runs it: after a restart a queued or running job whose
+process is gone is run again (or failed with the reason why it cannot be). Identical
+questions join one job. Nothing here knows HTTP; every store call runs in a thread.
+
+The computation itself is the engine's (one executor task per strategy, shared with
+synchronous requests for the same question); the runner here follows its steps,
+records them, and tells whoever watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import functools
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service import benchmark as bm
+from service.engine import BenchmarkEngine, ResolvedBenchmark
+from service.errors import (
+    ComputeBusyError,
+    ComputeCancelledError,
+    DatasetNotFoundError,
+    JobFinishedError,
+    JobOrphanedError,
+    ServiceError,
+)
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+STATES = ACTIVE + FINISHED
+
+# Seconds between two tries of a queued job to get a place in a full compute pool.
+ADMISSION_POLL_S = 0.2
+# Seconds between two looks at the store by a watcher of a job run by another process.
+WATCH_POLL_S = 0.5
+# Seconds between two looks of a runner at its job's record: a DELETE answered by another
+# process on the same directory marks the record cancelled, and the runner stops.
+RECORD_POLL_S = 1.0
+# Seconds between two sweeps for the jobs of processes that stopped while this one runs.
+SWEEP_S = 30.0
+# A runner writes its job's heartbeat this often; a job of another host whose heartbeat
+# is older than STALE_S has lost its process.
+HEARTBEAT_S = 5.0
+STALE_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request BLOB NOT NULL,
+    state TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error BLOB,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_key_state ON jobs (key, state);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+"""
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def problem_of(error: ServiceError) -> dict[str, Any]:
+    """A ServiceError as the problem object a job's ``error`` holds."""
+    return {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "errors": error.errors,
+    }
+
+
+CANCELLED = problem_of(ComputeCancelledError("the job was cancelled (DELETE) before it finished"))
+UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
+
+
+@dataclass
+class Job:
+    """One job's record. ``key`` is the benchmark id the job computes."""
+
+    id: str
+    kind: str
+    key: str
+    request: dict[str, Any]
+    state: str
+    done: int
+    total: int
+    stage: str
+    created: float
+    owner: str
+    started: float | None = None
+    finished: float | None = None
+    error: dict[str, Any] | None = None
+    seq: int = 0
+    heartbeat: float = 0.0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "progress": {"done": self.done, "total": self.total, "stage": self.stage},
+            "created_at": _iso(self.created),
+            "started_at": _iso(self.started),
+            "finished_at": _iso(self.finished),
+            "result_url": f"/v1/benchmarks/{self.key}" if self.state == "succeeded" else None,
+            "error": self.error,
+        }
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What a watcher compares to tell whether the job changed."""
+        return (self.state, self.done, self.total, self.stage, self.finished)
+
+
+def owner_alive(job: Job, me: str) -> bool:
+    """Whether the process that owns a job (``"<pid>-<hex>@<host>"``) still runs.
+
+    On this host, by its process id; on another (a container, a machine sharing the
+    directory), by the job's heartbeat.
+    """
+    owner = job.owner
+    if owner == me:
+        return True
+    process, _, host = owner.partition("@")
+    if host != me.partition("@")[2]:
+        return time.time() - job.heartbeat < STALE_S
+    pid_text, _, _ = process.partition("-")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # an earlier life of this process (another app on the same directory)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    """Job records in ``path`` (SQLite, WAL), shared by every process on the directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+            connection.executescript(SCHEMA)
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"],
+            kind=row["kind"],
+            key=row["key"],
+            request=orjson.loads(row["request"]),
+            state=row["state"],
+            done=row["done"],
+            total=row["total"],
+            stage=row["stage"],
+            created=row["created"],
+            owner=row["owner"],
+            started=row["started"],
+            finished=row["finished"],
+            error=None if row["error"] is None else orjson.loads(row["error"]),
+            seq=row["seq"],
+            heartbeat=row["heartbeat"],
+        )
+
+    def create_or_join(
+        self,
+        *,
+        kind: str,
+        key: str,
+        request: dict[str, Any],
+        total: int,
+        owner: str,
+        alive: Callable[[Job], bool],
+    ) -> tuple[Job, bool]:
+        """The active job for ``key`` if a live process runs one, else a new queued one.
+
+        Returns the job and whether it is new. An active job whose process is gone is
+        marked failed first (it would otherwise be re-run only at the next start-up).
+        """
+        with self._transaction() as db:
+            for row in db.execute(
+                "SELECT * FROM jobs WHERE key = ? AND state IN ('queued', 'running')"
+                " ORDER BY seq DESC",
+                (key,),
+            ).fetchall():
+                found = self._job(row)
+                if alive(found):
+                    return found, False
+                self._fail_orphan(db, found)
+            job = Job(
+                id=uuid.uuid4().hex + uuid.uuid4().hex,
+                kind=kind,
+                key=key,
+                request=request,
+                state="queued",
+                done=0,
+                total=total,
+                stage="queued",
+                created=time.time(),
+                owner=owner,
+            )
+            job.heartbeat = job.created
+            cursor = db.execute(
+                "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
+                " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    kind,
+                    key,
+                    orjson.dumps(request),
+                    job.state,
+                    job.done,
+                    job.total,
+                    job.stage,
+                    job.created,
+                    owner,
+                    job.heartbeat,
+                ),
+            )
+            job.seq = cursor.lastrowid or 0
+        return job, True
+
+    @staticmethod
+    def _fail_orphan(db: sqlite3.Connection, job: Job) -> None:
+        error = problem_of(
+            JobOrphanedError(
+                "the server process running this job stopped before it finished; "
+                "ask again to compute it"
+            )
+        )
+        db.execute(
+            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ?",
+            (time.time(), orjson.dumps(error), job.id),
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else self._job(row)
+
+    def save(self, job: Job) -> bool:
+        """Write ``job``'s state and progress, unless its record has finished meanwhile
+        (cancelled by another process). Returns whether it was written."""
+        with self._transaction() as db:
+            written = db.execute(
+                "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
+                " finished = ?, error = ?, owner = ?, heartbeat = ?"
+                " WHERE id = ? AND state IN ('queued', 'running')",
+                (
+                    job.state,
+                    job.done,
+                    job.total,
+                    job.stage,
+                    job.started,
+                    job.finished,
+                    None if job.error is None else orjson.dumps(job.error),
+                    job.owner,
+                    time.time(),
+                    job.id,
+                ),
+            ).rowcount
+        return bool(written)
+
+    def beat(self, job_id: str, owner: str) -> str | None:
+        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET heartbeat = ? WHERE id = ? AND owner = ?",
+                (time.time(), job_id, owner),
+            )
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row["state"])
+
+    def page(
+        self,
+        *,
+        state: str | None,
+        limit: int,
+        before: int | None,
+        among: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
+        only those whose id is in ``among`` when it is given."""
+        where: list[str] = []
+        args: list[Any] = []
+        if among is not None:
+            where.append(f"id IN ({', '.join('?' * len(among))})")
+            args.extend(among)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self._connection().execute(sql, (*args, limit)).fetchall()
+        return [self._job(row) for row in rows]
+
+    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]:
+        """Active jobs whose process is gone, oldest first."""
+        rows = (
+            self._connection()
+            .execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq")
+            .fetchall()
+        )
+        return [job for job in map(self._job, rows) if not alive(job)]
+
+    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
+        """Take an orphaned job over, unless another process just did."""
+        with self._transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE jobs SET owner = ?, heartbeat = ? WHERE id = ? AND owner = ?"
+                    " AND state IN ('queued', 'running')",
+                    (new_owner, time.time(), job_id, old_owner),
+                ).rowcount
+            )
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
+@dataclass
+class JobStats:
+    """Counters read by the metrics collector."""
+
+    finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED, 0))
+    # Durations (created to finished) of the jobs that ended, in histogram buckets.
+    buckets: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
+    duration_sum: float = 0.0
+
+    def observe(self, state: str, seconds: float) -> None:
+        self.finished[state] += 1
+        self.duration_sum += seconds
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                self.bucket_counts[i] += 1
+                return
+        self.bucket_counts[-1] += 1
+
+
+@dataclass
+class _Running:
+    """A job this process runs: its record, its runner task, and who to wake on change."""
+
+    job: Job
+    resolved: ResolvedBenchmark | None  # None for a job that cannot run again
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    # Record writes in flight: held here, since the event loop keeps only weak references.
+    writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class JobManager:
+    """Starts, follows, lists and cancels jobs; owns their runner tasks.
+
+    Parameters
+    ----------
+    store : JobStore
+        Where the records live.
+    engine : BenchmarkEngine
+        What computes (and shares a computation with synchronous requests).
+    max_active : int
+        Jobs this process queues or runs at once; more are refused (ComputeBusyError).
+    """
+
+    def __init__(self, store: JobStore, engine: BenchmarkEngine, *, max_active: int) -> None:
+        self.store = store
+        self.engine = engine
+        self.max_active = max_active
+        self.owner = f"{engine.owner}@{socket.gethostname()}"
+        self.stats = JobStats()
+        self.watchers = 0
+        self._active: dict[str, _Running] = {}
+        self._by_key: dict[str, _Running] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- counts, for the metrics ----------------------------------------------------
+
+    def count(self, state: str) -> int:
+        return sum(1 for running in self._active.values() if running.job.state == state)
+
+    def _alive(self, job: Job) -> bool:
+        return owner_alive(job, self.owner)
+
+    # -- starting ---------------------------------------------------------------------
+
+    async def submit(self, resolved: ResolvedBenchmark) -> Job:
+        """The job computing ``resolved``: the one already queued or running, or a new one.
+
+        Raises the failure remembered for the question (as a synchronous request would
+        get it), or ComputeBusyError when this process runs ``max_active`` jobs already.
+        """
+        running = self._by_key.get(resolved.id)
+        if running is not None:
+            return copy.copy(running.job)
+        self.engine.failures.check(resolved.id)
+        if len(self._active) >= self.max_active:
+            raise ComputeBusyError(
+                f"this server already runs {self.max_active} jobs "
+                "(CLUSTERBENCH_MAX_JOBS); try again later",
+                retry_after=5,
+            )
+        job, created = await asyncio.to_thread(
+            self.store.create_or_join,
+            kind="benchmark",
+            key=resolved.id,
+            request={"dataset": resolved.dataset.id, "params": resolved.params.as_dict()},
+            total=len(resolved.params.strategies),
+            owner=self.owner,
+            alive=self._alive,
+        )
+        if created:
+            self._start(job, resolved)
+        return job
+
+    def _start(self, job: Job, resolved: ResolvedBenchmark) -> None:
+        running = _Running(job=job, resolved=resolved)
+        self._active[job.id] = running
+        self._by_key[job.key] = running
+        running.task = asyncio.create_task(self._run(running), name=f"job {job.id}")
+
+    async def _run(self, running: _Running) -> None:
+        job = running.job
+
+        resolved = running.resolved
+        assert resolved is not None
+
+        def progress(done: int, total: int, stage: str) -> None:
+            if job.is_finished:
+                return
+            if job.state == "queued":
+                job.state = "running"
+                job.started = time.time()
+            # After a restart the steps are counted again from 0: done never goes back.
+            job.done, job.total, job.stage = max(job.done, done), total, stage
+            self._changed(running)
+            write = asyncio.create_task(self._persist(running))
+            running.writes.add(write)
+            write.add_done_callback(running.writes.discard)
+            write.add_done_callback(_log_failure)
+
+        follower = asyncio.create_task(self._follow_record(running))
+        try:
+            while True:
+                try:
+                    await self.engine.computation(resolved, progress)
+                    break
+                except ComputeBusyError:
+                    # Queued: every worker is busy and the pool's queue is full.
+                    await asyncio.sleep(ADMISSION_POLL_S)
+        except asyncio.CancelledError:
+            if not running.cancel_requested:
+                # The server is stopping: the record stays active, and the job is run
+                # again when a server starts on this directory.
+                self._forget(running)
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._finish(running, "cancelled", error=CANCELLED)
+        except ServiceError as exc:
+            await self._finish(running, "failed", error=problem_of(exc))
+        except Exception:
+            logger.exception("job %s failed unexpectedly", job.id)
+            await self._finish(running, "failed", error=UNEXPECTED)
+        else:
+            job.done = job.total
+            job.stage = "done"
+            await self._finish(running, "succeeded")
+        finally:
+            follower.cancel()
+
+    async def _follow_record(self, running: _Running) -> None:
+        """Keep the job's heartbeat, and stop the runner when another process has
+        cancelled the job's record."""
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(RECORD_POLL_S)
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
+                last_beat = time.monotonic()
+            else:
+                record = await asyncio.to_thread(self.store.get, running.job.id)
+                state = None if record is None else record.state
+            if state == "cancelled" and not running.cancel_requested:
+                logger.info("job %s was cancelled by another process", running.job.id)
+                running.cancel_requested = True
+                if running.task is not None:
+                    running.task.cancel()
+                return
+
+    async def _finish(
+        self, running: _Running, state: str, *, error: dict[str, Any] | None = None
+    ) -> None:
+        job = running.job
+        job.state = state
+        job.error = error
+        job.finished = time.time()
+        if job.started is None and state == "succeeded":
+            job.started = job.finished
+        self.stats.observe(state, job.finished - job.created)
+        try:
+            await self._persist(running)
+        finally:
+            self._forget(running)
+            self._changed(running)
+
+    def _forget(self, running: _Running) -> None:
+        self._active.pop(running.job.id, None)
+        if self._by_key.get(running.job.key) is running:
+            del self._by_key[running.job.key]
+
+    def _changed(self, running: _Running) -> None:
+        event, running.changed = running.changed, asyncio.Event()
+        event.set()
+
+    async def _persist(self, running: _Running) -> None:
+        """Write the job's latest state; writes follow one another in order."""
+        async with running.lock:
+            snapshot = copy.copy(running.job)
+            written = await asyncio.to_thread(self.store.save, snapshot)
+        if not written and not snapshot.is_finished and not running.cancel_requested:
+            # Another process cancelled the record: stop the computation here too.
+            logger.info("job %s was cancelled by another process", snapshot.id)
+            running.cancel_requested = True
+            if running.task is not None:
+                running.task.cancel()
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        running = self._active.get(job_id)
+        if running is not None:
+            return copy.copy(running.job)
+        return await asyncio.to_thread(self.store.get, job_id)
+
+    async def page(
+        self,
+        *,
+        state: str | None,
+        limit: int,
+        before: int | None,
+        among: Sequence[str] | None = None,
+    ) -> list[Job]:
+        jobs = await asyncio.to_thread(
+            functools.partial(self.store.page, state=state, limit=limit, before=before, among=among)
+        )
+        # This process's running jobs: their progress as of now, not as last written.
+        return [copy.copy(self._active[j.id].job) if j.id in self._active else j for j in jobs]
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job now, then each time it changes, until it has finished."""
+        self.watchers += 1
+        try:
+            last = None
+            while True:
+                running = self._active.get(job_id)
+                if running is not None:
+                    job: Job | None = copy.copy(running.job)
+                    changed: asyncio.Event | None = running.changed
+                else:
+                    job, changed = await asyncio.to_thread(self.store.get, job_id), None
+                if job is None:
+                    return
+                if job.snapshot() != last:
+                    last = job.snapshot()
+                    yield job
+                if job.is_finished:
+                    return
+                if changed is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), timeout=5.0)
+                else:
+                    await asyncio.sleep(WATCH_POLL_S)
+        finally:
+            self.watchers -= 1
+
+    # -- cancelling -------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel the job: its computation stops and its worker's CPU is freed.
+
+        Returns the job as it is then (None when there is no such job). Raises
+        JobFinishedError for a job that has finished or is storing its result.
+        """
+        running = self._active.get(job_id)
+        if running is None:
+            return await self._cancel_elsewhere(job_id)
+        if running.job.stage == "storing":
+            raise JobFinishedError(
+                f"job {job_id} has computed its result and is storing it: too late to cancel"
+            )
+        running.cancel_requested = True
+        task = running.task
+        if task is not None:
+            task.cancel()
+            # Until its worker is stopped and the record written; not for ever.
+            await asyncio.wait({task}, timeout=10)
+        return copy.copy(running.job)
+
+    async def _cancel_elsewhere(self, job_id: str) -> Job | None:
+        """A job run by another process (or by none): mark its record cancelled; its
+        runner sees it at its next step and stops."""
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            return None
+        if job.is_finished:
+            raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
+        job.state = "cancelled"
+        job.finished = time.time()
+        job.error = CANCELLED
+        if not await asyncio.to_thread(self.store.save, job):
+            again = await asyncio.to_thread(self.store.get, job_id)
+            state = again.state if again is not None else "ended"
+            raise JobFinishedError(f"job {job_id} has already {state}: nothing to cancel")
+        return job
+
+    # -- start-up and shut-down -------------------------------------------------------
+
+    async def start(self) -> int:
+        """Take over the jobs of processes that are gone, now and every ``SWEEP_S``
+        (another process on the directory may stop while this one runs).
+        Returns how many were taken now."""
+        taken = await self.recover()
+        self._sweeper = asyncio.create_task(self._sweep())
+        return taken
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await self.recover()
+            except Exception:
+                logger.exception("the sweep for jobs of stopped processes failed")
+
+    async def recover(self) -> int:
+        """Take over the active jobs of processes that are gone: run each again, or
+        mark it failed with the reason it cannot be. Returns how many were taken."""
+        taken = 0
+        for job in await asyncio.to_thread(self.store.orphans, self._alive):
+            if not await asyncio.to_thread(self.store.claim, job.id, job.owner, self.owner):
+                continue  # another process took it
+            taken += 1
+            # The gone process's lease on the question would hold it for minutes.
+            lease_owner = job.owner.partition("@")[0]
+            await asyncio.to_thread(self.engine.results.release, job.key, lease_owner)
+            old_owner, job.owner = job.owner, self.owner
+            try:
+                resolved = await asyncio.to_thread(self._rebuild, job)
+            except ServiceError as exc:
+                running = _Running(job=job, resolved=None)
+                self._active[job.id] = running
+                await self._finish(running, "failed", error=problem_of(exc))
+                logger.warning("job %s of stopped process %s failed: %s", job.id, old_owner, exc)
+                continue
+            job.stage = "queued"
+            if job.state == "running":
+                job.state = "queued"
+            logger.warning("job %s of stopped process %s runs again", job.id, old_owner)
+            self._start(job, resolved)
+        return taken
+
+    def _rebuild(self, job: Job) -> ResolvedBenchmark:
+        """The question a stored job asks, checked to be the same question still."""
+        try:
+            dataset = self.engine.datasets.get(job.request["dataset"])
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(
+                f"the server restarted while this job was queued or running, and its dataset "
+                f"{job.request['dataset']} has been deleted since: it cannot run again"
+            ) from None
+        raw = dict(job.request["params"])
+        raw["strategies"] = tuple(bm.Strategy(**s) for s in raw["strategies"])
+        params = bm.BenchmarkParams(**raw)
+        if bm.benchmark_id(params) != job.key:
+            raise JobOrphanedError(
+                "the server restarted with other versions of the service, scikit-learn or "
+                "NumPy while this job was queued or running: its result would differ; ask again"
+            )
+        return ResolvedBenchmark(id=job.key, dataset=dataset, params=params)
+
+    async def close(self) -> None:
+        """Stop the runners; their jobs stay active in the store and run again later."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        tasks = [r.task for r in self._active.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        self.store.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a job record could not be written", exc_info=task.exception())
