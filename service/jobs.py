@@ -40,6 +40,7 @@ from service.errors import (
     JobFinishedError,
     JobOrphanedError,
     ServiceError,
+    StorageError,
 )
 
 logger = logging.getLogger(__name__)
@@ -184,16 +185,25 @@ class JobStore:
         self.path = path
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection()
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (a read-only or full data
+        directory is a 503 or 507 then, not a failed start)."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=30000")
-            connection.executescript(SCHEMA)
+            try:
+                connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.execute("PRAGMA busy_timeout=30000")
+                connection.executescript(SCHEMA)
+            except sqlite3.Error as exc:
+                problem = StorageError.of(
+                    exc, "opening the jobs database", directory=self.path.parent
+                )
+                if problem is None:
+                    raise
+                raise problem from None
             connection.row_factory = sqlite3.Row
             self._local.connection = connection
         return connection
@@ -697,7 +707,13 @@ class JobManager:
         """Take over the jobs of processes that are gone, now and every ``SWEEP_S``
         (another process on the directory may stop while this one runs).
         Returns how many were taken now."""
-        taken = await self.recover()
+        try:
+            taken = await self.recover()
+        except StorageError as exc:
+            # A read-only or full data directory: served as 503/507 until it takes writes;
+            # the sweep takes the jobs over then.
+            logger.error("jobs of stopped processes not taken over yet: %s", exc.detail)
+            taken = 0
         self._sweeper = asyncio.create_task(self._sweep())
         return taken
 

@@ -23,6 +23,7 @@ from service.api.routes import benchmarks, datasets, health, jobs, models
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
+from service.errors import StorageError
 from service.formats import DataLimits
 from service.jobs import JobManager, JobStore
 from service.settings import Settings
@@ -104,13 +105,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quota_bytes=settings.tenant_quota_bytes,
             dataset_ttl_s=settings.dataset_ttl_s,
         )
-        if await tenancy.keys_required():
-            logger.info("API keys configured: every /v1 request needs one")
+        try:
+            keys_required = await tenancy.keys_required()
+        except StorageError as exc:
+            # Whether keys exist is unknown: /v1 answers 503 until the store opens.
+            logger.error("the keys cannot be read yet: %s", exc.detail)
         else:
-            logger.warning(
-                "no API key configured: the service is open to anyone who can reach it "
-                "(single-user mode; see 'python -m service keys create NAME')"
-            )
+            if keys_required:
+                logger.info("API keys configured: every /v1 request needs one")
+            else:
+                logger.warning(
+                    "no API key configured: the service is open to anyone who can reach it "
+                    "(single-user mode; see 'python -m service keys create NAME')"
+                )
         sweeper = asyncio.create_task(tenancy.sweep_forever())
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)

@@ -33,7 +33,7 @@ from typing import TypeVar
 from anyio import to_thread
 
 from service.datasets import BUILTIN_LOADERS, DatasetStore, is_id
-from service.errors import DatasetNotFoundError, QuotaExceededError
+from service.errors import DatasetNotFoundError, QuotaExceededError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +128,26 @@ class TenantStore:
         self.env_keys = env_keys or {}
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection().executescript(_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use: a data directory that is
+        read-only (or full) when the service starts is a 503 (507) per request, and
+        the service recovers once it takes writes again."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            try:
+                db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                problem = StorageError.of(
+                    exc, "opening the keys database", directory=self.path.parent
+                )
+                if problem is None:
+                    raise
+                raise problem from None
             self._local.db = db
         return db
 
