@@ -22,6 +22,7 @@ import orjson
 from anyio import to_thread
 
 from service import benchmark as bm
+from service import processes
 from service.compute import ComputePool, timed_out
 from service.datasets import (
     BUILTIN_LOADERS,
@@ -250,7 +251,7 @@ class BenchmarkEngine:
             return removed
         for path in self.scratch_dir.iterdir():
             match = _SCRATCH_NAME.fullmatch(path.name)
-            if match is not None and _alive(int(match["pid"])):
+            if match is not None and processes.pid_alive(int(match["pid"])):
                 continue
             path.unlink(missing_ok=True)
             removed += 1
@@ -585,17 +586,6 @@ class BenchmarkEngine:
 
 
 _SCRATCH_NAME = re.compile(r"[a-z]+-(?P<pid>[0-9]+)-[0-9a-f]{32}")
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:

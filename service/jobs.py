@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from service import benchmark as bm
+from service import processes
 from service.engine import BenchmarkEngine, ResolvedBenchmark
 from service.errors import (
     ComputeBusyError,
@@ -42,6 +43,7 @@ from service.errors import (
     ServiceError,
     StorageError,
 )
+from service.sqlite import open_wal
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +171,7 @@ def owner_alive(job: Job, me: str) -> bool:
         return False
     if pid == os.getpid():
         return False  # an earlier life of this process (another app on the same directory)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return processes.pid_alive(pid)
 
 
 class JobStore:
@@ -191,19 +187,9 @@ class JobStore:
         directory is a 503 or 507 then, not a failed start)."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            try:
-                connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-                connection.execute("PRAGMA busy_timeout=30000")
-                connection.executescript(SCHEMA)
-            except sqlite3.Error as exc:
-                problem = StorageError.of(
-                    exc, "opening the jobs database", directory=self.path.parent
-                )
-                if problem is None:
-                    raise
-                raise problem from None
+            connection = open_wal(
+                self.path, busy_timeout_s=30.0, schema=SCHEMA, what="jobs database"
+            )
             connection.row_factory = sqlite3.Row
             self._local.connection = connection
         return connection

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import io
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -44,6 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 
+from service import processes
 from service.benchmark import FittedModel
 from service.errors import StorageError
 
@@ -100,60 +99,6 @@ PROBE_BUSY_MS = 1000
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@functools.cache
-def _machine() -> str:
-    """This host and pid namespace: the scope in which a process id names one process."""
-    try:
-        namespace = str(Path("/proc/self/ns/pid").readlink())
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()}/{namespace}"
-
-
-def _start_time(pid: int) -> str | None:
-    """When process ``pid`` started, None when no live process has that id.
-
-    From ``/proc/<pid>/stat`` (clock ticks since boot), so a recycled pid does not pass
-    for the process that died; "" where there is no ``/proc`` to ask.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return ""
-    except OSError:
-        return ""
-    # The fields after the command name, which may itself hold spaces and parentheses.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):  # dead, only not reaped yet
-        return None
-    return fields[19]
-
-
-def _this_process() -> str:
-    pid = os.getpid()
-    return f"{_machine()}|{pid}|{_start_time(pid) or ''}"
-
-
-def _process_alive(process: str) -> bool:
-    """Whether the process a lease names may still run; True when this host cannot tell."""
-    try:
-        machine, pid, started = process.split("|")
-    except ValueError:
-        return True  # a lease from before leases named their process: only expiry frees it
-    if machine != _machine():
-        return True
-    now = _start_time(int(pid))
-    return now is not None and (now == started or not started or not now)
 
 
 class _CorruptPayloadError(Exception):
@@ -666,7 +611,7 @@ class ResultStore:
     def try_lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """Take the lease on ``key`` unless another owner holds it: unexpired, and held
         by a process that runs, as far as this host can tell."""
-        process = _this_process()
+        process = processes.this_process()
 
         def take() -> bool:
             now = time.time()
@@ -676,7 +621,7 @@ class ResultStore:
                 ).fetchone()
                 if row is not None:
                     if row[1] >= now:
-                        if _process_alive(row[2]):
+                        if processes.process_alive(row[2]):
                             return False
                         logger.warning(
                             "lease on %s held by %s, whose process (%s) is gone: taken over",

@@ -33,7 +33,8 @@ from typing import TypeVar
 from anyio import to_thread
 
 from service.datasets import BUILTIN_LOADERS, DatasetStore, is_id
-from service.errors import DatasetNotFoundError, QuotaExceededError, StorageError
+from service.errors import DatasetNotFoundError, QuotaExceededError
+from service.sqlite import open_wal
 
 logger = logging.getLogger(__name__)
 
@@ -135,19 +136,7 @@ class TenantStore:
         the service recovers once it takes writes again."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            try:
-                db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA busy_timeout=5000")
-                db.executescript(_SCHEMA)
-            except sqlite3.Error as exc:
-                problem = StorageError.of(
-                    exc, "opening the keys database", directory=self.path.parent
-                )
-                if problem is None:
-                    raise
-                raise problem from None
+            db = open_wal(self.path, busy_timeout_s=5.0, schema=_SCHEMA, what="keys database")
             self._local.db = db
         return db
 
