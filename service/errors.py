@@ -250,3 +250,31 @@ def clip(text: str, limit: int = 80) -> str:
     in a problem's detail never makes the answer larger than the bound."""
     shown = repr(text[:limit])
     return shown if len(text) <= limit else f"{shown[:-1]}…{shown[-1]} ({len(text)} characters)"
+
+
+class UnsupportedStrategyError(ServiceError):
+    """An init strategy the chosen estimator does not take (e.g. pca with bisecting)."""
+
+    status = 422
+    title = "Strategy not supported by the estimator"
+    slug = "unsupported-strategy"
+
+
+class InvalidCentersError(ServiceError):
+    """Custom initial centres of the wrong shape, or not finite."""
+
+    status = 422
+    title = "Invalid centres"
+    slug = "invalid-centers"
+
+
+class SweepNotFoundError(ServiceError):
+    status = 404
+    title = "Sweep not found"
+    slug = "sweep-not-found"
+
+
+class StabilityNotFoundError(ServiceError):
+    status = 404
+    title = "Stability run not found"
+    slug = "stability-not-found"

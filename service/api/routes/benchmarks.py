@@ -89,7 +89,9 @@ def _respond(
         **(extra or {}),
     }
     if media_type == "text/plain":
-        return Response(format_table(entry.data["results"]), headers=headers, media_type=media_type)
+        data = entry.data
+        table = format_table(data["results"], data["params"].get("estimator", "kmeans"))
+        return Response(table, headers=headers, media_type=media_type)
     return Response(
         entry.hit_body if cached else entry.body, headers=headers, media_type=media_type
     )
