@@ -19,7 +19,7 @@ from service.api.body import BodyBudget
 from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, datasets, health, models
+from service.api.routes import benchmarks, datasets, health, models, sweeps
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
@@ -143,13 +143,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "benchmarks", "description": "Run and fetch K-Means benchmarks."},
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
+            {"name": "sweeps", "description": "Choose k: scores against k, a k recommended."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
     app.state.settings = settings
     problems.install(app)
     # Every /v1 route: the caller's key when keys are configured, and its rate limit.
-    for router in (benchmarks.router, datasets.router, models.router):
+    for router in (
+        benchmarks.router,
+        datasets.router,
+        models.router,
+        sweeps.router,
+    ):
         app.include_router(
             router,
             dependencies=[Depends(auth.get_tenant)],
