@@ -19,7 +19,7 @@ from service.api.body import BodyBudget
 from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, datasets, health, models, sweeps
+from service.api.routes import benchmarks, datasets, health, models, stability, sweeps
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
             {"name": "sweeps", "description": "Choose k: scores against k, a k recommended."},
+            {"name": "stability", "description": "How much a benchmark depends on its seed."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         datasets.router,
         models.router,
         sweeps.router,
+        stability.router,
     ):
         app.include_router(
             router,

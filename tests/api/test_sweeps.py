@@ -130,7 +130,15 @@ async def test_sweeps_and_stability_are_their_tenants_only(
             )
             assert run.status_code == 200, run.text
             sweep = run.json()
-            paths = (f"/v1/sweeps/{sweep['id']}", sweep["plot_url"])
+            runs = await http.post(
+                "/v1/stability", json={"dataset": dataset_id, "seeds": 2}, headers=A
+            )
+            assert runs.status_code == 200, runs.text
+            paths = (
+                f"/v1/sweeps/{sweep['id']}",
+                sweep["plot_url"],
+                f"/v1/stability/{runs.json()['id']}",
+            )
             for path in paths:
                 theirs = await http.get(path, headers=B)
                 assert theirs.status_code == 404, (path, theirs.text)
