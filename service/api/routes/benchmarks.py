@@ -54,6 +54,32 @@ EXAMPLES: dict[str, Any] = {
             "strategies": ["k-means++", "pca"],
         },
     },
+    "custom": {
+        "summary": "your own starting centres",
+        "description": "n_clusters rows of n_features values, in the data's own units.",
+        "value": {
+            "dataset": "iris",
+            "strategies": [
+                "k-means++",
+                {
+                    "init": "custom",
+                    "centers": [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.4, 1.4], [6.8, 3.1, 5.7, 2.1]],
+                },
+            ],
+        },
+    },
+    "minibatch": {
+        "summary": "MiniBatchKMeans",
+        "value": {"dataset": "digits", "estimator": "minibatch"},
+    },
+    "bisecting": {
+        "summary": "BisectingKMeans (k-means++ or random init only)",
+        "value": {
+            "dataset": "wine",
+            "estimator": "bisecting",
+            "strategies": ["k-means++", "random"],
+        },
+    },
     "unlabelled": {
         "summary": "inline data without labels",
         "value": {
