@@ -149,3 +149,23 @@ async def test_sweeps_and_stability_are_their_tenants_only(
             assert (await http.post("/v1/sweeps", json={"k": [2]})).status_code == 401
     finally:
         server.stop()
+
+
+async def test_a_large_inline_body_is_read_in_a_worker(client: httpx.AsyncClient) -> None:
+    # Check that a body past the in-memory size (spilled to a file, decoded in a data
+    # worker) gives the same sweep as the same data sent by upload.
+    from service.api.body import SMALL_BODY_BYTES
+
+    X, _ = make_blobs(n_samples=6000, centers=3, n_features=10, random_state=4)
+    body = {"X": X.tolist(), "k": [2, 3], "silhouette_sample_size": 100}
+    assert len(str(body)) > SMALL_BODY_BYTES
+    inline = await client.post("/v1/sweeps", json=body)
+    assert inline.status_code == 200, inline.text
+    uploaded = await client.post("/v1/datasets", json={"X": X.tolist()})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    named = await client.post(
+        "/v1/sweeps",
+        json={"dataset": uploaded.json()["id"], "k": [2, 3], "silhouette_sample_size": 100},
+    )
+    assert named.json()["id"] == inline.json()["id"]
+    assert named.headers["x-cache"] == "hit"
