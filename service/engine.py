@@ -578,7 +578,10 @@ def strategies_of(items: list[StrategyName | StrategySpec]) -> tuple[bm.Strategy
         else bm.Strategy(
             init=s.init,
             n_init=s.n_init or bm.DEFAULT_N_INIT[s.init],
-            centers=None if s.centers is None else tuple(tuple(row) for row in s.centers),
+            # + 0.0: -0.0 starts KMeans where 0.0 does, and must hash the same.
+            centers=None
+            if s.centers is None
+            else tuple(tuple(v + 0.0 for v in row) for row in s.centers),
         )
         for s in items
     )

@@ -137,3 +137,19 @@ async def test_non_finite_centres_are_named(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 422, response.text
     assert "strategies[0].centers[0][3] is nan" in response.json()["detail"]
+
+
+async def test_centres_written_differently_hash_alike(client: httpx.AsyncClient) -> None:
+    # Check that 0, 0.0 and -0.0 in custom centres are one question (one id).
+    ids = set()
+    for zero in ("0", "0.0", "-0.0"):
+        raw = (
+            '{"dataset": "iris", "strategies": [{"init": "custom", "centers": '
+            f"[[{zero}, 1, 1, 1], [5, 3, 1, 0.5], [7, 3, 6, 2]]}}]}}"
+        )
+        response = await client.post(
+            "/v1/benchmarks", content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.text
+        ids.add(response.json()["id"])
+    assert len(ids) == 1
