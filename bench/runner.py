@@ -31,15 +31,25 @@ import httpx
 import numpy as np
 import psutil
 import sklearn
+from sklearn import metrics
+from sklearn.cluster import KMeans
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from bench.seed_plot import seed_figure
 from service import __version__
-from service.benchmark import DEFAULT_N_INIT, STRATEGIES, BenchmarkParams, Strategy, run_benchmark
+from service.benchmark import (
+    DEFAULT_N_INIT,
+    DEFAULT_STRATEGIES,
+    BenchmarkParams,
+    Strategy,
+    run_benchmark,
+)
 from service.datasets import load_builtin
 from service.process import ServiceProcess
 
 HERE = Path(__file__).resolve().parent
-SEED_STRATEGIES = tuple(Strategy(init, DEFAULT_N_INIT[init]) for init in STRATEGIES)
+SEED_STRATEGIES = tuple(Strategy(init, DEFAULT_N_INIT[init]) for init in DEFAULT_STRATEGIES)
 
 
 @dataclass
@@ -142,6 +152,67 @@ def digits_cold(client: httpx.Client, repeats: int) -> Case:
         1.15,
         http_p50_ms=round(median(remote) * 1000, 1),
         in_process_p50_ms=round(median(local) * 1000, 1),
+        repeats=repeats,
+    )
+
+
+SWEEP_K = range(2, 21)
+
+
+def sklearn_sweep(X: np.ndarray, y: np.ndarray, random_state: int) -> list[dict[str, float]]:
+    """The sweep as a user would write it with scikit-learn: for each k, the seed's
+    pipeline, its fit timed, then every score the service reports."""
+    rows = []
+    for k in SWEEP_K:
+        kmeans = KMeans(n_clusters=k, init="k-means++", n_init=4, random_state=random_state)
+        start = time.perf_counter()
+        make_pipeline(StandardScaler(), kmeans).fit(X)
+        fit_time = time.perf_counter() - start
+        labels = kmeans.labels_
+        rows.append(
+            {
+                "k": k,
+                "inertia": kmeans.inertia_,
+                "fit_time": fit_time,
+                "homogeneity": metrics.homogeneity_score(y, labels),
+                "completeness": metrics.completeness_score(y, labels),
+                "v_measure": metrics.v_measure_score(y, labels),
+                "ari": metrics.adjusted_rand_score(y, labels),
+                "ami": metrics.adjusted_mutual_info_score(y, labels),
+                "silhouette": metrics.silhouette_score(
+                    X, labels, sample_size=300, random_state=random_state
+                ),
+                "davies_bouldin": metrics.davies_bouldin_score(X, labels),
+                "calinski_harabasz": metrics.calinski_harabasz_score(X, labels),
+            }
+        )
+    return rows
+
+
+def sweep_digits(client: httpx.Client, repeats: int) -> Case:
+    X, y = load_builtin("digits")
+
+    def in_process(i: int) -> float:
+        return timed(lambda: sklearn_sweep(X, y, 2000 + i))
+
+    def over_http(i: int) -> float:
+        def call() -> None:
+            body = {"k": {"min": SWEEP_K[0], "max": SWEEP_K[-1]}, "random_state": 2000 + i}
+            answer = client.post("/v1/sweeps", json=body)
+            answer.raise_for_status()
+            assert answer.headers["x-cache"] == "miss"
+
+        return timed(call)
+
+    local, remote = alternate(in_process, over_http, repeats)
+    return check(
+        "sweep, digits, k = 2..20, k-means++, cold",
+        "HTTP end to end / scikit-learn loop in-process",
+        median(remote) / median(local),
+        "<=",
+        1.2,
+        http_p50_s=round(median(remote), 2),
+        in_process_p50_s=round(median(local), 2),
         repeats=repeats,
     )
 
@@ -430,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("upload", lambda: upload_200k(client, 1 if quick else 3)),
                 ("scaling", lambda: scaling(client, sizes, 1 if quick else 2)),
                 ("memory", lambda: memory(client, server, 200_000 if quick else 1_000_000)),
+                ("sweep", lambda: sweep_digits(client, 2 if quick else 5)),
             ]
             for key, run in plan:
                 if args.only is None or args.only in key:

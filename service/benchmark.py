@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,39 @@ from typing import Any
 import numpy as np
 import sklearn
 from sklearn import metrics
-from sklearn.cluster import KMeans
+from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service import __version__
 from service.datasets import load_arrays
-from service.errors import InvalidDataError, InvalidParameterError
+from service.errors import (
+    InvalidCentersError,
+    InvalidDataError,
+    InvalidParameterError,
+    UnsupportedStrategyError,
+)
 
-STRATEGIES = ("k-means++", "random", "pca")
-DEFAULT_STRATEGIES = STRATEGIES
-DEFAULT_N_INIT = {"k-means++": 4, "random": 4, "pca": 1}
+STRATEGIES = ("k-means++", "random", "pca", "custom")
+DEFAULT_STRATEGIES = ("k-means++", "random", "pca")
+DEFAULT_N_INIT = {"k-means++": 4, "random": 4, "pca": 1, "custom": 1}
+# Strategies that start from explicit centres: deterministic, one run.
+EXPLICIT_CENTERS = ("pca", "custom")
 # The seed prints the PCA strategy under this name.
 TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
+
+ESTIMATORS = {"kmeans": KMeans, "minibatch": MiniBatchKMeans, "bisecting": BisectingKMeans}
+DEFAULT_ESTIMATOR = "kmeans"
+# The init each estimator accepts: BisectingKMeans takes only a name ("k-means++" or
+# "random"), never an array of centres, so neither pca nor custom centres.
+ALLOWED_STRATEGIES = {
+    "kmeans": frozenset(STRATEGIES),
+    "minibatch": frozenset(STRATEGIES),
+    "bisecting": frozenset({"k-means++", "random"}),
+}
+# ``algorithm`` is a parameter of KMeans and BisectingKMeans; MiniBatchKMeans has none.
+ALGORITHM_ESTIMATORS = frozenset({"kmeans", "bisecting"})
 
 VERSIONS = {"service": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
@@ -41,6 +61,11 @@ LABEL_METRICS = {
     "v_measure": metrics.v_measure_score,
     "ari": metrics.adjusted_rand_score,
     "ami": metrics.adjusted_mutual_info_score,
+}
+# Scores of the clustering alone, measured on the data as given (as silhouette is).
+INTERNAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "davies_bouldin": metrics.davies_bouldin_score,
+    "calinski_harabasz": metrics.calinski_harabasz_score,
 }
 
 
@@ -95,8 +120,19 @@ def check_magnitude(
 
 @dataclass(frozen=True)
 class Strategy:
+    """One init strategy; ``centers`` (n_clusters rows of n_features) for ``custom`` only,
+    in the data's own feature space."""
+
     init: str
     n_init: int
+    centers: tuple[tuple[float, ...], ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        # Without centres the form is the one before custom centres existed: same ids.
+        out: dict[str, Any] = {"init": self.init, "n_init": self.n_init}
+        if self.centers is not None:
+            out["centers"] = [list(row) for row in self.centers]
+        return out
 
 
 @dataclass(frozen=True)
@@ -112,10 +148,19 @@ class BenchmarkParams:
     max_iter: int = 300
     tol: float = 1e-4
     silhouette_sample_size: int | None = 300
+    estimator: str = DEFAULT_ESTIMATOR
 
     def as_dict(self) -> dict[str, Any]:
         params = asdict(self)
-        params["strategies"] = [asdict(s) for s in self.strategies]
+        params["strategies"] = [s.as_dict() for s in self.strategies]
+        return params
+
+    def hashed_form(self) -> dict[str, Any]:
+        """:meth:`as_dict` without a default ``estimator``: requests made before there was
+        a choice of estimator keep their ids (and their cached answers)."""
+        params = self.as_dict()
+        if params["estimator"] == DEFAULT_ESTIMATOR:
+            del params["estimator"]
         return params
 
 
@@ -138,7 +183,8 @@ class FittedModel:
     scaler_mean: np.ndarray | None
     scaler_scale: np.ndarray | None
     inertia: float
-    n_iter: int
+    # None for BisectingKMeans, which runs one KMeans per bisection and counts none.
+    n_iter: int | None
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Assign samples to clusters as the fitted pipeline's ``predict`` does.
@@ -198,7 +244,7 @@ class StrategyOutcome:
     n_init: int
     fit_time: float
     inertia: float
-    n_iter: int
+    n_iter: int | None
     scores: dict[str, float | None]
     model: FittedModel
     warnings: list[str] = field(default_factory=list)
@@ -212,7 +258,7 @@ def canonical_json(value: Any) -> bytes:
 def benchmark_id(params: BenchmarkParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
-        canonical_json({"benchmark": params.as_dict(), "versions": VERSIONS})
+        canonical_json({"benchmark": params.hashed_form(), "versions": VERSIONS})
     ).hexdigest()
 
 
@@ -229,6 +275,11 @@ def model_id(params: BenchmarkParams, strategy: Strategy) -> str:
         "max_iter": params.max_iter,
         "tol": params.tol,
     }
+    # Added only when set, so the models of default requests keep their ids.
+    if params.estimator != DEFAULT_ESTIMATOR:
+        key["estimator"] = params.estimator
+    if strategy.centers is not None:
+        key["centers"] = [list(row) for row in strategy.centers]
     return hashlib.sha256(canonical_json({"model": key, "versions": VERSIONS})).hexdigest()
 
 
@@ -238,14 +289,19 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
     Raises
     ------
     InvalidParameterError
-        ``n_clusters`` > n_samples, or ``pca`` with ``n_clusters`` >
-        min(n_samples, n_features).
+        ``n_clusters`` > n_samples, ``pca`` with ``n_clusters`` >
+        min(n_samples, n_features), or ``algorithm`` for an estimator without one.
+    UnsupportedStrategyError
+        A strategy the estimator does not take (e.g. ``pca`` with ``bisecting``).
+    InvalidCentersError
+        Custom centres whose shape is not (n_clusters, n_features), or not finite.
     """
     if params.n_clusters > n_samples:
         raise InvalidParameterError(
             f"n_clusters={params.n_clusters} is larger than n_samples={n_samples}",
             errors=[{"loc": ["n_clusters"], "msg": f"must be <= n_samples ({n_samples})"}],
         )
+    check_estimator(params.estimator, params.strategies, params.algorithm)
     limit = min(n_samples, n_features)
     for i, strategy in enumerate(params.strategies):
         if strategy.init == "pca" and params.n_clusters > limit:
@@ -259,21 +315,128 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
                     }
                 ],
             )
+        if strategy.init == "custom":
+            check_centers(strategy.centers, i, params.n_clusters, n_features)
 
 
-def make_kmeans(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) -> KMeans:
-    """The seed's KMeans for one strategy (the ``pca`` init is fitted on ``X`` here)."""
-    init: str | np.ndarray = strategy.init
+def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm: str) -> None:
+    """Refuse the (estimator, strategy) pairs scikit-learn does not take, naming the pair."""
+    allowed = ALLOWED_STRATEGIES[estimator]
+    for i, strategy in enumerate(strategies):
+        if strategy.init not in allowed:
+            name = ESTIMATORS[estimator].__name__
+            raise UnsupportedStrategyError(
+                f"estimator {estimator!r} ({name}) does not take strategy {strategy.init!r}: "
+                f"its init is one of {', '.join(repr(s) for s in sorted(allowed))}",
+                errors=[
+                    {
+                        "loc": ["strategies", i],
+                        "msg": f"{strategy.init!r} is not an init of {name}",
+                    }
+                ],
+            )
+    if algorithm != "lloyd" and estimator not in ALGORITHM_ESTIMATORS:
+        name = ESTIMATORS[estimator].__name__
+        raise InvalidParameterError(
+            f"estimator {estimator!r} ({name}) has no algorithm parameter: "
+            f"algorithm={algorithm!r} applies to 'kmeans' and 'bisecting' only",
+            errors=[{"loc": ["algorithm"], "msg": f"{name} has no algorithm; leave it 'lloyd'"}],
+        )
+
+
+def check_centers(
+    centers: tuple[tuple[float, ...], ...] | None, index: int, n_clusters: int, n_features: int
+) -> None:
+    """Custom centres: ``n_clusters`` rows of ``n_features`` finite numbers.
+
+    Raises
+    ------
+    InvalidCentersError
+        Naming the strategy, and the row or value at fault.
+    """
+    where = f"strategies[{index}].centers"
+    loc: list[Any] = ["strategies", index, "centers"]
+    if centers is None:
+        raise InvalidCentersError(
+            f"{where}: strategy 'custom' needs centers, {n_clusters} rows of {n_features} values",
+            errors=[{"loc": loc, "msg": "required for init 'custom'"}],
+        )
+    if len(centers) != n_clusters:
+        raise InvalidCentersError(
+            f"{where}: expected {n_clusters} rows (n_clusters), got {len(centers)}",
+            errors=[{"loc": loc, "msg": f"expected {n_clusters} rows, got {len(centers)}"}],
+        )
+    for row, values in enumerate(centers):
+        if len(values) != n_features:
+            raise InvalidCentersError(
+                f"{where}[{row}]: expected {n_features} values (n_features), got {len(values)}",
+                errors=[
+                    {
+                        "loc": [*loc, row],
+                        "msg": f"expected {n_features} values, got {len(values)}",
+                    }
+                ],
+            )
+    # As for the data: squares of the centres must not overflow KMeans' sums.
+    bound = magnitude_bound(n_clusters * n_features, np.float64)
+    array = np.asarray(centers, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array) | (np.abs(array) > bound)
+    if bad.any():
+        row, col = divmod(int(np.argmax(bad)), n_features)
+        value = float(array[row, col])
+        if np.isfinite(value):
+            detail = f"values must be at most {bound:.3g} in absolute value, or KMeans' sums "
+            detail += "of squares overflow"
+            msg = f"|value| must be <= {bound:.3g}"
+        else:
+            detail, msg = "centres must be finite numbers", "must be finite"
+        raise InvalidCentersError(
+            f"{where}[{row}][{col}] is {value:.6g}: {detail}",
+            errors=[{"loc": [*loc, row, col], "msg": msg}],
+        )
+
+
+def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) -> np.ndarray | None:
+    """The explicit initial centres of ``pca`` and ``custom``, else None.
+
+    ``pca`` is fitted on ``X`` as given, as the seed does. ``custom`` centres are in the
+    data's feature space: with ``scale`` they go through the StandardScaler fitted on
+    ``X`` (the one the pipeline fits), so that they mean what the user wrote.
+    """
     if strategy.init == "pca":
-        init = PCA(n_components=params.n_clusters).fit(X).components_
+        components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
+        return components
+    if strategy.init == "custom" and strategy.centers is not None:
+        centers = np.asarray(strategy.centers, dtype=np.float64)
+        if params.scale:
+            scaled: np.ndarray = StandardScaler().fit(X).transform(centers)
+            return scaled
+        return centers
+    return None
+
+
+def make_kmeans(
+    X: np.ndarray, strategy: Strategy, params: BenchmarkParams
+) -> KMeans | MiniBatchKMeans | BisectingKMeans:
+    """The estimator for one strategy (``pca`` and ``custom`` starts are computed here)."""
+    explicit = start_centers(X, strategy, params)
+    init: str | np.ndarray = strategy.init if explicit is None else explicit
+    common: dict[str, Any] = {
+        "n_clusters": params.n_clusters,
+        "init": init,
+        "n_init": strategy.n_init,
+        "max_iter": params.max_iter,
+        "tol": params.tol,
+        "random_state": params.random_state,
+    }
+    if params.estimator == "minibatch":
+        return MiniBatchKMeans(**common)
+    if params.estimator == "bisecting":
+        return BisectingKMeans(**common, algorithm=params.algorithm, copy_x=not params.scale)
     return KMeans(
-        n_clusters=params.n_clusters,
-        init=init,
-        n_init=strategy.n_init,
-        random_state=params.random_state,
+        **common,
         algorithm=params.algorithm,
-        max_iter=params.max_iter,
-        tol=params.tol,
         # Behind the scaler KMeans gets a fresh array of its own: centring it in place
         # instead of on a copy gives the same clustering with one copy of X fewer.
         copy_x=not params.scale,
@@ -327,22 +490,27 @@ def run_strategy_from_files(
 def _run_strategy(
     X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
 ) -> StrategyOutcome:
+    return fit_strategy(X, y, strategy, params)[0]
+
+
+def fit_strategy(
+    X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
+) -> tuple[StrategyOutcome, np.ndarray]:
+    """One strategy's fit and scores, and its labels (n_samples,), which the benchmark's
+    outcome leaves out (they would travel back from the worker for nothing)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
-        estimator: Pipeline | KMeans = (
+        estimator: Pipeline | KMeans | MiniBatchKMeans | BisectingKMeans = (
             make_pipeline(StandardScaler(), kmeans) if params.scale else kmeans
         )
         t0 = time.perf_counter()
         estimator.fit(X)
         fit_time = time.perf_counter() - t0
         labels = kmeans.labels_
-        scores: dict[str, float | None] = {
-            name: (None if y is None else float(metric(y, labels)))
-            for name, metric in LABEL_METRICS.items()
-        }
-        scores["silhouette"] = _silhouette(X, labels, params)
+        scores = score_labels(X, y, labels, params.silhouette_sample_size, params.random_state)
     scaler = estimator[0] if isinstance(estimator, Pipeline) else None
+    n_iter = getattr(kmeans, "n_iter_", None)
     model = FittedModel(
         init=strategy.init,
         n_clusters=params.n_clusters,
@@ -351,19 +519,77 @@ def _run_strategy(
         scaler_mean=None if scaler is None else np.asarray(scaler.mean_),
         scaler_scale=None if scaler is None else np.asarray(scaler.scale_),
         inertia=float(kmeans.inertia_),
-        n_iter=int(kmeans.n_iter_),
+        n_iter=None if n_iter is None else int(n_iter),
     )
     _check_finite_results(strategy, model, scores)
-    return StrategyOutcome(
+    outcome = StrategyOutcome(
         init=strategy.init,
         n_init=strategy.n_init,
         fit_time=fit_time,
-        inertia=float(kmeans.inertia_),
-        n_iter=int(kmeans.n_iter_),
+        inertia=model.inertia,
+        n_iter=model.n_iter,
         scores=scores,
         model=model,
         warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
     )
+    return outcome, np.asarray(labels)
+
+
+def score_labels(
+    X: np.ndarray,
+    y: np.ndarray | None,
+    labels: np.ndarray,
+    silhouette_sample_size: int | None,
+    random_state: int,
+) -> dict[str, float | None]:
+    """Every score of a clustering, as the seed computes them.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The data as given (unscaled): the internal scores are measured on it.
+    y : ndarray of shape (n_samples,) or None
+        Ground truth; without it the label scores are None.
+    labels : ndarray of shape (n_samples,)
+        The clustering.
+    silhouette_sample_size, random_state
+        The silhouette's sample, as ``metrics.silhouette_score`` takes them.
+
+    Returns
+    -------
+    scores : dict
+        The label scores, ``silhouette``, ``davies_bouldin`` and ``calinski_harabasz``;
+        an internal score is None (with a warning) where it is undefined.
+    """
+    scores: dict[str, float | None] = {
+        name: (None if y is None else float(metric(y, labels)))
+        for name, metric in LABEL_METRICS.items()
+    }
+    n_found = np.unique(labels).size
+    defined = 2 <= n_found <= X.shape[0] - 1
+    if not defined:
+        warnings.warn(
+            f"silhouette is undefined for {n_found} distinct cluster(s) on {X.shape[0]} "
+            "samples (so are davies_bouldin and calinski_harabasz); reported as null",
+            UserWarning,
+            stacklevel=2,
+        )
+    scores["silhouette"] = (
+        _silhouette(X, labels, silhouette_sample_size, random_state) if defined else None
+    )
+    for name, metric in INTERNAL_METRICS.items():
+        scores[name] = _internal_score(name, metric, X, labels) if defined else None
+    return scores
+
+
+def _internal_score(
+    name: str, metric: Callable[[np.ndarray, np.ndarray], float], X: np.ndarray, labels: np.ndarray
+) -> float | None:
+    try:
+        return float(metric(X, labels))
+    except ValueError as exc:  # only data past check_magnitude's bound (distances overflow)
+        warnings.warn(f"{name} not computed: {exc}", UserWarning, stacklevel=2)
+        return None
 
 
 def _check_finite_results(
@@ -387,24 +613,17 @@ def _check_finite_results(
             )
 
 
-def _silhouette(X: np.ndarray, labels: np.ndarray, params: BenchmarkParams) -> float | None:
-    n_found = np.unique(labels).size
-    if not 2 <= n_found <= X.shape[0] - 1:
-        warnings.warn(
-            f"silhouette is undefined for {n_found} distinct cluster(s) "
-            f"on {X.shape[0]} samples; reported as null",
-            UserWarning,
-            stacklevel=2,
-        )
-        return None
+def _silhouette(
+    X: np.ndarray, labels: np.ndarray, sample_size: int | None, random_state: int
+) -> float | None:
     try:
         return float(
             metrics.silhouette_score(
                 X,
                 labels,
                 metric="euclidean",
-                sample_size=params.silhouette_sample_size,
-                random_state=params.random_state,
+                sample_size=sample_size,
+                random_state=random_state,
             )
         )
     except ValueError as exc:  # the sample drew fewer than 2 clusters
@@ -420,7 +639,7 @@ def warm_up() -> None:
     params = BenchmarkParams(
         dataset="warm-up",
         n_clusters=2,
-        strategies=tuple(Strategy(init, 1) for init in STRATEGIES),
+        strategies=tuple(Strategy(init, 1) for init in DEFAULT_STRATEGIES),
     )
     run_benchmark(X, y, params)
     from service.plotting import PanelSpec, render_boundaries
@@ -435,9 +654,14 @@ TABLE_RULE = 82 * "_"
 TABLE_HEADER = "init\t\ttime\tinertia\thomo\tcompl\tv-meas\tARI\tAMI\tsilhouette"
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-    """The benchmark as the seed prints it; a missing score prints as ``-``."""
+def format_table(results: list[dict[str, Any]], estimator: str = DEFAULT_ESTIMATOR) -> str:
+    """The benchmark as the seed prints it; a missing score prints as ``-``.
+
+    Another estimator than KMeans is named on a line above the table.
+    """
     lines = [TABLE_RULE, TABLE_HEADER]
+    if estimator != DEFAULT_ESTIMATOR:
+        lines.insert(0, f"estimator: {estimator} ({ESTIMATORS[estimator].__name__})")
     for r in results:
         scores = [
             "-" if r[k] is None else f"{r[k]:.3f}"

@@ -16,10 +16,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
+import numpy as np
 import orjson
 from anyio import to_thread
+from pydantic import BaseModel
 
 from service import benchmark as bm
 from service import processes
@@ -47,11 +49,12 @@ from service.formats import DataLimits, Upload, import_upload
 from service.inline import (
     benchmark_body_in_worker,
     predict_in_worker,
+    request_body_in_worker,
     store_inline,
     validate,
 )
 from service.plotting import PanelSpec, render_boundaries_from_file
-from service.schemas import BenchmarkRequest
+from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
 from service.store import ResultStore, StoredBenchmark
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,17 @@ KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
 
 T = TypeVar("T")
+D = TypeVar("D", bound=BaseModel)
+
+
+class DataSource(Protocol):
+    """The data fields of a request: a dataset's name or id, or inline ``X`` and ``y``."""
+
+    dataset: str | None
+    X: Any
+    y: list[int | str] | None
+
+
 # Whether the caller may name an uploaded dataset by its id (tenants: one it holds).
 MayUse = Callable[[str], Awaitable[bool]]
 
@@ -286,12 +300,7 @@ class BenchmarkEngine:
                     "give n_clusters >= 2",
                     errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
                 )
-        strategies = tuple(
-            bm.Strategy(init=s, n_init=bm.DEFAULT_N_INIT[s])
-            if isinstance(s, str)
-            else bm.Strategy(init=s.init, n_init=s.n_init or bm.DEFAULT_N_INIT[s.init])
-            for s in request.strategies
-        )
+        strategies = strategies_of(request.strategies)
         params = bm.BenchmarkParams(
             dataset=dataset.id,
             n_clusters=n_clusters,
@@ -302,12 +311,66 @@ class BenchmarkEngine:
             max_iter=request.max_iter,
             tol=float(request.tol),
             silhouette_sample_size=request.silhouette_sample_size,
+            estimator=request.estimator,
         )
         bm.check_params(params, dataset.n_samples, dataset.n_features)
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
 
+    async def resolve_data(
+        self, model: type[D], body: bytes | Path, *, may_use: MayUse | None = None
+    ) -> tuple[D, DatasetInfo]:
+        """Read a request body with data fields (a sweep's, a stability run's) and resolve
+        its dataset, as :meth:`resolve_body` does for a benchmark."""
+        if isinstance(body, bytes):
+            request = validate(model, body)
+            return request, await self._resolve_dataset(cast(DataSource, request), may_use)
+        request, dataset = await self.data_pool.run(
+            request_body_in_worker, model, body, self.datasets.root, self.limits
+        )
+        if dataset is None:
+            dataset = await self._resolve_dataset(cast(DataSource, request), may_use)
+        return request, dataset
+
+    async def cached_document(self, kind: str, key: str) -> bytes | None:
+        """A stored sweep or stability run (``kind``), from memory or disk, or None."""
+        return await to_thread.run_sync(self.results.get_document, kind, key)
+
+    async def get_or_compute_document(
+        self, kind: str, key: str, compute: Callable[[], Awaitable[bytes]]
+    ) -> tuple[bytes, bool]:
+        """The stored answer of kind ``kind`` under ``key``, computed once by ``compute``
+        however many ask at once (in this process, and across processes by a lease).
+
+        Returns the JSON bytes and whether they came from the cache.
+        """
+        # Not counted in self.stats' hits and misses: those are the benchmark cache's.
+        hit = await to_thread.run_sync(self.results.get_document, kind, key)
+        if hit is not None:
+            return hit, True
+        flight = f"{kind}:{key}"
+        self.failures.check(flight)
+
+        async def run() -> tuple[bytes, bool]:
+            ttl = self.pool.timeout_s + 60
+            while not await to_thread.run_sync(self.results.try_lease, flight, self._owner, ttl):
+                await asyncio.sleep(0.05)
+                done = await to_thread.run_sync(self.results.get_document, kind, key)
+                if done is not None:
+                    return done, True
+            try:
+                done = await to_thread.run_sync(self.results.get_document, kind, key)
+                if done is not None:
+                    return done, True
+                body = await compute()
+                await to_thread.run_sync(self.results.put_document, kind, key, body)
+                return body, False
+            finally:
+                await to_thread.run_sync(self.results.release, flight, self._owner)
+
+        return await self._once(flight, lambda: self._admitted(flight, run()))
+
     async def _resolve_dataset(
-        self, request: BenchmarkRequest, may_use: MayUse | None = None
+        self, request: DataSource, may_use: MayUse | None = None
     ) -> DatasetInfo:
         if request.X is not None:
             return await to_thread.run_sync(
@@ -476,13 +539,14 @@ class BenchmarkEngine:
                 f"the dataset {dataset['id']} of this benchmark was deleted: "
                 "the plot cannot be drawn"
             ) from None
+        estimator = body["params"].get("estimator", bm.DEFAULT_ESTIMATOR)
+        given = {s["init"]: s.get("centers") for s in body["params"]["strategies"]}
         specs = [
             PanelSpec(
                 init=r["init"],
                 n_init=r["n_init"],
-                start_centers=(await self.get_model(r["model_id"])).centers_in_feature_space()
-                if r["init"] == "pca"
-                else None,
+                start_centers=await self._panel_start(r, given.get(r["init"])),
+                estimator=estimator,
             )
             for r in body["results"]
             if init is None or r["init"] == init
@@ -502,6 +566,17 @@ class BenchmarkEngine:
         )
         await to_thread.run_sync(self.results.put_plot, entry.id, init or "all", png)
         return png
+
+    async def _panel_start(
+        self, result: dict[str, Any], centers: list[list[float]] | None
+    ) -> np.ndarray | None:
+        """Where a panel's 2-D fit starts: the model's centres for ``pca`` (as before),
+        the given centres for ``custom``, in the feature space; None for the others."""
+        if result["init"] == "pca":
+            return (await self.get_model(result["model_id"])).centers_in_feature_space()
+        if result["init"] == "custom" and centers is not None:
+            return np.asarray(centers, dtype=np.float64)
+        return None
 
     async def _compute(self, job: ResolvedBenchmark) -> tuple[StoredBenchmark, bool]:
         # Other processes on the same data directory may be computing the same question:
@@ -586,6 +661,23 @@ class BenchmarkEngine:
 
 
 _SCRATCH_NAME = re.compile(r"[a-z]+-(?P<pid>[0-9]+)-[0-9a-f]{32}")
+
+
+def strategies_of(items: list[StrategyName | StrategySpec]) -> tuple[bm.Strategy, ...]:
+    """The request's strategies with their defaults applied."""
+    return tuple(
+        bm.Strategy(init=s, n_init=bm.DEFAULT_N_INIT[s])
+        if isinstance(s, str)
+        else bm.Strategy(
+            init=s.init,
+            n_init=s.n_init or bm.DEFAULT_N_INIT[s.init],
+            # + 0.0: -0.0 starts KMeans where 0.0 does, and must hash the same.
+            centers=None
+            if s.centers is None
+            else tuple(tuple(v + 0.0 for v in row) for row in s.centers),
+        )
+        for s in items
+    )
 
 
 def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:

@@ -356,3 +356,31 @@ class JobOrphanedError(ServiceError):
     status = 503
     title = "Job orphaned"
     slug = "job-orphaned"
+
+
+class UnsupportedStrategyError(ServiceError):
+    """An init strategy the chosen estimator does not take (e.g. pca with bisecting)."""
+
+    status = 422
+    title = "Strategy not supported by the estimator"
+    slug = "unsupported-strategy"
+
+
+class InvalidCentersError(ServiceError):
+    """Custom initial centres of the wrong shape, or not finite."""
+
+    status = 422
+    title = "Invalid centres"
+    slug = "invalid-centers"
+
+
+class SweepNotFoundError(ServiceError):
+    status = 404
+    title = "Sweep not found"
+    slug = "sweep-not-found"
+
+
+class StabilityNotFoundError(ServiceError):
+    status = 404
+    title = "Stability run not found"
+    slug = "stability-not-found"

@@ -223,3 +223,16 @@ def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int
         )
     labels, distances = model.predict(X)
     return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+
+
+def request_body_in_worker(
+    model: type[M], body_path: Path, datasets_root: Path, limits: DataLimits
+) -> tuple[M, DatasetInfo | None]:
+    """A large body of any request with data fields (``X``, ``y``), read in a worker:
+    the request without its data, and the stored dataset when the data came inline."""
+    request = validate(model, body_path.read_bytes())
+    X, y = getattr(request, "X", None), getattr(request, "y", None)
+    if X is None:
+        return request, None
+    info = store_inline(DatasetStore(datasets_root), X, y, limits)
+    return request.model_copy(update={"X": None, "y": None}), info

@@ -19,7 +19,7 @@ from service.api.body import BodyBudget
 from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
 from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
-from service.api.routes import benchmarks, datasets, health, jobs, models
+from service.api.routes import benchmarks, datasets, health, jobs, models, stability, sweeps
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
@@ -162,13 +162,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "datasets", "description": "Upload data once, refer to it by id."},
             {"name": "models", "description": "The fitted models of benchmarks."},
             {"name": "jobs", "description": "Long computations: progress, events, cancel."},
+            {"name": "sweeps", "description": "Choose k: scores against k, a k recommended."},
+            {"name": "stability", "description": "How much a benchmark depends on its seed."},
             {"name": "operations", "description": "Health, readiness and metrics."},
         ],
     )
     app.state.settings = settings
     problems.install(app)
     # Every /v1 route: the caller's key when keys are configured, and its rate limit.
-    for router in (benchmarks.router, datasets.router, models.router, jobs.router):
+    for router in (
+        benchmarks.router,
+        datasets.router,
+        models.router,
+        jobs.router,
+        sweeps.router,
+        stability.router,
+    ):
         app.include_router(
             router,
             dependencies=[Depends(auth.get_tenant)],

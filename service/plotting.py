@@ -25,10 +25,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
 from PIL import Image
-from sklearn.cluster import KMeans
+from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 
-from service.benchmark import check_magnitude
+from service.benchmark import DEFAULT_ESTIMATOR, ESTIMATORS, check_magnitude
 from service.datasets import load_arrays
 
 PANEL_WIDTH_IN = 5.0
@@ -94,7 +94,8 @@ def _fit(artist: Text, compose: Callable[[str], str], part: str, max_px: float) 
 
 @dataclass(frozen=True)
 class PanelSpec:
-    """One panel: a strategy, and for ``pca`` the benchmark model's centres.
+    """One panel: a strategy and the estimator, and for ``pca`` the benchmark model's
+    centres, for ``custom`` the centres the user gave.
 
     ``start_centers`` are in the original feature space, shape (n_clusters, n_features).
     """
@@ -102,6 +103,7 @@ class PanelSpec:
     init: str
     n_init: int
     start_centers: np.ndarray | None = None
+    estimator: str = DEFAULT_ESTIMATOR
 
 
 @dataclass
@@ -109,7 +111,7 @@ class Panel:
     """A panel ready to draw: the 2-D KMeans and its region labels per pixel."""
 
     spec: PanelSpec
-    kmeans: KMeans
+    kmeans: KMeans | MiniBatchKMeans | BisectingKMeans
     labels: np.ndarray  # (height_px, width_px), row 0 at the bottom
     title: str
 
@@ -178,19 +180,27 @@ def pixel_centres(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_panel(frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: int) -> Panel:
     """Fit the panel's KMeans on the reduced data and label every pixel centre."""
-    if spec.init == "pca":
+    cls = ESTIMATORS[spec.estimator]
+    prefix = "" if spec.estimator == DEFAULT_ESTIMATOR else f"{cls.__name__}, "
+    kmeans: KMeans | MiniBatchKMeans | BisectingKMeans
+    if spec.init in ("pca", "custom"):
         if spec.start_centers is None:
-            raise ValueError("the pca panel needs the benchmark model's centres")
+            raise ValueError(f"the {spec.init} panel needs start centres")
         starts = spec.start_centers
         if frame.projection is not None:
             starts = frame.projection.transform(starts)
-        kmeans = KMeans(n_clusters=n_clusters, init=np.asarray(starts, np.float64), n_init=1)
-        title = "pca: from the PCA-based model's centres"
+        kmeans = cls(n_clusters=n_clusters, init=np.asarray(starts, np.float64), n_init=1)
+        if spec.init == "pca":
+            title = f"{prefix}pca: from the PCA-based model's centres"
+        else:
+            title = f"{prefix}custom: from the given centres"
+        if spec.estimator == "minibatch":
+            kmeans.set_params(random_state=random_state)
     else:
-        kmeans = KMeans(
+        kmeans = cls(
             n_clusters=n_clusters, init=spec.init, n_init=spec.n_init, random_state=random_state
         )
-        title = f"{spec.init} (n_init={spec.n_init})"
+        title = f"{prefix}{spec.init} (n_init={spec.n_init})"
     with warnings.catch_warnings():
         # Fewer distinct 2-D points than clusters is worth drawing, not failing.
         warnings.simplefilter("ignore")

@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-StrategyName = Literal["k-means++", "random", "pca"]
+StrategyName = Literal["k-means++", "random", "pca", "custom"]
+EstimatorName = Literal["kmeans", "minibatch", "bisecting"]
 
 # strict: a JSON string such as "1.5" is not a number; NaN and infinity are refused.
 # Data matrices are checked and converted by NumPy (service.datasets.as_feature_matrix),
@@ -60,9 +61,15 @@ class StrategySpec(BaseModel):
         None,
         ge=1,
         le=1000,
-        description="Number of KMeans runs with different seeds; default 4 (1 for `pca`, "
-        "which is deterministic and takes only 1).",
+        description="Number of KMeans runs with different seeds; default 4 (1 for `pca` and "
+        "`custom`, which start from fixed centres and take only 1).",
         examples=[4],
+    )
+    centers: list[list[float]] | None = Field(
+        None,
+        description="For `custom` only: the initial centres, n_clusters rows of n_features "
+        "numbers in the data's own feature space (scaled with the data when `scale` is true).",
+        examples=[[[0.0, 0.1], [5.0, 5.0]]],
     )
 
 
@@ -128,8 +135,14 @@ class BenchmarkRequest(BaseModel):
         default_factory=lambda: list(DEFAULT_STRATEGIES),
         min_length=1,
         max_length=16,
-        description='Init strategies to compare, each a name or `{"init", "n_init"}`.',
+        description='Init strategies to compare, each a name or `{"init", "n_init"}`, or '
+        '`{"init": "custom", "centers": [[...], ...]}`.',
         examples=[["k-means++", "random", "pca"]],
+    )
+    estimator: EstimatorName = Field(
+        "kmeans",
+        description="`kmeans` (KMeans), `minibatch` (MiniBatchKMeans) or `bisecting` "
+        "(BisectingKMeans, whose init is `k-means++` or `random` only).",
     )
     random_state: int = Field(
         0, ge=0, le=2**32 - 1, description="Seeds KMeans and the silhouette sample."
@@ -177,8 +190,23 @@ class BenchmarkRequest(BaseModel):
             if name in seen:
                 raise ValueError(f"strategy {name!r} is listed twice")
             seen.add(name)
-            if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
-                raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
+            if name == "custom" and isinstance(item, str):
+                raise ValueError(
+                    'strategy \'custom\' is an object: {"init": "custom", "centers": [[...]]}'
+                )
+            if isinstance(item, StrategySpec):
+                if name == "custom" and item.centers is None:
+                    raise ValueError(
+                        "strategy 'custom' needs `centers`: n_clusters rows of n_features"
+                    )
+                if name != "custom" and item.centers is not None:
+                    raise ValueError(f"`centers` belong to strategy 'custom', not {name!r}")
+            if (
+                name in ("pca", "custom")
+                and isinstance(item, StrategySpec)
+                and item.n_init not in (None, 1)
+            ):
+                raise ValueError(f"strategy {name!r} starts from fixed centres: n_init must be 1")
         return self
 
 
@@ -217,6 +245,9 @@ class DatasetList(BaseModel):
 class StrategyParams(BaseModel):
     init: StrategyName
     n_init: int
+    centers: list[list[float]] | None = Field(
+        None, description="The custom centres as sent (present for `custom` only)."
+    )
 
 
 class BenchmarkParams(BaseModel):
@@ -231,6 +262,7 @@ class BenchmarkParams(BaseModel):
     max_iter: int
     tol: float
     silhouette_sample_size: int | None
+    estimator: EstimatorName = "kmeans"
 
 
 class StrategyResult(BaseModel):
@@ -240,13 +272,19 @@ class StrategyResult(BaseModel):
     n_init: int
     fit_time: float = Field(description="Seconds to fit the pipeline.")
     inertia: float
-    n_iter: int
+    n_iter: int | None = Field(description="Iterations run; null for `bisecting`.")
     homogeneity: float | None
     completeness: float | None
     v_measure: float | None
     ari: float | None = Field(description="Adjusted Rand index.")
     ami: float | None = Field(description="Adjusted mutual information.")
     silhouette: float | None
+    davies_bouldin: float | None = Field(
+        None, description="Davies-Bouldin index on the data as given (lower is better)."
+    )
+    calinski_harabasz: float | None = Field(
+        None, description="Calinski-Harabasz index on the data as given (higher is better)."
+    )
     model_id: str
     warnings: list[str] = Field(
         description="Warnings scikit-learn raised while fitting, e.g. ConvergenceWarning."
@@ -283,7 +321,7 @@ class ModelInfo(BaseModel):
     )
     scaler: ScalerInfo | None = Field(description="The StandardScaler, or null without scaling.")
     inertia: float
-    n_iter: int
+    n_iter: int | None
 
 
 class PredictRequest(BaseModel):
@@ -355,3 +393,263 @@ class JobList(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `?cursor=` for the next page; null on the last page."
     )
+
+
+# -- Choosing k ----------------------------------------------------------------------
+
+
+class KRange(BaseModel):
+    """Every k from `min` to `max`, both included."""
+
+    model_config = STRICT
+
+    min: int = Field(ge=2, le=10_000, examples=[2])
+    max: int = Field(ge=2, le=10_000, examples=[10])
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KRange:
+        if self.max < self.min:
+            raise ValueError(f"k.max ({self.max}) is smaller than k.min ({self.min})")
+        return self
+
+
+MAX_K_VALUES = 50
+SWEEP_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++",)
+
+
+class SweepRequest(BaseModel):
+    """A range of k to compare: the same fit and scores as a benchmark for each k."""
+
+    model_config = STRICT
+
+    dataset: str | None = Field(
+        None,
+        description="A built-in name or the id of an uploaded dataset; default `digits`. "
+        "Must be absent when `X` is given.",
+        examples=["iris"],
+    )
+    X: Matrix | None = Field(None, description="Inline data, n_samples by n_features.")
+    y: list[Label] | None = Field(None, description="Inline ground-truth labels, optional.")
+    k: list[Annotated[int, Field(ge=2, le=10_000)]] | KRange | None = Field(
+        None,
+        description='The values of k: a list of ints >= 2, or `{"min", "max"}`; '
+        f"default 2..10; at most {MAX_K_VALUES} values, each <= n_samples - 1.",
+        examples=[{"min": 2, "max": 8}],
+    )
+    strategies: list[StrategyName | StrategySpec] = Field(
+        default_factory=lambda: list(SWEEP_STRATEGIES),
+        min_length=1,
+        max_length=16,
+        description="Init strategies (not `custom`: its centres fit one k); default "
+        '`["k-means++"]`.',
+    )
+    estimator: EstimatorName = Field("kmeans", description="As in a benchmark.")
+    random_state: int = Field(0, ge=0, le=2**32 - 1, description="Seeds each fit and sample.")
+    scale: bool = Field(True, description="Put a StandardScaler before the estimator.")
+    algorithm: Literal["lloyd", "elkan"] = Field("lloyd", description="As in a benchmark.")
+    max_iter: int = Field(300, ge=1, le=100_000, description="As in a benchmark.")
+    tol: float = Field(1e-4, ge=0, allow_inf_nan=False, description="As in a benchmark.")
+    silhouette_sample_size: int | None = Field(
+        300, ge=2, le=2**63 - 1, description="Samples drawn to score the silhouette."
+    )
+
+    @field_validator("tol")
+    @classmethod
+    def _no_negative_zero(cls, tol: float) -> float:
+        return float(tol) + 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepRequest:
+        if self.X is not None and self.dataset is not None:
+            raise ValueError("give either `dataset` or inline `X`, not both")
+        if self.y is not None and self.X is None:
+            raise ValueError("`y` labels inline `X`; it cannot be given without `X`")
+        count = (
+            len(set(self.k))
+            if isinstance(self.k, list)
+            else (self.k.max - self.k.min + 1 if self.k is not None else 9)
+        )
+        if isinstance(self.k, list) and not self.k:
+            raise ValueError("k is empty: give at least one value")
+        if count > MAX_K_VALUES:
+            raise ValueError(f"k has {count} values; a sweep takes at most {MAX_K_VALUES}")
+        seen: set[str] = set()
+        for item in self.strategies:
+            name = item if isinstance(item, str) else item.init
+            if name in seen:
+                raise ValueError(f"strategy {name!r} is listed twice")
+            seen.add(name)
+            if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
+                raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
+        return self
+
+    def k_list(self) -> list[int] | None:
+        if isinstance(self.k, KRange):
+            return list(range(self.k.min, self.k.max + 1))
+        return self.k
+
+
+class SweepParams(BaseModel):
+    """The request after defaults were applied; `dataset` is the content id."""
+
+    dataset: str
+    k: list[int]
+    strategies: list[StrategyParams]
+    random_state: int
+    scale: bool
+    estimator: EstimatorName
+    algorithm: Literal["lloyd", "elkan"]
+    max_iter: int
+    tol: float
+    silhouette_sample_size: int | None
+
+
+class SweepPoint(BaseModel):
+    """One k and strategy: the benchmark's numbers at that k."""
+
+    k: int
+    init: StrategyName
+    n_init: int
+    inertia: float
+    n_iter: int | None
+    homogeneity: float | None
+    completeness: float | None
+    v_measure: float | None
+    ari: float | None
+    ami: float | None
+    silhouette: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+    fit_time: float = Field(description="Seconds to fit the pipeline.")
+    warnings: list[str]
+
+
+class RecommendedK(BaseModel):
+    """The k each criterion picks (null when it cannot)."""
+
+    silhouette: int | None = Field(description="The k of the largest silhouette.")
+    davies_bouldin: int | None = Field(description="The k of the smallest Davies-Bouldin index.")
+    calinski_harabasz: int | None = Field(
+        description="The k of the largest Calinski-Harabasz index."
+    )
+    elbow: int | None = Field(description="The knee of inertia against k (Kneedle).")
+
+
+class SweepResult(BaseModel):
+    """A sweep's numbers for each (k, strategy), and the recommended k."""
+
+    id: str = Field(description="The request hash (sha256, hex).")
+    cached: bool
+    dataset: DatasetSummary
+    params: SweepParams
+    results: list[SweepPoint]
+    recommended_k: RecommendedK = Field(
+        description="Over all strategies: each k counts with its best run."
+    )
+    recommended_k_by_strategy: dict[str, RecommendedK]
+    plot_url: str
+    versions: dict[str, str]
+
+
+# -- Seed stability ------------------------------------------------------------------
+
+MAX_SEEDS = 100
+
+
+class StabilityRequest(BenchmarkRequest):
+    """A benchmark run under several seeds: how much does its answer depend on luck?"""
+
+    seeds: int | list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
+        10,
+        description=f"`n` runs `random_state` 0..n-1; a list names the seeds. At most "
+        f"{MAX_SEEDS}. Replaces `random_state`.",
+        examples=[10],
+    )
+
+    @model_validator(mode="after")
+    def _check_seeds(self) -> StabilityRequest:
+        if "random_state" in self.model_fields_set:
+            raise ValueError("a stability run takes `seeds`, not `random_state`")
+        if isinstance(self.seeds, int):
+            if not 1 <= self.seeds <= MAX_SEEDS:
+                raise ValueError(f"seeds must be between 1 and {MAX_SEEDS}, got {self.seeds}")
+        else:
+            if not self.seeds:
+                raise ValueError("seeds is empty: give at least one")
+            if len(self.seeds) > MAX_SEEDS:
+                raise ValueError(f"seeds has {len(self.seeds)} values; at most {MAX_SEEDS}")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError("seeds lists a seed twice")
+        return self
+
+
+class MeanStd(BaseModel):
+    mean: float | None
+    std: float | None = Field(description="Standard deviation over the seeds (ddof=0).")
+
+
+class SeedAri(BaseModel):
+    mean: float | None = Field(description="Mean adjusted Rand index over the pairs of seeds.")
+    min: float | None = Field(description="The smallest: the two seeds that disagree most.")
+
+
+class SeedRun(BaseModel):
+    random_state: int
+    inertia: float
+    homogeneity: float | None
+    completeness: float | None
+    v_measure: float | None
+    ari: float | None
+    ami: float | None
+    silhouette: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+    fit_time: float
+
+
+class StrategyStability(BaseModel):
+    """One strategy over the seeds."""
+
+    init: StrategyName
+    n_init: int
+    n_seeds: int
+    inertia: MeanStd
+    homogeneity: MeanStd
+    completeness: MeanStd
+    v_measure: MeanStd
+    ari: MeanStd
+    ami: MeanStd
+    silhouette: MeanStd
+    davies_bouldin: MeanStd
+    calinski_harabasz: MeanStd
+    fit_time: MeanStd
+    seed_ari: SeedAri = Field(description="Agreement between the labelings of the seeds.")
+    per_seed: list[SeedRun]
+    warnings: list[str]
+
+
+class StabilityParams(BaseModel):
+    """The request after defaults were applied; `dataset` is the content id."""
+
+    dataset: str
+    n_clusters: int
+    strategies: list[StrategyParams]
+    seeds: list[int]
+    scale: bool
+    algorithm: Literal["lloyd", "elkan"]
+    max_iter: int
+    tol: float
+    silhouette_sample_size: int | None
+    estimator: EstimatorName
+
+
+class StabilityResult(BaseModel):
+    """Each strategy's numbers over the seeds."""
+
+    id: str = Field(description="The request hash (sha256, hex).")
+    cached: bool
+    dataset: DatasetSummary
+    n_clusters: int
+    params: StabilityParams
+    results: list[StrategyStability]
+    versions: dict[str, str]

@@ -143,7 +143,7 @@ def model_to_bytes(model: FittedModel) -> bytes:
         "n_features": np.asarray(model.n_features),
         "cluster_centers": model.cluster_centers,
         "inertia": np.asarray(model.inertia),
-        "n_iter": np.asarray(model.n_iter),
+        "n_iter": np.asarray(-1 if model.n_iter is None else model.n_iter),
     }
     if model.scaler_mean is not None and model.scaler_scale is not None:
         arrays["scaler_mean"] = model.scaler_mean
@@ -164,7 +164,7 @@ def model_from_bytes(data: bytes) -> FittedModel:
             scaler_mean=npz["scaler_mean"] if "scaler_mean" in npz.files else None,
             scaler_scale=npz["scaler_scale"] if "scaler_scale" in npz.files else None,
             inertia=float(npz["inertia"]),
-            n_iter=int(npz["n_iter"]),
+            n_iter=None if int(npz["n_iter"]) < 0 else int(npz["n_iter"]),
         )
 
 
@@ -731,3 +731,88 @@ class ResultStore:
         if fd is not None:
             os.close(fd)
             self._local.lock_fd = None
+
+    # -- documents: sweeps, stability runs and their plots, by kind and id ------------
+    # A table of their own beside the benchmarks' (added, not reshaped), bounded by the
+    # same max_bytes with its own LRU.
+
+    def _documents(self) -> sqlite3.Connection:
+        db = self._connection()
+        if getattr(self._local, "documents_ready", None) != self._generation:
+            db.executescript(DOCUMENTS_SCHEMA)
+            self._local.documents_ready = self._generation
+        return db
+
+    def get_document(self, kind: str, key: str) -> bytes | None:
+        """The bytes stored under (kind, key), or None (absent, evicted or corrupt)."""
+        hot: bytes | None = self._memory.get((kind, key))
+        if hot is not None:
+            return hot
+
+        def read() -> bytes | None:
+            db = self._documents()
+            row = db.execute(
+                "SELECT data, sha FROM documents WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            if row is None:
+                return None
+            data = bytes(row[0])
+            if _sha(data) != row[1]:
+                self.corrupt_entries += 1
+                logger.warning("corrupt cached %s %s: dropped, will recompute", kind, key)
+                with self._transaction() as tx:
+                    tx.execute("DELETE FROM documents WHERE kind = ? AND key = ?", (kind, key))
+                return None
+            with self._transaction() as tx:
+                tx.execute(
+                    "UPDATE documents SET accessed = ? WHERE kind = ? AND key = ?",
+                    (time.time(), kind, key),
+                )
+            return data
+
+        found = self._safely(f"{kind} read", read, None)
+        if found is not None:
+            self._memory.put((kind, key), found, len(found))
+        return found
+
+    def put_document(self, kind: str, key: str, data: bytes) -> None:
+        """Store ``data`` under (kind, key), then evict the least recently used past the bound."""
+        self._memory.put((kind, key), data, len(data))
+
+        def write() -> None:
+            db = self._documents()
+            with self._transaction() as tx:
+                tx.execute(
+                    "INSERT OR REPLACE INTO documents (kind, key, data, sha, size, accessed)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (kind, key, data, _sha(data), len(data), time.time()),
+                )
+            total = db.execute("SELECT COALESCE(SUM(size), 0) FROM documents").fetchone()[0]
+            if total <= self.max_bytes:
+                return
+            victims = []
+            for victim_kind, victim_key, size in db.execute(
+                "SELECT kind, key, size FROM documents ORDER BY accessed ASC"
+            ).fetchall():
+                if total <= self.max_bytes:
+                    break
+                victims.append((victim_kind, victim_key))
+                total -= size
+            with self._transaction() as tx:
+                tx.executemany("DELETE FROM documents WHERE kind = ? AND key = ?", victims)
+
+        self._safely(f"{kind} write", write, None)
+
+
+DOCUMENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data BLOB NOT NULL,
+    sha TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    accessed REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS documents_accessed ON documents (accessed);
+"""

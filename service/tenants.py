@@ -47,6 +47,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 KEYS_CHECK_S = 1.0
 
 DATASET, BENCHMARK, MODEL, PLOT, JOB = "dataset", "benchmark", "model", "plot", "job"
+SWEEP, STABILITY = "sweep", "stability"
+# Claims made from a dataset, which go with it (their own children, plots, with them).
+FROM_DATASET = (BENCHMARK, SWEEP, STABILITY)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -300,20 +303,19 @@ class TenantStore:
             ).rowcount
             if not deleted:
                 return None
-            benchmarks = [
-                row[0]
+            made = [
+                (row[0], row[1])
                 for row in db.execute(
-                    "SELECT id FROM claims WHERE tenant = ? AND kind = ? AND parent = ?",
-                    (tenant, BENCHMARK, dataset_id),
+                    "SELECT kind, id FROM claims WHERE tenant = ? AND parent = ?"
+                    f" AND kind IN ({', '.join('?' * len(FROM_DATASET))})",
+                    (tenant, dataset_id, *FROM_DATASET),
                 )
             ]
-            for benchmark_id in benchmarks:
-                db.execute(
-                    "DELETE FROM claims WHERE tenant = ? AND parent = ?", (tenant, benchmark_id)
-                )
+            for kind, made_id in made:
+                db.execute("DELETE FROM claims WHERE tenant = ? AND parent = ?", (tenant, made_id))
                 db.execute(
                     "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
-                    (tenant, BENCHMARK, benchmark_id),
+                    (tenant, kind, made_id),
                 )
             left: int = db.execute(
                 "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (DATASET, dataset_id)
@@ -514,6 +516,26 @@ class Tenancy:
             await self._run(
                 lambda: self.store.claim(
                     tenant, PLOT, f"{benchmark_id}:{key}", parent=benchmark_id, nbytes=nbytes
+                )
+            )
+
+    async def claim_result(
+        self, tenant: str | None, kind: str, result_id: str, dataset_id: str, nbytes: int
+    ) -> None:
+        """Give ``tenant`` a sweep or stability run (``kind``) it asked for."""
+        if tenant is not None:
+            await self._run(
+                lambda: self.store.claim(tenant, kind, result_id, parent=dataset_id, nbytes=nbytes)
+            )
+
+    async def claim_result_plot(
+        self, tenant: str | None, kind: str, result_id: str, nbytes: int
+    ) -> None:
+        """Count the plot of a sweep (or any result of ``kind``) against ``tenant``'s quota."""
+        if tenant is not None:
+            await self._run(
+                lambda: self.store.claim(
+                    tenant, PLOT, f"{kind}:{result_id}", parent=result_id, nbytes=nbytes
                 )
             )
 

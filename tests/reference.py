@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics
-from sklearn.cluster import KMeans
+from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -66,6 +66,86 @@ def assert_matches(result: dict[str, Any], expected: dict[str, Any]) -> None:
     np.testing.assert_allclose(result["inertia"], expected["inertia"], rtol=1e-9)
     assert result["n_iter"] == expected["n_iter"]
     for key in SCORE_KEYS:
+        if expected[key] is None:
+            assert result[key] is None, key
+        else:
+            np.testing.assert_allclose(result[key], expected[key], rtol=1e-9, err_msg=key)
+
+
+def family_scores(
+    X: np.ndarray,
+    y: np.ndarray | None,
+    init: str,
+    *,
+    n_clusters: int,
+    estimator: str = "kmeans",
+    centers: np.ndarray | None = None,
+    n_init: int | None = None,
+    random_state: int = 0,
+    scale: bool = True,
+    algorithm: str = "lloyd",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    silhouette_sample_size: int | None = 300,
+) -> dict[str, Any]:
+    """One strategy of KMeans, MiniBatchKMeans or BisectingKMeans, written out with
+    scikit-learn, with every score the service reports (Davies-Bouldin and
+    Calinski-Harabasz too, on the data as given)."""
+    n_init = n_init or {**DEFAULT_N_INIT, "custom": 1}[init]
+    start: Any = init
+    if init == "pca":
+        start = PCA(n_components=n_clusters).fit(X).components_
+    elif init == "custom":
+        assert centers is not None
+        # The user's centres are in the data's space: the pipeline's scaler maps them.
+        start = StandardScaler().fit(X).transform(centers) if scale else centers
+    common: dict[str, Any] = {
+        "n_clusters": n_clusters,
+        "init": start,
+        "n_init": n_init,
+        "random_state": random_state,
+        "max_iter": max_iter,
+        "tol": tol,
+    }
+    model: Any
+    if estimator == "kmeans":
+        model = KMeans(algorithm=algorithm, **common)
+    elif estimator == "minibatch":
+        model = MiniBatchKMeans(**common)
+    else:
+        model = BisectingKMeans(algorithm=algorithm, **common)
+    (make_pipeline(StandardScaler(), model) if scale else model).fit(X)
+    labels = model.labels_
+    out: dict[str, Any] = {
+        "inertia": model.inertia_,
+        "n_iter": getattr(model, "n_iter_", None),
+        "labels": labels,
+    }
+    label_metrics = {
+        "homogeneity": metrics.homogeneity_score,
+        "completeness": metrics.completeness_score,
+        "v_measure": metrics.v_measure_score,
+        "ari": metrics.adjusted_rand_score,
+        "ami": metrics.adjusted_mutual_info_score,
+    }
+    for name, metric in label_metrics.items():
+        out[name] = None if y is None else metric(y, labels)
+    out["silhouette"] = metrics.silhouette_score(
+        X, labels, metric="euclidean", sample_size=silhouette_sample_size, random_state=random_state
+    )
+    out["davies_bouldin"] = metrics.davies_bouldin_score(X, labels)
+    out["calinski_harabasz"] = metrics.calinski_harabasz_score(X, labels)
+    return out
+
+
+ALL_SCORE_KEYS = (*SCORE_KEYS, "davies_bouldin", "calinski_harabasz")
+
+
+def assert_all_match(result: dict[str, Any], expected: dict[str, Any]) -> None:
+    """A service result equals :func:`family_scores`, every score included."""
+    np.testing.assert_allclose(result["inertia"], expected["inertia"], rtol=1e-9)
+    assert result["n_iter"] == expected["n_iter"]
+    for key in ALL_SCORE_KEYS:
         if expected[key] is None:
             assert result[key] is None, key
         else:

@@ -74,6 +74,7 @@ async def test_seed_defaults_as_json(client: httpx.AsyncClient) -> None:
         "max_iter": 300,
         "tol": 0.0001,
         "silhouette_sample_size": 300,
+        "estimator": "kmeans",
     }
     assert body["plot_url"] == f"/v1/benchmarks/{body['id']}/plot.png"
     assert set(body["versions"]) == {"service", "scikit-learn", "numpy"}

@@ -56,6 +56,32 @@ EXAMPLES: dict[str, Any] = {
             "strategies": ["k-means++", "pca"],
         },
     },
+    "custom": {
+        "summary": "your own starting centres",
+        "description": "n_clusters rows of n_features values, in the data's own units.",
+        "value": {
+            "dataset": "iris",
+            "strategies": [
+                "k-means++",
+                {
+                    "init": "custom",
+                    "centers": [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.4, 1.4], [6.8, 3.1, 5.7, 2.1]],
+                },
+            ],
+        },
+    },
+    "minibatch": {
+        "summary": "MiniBatchKMeans",
+        "value": {"dataset": "digits", "estimator": "minibatch"},
+    },
+    "bisecting": {
+        "summary": "BisectingKMeans (k-means++ or random init only)",
+        "value": {
+            "dataset": "wine",
+            "estimator": "bisecting",
+            "strategies": ["k-means++", "random"],
+        },
+    },
     "unlabelled": {
         "summary": "inline data without labels",
         "value": {
@@ -91,7 +117,9 @@ def _respond(
         **(extra or {}),
     }
     if media_type == "text/plain":
-        return Response(format_table(entry.data["results"]), headers=headers, media_type=media_type)
+        data = entry.data
+        table = format_table(data["results"], data["params"].get("estimator", "kmeans"))
+        return Response(table, headers=headers, media_type=media_type)
     return Response(
         entry.hit_body if cached else entry.body, headers=headers, media_type=media_type
     )

@@ -1,0 +1,130 @@
+"""``/v1/stability``: a benchmark under several seeds, and how much its answer moves."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import stability
+from service.api.auth import Caller
+from service.api.body import body_openapi, json_body
+from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, negotiate, problems
+from service.errors import StabilityNotFoundError
+from service.schemas import StabilityRequest, StabilityResult
+from service.tenants import STABILITY
+
+router = APIRouter(prefix="/v1/stability", tags=["stability"])
+
+REPRESENTATIONS = ("application/json", "text/plain")
+IMMUTABLE = "public, max-age=31536000, immutable"
+KIND = "stability"
+
+EXAMPLES: dict[str, Any] = {
+    "digits": {
+        "summary": "the seed's benchmark under 10 seeds",
+        "value": {"seeds": 10},
+    },
+    "iris": {
+        "summary": "iris, named seeds, MiniBatchKMeans",
+        "value": {
+            "dataset": "iris",
+            "seeds": [0, 1, 2, 42],
+            "strategies": ["k-means++", "random"],
+            "estimator": "minibatch",
+        },
+    },
+}
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Each strategy over the seeds (`X-Cache` says whether it was computed now).",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "`If-None-Match` names this run: the client has it."},
+}
+
+
+def _respond(
+    body: bytes,
+    result_id: str,
+    *,
+    cached: bool,
+    accept: str | None,
+    extra: dict[str, str] | None = None,
+) -> Response:
+    media_type = negotiate(accept, REPRESENTATIONS)
+    headers = {
+        "ETag": f'"{result_id}"',
+        "X-Cache": "hit" if cached else "miss",
+        "Vary": "Accept",
+        **(extra or {}),
+    }
+    if cached:
+        body = body.replace(b'"cached":false', b'"cached":true', 1)
+    if media_type == "text/plain":
+        table = stability.format_table(orjson.loads(body))
+        return Response(table, headers=headers, media_type=media_type)
+    return Response(body, headers=headers, media_type=media_type)
+
+
+@router.post(
+    "",
+    response_model=StabilityResult,
+    responses={**RESPONSES, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
+    openapi_extra=body_openapi(StabilityRequest, required=False, examples=EXAMPLES),
+    summary="Run a benchmark under several seeds, or fetch it from the cache",
+)
+async def create_stability(
+    request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Mean and standard deviation of every number over the seeds, and their agreement."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
+    async with json_body(request, engine) as raw:
+        parsed, dataset = await engine.resolve_data(StabilityRequest, raw, may_use=may_use)
+    job = await engine.resolve(parsed, dataset, may_use=may_use)
+    params = stability.StabilityParams(job.params, stability.seed_list(parsed.seeds))
+    result_id = stability.stability_id(params)
+    await tenants.claim_dataset(caller, dataset.id)
+    if etag_matches(request.headers.get("if-none-match"), f'"{result_id}"'):
+        return Response(status_code=304, headers={"ETag": f'"{result_id}"', "Vary": "Accept"})
+    if caller is not None and not await tenants.holds(caller, STABILITY, result_id):
+        await tenants.check_quota(caller)
+
+    async def compute() -> bytes:
+        X_path, y_path = engine.datasets.files(dataset)
+        results = await engine.pool.run(stability.run_stability_from_files, X_path, y_path, params)
+        return orjson.dumps(stability.build_body(result_id, dataset.public(), params, results))
+
+    body, cached = await engine.get_or_compute_document(KIND, result_id, compute)
+    await tenants.claim_result(caller, STABILITY, result_id, dataset.id, len(body))
+    return _respond(body, result_id, cached=cached, accept=accept)
+
+
+@router.get(
+    "/{stability_id}",
+    response_model=StabilityResult,
+    responses={**RESPONSES, **problems(404, 406, 422)},
+    summary="Get a stored stability run",
+)
+async def get_stability(
+    stability_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The same body as the request that made the run, from the cache."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    if not await tenants.holds(caller, STABILITY, stability_id):
+        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
+    body = await engine.cached_document(KIND, stability_id)
+    if body is None:
+        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
+    if etag_matches(request.headers.get("if-none-match"), f'"{stability_id}"'):
+        return Response(status_code=304, headers={"ETag": f'"{stability_id}"', "Vary": "Accept"})
+    return _respond(
+        body, stability_id, cached=True, accept=accept, extra={"Cache-Control": IMMUTABLE}
+    )

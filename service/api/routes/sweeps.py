@@ -1,0 +1,171 @@
+"""``/v1/sweeps``: choose k — the benchmark's scores for each k, and the recommended k."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import sweeps
+from service.api.auth import Caller
+from service.api.body import body_openapi, json_body
+from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, problems
+from service.datasets import DatasetInfo
+from service.engine import strategies_of
+from service.errors import SweepNotFoundError
+from service.schemas import SweepRequest, SweepResult
+from service.tenants import SWEEP, Tenancy
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+KIND = "sweep"
+PLOT_KIND = "sweep-plot"
+
+EXAMPLES: dict[str, Any] = {
+    "digits": {
+        "summary": "digits, k = 2..10, k-means++",
+        "description": "The default sweep: which k does each criterion pick on digits?",
+        "value": {},
+    },
+    "iris": {
+        "summary": "iris, k from 2 to 6, two strategies",
+        "value": {"dataset": "iris", "k": {"min": 2, "max": 6}, "strategies": ["k-means++", "pca"]},
+    },
+    "inline": {
+        "summary": "inline data without labels, a list of k",
+        "value": {
+            "X": [[0.0, 0.1], [0.2, 0.0], [0.1, 0.2], [5.0, 5.1], [5.2, 4.9], [4.9, 5.0]],
+            "k": [2, 3, 4],
+            "estimator": "minibatch",
+        },
+    },
+}
+
+
+def _resolve(request: SweepRequest, dataset: DatasetInfo) -> tuple[str, sweeps.SweepParams]:
+    params = sweeps.SweepParams(
+        dataset=dataset.id,
+        k=sweeps.k_values(request.k_list()),
+        strategies=strategies_of(request.strategies),
+        random_state=request.random_state,
+        scale=request.scale,
+        estimator=request.estimator,
+        algorithm=request.algorithm,
+        max_iter=request.max_iter,
+        tol=float(request.tol),
+        silhouette_sample_size=request.silhouette_sample_size,
+    )
+    sweeps.check_sweep(params, dataset.n_samples, dataset.n_features)
+    return sweeps.sweep_id(params), params
+
+
+def _respond(
+    body: bytes, sweep_id: str, *, cached: bool, extra: dict[str, str] | None = None
+) -> Response:
+    if cached:
+        body = body.replace(b'"cached":false', b'"cached":true', 1)
+    headers = {"ETag": f'"{sweep_id}"', "X-Cache": "hit" if cached else "miss", **(extra or {})}
+    return Response(body, headers=headers, media_type="application/json")
+
+
+async def _check_held(tenants: Tenancy, caller: str | None, sweep_id: str) -> None:
+    if not await tenants.holds(caller, SWEEP, sweep_id):
+        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+
+
+@router.post(
+    "",
+    response_model=SweepResult,
+    responses={
+        200: {"description": "The sweep (`X-Cache` says whether it was computed now)."},
+        304: {"description": "`If-None-Match` names this sweep: the client has it."},
+        **problems(400, 403, 413, 415, 422, 503, 504),
+    },
+    openapi_extra=body_openapi(SweepRequest, required=False, examples=EXAMPLES),
+    summary="Choose k: run a sweep over k, or fetch it from the cache",
+)
+async def create_sweep(
+    request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Fit and score each strategy at each k, and recommend a k by each criterion."""
+    may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
+    async with json_body(request, engine) as raw:
+        sweep_request, dataset = await engine.resolve_data(SweepRequest, raw, may_use=may_use)
+    sweep_id, params = _resolve(sweep_request, dataset)
+    await tenants.claim_dataset(caller, dataset.id)
+    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
+        return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
+    if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
+        await tenants.check_quota(caller)
+
+    async def compute() -> bytes:
+        X_path, y_path = engine.datasets.files(dataset)
+        results = await engine.pool.run(sweeps.run_sweep_from_files, X_path, y_path, params)
+        return orjson.dumps(sweeps.build_body(sweep_id, dataset.public(), params, results))
+
+    body, cached = await engine.get_or_compute_document(KIND, sweep_id, compute)
+    await tenants.claim_result(caller, SWEEP, sweep_id, dataset.id, len(body))
+    return _respond(body, sweep_id, cached=cached)
+
+
+@router.get(
+    "/{sweep_id}",
+    response_model=SweepResult,
+    responses={
+        304: {"description": "`If-None-Match` names this sweep: the client has it."},
+        **problems(404, 422),
+    },
+    summary="Get a stored sweep",
+)
+async def get_sweep(
+    sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The same body as the request that made the sweep, from the cache."""
+    await _check_held(tenants, caller, sweep_id)
+    body = await engine.cached_document(KIND, sweep_id)
+    if body is None:
+        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
+        return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
+    return _respond(body, sweep_id, cached=True, extra={"Cache-Control": IMMUTABLE})
+
+
+@router.get(
+    "/{sweep_id}/plot.png",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz "
+            "against k, one line per strategy, the recommended k marked.",
+        },
+        304: {"description": "`If-None-Match` names this plot: the client has it."},
+        **problems(404, 422, 503, 504),
+    },
+    summary="Get a sweep's scores plotted against k",
+)
+async def get_sweep_plot(
+    sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The scores against k, the k each criterion recommends marked."""
+    await _check_held(tenants, caller, sweep_id)
+    body = await engine.cached_document(KIND, sweep_id)
+    if body is None:
+        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE}
+    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
+        return Response(status_code=304, headers=headers)
+    data = orjson.loads(body)
+    name = data["dataset"]["name"] or f"dataset {data['dataset']['id'][:8]}"
+
+    async def render() -> bytes:
+        png: bytes = await engine.pool.run(sweeps.render_sweep, data, name)
+        return png
+
+    png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
+    await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
+    return Response(png, headers=headers, media_type="image/png")

@@ -1,0 +1,191 @@
+"""Seed stability: the same benchmark under several seeds, and how much its answer moves.
+
+For each seed (``random_state``) the benchmark runs as
+:func:`service.benchmark.run_benchmark` would; per strategy the answer gives the mean
+and the standard deviation (``numpy.std``, ddof=0) of inertia, of every score and of
+the fit time over the seeds, and the adjusted Rand index between the labelings of every
+pair of seeds: its mean and its minimum (1.0 when every seed finds the same partition).
+No HTTP here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics
+
+from service import benchmark as bm
+from service.datasets import load_arrays
+
+MAX_SEEDS = 100
+# The numbers summarised over the seeds, in the order they are reported.
+SUMMARISED = (
+    "inertia",
+    "homogeneity",
+    "completeness",
+    "v_measure",
+    "ari",
+    "ami",
+    "silhouette",
+    "davies_bouldin",
+    "calinski_harabasz",
+    "fit_time",
+)
+
+
+@dataclass(frozen=True)
+class StabilityParams:
+    """A stability request after defaults: a benchmark (its ``random_state`` unused)
+    and the seeds it runs with."""
+
+    benchmark: bm.BenchmarkParams
+    seeds: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        params = self.benchmark.as_dict()
+        del params["random_state"]
+        params["seeds"] = list(self.seeds)
+        return params
+
+
+def stability_id(params: StabilityParams) -> str:
+    """The request hash: params after defaults, dataset by content, versions salted in."""
+    return hashlib.sha256(
+        bm.canonical_json({"stability": params.as_dict(), "versions": bm.VERSIONS})
+    ).hexdigest()
+
+
+def seed_list(seeds: int | list[int]) -> tuple[int, ...]:
+    """``n`` -> 0..n-1; a list keeps its order, without repeats."""
+    return tuple(range(seeds)) if isinstance(seeds, int) else tuple(dict.fromkeys(seeds))
+
+
+def _summary(values: list[float | None]) -> dict[str, float | None]:
+    present = np.array([v for v in values if v is not None], dtype=np.float64)
+    if present.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(present.mean()), "std": float(present.std())}
+
+
+def run_stability(
+    X: np.ndarray, y: np.ndarray | None, params: StabilityParams
+) -> list[dict[str, Any]]:
+    """Run the benchmark once per seed and summarise each strategy over the seeds.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Validated, finite data.
+    y : ndarray of shape (n_samples,) or None
+        Ground-truth labels; without them the label scores are None.
+    params : StabilityParams
+        The benchmark already checked against the data's shape.
+
+    Returns
+    -------
+    results : list of dict
+        One per strategy, in their order: ``init``, ``n_init``, ``n_seeds``,
+        ``{"mean", "std"}`` for each of :data:`SUMMARISED`, ``seed_ari``
+        ``{"mean", "min"}`` over the pairs of seeds (null with one seed), ``per_seed``
+        (each seed's inertia and scores) and ``warnings``.
+    """
+    bm.check_magnitude(X)
+    results = []
+    for strategy in params.benchmark.strategies:
+        rows: list[dict[str, Any]] = []
+        labelings: list[np.ndarray] = []
+        warned: dict[str, None] = {}
+        for seed in params.seeds:
+            run = replace(params.benchmark, random_state=seed)
+            outcome, labels = bm.fit_strategy(X, y, strategy, run)
+            rows.append(
+                {
+                    "random_state": seed,
+                    "inertia": outcome.inertia,
+                    **outcome.scores,
+                    "fit_time": outcome.fit_time,
+                }
+            )
+            labelings.append(labels)
+            warned.update(dict.fromkeys(outcome.warnings))
+        pairs = [
+            float(metrics.adjusted_rand_score(a, b))
+            for a, b in itertools.combinations(labelings, 2)
+        ]
+        results.append(
+            {
+                "init": strategy.init,
+                "n_init": strategy.n_init,
+                "n_seeds": len(params.seeds),
+                **{name: _summary([row[name] for row in rows]) for name in SUMMARISED},
+                "seed_ari": {
+                    "mean": float(np.mean(pairs)) if pairs else None,
+                    "min": float(np.min(pairs)) if pairs else None,
+                },
+                "per_seed": rows,
+                "warnings": list(warned),
+            }
+        )
+    return results
+
+
+def run_stability_from_files(
+    X_path: Path, y_path: Path | None, params: StabilityParams
+) -> list[dict[str, Any]]:
+    """Worker entry point: memory-map the stored dataset and run every seed."""
+    X, y = load_arrays(X_path, y_path)
+    return run_stability(X, y, params)
+
+
+def build_body(
+    stability: str, dataset: dict[str, Any], params: StabilityParams, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The JSON answer (``"cached": false``); ``id`` first, as stored answers are."""
+    return {
+        "id": stability,
+        "cached": False,
+        "dataset": dataset,
+        "n_clusters": params.benchmark.n_clusters,
+        "params": params.as_dict(),
+        "results": results,
+        "versions": dict(bm.VERSIONS),
+    }
+
+
+TABLE_COLUMNS = ("homogeneity", "completeness", "v_measure", "ari", "ami", "silhouette")
+TABLE_HEADER = (
+    "init\t\ttime\t\tinertia\t\thomo\t\tcompl\t\tv-meas\t\tARI\t\tAMI\t\tsilhouette\tseed ARI"
+)
+TABLE_RULE = 130 * "_"
+
+
+def _pm(summary: dict[str, float | None], digits: int, suffix: str = "") -> str:
+    if summary["mean"] is None or summary["std"] is None:
+        return "-"
+    return f"{summary['mean']:.{digits}f}{suffix}±{summary['std']:.{digits}f}{suffix}"
+
+
+def format_table(body: dict[str, Any]) -> str:
+    """The seed's table with ± columns (mean ± standard deviation over the seeds), and
+    the mean / minimum adjusted Rand index between the seeds' labelings."""
+    seeds = body["params"]["seeds"]
+    lines = [f"{len(seeds)} seed(s): random_state in {seeds}", TABLE_RULE, TABLE_HEADER]
+    for r in body["results"]:
+        name = bm.TABLE_NAMES.get(r["init"], r["init"])
+        ari = r["seed_ari"]
+        pair = "-" if ari["mean"] is None else f"{ari['mean']:.3f}/{ari['min']:.3f}"
+        cells = [
+            f"{name:9s}",
+            _pm(r["fit_time"], 3, "s"),
+            _pm(r["inertia"], 0),
+            *(_pm(r[k], 3) for k in TABLE_COLUMNS),
+            pair,
+        ]
+        lines.append("\t".join(cells))
+    lines.append(TABLE_RULE)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,73 @@
+"""POST /v1/stability and GET /v1/stability/{id} over HTTP, JSON and text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from service.datasets import load_builtin
+from tests.reference import family_scores
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_stability_round_trip(client: httpx.AsyncClient) -> None:
+    # Check the JSON against scikit-learn per seed, the cache, GET by id, and the ± table.
+    body = {"dataset": "wine", "seeds": [1, 2, 3], "strategies": ["random"]}
+    first = await client.post("/v1/stability", json=body)
+    assert first.status_code == 200, first.text
+    data = first.json()
+    assert data["params"]["seeds"] == [1, 2, 3]
+    (result,) = data["results"]
+    X, y = load_builtin("wine")
+    inertias = [
+        family_scores(X, y, "random", n_clusters=3, random_state=s)["inertia"] for s in (1, 2, 3)
+    ]
+    np.testing.assert_allclose(result["inertia"]["mean"], np.mean(inertias), rtol=1e-9)
+    np.testing.assert_allclose(result["inertia"]["std"], np.std(inertias), rtol=1e-9, atol=1e-12)
+    assert 0 <= result["seed_ari"]["min"] <= result["seed_ari"]["mean"] <= 1
+    again = await client.post("/v1/stability", json={**body, "seeds": [1, 2, 3]})
+    assert again.headers["x-cache"] == "hit"
+    assert again.json()["cached"] is True
+    got = await client.get(f"/v1/stability/{data['id']}")
+    assert got.status_code == 200
+    assert got.json()["results"] == data["results"]
+    text = await client.get(f"/v1/stability/{data['id']}", headers={"accept": "text/plain"})
+    assert text.headers["content-type"].startswith("text/plain")
+    lines = text.text.splitlines()
+    assert lines[0] == "3 seed(s): random_state in [1, 2, 3]"
+    assert lines[3].split("\t")[0].strip() == "random"
+    assert "±" in lines[3]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"seeds": 0}, "seeds must be between 1 and 100"),
+        ({"seeds": 101}, "seeds must be between 1 and 100"),
+        ({"seeds": list(range(101))}, "seeds has 101 values"),
+        ({"seeds": [1, 1]}, "seeds lists a seed twice"),
+        ({"seeds": []}, "seeds is empty"),
+        ({"seeds": 3, "random_state": 4}, "takes `seeds`, not `random_state`"),
+        ({"estimator": "bisecting", "strategies": ["pca"]}, "does not take strategy 'pca'"),
+        ({"X": [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]}, "n_clusters is required"),
+    ],
+)
+async def test_bad_stability_requests(
+    client: httpx.AsyncClient, body: dict[str, Any], words: str
+) -> None:
+    # Check that each bad request is a 422 problem saying what and where.
+    response = await client.post("/v1/stability", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert words in response.json()["detail"], response.json()["detail"]
+
+
+async def test_unknown_stability_run_is_404(client: httpx.AsyncClient) -> None:
+    # Check that an id nobody made is a 404 problem.
+    missing = await client.get("/v1/stability/" + "0" * 64)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"

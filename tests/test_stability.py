@@ -1,0 +1,97 @@
+"""Seed stability against scikit-learn called directly, one seed at a time."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn import metrics
+from sklearn.datasets import make_blobs
+
+from service.benchmark import BenchmarkParams, Strategy
+from service.datasets import load_builtin
+from service.stability import (
+    SUMMARISED,
+    StabilityParams,
+    build_body,
+    format_table,
+    run_stability,
+    seed_list,
+    stability_id,
+)
+from tests.reference import ALL_SCORE_KEYS, family_scores
+
+
+def params(n_clusters: int, seeds: tuple[int, ...], *inits: str, **kw: object) -> StabilityParams:
+    n_init = {"k-means++": 4, "random": 4, "pca": 1}
+    strategies = tuple(Strategy(init, n_init[init]) for init in inits)
+    bench = BenchmarkParams(dataset="0" * 64, n_clusters=n_clusters, strategies=strategies, **kw)  # type: ignore[arg-type]
+    return StabilityParams(bench, seeds)
+
+
+@pytest.mark.parametrize(
+    ("name", "estimator"), [("iris", "kmeans"), ("wine", "minibatch"), ("iris", "bisecting")]
+)
+def test_summary_matches_sklearn_seed_by_seed(name: str, estimator: str) -> None:
+    # Check each seed's numbers, their mean and std, and the pairwise ARI against
+    # scikit-learn run with each random_state.
+    X, y = load_builtin(name)
+    k = np.unique(y).size
+    seeds = (0, 3, 7, 11)
+    results = run_stability(X, y, params(k, seeds, "k-means++", "random", estimator=estimator))
+    for r in results:
+        expected = [
+            family_scores(X, y, r["init"], n_clusters=k, estimator=estimator, random_state=s)
+            for s in seeds
+        ]
+        for key in ("inertia", *ALL_SCORE_KEYS):
+            values = np.array([e[key] for e in expected], dtype=np.float64)
+            np.testing.assert_allclose(r[key]["mean"], values.mean(), rtol=1e-9, err_msg=key)
+            np.testing.assert_allclose(r[key]["std"], values.std(), rtol=1e-9, atol=1e-12)
+        for row, e, seed in zip(r["per_seed"], expected, seeds, strict=True):
+            assert row["random_state"] == seed
+            np.testing.assert_allclose(row["inertia"], e["inertia"], rtol=1e-9)
+        pairs = [
+            metrics.adjusted_rand_score(a["labels"], b["labels"])
+            for a, b in itertools.combinations(expected, 2)
+        ]
+        np.testing.assert_allclose(r["seed_ari"]["mean"], np.mean(pairs), rtol=1e-9)
+        np.testing.assert_allclose(r["seed_ari"]["min"], np.min(pairs), rtol=1e-9)
+        assert r["n_seeds"] == 4
+        assert r["fit_time"]["mean"] > 0
+
+
+def test_unlabelled_and_single_seed() -> None:
+    # Check null label scores without labels, and no pairwise ARI with a single seed;
+    # a deterministic start (pca) agrees with itself perfectly.
+    X, _ = make_blobs(n_samples=120, centers=3, n_features=4, random_state=2)
+    (one,) = run_stability(X, None, params(3, (5,), "random"))
+    assert one["ari"] == {"mean": None, "std": None}
+    assert one["seed_ari"] == {"mean": None, "min": None}
+    assert one["inertia"]["std"] == 0.0
+    (pca,) = run_stability(X, None, params(3, (0, 1, 2), "pca"))
+    assert pca["seed_ari"] == {"mean": 1.0, "min": 1.0}
+
+
+def test_seeds_ids_and_table() -> None:
+    # Check seeds' defaults, that the id follows them, and the ± table.
+    assert seed_list(3) == (0, 1, 2)
+    assert seed_list([4, 2, 4]) == (4, 2)
+    assert stability_id(params(3, (0, 1), "random")) != stability_id(params(3, (0, 2), "random"))
+    X, y = load_builtin("iris")
+    p = params(3, (0, 1, 2), "k-means++", "pca")
+    body = build_body("a" * 64, {}, p, run_stability(X, y, p))
+    assert body["params"]["seeds"] == [0, 1, 2]
+    assert "random_state" not in body["params"]
+    lines = format_table(body).splitlines()
+    assert lines[0] == "3 seed(s): random_state in [0, 1, 2]"
+    assert lines[2].startswith("init\t\ttime\t\tinertia")
+    cells = lines[3].split("\t")
+    assert cells[0].strip() == "k-means++"
+    assert cells[1].endswith("s")
+    assert "±" in cells[1]
+    assert len(cells) == 10
+    assert lines[4].startswith("PCA-based")
+    assert lines[-1] == lines[1]
+    assert set(SUMMARISED) <= set(body["results"][0])
