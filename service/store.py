@@ -620,6 +620,22 @@ class ResultStore:
 
         return self._safely("delete", delete, False, strict=True)
 
+    def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The stored benchmarks that use each of ``model_ids`` (benchmarks share models)."""
+
+        def read() -> dict[str, set[str]]:
+            users: dict[str, set[str]] = {mid: set() for mid in model_ids}
+            rows = self._connection().execute(
+                "SELECT model_id, benchmark_id FROM benchmark_models"
+                f" WHERE model_id IN ({', '.join('?' * len(model_ids))})",
+                tuple(model_ids),
+            )
+            for model_id, benchmark_id in rows:
+                users[model_id].add(benchmark_id)
+            return users
+
+        return self._safely("model users", read, {mid: set() for mid in model_ids})
+
     def page(
         self,
         *,

@@ -407,6 +407,19 @@ def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(
     assert http.get(f"{url}/report", headers=A).status_code == 200
     assert http.get(url, headers=A).status_code == 200  # B's delete left it alone
 
+    # Benchmarks share equal models: deleting one keeps the model of the other A holds.
+    both = http.post(
+        "/v1/benchmarks",
+        json={"dataset": made.json()["id"], "strategies": ["random", "k-means++"]},
+        headers=A,
+    ).json()
+    model_url = f"/v1/models/{run.json()['results'][0]['model_id']}"
+    assert both["results"][0]["model_id"] == run.json()["results"][0]["model_id"]
+    assert http.delete(url, headers=A).status_code == 204  # the model's first holder
+    assert http.get(url, headers=A).status_code == 404
+    assert http.get(model_url, headers=A).status_code == 200
+    assert http.get(model_url, headers=B).status_code == 404
+
     X = [[0.0, 0.2], [0.3, 0.1], [0.1, 0.3], [7.0, 7.1], [7.2, 6.9], [6.9, 7.0], [7.1, 7.3]]
     inline = {"X": X, "n_clusters": 2, "strategies": ["random"], "random_state": 11}
     shared = http.post("/v1/benchmarks", json=inline, headers=A).json()["id"]
@@ -420,5 +433,7 @@ def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(
     assert http.get(shared_url, headers=B).status_code == 404
     # The last hold gone, the stored result went too: asking again computes it.
     assert http.post("/v1/benchmarks", json=inline, headers=A).headers["x-cache"] == "miss"
-    assert http.delete(url, headers=A).status_code == 204
-    assert http.get(f"{url}/report", headers=A).status_code == 404
+    both_url = f"/v1/benchmarks/{both['id']}"
+    assert http.delete(both_url, headers=A).status_code == 204
+    assert http.get(f"{both_url}/report", headers=A).status_code == 404
+    assert http.get(model_url, headers=A).status_code == 404

@@ -97,6 +97,18 @@ async def test_delete_removes_benchmark_plot_and_models(client: httpx.AsyncClien
     assert again.json()["title"] == "Benchmark not found"
 
 
+async def test_delete_keeps_a_model_another_benchmark_uses(client: httpx.AsyncClient) -> None:
+    # Check that benchmarks sharing an equal model each keep it until the last one goes.
+    one = await blobs_benchmark(client, 1031)
+    two = await blobs_benchmark(client, 1031, strategies=["random", "k-means++"])
+    model_url = f"/v1/models/{one['results'][0]['model_id']}"
+    assert two["results"][0]["model_id"] == one["results"][0]["model_id"]
+    assert (await client.delete(f"/v1/benchmarks/{one['id']}")).status_code == 204
+    assert (await client.get(model_url)).status_code == 200
+    assert (await client.delete(f"/v1/benchmarks/{two['id']}")).status_code == 204
+    assert (await client.get(model_url)).status_code == 404
+
+
 async def test_report_is_self_contained(client: httpx.AsyncClient) -> None:
     # Check the table equals the JSON results, the plot is the plot.png inline, the CSP,
     # and that no external URL appears.

@@ -337,6 +337,22 @@ async def list_benchmarks(
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+async def _shared_models(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str, benchmark_id: str
+) -> dict[str, str]:
+    """The models of ``benchmark_id`` that another benchmark the caller holds uses too
+    (benchmarks share equal models), each with one such benchmark."""
+    if not await tenants.holds(caller, BENCHMARK, benchmark_id):
+        return {}
+    entry = await engine.cached(benchmark_id)
+    if entry is None:
+        return {}
+    model_ids = [r["model_id"] for r in entry.data["results"]]
+    users = await to_thread.run_sync(engine.results.users_of, model_ids)
+    held = set(await tenants.held_benchmarks(caller)) - {benchmark_id}
+    return {model_id: min(others & held) for model_id, others in users.items() if others & held}
+
+
 @router.delete(
     "/{benchmark_id}",
     status_code=204,
@@ -349,7 +365,8 @@ async def delete_benchmark(
     """Remove the caller's hold on the benchmark, its models and its plots; the stored
     bytes go with the last holder (at once without keys)."""
     if caller is not None:
-        left = await tenants.release_benchmark(caller, benchmark_id)
+        keep = await _shared_models(engine, tenants, caller, benchmark_id)
+        left = await tenants.release_benchmark(caller, benchmark_id, keep)
         if left is None:
             raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
         if left == 0:
