@@ -65,11 +65,11 @@ $versions
 
 
 def _text(value: Any) -> str:
-    """A value as escaped text: null as ``-``, lists joined by commas."""
+    """A value as escaped text: null as ``-``, list items joined by semicolons."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ", ".join(_text(v) for v in value)
+        return "; ".join(_text(v) for v in value)
     if isinstance(value, dict):
         return ", ".join(f"{_text(k)}={_text(v)}" for k, v in value.items())
     return html.escape(str(value))
