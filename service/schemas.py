@@ -304,6 +304,34 @@ class BenchmarkResult(BaseModel):
     versions: dict[str, str]
 
 
+class DatasetRef(BaseModel):
+    id: str = Field(description="Content hash of the data (sha256, hex).")
+    name: str | None = Field(description="The built-in's name, or null for client data.")
+
+
+class BenchmarkSummary(BaseModel):
+    """A stored benchmark in a list: enough to choose it, `url` for the rest."""
+
+    id: str = Field(description="The request hash (sha256, hex).")
+    dataset: DatasetRef
+    n_clusters: int
+    strategies: list[StrategyName] = Field(description="The init strategies, in order.")
+    created_at: str = Field(
+        description="When it was stored (ISO 8601, UTC).", examples=["2026-01-01T12:00:00.000Z"]
+    )
+    plot_url: str
+    url: str = Field(examples=["/v1/benchmarks/<id>"])
+
+
+class BenchmarkList(BaseModel):
+    """A page of benchmarks, newest first."""
+
+    benchmarks: list[BenchmarkSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `?cursor=` for the next page; null on the last page."
+    )
+
+
 class ScalerInfo(BaseModel):
     mean: list[float] = Field(description="Per-feature mean subtracted by the StandardScaler.")
     scale: list[float] = Field(description="Per-feature scale divided by the StandardScaler.")

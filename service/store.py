@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS benchmarks (
     body BLOB NOT NULL,
     sha TEXT NOT NULL,
     size INTEGER NOT NULL,
-    accessed REAL NOT NULL
+    accessed REAL NOT NULL,
+    created REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS benchmarks_accessed ON benchmarks (accessed);
 CREATE TABLE IF NOT EXISTS models (
@@ -198,6 +199,12 @@ class _MemoryLayer:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._bytes -= dropped
 
+    def discard(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._bytes -= item[1]
+
     def drop(self, benchmark_id: str) -> None:
         with self._lock:
             for key in [k for k in self._items if k[1] == benchmark_id]:
@@ -247,6 +254,18 @@ class ResultStore:
             # add the column first.
             with contextlib.suppress(sqlite3.OperationalError):
                 connection.execute("ALTER TABLE leases ADD COLUMN process TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(benchmarks)")}
+        if "created" not in columns:
+            # A database from before benchmarks were listed: their last use stands for
+            # their creation. Another process may add the column first.
+            with contextlib.suppress(sqlite3.OperationalError):
+                connection.execute(
+                    "ALTER TABLE benchmarks ADD COLUMN created REAL NOT NULL DEFAULT 0"
+                )
+                connection.execute("UPDATE benchmarks SET created = accessed WHERE created = 0")
+        connection.execute(
+            "CREATE INDEX IF NOT EXISTS benchmarks_created ON benchmarks (created, id)"
+        )
         return connection
 
     def _open_or_reset(self) -> None:
@@ -455,10 +474,12 @@ class ResultStore:
         size = len(entry.body) + sum(len(data) for data in models.values())
         now = time.time()
         with self._transaction() as db:
+            # Stored again (another process computed it too): it keeps its first time.
             db.execute(
-                "INSERT OR REPLACE INTO benchmarks (id, body, sha, size, accessed)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (entry.id, entry.body, _sha(entry.body), size, now),
+                "INSERT OR REPLACE INTO benchmarks (id, body, sha, size, accessed, created)"
+                " VALUES (?, ?, ?, ?, ?,"
+                " COALESCE((SELECT created FROM benchmarks WHERE id = ?), ?))",
+                (entry.id, entry.body, _sha(entry.body), size, now, entry.id, now),
             )
             for mid, data in models.items():
                 db.execute(
@@ -515,14 +536,78 @@ class ResultStore:
             db.execute("DELETE FROM benchmarks WHERE id = ?", (benchmark_id,))
             db.execute("DELETE FROM plots WHERE benchmark_id = ?", (benchmark_id,))
             db.execute("DELETE FROM benchmark_models WHERE benchmark_id = ?", (benchmark_id,))
-            for mid in model_ids:
-                db.execute(
+            gone = [
+                mid
+                for mid in model_ids
+                if db.execute(
                     "DELETE FROM models WHERE id = ? AND NOT EXISTS"
                     " (SELECT 1 FROM benchmark_models WHERE model_id = ?)",
                     (mid, mid),
-                )
+                ).rowcount
+            ]
         self._memory.drop(benchmark_id)
+        for mid in gone:  # else a model deleted on disk would still be served from memory
+            self._memory.discard(("model", mid))
         self._access_written.pop(benchmark_id, None)
+
+    def delete(self, benchmark_id: str) -> bool:
+        """Remove a benchmark with its plots and models (those no other benchmark uses);
+        whether it was stored. Raises StorageError when the disk refuses the write."""
+
+        def delete() -> bool:
+            found = (
+                self._connection()
+                .execute("SELECT 1 FROM benchmarks WHERE id = ?", (benchmark_id,))
+                .fetchone()
+            )
+            self._delete(benchmark_id)
+            return found is not None
+
+        return self._safely("delete", delete, False, strict=True)
+
+    def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The stored benchmarks that use each of ``model_ids`` (benchmarks share models)."""
+
+        def read() -> dict[str, set[str]]:
+            users: dict[str, set[str]] = {mid: set() for mid in model_ids}
+            rows = self._connection().execute(
+                "SELECT model_id, benchmark_id FROM benchmark_models"
+                f" WHERE model_id IN ({', '.join('?' * len(model_ids))})",
+                tuple(model_ids),
+            )
+            for model_id, benchmark_id in rows:
+                users[model_id].add(benchmark_id)
+            return users
+
+        return self._safely("model users", read, {mid: set() for mid in model_ids})
+
+    def page(
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        among: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
+        ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
+        where: list[str] = []
+        args: list[Any] = []
+        if among is not None:
+            where.append(f"id IN ({', '.join('?' * len(among))})")
+            args.extend(among)
+        if before is not None:
+            where.append("(created, id) < (?, ?)")
+            args.extend(before)
+        sql = "SELECT id, created FROM benchmarks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+
+        def read() -> list[tuple[str, float]]:
+            rows = self._connection().execute(sql, (*args, limit)).fetchall()
+            return [(row[0], float(row[1])) for row in rows]
+
+        return self._safely("list", read, [])
 
     def _drop_corrupt(self, benchmark_id: str, what: str) -> None:
         self.corrupt_entries += 1

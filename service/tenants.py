@@ -322,6 +322,36 @@ class TenantStore:
             ).fetchone()[0]
             return left
 
+    def release_benchmark(
+        self, tenant: str, benchmark_id: str, keep: dict[str, str] | None = None
+    ) -> int | None:
+        """Drop ``tenant``'s claim on a benchmark with its models and plots: None if it
+        had none, else the claims left on the benchmark (all tenants).
+
+        ``keep`` maps the models another benchmark of the tenant uses too to that
+        benchmark: those claims stay, under it.
+        """
+        with self._transaction() as db:
+            deleted = db.execute(
+                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
+                (tenant, BENCHMARK, benchmark_id),
+            ).rowcount
+            if not deleted:
+                return None
+            for model_id, other in (keep or {}).items():
+                db.execute(
+                    "UPDATE claims SET parent = ? WHERE tenant = ? AND kind = ? AND id = ?",
+                    (other, tenant, MODEL, model_id),
+                )
+            db.execute(
+                "DELETE FROM claims WHERE tenant = ? AND kind IN (?, ?) AND parent = ?",
+                (tenant, MODEL, PLOT, benchmark_id),
+            )
+            left: int = db.execute(
+                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (BENCHMARK, benchmark_id)
+            ).fetchone()[0]
+            return left
+
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is not None:
@@ -491,6 +521,17 @@ class Tenancy:
                 self.store.claim(tenant, MODEL, model_id, parent=benchmark_id, nbytes=size)
 
         await self._run(claim)
+
+    async def held_benchmarks(self, tenant: str) -> list[str]:
+        return await self._run(lambda: self.store.held(tenant, BENCHMARK))
+
+    async def release_benchmark(
+        self, tenant: str, benchmark_id: str, keep: dict[str, str] | None = None
+    ) -> int | None:
+        """Drop the tenant's claim on a benchmark (and its models and plots, but those in
+        ``keep``, model -> another benchmark using it): None if it had none, else how
+        many tenants still hold it."""
+        return await self._run(lambda: self.store.release_benchmark(tenant, benchmark_id, keep))
 
     async def claim_job(self, tenant: str | None, job_id: str, benchmark_id: str) -> None:
         """Give ``tenant`` the job it asked for (or joined): its events, its cancel, and

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -127,5 +128,30 @@ def test_redoc_renders_offline(visit: Visit) -> None:
     for summary in ("Run a benchmark, or fetch it from the cache", "Upload a dataset"):
         expect(page.get_by_role("heading", name=summary)).to_be_visible()
     assert visit.requests, "no request was recorded"
+    assert visit.elsewhere() == []
+    assert visit.errors == []
+
+
+def test_report_shows_table_and_plot_offline(visit: Visit, tmp_path: Path) -> None:
+    # Check that a digits benchmark's report shows the seed's table and a loaded plot, in a
+    # real browser, with nothing requested outside the service.
+    made = httpx.post(visit.origin + "/v1/benchmarks", json={}, timeout=RUN_TIMEOUT_MS / 1000)
+    assert made.status_code == 200, made.text
+    body = made.json()
+    page = visit.page
+    page.goto(f"{visit.origin}/v1/benchmarks/{body['id']}/report")
+    table = page.locator("table#results")
+    expect(table).to_be_visible()
+    for result in body["results"]:
+        expect(table).to_contain_text(f"{result['inertia']:.0f}")
+        expect(table).to_contain_text(f"{result['homogeneity']:.3f}")
+    image = page.locator("img#plot")
+    expect(image).to_be_visible()
+    page.wait_for_function("document.getElementById('plot').complete")
+    assert image.evaluate("img => img.naturalWidth") > 0
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0
+    assert visit.requests == [page.url]
     assert visit.elsewhere() == []
     assert visit.errors == []

@@ -379,3 +379,61 @@ def test_jobs_are_their_askers_own(http: httpx.Client) -> None:
     assert http.get(f"/v1/models/{model_id}", headers=A).status_code == 200
     assert http.get(job["result_url"], headers=B).status_code == 404
     assert http.get(f"/v1/models/{model_id}", headers=B).status_code == 404
+
+
+def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(
+    http: httpx.Client,
+) -> None:
+    # Check that B cannot list, delete or report A's benchmark, that A can, and that a
+    # benchmark both hold survives A's delete until B's (the last) removes it.
+    made = upload(http, A, csv(40, shift=50.0))
+    assert made.status_code == 201, made.text
+    run = http.post(
+        "/v1/benchmarks", json={"dataset": made.json()["id"], "strategies": ["random"]}, headers=A
+    )
+    assert run.status_code == 200, run.text
+    benchmark_id = run.json()["id"]
+    url = f"/v1/benchmarks/{benchmark_id}"
+
+    def listed(headers: dict[str, str]) -> list[str]:
+        page = http.get("/v1/benchmarks", params={"limit": 100}, headers=headers)
+        assert page.status_code == 200, page.text
+        return [b["id"] for b in page.json()["benchmarks"]]
+
+    assert benchmark_id not in listed(B)
+    assert http.get(f"{url}/report", headers=B).status_code == 404
+    assert http.delete(url, headers=B).status_code == 404
+    assert listed(A)[0] == benchmark_id
+    assert http.get(f"{url}/report", headers=A).status_code == 200
+    assert http.get(url, headers=A).status_code == 200  # B's delete left it alone
+
+    # Benchmarks share equal models: deleting one keeps the model of the other A holds.
+    both = http.post(
+        "/v1/benchmarks",
+        json={"dataset": made.json()["id"], "strategies": ["random", "k-means++"]},
+        headers=A,
+    ).json()
+    model_url = f"/v1/models/{run.json()['results'][0]['model_id']}"
+    assert both["results"][0]["model_id"] == run.json()["results"][0]["model_id"]
+    assert http.delete(url, headers=A).status_code == 204  # the model's first holder
+    assert http.get(url, headers=A).status_code == 404
+    assert http.get(model_url, headers=A).status_code == 200
+    assert http.get(model_url, headers=B).status_code == 404
+
+    X = [[0.0, 0.2], [0.3, 0.1], [0.1, 0.3], [7.0, 7.1], [7.2, 6.9], [6.9, 7.0], [7.1, 7.3]]
+    inline = {"X": X, "n_clusters": 2, "strategies": ["random"], "random_state": 11}
+    shared = http.post("/v1/benchmarks", json=inline, headers=A).json()["id"]
+    assert http.post("/v1/benchmarks", json=inline, headers=B).status_code == 200
+    shared_url = f"/v1/benchmarks/{shared}"
+    assert http.delete(shared_url, headers=A).status_code == 204
+    assert shared not in listed(A)
+    assert http.get(shared_url, headers=A).status_code == 404
+    assert http.get(shared_url, headers=B).status_code == 200
+    assert http.delete(shared_url, headers=B).status_code == 204
+    assert http.get(shared_url, headers=B).status_code == 404
+    # The last hold gone, the stored result went too: asking again computes it.
+    assert http.post("/v1/benchmarks", json=inline, headers=A).headers["x-cache"] == "miss"
+    both_url = f"/v1/benchmarks/{both['id']}"
+    assert http.delete(both_url, headers=A).status_code == 204
+    assert http.get(f"{both_url}/report", headers=A).status_code == 404
+    assert http.get(model_url, headers=A).status_code == 404

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -21,12 +26,15 @@ from service.api.deps import (
 from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
 from service.benchmark import format_table
 from service.engine import BenchmarkEngine
-from service.errors import BenchmarkNotFoundError
-from service.schemas import BenchmarkRequest, BenchmarkResult, StrategyName
+from service.errors import BenchmarkNotFoundError, InvalidRequestError
+from service.report import CONTENT_SECURITY_POLICY, render_report
+from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 from service.tenants import BENCHMARK, Tenancy
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
+
+MAX_PAGE = 100
 
 REPRESENTATIONS = ("application/json", "text/plain")
 # A benchmark's id names its content for good: caches may keep it.
@@ -274,3 +282,157 @@ async def get_benchmark_plot(
     png = await engine.get_or_render_plot(entry, init)
     await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
     return Response(png, headers=headers, media_type="image/png")
+
+
+def _cursor(created: float, benchmark_id: str) -> str:
+    text = f"benchmarks:{created!r}:{benchmark_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _before(cursor: str) -> tuple[float, str]:
+    """The (created, id) a cursor from :func:`_cursor` names; 422 for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, created, benchmark_id = text.split(":")
+        moment = float(created)
+        if (
+            prefix != "benchmarks"
+            or not (moment >= 0 and moment < float("inf"))
+            or len(benchmark_id) != 64
+            or benchmark_id.strip("0123456789abcdef")
+        ):
+            raise ValueError(text)
+        return moment, benchmark_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequestError(
+            "the cursor is not one this service gave: pass next_cursor from a previous page",
+            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}],
+        ) from None
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _summary(entry: StoredBenchmark, created: float) -> dict[str, Any]:
+    data = entry.data
+    return {
+        "id": entry.id,
+        "dataset": {"id": data["dataset"]["id"], "name": data["dataset"]["name"]},
+        "n_clusters": data["n_clusters"],
+        "strategies": [r["init"] for r in data["results"]],
+        "created_at": _iso(created),
+        "plot_url": data["plot_url"],
+        "url": f"/v1/benchmarks/{entry.id}",
+    }
+
+
+@router.get(
+    "",
+    response_model=BenchmarkList,
+    responses=problems(422),
+    summary="List the stored benchmarks, newest first",
+)
+async def list_benchmarks(
+    engine: Engine,
+    caller: Caller,
+    tenants: Tenants,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Benchmarks per page.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="`next_cursor` of the previous page."),
+    ] = None,
+) -> Response:
+    """The caller's benchmarks (every stored one without keys), newest first, a page at a
+    time; `next_cursor` leads to the next page."""
+    before = None if cursor is None else _before(cursor)
+    among = None if caller is None else await tenants.held_benchmarks(caller)
+    results = engine.results
+
+    def read() -> tuple[list[dict[str, Any]], str | None]:
+        page = results.page(limit=limit + 1, before=before, among=among)
+        more = len(page) > limit
+        page = page[:limit]
+        items = []
+        for benchmark_id, created in page:
+            entry = results.get(benchmark_id)
+            if entry is not None:  # evicted or deleted since
+                items.append(_summary(entry, created))
+        return items, _cursor(*page[-1][::-1]) if more else None
+
+    items, next_cursor = await to_thread.run_sync(read)
+    body = {"benchmarks": items, "next_cursor": next_cursor}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def _shared_models(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str, benchmark_id: str
+) -> dict[str, str]:
+    """The models of ``benchmark_id`` that another benchmark the caller holds uses too
+    (benchmarks share equal models), each with one such benchmark."""
+    if not await tenants.holds(caller, BENCHMARK, benchmark_id):
+        return {}
+    entry = await engine.cached(benchmark_id)
+    if entry is None:
+        return {}
+    model_ids = [r["model_id"] for r in entry.data["results"]]
+    users = await to_thread.run_sync(engine.results.users_of, model_ids)
+    held = set(await tenants.held_benchmarks(caller)) - {benchmark_id}
+    return {model_id: min(others & held) for model_id, others in users.items() if others & held}
+
+
+@router.delete(
+    "/{benchmark_id}",
+    status_code=204,
+    responses=problems(404, 422, 503, 507),
+    summary="Delete a benchmark with its models and plots",
+)
+async def delete_benchmark(
+    benchmark_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Remove the caller's hold on the benchmark, its models and its plots; the stored
+    bytes go with the last holder (at once without keys)."""
+    if caller is not None:
+        keep = await _shared_models(engine, tenants, caller, benchmark_id)
+        left = await tenants.release_benchmark(caller, benchmark_id, keep)
+        if left is None:
+            raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+        if left == 0:
+            await to_thread.run_sync(engine.results.delete, benchmark_id)
+    elif not await to_thread.run_sync(engine.results.delete, benchmark_id):
+        raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{benchmark_id}/report",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "One self-contained page: the table, the plot inline, the "
+            "parameters and versions; it loads nothing from anywhere.",
+        },
+        **problems(404, 422, 503, 504),
+    },
+    summary="Get a benchmark as a self-contained HTML report",
+)
+async def get_benchmark_report(
+    benchmark_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The seed's table, the decision-boundary plot (the same PNG as `plot.png`), the
+    dataset, parameters and versions, as one HTML page with no external URL."""
+    entry = await _held_entry(engine, tenants, caller, benchmark_id)
+    png: bytes | None = None
+    if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
+        png = await engine.get_or_render_plot(entry, None)
+        await tenants.claim_plot(caller, benchmark_id, "all", len(png))
+    page = render_report(entry.data, png)
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
