@@ -139,6 +139,37 @@ def test_readme_commands_exist() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def _make_dry_run(*targets: str) -> str:
+    """What ``make -n`` would run for ``targets`` on a checkout with no venv yet."""
+    return subprocess.run(
+        ["make", "-n", "-B", *targets, "VENV=/nonexistent-venv"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_make_run_installs_only_the_runtime_dependencies() -> None:
+    # Check that `make run` installs the package without its dev extras (an 818 MB venv
+    # of test tools was installed just to serve), and `make test` installs them.
+    run = _make_dry_run("run")
+    assert "pip install --quiet -e .\n" in run
+    assert "[dev]" not in run
+    assert "-e '.[dev]'" in _make_dry_run("install")
+
+
+def test_make_bench_records_only_when_asked() -> None:
+    # Check that `make bench` writes its results where git does not track them, and only
+    # `make bench-record` (--record) rewrites the tracked bench/results.*.
+    assert "--record" not in _make_dry_run("bench")
+    assert "-m bench --record" in _make_dry_run("bench-record")
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", ".clusterbench/bench/results.md"], cwd=ROOT
+    )
+    assert ignored.returncode == 0
+
+
 def test_first_screen_goes_from_clone_to_table_plot_and_docs() -> None:
     # Check that the README's first screen (its first 60 lines) gives `make run`, a curl
     # for the table, a curl for the plot, the /docs address, and how to change the port.
