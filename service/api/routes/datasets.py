@@ -117,7 +117,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
     responses={
         200: {"model": DatasetInfo, "description": "The same data was uploaded before."},
         201: {"description": "Stored: the `Location` header names it."},
-        **problems(400, 403, 413, 415, 422),
+        **problems(400, 403, 413, 415, 422, 503, 504, 507),
     },
     openapi_extra=UPLOAD_BODY,
     summary="Upload a dataset",
@@ -194,7 +194,10 @@ async def get_dataset(
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, responses=problems(404, 409, 422), summary="Delete a dataset"
+    "/{dataset_id}",
+    status_code=204,
+    responses=problems(404, 409, 422, 503, 507),
+    summary="Delete a dataset",
 )
 async def delete_dataset(
     dataset_id: PathId, engine: Engine, caller: Caller, tenants: Tenants

@@ -66,7 +66,7 @@ async def get_model(
 @router.post(
     "/{model_id}/predict",
     response_model=Prediction,
-    responses=problems(400, 404, 413, 415, 422),
+    responses=problems(400, 404, 413, 415, 422, 503, 504),
     openapi_extra=body_openapi(PredictRequest, required=True),
     summary="Assign samples to a model's clusters",
 )
