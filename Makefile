@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 RUN_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: install run test lint format openapi bench bench-record browser lock clean
+.PHONY: install run test lint format openapi bench bench-record browser redis lock clean
 
 # `make run` needs only the runtime dependencies; everything else needs the dev extras too.
 $(RUN_STAMP): pyproject.toml
@@ -32,7 +32,13 @@ browser:
 	command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: install lint browser
+# The scale-out tests and the Redis bench case start Debian's redis-server; installed here
+# when missing (as root).
+redis:
+	command -v redis-server >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+test: install lint browser redis
 	$(BIN)/python -m pytest
 
 lint: install
@@ -48,12 +54,12 @@ openapi: install
 	$(BIN)/python -m service.openapi
 
 # The throughput case drives the server with wrk (Debian's package), installed if missing.
-bench: install
+bench: install redis
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
 
 # The same, recording the results in bench/results.md and bench/results.json (tracked).
-bench-record: install
+bench-record: install redis
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench --record
 

@@ -55,7 +55,7 @@ from service.inline import (
 )
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
-from service.store import ResultStore, StoredBenchmark
+from service.store import ResultBackend, StoredBenchmark
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class BenchmarkEngine:
     def __init__(
         self,
         datasets: DatasetStore,
-        results: ResultStore,
+        results: ResultBackend,
         pool: ComputePool,
         data_pool: ComputePool | None = None,
         *,

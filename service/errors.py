@@ -305,6 +305,18 @@ class StorageReadOnlyError(StorageError):
     cause = "is read-only, or not writable by the service's user"
 
 
+class StoreUnavailableError(StorageError):
+    """The shared store (Redis, CLUSTERBENCH_REDIS_URL) does not answer, or refused a
+    command; every replica answers this until it is back, then recovers by itself."""
+
+    title = "Shared store unavailable"
+    slug = "store-unavailable"
+    cause = "is unreachable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
 _ERRNO_KINDS: dict[int, type[StorageError]] = {
     errno.ENOSPC: StorageFullError,
     errno.EDQUOT: StorageFullError,

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -172,6 +172,36 @@ def owner_alive(job: Job, me: str) -> bool:
     if pid == os.getpid():
         return False  # an earlier life of this process (another app on the same directory)
     return processes.pid_alive(pid)
+
+
+class JobBackend(Protocol):
+    """What the job manager needs of a job store: :class:`JobStore` (embedded SQLite) or
+    :class:`service.redis_jobs.RedisJobStore` (shared by replicas)."""
+
+    def create_or_join(
+        self,
+        *,
+        kind: str,
+        key: str,
+        request: dict[str, Any],
+        total: int,
+        owner: str,
+        alive: Callable[[Job], bool],
+    ) -> tuple[Job, bool]: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def save(self, job: Job) -> bool: ...
+    def beat(self, job_id: str, owner: str) -> str | None: ...
+    def page(
+        self,
+        *,
+        state: str | None,
+        limit: int,
+        before: int | None,
+        among: Sequence[str] | None = None,
+    ) -> list[Job]: ...
+    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]: ...
+    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
+    def close(self) -> None: ...
 
 
 class JobStore:
@@ -427,15 +457,15 @@ class JobManager:
 
     Parameters
     ----------
-    store : JobStore
-        Where the records live.
+    store : JobBackend
+        Where the records live (SQLite, or Redis shared by replicas).
     engine : BenchmarkEngine
         What computes (and shares a computation with synchronous requests).
     max_active : int
         Jobs this process queues or runs at once; more are refused (ComputeBusyError).
     """
 
-    def __init__(self, store: JobStore, engine: BenchmarkEngine, *, max_active: int) -> None:
+    def __init__(self, store: JobBackend, engine: BenchmarkEngine, *, max_active: int) -> None:
         self.store = store
         self.engine = engine
         self.max_active = max_active
@@ -548,12 +578,15 @@ class JobManager:
         last_beat = 0.0
         while True:
             await asyncio.sleep(RECORD_POLL_S)
-            if time.monotonic() - last_beat >= HEARTBEAT_S:
-                state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
-                last_beat = time.monotonic()
-            else:
-                record = await asyncio.to_thread(self.store.get, running.job.id)
-                state = None if record is None else record.state
+            try:
+                if time.monotonic() - last_beat >= HEARTBEAT_S:
+                    state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
+                    last_beat = time.monotonic()
+                else:
+                    record = await asyncio.to_thread(self.store.get, running.job.id)
+                    state = None if record is None else record.state
+            except StorageError:
+                continue  # the store is away for a while (Redis restarting): look again
             if state == "cancelled" and not running.cancel_requested:
                 logger.info("job %s was cancelled by another process", running.job.id)
                 running.cancel_requested = True
@@ -604,7 +637,20 @@ class JobManager:
         running = self._active.get(job_id)
         if running is not None:
             return copy.copy(running.job)
-        return await asyncio.to_thread(self.store.get, job_id)
+        return await self._from_store(job_id)
+
+    async def _from_store(self, job_id: str) -> Job | None:
+        """The job's record; an active one whose process is gone is taken over first (run
+        again here), so that a client asking another replica sees it complete without
+        waiting for the sweep (SWEEP_S)."""
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is not None and not job.is_finished and not self._alive(job):
+            await self.recover()
+            running = self._active.get(job_id)
+            if running is not None:
+                return copy.copy(running.job)
+            job = await asyncio.to_thread(self.store.get, job_id)
+        return job
 
     async def page(
         self,
@@ -631,7 +677,7 @@ class JobManager:
                     job: Job | None = copy.copy(running.job)
                     changed: asyncio.Event | None = running.changed
                 else:
-                    job, changed = await asyncio.to_thread(self.store.get, job_id), None
+                    job, changed = await self._from_store(job_id), None
                 if job is None:
                     return
                 if job.snapshot() != last:

@@ -25,9 +25,11 @@ from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import StorageError
 from service.formats import DataLimits
-from service.jobs import JobManager, JobStore
+from service.jobs import JobBackend, JobManager, JobStore
+from service.redis_jobs import RedisJobStore
+from service.redis_store import RedisResultStore
 from service.settings import Settings
-from service.store import ResultStore
+from service.store import ResultBackend, ResultStore
 from service.tenants import Tenancy, TenantStore, parse_keys
 
 logger = logging.getLogger("service")
@@ -56,6 +58,28 @@ class State(TypedDict):
 
 def _operation_id(route: APIRoute) -> str:
     return route.name
+
+
+def result_store(settings: Settings) -> ResultBackend:
+    """Where results live: Redis when CLUSTERBENCH_REDIS_URL is set, else SQLite."""
+    if settings.redis_url:
+        return RedisResultStore(
+            settings.redis_url,
+            max_bytes=settings.cache_max_bytes,
+            timeout_s=settings.redis_timeout_s,
+        )
+    return ResultStore(
+        settings.data_dir / "cache.sqlite3",
+        max_bytes=settings.cache_max_bytes,
+        memory_bytes=settings.memory_cache_bytes,
+    )
+
+
+def job_records(settings: Settings) -> JobBackend:
+    """Where job records live: Redis when CLUSTERBENCH_REDIS_URL is set, else SQLite."""
+    if settings.redis_url:
+        return RedisJobStore(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    return JobStore(settings.data_dir / "jobs.sqlite3")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -88,11 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_dataset_bytes=settings.max_dataset_bytes,
                 inline_max_bytes=settings.inline_max_bytes,
             ),
-            results=ResultStore(
-                settings.data_dir / "cache.sqlite3",
-                max_bytes=settings.cache_max_bytes,
-                memory_bytes=settings.memory_cache_bytes,
-            ),
+            results=result_store(settings),
             pool=pool,
             data_pool=data_pool,
             failure_ttl_s=settings.failure_ttl_s,
@@ -122,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.gather(pool.start(), data_pool.start())
         collector = health.EngineCollector(engine)
         registry.register(collector)
-        job_store = await asyncio.to_thread(JobStore, settings.data_dir / "jobs.sqlite3")
+        job_store = await asyncio.to_thread(job_records, settings)
         job_manager = JobManager(job_store, engine, max_active=settings.max_jobs)
         # Jobs left queued or running by a process that is gone: run again, or failed.
         await job_manager.start()

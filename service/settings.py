@@ -205,6 +205,18 @@ class Settings(BaseSettings):
         description="Jobs (Prefer: respond-async) one server process queues or runs at "
         "once; past it, 503.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding results, models, plots, sweeps, jobs, leases and rate-limit "
+        "counters, shared by any number of API replicas on one shared data directory, e.g. "
+        "'redis://redis:6379/0'. Unset: the embedded SQLite store in the data directory.",
+    )
+    redis_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Socket timeout of every Redis call; past it the request gets 503 with "
+        "Retry-After (never a hang).",
+    )
     events_ping_s: float = Field(
         15.0,
         gt=0,

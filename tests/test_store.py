@@ -1,9 +1,15 @@
-"""The persistent result store: round trips, corruption, eviction, leases."""
+"""The persistent result store: round trips, corruption, eviction, leases.
+
+The tests taking ``backend`` run against both stores: the embedded SQLite one and Redis
+(a real ``redis-server``, see tests/scaleout.py).
+"""
 
 from __future__ import annotations
 
 import io
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +17,26 @@ import orjson
 import pytest
 
 from service.benchmark import FittedModel
+from service.errors import StoreUnavailableError
+from service.jobs import Job, JobBackend
+from service.redis_store import RedisResultStore
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
+from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    chosen = backend_of(request, tmp_path)
+    yield chosen
+    chosen.close()
 
 
 def make_store(tmp_path: Path, **kwargs: int) -> ResultStore:
@@ -43,17 +66,17 @@ def make_entry(index: int, *, padding: int = 0, models: int = 1) -> StoredBenchm
     )
 
 
-def test_round_trip_and_hit_body(tmp_path: Path) -> None:
+def test_round_trip_and_hit_body(backend: Backend) -> None:
     # Check that a stored benchmark reads back byte for byte, from a fresh store too.
-    store = make_store(tmp_path)
+    store = backend.results()
     entry = make_entry(1)
     store.put(entry)
-    again = make_store(tmp_path).get(entry.id)
+    again = backend.results().get(entry.id)
     assert again is not None
     assert again.body == entry.body
     assert orjson.loads(again.hit_body)["cached"] is True
     model_id = next(iter(entry.models))
-    model = make_store(tmp_path).get_model(model_id)
+    model = backend.results().get_model(model_id)
     assert model is not None
     np.testing.assert_array_equal(model.cluster_centers, entry.models[model_id].cluster_centers)
     assert store.get("f" * 64) is None
@@ -129,10 +152,10 @@ def test_unreadable_database_is_set_aside(tmp_path: Path, damage: str) -> None:
     assert reopened.usable()
 
 
-def test_eviction_keeps_the_bound_and_takes_models_along(tmp_path: Path) -> None:
+def test_eviction_keeps_the_bound_and_takes_models_along(backend: Backend) -> None:
     # Check that the store stays under max_bytes, evicting least recently used entries
     # with their plots and their models.
-    store = make_store(tmp_path, max_bytes=60_000, memory_bytes=0)
+    store = backend.results(max_bytes=60_000, memory_bytes=0)
     entries = [make_entry(i, padding=9000) for i in range(12)]
     for entry in entries:
         store.put(entry)
@@ -144,31 +167,44 @@ def test_eviction_keeps_the_bound_and_takes_models_along(tmp_path: Path) -> None
     assert store.get_plot(entries[1].id, "all") is None
     assert store.get_model(next(iter(entries[1].models))) is None
     assert store.get(entries[-1].id) is not None
-    with sqlite3.connect(tmp_path / "cache.sqlite3") as db:
-        orphans = db.execute(
-            "SELECT COUNT(*) FROM models WHERE id NOT IN (SELECT model_id FROM benchmark_models)"
-        ).fetchone()[0]
-    assert orphans == 0
+    kept = {e.id for e in entries if store.get(e.id) is not None}
+    for entry in entries:
+        model_id = next(iter(entry.models))
+        assert (store.get_model(model_id) is not None) == (entry.id in kept)
+        assert store.users_of([model_id])[model_id] == ({entry.id} & kept)
+    assert [i for i, _ in store.page(limit=100)] == [
+        e.id for e in reversed(entries) if e.id in kept
+    ]
+    if backend.name == "sqlite":
+        with sqlite3.connect(backend.root / "cache.sqlite3") as db:
+            orphans = db.execute(
+                "SELECT COUNT(*) FROM models"
+                " WHERE id NOT IN (SELECT model_id FROM benchmark_models)"
+            ).fetchone()[0]
+        assert orphans == 0
 
 
-def test_shared_models_outlive_one_benchmark(tmp_path: Path) -> None:
+def test_shared_models_outlive_one_benchmark(backend: Backend) -> None:
     # Check that a model two benchmarks share stays while one of them remains.
-    store = make_store(tmp_path, max_bytes=10**9, memory_bytes=0)
+    store = backend.results(max_bytes=10**9, memory_bytes=0)
     shared = make_model(5)
     first = StoredBenchmark.from_body("a" * 64, orjson.dumps({"id": "a" * 64}), {"m" * 64: shared})
     second = StoredBenchmark.from_body("b" * 64, orjson.dumps({"id": "b" * 64}), {"m" * 64: shared})
     store.put(first)
     store.put(second)
-    store._delete(first.id)
+    assert store.users_of(["m" * 64]) == {"m" * 64: {first.id, second.id}}
+    assert store.delete(first.id)
+    assert not store.delete(first.id)
     assert store.get_model("m" * 64) is not None
-    store._delete(second.id)
+    assert store.delete(second.id)
     assert store.get_model("m" * 64) is None
+    assert store.total_bytes() == 0
 
 
-def test_leases(tmp_path: Path) -> None:
+def test_leases(backend: Backend) -> None:
     # Check that one owner holds a lease at a time, across store instances, until it is
     # released or expires.
-    one, two = make_store(tmp_path), make_store(tmp_path)
+    one, two = backend.results(), backend.results()
     assert one.try_lease("job", "one", ttl_s=60)
     assert not two.try_lease("job", "two", ttl_s=60)
     one.release("job", "one")
@@ -188,12 +224,225 @@ def test_unopenable_path_is_not_ready(tmp_path: Path) -> None:
     assert blocker.is_dir()
 
 
-def test_a_plot_stored_twice_is_counted_once(tmp_path: Path) -> None:
+def test_a_plot_stored_twice_is_counted_once(backend: Backend) -> None:
     # Check that two processes storing the same plot do not inflate the entry's size.
-    store = make_store(tmp_path)
+    store = backend.results()
     entry = make_entry(7)
     store.put(entry)
     before = store.total_bytes()
     store.put_plot(entry.id, "all", b"p" * 500)
     store.put_plot(entry.id, "all", b"p" * 500)
     assert store.total_bytes() == before + 500
+    assert backend.results().get_plot(entry.id, "all") == b"p" * 500
+    assert store.get_plot(entry.id, "other") is None
+    store.put_plot("9" * 64, "all", b"p")  # no such benchmark: not stored
+    assert backend.results().get_plot("9" * 64, "all") is None
+
+
+def test_leases_renew_and_a_dead_owner_s_lease_expires(backend: Backend) -> None:
+    # Check that a lease is renewed and released only by its owner, and that a lease
+    # nobody renews is free again within its time to live.
+    one, two = backend.results(), backend.results()
+    assert one.try_lease("q", "one", ttl_s=60)
+    assert not two.renew_lease("q", "two", ttl_s=60)
+    two.release("q", "two")  # not its lease: nothing happens
+    assert not two.try_lease("q", "two", ttl_s=60)
+    assert one.renew_lease("q", "one", ttl_s=0.3)
+    deadline = time.monotonic() + 10
+    while not two.try_lease("q", "two", ttl_s=60):
+        assert time.monotonic() < deadline, "a lease nobody renewed did not expire"
+        time.sleep(0.05)
+    assert not one.renew_lease("q", "one", ttl_s=60)
+
+
+def test_pages_are_newest_first_with_a_cursor(backend: Backend) -> None:
+    # Check that listing returns every benchmark once, newest first, page by page, and
+    # only those asked for with ``among``.
+    store = backend.results()
+    entries = [make_entry(i) for i in range(7)]
+    for entry in entries:
+        store.put(entry)
+    seen: list[str] = []
+    before = None
+    while True:
+        page = store.page(limit=3, before=before)
+        if not page:
+            break
+        seen += [i for i, _ in page]
+        last_id, last_created = page[-1]
+        before = (last_created, last_id)
+    assert seen == [e.id for e in reversed(entries)]
+    among = [entries[1].id, entries[4].id, "f" * 64]
+    assert [i for i, _ in store.page(limit=10, among=among)] == [entries[4].id, entries[1].id]
+    first = store.page(limit=1, among=among)
+    assert store.page(limit=10, among=among, before=(first[0][1], first[0][0])) == [
+        (entries[1].id, store.page(limit=10, among=[entries[1].id])[0][1])
+    ]
+
+
+def test_documents_round_trip_and_stay_bounded(backend: Backend) -> None:
+    # Check that sweeps and stability runs read back from another store instance, and
+    # that the least recently used go first past the bound.
+    store = backend.results(max_bytes=25_000, memory_bytes=0)
+    store.put_document("sweep", "a", b"a" * 10_000)
+    store.put_document("sweep", "b", b"b" * 10_000)
+    assert backend.results().get_document("sweep", "a") == b"a" * 10_000  # a is used now
+    store.put_document("stability", "c", b"c" * 10_000)
+    other = backend.results(max_bytes=25_000, memory_bytes=0)
+    assert other.get_document("sweep", "b") is None
+    assert other.get_document("sweep", "a") == b"a" * 10_000
+    assert other.get_document("stability", "c") == b"c" * 10_000
+    assert other.get_document("stability", "a") is None
+
+
+def test_a_benchmark_deleted_by_another_replica_is_not_served(backend: Backend) -> None:
+    # Check that once another process deleted a benchmark, a store that served it before
+    # no longer does (Redis has no in-process layer to go stale; SQLite's is per process).
+    if backend.name == "sqlite":
+        pytest.skip("the embedded store's memory layer is per process by design")
+    mine, theirs = backend.results(), backend.results()
+    entry = make_entry(3)
+    mine.put(entry)
+    mine.put_plot(entry.id, "all", b"png")
+    assert mine.get(entry.id) is not None
+    assert mine.get_plot(entry.id, "all") == b"png"
+    assert theirs.delete(entry.id)
+    assert mine.peek(entry.id) is None
+    assert mine.get(entry.id) is None
+    assert mine.get_plot(entry.id, "all") is None
+    assert mine.get_model(next(iter(entry.models))) is None
+
+
+def test_redis_away_is_a_503_and_back_by_itself(tmp_path: Path) -> None:
+    # Check that every call to a Redis that is stopped fails within its timeout as
+    # StoreUnavailableError (503, Retry-After), readiness says why, and the same store
+    # works again once Redis is back on its port.
+    with RedisServer(tmp_path / "redis") as server:
+        store = RedisResultStore(server.url, max_bytes=MIB, timeout_s=1)
+        entry = make_entry(5)
+        store.put(entry)
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as caught:
+            store.get(entry.id)
+        assert caught.value.status == 503
+        assert caught.value.headers()["Retry-After"]
+        with pytest.raises(StoreUnavailableError):
+            store.try_lease("q", "me", 10)
+        problem = store.storage_problem()
+        assert problem is not None
+        assert "Redis" in problem
+        assert time.monotonic() - started < 10
+        server.start()
+        assert store.storage_problem() is None
+        found = store.get(entry.id)  # appendonly: kept across the restart
+        assert found is not None
+        assert found.body == entry.body
+        store.close()
+
+
+# -- job records -------------------------------------------------------------------------
+
+
+def new_job(store: JobBackend, key: str, owner: str = "1-me@here") -> tuple[Job, bool]:
+    return store.create_or_join(
+        kind="benchmark",
+        key=key,
+        request={"dataset": "d", "params": {"n_clusters": 3}},
+        total=2,
+        owner=owner,
+        alive=lambda job: not job.owner.startswith("dead"),
+    )
+
+
+def test_jobs_join_one_per_question_and_orphans_are_failed(backend: Backend) -> None:
+    # Check that the same question joins the active job of a live owner, and that an
+    # active job whose owner is gone is failed and replaced by a new one.
+    one, two = backend.jobs(), backend.jobs()
+    first, created = new_job(one, "k" * 64)
+    assert created
+    joined, created = new_job(two, "k" * 64)
+    assert not created
+    assert joined.id == first.id
+    assert joined == first
+    dead, _ = new_job(one, "d" * 64, owner="dead-1@there")
+    again, created = new_job(two, "d" * 64)
+    assert created
+    assert again.id != dead.id
+    failed = one.get(dead.id)
+    assert failed is not None
+    assert failed.state == "failed"
+    assert failed.error is not None
+    assert failed.error["type"].endswith("job-orphaned")
+    assert one.get("0" * 64) is None
+
+
+def test_a_job_record_round_trips_every_field(backend: Backend) -> None:
+    # Check that every field of a job is written by save and read back by another store.
+    one = backend.jobs()
+    job, _ = new_job(one, "r" * 64)
+    job.state, job.done, job.stage, job.started = "running", 1, "random", 1234.5
+    assert one.save(job)
+    back = backend.jobs().get(job.id)
+    assert back is not None
+    for name in ("id", "kind", "key", "request", "state", "done", "total", "stage", "created"):
+        assert getattr(back, name) == getattr(job, name), name
+    assert (back.started, back.owner, back.seq) == (1234.5, job.owner, job.seq)
+    assert back.heartbeat >= job.created
+
+
+def test_a_finished_record_is_not_overwritten(backend: Backend) -> None:
+    # Check that a record cancelled by another process stays cancelled: the runner's
+    # later save is refused, and its heartbeat reports the state.
+    runner, other = backend.jobs(), backend.jobs()
+    job, _ = new_job(runner, "c" * 64)
+    cancelled = other.get(job.id)
+    assert cancelled is not None
+    cancelled.state = "cancelled"
+    assert other.save(cancelled)
+    job.state, job.done = "running", 1
+    assert not runner.save(job)
+    assert runner.beat(job.id, job.owner) == "cancelled"
+    assert runner.beat("0" * 64, job.owner) is None
+    assert runner.orphans(lambda _: False) == []
+
+
+def test_orphans_are_claimed_once(backend: Backend) -> None:
+    # Check that the active jobs of a gone owner are listed oldest first, and that only
+    # one process takes each over.
+    store = backend.jobs()
+    gone = [new_job(store, f"{i:064x}", owner="dead-2@there")[0] for i in range(3)]
+    new_job(store, "e" * 64)  # a live owner's
+    orphans = store.orphans(lambda job: not job.owner.startswith("dead"))
+    assert [j.id for j in orphans] == [j.id for j in gone]
+    assert store.claim(gone[0].id, "dead-2@there", "new-1@here")
+    assert not backend.jobs().claim(gone[0].id, "dead-2@there", "new-2@here")
+    claimed = store.get(gone[0].id)
+    assert claimed is not None
+    assert claimed.owner == "new-1@here"
+
+
+def test_job_pages_newest_first_with_a_cursor(backend: Backend) -> None:
+    # Check that jobs are listed newest first, page by page by sequence number, by state,
+    # and only those asked for with ``among``.
+    store = backend.jobs()
+    jobs = [new_job(store, f"{i:064x}")[0] for i in range(5)]
+    jobs[1].state = "succeeded"
+    store.save(jobs[1])
+    seen: list[str] = []
+    before = None
+    while page := store.page(state=None, limit=2, before=before):
+        seen += [j.id for j in page]
+        before = page[-1].seq
+    assert seen == [j.id for j in reversed(jobs)]
+    assert [j.id for j in store.page(state="succeeded", limit=10, before=None)] == [jobs[1].id]
+    queued = store.page(state="queued", limit=2, before=None)
+    assert [j.id for j in queued] == [jobs[4].id, jobs[3].id]
+    among = [jobs[0].id, jobs[2].id, "f" * 64]
+    assert [j.id for j in store.page(state=None, limit=10, before=None, among=among)] == [
+        jobs[2].id,
+        jobs[0].id,
+    ]
+    assert [j.id for j in store.page(state=None, limit=10, before=jobs[2].seq, among=among)] == [
+        jobs[0].id
+    ]

@@ -16,13 +16,19 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError as LimitsStorageError
 from limits.storage import storage_from_string
 from prometheus_client import CollectorRegistry, Counter
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
-from service.errors import AuthenticationRequiredError, RateLimitedError, clip
+from service.errors import (
+    AuthenticationRequiredError,
+    RateLimitedError,
+    StoreUnavailableError,
+    clip,
+)
 from service.settings import Settings
 from service.tenants import Tenancy
 
@@ -43,8 +49,19 @@ api_key_scheme = APIKeyHeader(
 
 
 def rate_limit_storage(settings: Settings) -> Storage:
-    """Where rate-limit counters live: this process's memory (one replica)."""
-    storage = storage_from_string("async+memory://")
+    """Where rate-limit counters live: Redis when CLUSTERBENCH_REDIS_URL is set (one
+    count for all replicas), else this process's memory (one replica)."""
+    if settings.redis_url:
+        storage = storage_from_string(
+            f"async+{settings.redis_url}",
+            implementation="redispy",
+            key_prefix="clusterbench:limits",
+            wrap_exceptions=True,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+    else:
+        storage = storage_from_string("async+memory://")
     assert isinstance(storage, Storage)
     return storage
 
@@ -58,8 +75,14 @@ class RateLimiter:
 
     async def hit(self, tenant: str) -> dict[str, str]:
         """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
-        allowed = await self.limiter.hit(self.item, "tenant", tenant)
-        stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+        try:
+            allowed = await self.limiter.hit(self.item, "tenant", tenant)
+            stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+        except LimitsStorageError as exc:
+            raise StoreUnavailableError(
+                "the shared store of rate-limit counters (Redis) did not answer "
+                f"({exc.storage_error!r}); retry shortly, the service recovers by itself"
+            ) from exc
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "RateLimit-Limit": str(self.item.amount),

@@ -1,0 +1,279 @@
+"""Job records in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
+
+The same interface as :class:`service.jobs.JobStore`. A job is one hash
+(``clusterbench:job:<id>``) holding every field of :class:`service.jobs.Job` as JSON, so
+a field added to the dataclass later is stored and read back without a change here.
+Beside it: ``jobs`` (a sorted set of ids by sequence number, for listing),
+``jobs-active`` (the ids of queued or running jobs, for the sweep for orphans),
+``job-for:<key>`` (the latest job of a question, for joining) and ``job-seq``.
+
+Creating or joining is one optimistic transaction (``WATCH job-for:<key>``, ``MULTI``):
+two replicas asked the same question at once make one job. Every conditional write
+(save unless finished, heartbeat, claim) is a Lua script, so it is atomic.
+Jobs are never evicted (see :mod:`service.redis_store` on ``maxmemory-policy``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import redis
+
+from service.errors import JobOrphanedError
+from service.jobs import ACTIVE, Job, problem_of
+from service.redis_store import PREFIX, connect, unavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+
+# KEYS[1]: the job; ARGV: prefix, id, then (field, JSON value) pairs. Written only while
+# the record is active: a job cancelled by another replica stays cancelled.
+_SAVE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= '"queued"' and state ~= '"running"' then return 0 end
+local new
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'state' then new = ARGV[i + 1] end
+end
+if new ~= '"queued"' and new ~= '"running"' then
+  redis.call('SREM', ARGV[1] .. 'jobs-active', ARGV[2])
+end
+return 1
+"""
+
+# KEYS[1]: the job; ARGV: owner (JSON), now. Returns the state (JSON) or nil.
+_BEAT = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
+end
+return redis.call('HGET', KEYS[1], 'state')
+"""
+
+# KEYS[1]: the job; ARGV: old owner (JSON), new owner (JSON), now.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if state ~= '"queued"' and state ~= '"running"' then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'heartbeat', ARGV[3])
+return 1
+"""
+
+
+def _dump(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def job_to_hash(job: Job) -> dict[str, bytes]:
+    """Every field of ``job`` as JSON."""
+    return {name: _dump(getattr(job, name)) for name in FIELDS}
+
+
+def job_from_hash(data: dict[bytes, bytes]) -> Job:
+    """A job from its hash; fields this version does not know are left out."""
+    values = {k.decode(): orjson.loads(v) for k, v in data.items()}
+    return Job(**{name: values[name] for name in FIELDS if name in values})
+
+
+class RedisJobStore:
+    """Job records in Redis, shared by every replica on the same Redis."""
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+        self.url = url
+        # Any: redis-py's types mix its sync and async replies.
+        self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._save = self.redis.register_script(_SAVE)
+        self._beat = self.redis.register_script(_BEAT)
+        self._claim = self.redis.register_script(_CLAIM)
+
+    def _call(self, doing: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except redis.RedisError as exc:
+            problem = unavailable(exc, doing, self.url)
+            logger.warning("%s", problem.detail)
+            raise problem from exc
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return PREFIX + "job:" + job_id
+
+    def _read(self, ids: Sequence[str]) -> list[Job]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self._key(job_id))
+        return [job_from_hash(found) for found in pipe.execute() if found]
+
+    def create_or_join(
+        self,
+        *,
+        kind: str,
+        key: str,
+        request: dict[str, Any],
+        total: int,
+        owner: str,
+        alive: Callable[[Job], bool],
+    ) -> tuple[Job, bool]:
+        """The active job for ``key`` if a live process runs one, else a new queued one.
+
+        Returns the job and whether it is new. An active job whose process is gone is
+        marked failed first.
+        """
+        pointer = PREFIX + "job-for:" + key
+
+        def attempt(pipe: Any) -> tuple[Job, bool]:
+            found_id = pipe.get(pointer)
+            found = None
+            if found_id is not None:
+                data = pipe.hgetall(self._key(found_id.decode()))
+                found = job_from_hash(data) if data else None
+            if found is not None and found.state in ACTIVE and alive(found):
+                return found, False
+            seq = int(self.redis.incr(PREFIX + "job-seq"))
+            job = Job(
+                id=uuid.uuid4().hex + uuid.uuid4().hex,
+                kind=kind,
+                key=key,
+                request=request,
+                state="queued",
+                done=0,
+                total=total,
+                stage="queued",
+                created=time.time(),
+                owner=owner,
+                seq=seq,
+            )
+            job.heartbeat = job.created
+            pipe.multi()
+            if found is not None and found.state in ACTIVE:
+                error = problem_of(
+                    JobOrphanedError(
+                        "the server process running this job stopped before it finished; "
+                        "ask again to compute it"
+                    )
+                )
+                pipe.hset(
+                    self._key(found.id),
+                    mapping={
+                        "state": _dump("failed"),
+                        "finished": _dump(time.time()),
+                        "error": _dump(error),
+                    },
+                )
+                pipe.srem(PREFIX + "jobs-active", found.id)
+            pipe.hset(self._key(job.id), mapping=job_to_hash(job))
+            pipe.zadd(PREFIX + "jobs", {job.id: seq})
+            pipe.sadd(PREFIX + "jobs-active", job.id)
+            pipe.set(pointer, job.id)
+            return job, True
+
+        def run() -> tuple[Job, bool]:
+            result: tuple[Job, bool] = self.redis.transaction(
+                attempt, pointer, value_from_callable=True
+            )
+            return result
+
+        return self._call("a job write", run)
+
+    def get(self, job_id: str) -> Job | None:
+        found = self._call("a job read", lambda: self.redis.hgetall(self._key(job_id)))
+        return job_from_hash(found) if found else None
+
+    def save(self, job: Job) -> bool:
+        """Write ``job``'s state and progress, unless its record has finished meanwhile
+        (cancelled by another process). Returns whether it was written."""
+        fields = job_to_hash(job)
+        fields["heartbeat"] = _dump(time.time())
+        for fixed in ("id", "kind", "key", "request", "created", "seq"):
+            del fields[fixed]
+        args: list[Any] = [PREFIX, job.id]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(
+            self._call("a job write", lambda: self._save(keys=[self._key(job.id)], args=args))
+        )
+
+    def beat(self, job_id: str, owner: str) -> str | None:
+        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
+        state = self._call(
+            "a job heartbeat",
+            lambda: self._beat(keys=[self._key(job_id)], args=[_dump(owner), _dump(time.time())]),
+        )
+        return None if state is None else str(orjson.loads(state))
+
+    def page(
+        self,
+        *,
+        state: str | None,
+        limit: int,
+        before: int | None,
+        among: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
+        only those whose id is in ``among`` when it is given."""
+
+        def keep(job: Job) -> bool:
+            return (state is None or job.state == state) and (before is None or job.seq < before)
+
+        if among is not None:
+            jobs = self._call("a job list", lambda: self._read(list(dict.fromkeys(among))))
+            return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
+        high = "+inf" if before is None else f"({before}"
+        out: list[Job] = []
+        offset = 0
+        batch = max(limit, 16) + 1
+        while len(out) < limit:
+            ids = self._call(
+                "a job list",
+                functools.partial(
+                    self.redis.zrevrangebyscore,
+                    PREFIX + "jobs",
+                    high,
+                    "-inf",
+                    start=offset,
+                    num=batch,
+                ),
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            jobs = self._call(
+                "a job list", functools.partial(self._read, [i.decode() for i in ids])
+            )
+            out.extend(filter(keep, jobs))
+        return out[:limit]
+
+    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]:
+        """Active jobs whose process is gone, oldest first."""
+
+        def read() -> list[Job]:
+            ids = [i.decode() for i in self.redis.smembers(PREFIX + "jobs-active")]
+            return self._read(ids)
+
+        jobs = self._call("a job list", read)
+        return sorted((j for j in jobs if j.state in ACTIVE and not alive(j)), key=lambda j: j.seq)
+
+    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
+        """Take an orphaned job over, unless another process just did."""
+        return bool(
+            self._call(
+                "a job claim",
+                lambda: self._claim(
+                    keys=[self._key(job_id)],
+                    args=[_dump(old_owner), _dump(new_owner), _dump(time.time())],
+                ),
+            )
+        )
+
+    def close(self) -> None:
+        self.redis.close()

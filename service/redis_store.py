@@ -1,0 +1,477 @@
+"""The result cache in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
+
+The same interface as :class:`service.store.ResultStore` (benchmarks, models, plots,
+documents, leases), so the engine does not know which one it talks to. Every write that
+touches several keys is one Lua script, so a replica killed mid-write leaves each entry
+whole or absent, and the indexes (creation order, LRU order, sizes, which benchmarks use
+a model) never point at something gone.
+
+**No in-process layer.** The embedded store keeps hot responses in memory; a replica
+here does not: another replica may delete (or evict) an entry at any moment, and a copy
+in memory would go on serving it. A hit is one round trip to Redis instead (its body and
+LRU touch pipelined), and :meth:`RedisResultStore.peek` always misses.
+
+**The bound is the service's, not Redis's.** The cache is bounded by
+``CLUSTERBENCH_CACHE_MAX_BYTES`` as in the embedded store: the least recently used
+benchmarks go, with their plots and the models no other benchmark uses, atomically with
+their index entries. Redis's own ``maxmemory-policy`` could not do that: ``allkeys-lru``
+would also evict jobs and leases (a running job would vanish, a question would be
+computed twice), and ``volatile-lru`` would drop a body while its index entries and
+models stay. So Redis runs with ``maxmemory-policy noeviction`` and a ``maxmemory`` above
+the cache's bound (a safety net): a Redis that is full refuses writes, which the client
+gets as 507, rather than losing state silently.
+
+**Redis down.** Every call has a socket timeout (``CLUSTERBENCH_REDIS_TIMEOUT_S``); a
+call that fails raises :class:`StoreUnavailableError` (503 with ``Retry-After``) and
+``/readyz`` says why. The connection pool reconnects by itself once Redis is back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service import processes
+from service.benchmark import FittedModel
+from service.errors import StorageError, StorageFullError, StoreUnavailableError
+from service.store import StoredBenchmark, model_from_bytes, model_to_bytes
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Every key of the service starts so (one Redis database may hold other things too).
+PREFIX = "clusterbench:"
+
+
+def connect(url: str, *, timeout_s: float) -> redis.Redis:
+    """A client of ``url`` whose every call gives up after ``timeout_s`` (never a hang).
+
+    One retry on a broken connection: after a Redis restart the first command on each
+    pooled connection fails once, and is then sent again on a fresh one.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+        max_connections=64,
+    )
+
+
+def where(url: str) -> str:
+    """``host:port`` of a Redis URL, for messages (never its password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
+    """The problem a failed Redis call is for the client: Redis full (507), else 503."""
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+        return StorageFullError(
+            f"the shared store (Redis at {where(url)}) is full (maxmemory): {doing} failed and "
+            "nothing was stored; retry once it has room (no restart is needed)"
+        )
+    return StoreUnavailableError(
+        f"the shared store (Redis at {where(url)}) did not answer: {doing} failed "
+        f"({type(exc).__name__}: {exc}); retry shortly, the service recovers by itself"
+    )
+
+
+# Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
+# and the models no other benchmark uses.
+_DELETE_FUNCTION = """
+local p = ARGV[1]
+local function delete(id)
+  local found = redis.call('EXISTS', p .. 'bench:' .. id)
+  local size = tonumber(redis.call('HGET', p .. 'sizes', id) or '0')
+  redis.call('DECRBY', p .. 'total', size)
+  redis.call('HDEL', p .. 'sizes', id)
+  redis.call('DEL', p .. 'bench:' .. id, p .. 'plots:' .. id)
+  redis.call('ZREM', p .. 'created', id)
+  redis.call('ZREM', p .. 'accessed', id)
+  for _, mid in ipairs(redis.call('SMEMBERS', p .. 'models:' .. id)) do
+    redis.call('SREM', p .. 'users:' .. mid, id)
+    if redis.call('SCARD', p .. 'users:' .. mid) == 0 then
+      redis.call('DEL', p .. 'model:' .. mid)
+    end
+  end
+  redis.call('DEL', p .. 'models:' .. id)
+  return found
+end
+local function evict(max)
+  local n = 0
+  while tonumber(redis.call('GET', p .. 'total') or '0') > max do
+    local oldest = redis.call('ZRANGE', p .. 'accessed', 0, 0)
+    if #oldest == 0 then break end
+    delete(oldest[1])
+    n = n + 1
+  end
+  return n
+end
+"""
+
+# ARGV: prefix, id, body, now, max_bytes, then (model id, model bytes) pairs.
+_PUT = (
+    _DELETE_FUNCTION
+    + """
+local id, body, now = ARGV[2], ARGV[3], ARGV[4]
+local size = #body
+for i = 6, #ARGV, 2 do size = size + #ARGV[i + 1] end
+for _, png in ipairs(redis.call('HVALS', p .. 'plots:' .. id)) do size = size + #png end
+local old = tonumber(redis.call('HGET', p .. 'sizes', id) or '0')
+redis.call('HSET', p .. 'sizes', id, size)
+redis.call('INCRBY', p .. 'total', size - old)
+redis.call('SET', p .. 'bench:' .. id, body)
+redis.call('ZADD', p .. 'created', 'NX', now, id)
+redis.call('ZADD', p .. 'accessed', now, id)
+for i = 6, #ARGV, 2 do
+  redis.call('SET', p .. 'model:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SADD', p .. 'users:' .. ARGV[i], id)
+  redis.call('SADD', p .. 'models:' .. id, ARGV[i])
+end
+return evict(tonumber(ARGV[5]))
+"""
+)
+
+# ARGV: prefix, id.
+_DELETE = _DELETE_FUNCTION + "return delete(ARGV[2])\n"
+
+# ARGV: prefix, id, key, png, max_bytes. Stored only beside a stored benchmark, and
+# counted once however many replicas store it.
+_PUT_PLOT = (
+    _DELETE_FUNCTION
+    + """
+local id, key, png = ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', p .. 'bench:' .. id) == 0 then return 0 end
+local old = redis.call('HSTRLEN', p .. 'plots:' .. id, key)
+redis.call('HSET', p .. 'plots:' .. id, key, png)
+redis.call('HINCRBY', p .. 'sizes', id, #png - old)
+redis.call('INCRBY', p .. 'total', #png - old)
+return evict(tonumber(ARGV[5]))
+"""
+)
+
+# ARGV: prefix, member ("kind:key"), data, now, max_bytes. Documents have their own LRU
+# under the same bound, as in the embedded store.
+_PUT_DOCUMENT = """
+local p, member, data = ARGV[1], ARGV[2], ARGV[3]
+local old = tonumber(redis.call('HGET', p .. 'doc-sizes', member) or '0')
+redis.call('SET', p .. 'doc:' .. member, data)
+redis.call('HSET', p .. 'doc-sizes', member, #data)
+redis.call('INCRBY', p .. 'doc-total', #data - old)
+redis.call('ZADD', p .. 'doc-accessed', ARGV[4], member)
+local max = tonumber(ARGV[5])
+while tonumber(redis.call('GET', p .. 'doc-total') or '0') > max do
+  local oldest = redis.call('ZRANGE', p .. 'doc-accessed', 0, 0)
+  if #oldest == 0 then break end
+  local victim = oldest[1]
+  local size = tonumber(redis.call('HGET', p .. 'doc-sizes', victim) or '0')
+  redis.call('DECRBY', p .. 'doc-total', size)
+  redis.call('HDEL', p .. 'doc-sizes', victim)
+  redis.call('ZREM', p .. 'doc-accessed', victim)
+  redis.call('DEL', p .. 'doc:' .. victim)
+end
+return 0
+"""
+
+# A lease's value is "<owner> <process>". KEYS[1]: the lease; ARGV: owner, ttl in ms.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# KEYS[1]: the lease; ARGV[1]: the exact value seen (a dead process's).
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisResultStore:
+    """Benchmarks, models, plots, documents and leases in Redis, LRU-bounded.
+
+    Parameters
+    ----------
+    url : str
+        The Redis URL (``redis://host:6379/0``).
+    max_bytes : int
+        Bound on the stored payloads, as in the embedded store.
+    timeout_s : float
+        Socket timeout of every Redis call.
+    """
+
+    # Leases live this long unless their owner renews them, which it does this often:
+    # a dead owner's lease expires within lease_ttl_s (SET NX PX).
+    lease_ttl_s = 10.0
+    lease_renew_s = 3.0
+
+    def __init__(self, url: str, *, max_bytes: int, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.corrupt_entries = 0
+        # Any: redis-py's types mix its sync and async replies.
+        self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._put = self.redis.register_script(_PUT)
+        self._delete_script = self.redis.register_script(_DELETE)
+        self._put_plot = self.redis.register_script(_PUT_PLOT)
+        self._put_document = self.redis.register_script(_PUT_DOCUMENT)
+        self._renew = self.redis.register_script(_RENEW)
+        self._release = self.redis.register_script(_RELEASE)
+        self._delete_if = self.redis.register_script(_DELETE_IF)
+
+    def _call(self, doing: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except redis.RedisError as exc:
+            problem = unavailable(exc, doing, self.url)
+            logger.warning("%s", problem.detail)
+            raise problem from exc
+
+    # -- benchmarks -------------------------------------------------------------
+
+    def peek(self, benchmark_id: str) -> StoredBenchmark | None:
+        """Always None: there is no in-process layer (another replica may delete)."""
+        return None
+
+    def touch_due(self, benchmark_id: str) -> bool:
+        return False  # every read touches already
+
+    def touch(self, benchmark_id: str) -> None:
+        """Record a use of ``benchmark_id`` for the LRU eviction."""
+        self._call(
+            "an access update",
+            lambda: self.redis.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True),
+        )
+
+    def get(self, benchmark_id: str) -> StoredBenchmark | None:
+        """The stored benchmark, or None (absent or evicted); its use is recorded."""
+
+        def read() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(PREFIX + "bench:" + benchmark_id)
+            pipe.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True)
+            return pipe.execute()[0]
+
+        body = self._call("a cache read", read)
+        if body is None:
+            return None
+        return StoredBenchmark.from_body(benchmark_id, bytes(body))
+
+    def put(self, entry: StoredBenchmark) -> None:
+        """Store a computed benchmark with its models (one script), then evict."""
+        args: list[Any] = [PREFIX, entry.id, entry.body, time.time(), self.max_bytes]
+        for mid, model in entry.models.items():
+            args += [mid, model_to_bytes(model)]
+        evicted = self._call("a cache write", lambda: self._put(args=args))
+        if evicted:
+            logger.info("evicted %d benchmark(s) to stay under %d bytes", evicted, self.max_bytes)
+
+    def _delete(self, benchmark_id: str) -> None:
+        self._call("a cache delete", lambda: self._delete_script(args=[PREFIX, benchmark_id]))
+
+    def delete(self, benchmark_id: str) -> bool:
+        """Remove a benchmark with its plots and models (those no other benchmark uses);
+        whether it was stored."""
+        found = self._call(
+            "a cache delete", lambda: self._delete_script(args=[PREFIX, benchmark_id])
+        )
+        return bool(found)
+
+    def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The stored benchmarks that use each of ``model_ids``."""
+
+        def read() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for mid in model_ids:
+                pipe.smembers(PREFIX + "users:" + mid)
+            return list(pipe.execute())
+
+        found = self._call("a model users read", read)
+        return {
+            mid: {m.decode() for m in members}
+            for mid, members in zip(model_ids, found, strict=True)
+        }
+
+    def page(
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        among: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
+        ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
+        key = PREFIX + "created"
+        if among is not None:
+            ids = list(dict.fromkeys(among))
+            scores = self._call("a list", lambda: self.redis.zmscore(key, ids) if ids else [])
+            rows = sorted(
+                ((float(s), i) for i, s in zip(ids, scores, strict=True) if s is not None),
+                reverse=True,
+            )
+            if before is not None:
+                rows = [row for row in rows if row < before]
+            return [(i, s) for s, i in rows[:limit]]
+        out: list[tuple[str, float]] = []
+        offset = 0
+        high: float | str = "+inf" if before is None else before[0]
+        batch = max(limit, 16) + 1
+        while len(out) < limit:
+            chunk = self._call(
+                "a list",
+                functools.partial(
+                    self.redis.zrevrangebyscore,
+                    key,
+                    high,
+                    "-inf",
+                    start=offset,
+                    num=batch,
+                    withscores=True,
+                ),
+            )
+            if not chunk:
+                break
+            offset += len(chunk)
+            for member, score in chunk:
+                row = (float(score), member.decode())
+                if before is not None and row >= before:
+                    continue
+                out.append((row[1], row[0]))
+                if len(out) == limit:
+                    break
+        return out
+
+    # -- plots and models ---------------------------------------------------------
+
+    def get_plot(self, benchmark_id: str, key: str) -> bytes | None:
+        found = self._call(
+            "a plot read", lambda: self.redis.hget(PREFIX + "plots:" + benchmark_id, key)
+        )
+        return None if found is None else bytes(found)
+
+    def put_plot(self, benchmark_id: str, key: str, png: bytes) -> None:
+        self._call(
+            "a plot write",
+            lambda: self._put_plot(args=[PREFIX, benchmark_id, key, png, self.max_bytes]),
+        )
+
+    def get_model(self, model_id: str) -> FittedModel | None:
+        data = self._call("a model read", lambda: self.redis.get(PREFIX + "model:" + model_id))
+        if data is None:
+            return None
+        try:
+            return model_from_bytes(bytes(data))
+        except (ValueError, OSError, KeyError) as exc:
+            self.corrupt_entries += 1
+            logger.warning("corrupt cached model %s (%s): treated as absent", model_id, exc)
+            return None
+
+    # -- leases: one computation per question across replicas ---------------------------
+
+    def try_lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease on ``key`` unless another owner holds it (``SET NX PX``).
+
+        A lease whose process is gone (as far as this host can tell) is taken over at
+        once; another host's dead owner's lease expires by itself within ``ttl_s``.
+        """
+        name = PREFIX + "lease:" + key
+        value = f"{owner} {processes.this_process()}"
+        ttl_ms = int(ttl_s * 1000)
+
+        def take() -> bool:
+            if ttl_ms <= 0:  # a lease that expires at once: taken if free, never held
+                held = self.redis.get(name)
+                return held is None or not _holder_alive(held)
+            if self.redis.set(name, value, nx=True, px=ttl_ms):
+                return True
+            held = self.redis.get(name)
+            if held is not None and not _holder_alive(held):
+                logger.warning(
+                    "lease on %s held by %s, whose process is gone: taken over", key, held
+                )
+                self._delete_if(keys=[name], args=[held])
+                return bool(self.redis.set(name, value, nx=True, px=ttl_ms))
+            return held is None and bool(self.redis.set(name, value, nx=True, px=ttl_ms))
+
+        return self._call("a lease", take)
+
+    def renew_lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease on ``key`` by ``ttl_s`` from now; False if it lost it."""
+        name = PREFIX + "lease:" + key
+        return bool(
+            self._call(
+                "a lease renewal",
+                lambda: self._renew(keys=[name], args=[owner, max(1, int(ttl_s * 1000))]),
+            )
+        )
+
+    def release(self, key: str, owner: str) -> None:
+        name = PREFIX + "lease:" + key
+        self._call("a lease release", lambda: self._release(keys=[name], args=[owner]))
+
+    # -- operations ------------------------------------------------------------------
+
+    def usable(self) -> bool:
+        return self.storage_problem() is None
+
+    def storage_problem(self) -> str | None:
+        """Why the store cannot take writes now (a sentence for ``/readyz``), or None."""
+        try:
+            self.redis.set(PREFIX + "probe", time.time())
+        except redis.RedisError as exc:
+            return unavailable(exc, "a probe write", self.url).detail
+        return None
+
+    def total_bytes(self) -> int:
+        return int(self._call("a size read", lambda: self.redis.get(PREFIX + "total")) or 0)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # -- documents: sweeps, stability runs and their plots, by kind and id ------------
+
+    def get_document(self, kind: str, key: str) -> bytes | None:
+        """The bytes stored under (kind, key), or None (absent or evicted)."""
+        member = f"{kind}:{key}"
+
+        def read() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(PREFIX + "doc:" + member)
+            pipe.zadd(PREFIX + "doc-accessed", {member: time.time()}, xx=True)
+            return pipe.execute()[0]
+
+        found = self._call(f"a {kind} read", read)
+        return None if found is None else bytes(found)
+
+    def put_document(self, kind: str, key: str, data: bytes) -> None:
+        """Store ``data`` under (kind, key), then evict the least recently used past the bound."""
+        self._call(
+            f"a {kind} write",
+            lambda: self._put_document(
+                args=[PREFIX, f"{kind}:{key}", data, time.time(), self.max_bytes]
+            ),
+        )
+
+
+def _holder_alive(held: bytes) -> bool:
+    _, _, process = held.decode(errors="replace").partition(" ")
+    return processes.process_alive(process)
