@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ import pytest
 
 from service import benchmark as bm
 from service.datasets import DatasetStore
-from service.jobs import STALE_S, Job, JobStore, owner_alive
+from service.jobs import STALE_S, Job, owner_alive
 from tests.conftest import make_settings, serve
+from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -125,9 +126,22 @@ async def test_deleting_a_finished_job_is_409(jobs_client: httpx.AsyncClient) ->
     assert (await jobs_client.get(f"/v1/jobs/{job['id']}")).json()["state"] == "succeeded"
 
 
-def orphan(data_dir: Path, params: bm.BenchmarkParams, *, key: str | None = None) -> str:
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    chosen = backend_of(request, tmp_path)
+    yield chosen
+    chosen.close()
+
+
+def orphan(backend: Backend, params: bm.BenchmarkParams, *, key: str | None = None) -> str:
     """A job left running by a process that is gone; its id."""
-    store = JobStore(data_dir / "jobs.sqlite3")
+    store = backend.jobs()
     job, _ = store.create_or_join(
         kind="benchmark",
         key=key or bm.benchmark_id(params),
@@ -138,11 +152,12 @@ def orphan(data_dir: Path, params: bm.BenchmarkParams, *, key: str | None = None
     )
     job.state = "running"
     store.save(job)
-    store.close()
     return job.id
 
 
-async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(tmp_path: Path) -> None:
+async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(
+    tmp_path: Path, backend: Backend
+) -> None:
     # Check that at start-up a job whose process is gone runs again to the end, and that
     # one that cannot (its dataset deleted, or other versions) is failed with the reason;
     # a job of a live process is left alone.
@@ -150,12 +165,12 @@ async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(tmp_path: Path)
     params = bm.BenchmarkParams(
         dataset=info.id, n_clusters=3, strategies=(bm.Strategy("k-means++", 4),), random_state=7
     )
-    again = orphan(tmp_path, params)
-    gone = orphan(tmp_path, bm.BenchmarkParams(**{**params.__dict__, "dataset": "0" * 64}))
+    again = orphan(backend, params)
+    gone = orphan(backend, bm.BenchmarkParams(**{**params.__dict__, "dataset": "0" * 64}))
     other_versions = orphan(
-        tmp_path, bm.BenchmarkParams(**{**params.__dict__, "random_state": 8}), key="1" * 64
+        backend, bm.BenchmarkParams(**{**params.__dict__, "random_state": 8}), key="1" * 64
     )
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = backend.jobs()
     alive, _ = store.create_or_join(
         kind="benchmark",
         key="2" * 64,
@@ -164,8 +179,7 @@ async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(tmp_path: Path)
         owner=f"1-init@{socket.gethostname()}",  # pid 1 runs as long as the machine does
         alive=lambda _: True,
     )
-    store.close()
-    async with serve(make_settings(tmp_path, workers=1)) as client:
+    async with serve(make_settings(tmp_path, workers=1, **backend.settings())) as client:
         rerun = await finished(client, again)
         assert rerun["state"] == "succeeded"
         assert rerun["result_url"] == f"/v1/benchmarks/{bm.benchmark_id(params)}"
