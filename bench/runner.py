@@ -47,6 +47,7 @@ from service.benchmark import (
 )
 from service.datasets import load_builtin
 from service.process import ServiceProcess
+from tests.scaleout import RedisServer
 
 HERE = Path(__file__).resolve().parent
 SEED_STRATEGIES = tuple(Strategy(init, DEFAULT_N_INIT[init]) for init in DEFAULT_STRATEGIES)
@@ -259,6 +260,42 @@ def wrk_rps(url: str, script: Path | None, seconds: int) -> float:
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
     raise RuntimeError(f"wrk printed no rate:\n{out}")
+
+
+def redis_hit_latency(repeats: int) -> Case:
+    """A cache hit on a replica whose store is Redis (a real redis-server, started here with
+    the settings the tests use) against /healthz on the same replica."""
+    with tempfile.TemporaryDirectory(prefix="clusterbench-bench-redis-") as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        with (
+            RedisServer(Path(tmp) / "redis") as redis,
+            ServiceProcess(data_dir, CLUSTERBENCH_REDIS_URL=redis.url) as server,
+            httpx.Client(base_url=server.url, timeout=600) as client,
+        ):
+            client.post("/v1/benchmarks", json={}).raise_for_status()
+
+            def hit(_: int) -> float:
+                def call() -> None:
+                    answer = client.post("/v1/benchmarks", json={})
+                    assert answer.headers["x-cache"] == "hit"
+
+                return timed(call)
+
+            def health(_: int) -> float:
+                return timed(lambda: client.get("/healthz"))
+
+            hits, healths = alternate(hit, health, repeats)
+    return check(
+        "cache hit through Redis",
+        "p50 latency / p50 of /healthz",
+        median(hits) / median(healths),
+        "<=",
+        2.0,
+        hit_p50_ms=round(median(hits) * 1000, 3),
+        healthz_p50_ms=round(median(healths) * 1000, 3),
+        requests_each=repeats,
+    )
 
 
 def hit_throughput(server: ServiceProcess, rounds: int, seconds: int) -> Case:
@@ -493,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             plan: list[tuple[str, Callable[[], Case]]] = [
                 ("digits", lambda: digits_cold(client, 6 if quick else 15)),
                 ("hit", lambda: hit_latency(client, 100 if quick else 500)),
+                ("redis hit", lambda: redis_hit_latency(100 if quick else 500)),
                 (
                     "throughput",
                     lambda: hit_throughput(server, 1 if quick else 3, 2 if quick else 4),

@@ -66,6 +66,7 @@ def result_store(settings: Settings) -> ResultBackend:
         return RedisResultStore(
             settings.redis_url,
             max_bytes=settings.cache_max_bytes,
+            memory_bytes=settings.memory_cache_bytes,
             timeout_s=settings.redis_timeout_s,
         )
     return ResultStore(

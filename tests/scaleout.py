@@ -154,7 +154,7 @@ class Backend:
         """A store instance, as another process on the same data would open it."""
         store: ResultBackend
         if self.redis_url is not None:
-            store = RedisResultStore(self.redis_url, max_bytes=max_bytes)
+            store = RedisResultStore(self.redis_url, max_bytes=max_bytes, memory_bytes=memory_bytes)
         else:
             path = self.root / "cache.sqlite3"
             store = ResultStore(path, max_bytes=max_bytes, memory_bytes=memory_bytes)
