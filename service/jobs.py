@@ -605,10 +605,23 @@ class JobManager:
             job.started = job.finished
         self.stats.observe(state, job.finished - job.created)
         try:
-            await self._persist(running)
+            await self._persist_end(running)
         finally:
             self._forget(running)
             self._changed(running)
+
+    async def _persist_end(self, running: _Running) -> None:
+        """Write the job's end, waiting for a store that is away (Redis restarting):
+        unwritten, the record would say "running" for ever, owned by a live process."""
+        delay = 0.2
+        while True:
+            try:
+                await self._persist(running)
+                return
+            except StorageError as exc:
+                logger.warning("job %s ended but its record waits: %s", running.job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     def _forget(self, running: _Running) -> None:
         self._active.pop(running.job.id, None)

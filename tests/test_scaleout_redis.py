@@ -227,3 +227,29 @@ def test_a_redis_restart_is_an_outage_the_replicas_recover_from(
             time.sleep(0.05)
         answer = httpx.post(f"{server.url}/v1/benchmarks", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
+
+
+def test_a_job_that_ends_while_redis_is_away_is_recorded_once_it_is_back(
+    cluster: Cluster,
+) -> None:
+    # Check that a job whose computation ends while Redis is stopped is not left
+    # "running" for ever: its replica writes its end once Redis is back, and the other
+    # replica reports it finished, saying why it failed.
+    redis, a, b = cluster.redis, cluster.a, cluster.b
+    body = {"strategies": [{"init": "random", "n_init": 300}], "tol": 0.0, "random_state": 26}
+    started = httpx.post(f"{a.url}/v1/benchmarks", json=body, headers=ASYNC, timeout=60)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    poll(b.url, job_id, ("running",), 60)
+    redis.stop()
+    try:
+        ended = poll(a.url, job_id, FINISHED, 60)  # A knows, from its own memory
+    finally:
+        redis.start()
+    assert ended["state"] == "failed"
+    assert ended["error"]["type"].endswith("store-unavailable")
+    final = poll(b.url, job_id, FINISHED, 20)
+    assert final["state"] == "failed"
+    assert final["error"]["type"].endswith("store-unavailable")
+    answer = httpx.post(f"{b.url}/v1/benchmarks", json=body, timeout=60)  # asked again
+    assert answer.status_code == 200, answer.text
