@@ -81,6 +81,9 @@ def test_a_benchmark_posted_to_a_is_a_hit_on_b(cluster: Cluster) -> None:
     assert second.headers["x-cache"] == "hit"
     assert second.content == first.content.replace(b'"cached":false', b'"cached":true', 1)
     assert metric(b.url, "clusterbench_computations_total") == computed_on_b
+    # Shared through Redis, not through SQLite files in the shared directory.
+    assert not (a.data_dir / "cache.sqlite3").exists()
+    assert not (a.data_dir / "jobs.sqlite3").exists()
     plot_a = httpx.get(f"{a.url}{first.json()['plot_url']}", timeout=60)
     assert plot_a.status_code == 200
     plot_b = httpx.get(f"{b.url}{first.json()['plot_url']}", timeout=60)
