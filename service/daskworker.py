@@ -69,6 +69,16 @@ def dask_setup(worker: Any) -> None:
     threading.Thread(target=_warm, args=(worker.state.nthreads,), daemon=True).start()
 
 
+def _task_threads(nthreads: int) -> int:
+    """BLAS/OpenMP threads for one task: CLUSTERBENCH_DASK_TASK_THREADS when set (workers
+    sharing a machine: its CPUs divided among all their threads), else the CPUs this
+    worker may use divided among its own threads."""
+    given = os.environ.get("CLUSTERBENCH_DASK_TASK_THREADS", "").strip()
+    if given:
+        return max(1, int(given))
+    return max(1, len(os.sched_getaffinity(0)) // nthreads)
+
+
 def _still_wanted(worker: Any, key: Any) -> bool:
     task = worker.state.tasks.get(key)
     return task is not None and task.state in ("executing", "long-running")
@@ -79,13 +89,13 @@ def run_task(
 ) -> T | None:
     """The Dask task ``key``: ``fn(*args)`` in a child process, within ``limit_s`` seconds.
 
-    ``threads`` caps BLAS/OpenMP in the child; None shares this machine's CPUs among the
-    worker's threads. Raises TimeoutError past the limit and WorkerDiedError when the
+    ``threads`` caps BLAS/OpenMP in the child; None: see :func:`_task_threads`. Raises
+    TimeoutError past the limit and WorkerDiedError when the
     child dies; returns None, having killed the child, when the task was cancelled.
     """
     worker = get_worker()
     nthreads = worker.state.nthreads
-    threads = threads or max(1, (os.cpu_count() or 1) // nthreads)
+    threads = threads or _task_threads(nthreads)
     future = _children(nthreads).schedule(
         compute._call_with_threads, args=(threads, fn, *args), timeout=limit_s
     )
