@@ -45,6 +45,7 @@ from service.benchmark import (
     Strategy,
     run_benchmark,
 )
+from service.benchmark import run_strategy_from_files as bm_run_strategy
 from service.datasets import load_builtin
 from service.process import ServiceProcess
 from tests.scaleout import RedisServer
@@ -450,6 +451,195 @@ def memory(client: httpx.Client, server: ServiceProcess, n_samples: int) -> Case
     )
 
 
+# -- Dask: the same questions on a Dask cluster and on the local pool -------------------------
+
+
+def digits_over_dask(over_dask: httpx.Client, local: httpx.Client, repeats: int) -> Case:
+    def cold(client: httpx.Client, seed: int) -> float:
+        def call() -> None:
+            answer = client.post("/v1/benchmarks", json={"random_state": seed})
+            answer.raise_for_status()
+            assert answer.headers["x-cache"] == "miss"
+
+        return timed(call)
+
+    dask_s, local_s = alternate(
+        lambda i: cold(over_dask, 5000 + i), lambda i: cold(local, 5000 + i), repeats
+    )
+    return check(
+        "digits, cold, three strategies, over Dask",
+        "Dask executor / local pool (HTTP end to end)",
+        median(dask_s) / median(local_s),
+        "<=",
+        1.3,
+        dask_p50_ms=round(median(dask_s) * 1000, 1),
+        local_p50_ms=round(median(local_s) * 1000, 1),
+        repeats=repeats,
+    )
+
+
+CONCURRENT = 16
+
+
+def burst(client: httpx.Client, first_seed: int) -> tuple[float, list[float]]:
+    """16 distinct cold benchmarks at once: the seconds until all are answered, and the
+    fit times they report."""
+    fits: list[float] = []
+    failures: list[str] = []
+
+    def one(seed: int) -> None:
+        answer = client.post("/v1/benchmarks", json={"random_state": seed})
+        if answer.status_code != 200:
+            failures.append(answer.text)
+            return
+        fits.extend(r["fit_time"] for r in answer.json()["results"])
+
+    threads = [threading.Thread(target=one, args=(first_seed + i,)) for i in range(CONCURRENT)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {CONCURRENT} failed: {failures[0]}")
+    return seconds, fits
+
+
+def concurrent_over_dask(
+    over_dask: httpx.Client, local: httpx.Client, rounds: int
+) -> tuple[Case, dict[str, float]]:
+    fits: dict[str, list[float]] = {"dask": [], "local": []}
+
+    def run(name: str, client: httpx.Client, i: int) -> float:
+        seconds, times = burst(client, 6000 + 100 * i)
+        fits[name].extend(times)
+        return CONCURRENT / seconds
+
+    dask_rate, local_rate = alternate(
+        lambda i: run("dask", over_dask, i), lambda i: run("local", local, i), rounds
+    )
+    case = check(
+        f"{CONCURRENT} concurrent distinct benchmarks, 2 workers",
+        "throughput, 2 Dask workers / local pool of 2",
+        median(dask_rate) / median(local_rate),
+        ">=",
+        0.8,
+        dask_benchmarks_per_s=round(median(dask_rate), 3),
+        local_benchmarks_per_s=round(median(local_rate), 3),
+        rounds=rounds,
+    )
+    return case, {
+        "rate_2": median(dask_rate),
+        "fit_s_2": statistics.mean(fits["dask"]),
+    }
+
+
+def task_overhead(address: str, data_dir: Path, repeats: int) -> dict[str, float]:
+    """Seconds a no-op task takes through the Dask executor and through the local pool
+    (medians, one at a time): the difference is what Dask adds to every task. And
+    ``"work"``: the mean seconds of one digits strategy task (fit and scores) through the
+    local pool, one at a time, with one thread, as a Dask worker here runs it."""
+    import asyncio
+
+    from service.compute import ComputePool
+    from service.datasets import DatasetStore
+    from service.executors import DaskExecutor, LocalExecutor
+
+    store = DatasetStore(data_dir / "datasets")
+    info = store.builtin("digits")
+    X_path, y_path = store.files(info)
+    params = BenchmarkParams(dataset=info.id, n_clusters=10, strategies=SEED_STRATEGIES)
+
+    async def measure() -> dict[str, float]:
+        pool = ComputePool(workers=1, queue_size=0, timeout_s=60, threads_per_worker=1)
+        await pool.start()
+        dask = DaskExecutor(address, timeout_s=60, queue_size=0)
+        await dask.start()
+        local = LocalExecutor(pool)
+        try:
+            times: dict[str, list[float]] = {"dask": [], "local": [], "work": []}
+            for name, executor in (("dask", dask), ("local", local)) * repeats:
+                began = time.perf_counter()
+                await executor.submit(os.getpid)
+                times[name].append(time.perf_counter() - began)
+            for _ in range(max(2, repeats // 4)):
+                for index in range(len(SEED_STRATEGIES)):
+                    began = time.perf_counter()
+                    await local.submit(bm_run_strategy, X_path, y_path, params, index)
+                    times["work"].append(time.perf_counter() - began)
+            return {
+                "dask": median(times["dask"][1:]),
+                "local": median(times["local"][1:]),
+                "work": statistics.mean(times["work"][len(SEED_STRATEGIES) :]),
+            }
+        finally:
+            await dask.close()
+            pool.close()
+
+    return asyncio.run(measure())
+
+
+def dask_cases(quick: bool) -> list[Case]:
+    """The Dask executor against the local pool, on a real cluster: a scheduler and two
+    workers (``dask scheduler``, ``dask worker``), as tests/daskcluster.py starts them."""
+    from tests.daskcluster import DaskCluster
+
+    with tempfile.TemporaryDirectory(prefix="clusterbench-dask-") as tmp:
+        dask_dir, local_dir = Path(tmp) / "dask", Path(tmp) / "local"
+        dask_dir.mkdir()
+        local_dir.mkdir()
+        queue = str(CONCURRENT)
+        with (
+            DaskCluster(workers=2) as cluster,
+            ServiceProcess(
+                dask_dir,
+                CLUSTERBENCH_DASK_SCHEDULER=cluster.address,
+                CLUSTERBENCH_WORKERS="1",
+                CLUSTERBENCH_QUEUE_SIZE=queue,
+            ) as dask_server,
+            ServiceProcess(
+                local_dir, CLUSTERBENCH_WORKERS="2", CLUSTERBENCH_QUEUE_SIZE=queue
+            ) as local_server,
+            httpx.Client(base_url=dask_server.url, timeout=600) as over_dask,
+            httpx.Client(base_url=local_server.url, timeout=600) as local,
+        ):
+            # The digits stored, and every worker's first fit paid, on both sides.
+            for client in (over_dask, local):
+                burst(client, 4000)
+            overhead = task_overhead(cluster.address, dask_dir, 10 if quick else 40)
+            digits = digits_over_dask(over_dask, local, 4 if quick else 10)
+            digits.details["task_overhead_ms"] = round(
+                (overhead["dask"] - overhead["local"]) * 1000, 2
+            )
+            digits.details["dask_noop_task_ms"] = round(overhead["dask"] * 1000, 2)
+            digits.details["local_noop_task_ms"] = round(overhead["local"] * 1000, 2)
+            throughput, two = concurrent_over_dask(over_dask, local, 1 if quick else 3)
+            # One worker fewer: the throughput model checked at 1 worker too.
+            cluster.workers.pop().terminate()
+            cluster.wait_for_workers(1)
+            deadline = time.monotonic() + 60
+            while len(cluster.client.scheduler_info()["workers"]) > 1:
+                assert time.monotonic() < deadline, "the second worker never left"
+                time.sleep(0.1)
+            seconds, fits = burst(over_dask, 9000)
+            o = overhead["dask"] - overhead["local"]
+            work = overhead["work"]
+            tasks = len(SEED_STRATEGIES)  # one task per strategy
+            throughput.details.update(
+                task_overhead_ms=round(o * 1000, 2),
+                task_work_ms=round(work * 1000, 2),
+                dask_1_worker_benchmarks_per_s=round(CONCURRENT / seconds, 3),
+                mean_fit_s_1_worker=round(statistics.mean(fits), 4),
+                mean_fit_s_2_workers=round(two["fit_s_2"], 4),
+                # benchmarks/s = W / (tasks per benchmark * (work per task + overhead)), for
+                # W workers with a core each (this machine has 2 cores).
+                model_1_worker=round(1 / (tasks * (work + o)), 3),
+                model_2_workers=round(2 / (tasks * (work + o)), 3),
+            )
+            return [digits, throughput]
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -544,9 +734,14 @@ def main(argv: list[str] | None = None) -> int:
             for key, run in plan:
                 if args.only is None or args.only in key:
                     cases.append(run())
+    if args.only is None or args.only in "dask":
+        cases.extend(dask_cases(quick))
     seconds = time.perf_counter() - started
     folder = HERE if args.record else HERE.parent / ".clusterbench" / "bench"
     write_results(cases, info, seconds, folder)
+    for case in cases:
+        if case.name.startswith(("digits, cold, three strategies, over", f"{CONCURRENT} ")):
+            print(f"{case.name}: {case.details}", flush=True)
     print(f"results written to {folder / 'results.md'}", flush=True)
     missed = [c.name for c in cases if not c.ok]
     print(f"{len(cases) - len(missed)} of {len(cases)} targets met in {seconds:.0f} s", flush=True)

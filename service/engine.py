@@ -438,16 +438,22 @@ class BenchmarkEngine:
             return hit, True
         self.failures.check(job.id)
         self.stats.misses += 1
-        return await self._once(job.id, lambda: self._admitted(job.id, self._compute(job)))
+        return await self._once(
+            job.id, lambda: self._admitted(job.id, self._compute(job), executor=True)
+        )
 
-    async def _admitted(self, key: str, work: Coroutine[Any, Any, T]) -> T:
-        """``work`` counted against the pool's bound from its start.
+    async def _admitted(
+        self, key: str, work: Coroutine[Any, Any, T], *, executor: bool = False
+    ) -> T:
+        """``work`` counted against the pool's bound from its start (the executor's, for
+        a benchmark's fits, which may run on a cluster).
 
         Under a burst the refusal (503) comes at once, before the lease and the store
         are touched (it came after 2-5 s when only the pool's submit counted).
         """
+        gate = self.executor if executor else self.pool
         try:
-            with self.pool.admitted():
+            with gate.admitted():
                 return await self.failures.guard(key, work)
         finally:
             work.close()  # never started when refused: no "never awaited" warning
@@ -485,7 +491,7 @@ class BenchmarkEngine:
         task = self._inflight.get(job.id)
         if task is None:
             self.stats.misses += 1
-            task = asyncio.create_task(self._admitted(job.id, self._compute(job)))
+            task = asyncio.create_task(self._admitted(job.id, self._compute(job), executor=True))
             self._inflight[job.id] = task
             task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
         listeners = self._listeners.setdefault(job.id, [])

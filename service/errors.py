@@ -189,6 +189,18 @@ class WorkerDiedError(ComputeFailedError):
         self.killed = killed
 
 
+class ComputeUnavailableError(ServiceError):
+    """The compute cluster (the Dask scheduler of ``CLUSTERBENCH_DASK_SCHEDULER``) cannot
+    be reached, or has no workers: try again once it is back."""
+
+    status = 503
+    title = "Compute cluster unavailable"
+    slug = "compute-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
 class AuthenticationRequiredError(ServiceError):
     """No key, or one the service does not know (or that was revoked)."""
 

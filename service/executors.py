@@ -3,18 +3,38 @@
 The engine and the job runner only ``submit`` a worker function, await its handle, and
 ``cancel`` it; progress is reported by the job runner between tasks, so an executor knows
 nothing of jobs. :class:`LocalExecutor` runs tasks in this process's
-:class:`~service.compute.ComputePool`; a cluster executor (Dask) fits behind the same
-interface.
+:class:`~service.compute.ComputePool`; :class:`DaskExecutor` runs them on a Dask cluster
+(``CLUSTERBENCH_DASK_SCHEDULER``). Small data work (decoding uploads and bodies,
+predictions, plots) stays in the local pools either way: it is milliseconds of work on
+data this process already holds, which a round trip through a scheduler would only slow.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
+import concurrent.futures
+import contextlib
+import contextvars
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool
+from service.compute import ComputePool, timed_out
+from service.errors import (
+    ComputeBusyError,
+    ComputeFailedError,
+    ComputeUnavailableError,
+    WorkerDiedError,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -82,3 +102,256 @@ class LocalExecutor:
     @property
     def healthy(self) -> bool:
         return self.pool.healthy
+
+
+# How often the Dask executor looks at its connection, and reconnects when it was lost.
+WATCH_S = 1.0
+
+# A computation admitted by DaskExecutor.admitted() is counted once, however many tasks.
+_dask_admitted: contextvars.ContextVar[DaskExecutor | None] = contextvars.ContextVar(
+    "dask_admitted", default=None
+)
+
+
+class DaskExecutor:
+    """Tasks on a Dask cluster: each is :func:`service.daskworker.run_task` on a worker.
+
+    A task carries the worker function and its small arguments (dataset paths, never
+    arrays: workers memory-map the data from the shared data directory). At most the
+    cluster's worker threads plus ``queue_size`` computations are admitted at once;
+    past that, ComputeBusyError. While the scheduler cannot be reached (or has no
+    worker), computations are refused at once with ComputeUnavailableError; a watcher
+    reconnects as soon as the scheduler is back.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float,
+        queue_size: int,
+        threads_per_worker: int | None = None,
+        connect_timeout_s: float = 5.0,
+        grace_s: float = 30.0,
+    ) -> None:
+        self.name = "dask"
+        self.address = address
+        self.timeout_s = timeout_s
+        self.queue_size = queue_size
+        self.threads_per_worker = threads_per_worker
+        self.connect_timeout_s = connect_timeout_s
+        self.grace_s = grace_s
+        self.pending = 0
+        self.worker_deaths = 0
+        # Seconds a task takes (moving average): what an honest Retry-After is made of.
+        self.task_s = 1.0
+        self._client: Client | None = None
+        self._problem = f"not yet connected to the Dask scheduler at {address}"
+        self._watcher: asyncio.Task[None] | None = None
+        self._cancelling: set[asyncio.Future[Any]] = set()
+
+    # -- the connection ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (or, when the scheduler is not there yet, keep trying in the background)."""
+        await self._connect()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
+
+    async def _connect(self) -> None:
+        from distributed import Client
+
+        client = Client(  # type: ignore[no-untyped-call]
+            self.address,
+            asynchronous=True,
+            timeout=self.connect_timeout_s,
+            set_as_default=False,
+        )
+        try:
+            await asyncio.wait_for(client, self.connect_timeout_s + 5)
+        except (OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
+            problem = f"the Dask scheduler at {self.address} cannot be reached ({exc})"
+            if problem != self._problem:
+                logger.warning("%s; trying again every %g s", problem, WATCH_S)
+            self._problem = problem
+            return
+        self._client = client
+        self._problem = f"the Dask scheduler at {self.address} has no workers"
+        logger.info("connected to the Dask scheduler at %s", self.address)
+
+    async def _watch(self) -> None:
+        # Dask's client reconnects by itself for connect_timeout_s, then closes: a new
+        # client is made here, for as long as the scheduler stays away.
+        while True:
+            await asyncio.sleep(WATCH_S)
+            client = self._client
+            if client is not None and client.status in ("closing", "closed", "failed"):
+                self._client = None
+                logger.warning("lost the Dask scheduler at %s; reconnecting", self.address)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
+            if self._client is None:
+                await self._connect()
+
+    def _threads(self, client: Client) -> int:
+        """Worker threads in the cluster, as the scheduler last told the client."""
+        info = client.scheduler_info()
+        total = info.get("total_threads")
+        if total is None:
+            total = sum(w.get("nthreads", 0) for w in info.get("workers", {}).values())
+        return int(total)
+
+    def _available(self) -> tuple[Client, int]:
+        """The connected client and the cluster's threads, or ComputeUnavailableError."""
+        client = self._client
+        if client is None or client.status != "running":
+            if client is not None:
+                self._problem = f"the connection to the Dask scheduler at {self.address} was lost"
+            raise ComputeUnavailableError(
+                f"{self._problem}; computations resume by themselves once it is back",
+                retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
+            )
+        threads = self._threads(client)
+        if threads < 1:
+            raise ComputeUnavailableError(
+                f"the Dask scheduler at {self.address} has no workers; "
+                "computations resume by themselves once one joins",
+                retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
+            )
+        return client, threads
+
+    @property
+    def healthy(self) -> bool:
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why computations cannot run now, or None."""
+        try:
+            self._available()
+        except ComputeUnavailableError as exc:
+            return exc.detail
+        return None
+
+    # -- admission and tasks -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        if _dask_admitted.get() is self:
+            yield
+            return
+        _, threads = self._available()
+        capacity = threads + self.queue_size
+        if self.pending >= capacity:
+            ahead = self.pending - threads + 1
+            wait = min(self.timeout_s, self.task_s * max(1, ahead) / threads)
+            raise ComputeBusyError(
+                f"all {threads} Dask worker thread(s) are busy and {self.queue_size} "
+                "computation(s) are waiting; try again later",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        self.pending += 1
+        token = _dask_admitted.set(self)
+        try:
+            yield
+        finally:
+            _dask_admitted.reset(token)
+            self.pending -= 1
+
+    def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
+        return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))
+
+    def cancel(self, handle: Handle[Any]) -> None:
+        # The awaiting task cancels the Dask task; the worker running it sees that within
+        # daskworker.POLL_S and kills the child process computing it.
+        handle.cancel()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None) -> T:
+        from service.daskworker import run_task
+
+        with self.admitted():
+            client, threads = self._available()
+            limit = (
+                self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
+            )
+            key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
+            future = client.submit(
+                run_task,
+                key,
+                fn,
+                args,
+                limit,
+                self.threads_per_worker,
+                key=key,
+                pure=False,
+            )
+            began = time.monotonic()
+            # The queue ahead of this task, shared by the threads, then the task itself:
+            # no request waits for ever on a cluster that stopped answering.
+            deadline = limit * ((threads + self.queue_size) / threads + 1) + self.grace_s
+            result: T = await self._wait(client, future, deadline)
+            self.task_s = 0.8 * self.task_s + 0.2 * (time.monotonic() - began)
+            return result
+
+    async def _wait(self, client: Client, future: Future[Any], deadline_s: float) -> Any:
+        from distributed.scheduler import KilledWorker
+
+        async def result() -> Any:
+            return await future
+
+        waiting = asyncio.ensure_future(result())
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=deadline_s)
+        except asyncio.CancelledError:
+            waiting.cancel()
+            self._cancel_remote(client, future)
+            raise
+        if not done:
+            waiting.cancel()
+            self._cancel_remote(client, future)
+            raise ComputeFailedError(
+                f"the Dask cluster at {self.address} did not answer within {deadline_s:g} s; "
+                "try again"
+            )
+        try:
+            return waiting.result()
+        except TimeoutError:
+            raise timed_out(self.timeout_s) from None
+        except KilledWorker as exc:
+            self.worker_deaths += 1
+            raise WorkerDiedError(
+                f"the Dask workers running this request died, one after the other ({exc}); "
+                "most likely for memory: ask for less work or data",
+                killed=True,
+            ) from None
+        except concurrent.futures.CancelledError:
+            # Dask cancels every task of a client whose scheduler connection is lost.
+            raise ComputeUnavailableError(
+                f"the connection to the Dask scheduler at {self.address} was lost while "
+                "this request computed; ask again once it is back",
+                retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
+            ) from None
+
+    def _cancel_remote(self, client: Client, future: Future[Any]) -> None:
+        if client.status != "running":
+            return  # the scheduler is gone: it has forgotten the task, the worker too
+        cancelling = asyncio.ensure_future(client.cancel([future], force=True))  # type: ignore[no-untyped-call]
+        self._cancelling.add(cancelling)
+        cancelling.add_done_callback(self._cancelling.discard)
+        cancelling.add_done_callback(_ignore_failure)
+
+
+def _ignore_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("cancelling a Dask task failed: %s", task.exception())

@@ -24,6 +24,7 @@ from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import StorageError
+from service.executors import DaskExecutor
 from service.formats import DataLimits
 from service.jobs import JobBackend, JobManager, JobStore
 from service.redis_jobs import RedisJobStore
@@ -106,6 +107,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threads_per_worker=1,
             name="data",
         )
+        executor: DaskExecutor | None = None
+        if settings.dask_scheduler is not None:
+            executor = DaskExecutor(
+                settings.dask_scheduler,
+                timeout_s=settings.timeout_s,
+                queue_size=settings.queue_size,
+                threads_per_worker=settings.threads_per_worker,
+                connect_timeout_s=settings.dask_connect_timeout_s,
+            )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
             limits=DataLimits(
@@ -118,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_pool=data_pool,
             failure_ttl_s=settings.failure_ttl_s,
             predict_max_distances=settings.predict_max_distances,
+            executor=executor,
         )
         await asyncio.to_thread(engine.clean_scratch)
         tenancy = Tenancy(
@@ -140,7 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "(single-user mode; see 'python -m service keys create NAME')"
                 )
         sweeper = asyncio.create_task(tenancy.sweep_forever())
-        await asyncio.gather(pool.start(), data_pool.start())
+        await asyncio.gather(
+            pool.start(), data_pool.start(), *([executor.start()] if executor else [])
+        )
         collector = health.EngineCollector(engine)
         registry.register(collector)
         job_store = await asyncio.to_thread(job_records, settings)
@@ -167,6 +180,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry.unregister(collector)
             pool.close()
             data_pool.close()
+            if executor is not None:
+                await executor.close()
             engine.results.close()
             tenancy.store.close()
 

@@ -217,6 +217,29 @@ class Settings(BaseSettings):
         description="Socket timeout of every Redis call; past it the request gets 503 with "
         "Retry-After (never a hang).",
     )
+    dask_scheduler: str | None = Field(
+        None,
+        description="Address of a Dask scheduler, e.g. 'tcp://scheduler:8786': benchmark fits "
+        "run as tasks on its workers, which read datasets from this same data directory "
+        "(shared). Unset: the local compute pool.",
+    )
+    dask_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait to reach the Dask scheduler; while it cannot be reached, "
+        "computations get 503 and the service keeps reconnecting.",
+    )
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _parse_dask_scheduler(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if "://" not in value:
+            raise ValueError("not a scheduler address like 'tcp://host:8786'")
+        return value
+
     events_ping_s: float = Field(
         15.0,
         gt=0,

@@ -44,6 +44,9 @@ async def readyz(engine: Engine) -> Response:
         return problem_response(503, problem, headers=RETRY_SOON)
     if not engine.pool.healthy:
         return problem_response(503, "the compute pool is not running", headers=RETRY_SOON)
+    if not engine.executor.healthy:
+        problem = getattr(engine.executor, "problem", None) or "the executor is not running"
+        return problem_response(503, problem, headers=RETRY_SOON)
     return JSONResponse({"status": "ok"})
 
 
