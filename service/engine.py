@@ -414,7 +414,7 @@ class BenchmarkEngine:
         dataset: DatasetInfo,
         steps: Sequence[Step[T]],
         spent: Callable[[T], float],
-        report: Callable[[int, int, str], None],
+        report: Progress,
     ) -> list[T]:
         """One executor task per step, in order, within one timeout for them all.
 
