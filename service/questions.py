@@ -131,6 +131,7 @@ class _Document:
         )
 
     async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+        """The answer's JSON bytes, one executor task per step, ``report`` hearing each."""
         raise NotImplementedError
 
 
