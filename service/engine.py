@@ -13,10 +13,10 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -78,8 +78,26 @@ class DataSource(Protocol):
 # Whether the caller may name an uploaded dataset by its id (tenants: one it holds).
 MayUse = Callable[[str], Awaitable[bool]]
 
-# Hears a computation's steps: (strategies done, strategies in all, stage).
+# Hears a computation's steps: (steps done, steps in all, stage).
 Progress = Callable[[int, int, str], None]
+# Computes a sweep's or a stability run's JSON answer, telling a Progress its steps.
+ComputeDocument = Callable[[Progress], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Step(Generic[T]):
+    """One executor task of a computation: ``fn(*args)`` in a worker, ``stage`` its name
+    in the progress a job shows."""
+
+    stage: str
+    fn: Callable[..., T]
+    args: tuple[Any, ...]
+
+
+def document_flight(kind: str, key: str) -> str:
+    """The name under which a sweep or stability run (``kind``) is computed: in flight,
+    in the lease across processes, and in the failures remembered."""
+    return f"{kind}:{key}"
 
 
 @dataclass
@@ -336,7 +354,7 @@ class BenchmarkEngine:
         return await to_thread.run_sync(self.results.get_document, kind, key)
 
     async def get_or_compute_document(
-        self, kind: str, key: str, compute: Callable[[], Awaitable[bytes]]
+        self, kind: str, key: str, compute: ComputeDocument
     ) -> tuple[bytes, bool]:
         """The stored answer of kind ``kind`` under ``key``, computed once by ``compute``
         however many ask at once (in this process, and across processes by a lease).
@@ -347,27 +365,80 @@ class BenchmarkEngine:
         hit = await to_thread.run_sync(self.results.get_document, kind, key)
         if hit is not None:
             return hit, True
-        flight = f"{kind}:{key}"
+        flight = document_flight(kind, key)
         self.failures.check(flight)
+        return await self._once(flight, lambda: self._start_document(kind, key, compute))
 
-        async def run() -> tuple[bytes, bool]:
-            ttl = self.pool.timeout_s + 60
-            while not await to_thread.run_sync(self.results.try_lease, flight, self._owner, ttl):
-                await asyncio.sleep(0.05)
-                done = await to_thread.run_sync(self.results.get_document, kind, key)
-                if done is not None:
-                    return done, True
+    def document_computation(
+        self, kind: str, key: str, compute: ComputeDocument, progress: Progress
+    ) -> asyncio.Task[tuple[bytes, bool]]:
+        """The task computing the answer of kind ``kind`` under ``key`` (the one in flight,
+        a synchronous request's too, or a new one); ``progress`` hears its steps, as
+        :meth:`computation` does for a benchmark."""
+        return self._follow(
+            document_flight(kind, key), lambda: self._start_document(kind, key, compute), progress
+        )
+
+    def _start_document(
+        self, kind: str, key: str, compute: ComputeDocument
+    ) -> Coroutine[Any, Any, tuple[bytes, bool]]:
+        flight = document_flight(kind, key)
+        return self._admitted(flight, self._compute_document(kind, key, compute), executor=True)
+
+    async def _compute_document(
+        self, kind: str, key: str, compute: ComputeDocument
+    ) -> tuple[bytes, bool]:
+        # A lease across the processes on the data directory, as for a benchmark: short
+        # and renewed, so that a job queued behind others does not outlive it.
+        store = self.results
+        flight = document_flight(kind, key)
+        while not await to_thread.run_sync(store.try_lease, flight, self._owner, store.lease_ttl_s):
+            await asyncio.sleep(0.05)
+            done = await to_thread.run_sync(store.get_document, kind, key)
+            if done is not None:
+                return done, True
+        renewing = asyncio.create_task(self._renew_lease(flight))
+        try:
+            done = await to_thread.run_sync(store.get_document, kind, key)
+            if done is not None:
+                return done, True
+            body = await compute(functools.partial(self._report, flight))
+            await to_thread.run_sync(store.put_document, kind, key, body)
+            return body, False
+        finally:
+            renewing.cancel()
+            await to_thread.run_sync(store.release, flight, self._owner)
+
+    async def run_steps(
+        self,
+        dataset: DatasetInfo,
+        steps: Sequence[Step[T]],
+        spent: Callable[[T], float],
+        report: Progress,
+    ) -> list[T]:
+        """One executor task per step, in order, within one timeout for them all.
+
+        ``report(done, total, stage)`` hears each step's start, the step's label as the
+        stage. The budget is spent by the work itself as ``spent`` reads it from a
+        step's result (the fit times, measured in the workers), not by the time a task
+        waits in the queue behind other computations' tasks.
+        """
+        left = self.executor.timeout_s
+        results: list[T] = []
+        for index, step in enumerate(steps):
+            report(index, len(steps), step.stage)
+            if results:
+                left -= spent(results[-1])
+            if left <= 0:
+                raise timed_out(self.executor.timeout_s)
             try:
-                done = await to_thread.run_sync(self.results.get_document, kind, key)
-                if done is not None:
-                    return done, True
-                body = await compute()
-                await to_thread.run_sync(self.results.put_document, kind, key, body)
-                return body, False
-            finally:
-                await to_thread.run_sync(self.results.release, flight, self._owner)
-
-        return await self._once(flight, lambda: self._admitted(flight, run()))
+                result = await self.executor.submit(step.fn, *step.args, timeout_s=left)
+            except FileNotFoundError:
+                raise DatasetNotFoundError(
+                    f"the dataset {dataset.id} was deleted while this computation was queued"
+                ) from None
+            results.append(result)
+        return results
 
     async def _resolve_dataset(
         self, request: DataSource, may_use: MayUse | None = None
@@ -446,7 +517,7 @@ class BenchmarkEngine:
         self, key: str, work: Coroutine[Any, Any, T], *, executor: bool = False
     ) -> T:
         """``work`` counted against the pool's bound from its start (the executor's, for
-        a benchmark's fits, which may run on a cluster).
+        the fits of benchmarks, sweeps and stability runs, which may run on a cluster).
 
         Under a burst the refusal (503) comes at once, before the lease and the store
         are touched (it came after 2-5 s when only the pool's submit counted).
@@ -458,13 +529,18 @@ class BenchmarkEngine:
         finally:
             work.close()  # never started when refused: no "never awaited" warning
 
-    async def _once(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Await the computation under ``key``, starting it unless it already runs."""
+    def _flight(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
+        """The computation in flight under ``key``, started unless it already runs."""
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(start())
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return task
+
+    async def _once(self, key: str, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Await the computation under ``key``, starting it unless it already runs."""
+        task = self._flight(key, start)
         # shield: one waiter giving up must not cancel the computation the others await.
         try:
             result: T = await asyncio.shield(task)
@@ -488,19 +564,25 @@ class BenchmarkEngine:
         A new task counts against the pool's bound when it starts: it fails at once
         with ComputeBusyError when the pool is full.
         """
-        task = self._inflight.get(job.id)
-        if task is None:
+        if job.id not in self._inflight:
             self.stats.misses += 1
-            task = asyncio.create_task(self._admitted(job.id, self._compute(job), executor=True))
-            self._inflight[job.id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(job.id, None))
-        listeners = self._listeners.setdefault(job.id, [])
+        return self._follow(
+            job.id, lambda: self._admitted(job.id, self._compute(job), executor=True), progress
+        )
+
+    def _follow(
+        self, key: str, start: Callable[[], Coroutine[Any, Any, T]], progress: Progress
+    ) -> asyncio.Task[T]:
+        """The computation under ``key`` (see :meth:`_flight`), ``progress`` hearing its
+        steps until it ends."""
+        task = self._flight(key, start)
+        listeners = self._listeners.setdefault(key, [])
         listeners.append(progress)
 
         def unlisten(_: object) -> None:
             listeners.remove(progress)
-            if not listeners and self._listeners.get(job.id) is listeners:
-                del self._listeners[job.id]
+            if not listeners and self._listeners.get(key) is listeners:
+                del self._listeners[key]
 
         task.add_done_callback(unlisten)
         return task
@@ -626,30 +708,17 @@ class BenchmarkEngine:
     async def _fit_strategies(
         self, job: ResolvedBenchmark, X_path: Path, y_path: Path | None
     ) -> list[bm.StrategyOutcome]:
-        """One executor task per strategy, in order, within one timeout for them all.
-
-        The budget is spent by the fits themselves (as measured in the workers), not by
-        the time a task waits in the queue behind other computations' tasks.
-        """
-        strategies = job.params.strategies
-        left = self.executor.timeout_s
-        outcomes: list[bm.StrategyOutcome] = []
-        for index, strategy in enumerate(strategies):
-            self._report(job.id, index, len(strategies), strategy.init)
-            if outcomes:
-                left -= outcomes[-1].fit_time
-            if left <= 0:
-                raise timed_out(self.executor.timeout_s)
-            try:
-                outcome = await self.executor.submit(
-                    bm.run_strategy_from_files, X_path, y_path, job.params, index, timeout_s=left
-                )
-            except FileNotFoundError:
-                raise DatasetNotFoundError(
-                    f"the dataset {job.dataset.id} was deleted while this benchmark was queued"
-                ) from None
-            outcomes.append(outcome)
-        return outcomes
+        """One executor task per strategy, in order, within one timeout for them all."""
+        steps = [
+            Step(strategy.init, bm.run_strategy_from_files, (X_path, y_path, job.params, index))
+            for index, strategy in enumerate(job.params.strategies)
+        ]
+        return await self.run_steps(
+            job.dataset,
+            steps,
+            lambda outcome: outcome.fit_time,
+            functools.partial(self._report, job.id),
+        )
 
     async def _renew_lease(self, key: str) -> None:
         """Keep this process's lease on ``key`` alive until cancelled."""

@@ -5,9 +5,10 @@ outlives the process that runs it: after a restart a queued or running job whose
 process is gone is run again (or failed with the reason why it cannot be). Identical
 questions join one job. Nothing here knows HTTP; every store call runs in a thread.
 
-The computation itself is the engine's (one executor task per strategy, shared with
-synchronous requests for the same question); the runner here follows its steps,
-records them, and tells whoever watches.
+A job computes a question of one of :data:`service.questions.KINDS` (a benchmark, a
+sweep, a stability run). The computation itself is the question's (one executor task
+per step, shared with synchronous requests for the same question); the runner here
+follows its steps, records them, and tells whoever watches.
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from service import benchmark as bm
 from service import processes
-from service.engine import BenchmarkEngine, ResolvedBenchmark
+from service.engine import BenchmarkEngine
 from service.errors import (
     ComputeBusyError,
     ComputeCancelledError,
-    DatasetNotFoundError,
     JobFinishedError,
     JobOrphanedError,
     ServiceError,
     StorageError,
 )
+from service.questions import KINDS, Question
 from service.sqlite import open_wal
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been 
 
 @dataclass
 class Job:
-    """One job's record. ``key`` is the benchmark id the job computes."""
+    """One job's record. ``key`` is the id of the result the job computes (a benchmark's,
+    a sweep's or a stability run's, as ``kind`` says); ``request`` asks it again."""
 
     id: str
     kind: str
@@ -143,9 +144,15 @@ class Job:
             "created_at": _iso(self.created),
             "started_at": _iso(self.started),
             "finished_at": _iso(self.finished),
-            "result_url": f"/v1/benchmarks/{self.key}" if self.state == "succeeded" else None,
+            "result_url": self.result_url if self.state == "succeeded" else None,
             "error": self.error,
         }
+
+    @property
+    def result_url(self) -> str | None:
+        """Where the result is read once the job has succeeded."""
+        kind = KINDS.get(self.kind)
+        return None if kind is None else kind.result_url(self.key)
 
     def snapshot(self) -> tuple[Any, ...]:
         """What a watcher compares to tell whether the job changed."""
@@ -443,7 +450,7 @@ class _Running:
     """A job this process runs: its record, its runner task, and who to wake on change."""
 
     job: Job
-    resolved: ResolvedBenchmark | None  # None for a job that cannot run again
+    question: Question | None  # None for a job that cannot run again
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
@@ -486,16 +493,16 @@ class JobManager:
 
     # -- starting ---------------------------------------------------------------------
 
-    async def submit(self, resolved: ResolvedBenchmark) -> Job:
-        """The job computing ``resolved``: the one already queued or running, or a new one.
+    async def submit(self, question: Question) -> Job:
+        """The job computing ``question``: the one already queued or running, or a new one.
 
         Raises the failure remembered for the question (as a synchronous request would
         get it), or ComputeBusyError when this process runs ``max_active`` jobs already.
         """
-        running = self._by_key.get(resolved.id)
+        running = self._by_key.get(question.id)
         if running is not None:
             return copy.copy(running.job)
-        self.engine.failures.check(resolved.id)
+        self.engine.failures.check(question.flight)
         if len(self._active) >= self.max_active:
             raise ComputeBusyError(
                 f"this server already runs {self.max_active} jobs "
@@ -504,28 +511,27 @@ class JobManager:
             )
         job, created = await asyncio.to_thread(
             self.store.create_or_join,
-            kind="benchmark",
-            key=resolved.id,
-            request={"dataset": resolved.dataset.id, "params": resolved.params.as_dict()},
-            total=len(resolved.params.strategies),
+            kind=question.kind,
+            key=question.id,
+            request=question.record(),
+            total=question.steps,
             owner=self.owner,
             alive=self._alive,
         )
         if created:
-            self._start(job, resolved)
+            self._start(job, question)
         return job
 
-    def _start(self, job: Job, resolved: ResolvedBenchmark) -> None:
-        running = _Running(job=job, resolved=resolved)
+    def _start(self, job: Job, question: Question) -> None:
+        running = _Running(job=job, question=question)
         self._active[job.id] = running
         self._by_key[job.key] = running
         running.task = asyncio.create_task(self._run(running), name=f"job {job.id}")
 
     async def _run(self, running: _Running) -> None:
         job = running.job
-
-        resolved = running.resolved
-        assert resolved is not None
+        question = running.question
+        assert question is not None
 
         def progress(done: int, total: int, stage: str) -> None:
             if job.is_finished:
@@ -545,7 +551,7 @@ class JobManager:
         try:
             while True:
                 try:
-                    await self.engine.computation(resolved, progress)
+                    await question.computation(self.engine, progress)
                     break
                 except ComputeBusyError:
                     # Queued: every worker is busy and the pool's queue is full.
@@ -778,14 +784,12 @@ class JobManager:
             if not await asyncio.to_thread(self.store.claim, job.id, job.owner, self.owner):
                 continue  # another process took it
             taken += 1
-            # The gone process's lease on the question would hold it for minutes.
             lease_owner = job.owner.partition("@")[0]
-            await asyncio.to_thread(self.engine.results.release, job.key, lease_owner)
             old_owner, job.owner = job.owner, self.owner
             try:
-                resolved = await asyncio.to_thread(self._rebuild, job)
+                question = await asyncio.to_thread(self._rebuild, job)
             except ServiceError as exc:
-                running = _Running(job=job, resolved=None)
+                running = _Running(job=job, question=None)
                 self._active[job.id] = running
                 await self._finish(running, "failed", error=problem_of(exc))
                 logger.warning("job %s of stopped process %s failed: %s", job.id, old_owner, exc)
@@ -793,28 +797,27 @@ class JobManager:
             job.stage = "queued"
             if job.state == "running":
                 job.state = "queued"
+            # The gone process's lease on the question would hold it for minutes.
+            await asyncio.to_thread(self.engine.results.release, question.flight, lease_owner)
             logger.warning("job %s of stopped process %s runs again", job.id, old_owner)
-            self._start(job, resolved)
+            self._start(job, question)
         return taken
 
-    def _rebuild(self, job: Job) -> ResolvedBenchmark:
+    def _rebuild(self, job: Job) -> Question:
         """The question a stored job asks, checked to be the same question still."""
-        try:
-            dataset = self.engine.datasets.get(job.request["dataset"])
-        except DatasetNotFoundError:
-            raise DatasetNotFoundError(
-                f"the server restarted while this job was queued or running, and its dataset "
-                f"{job.request['dataset']} has been deleted since: it cannot run again"
-            ) from None
-        raw = dict(job.request["params"])
-        raw["strategies"] = tuple(bm.Strategy(**s) for s in raw["strategies"])
-        params = bm.BenchmarkParams(**raw)
-        if bm.benchmark_id(params) != job.key:
+        kind = KINDS.get(job.kind)
+        if kind is None:
             raise JobOrphanedError(
-                "the server restarted with other versions of the service, scikit-learn or "
-                "NumPy while this job was queued or running: its result would differ; ask again"
+                f"the server restarted while this job was queued or running, and this "
+                f"version of the service does not know its kind {job.kind!r}: ask again"
             )
-        return ResolvedBenchmark(id=job.key, dataset=dataset, params=params)
+        try:
+            return kind.rebuild(self.engine, job.key, job.request)
+        except (KeyError, TypeError, ValueError):
+            raise JobOrphanedError(
+                "the server restarted while this job was queued or running, and its stored "
+                "request cannot be read by this version of the service: ask again"
+            ) from None
 
     async def close(self) -> None:
         """Stop the runners; their jobs stay active in the store and run again later."""

@@ -401,14 +401,18 @@ class Job(BaseModel):
     """A long computation run in the background: poll it, follow its events, or cancel it."""
 
     id: str = Field(description="The job's id (sha256-sized hex).")
-    kind: Literal["benchmark"] = Field(description="What the job computes.")
+    kind: Literal["benchmark", "sweep", "stability"] = Field(
+        description="What the job computes: `POST /v1/benchmarks`, `/v1/sweeps` or "
+        "`/v1/stability` asked with `Prefer: respond-async`."
+    )
     state: JobState
     progress: JobProgress
     created_at: str = Field(description="ISO 8601, UTC.", examples=["2026-01-01T12:00:00.000Z"])
     started_at: str | None = Field(description="When it began computing (ISO 8601, UTC).")
     finished_at: str | None = Field(description="When it ended (ISO 8601, UTC).")
     result_url: str | None = Field(
-        description="Where the result is, once the job has succeeded.",
+        description="Where the result is, once the job has succeeded: "
+        "`/v1/benchmarks/{id}`, `/v1/sweeps/{id}` or `/v1/stability/{id}`.",
         examples=["/v1/benchmarks/<id>"],
     )
     error: Problem | None = Field(description="Why it failed or was cancelled, as a problem.")

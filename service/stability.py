@@ -95,51 +95,61 @@ def run_stability(
         (each seed's inertia and scores) and ``warnings``.
     """
     bm.check_magnitude(X)
-    results = []
-    for strategy in params.benchmark.strategies:
-        rows: list[dict[str, Any]] = []
-        labelings: list[np.ndarray] = []
-        warned: dict[str, None] = {}
-        for seed in params.seeds:
-            run = replace(params.benchmark, random_state=seed)
-            outcome, labels = bm.fit_strategy(X, y, strategy, run)
-            rows.append(
-                {
-                    "random_state": seed,
-                    "inertia": outcome.inertia,
-                    **outcome.scores,
-                    "fit_time": outcome.fit_time,
-                }
-            )
-            labelings.append(labels)
-            warned.update(dict.fromkeys(outcome.warnings))
-        pairs = [
-            float(metrics.adjusted_rand_score(a, b))
-            for a, b in itertools.combinations(labelings, 2)
-        ]
-        results.append(
+    return [_over_seeds(X, y, params, index) for index in range(len(params.benchmark.strategies))]
+
+
+def _over_seeds(
+    X: np.ndarray, y: np.ndarray | None, params: StabilityParams, index: int
+) -> dict[str, Any]:
+    """One strategy, ``params.benchmark.strategies[index]``, under every seed."""
+    strategy = params.benchmark.strategies[index]
+    rows: list[dict[str, Any]] = []
+    labelings: list[np.ndarray] = []
+    warned: dict[str, None] = {}
+    for seed in params.seeds:
+        run = replace(params.benchmark, random_state=seed)
+        outcome, labels = bm.fit_strategy(X, y, strategy, run)
+        rows.append(
             {
-                "init": strategy.init,
-                "n_init": strategy.n_init,
-                "n_seeds": len(params.seeds),
-                **{name: _summary([row[name] for row in rows]) for name in SUMMARISED},
-                "seed_ari": {
-                    "mean": float(np.mean(pairs)) if pairs else None,
-                    "min": float(np.min(pairs)) if pairs else None,
-                },
-                "per_seed": rows,
-                "warnings": list(warned),
+                "random_state": seed,
+                "inertia": outcome.inertia,
+                **outcome.scores,
+                "fit_time": outcome.fit_time,
             }
         )
-    return results
+        labelings.append(labels)
+        warned.update(dict.fromkeys(outcome.warnings))
+    pairs = [
+        float(metrics.adjusted_rand_score(a, b)) for a, b in itertools.combinations(labelings, 2)
+    ]
+    return {
+        "init": strategy.init,
+        "n_init": strategy.n_init,
+        "n_seeds": len(params.seeds),
+        **{name: _summary([row[name] for row in rows]) for name in SUMMARISED},
+        "seed_ari": {
+            "mean": float(np.mean(pairs)) if pairs else None,
+            "min": float(np.min(pairs)) if pairs else None,
+        },
+        "per_seed": rows,
+        "warnings": list(warned),
+    }
 
 
-def run_stability_from_files(
-    X_path: Path, y_path: Path | None, params: StabilityParams
-) -> list[dict[str, Any]]:
-    """Worker entry point: memory-map the stored dataset and run every seed."""
+def run_strategy_from_files(
+    X_path: Path, y_path: Path | None, params: StabilityParams, index: int
+) -> dict[str, Any]:
+    """Worker entry point for one strategy under every seed, on the stored
+    (memory-mapped) dataset.
+
+    A strategy's seeds stay in one task: the adjusted Rand index between them needs
+    every seed's labels, which would otherwise travel back from the workers. Strategies
+    do not depend on one another, so one task per strategy gives the numbers
+    :func:`run_stability` gives, and lets a job report progress and stop between them.
+    """
     X, y = load_arrays(X_path, y_path)
-    return run_stability(X, y, params)
+    bm.check_magnitude(X)  # as run_stability does
+    return _over_seeds(X, y, params, index)
 
 
 def build_body(

@@ -144,30 +144,46 @@ def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[
         One per (k, strategy), k ascending, strategies in their order: ``k``, ``init``,
         ``n_init``, ``inertia``, ``n_iter``, the scores, ``fit_time`` and ``warnings``.
     """
-    results = []
-    for k in params.k:
-        for outcome in bm.run_benchmark(X, y, params.benchmark_at(k)):
-            results.append(
-                {
-                    "k": k,
-                    "init": outcome.init,
-                    "n_init": outcome.n_init,
-                    "inertia": outcome.inertia,
-                    "n_iter": outcome.n_iter,
-                    **outcome.scores,
-                    "fit_time": outcome.fit_time,
-                    "warnings": outcome.warnings,
-                }
-            )
-    return results
+    bm.check_magnitude(X)
+    return [_row(X, y, params, k, index) for k, index in steps(params)]
 
 
-def run_sweep_from_files(
-    X_path: Path, y_path: Path | None, params: SweepParams
-) -> list[dict[str, Any]]:
-    """Worker entry point: memory-map the stored dataset and run the sweep."""
+def _row(
+    X: np.ndarray, y: np.ndarray | None, params: SweepParams, k: int, index: int
+) -> dict[str, Any]:
+    """One (k, strategy) of the sweep: exactly that strategy of the benchmark at ``k``."""
+    benchmark = params.benchmark_at(k)
+    outcome, _ = bm.fit_strategy(X, y, benchmark.strategies[index], benchmark)
+    return {
+        "k": k,
+        "init": outcome.init,
+        "n_init": outcome.n_init,
+        "inertia": outcome.inertia,
+        "n_iter": outcome.n_iter,
+        **outcome.scores,
+        "fit_time": outcome.fit_time,
+        "warnings": outcome.warnings,
+    }
+
+
+def steps(params: SweepParams) -> list[tuple[int, int]]:
+    """The sweep's steps, one executor task each, in the order of its results:
+    (k, index of the strategy)."""
+    return [(k, index) for k in params.k for index in range(len(params.strategies))]
+
+
+def run_step_from_files(
+    X_path: Path, y_path: Path | None, params: SweepParams, k: int, index: int
+) -> dict[str, Any]:
+    """Worker entry point for one (k, strategy) on the stored (memory-mapped) dataset.
+
+    Each fit depends only on the data, k and the strategy (every one starts from
+    ``random_state``), so one task per step gives the numbers :func:`run_sweep` gives,
+    and lets a job report progress and stop between them.
+    """
     X, y = load_arrays(X_path, y_path)
-    return run_sweep(X, y, params)
+    bm.check_magnitude(X)  # as run_sweep does: a few ms per 10 million values
+    return _row(X, y, params, k, index)
 
 
 def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:

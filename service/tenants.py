@@ -533,22 +533,23 @@ class Tenancy:
         many tenants still hold it."""
         return await self._run(lambda: self.store.release_benchmark(tenant, benchmark_id, keep))
 
-    async def claim_job(self, tenant: str | None, job_id: str, benchmark_id: str) -> None:
+    async def claim_job(self, tenant: str | None, job_id: str, result_id: str) -> None:
         """Give ``tenant`` the job it asked for (or joined): its events, its cancel, and
-        the benchmark it computes once it has succeeded."""
+        the result it computes (a benchmark, a sweep, a stability run) once it has
+        succeeded."""
         if tenant is not None:
             await self._run(
-                lambda: self.store.claim(tenant, JOB, job_id, parent=benchmark_id, nbytes=0)
+                lambda: self.store.claim(tenant, JOB, job_id, parent=result_id, nbytes=0)
             )
 
     async def held_jobs(self, tenant: str) -> list[str]:
         return await self._run(lambda: self.store.held(tenant, JOB))
 
-    async def awaits_benchmark(self, tenant: str | None, benchmark_id: str) -> bool:
-        """Whether ``tenant`` asked for a job computing ``benchmark_id``."""
+    async def awaits_result(self, tenant: str | None, result_id: str) -> bool:
+        """Whether ``tenant`` asked for a job computing ``result_id``."""
         if tenant is None:
             return True
-        return await self._run(lambda: self.store.has_child(tenant, JOB, benchmark_id))
+        return await self._run(lambda: self.store.has_child(tenant, JOB, result_id))
 
     async def claim_plot(
         self, tenant: str | None, benchmark_id: str, key: str, nbytes: int

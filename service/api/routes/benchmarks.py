@@ -27,6 +27,7 @@ from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
 from service.benchmark import format_table
 from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, InvalidRequestError
+from service.questions import BenchmarkQuestion
 from service.report import CONTENT_SECURITY_POLICY, render_report
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
@@ -158,7 +159,7 @@ async def _held_entry(
     entry = None
     if await tenants.holds(caller, BENCHMARK, benchmark_id):
         entry = await engine.cached(benchmark_id)
-    elif await tenants.awaits_benchmark(caller, benchmark_id):
+    elif await tenants.awaits_result(caller, benchmark_id):
         entry = await engine.cached(benchmark_id)
         if entry is not None:
             await _claim(tenants, caller, entry)  # the job's result is the caller's now
@@ -219,7 +220,7 @@ async def create_benchmark(
     if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):
         await tenants.check_quota(caller)
     if prefers_async(request):
-        accepted = await respond_async(request, job, caller, tenants)
+        accepted = await respond_async(request, BenchmarkQuestion(job), caller, tenants)
         if accepted is not None:
             return accepted
     entry, cached = await engine.get_or_compute(job)

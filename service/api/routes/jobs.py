@@ -16,9 +16,10 @@ from starlette.responses import Response
 
 from service.api.auth import Caller
 from service.api.deps import ID_PATTERN, Tenants, problems
-from service.engine import BenchmarkEngine, ResolvedBenchmark
+from service.engine import BenchmarkEngine
 from service.errors import InvalidRequestError, JobNotFoundError
 from service.jobs import FINISHED, Job, JobManager
+from service.questions import Question
 from service.schemas import Job as JobModel
 from service.schemas import JobList, JobState
 from service.tenants import JOB, Tenancy
@@ -41,6 +42,16 @@ JOB_ACCEPTED: dict[int | str, dict[str, Any]] = {
         "model": JobModel,
         "description": "With `Prefer: respond-async`: the job computing the result; "
         "`Location` names it.",
+        "headers": {
+            "Location": {
+                "description": "The job: `/v1/jobs/{job_id}`.",
+                "schema": {"type": "string"},
+            },
+            "Preference-Applied": {
+                "description": "`respond-async` (RFC 7240).",
+                "schema": {"type": "string"},
+            },
+        },
     }
 }
 
@@ -61,16 +72,15 @@ def _json(job: Job, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 async def respond_async(
-    request: Request, resolved: ResolvedBenchmark, caller: str | None, tenants: Tenancy
+    request: Request, question: Question, caller: str | None, tenants: Tenancy
 ) -> Response | None:
-    """202 and the job computing ``resolved``; None when the result is stored already
+    """202 and the job computing ``question``; None when the result is stored already
     (then the route answers 200 with it, as without the preference)."""
-    engine: BenchmarkEngine = request.state.engine
-    if await engine.cached(resolved.id) is not None:
+    if await question.stored(request.state.engine):
         return None
     jobs: JobManager = request.state.jobs
-    job = await jobs.submit(resolved)
-    await tenants.claim_job(caller, job.id, resolved.id)
+    job = await jobs.submit(question)
+    await tenants.claim_job(caller, job.id, question.id)
     return _json(
         job,
         202,
@@ -80,6 +90,22 @@ async def respond_async(
             "Vary": "Prefer",
         },
     )
+
+
+async def held_result(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, kind: str, result_id: str
+) -> bytes | None:
+    """The stored sweep or stability run (``kind``), if the caller holds it or asked for
+    the job that computed it (then it is the caller's now); else None."""
+    if await tenants.holds(caller, kind, result_id):
+        return await engine.cached_document(kind, result_id)
+    if not await tenants.awaits_result(caller, result_id):
+        return None
+    body = await engine.cached_document(kind, result_id)
+    if body is not None:
+        dataset_id = orjson.loads(body)["dataset"]["id"]
+        await tenants.claim_result(caller, kind, result_id, dataset_id, len(body))
+    return body
 
 
 def _cursor(seq: int) -> str:

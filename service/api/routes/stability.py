@@ -13,7 +13,9 @@ from service import stability
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, negotiate, problems
+from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
 from service.errors import StabilityNotFoundError
+from service.questions import StabilityQuestion, resolve_stability
 from service.schemas import StabilityRequest, StabilityResult
 from service.tenants import STABILITY
 
@@ -21,7 +23,7 @@ router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
 REPRESENTATIONS = ("application/json", "text/plain")
 IMMUTABLE = "public, max-age=31536000, immutable"
-KIND = "stability"
+KIND = StabilityQuestion.kind
 
 EXAMPLES: dict[str, Any] = {
     "digits": {
@@ -74,34 +76,35 @@ def _respond(
 @router.post(
     "",
     response_model=StabilityResult,
-    responses={**RESPONSES, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
+    responses={**RESPONSES, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
     openapi_extra=body_openapi(StabilityRequest, required=False, examples=EXAMPLES),
     summary="Run a benchmark under several seeds, or fetch it from the cache",
 )
 async def create_stability(
     request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
-    """Mean and standard deviation of every number over the seeds, and their agreement."""
+    """Mean and standard deviation of every number over the seeds, and their agreement.
+
+    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
+    `Location: /v1/jobs/{id}`.
+    """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
     may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
     async with json_body(request, engine) as raw:
         parsed, dataset = await engine.resolve_data(StabilityRequest, raw, may_use=may_use)
-    job = await engine.resolve(parsed, dataset, may_use=may_use)
-    params = stability.StabilityParams(job.params, stability.seed_list(parsed.seeds))
-    result_id = stability.stability_id(params)
+    question = await resolve_stability(engine, parsed, dataset, may_use=may_use)
+    result_id = question.id
     await tenants.claim_dataset(caller, dataset.id)
     if etag_matches(request.headers.get("if-none-match"), f'"{result_id}"'):
         return Response(status_code=304, headers={"ETag": f'"{result_id}"', "Vary": "Accept"})
     if caller is not None and not await tenants.holds(caller, STABILITY, result_id):
         await tenants.check_quota(caller)
-
-    async def compute() -> bytes:
-        X_path, y_path = engine.datasets.files(dataset)
-        results = await engine.pool.run(stability.run_stability_from_files, X_path, y_path, params)
-        return orjson.dumps(stability.build_body(result_id, dataset.public(), params, results))
-
-    body, cached = await engine.get_or_compute_document(KIND, result_id, compute)
+    if prefers_async(request):
+        accepted = await respond_async(request, question, caller, tenants)
+        if accepted is not None:
+            return accepted
+    body, cached = await question.get_or_compute(engine)
     await tenants.claim_result(caller, STABILITY, result_id, dataset.id, len(body))
     return _respond(body, result_id, cached=cached, accept=accept)
 
@@ -118,9 +121,7 @@ async def get_stability(
     """The same body as the request that made the run, from the cache."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    if not await tenants.holds(caller, STABILITY, stability_id):
-        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
-    body = await engine.cached_document(KIND, stability_id)
+    body = await held_result(engine, tenants, caller, KIND, stability_id)
     if body is None:
         raise StabilityNotFoundError(f"no stability run with id {stability_id}")
     if etag_matches(request.headers.get("if-none-match"), f'"{stability_id}"'):

@@ -13,16 +13,17 @@ from service import sweeps
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, problems
-from service.datasets import DatasetInfo
-from service.engine import strategies_of
+from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
+from service.engine import BenchmarkEngine, Progress
 from service.errors import SweepNotFoundError
+from service.questions import SweepQuestion, resolve_sweep
 from service.schemas import SweepRequest, SweepResult
 from service.tenants import SWEEP, Tenancy
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-KIND = "sweep"
+KIND = SweepQuestion.kind
 PLOT_KIND = "sweep-plot"
 
 EXAMPLES: dict[str, Any] = {
@@ -46,23 +47,6 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-def _resolve(request: SweepRequest, dataset: DatasetInfo) -> tuple[str, sweeps.SweepParams]:
-    params = sweeps.SweepParams(
-        dataset=dataset.id,
-        k=sweeps.k_values(request.k_list()),
-        strategies=strategies_of(request.strategies),
-        random_state=request.random_state,
-        scale=request.scale,
-        estimator=request.estimator,
-        algorithm=request.algorithm,
-        max_iter=request.max_iter,
-        tol=float(request.tol),
-        silhouette_sample_size=request.silhouette_sample_size,
-    )
-    sweeps.check_sweep(params, dataset.n_samples, dataset.n_features)
-    return sweeps.sweep_id(params), params
-
-
 def _respond(
     body: bytes, sweep_id: str, *, cached: bool, extra: dict[str, str] | None = None
 ) -> Response:
@@ -72,9 +56,13 @@ def _respond(
     return Response(body, headers=headers, media_type="application/json")
 
 
-async def _check_held(tenants: Tenancy, caller: str | None, sweep_id: str) -> None:
-    if not await tenants.holds(caller, SWEEP, sweep_id):
+async def _held(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, sweep_id: str
+) -> bytes:
+    body = await held_result(engine, tenants, caller, KIND, sweep_id)
+    if body is None:
         raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+    return body
 
 
 @router.post(
@@ -83,6 +71,7 @@ async def _check_held(tenants: Tenancy, caller: str | None, sweep_id: str) -> No
     responses={
         200: {"description": "The sweep (`X-Cache` says whether it was computed now)."},
         304: {"description": "`If-None-Match` names this sweep: the client has it."},
+        **JOB_ACCEPTED,
         **problems(400, 403, 413, 415, 422, 503, 504),
     },
     openapi_extra=body_openapi(SweepRequest, required=False, examples=EXAMPLES),
@@ -91,23 +80,26 @@ async def _check_held(tenants: Tenancy, caller: str | None, sweep_id: str) -> No
 async def create_sweep(
     request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
-    """Fit and score each strategy at each k, and recommend a k by each criterion."""
+    """Fit and score each strategy at each k, and recommend a k by each criterion.
+
+    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
+    `Location: /v1/jobs/{id}`.
+    """
     may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
     async with json_body(request, engine) as raw:
         sweep_request, dataset = await engine.resolve_data(SweepRequest, raw, may_use=may_use)
-    sweep_id, params = _resolve(sweep_request, dataset)
+    question = resolve_sweep(sweep_request, dataset)
+    sweep_id = question.id
     await tenants.claim_dataset(caller, dataset.id)
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
     if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
         await tenants.check_quota(caller)
-
-    async def compute() -> bytes:
-        X_path, y_path = engine.datasets.files(dataset)
-        results = await engine.pool.run(sweeps.run_sweep_from_files, X_path, y_path, params)
-        return orjson.dumps(sweeps.build_body(sweep_id, dataset.public(), params, results))
-
-    body, cached = await engine.get_or_compute_document(KIND, sweep_id, compute)
+    if prefers_async(request):
+        accepted = await respond_async(request, question, caller, tenants)
+        if accepted is not None:
+            return accepted
+    body, cached = await question.get_or_compute(engine)
     await tenants.claim_result(caller, SWEEP, sweep_id, dataset.id, len(body))
     return _respond(body, sweep_id, cached=cached)
 
@@ -125,10 +117,7 @@ async def get_sweep(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The same body as the request that made the sweep, from the cache."""
-    await _check_held(tenants, caller, sweep_id)
-    body = await engine.cached_document(KIND, sweep_id)
-    if body is None:
-        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+    body = await _held(engine, tenants, caller, sweep_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
     return _respond(body, sweep_id, cached=True, extra={"Cache-Control": IMMUTABLE})
@@ -152,17 +141,14 @@ async def get_sweep_plot(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The scores against k, the k each criterion recommends marked."""
-    await _check_held(tenants, caller, sweep_id)
-    body = await engine.cached_document(KIND, sweep_id)
-    if body is None:
-        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
+    body = await _held(engine, tenants, caller, sweep_id)
     headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
     data = orjson.loads(body)
     name = data["dataset"]["name"] or f"dataset {data['dataset']['id'][:8]}"
 
-    async def render() -> bytes:
+    async def render(_: Progress) -> bytes:  # one step: nobody follows its progress
         png: bytes = await engine.pool.run(sweeps.render_sweep, data, name)
         return png
 

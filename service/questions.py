@@ -1,0 +1,310 @@
+"""The questions a job computes: a benchmark, a sweep over k, a stability run over seeds.
+
+Each is a request resolved to its hash (the job's key, the result's id), with what a job
+needs of it: its number of steps, the record a restarted server asks it again from, and
+its computation, which a synchronous request for the same question shares (one executor
+task per step: a strategy; a (k, strategy); a strategy under every seed). :data:`KINDS`
+says, per kind, where its result is read and how a stored record becomes the question
+again. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from service import benchmark as bm
+from service import stability, sweeps
+from service.datasets import DatasetInfo
+from service.engine import (
+    BenchmarkEngine,
+    MayUse,
+    Progress,
+    ResolvedBenchmark,
+    Step,
+    document_flight,
+    strategies_of,
+)
+from service.errors import DatasetNotFoundError, JobOrphanedError
+from service.schemas import StabilityRequest, SweepRequest
+
+
+class Question(Protocol):
+    """A resolved request a job can compute."""
+
+    kind: ClassVar[str]
+
+    @property
+    def id(self) -> str:
+        """The request hash: the job's key and the result's id."""
+        ...
+
+    @property
+    def dataset(self) -> DatasetInfo: ...
+
+    @property
+    def flight(self) -> str:
+        """The name its computation runs under: in flight, in the lease across
+        processes, and in the failures remembered."""
+        ...
+
+    @property
+    def steps(self) -> int:
+        """How many steps its progress counts."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """What a job stores to ask the question again (see :data:`KINDS`)."""
+        ...
+
+    async def stored(self, engine: BenchmarkEngine) -> bool:
+        """Whether its result is stored already."""
+        ...
+
+    def computation(self, engine: BenchmarkEngine, progress: Progress) -> asyncio.Task[Any]:
+        """The task computing and storing its result (the one in flight, or a new one),
+        ``progress`` hearing each step; cancelling it stops the workers."""
+        ...
+
+
+@dataclass(frozen=True)
+class BenchmarkQuestion:
+    """A benchmark: one step per strategy."""
+
+    kind: ClassVar[str] = "benchmark"
+    resolved: ResolvedBenchmark
+
+    @property
+    def id(self) -> str:
+        return self.resolved.id
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return self.resolved.dataset
+
+    @property
+    def flight(self) -> str:
+        return self.resolved.id
+
+    @property
+    def steps(self) -> int:
+        return len(self.resolved.params.strategies)
+
+    def record(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.id, "params": self.resolved.params.as_dict()}
+
+    async def stored(self, engine: BenchmarkEngine) -> bool:
+        return await engine.cached(self.id) is not None
+
+    def computation(self, engine: BenchmarkEngine, progress: Progress) -> asyncio.Task[Any]:
+        return engine.computation(self.resolved, progress)
+
+
+class _Document:
+    """A question whose answer is one stored JSON document (a sweep, a stability run)."""
+
+    kind: ClassVar[str]
+    id: str
+    dataset: DatasetInfo
+
+    @property
+    def flight(self) -> str:
+        return document_flight(self.kind, self.id)
+
+    async def stored(self, engine: BenchmarkEngine) -> bool:
+        return await engine.cached_document(self.kind, self.id) is not None
+
+    def computation(self, engine: BenchmarkEngine, progress: Progress) -> asyncio.Task[Any]:
+        return engine.document_computation(
+            self.kind, self.id, functools.partial(self.compute, engine), progress
+        )
+
+    async def get_or_compute(self, engine: BenchmarkEngine) -> tuple[bytes, bool]:
+        """The answer's JSON bytes, and whether they came from the cache."""
+        return await engine.get_or_compute_document(
+            self.kind, self.id, functools.partial(self.compute, engine)
+        )
+
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+        """The answer's JSON bytes, one executor task per step, ``report`` hearing each."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SweepQuestion(_Document):
+    """A sweep over k: one step per (k, strategy)."""
+
+    kind: ClassVar[str] = "sweep"
+    id: str
+    dataset: DatasetInfo
+    params: sweeps.SweepParams
+
+    @property
+    def steps(self) -> int:
+        return len(self.params.k) * len(self.params.strategies)
+
+    def record(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.id, "params": self.params.as_dict()}
+
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+        X_path, y_path = engine.datasets.files(self.dataset)
+        strategies = self.params.strategies
+        steps = [
+            Step(
+                f"k={k} {strategies[index].init}",
+                sweeps.run_step_from_files,
+                (X_path, y_path, self.params, k, index),
+            )
+            for k, index in sweeps.steps(self.params)
+        ]
+        rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
+        report(len(steps), len(steps), "storing")
+        body = sweeps.build_body(self.id, self.dataset.public(), self.params, rows)
+        return orjson.dumps(body)
+
+
+@dataclass(frozen=True)
+class StabilityQuestion(_Document):
+    """A benchmark under several seeds: one step per strategy (its seeds in one task)."""
+
+    kind: ClassVar[str] = "stability"
+    id: str
+    dataset: DatasetInfo
+    params: stability.StabilityParams
+
+    @property
+    def steps(self) -> int:
+        return len(self.params.benchmark.strategies)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.id,
+            "params": self.params.benchmark.as_dict(),
+            "seeds": list(self.params.seeds),
+        }
+
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+        X_path, y_path = engine.datasets.files(self.dataset)
+        steps = [
+            Step(strategy.init, stability.run_strategy_from_files, (X_path, y_path, self.params, i))
+            for i, strategy in enumerate(self.params.benchmark.strategies)
+        ]
+        results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)
+        report(len(steps), len(steps), "storing")
+        body = stability.build_body(self.id, self.dataset.public(), self.params, results)
+        return orjson.dumps(body)
+
+
+def _seconds_over_seeds(result: dict[str, Any]) -> float:
+    return float(sum(row["fit_time"] for row in result["per_seed"]))
+
+
+def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
+    """A sweep request with its defaults applied, checked against the data."""
+    params = sweeps.SweepParams(
+        dataset=dataset.id,
+        k=sweeps.k_values(request.k_list()),
+        strategies=strategies_of(request.strategies),
+        random_state=request.random_state,
+        scale=request.scale,
+        estimator=request.estimator,
+        algorithm=request.algorithm,
+        max_iter=request.max_iter,
+        tol=float(request.tol),
+        silhouette_sample_size=request.silhouette_sample_size,
+    )
+    sweeps.check_sweep(params, dataset.n_samples, dataset.n_features)
+    return SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params)
+
+
+async def resolve_stability(
+    engine: BenchmarkEngine,
+    request: StabilityRequest,
+    dataset: DatasetInfo,
+    *,
+    may_use: MayUse | None = None,
+) -> StabilityQuestion:
+    """A stability request with its defaults applied, checked against the data."""
+    benchmark = await engine.resolve(request, dataset, may_use=may_use)
+    params = stability.StabilityParams(benchmark.params, stability.seed_list(request.seeds))
+    return StabilityQuestion(id=stability.stability_id(params), dataset=dataset, params=params)
+
+
+# -- asked again after a restart ------------------------------------------------------
+
+
+def _dataset(engine: BenchmarkEngine, record: dict[str, Any]) -> DatasetInfo:
+    try:
+        return engine.datasets.get(record["dataset"])
+    except DatasetNotFoundError:
+        raise DatasetNotFoundError(
+            f"the server restarted while this job was queued or running, and its dataset "
+            f"{record['dataset']} has been deleted since: it cannot run again"
+        ) from None
+
+
+def _same(key: str, question: Question) -> Question:
+    """``question``, if it hashes to the job's key still."""
+    if question.id != key:
+        raise JobOrphanedError(
+            "the server restarted with other versions of the service, scikit-learn or "
+            "NumPy while this job was queued or running: its result would differ; ask again"
+        )
+    return question
+
+
+def _benchmark_params(raw: dict[str, Any]) -> bm.BenchmarkParams:
+    raw = dict(raw)
+    raw["strategies"] = tuple(bm.Strategy(**s) for s in raw["strategies"])
+    return bm.BenchmarkParams(**raw)
+
+
+def _benchmark(engine: BenchmarkEngine, key: str, record: dict[str, Any]) -> Question:
+    dataset = _dataset(engine, record)
+    params = _benchmark_params(record["params"])
+    resolved = ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
+    return _same(key, BenchmarkQuestion(resolved))
+
+
+def _sweep(engine: BenchmarkEngine, key: str, record: dict[str, Any]) -> Question:
+    dataset = _dataset(engine, record)
+    raw = dict(record["params"])
+    raw["k"] = tuple(raw["k"])
+    raw["strategies"] = tuple(bm.Strategy(**s) for s in raw["strategies"])
+    params = sweeps.SweepParams(**raw)
+    return _same(key, SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params))
+
+
+def _stability(engine: BenchmarkEngine, key: str, record: dict[str, Any]) -> Question:
+    dataset = _dataset(engine, record)
+    seeds = tuple(record["seeds"])
+    params = stability.StabilityParams(_benchmark_params(record["params"]), seeds)
+    question = StabilityQuestion(id=stability.stability_id(params), dataset=dataset, params=params)
+    return _same(key, question)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a job of one kind leaves, and how its stored record is asked again.
+
+    ``rebuild(engine, key, record)`` raises a ServiceError saying why the question
+    cannot run again (its dataset deleted, other versions since).
+    """
+
+    result_path: str
+    rebuild: Callable[[BenchmarkEngine, str, dict[str, Any]], Question]
+
+    def result_url(self, key: str) -> str:
+        return f"{self.result_path}/{key}"
+
+
+KINDS: dict[str, Kind] = {
+    BenchmarkQuestion.kind: Kind("/v1/benchmarks", _benchmark),
+    SweepQuestion.kind: Kind("/v1/sweeps", _sweep),
+    StabilityQuestion.kind: Kind("/v1/stability", _stability),
+}
