@@ -28,11 +28,13 @@ MIB = 1024 * 1024
 REDIS_SERVER = "redis-server"
 # - noeviction: the service bounds its cache itself (CLUSTERBENCH_CACHE_MAX_BYTES); Redis
 #   must never evict a job or a lease (see service/redis_store.py), so past maxmemory it
-#   refuses writes (507) instead.
+#   refuses writes (507) instead. 3 GB is comfortably above what the service bounds
+#   itself to by default (CLUSTERBENCH_CACHE_MAX_BYTES, 1 GiB, for results and again for
+#   sweeps and stability runs) plus jobs and leases; a bound, not an allocation.
 # - appendonly: jobs and results survive a restart of Redis.
 REDIS_SERVER_ARGS = [
     "--maxmemory",
-    "256mb",
+    "3gb",
     "--maxmemory-policy",
     "noeviction",
     "--appendonly",
