@@ -40,6 +40,7 @@ from service.errors import (
     InvalidParameterError,
     ModelNotFoundError,
     ServiceError,
+    StorageError,
     StrategyNotInBenchmarkError,
     WorkerDiedError,
     clip,
@@ -725,7 +726,13 @@ class BenchmarkEngine:
         store = self.results
         while True:
             await asyncio.sleep(store.lease_renew_s)
-            if not await to_thread.run_sync(store.renew_lease, key, self._owner, store.lease_ttl_s):
+            try:
+                renewed = await to_thread.run_sync(
+                    store.renew_lease, key, self._owner, store.lease_ttl_s
+                )
+            except StorageError:
+                continue  # the store is away for a while (Redis restarting): renew again
+            if not renewed:
                 logger.warning("lost the lease on %s: another process may compute it too", key)
 
     async def get_model(self, model_id: str) -> bm.FittedModel:
