@@ -135,6 +135,8 @@ class RedisJobStore:
             found_id = pipe.get(pointer)
             found = None
             if found_id is not None:
+                # Watched too: another replica may claim it (recover) before this writes.
+                pipe.watch(self._key(found_id.decode()))
                 data = pipe.hgetall(self._key(found_id.decode()))
                 found = job_from_hash(data) if data else None
             if found is not None and found.state in ACTIVE and alive(found):

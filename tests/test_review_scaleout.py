@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
+from service.jobs import ACTIVE, Job
+from service.redis_jobs import RedisJobStore
+from tests.scaleout import RedisServer, require_redis
 
 
 class _FlakyLeases:
@@ -44,3 +50,41 @@ def test_lease_renewal_survives_a_store_outage() -> None:
         assert store.renewals >= 3
 
     asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require_redis()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServer) -> None:
+    """Replica B joins a question whose job's owner is gone while replica C takes that job
+    over (``recover``): B must see C's claim and join the job C now runs, not mark it
+    failed ("orphaned") under C and start a second one."""
+    redis_server.flush()
+    b, c = RedisJobStore(redis_server.url), RedisJobStore(redis_server.url)
+    try:
+        job, created = b.create_or_join(
+            kind="benchmark", key="q", request={}, total=1, owner="dead", alive=lambda j: False
+        )
+        assert created
+
+        def alive(found: Job) -> bool:
+            if found.owner == "dead":
+                # C's sweep claims it between B's read and B's write.
+                assert c.claim(found.id, "dead", "C")
+                return False
+            return found.owner == "C"
+
+        joined, created = b.create_or_join(
+            kind="benchmark", key="q", request={}, total=1, owner="B", alive=alive
+        )
+        record = c.get(job.id)
+        assert record is not None
+        assert record.state in ACTIVE, record.error
+        assert (joined.id, created) == (job.id, False)
+    finally:
+        b.close()
+        c.close()
