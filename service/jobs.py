@@ -696,7 +696,14 @@ class JobManager:
                     job: Job | None = copy.copy(running.job)
                     changed: asyncio.Event | None = running.changed
                 else:
-                    job, changed = await self._from_store(job_id), None
+                    try:
+                        job, changed = await self._from_store(job_id), None
+                    except StorageError:
+                        if last is None:
+                            raise  # nothing sent yet: the client gets the 503
+                        # Streaming already (Redis restarting): look again, as runners do.
+                        await asyncio.sleep(WATCH_POLL_S)
+                        continue
                 if job is None:
                     return
                 if job.snapshot() != last:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from service import jobs as jobs_module
 from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
-from service.jobs import ACTIVE, Job
+from service.jobs import ACTIVE, Job, JobManager
 from service.redis_jobs import RedisJobStore
 from tests.scaleout import RedisServer, require_redis
 
@@ -88,3 +90,47 @@ def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServ
     finally:
         b.close()
         c.close()
+
+
+class _AwayOnce:
+    """A job store that answers, is away once (Redis restarting), then says the job ended."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.reads = 0
+
+    def get(self, job_id: str) -> Job | None:
+        self.reads += 1
+        if self.reads == 2:
+            raise StoreUnavailableError("the shared store did not answer")
+        if self.reads >= 3:
+            self.job.state, self.job.finished = "succeeded", time.time()
+        return copy.copy(self.job)
+
+
+def test_events_of_another_replicas_job_outlast_a_store_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client following the events of a job another replica runs keeps its stream
+    through a Redis restart (the headers are sent: a 503 cannot be answered any more),
+    and gets the job's end once the store is back."""
+    monkeypatch.setattr(jobs_module, "WATCH_POLL_S", 0.01)
+    job = Job(
+        id="j" * 64,
+        kind="benchmark",
+        key="q",
+        request={},
+        state="running",
+        done=0,
+        total=1,
+        stage="k-means++",
+        created=time.time(),
+        owner="1-abc@another-host",
+        heartbeat=time.time(),
+    )
+    manager = JobManager(_AwayOnce(job), SimpleNamespace(owner="2-def"), max_active=1)  # type: ignore[arg-type]
+
+    async def main() -> list[str]:
+        return [seen.state async for seen in manager.watch(job.id)]
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == ["running", "succeeded"]
