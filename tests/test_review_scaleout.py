@@ -10,12 +10,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from service import jobs as jobs_module
 from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
 from service.jobs import ACTIVE, Job, JobManager
 from service.redis_jobs import RedisJobStore
+from service.settings import Settings
 from tests.scaleout import RedisServer, require_redis
 
 
@@ -134,3 +136,12 @@ def test_events_of_another_replicas_job_outlast_a_store_outage(
         return [seen.state async for seen in manager.watch(job.id)]
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == ["running", "succeeded"]
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "redis://redis:port/0"])
+def test_a_redis_url_redis_cannot_use_is_a_settings_error(url: str) -> None:
+    """Like CLUSTERBENCH_DASK_SCHEDULER: refused with the other settings (``python -m
+    service`` says which variable, exit 2), not a traceback when the app starts."""
+    with pytest.raises(ValidationError, match="redis_url"):
+        Settings(redis_url=url)
+    assert Settings(redis_url=" ").redis_url is None
