@@ -196,7 +196,9 @@ class RedisJobStore:
         (cancelled by another process). Returns whether it was written."""
         fields = job_to_hash(job)
         fields["heartbeat"] = _dump(time.time())
-        for fixed in ("id", "kind", "key", "request", "created", "seq"):
+        # The owner is changed by claim() only: a runner that lost its job (taken over)
+        # must not take it back.
+        for fixed in ("id", "kind", "key", "request", "created", "seq", "owner"):
             del fields[fixed]
         args: list[Any] = [PREFIX, job.id]
         for name, value in fields.items():

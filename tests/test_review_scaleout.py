@@ -6,6 +6,7 @@ import asyncio
 import copy
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from service import jobs as jobs_module
 from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
-from service.jobs import ACTIVE, Job, JobManager
+from service.jobs import ACTIVE, Job, JobBackend, JobManager, JobStore
 from service.redis_jobs import RedisJobStore
 from service.settings import Settings
 from tests.scaleout import RedisServer, require_redis
@@ -145,3 +146,50 @@ def test_a_redis_url_redis_cannot_use_is_a_settings_error(url: str) -> None:
     with pytest.raises(ValidationError, match="redis_url"):
         Settings(redis_url=url)
     assert Settings(redis_url=" ").redis_url is None
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def job_records(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> Iterator[JobBackend]:
+    if request.param == "redis":
+        redis_server.flush()
+        store: JobBackend = RedisJobStore(redis_server.url)
+    else:
+        store = JobStore(tmp_path / "jobs.sqlite3")
+    yield store
+    store.close()
+
+
+def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it(
+    job_records: JobBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A's heartbeat went stale (Redis away past STALE_S) and replica B took its
+    job over: A's progress writes must not take the record back, and A must stop running
+    it, else both compute the job to the end."""
+    monkeypatch.setattr(jobs_module, "RECORD_POLL_S", 0.01)
+    manager = JobManager(job_records, SimpleNamespace(owner="1-a"), max_active=1)  # type: ignore[arg-type]
+    job, _ = job_records.create_or_join(
+        kind="benchmark", key="q", request={}, total=2, owner=manager.owner, alive=lambda j: True
+    )
+
+    async def main() -> None:
+        running = jobs_module._Running(job=job, question=None)
+        running.task = asyncio.create_task(asyncio.sleep(3600))
+        follower = asyncio.create_task(manager._follow_record(running))
+        assert await asyncio.to_thread(job_records.claim, job.id, manager.owner, "2-b@other")
+        job.state, job.done = "running", 1
+        await asyncio.to_thread(job_records.save, copy.copy(job))  # A, not yet aware
+        deadline = time.monotonic() + 5
+        while not running.task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        stopped = running.task.cancelled()
+        follower.cancel()
+        running.task.cancel()
+        await asyncio.gather(follower, running.task, return_exceptions=True)
+        assert stopped, "replica A still runs a job replica B took over"
+
+    asyncio.run(main())
+    record = job_records.get(job.id)
+    assert record is not None
+    assert (record.owner, record.state) == ("2-b@other", "running")
