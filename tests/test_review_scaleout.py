@@ -10,15 +10,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from service import jobs as jobs_module
-from service.engine import BenchmarkEngine
+from service.engine import BenchmarkEngine, document_flight
 from service.errors import StoreUnavailableError
 from service.jobs import ACTIVE, Job, JobBackend, JobManager, JobStore
 from service.redis_jobs import RedisJobStore
-from service.settings import Settings
+from service.settings import MIB, Settings
+from service.store import ResultStore
+from tests.conftest import make_settings, serve
 from tests.scaleout import RedisServer, require_redis
 
 
@@ -193,3 +196,29 @@ def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it(
     record = job_records.get(job.id)
     assert record is not None
     assert (record.owner, record.state) == ("2-b@other", "running")
+
+
+def test_a_sweep_another_process_computes_is_waited_for_within_the_limit(
+    tmp_path: Path,
+) -> None:
+    """As for a benchmark: a synchronous sweep whose question another process holds the
+    lease on waits at most CLUSTERBENCH_TIMEOUT_S, then 503 compute-in-progress (it waited
+    for as long as the lease was renewed, holding its place in the compute queue)."""
+    data = tmp_path / "data"
+    body = {"dataset": "iris", "k": [2, 3]}
+
+    async def main() -> httpx.Response:
+        async with serve(make_settings(data, workers=1, timeout_s=1)) as client:
+            probe = await client.post("/v1/sweeps", json=body, headers={"If-None-Match": "*"})
+            sweep_id = probe.headers["ETag"].strip('"')
+            other = ResultStore(data / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
+            try:
+                assert other.try_lease(document_flight("sweep", sweep_id), "9-other", 3600)
+                return await asyncio.wait_for(client.post("/v1/sweeps", json=body), 20)
+            finally:
+                other.close()
+
+    response = asyncio.run(main())
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("compute-in-progress")
+    assert "Retry-After" in response.headers
