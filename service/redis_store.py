@@ -278,6 +278,7 @@ class RedisResultStore:
             self._live.clear()
             self._generation += 1
             self._memory = _MemoryLayer(self._memory_bytes)
+            self._access_written.clear()  # deletes may have been missed meanwhile
 
     def _listen(self) -> None:
         """Drop from memory what any replica deletes or evicts, for as long as the store
@@ -294,9 +295,11 @@ class RedisResultStore:
                         self._forget_all()  # anything may have changed while away
                         self._live.set()
                     elif message["type"] == "message":
+                        gone = message["data"].decode()
                         with self._lock:
                             self._generation += 1
-                            self._memory.drop(message["data"].decode())
+                            self._memory.drop(gone)
+                        self._access_written.pop(gone, None)
             except (redis.RedisError, OSError, ValueError) as exc:
                 if not self._closing.is_set():
                     logger.warning("the memory layer is off until Redis answers again: %s", exc)
@@ -388,6 +391,7 @@ class RedisResultStore:
             "a cache delete", lambda: self._delete_script(args=[PREFIX, benchmark_id])
         )
         self._memory.drop(benchmark_id)
+        self._access_written.pop(benchmark_id, None)
         return bool(found)
 
     def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]:

@@ -19,10 +19,12 @@ from service.engine import BenchmarkEngine, document_flight
 from service.errors import StoreUnavailableError
 from service.jobs import ACTIVE, Job, JobBackend, JobManager, JobStore
 from service.redis_jobs import RedisJobStore
+from service.redis_store import RedisResultStore
 from service.settings import MIB, Settings
 from service.store import ResultStore
 from tests.conftest import make_settings, serve
 from tests.scaleout import RedisServer, require_redis
+from tests.test_store import make_entry
 
 
 class _FlakyLeases:
@@ -222,3 +224,32 @@ def test_a_sweep_another_process_computes_is_waited_for_within_the_limit(
     assert response.status_code == 503, response.text
     assert response.json()["type"].endswith("compute-in-progress")
     assert "Retry-After" in response.headers
+
+
+def test_a_replica_forgets_the_access_times_of_what_any_replica_deleted(
+    redis_server: RedisServer,
+) -> None:
+    """The Redis store notes when it last wrote each benchmark's LRU position; an entry
+    deleted or evicted (by this replica or another) must leave that map, or it grows by
+    one entry per benchmark ever served for the life of the process."""
+    redis_server.flush()
+    a = RedisResultStore(redis_server.url, max_bytes=64 * MIB, memory_bytes=MIB)
+    b = RedisResultStore(redis_server.url, max_bytes=64 * MIB, memory_bytes=MIB)
+    try:
+        for store in (a, b):
+            deadline = time.monotonic() + 10
+            while not store._live.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        entries = [make_entry(i) for i in range(3)]
+        for entry in entries:
+            a.put(entry)
+            assert a.get(entry.id) is not None
+        a.delete(entries[0].id)  # by this replica
+        b.delete(entries[1].id)  # by another
+        deadline = time.monotonic() + 5
+        while len(a._access_written) > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(a._access_written) == {entries[2].id}
+    finally:
+        a.close()
+        b.close()
