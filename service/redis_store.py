@@ -338,12 +338,14 @@ class RedisResultStore:
         return time.time() - self._access_written.get(benchmark_id, 0.0) >= ACCESS_RESOLUTION_S
 
     def touch(self, benchmark_id: str) -> None:
-        """Record a use of ``benchmark_id`` for the LRU eviction."""
+        """Record a use of ``benchmark_id`` for the LRU eviction; best effort, as in the
+        embedded store (a hit from memory does it in a future nobody awaits)."""
         self._access_written[benchmark_id] = time.time()
-        self._call(
-            "an access update",
-            lambda: self.redis.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True),
-        )
+        with contextlib.suppress(StorageError):  # _call has logged it
+            self._call(
+                "an access update",
+                lambda: self.redis.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True),
+            )
 
     def get(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark, or None (absent or evicted); its use is recorded."""

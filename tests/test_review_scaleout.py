@@ -18,6 +18,7 @@ from service import jobs as jobs_module
 from service.engine import BenchmarkEngine, document_flight
 from service.errors import StoreUnavailableError
 from service.jobs import ACTIVE, Job, JobBackend, JobManager, JobStore
+from service.process import free_port
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.settings import MIB, Settings
@@ -253,3 +254,17 @@ def test_a_replica_forgets_the_access_times_of_what_any_replica_deleted(
     finally:
         a.close()
         b.close()
+
+
+def test_an_lru_touch_is_best_effort_on_redis_as_on_sqlite(tmp_path: Path) -> None:
+    """A hit served from memory records its use off the event loop, in a future nobody
+    awaits: the Redis store's touch must not raise when Redis is away or full (the
+    SQLite store's does not), or each such hit logs "Future exception was never
+    retrieved" with a traceback."""
+    store = RedisResultStore(
+        f"redis://127.0.0.1:{free_port()}/0", max_bytes=MIB, memory_bytes=0, timeout_s=0.2
+    )
+    try:
+        store.touch("0" * 64)  # nothing listens there
+    finally:
+        store.close()
