@@ -155,12 +155,11 @@ def test_a_redis_url_redis_cannot_use_is_a_settings_error(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def job_records(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
-) -> Iterator[JobBackend]:
+def job_records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobBackend]:
     if request.param == "redis":
-        redis_server.flush()
-        store: JobBackend = RedisJobStore(redis_server.url)
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        store: JobBackend = RedisJobStore(server.url)
     else:
         store = JobStore(tmp_path / "jobs.sqlite3")
     yield store
