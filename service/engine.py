@@ -40,6 +40,7 @@ from service.errors import (
     InvalidParameterError,
     ModelNotFoundError,
     ServiceError,
+    StorageError,
     StrategyNotInBenchmarkError,
     WorkerDiedError,
     clip,
@@ -392,7 +393,16 @@ class BenchmarkEngine:
         # and renewed, so that a job queued behind others does not outlive it.
         store = self.results
         flight = document_flight(kind, key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool.timeout_s
         while not await to_thread.run_sync(store.try_lease, flight, self._owner, store.lease_ttl_s):
+            if loop.time() >= deadline:  # nobody waits past their own limit
+                raise ComputeInProgressError(
+                    f"another request is computing {kind} {key} and it did not finish "
+                    f"within this request's limit of {self.pool.timeout_s:g} s "
+                    "(CLUSTERBENCH_TIMEOUT_S); ask again later for its result",
+                    retry_after=max(1, round(min(self.pool.timeout_s, 30.0))),
+                )
             await asyncio.sleep(0.05)
             done = await to_thread.run_sync(store.get_document, kind, key)
             if done is not None:
@@ -725,7 +735,13 @@ class BenchmarkEngine:
         store = self.results
         while True:
             await asyncio.sleep(store.lease_renew_s)
-            if not await to_thread.run_sync(store.renew_lease, key, self._owner, store.lease_ttl_s):
+            try:
+                renewed = await to_thread.run_sync(
+                    store.renew_lease, key, self._owner, store.lease_ttl_s
+                )
+            except StorageError:
+                continue  # the store is away for a while (Redis restarting): renew again
+            if not renewed:
                 logger.warning("lost the lease on %s: another process may compute it too", key)
 
     async def get_model(self, model_id: str) -> bm.FittedModel:

@@ -343,7 +343,7 @@ class JobStore:
         with self._transaction() as db:
             written = db.execute(
                 "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
-                " finished = ?, error = ?, owner = ?, heartbeat = ?"
+                " finished = ?, error = ?, heartbeat = ?"
                 " WHERE id = ? AND state IN ('queued', 'running')",
                 (
                     job.state,
@@ -353,7 +353,6 @@ class JobStore:
                     job.started,
                     job.finished,
                     None if job.error is None else orjson.dumps(job.error),
-                    job.owner,
                     time.time(),
                     job.id,
                 ),
@@ -591,6 +590,14 @@ class JobManager:
                 else:
                     record = await asyncio.to_thread(self.store.get, running.job.id)
                     state = None if record is None else record.state
+                    taken = record is not None and record.owner != self.owner
+                    if taken and state in ACTIVE:
+                        # Taken over (this process's heartbeat went stale): the new owner
+                        # runs it; stop here, leaving the record as it is.
+                        logger.warning("job %s was taken over: stopped here", running.job.id)
+                        if running.task is not None:
+                            running.task.cancel()
+                        return
             except StorageError:
                 continue  # the store is away for a while (Redis restarting): look again
             if state == "cancelled" and not running.cancel_requested:
@@ -696,7 +703,14 @@ class JobManager:
                     job: Job | None = copy.copy(running.job)
                     changed: asyncio.Event | None = running.changed
                 else:
-                    job, changed = await self._from_store(job_id), None
+                    try:
+                        job, changed = await self._from_store(job_id), None
+                    except StorageError:
+                        if last is None:
+                            raise  # nothing sent yet: the client gets the 503
+                        # Streaming already (Redis restarting): look again, as runners do.
+                        await asyncio.sleep(WATCH_POLL_S)
+                        continue
                 if job is None:
                     return
                 if job.snapshot() != last:

@@ -135,6 +135,8 @@ class RedisJobStore:
             found_id = pipe.get(pointer)
             found = None
             if found_id is not None:
+                # Watched too: another replica may claim it (recover) before this writes.
+                pipe.watch(self._key(found_id.decode()))
                 data = pipe.hgetall(self._key(found_id.decode()))
                 found = job_from_hash(data) if data else None
             if found is not None and found.state in ACTIVE and alive(found):
@@ -194,7 +196,9 @@ class RedisJobStore:
         (cancelled by another process). Returns whether it was written."""
         fields = job_to_hash(job)
         fields["heartbeat"] = _dump(time.time())
-        for fixed in ("id", "kind", "key", "request", "created", "seq"):
+        # The owner is changed by claim() only: a runner that lost its job (taken over)
+        # must not take it back.
+        for fixed in ("id", "kind", "key", "request", "created", "seq", "owner"):
             del fields[fixed]
         args: list[Any] = [PREFIX, job.id]
         for name, value in fields.items():

@@ -278,6 +278,7 @@ class RedisResultStore:
             self._live.clear()
             self._generation += 1
             self._memory = _MemoryLayer(self._memory_bytes)
+            self._access_written.clear()  # deletes may have been missed meanwhile
 
     def _listen(self) -> None:
         """Drop from memory what any replica deletes or evicts, for as long as the store
@@ -294,9 +295,11 @@ class RedisResultStore:
                         self._forget_all()  # anything may have changed while away
                         self._live.set()
                     elif message["type"] == "message":
+                        gone = message["data"].decode()
                         with self._lock:
                             self._generation += 1
-                            self._memory.drop(message["data"].decode())
+                            self._memory.drop(gone)
+                        self._access_written.pop(gone, None)
             except (redis.RedisError, OSError, ValueError) as exc:
                 if not self._closing.is_set():
                     logger.warning("the memory layer is off until Redis answers again: %s", exc)
@@ -335,12 +338,14 @@ class RedisResultStore:
         return time.time() - self._access_written.get(benchmark_id, 0.0) >= ACCESS_RESOLUTION_S
 
     def touch(self, benchmark_id: str) -> None:
-        """Record a use of ``benchmark_id`` for the LRU eviction."""
+        """Record a use of ``benchmark_id`` for the LRU eviction; best effort, as in the
+        embedded store (a hit from memory does it in a future nobody awaits)."""
         self._access_written[benchmark_id] = time.time()
-        self._call(
-            "an access update",
-            lambda: self.redis.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True),
-        )
+        with contextlib.suppress(StorageError):  # _call has logged it
+            self._call(
+                "an access update",
+                lambda: self.redis.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True),
+            )
 
     def get(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark, or None (absent or evicted); its use is recorded."""
@@ -388,6 +393,7 @@ class RedisResultStore:
             "a cache delete", lambda: self._delete_script(args=[PREFIX, benchmark_id])
         )
         self._memory.drop(benchmark_id)
+        self._access_written.pop(benchmark_id, None)
         return bool(found)
 
     def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]:

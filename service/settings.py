@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 MIB = 1024 * 1024
 
@@ -229,6 +230,18 @@ class Settings(BaseSettings):
         description="Longest wait to reach the Dask scheduler; while it cannot be reached, "
         "computations get 503 and the service keeps reconnecting.",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _parse_redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:  # its message never holds the password
+            raise ValueError(f"not a Redis URL like 'redis://host:6379/0' ({exc})") from None
+        return value
 
     @field_validator("dask_scheduler")
     @classmethod
