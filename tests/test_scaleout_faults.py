@@ -1,4 +1,4 @@
-"""Regressions found reviewing the scale-out code (Redis store, jobs of every kind)."""
+"""Scale-out faults: store outages, take-overs and races between replicas, each once a defect."""
 
 from __future__ import annotations
 
