@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +106,12 @@ def problem_of(error: ServiceError) -> dict[str, Any]:
 
 
 CANCELLED = problem_of(ComputeCancelledError("the job was cancelled (DELETE) before it finished"))
+WITHDRAWN = problem_of(
+    ComputeCancelledError(
+        "you cancelled this job (DELETE); other tenants asked the same question and it goes "
+        "on for them"
+    )
+)
 UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
 
 
@@ -748,6 +754,21 @@ class JobManager:
             # Until its worker is stopped and the record written; not for ever.
             await asyncio.wait({task}, timeout=10)
         return copy.copy(running.job)
+
+    async def withdraw(self, job_id: str, release: Callable[[], Awaitable[None]]) -> Job | None:
+        """One of several tenants waiting for a job leaves it: ``release`` drops its claim,
+        the computation goes on for the others. Returns the job as the leaver last sees
+        it, cancelled (None when there is no such job). Raises JobFinishedError for a job
+        that has finished, as :meth:`cancel` does."""
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        if job.is_finished:
+            raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
+        await release()
+        job.state, job.stage, job.finished = "cancelled", "cancelled", time.time()
+        job.error = WITHDRAWN
+        return job
 
     async def _cancel_elsewhere(self, job_id: str) -> Job | None:
         """A job run by another process (or by none): mark its record cancelled; its

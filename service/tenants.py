@@ -542,6 +542,14 @@ class Tenancy:
                 lambda: self.store.claim(tenant, JOB, job_id, parent=result_id, nbytes=0)
             )
 
+    async def others_hold(self, tenant: str, kind: str, id_: str) -> bool:
+        """Whether a tenant other than ``tenant`` holds ``id_`` too."""
+        return await self._run(lambda: self.store.claims_on(kind, id_) > 1)
+
+    async def release(self, tenant: str, kind: str, id_: str) -> None:
+        """Drop ``tenant``'s claim on ``id_`` (a job it withdraws from)."""
+        await self._run(lambda: self.store.release(tenant, kind, id_))
+
     async def held_jobs(self, tenant: str) -> list[str]:
         return await self._run(lambda: self.store.held(tenant, JOB))
 

@@ -22,6 +22,7 @@ KEY_A = "key-of-alice-0123456789"
 KEY_B = "key-of-bob-9876543210"
 A = {"Authorization": f"Bearer {KEY_A}"}
 B = {"X-API-Key": KEY_B}
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def csv(n: int, shift: float = 0.0) -> bytes:
@@ -379,6 +380,30 @@ def test_jobs_are_their_askers_own(http: httpx.Client) -> None:
     assert http.get(f"/v1/models/{model_id}", headers=A).status_code == 200
     assert http.get(job["result_url"], headers=B).status_code == 404
     assert http.get(f"/v1/models/{model_id}", headers=B).status_code == 404
+
+
+def test_a_tenant_cancelling_a_shared_job_withdraws_only_itself(http: httpx.Client) -> None:
+    # Check that when B joins the job A asked for (the same question), B's DELETE cancels
+    # it for B alone: B no longer sees it, and it goes on to succeed for A.
+    body = {"dataset": "digits", "strategies": [{"init": "random", "n_init": 300}]}
+    asked = http.post("/v1/benchmarks", json=body, headers={**A, "Prefer": "respond-async"})
+    assert asked.status_code == 202, asked.text
+    joined = http.post("/v1/benchmarks", json=body, headers={**B, "Prefer": "respond-async"})
+    assert joined.status_code == 202, joined.text
+    assert joined.json()["id"] == asked.json()["id"]
+    job_url = asked.headers["location"]
+    left = http.delete(job_url, headers=B)
+    assert left.status_code == 200, left.text
+    assert left.json()["state"] == "cancelled"
+    assert "other tenants" in left.json()["error"]["detail"]
+    assert http.get(job_url, headers=B).status_code == 404
+    assert http.delete(job_url, headers=B).status_code == 404
+    deadline = time.monotonic() + 120
+    while (job := http.get(job_url, headers=A).json())["state"] not in FINISHED:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job
+    assert http.get(job["result_url"], headers=A).status_code == 200
 
 
 def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(

@@ -178,8 +178,18 @@ async def get_job(job_id: JobId, jobs: Jobs, caller: Caller, tenants: Tenants) -
     summary="Cancel a job",
 )
 async def cancel_job(job_id: JobId, jobs: Jobs, caller: Caller, tenants: Tenants) -> Response:
-    """Stop the job's computation (its CPU is free within 2 s); a finished job is a 409."""
-    job = await jobs.cancel(job_id) if await tenants.holds(caller, JOB, job_id) else None
+    """Stop the job's computation (its CPU is free within 2 s); a finished job is a 409.
+
+    When other tenants asked the same question and wait for this same job, a DELETE
+    withdraws only the caller: the job is cancelled for them (and no longer theirs: 404
+    afterwards) and goes on for the others.
+    """
+    if not await tenants.holds(caller, JOB, job_id):
+        raise JobNotFoundError(f"no job with id {job_id}")
+    if caller is not None and await tenants.others_hold(caller, JOB, job_id):
+        job = await jobs.withdraw(job_id, lambda: tenants.release(caller, JOB, job_id))
+    else:
+        job = await jobs.cancel(job_id)
     if job is None:
         raise JobNotFoundError(f"no job with id {job_id}")
     return _json(job)
