@@ -15,8 +15,10 @@ from typing import Any
 
 import cloudpickle
 import httpx
+import orjson
 import pytest
 import yaml
+from compose_spec import PyCompose
 
 from service.datasets import load_builtin
 from service.process import ServiceProcess
@@ -34,6 +36,17 @@ SCHEDULER = "tcp://dask-scheduler:8786"
 
 # The scheduler cannot import this test module: functions run there are sent by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    # Parsed by a Compose Specification implementation (what `docker compose config`
+    # checks), after YAML has merged the x- anchors it does not read itself.
+    spec = {key: value for key, value in COMPOSE.items() if not key.startswith("x-")}
+    parsed = PyCompose.from_json(orjson.dumps(spec).decode())
+    assert parsed.service_names() == list(SERVICES)
+    wrong = {**spec, "services": {**SERVICES, "redis": {**SERVICES["redis"], "command": {}}}}
+    with pytest.raises(ValueError, match="invalid type"):
+        PyCompose.from_json(orjson.dumps(wrong).decode())
 
 
 def test_the_topology_is_two_replicas_redis_a_scheduler_and_two_workers() -> None:
