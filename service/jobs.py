@@ -214,6 +214,7 @@ class JobBackend(Protocol):
     ) -> list[Job]: ...
     def orphans(self, alive: Callable[[Job], bool]) -> list[Job]: ...
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
+    def prune(self, before: float, limit: int = 1000) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -423,6 +424,16 @@ class JobStore:
                 ).rowcount
             )
 
+    def prune(self, before: float, limit: int = 1000) -> list[str]:
+        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN"
+                " ('succeeded', 'failed', 'cancelled') AND finished < ? LIMIT ?) RETURNING id",
+                (before, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
@@ -477,10 +488,20 @@ class JobManager:
         Jobs this process queues or runs at once; more are refused (ComputeBusyError).
     """
 
-    def __init__(self, store: JobBackend, engine: BenchmarkEngine, *, max_active: int) -> None:
+    def __init__(
+        self,
+        store: JobBackend,
+        engine: BenchmarkEngine,
+        *,
+        max_active: int,
+        retention_s: float = 7 * 24 * 3600,
+        on_pruned: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.max_active = max_active
+        self.retention_s = retention_s
+        self.on_pruned = on_pruned
         self.owner = f"{engine.owner}@{socket.gethostname()}"
         self.stats = JobStats()
         self.watchers = 0
@@ -790,11 +811,12 @@ class JobManager:
     # -- start-up and shut-down -------------------------------------------------------
 
     async def start(self) -> int:
-        """Take over the jobs of processes that are gone, now and every ``SWEEP_S``
-        (another process on the directory may stop while this one runs).
-        Returns how many were taken now."""
+        """Take over the jobs of processes that are gone, and remove those past their
+        retention, now and every ``SWEEP_S`` (another process on the directory may stop
+        while this one runs). Returns how many were taken now."""
         try:
             taken = await self.recover()
+            await self.prune()
         except StorageError as exc:
             # A read-only or full data directory: served as 503/507 until it takes writes;
             # the sweep takes the jobs over then.
@@ -810,6 +832,23 @@ class JobManager:
                 await self.recover()
             except Exception:
                 logger.exception("the sweep for jobs of stopped processes failed")
+            try:
+                await self.prune()
+            except Exception:
+                logger.exception("the sweep for jobs past their retention failed")
+
+    async def prune(self) -> int:
+        """Remove the jobs that finished more than ``retention_s`` ago (their results
+        stay in the cache); returns how many went."""
+        before = time.time() - self.retention_s
+        pruned = 0
+        while ids := await asyncio.to_thread(self.store.prune, before):
+            pruned += len(ids)
+            if self.on_pruned is not None:
+                await self.on_pruned(ids)
+        if pruned:
+            logger.info("removed %d jobs finished over %g s ago", pruned, self.retention_s)
+        return pruned
 
     async def recover(self) -> int:
         """Take over the active jobs of processes that are gone: run each again, or

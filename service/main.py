@@ -157,7 +157,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         collector = health.EngineCollector(engine)
         registry.register(collector)
         job_store = await asyncio.to_thread(job_records, settings)
-        job_manager = JobManager(job_store, engine, max_active=settings.max_jobs)
+        job_manager = JobManager(
+            job_store,
+            engine,
+            max_active=settings.max_jobs,
+            retention_s=settings.job_retention_s,
+            on_pruned=tenancy.forget_jobs,
+        )
         # Jobs left queued or running by a process that is gone: run again, or failed.
         await job_manager.start()
         job_collector = jobs.JobCollector(job_manager)

@@ -10,7 +10,9 @@ Beside it: ``jobs`` (a sorted set of ids by sequence number, for listing),
 Creating or joining is one optimistic transaction (``WATCH job-for:<key>``, ``MULTI``):
 two replicas asked the same question at once make one job. Every conditional write
 (save unless finished, heartbeat, claim) is a Lua script, so it is atomic.
-Jobs are never evicted (see :mod:`service.redis_store` on ``maxmemory-policy``).
+Jobs are never evicted (see :mod:`service.redis_store` on ``maxmemory-policy``): a finished
+job is removed ``CLUSTERBENCH_JOB_RETENTION_S`` after it finished, found through
+``jobs-finished`` (a sorted set of finished ids by the time they finished).
 """
 
 from __future__ import annotations
@@ -41,15 +43,37 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _SAVE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= '"queued"' and state ~= '"running"' then return 0 end
-local new
+local new, finished
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] == 'state' then new = ARGV[i + 1] end
+  if ARGV[i] == 'finished' then finished = tonumber(ARGV[i + 1]) end
 end
 if new ~= '"queued"' and new ~= '"running"' then
   redis.call('SREM', ARGV[1] .. 'jobs-active', ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'jobs-finished', finished or 0, ARGV[2])
 end
 return 1
+"""
+
+# KEYS: none; ARGV: prefix, finished before (seconds), most to remove. Removes finished
+# jobs with their index entries (and their question's pointer when it names them);
+# returns their ids.
+_PRUNE = """
+local p = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', p .. 'jobs-finished', '-inf', '(' .. ARGV[2],
+                       'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = redis.call('HGET', p .. 'job:' .. id, 'key')
+  if key then
+    local pointer = p .. 'job-for:' .. cjson.decode(key)
+    if redis.call('GET', pointer) == id then redis.call('DEL', pointer) end
+  end
+  redis.call('DEL', p .. 'job:' .. id)
+  redis.call('ZREM', p .. 'jobs', id)
+  redis.call('ZREM', p .. 'jobs-finished', id)
+end
+return ids
 """
 
 # KEYS[1]: the job; ARGV: owner (JSON), now. Returns the state (JSON) or nil.
@@ -93,6 +117,7 @@ class RedisJobStore:
         # Any: redis-py's types mix its sync and async replies.
         self.redis: Any = connect(url, timeout_s=timeout_s)
         self._save = self.redis.register_script(_SAVE)
+        self._prune = self.redis.register_script(_PRUNE)
         self._beat = self.redis.register_script(_BEAT)
         self._claim = self.redis.register_script(_CLAIM)
 
@@ -173,6 +198,7 @@ class RedisJobStore:
                     },
                 )
                 pipe.srem(PREFIX + "jobs-active", found.id)
+                pipe.zadd(PREFIX + "jobs-finished", {found.id: time.time()})
             pipe.hset(self._key(job.id), mapping=job_to_hash(job))
             pipe.zadd(PREFIX + "jobs", {job.id: seq})
             pipe.sadd(PREFIX + "jobs-active", job.id)
@@ -278,6 +304,11 @@ class RedisJobStore:
                 ),
             )
         )
+
+    def prune(self, before: float, limit: int = 1000) -> list[str]:
+        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
+        ids = self._call("a job prune", lambda: self._prune(args=[PREFIX, repr(before), limit]))
+        return [i.decode() for i in ids]
 
     def close(self) -> None:
         self.redis.close()

@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         description="Jobs (Prefer: respond-async) one server process queues or runs at "
         "once; past it, 503.",
     )
+    job_retention_s: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="How long a finished job's record is kept (GET /v1/jobs/{id} answers it); "
+        "then it is removed, its result staying in the cache.",
+    )
     redis_url: str | None = Field(
         None,
         description="Redis holding results, models, plots, sweeps, jobs, leases and rate-limit "

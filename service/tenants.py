@@ -25,7 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -255,6 +255,13 @@ class TenantStore:
                 "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_)
             ).fetchone()[0]
             return left
+
+    def forget(self, kind: str, ids: Sequence[str]) -> None:
+        """Drop every tenant's claims on ``ids`` (things of ``kind`` that are gone)."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM claims WHERE kind = ? AND id = ?", [(kind, id_) for id_ in ids]
+            )
 
     def has_child(self, tenant: str, kind: str, parent: str) -> bool:
         """Whether ``tenant`` holds something of ``kind`` made from ``parent``."""
@@ -549,6 +556,10 @@ class Tenancy:
     async def release(self, tenant: str, kind: str, id_: str) -> None:
         """Drop ``tenant``'s claim on ``id_`` (a job it withdraws from)."""
         await self._run(lambda: self.store.release(tenant, kind, id_))
+
+    async def forget_jobs(self, job_ids: list[str]) -> None:
+        """Drop every tenant's claim on jobs that are gone (past their retention)."""
+        await self._run(lambda: self.store.forget(JOB, job_ids))
 
     async def held_jobs(self, tenant: str) -> list[str]:
         return await self._run(lambda: self.store.held(tenant, JOB))

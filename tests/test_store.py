@@ -455,6 +455,33 @@ def test_job_pages_newest_first_with_a_cursor(backend: Backend) -> None:
     ]
 
 
+def test_finished_jobs_past_their_retention_are_pruned(backend: Backend) -> None:
+    # Check that only jobs that finished before the cut are removed (in batches, with
+    # their listing entries), that active and recent ones stay, and that a question whose
+    # job was pruned gets a new job.
+    store = backend.jobs()
+    old = [new_job(store, f"{i:064x}")[0] for i in range(3)]
+    for job, state in zip(old, ("succeeded", "failed", "cancelled"), strict=True):
+        job.state, job.finished = state, 1000.0
+        assert store.save(job)
+    recent, _ = new_job(store, "b" * 64)
+    recent.state, recent.finished = "succeeded", 5000.0
+    assert store.save(recent)
+    active, _ = new_job(store, "a" * 64)
+    first = store.prune(before=2000.0, limit=2)
+    assert len(first) == 2
+    rest = store.prune(before=2000.0, limit=2)
+    assert sorted(first + rest) == sorted(j.id for j in old)
+    assert store.prune(before=2000.0) == []
+    for job in old:
+        assert backend.jobs().get(job.id) is None
+    listed = [j.id for j in store.page(state=None, limit=10, before=None)]
+    assert listed == [active.id, recent.id]
+    again, created = new_job(store, f"{0:064x}")
+    assert created
+    assert again.id != old[0].id
+
+
 def test_a_job_hash_carries_every_field_and_ignores_unknown_ones() -> None:
     # Check that Redis's record of a job holds every dataclass field (a field added later
     # flows through) and that a field written by a newer version is ignored when read.

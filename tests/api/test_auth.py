@@ -15,7 +15,7 @@ import pytest
 from service.datasets import DatasetStore
 from service.main import create_app
 from service.settings import Settings
-from service.tenants import BENCHMARK, DATASET, MODEL, Tenancy, TenantStore, parse_keys
+from service.tenants import BENCHMARK, DATASET, JOB, MODEL, Tenancy, TenantStore, parse_keys
 from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -197,4 +197,19 @@ def test_sweep_expires_unused_data_and_forgets_pruned_data(tmp_path: Path) -> No
     store.claim("b", DATASET, kept.id, nbytes=100)
     assert tenancy.sweep() == []
     assert (tmp_path / "datasets" / kept.id).exists()
+    store.close()
+
+
+def test_claims_on_jobs_past_their_retention_are_forgotten(tmp_path: Path) -> None:
+    # Check that when jobs are removed past their retention, every tenant's claim on
+    # them goes too, and nothing else.
+    store = TenantStore(tmp_path / "tenants.sqlite3")
+    for tenant in ("a", "b"):
+        store.claim(tenant, JOB, "j1", parent="r1")
+        store.claim(tenant, JOB, "j2", parent="r2")
+    store.claim("a", BENCHMARK, "j1")
+    store.forget(JOB, ["j1", "j3"])
+    assert store.held("a", JOB) == ["j2"]
+    assert store.held("b", JOB) == ["j2"]
+    assert store.held("a", BENCHMARK) == ["j1"]
     store.close()

@@ -15,7 +15,7 @@ import pytest
 
 from service import benchmark as bm
 from service.datasets import DatasetStore
-from service.jobs import STALE_S, Job, owner_alive
+from service.jobs import STALE_S, Job, JobStore, owner_alive
 from tests.conftest import make_settings, serve
 from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
@@ -223,3 +223,33 @@ def test_a_job_of_another_host_lives_by_its_heartbeat() -> None:
     assert not owner_alive(job, me)
     job.owner = me
     assert owner_alive(job, me)
+
+
+async def test_a_finished_job_past_its_retention_goes_and_its_result_stays(
+    tmp_path: Path,
+) -> None:
+    # Check that a job that finished more than CLUSTERBENCH_JOB_RETENTION_S ago is
+    # removed when a server starts (and by the periodic sweep), while its result stays.
+    settings = make_settings(tmp_path, workers=1, job_retention_s=0.5)
+    async with serve(settings) as client:
+        answer = await client.post("/v1/benchmarks", json=iris(300), headers=ASYNC)
+        assert answer.status_code == 202
+        job = await finished(client, answer.json()["id"])
+        assert job["state"] == "succeeded"
+    deadline = time.monotonic() + 10
+    while (await asyncio.to_thread(_finished_ago, tmp_path, answer.json()["id"])) <= 0.5:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    async with serve(settings) as client:
+        assert (await client.get(f"/v1/jobs/{job['id']}")).status_code == 404
+        assert (await client.get("/v1/jobs")).json()["jobs"] == []
+        assert (await client.get(job["result_url"])).status_code == 200
+
+
+def _finished_ago(data_dir: Path, job_id: str) -> float:
+    store = JobStore(data_dir / "jobs.sqlite3")
+    record = store.get(job_id)
+    store.close()
+    assert record is not None
+    assert record.finished is not None
+    return time.time() - record.finished
