@@ -219,7 +219,7 @@ def sweep_digits(client: httpx.Client, repeats: int) -> Case:
     )
 
 
-def hit_latency(client: httpx.Client, repeats: int) -> Case:
+def hit_latency(client: httpx.Client, repeats: int, name: str = "cache hit") -> Case:
     client.post("/v1/benchmarks", json={}).raise_for_status()
 
     def hit(_: int) -> float:
@@ -234,7 +234,7 @@ def hit_latency(client: httpx.Client, repeats: int) -> Case:
 
     hits, healths = alternate(hit, health, repeats)
     return check(
-        "cache hit",
+        name,
         "p50 latency / p50 of /healthz",
         median(hits) / median(healths),
         "<=",
@@ -274,29 +274,7 @@ def redis_hit_latency(repeats: int) -> Case:
             ServiceProcess(data_dir, CLUSTERBENCH_REDIS_URL=redis.url) as server,
             httpx.Client(base_url=server.url, timeout=600) as client,
         ):
-            client.post("/v1/benchmarks", json={}).raise_for_status()
-
-            def hit(_: int) -> float:
-                def call() -> None:
-                    answer = client.post("/v1/benchmarks", json={})
-                    assert answer.headers["x-cache"] == "hit"
-
-                return timed(call)
-
-            def health(_: int) -> float:
-                return timed(lambda: client.get("/healthz"))
-
-            hits, healths = alternate(hit, health, repeats)
-    return check(
-        "cache hit through Redis",
-        "p50 latency / p50 of /healthz",
-        median(hits) / median(healths),
-        "<=",
-        2.0,
-        hit_p50_ms=round(median(hits) * 1000, 3),
-        healthz_p50_ms=round(median(healths) * 1000, 3),
-        requests_each=repeats,
-    )
+            return hit_latency(client, repeats, "cache hit through Redis")
 
 
 def hit_throughput(server: ServiceProcess, rounds: int, seconds: int) -> Case:
