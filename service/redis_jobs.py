@@ -26,11 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
-import redis
 
 from service.errors import JobOrphanedError
 from service.jobs import ACTIVE, Job, problem_of
-from service.redis_store import PREFIX, connect, unavailable
+from service.redis_store import PREFIX, connect, guarded
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +121,7 @@ class RedisJobStore:
         self._claim = self.redis.register_script(_CLAIM)
 
     def _call(self, doing: str, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except redis.RedisError as exc:
-            problem = unavailable(exc, doing, self.url)
-            logger.warning("%s", problem.detail)
-            raise problem from exc
+        return guarded(self.url, doing, action)
 
     @staticmethod
     def _key(job_id: str) -> str:

@@ -101,6 +101,16 @@ def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
     )
 
 
+def guarded(url: str, doing: str, action: Callable[[], T]) -> T:
+    """``action()``, a Redis error in it raised as the problem it is for the client."""
+    try:
+        return action()
+    except redis.RedisError as exc:
+        problem = unavailable(exc, doing, url)
+        logger.warning("%s", problem.detail)
+        raise problem from exc
+
+
 # Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
 # and the models no other benchmark uses.
 _DELETE_FUNCTION = """
@@ -316,12 +326,7 @@ class RedisResultStore:
                 self._memory.put(key, value, size)
 
     def _call(self, doing: str, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except redis.RedisError as exc:
-            problem = unavailable(exc, doing, self.url)
-            logger.warning("%s", problem.detail)
-            raise problem from exc
+        return guarded(self.url, doing, action)
 
     # -- benchmarks -------------------------------------------------------------
 
