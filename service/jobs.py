@@ -764,6 +764,12 @@ class JobManager:
         running = self._active.get(job_id)
         if running is None:
             return await self._cancel_elsewhere(job_id)
+        if running.job.is_finished:
+            # Finished in memory, its record being written: the runner must not be
+            # cancelled now, or the record would stay active.
+            raise JobFinishedError(
+                f"job {job_id} has already {running.job.state}: nothing to cancel"
+            )
         if running.job.stage == "storing":
             raise JobFinishedError(
                 f"job {job_id} has computed its result and is storing it: too late to cancel"

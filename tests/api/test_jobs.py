@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ import pytest
 
 from service import benchmark as bm
 from service.datasets import DatasetStore
-from service.jobs import STALE_S, Job, JobStore, owner_alive
+from service.errors import JobFinishedError
+from service.jobs import STALE_S, Job, JobManager, JobStore, _Running, owner_alive
 from tests.conftest import make_settings, serve
 from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
@@ -253,3 +255,34 @@ def _finished_ago(data_dir: Path, job_id: str) -> float:
     assert record is not None
     assert record.finished is not None
     return time.time() - record.finished
+
+
+async def test_a_job_finished_while_its_record_is_written_is_not_cancelled(
+    tmp_path: Path,
+) -> None:
+    # Check that a DELETE arriving after a job finished, while its runner still writes the
+    # final record, is a 409 and leaves the runner alone (it was cancelled mid-write, so
+    # that the record could stay "running"; seen once under load as a 200).
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    engine: Any = SimpleNamespace(owner="1-test")
+    manager = JobManager(store, engine, max_active=1)
+    job, _ = store.create_or_join(
+        kind="benchmark",
+        key="k" * 64,
+        request={},
+        total=1,
+        owner=manager.owner,
+        alive=lambda _: True,
+    )
+    job.state, job.stage, job.finished = "succeeded", "done", time.time()
+    writing = asyncio.Event()
+    running = _Running(job=job, question=None, task=asyncio.create_task(writing.wait()))
+    manager._active[job.id] = running
+    with pytest.raises(JobFinishedError, match="already succeeded"):
+        await manager.cancel(job.id)
+    assert not running.cancel_requested
+    assert running.task is not None
+    assert not running.task.cancelled()
+    writing.set()
+    await running.task
+    store.close()
