@@ -30,7 +30,7 @@ from service.executors import DaskExecutor
 from service.process import ServiceProcess, free_port
 from tests.daskcluster import DaskCluster
 from tests.reference import assert_matches, seed_scores
-from tests.test_jobs import FINISHED, cpu_stopped, long_job, submit, wait_for
+from tests.test_jobs import FINISHED, _cpu, cpu_stopped, long_job, submit, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -92,14 +92,6 @@ def busiest(root: psutil.Process, deadline_s: float = 30) -> psutil.Process:
         if grown[pid] >= 0.15:
             return before[pid][0]
     raise AssertionError("no process computed")
-
-
-def _cpu(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return -1.0
-    return float(times.user + times.system)
 
 
 def test_digits_over_dask_equal_scikit_learn_and_the_local_pool(
