@@ -107,8 +107,10 @@ def serve(settings: Settings) -> None:
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            body_min_rate=settings.body_min_rate,
+            max_connections=settings.max_connections,
+            max_client_connections=settings.max_client_connections,
         ),
-        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 

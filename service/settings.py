@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest pause between two parts of a request body; then 408.",
     )
+    body_min_rate: int = Field(
+        1024,
+        ge=1,
+        description="Slowest average a request body may arrive at, in bytes/s, once its first "
+        "CLUSTERBENCH_BODY_TIMEOUT_S have passed; slower is 408.",
+    )
     body_memory_bytes: int = Field(
         64 * MIB,
         ge=0,
@@ -125,7 +131,15 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Open connections served at once; past it, new ones get 503.",
+        description="Open connections served at once; past it, new requests get 503 "
+        "(/healthz and /readyz keep a few more).",
+    )
+    max_client_connections: int = Field(
+        100,
+        ge=1,
+        description="Open connections one client address may hold; past it, new ones get "
+        "429. Behind a reverse proxy every client has the proxy's address: raise it to "
+        "CLUSTERBENCH_MAX_CONNECTIONS and let the proxy limit each client.",
     )
     shutdown_grace_s: int = Field(
         30,
