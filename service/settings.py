@@ -171,6 +171,16 @@ class Settings(BaseSettings):
         description="Requests to /v1 per tenant, e.g. '600/minute' (the syntax of the limits "
         "library); past it, 429. Unset: no limit.",
     )
+    metrics_tenants: bool = Field(
+        False,
+        description="Count /v1 requests by tenant name in /metrics, which needs no key; "
+        "off: /metrics names no tenant.",
+    )
+    auth_failure_limit: str | None = Field(
+        "20/minute",
+        description="Requests with a missing or wrong key one client address may make, e.g. "
+        "'20/minute'; past it, 429 for that address, whatever key it sends. Empty: no limit.",
+    )
     cors_allow_origins: str = Field(
         "",
         description="Origins allowed to call the API from a browser, comma-separated "
@@ -187,7 +197,16 @@ class Settings(BaseSettings):
         "comma-separated ('*' for any).",
     )
 
-    @field_validator("rate_limit")
+    @field_validator("api_keys")
+    @classmethod
+    def _parse_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from service.tenants import parse_keys
+
+            parse_keys(value.get_secret_value())  # its errors name entries, never keys
+        return value
+
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

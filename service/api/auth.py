@@ -67,17 +67,40 @@ def rate_limit_storage(settings: Settings) -> Storage:
 
 
 class RateLimiter:
-    """Requests per tenant in a moving window (the ``limits`` library)."""
+    """Requests per caller in a moving window (the ``limits`` library).
 
-    def __init__(self, rate: str, storage: Storage) -> None:
+    ``namespace`` keeps the counts of one limit apart from another's in a shared store;
+    ``setting`` is what a refusal names.
+    """
+
+    def __init__(
+        self,
+        rate: str,
+        storage: Storage,
+        *,
+        namespace: str = "tenant",
+        setting: str = "CLUSTERBENCH_RATE_LIMIT",
+    ) -> None:
         self.item: RateLimitItem = parse(rate)
         self.limiter = MovingWindowRateLimiter(storage)
+        self.namespace = namespace
+        self.setting = setting
 
-    async def hit(self, tenant: str) -> dict[str, str]:
+    async def hit(self, caller: str) -> dict[str, str]:
         """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
+        return await self._count(caller, hit=True)
+
+    async def check(self, caller: str) -> None:
+        """RateLimitedError if ``caller`` is past the rate, without counting a request."""
+        await self._count(caller, hit=False)
+
+    async def _count(self, caller: str, *, hit: bool) -> dict[str, str]:
         try:
-            allowed = await self.limiter.hit(self.item, "tenant", tenant)
-            stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+            if hit:
+                allowed = await self.limiter.hit(self.item, self.namespace, caller)
+            else:
+                allowed = await self.limiter.test(self.item, self.namespace, caller)
+            stats = await self.limiter.get_window_stats(self.item, self.namespace, caller)
         except LimitsStorageError as exc:
             raise StoreUnavailableError(
                 "the shared store of rate-limit counters (Redis) did not answer "
@@ -92,7 +115,7 @@ class RateLimiter:
         if not allowed:
             raise RateLimitedError(
                 f"more than {self.item.amount} requests per {self.item.multiples} "
-                f"{self.item.GRANULARITY.name}(s) (CLUSTERBENCH_RATE_LIMIT); "
+                f"{self.item.GRANULARITY.name}(s) ({self.setting}); "
                 f"try again in {max(1, reset)} s",
                 retry_after=max(1, reset),
                 rate_headers=headers,
@@ -111,18 +134,28 @@ async def get_tenant(
     key = bearer.credentials if bearer is not None else api_key
     tenant: str | None = None
     if await tenancy.keys_required():
-        if not key:
-            raise AuthenticationRequiredError(
-                "this service needs an API key: send 'Authorization: Bearer <key>' "
-                "or 'X-API-Key: <key>'"
-            )
-        tenant = await tenancy.authenticate(key)
+        failures: RateLimiter | None = request.app.state.auth_failure_limiter
+        address = request.client.host if request.client is not None else ""
+        if failures is not None:
+            # An address past its failures is refused before its key is looked at:
+            # guessing keys from it stops for the window.
+            await failures.check(address)
+        if key:
+            tenant = await tenancy.authenticate(key)
         if tenant is None:
+            if failures is not None:
+                await failures.hit(address)
+            if not key:
+                raise AuthenticationRequiredError(
+                    "this service needs an API key: send 'Authorization: Bearer <key>' "
+                    "or 'X-API-Key: <key>'"
+                )
             raise AuthenticationRequiredError(
                 "the API key is not valid (unknown or revoked)", invalid=True
             )
-        counter: Counter = request.app.state.tenant_requests
-        counter.labels(tenant).inc()
+        counter: Counter | None = request.app.state.tenant_requests
+        if counter is not None:
+            counter.labels(tenant).inc()
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         headers = await limiter.hit(tenant or "")
@@ -205,17 +238,31 @@ class TrustedHosts:
 
 
 def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> None:
-    """Rate limiter, per-tenant metrics, CORS and the host check, on ``app``."""
+    """Rate limiters, per-tenant metrics, CORS and the host check, on ``app``."""
+    storage = rate_limit_storage(settings)
     app.state.rate_limiter = (
-        RateLimiter(settings.rate_limit, rate_limit_storage(settings))
-        if settings.rate_limit
+        RateLimiter(settings.rate_limit, storage) if settings.rate_limit else None
+    )
+    app.state.auth_failure_limiter = (
+        RateLimiter(
+            settings.auth_failure_limit,
+            storage,
+            namespace="auth-failure",
+            setting="CLUSTERBENCH_AUTH_FAILURE_LIMIT",
+        )
+        if settings.auth_failure_limit
         else None
     )
-    app.state.tenant_requests = Counter(
-        "clusterbench_tenant_requests",
-        "Requests to /v1 by tenant (the key's name).",
-        ["tenant"],
-        registry=registry,
+    # /metrics is open: who the tenants are is told only where the operator asked.
+    app.state.tenant_requests = (
+        Counter(
+            "clusterbench_tenant_requests",
+            "Requests to /v1 by tenant (the key's name).",
+            ["tenant"],
+            registry=registry,
+        )
+        if settings.metrics_tenants
+        else None
     )
     app.add_middleware(RateLimitHeadersMiddleware)
     origins = settings.cors_origins()
