@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -542,3 +543,30 @@ def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(
     assert http.delete(both_url, headers=A).status_code == 204
     assert http.get(f"{both_url}/report", headers=A).status_code == 404
     assert http.get(model_url, headers=A).status_code == 404
+
+
+def test_a_tenants_data_is_readable_by_the_service_only(
+    http: httpx.Client, tenants_server: ServiceProcess
+) -> None:
+    # Check that an upload's folder and files carry no permission for other local users
+    # (they were 0644: any account on the machine could read every tenant's data).
+    made = upload(http, A, csv(30, shift=3.0))
+    assert made.status_code == 201, made.text
+    folder = tenants_server.data_dir / "datasets" / made.json()["id"]
+    for path in (folder, *folder.iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_if_none_match_any_on_a_post_names_only_a_stored_answer(http: httpx.Client) -> None:
+    # Check that `If-None-Match: *` on a POST whose question was never answered computes
+    # it (200) rather than answering 304, and is a 304 once the answer is stored.
+    any_etag = {**A, "If-None-Match": "*"}
+    for url, body in (
+        ("/v1/benchmarks", {"dataset": "iris", "random_state": 4242, "strategies": ["random"]}),
+        ("/v1/sweeps", {"dataset": "iris", "random_state": 4242, "k": [2, 3]}),
+    ):
+        first = http.post(url, json=body, headers=any_etag)
+        assert first.status_code == 200, first.text
+        assert first.json()["id"]
+        again = http.post(url, json=body, headers=any_etag)
+        assert again.status_code == 304

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -237,8 +238,61 @@ class TrustedHosts:
         await response(scope, receive, send)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(scheme: str, netloc: str) -> tuple[str, int | None]:
+    """(host, port) of an origin or a Host header, the scheme's port filled in."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port or _DEFAULT_PORTS.get(scheme))
+
+
+class CrossSiteGuard:
+    """Refuse requests that change something when a browser sent them from another site.
+
+    A page on any site can make a browser POST a form (``multipart/form-data``,
+    ``text/plain``) to this server without asking first; with no key configured nothing
+    else would stop it from uploading or running work. Such requests carry ``Origin``:
+    one that is neither this server's own (Swagger UI) nor in CLUSTERBENCH_CORS_ALLOW_ORIGINS
+    is a 403. Clients other than browsers send no ``Origin`` and are not affected.
+    """
+
+    SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = {origin.rstrip("/").lower() for origin in allowed_origins}
+
+    def _allowed(self, scope: Scope, origin: str) -> bool:
+        if "*" in self.allowed or origin.rstrip("/").lower() in self.allowed:
+            return True
+        scheme, _, netloc = origin.partition("://")
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        return bool(netloc) and _origin_key(scheme, netloc) == _origin_key(scheme, host)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in self.SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or self._allowed(scope, origin):
+            await self.app(scope, receive, send)
+            return
+        response = problem_response(
+            403,
+            f"a {scope['method']} from a page on {clip(origin)} is refused: that origin is "
+            "not allowed by CLUSTERBENCH_CORS_ALLOW_ORIGINS",
+            title="Cross-site request refused",
+        )
+        await response(scope, receive, send)
+
+
 def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> None:
-    """Rate limiters, per-tenant metrics, CORS and the host check, on ``app``."""
+    """Rate limiters, per-tenant metrics, CORS, the cross-site guard and the host check."""
     storage = rate_limit_storage(settings)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit, storage) if settings.rate_limit else None
@@ -282,6 +336,7 @@ def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> No
                 "RateLimit-Reset",
             ],
         )
+    app.add_middleware(CrossSiteGuard, allowed_origins=origins)
     app.add_middleware(TrustedHosts, allowed_hosts=settings.host_allow_list())
 
 
