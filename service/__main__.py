@@ -22,6 +22,10 @@ from service.protocol import bounded_protocol
 from service.settings import Settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# Settings whose values an error message never repeats.
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
 
 # Subcommands: `python -m service NAME ...` runs COMMANDS[NAME](rest of argv) and exits
 # with what it returns; anything else is the server's own command line.
@@ -72,7 +76,8 @@ def load_settings(flags: dict[str, Any]) -> Settings:
         for error in exc.errors(include_url=False):
             field = str(error["loc"][0]) if error["loc"] else ""
             source = f"--{field.replace('_', '-')}" if field in given else _env_name(field)
-            lines.append(f"error: {source}: {error['msg']} (got {error['input']!r})")
+            got = "" if field in SECRET_FIELDS else f" (got {error['input']!r})"
+            lines.append(f"error: {source}: {error['msg']}{got}")
         raise _usage_error("\n".join(lines)) from None
     if settings.log_level.lower() not in LOG_LEVELS:
         source = "--log-level" if "log_level" in given else _env_name("log_level")
@@ -107,8 +112,10 @@ def serve(settings: Settings) -> None:
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            body_min_rate=settings.body_min_rate,
+            max_connections=settings.max_connections,
+            max_client_connections=settings.max_client_connections,
         ),
-        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 

@@ -54,9 +54,8 @@ def keys_main(argv: list[str]) -> int:
                 )
                 print(f"{info.name}\t{info.source}\t{when}")
         elif not store.revoke_key(args.name):
-            source = "CLUSTERBENCH_API_KEYS" if args.name in env_keys.values() else "the store"
             print(f"error: no key named {args.name!r} in the store", file=sys.stderr)
-            if source != "the store":
+            if args.name in store.environment_names():
                 print("(it is set in CLUSTERBENCH_API_KEYS: remove it there)", file=sys.stderr)
             return 1
         else:

@@ -267,7 +267,7 @@ class BenchmarkEngine:
         Its name carries this process's id, so that :meth:`clean_scratch` knows whose
         it is when several processes share the data directory.
         """
-        self.scratch_dir.mkdir(exist_ok=True)
+        self.scratch_dir.mkdir(mode=0o700, exist_ok=True)
         path = self.scratch_dir / f"{prefix}-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             yield path

@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dataset_ttl_s=settings.dataset_ttl_s,
         )
         try:
+            await asyncio.to_thread(tenancy.store.record_environment)
             keys_required = await tenancy.keys_required()
         except StorageError as exc:
             # Whether keys exist is unknown: /v1 answers 503 until the store opens.

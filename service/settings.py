@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest pause between two parts of a request body; then 408.",
     )
+    body_min_rate: int = Field(
+        1024,
+        ge=1,
+        description="Slowest average a request body may arrive at, in bytes/s, once its first "
+        "CLUSTERBENCH_BODY_TIMEOUT_S have passed; slower is 408.",
+    )
     body_memory_bytes: int = Field(
         64 * MIB,
         ge=0,
@@ -125,7 +131,15 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Open connections served at once; past it, new ones get 503.",
+        description="Open connections served at once; past it, new requests get 503 "
+        "(/healthz and /readyz keep a few more).",
+    )
+    max_client_connections: int = Field(
+        100,
+        ge=1,
+        description="Open connections one client address may hold; past it, new ones get "
+        "429. Behind a reverse proxy every client has the proxy's address: raise it to "
+        "CLUSTERBENCH_MAX_CONNECTIONS and let the proxy limit each client.",
     )
     shutdown_grace_s: int = Field(
         30,
@@ -157,6 +171,16 @@ class Settings(BaseSettings):
         description="Requests to /v1 per tenant, e.g. '600/minute' (the syntax of the limits "
         "library); past it, 429. Unset: no limit.",
     )
+    metrics_tenants: bool = Field(
+        False,
+        description="Count /v1 requests by tenant name in /metrics, which needs no key; "
+        "off: /metrics names no tenant.",
+    )
+    auth_failure_limit: str | None = Field(
+        "20/minute",
+        description="Requests with a missing or wrong key one client address may make, e.g. "
+        "'20/minute'; past it, 429 for that address, whatever key it sends. Empty: no limit.",
+    )
     cors_allow_origins: str = Field(
         "",
         description="Origins allowed to call the API from a browser, comma-separated "
@@ -173,7 +197,16 @@ class Settings(BaseSettings):
         "comma-separated ('*' for any).",
     )
 
-    @field_validator("rate_limit")
+    @field_validator("api_keys")
+    @classmethod
+    def _parse_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from service.tenants import parse_keys
+
+            parse_keys(value.get_secret_value())  # its errors name entries, never keys
+        return value
+
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEY_PREFIX = "cbk_"
+# The shortest key CLUSTERBENCH_API_KEYS may hold: 24 random characters are over 128 bits,
+# past guessing at any rate; a short human-made key is not.
+MIN_KEY_CHARS = 24
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # How long "is any key configured?" is remembered: a key made by the CLI while the
 # server runs closes the service within this time, without a query per request.
@@ -56,6 +59,9 @@ CREATE TABLE IF NOT EXISTS keys (
     name TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS environment_keys (
+    name TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS claims (
     tenant TEXT NOT NULL,
@@ -110,6 +116,13 @@ def parse_keys(text: str) -> dict[str, str]:
                 f"CLUSTERBENCH_API_KEYS: entry {position} is not 'name:key'"
                 + (f" (name {name!r})" if sep else "")
             )
+        check_name(name)
+        if len(key) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"CLUSTERBENCH_API_KEYS: the key of {name!r} (entry {position}) is shorter than "
+                f"{MIN_KEY_CHARS} characters; use a random one, e.g. from "
+                "'python -c \"import secrets; print(secrets.token_urlsafe(32))\"'"
+            )
         digests[key_digest(key)] = check_name(name)
     return digests
 
@@ -156,10 +169,25 @@ class TenantStore:
 
     # Keys
 
+    def record_environment(self) -> None:
+        """Write the names of this process's CLUSTERBENCH_API_KEYS (never the keys) to the
+        store, for ``keys create`` run from a shell that does not have them."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM environment_keys")
+            db.executemany(
+                "INSERT INTO environment_keys (name) VALUES (?)",
+                [(name,) for name in set(self.env_keys.values())],
+            )
+
+    def environment_names(self) -> set[str]:
+        """Names with a key in CLUSTERBENCH_API_KEYS, here or in the server's environment."""
+        rows = self._connection().execute("SELECT name FROM environment_keys")
+        return set(self.env_keys.values()) | {row[0] for row in rows}
+
     def create_key(self, name: str) -> str:
         """Make a key for ``name`` and return it; only its digest is kept."""
         check_name(name)
-        if name in self.env_keys.values():
+        if name in self.environment_names():
             raise KeyNameError(f"{name!r} already has a key in CLUSTERBENCH_API_KEYS")
         key = new_key()
         try:
@@ -180,7 +208,7 @@ class TenantStore:
     def list_keys(self) -> list[KeyInfo]:
         rows = self._connection().execute("SELECT name, created_at FROM keys ORDER BY name")
         found = [KeyInfo(name, created, "store") for name, created in rows]
-        found += [KeyInfo(name, None, "environment") for name in sorted(self.env_keys.values())]
+        found += [KeyInfo(name, None, "environment") for name in sorted(self.environment_names())]
         return found
 
     def has_keys(self) -> bool:

@@ -60,7 +60,7 @@ README = (ROOT / "README.md").read_text()
 
 # The README's section on keys runs against a server started with these keys.
 TENANTS_HEADING = "## Keys and tenants"
-README_KEYS = "alice:alice-key-0001,bob:bob-key-0002"
+README_KEYS = "alice:alice-key-0001-not-a-secret,bob:bob-key-0002-not-a-secret"
 
 
 def run_examples(found: list[tuple[str, str, str]], server: ServiceProcess, cwd: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -14,12 +15,12 @@ import httpx
 import pytest
 
 from service.datasets import is_id
-from service.process import ServiceProcess
+from service.process import ServiceProcess, free_port
 
 pytestmark = pytest.mark.server
 
-KEY_A = "key-of-alice-0123456789"
-KEY_B = "key-of-bob-9876543210"
+KEY_A = "key-of-alice-0123456789ab"
+KEY_B = "key-of-bob-9876543210abcd"
 A = {"Authorization": f"Bearer {KEY_A}"}
 B = {"X-API-Key": KEY_B}
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -235,13 +236,92 @@ def test_keys_from_the_cli_work_until_revoked(
         assert http.get(path).status_code == 200, path
 
 
-def test_metrics_count_requests_by_key_name(http: httpx.Client) -> None:
-    # Check that /metrics counts each tenant's requests under its key's name, never the key.
+def test_keys_named_in_the_servers_environment_cannot_be_made_again(
+    tenants_server: ServiceProcess,
+) -> None:
+    # Check that `keys create` run without the server's CLUSTERBENCH_API_KEYS still
+    # refuses a name that has a key there (a second key for alice), and lists it.
+    made = keys_cli(tenants_server, "create", "alice")
+    assert made.returncode == 1
+    assert "CLUSTERBENCH_API_KEYS" in made.stderr
+    assert not made.stdout
+    listed = keys_cli(tenants_server, "list")
+    assert "alice\tenvironment" in listed.stdout
+    assert KEY_A not in listed.stdout
+
+
+def test_metrics_name_tenants_only_when_asked(
+    http: httpx.Client, quota_server: ServiceProcess
+) -> None:
+    # Check that the open /metrics names no tenant by default, and with
+    # CLUSTERBENCH_METRICS_TENANTS counts each tenant's requests under its key's name,
+    # never the key.
     http.get("/v1/datasets", headers=A)
+    http.get("/v1/datasets", headers=B)
     text = http.get("/metrics").text
+    assert "clusterbench_http_requests_total" in text
+    assert "alice" not in text
+    assert "bob" not in text
+    with httpx.Client(base_url=quota_server.url, timeout=60) as asked:
+        asked.get("/v1/datasets", headers=A)
+        text = asked.get("/metrics").text
     assert 'clusterbench_tenant_requests_total{tenant="alice"}' in text
     assert KEY_A not in text
     assert KEY_B not in text
+
+
+def test_wrong_keys_are_limited_per_address(quota_server: ServiceProcess) -> None:
+    # Check that one address gets 401 for CLUSTERBENCH_AUTH_FAILURE_LIMIT (20/minute)
+    # missing or wrong keys, then 429 with Retry-After whatever key it sends, while a
+    # tenant calling from another address is served.
+    guesser = httpx.Client(
+        base_url=quota_server.url,
+        timeout=60,
+        transport=httpx.HTTPTransport(local_address="127.0.0.5"),
+    )
+    statuses = []
+    with guesser:
+        for attempt in range(40):
+            headers = {"X-API-Key": f"guess-{attempt:032d}"} if attempt % 2 else {}
+            statuses.append(guesser.get("/v1/datasets", headers=headers).status_code)
+            if statuses[-1] != 401:
+                break
+        assert statuses == [401] * 20 + [429]
+        refused = guesser.get("/v1/datasets", headers=A)
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "CLUSTERBENCH_AUTH_FAILURE_LIMIT" in refused.json()["detail"]
+    with httpx.Client(
+        base_url=quota_server.url,
+        timeout=60,
+        transport=httpx.HTTPTransport(local_address="127.0.0.6"),
+    ) as other:
+        assert other.get("/v1/datasets", headers=B).status_code == 200
+
+
+def test_short_keys_are_refused_at_start_up(tmp_path: Path) -> None:
+    # Check that a key in CLUSTERBENCH_API_KEYS shorter than 24 characters stops the
+    # server before it serves, with one line naming the entry and never a key.
+    env = {
+        **os.environ,
+        "CLUSTERBENCH_DATA_DIR": str(tmp_path / "data"),
+        "CLUSTERBENCH_PORT": str(free_port()),
+        "CLUSTERBENCH_API_KEYS": f"alice:{KEY_A},bob:bob-key-0002",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "'bob'" in done.stderr
+    assert "shorter than 24 characters" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "bob-key-0002" not in done.stderr
+    assert KEY_A not in done.stderr
 
 
 QUOTA = 6000
@@ -254,6 +334,7 @@ def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePr
         "quota",
         CLUSTERBENCH_TENANT_QUOTA_BYTES=str(QUOTA),
         CLUSTERBENCH_RATE_LIMIT="20/minute",
+        CLUSTERBENCH_METRICS_TENANTS="true",
     )
     yield server
     server.stop()
@@ -462,3 +543,30 @@ def test_benchmarks_are_listed_deleted_and_reported_only_for_their_tenant(
     assert http.delete(both_url, headers=A).status_code == 204
     assert http.get(f"{both_url}/report", headers=A).status_code == 404
     assert http.get(model_url, headers=A).status_code == 404
+
+
+def test_a_tenants_data_is_readable_by_the_service_only(
+    http: httpx.Client, tenants_server: ServiceProcess
+) -> None:
+    # Check that an upload's folder and files carry no permission for other local users
+    # (they were 0644: any account on the machine could read every tenant's data).
+    made = upload(http, A, csv(30, shift=3.0))
+    assert made.status_code == 201, made.text
+    folder = tenants_server.data_dir / "datasets" / made.json()["id"]
+    for path in (folder, *folder.iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_if_none_match_any_on_a_post_names_only_a_stored_answer(http: httpx.Client) -> None:
+    # Check that `If-None-Match: *` on a POST whose question was never answered computes
+    # it (200) rather than answering 304, and is a 304 once the answer is stored.
+    any_etag = {**A, "If-None-Match": "*"}
+    for url, body in (
+        ("/v1/benchmarks", {"dataset": "iris", "random_state": 4242, "strategies": ["random"]}),
+        ("/v1/sweeps", {"dataset": "iris", "random_state": 4242, "k": [2, 3]}),
+    ):
+        first = http.post(url, json=body, headers=any_etag)
+        assert first.status_code == 200, first.text
+        assert first.json()["id"]
+        again = http.post(url, json=body, headers=any_etag)
+        assert again.status_code == 304

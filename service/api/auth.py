@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -67,17 +68,40 @@ def rate_limit_storage(settings: Settings) -> Storage:
 
 
 class RateLimiter:
-    """Requests per tenant in a moving window (the ``limits`` library)."""
+    """Requests per caller in a moving window (the ``limits`` library).
 
-    def __init__(self, rate: str, storage: Storage) -> None:
+    ``namespace`` keeps the counts of one limit apart from another's in a shared store;
+    ``setting`` is what a refusal names.
+    """
+
+    def __init__(
+        self,
+        rate: str,
+        storage: Storage,
+        *,
+        namespace: str = "tenant",
+        setting: str = "CLUSTERBENCH_RATE_LIMIT",
+    ) -> None:
         self.item: RateLimitItem = parse(rate)
         self.limiter = MovingWindowRateLimiter(storage)
+        self.namespace = namespace
+        self.setting = setting
 
-    async def hit(self, tenant: str) -> dict[str, str]:
+    async def hit(self, caller: str) -> dict[str, str]:
         """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
+        return await self._count(caller, hit=True)
+
+    async def check(self, caller: str) -> None:
+        """RateLimitedError if ``caller`` is past the rate, without counting a request."""
+        await self._count(caller, hit=False)
+
+    async def _count(self, caller: str, *, hit: bool) -> dict[str, str]:
         try:
-            allowed = await self.limiter.hit(self.item, "tenant", tenant)
-            stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+            if hit:
+                allowed = await self.limiter.hit(self.item, self.namespace, caller)
+            else:
+                allowed = await self.limiter.test(self.item, self.namespace, caller)
+            stats = await self.limiter.get_window_stats(self.item, self.namespace, caller)
         except LimitsStorageError as exc:
             raise StoreUnavailableError(
                 "the shared store of rate-limit counters (Redis) did not answer "
@@ -92,7 +116,7 @@ class RateLimiter:
         if not allowed:
             raise RateLimitedError(
                 f"more than {self.item.amount} requests per {self.item.multiples} "
-                f"{self.item.GRANULARITY.name}(s) (CLUSTERBENCH_RATE_LIMIT); "
+                f"{self.item.GRANULARITY.name}(s) ({self.setting}); "
                 f"try again in {max(1, reset)} s",
                 retry_after=max(1, reset),
                 rate_headers=headers,
@@ -111,18 +135,28 @@ async def get_tenant(
     key = bearer.credentials if bearer is not None else api_key
     tenant: str | None = None
     if await tenancy.keys_required():
-        if not key:
-            raise AuthenticationRequiredError(
-                "this service needs an API key: send 'Authorization: Bearer <key>' "
-                "or 'X-API-Key: <key>'"
-            )
-        tenant = await tenancy.authenticate(key)
+        failures: RateLimiter | None = request.app.state.auth_failure_limiter
+        address = request.client.host if request.client is not None else ""
+        if failures is not None:
+            # An address past its failures is refused before its key is looked at:
+            # guessing keys from it stops for the window.
+            await failures.check(address)
+        if key:
+            tenant = await tenancy.authenticate(key)
         if tenant is None:
+            if failures is not None:
+                await failures.hit(address)
+            if not key:
+                raise AuthenticationRequiredError(
+                    "this service needs an API key: send 'Authorization: Bearer <key>' "
+                    "or 'X-API-Key: <key>'"
+                )
             raise AuthenticationRequiredError(
                 "the API key is not valid (unknown or revoked)", invalid=True
             )
-        counter: Counter = request.app.state.tenant_requests
-        counter.labels(tenant).inc()
+        counter: Counter | None = request.app.state.tenant_requests
+        if counter is not None:
+            counter.labels(tenant).inc()
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         headers = await limiter.hit(tenant or "")
@@ -204,18 +238,85 @@ class TrustedHosts:
         await response(scope, receive, send)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(scheme: str, netloc: str) -> tuple[str, int | None]:
+    """(host, port) of an origin or a Host header, the scheme's port filled in."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port or _DEFAULT_PORTS.get(scheme))
+
+
+class CrossSiteGuard:
+    """Refuse requests that change something when a browser sent them from another site.
+
+    A page on any site can make a browser POST a form (``multipart/form-data``,
+    ``text/plain``) to this server without asking first; with no key configured nothing
+    else would stop it from uploading or running work. Such requests carry ``Origin``:
+    one that is neither this server's own (Swagger UI) nor in CLUSTERBENCH_CORS_ALLOW_ORIGINS
+    is a 403. Clients other than browsers send no ``Origin`` and are not affected.
+    """
+
+    SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = {origin.rstrip("/").lower() for origin in allowed_origins}
+
+    def _allowed(self, scope: Scope, origin: str) -> bool:
+        if "*" in self.allowed or origin.rstrip("/").lower() in self.allowed:
+            return True
+        scheme, _, netloc = origin.partition("://")
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        return bool(netloc) and _origin_key(scheme, netloc) == _origin_key(scheme, host)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in self.SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or self._allowed(scope, origin):
+            await self.app(scope, receive, send)
+            return
+        response = problem_response(
+            403,
+            f"a {scope['method']} from a page on {clip(origin)} is refused: that origin is "
+            "not allowed by CLUSTERBENCH_CORS_ALLOW_ORIGINS",
+            title="Cross-site request refused",
+        )
+        await response(scope, receive, send)
+
+
 def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> None:
-    """Rate limiter, per-tenant metrics, CORS and the host check, on ``app``."""
+    """Rate limiters, per-tenant metrics, CORS, the cross-site guard and the host check."""
+    storage = rate_limit_storage(settings)
     app.state.rate_limiter = (
-        RateLimiter(settings.rate_limit, rate_limit_storage(settings))
-        if settings.rate_limit
+        RateLimiter(settings.rate_limit, storage) if settings.rate_limit else None
+    )
+    app.state.auth_failure_limiter = (
+        RateLimiter(
+            settings.auth_failure_limit,
+            storage,
+            namespace="auth-failure",
+            setting="CLUSTERBENCH_AUTH_FAILURE_LIMIT",
+        )
+        if settings.auth_failure_limit
         else None
     )
-    app.state.tenant_requests = Counter(
-        "clusterbench_tenant_requests",
-        "Requests to /v1 by tenant (the key's name).",
-        ["tenant"],
-        registry=registry,
+    # /metrics is open: who the tenants are is told only where the operator asked.
+    app.state.tenant_requests = (
+        Counter(
+            "clusterbench_tenant_requests",
+            "Requests to /v1 by tenant (the key's name).",
+            ["tenant"],
+            registry=registry,
+        )
+        if settings.metrics_tenants
+        else None
     )
     app.add_middleware(RateLimitHeadersMiddleware)
     origins = settings.cors_origins()
@@ -235,6 +336,7 @@ def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> No
                 "RateLimit-Reset",
             ],
         )
+    app.add_middleware(CrossSiteGuard, allowed_origins=origins)
     app.add_middleware(TrustedHosts, allowed_hosts=settings.host_allow_list())
 
 

@@ -24,6 +24,7 @@ from service.errors import (
     UnsupportedMediaTypeError,
     clip,
 )
+from service.questions import Question
 from service.schemas import Problem
 from service.tenants import Tenancy
 
@@ -51,12 +52,21 @@ BenchmarkId = Annotated[
 
 
 def require_json(request: Request) -> None:
-    """A body, when there is one, must be declared as JSON: anything else is 415."""
+    """A body, when there is one, must be declared as JSON: anything else is 415.
+
+    A declared media type other than JSON is refused even on an empty body: an HTML form
+    or a cross-site ``text/plain`` "simple" request (which a browser sends without asking
+    the server first) must not run anything.
+    """
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
     )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if has_body and media_type != "application/json" and not media_type.endswith("+json"):
+    if (
+        (has_body or media_type)
+        and media_type != "application/json"
+        and not (media_type.endswith("+json"))
+    ):
         raise UnsupportedMediaTypeError(
             f"the body must be application/json, not "
             f"{clip(media_type) if media_type else 'undeclared'}; "
@@ -174,15 +184,28 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or is ``*``."""
+def etag_matches(if_none_match: str | None, etag: str, *, stored: bool = True) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong), or is ``*``
+    and the answer is ``stored`` (a POST's question may never have been answered)."""
     if not if_none_match:
         return False
     for candidate in if_none_match.split(","):
         candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
+        if (candidate == "*" and stored) or candidate.removeprefix("W/") == etag:
             return True
     return False
+
+
+async def answer_not_modified(
+    request: Request, question: Question, engine: BenchmarkEngine
+) -> bool:
+    """Whether a POST's ``If-None-Match`` names the answer to ``question``; ``*`` does
+    only once that answer is stored (it was a 304 for a question never answered)."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    stored = "*" not in header or await question.stored(engine)
+    return etag_matches(header, f'"{question.id}"', stored=stored)
 
 
 def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
 
-KEYS = "alice:alice-secret-key-1,bob:bob-secret-key-2"
+KEYS = "alice:alice-secret-key-0000000001,bob:bob-secret-key-00000000002"
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,11 @@ async def test_v1_needs_a_key_and_ops_routes_stay_open(keyed: httpx.AsyncClient)
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.headers["www-authenticate"].startswith("Bearer")
         assert answer.json()["type"].endswith("unauthorized")
-    ok = await keyed.get("/v1/datasets", headers={"Authorization": "Bearer alice-secret-key-1"})
+    alice = {"Authorization": "Bearer alice-secret-key-0000000001"}
+    ok = await keyed.get("/v1/datasets", headers=alice)
     assert ok.status_code == 200
     assert (
-        await keyed.get("/v1/datasets", headers={"X-API-Key": "bob-secret-key-2"})
+        await keyed.get("/v1/datasets", headers={"X-API-Key": "bob-secret-key-00000000002"})
     ).status_code == 200
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"):
         assert (await keyed.get(path)).status_code == 200, path
@@ -102,7 +103,7 @@ async def test_rate_limit_headers_and_429(tmp_path: Path) -> None:
     # Check RateLimit-* on every /v1 answer, and 429 with Retry-After past the rate, per key.
     settings = make_settings(tmp_path, workers=1, api_keys=KEYS, rate_limit="3/minute")
     async with serve(settings) as client:
-        alice = {"X-API-Key": "alice-secret-key-1"}
+        alice = {"X-API-Key": "alice-secret-key-0000000001"}
         for left in (2, 1, 0):
             answer = await client.get("/v1/datasets", headers=alice)
             assert answer.status_code == 200
@@ -113,7 +114,7 @@ async def test_rate_limit_headers_and_429(tmp_path: Path) -> None:
         assert refused.json()["type"].endswith("rate-limited")
         assert int(refused.headers["retry-after"]) >= 1
         assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= set(refused.headers)
-        bob = await client.get("/v1/datasets", headers={"X-API-Key": "bob-secret-key-2"})
+        bob = await client.get("/v1/datasets", headers={"X-API-Key": "bob-secret-key-00000000002"})
         assert bob.status_code == 200
 
 
@@ -137,13 +138,13 @@ def test_openapi_offers_both_key_forms_as_optional() -> None:
 
 def test_keys_are_never_shown_or_stored(tmp_path: Path) -> None:
     # Check that the keys setting is secret in reprs, and the store keeps only digests.
-    settings = Settings(api_keys="alice:top-secret-value")
-    assert "top-secret-value" not in repr(settings)
-    assert "top-secret-value" not in str(settings.model_dump())
-    store = TenantStore(tmp_path / "t.sqlite3", parse_keys("alice:top-secret-value"))
+    settings = Settings(api_keys="alice:top-secret-value-0123456789")
+    assert "top-secret-value-0123456789" not in repr(settings)
+    assert "top-secret-value-0123456789" not in str(settings.model_dump())
+    store = TenantStore(tmp_path / "t.sqlite3", parse_keys("alice:top-secret-value-0123456789"))
     key = store.create_key("dora")
     assert store.authenticate(key) == "dora"
-    assert store.authenticate("top-secret-value") == "alice"
+    assert store.authenticate("top-secret-value-0123456789") == "alice"
     assert store.authenticate(key + "x") is None
     rows = sqlite3.connect(tmp_path / "t.sqlite3").execute("SELECT * FROM keys").fetchall()
     assert key not in str(rows)
@@ -156,8 +157,8 @@ def test_keys_are_never_shown_or_stored(tmp_path: Path) -> None:
 def test_malformed_key_settings_name_the_entry_not_the_key(text: str) -> None:
     # Check that a malformed CLUSTERBENCH_API_KEYS is refused without echoing a key.
     with pytest.raises(ValueError, match="not") as caught:
-        parse_keys(f"ok:fine-key,{text}")
-    assert "fine-key" not in str(caught.value)
+        parse_keys(f"ok:fine-key-0123456789abcdef,{text}")
+    assert "fine-key-0123456789abcdef" not in str(caught.value)
 
 
 def test_rate_limit_setting_is_checked() -> None:

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.anyio
 
 ASYNC = {"Prefer": "respond-async"}
 FINISHED = ("succeeded", "failed", "cancelled")
-KEYS = "alice:alice-secret-key-1,bob:bob-secret-key-2"
-ALICE = {"Authorization": "Bearer alice-secret-key-1"}
-BOB = {"X-API-Key": "bob-secret-key-2"}
+KEYS = "alice:alice-secret-key-0000000001,bob:bob-secret-key-00000000002"
+ALICE = {"Authorization": "Bearer alice-secret-key-0000000001"}
+BOB = {"X-API-Key": "bob-secret-key-00000000002"}
 
 # Per kind: the route, a small question on iris (the steps it counts), and a long one on
 # digits (tens of seconds: it is cancelled or fails long before it ends).

@@ -19,6 +19,7 @@ from service.api.deps import (
     BenchmarkId,
     Engine,
     Tenants,
+    answer_not_modified,
     etag_matches,
     negotiate,
     problems,
@@ -215,7 +216,7 @@ async def create_benchmark(
             engine.remember(body, job)
     # The data sent inline is the caller's now (within its quota); named data it held.
     await tenants.claim_dataset(caller, job.dataset.id)
-    if etag_matches(if_none_match, f'"{job.id}"'):
+    if await answer_not_modified(request, BenchmarkQuestion(job), engine):
         return _not_modified(job.id)
     if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):
         await tenants.check_quota(caller)

@@ -12,7 +12,15 @@ from starlette.responses import Response
 from service import stability
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
-from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, negotiate, problems
+from service.api.deps import (
+    BenchmarkId,
+    Engine,
+    Tenants,
+    answer_not_modified,
+    etag_matches,
+    negotiate,
+    problems,
+)
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion, resolve_stability
@@ -96,7 +104,7 @@ async def create_stability(
     question = await resolve_stability(engine, parsed, dataset, may_use=may_use)
     result_id = question.id
     await tenants.claim_dataset(caller, dataset.id)
-    if etag_matches(request.headers.get("if-none-match"), f'"{result_id}"'):
+    if await answer_not_modified(request, question, engine):
         return Response(status_code=304, headers={"ETag": f'"{result_id}"', "Vary": "Accept"})
     if caller is not None and not await tenants.holds(caller, STABILITY, result_id):
         await tenants.check_quota(caller)

@@ -12,7 +12,14 @@ from starlette.responses import Response
 from service import sweeps
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
-from service.api.deps import BenchmarkId, Engine, Tenants, etag_matches, problems
+from service.api.deps import (
+    BenchmarkId,
+    Engine,
+    Tenants,
+    answer_not_modified,
+    etag_matches,
+    problems,
+)
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
 from service.engine import BenchmarkEngine, Progress
 from service.errors import SweepNotFoundError
@@ -91,7 +98,7 @@ async def create_sweep(
     question = resolve_sweep(sweep_request, dataset)
     sweep_id = question.id
     await tenants.claim_dataset(caller, dataset.id)
-    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
+    if await answer_not_modified(request, question, engine):
         return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
     if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
         await tenants.check_quota(caller)
