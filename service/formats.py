@@ -86,6 +86,8 @@ class Upload:
     info: DatasetInfo
     created: bool
     warnings: list[str]
+    # The columns' names the file had (the stored bytes carry them only when shared).
+    feature_names: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,14 @@ def import_upload(
     datasets_root: Path,
     max_cells: int,
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    *,
+    private: bool = False,
 ) -> Upload:
-    """Read an uploaded file and store it (in a compute worker), with the reader's warnings."""
+    """Read an uploaded file and store it (in a compute worker), with the reader's warnings.
+
+    ``private``: the name and columns are the sender's (a tenant's claim), not stored
+    with the bytes, which another tenant sending the same numbers shares.
+    """
     notes = ReadNotes()
     X, y = read_dataset(
         path,
@@ -187,9 +195,13 @@ def import_upload(
         notes=notes,
     )
     info, created = DatasetStore(datasets_root).put(
-        X, y, name=name, format=fmt, feature_names=notes.feature_names
+        X,
+        y,
+        name=None if private else name,
+        format=fmt,
+        feature_names=None if private else notes.feature_names,
     )
-    return Upload(info, created, notes.warnings)
+    return Upload(info, created, notes.warnings, notes.feature_names)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:

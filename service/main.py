@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.datasets,
             quota_bytes=settings.tenant_quota_bytes,
             dataset_ttl_s=settings.dataset_ttl_s,
+            inline_max_bytes=settings.inline_max_bytes,
         )
         try:
             keys_required = await tenancy.keys_required()
