@@ -493,7 +493,12 @@ class BenchmarkEngine:
         :func:`service.formats.import_upload`).
         """
         return await self.data_pool.run(
-            functools.partial(import_upload, private=private),
+            functools.partial(
+                import_upload,
+                private=private,
+                max_expansion=self.limits.max_expansion,
+                datasets_max_bytes=self.limits.datasets_max_bytes,
+            ),
             path,
             fmt,
             label_column,

@@ -122,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_cells=settings.max_cells,
                 max_dataset_bytes=settings.max_dataset_bytes,
                 inline_max_bytes=settings.inline_max_bytes,
+                max_expansion=settings.max_expansion,
+                datasets_max_bytes=settings.datasets_max_bytes,
             ),
             results=result_store(settings),
             pool=pool,

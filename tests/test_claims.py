@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 import httpx
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from service.datasets import DatasetStore
@@ -221,3 +223,51 @@ def test_inline_data_is_bounded_and_evicted_per_tenant(inline_server: ServicePro
             assert sum(n for _, n in store.inline_held("bob")) <= 3000
         finally:
             store.close()
+
+
+def test_uploads_without_quotas_are_bounded_in_expansion_and_in_total(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Check, with no key and no quota (the default), that a small compressed .npz or
+    # Parquet file that would expand past CLUSTERBENCH_MAX_EXPANSION is 413 before it is
+    # decoded, and that uploads past CLUSTERBENCH_DATASETS_MAX_BYTES in all are 507 until
+    # something is deleted.
+    data_dir = tmp_path_factory.mktemp("claims-open") / "data"
+    data_dir.mkdir()
+    server = ServiceProcess(
+        data_dir, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_DATASETS_MAX_BYTES="20000"
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            zeros = np.zeros((20_000, 10))  # 1.6 MB stored
+            npz = io.BytesIO()
+            np.savez_compressed(npz, X=zeros)
+            parquet = io.BytesIO()
+            table = pa.table({f"f{j}": zeros[:, j] for j in range(10)})
+            pq.write_table(table, parquet, compression="zstd")
+            for media_type, body in (
+                ("application/x-npz", npz.getvalue()),
+                ("application/vnd.apache.parquet", parquet.getvalue()),
+            ):
+                assert len(body) * 100 < zeros.nbytes
+                refused = http.post(
+                    "/v1/datasets", content=body, headers={"Content-Type": media_type}
+                )
+                assert refused.status_code == 413, (media_type, refused.text)
+                assert "CLUSTERBENCH_MAX_EXPANSION" in refused.json()["detail"]
+
+            def send(shift: float) -> httpx.Response:
+                return upload(http, {}, csv(300, shift=shift))  # about 7.5 KB stored
+
+            first, second = send(0.0), send(1.0)
+            assert (first.status_code, second.status_code) == (201, 201)
+            full = send(2.0)
+            assert full.status_code == 507, full.text
+            assert full.headers["content-type"] == "application/problem+json"
+            assert "CLUSTERBENCH_DATASETS_MAX_BYTES" in full.json()["detail"]
+            assert send(0.0).status_code == 200  # already stored: it fits
+            assert http.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+            assert send(2.0).status_code == 201
+    finally:
+        server.stop()
