@@ -28,6 +28,7 @@ from service.errors import (
     DatasetNotFoundError,
     InvalidDataError,
     StorageError,
+    StorageFullError,
 )
 
 BUILTIN_LOADERS: dict[str, str] = {
@@ -473,6 +474,27 @@ class DatasetStore:
                 deleted.append(dataset_id)
             total -= size
         return deleted
+
+    def check_room(self, X: np.ndarray, y: np.ndarray | None, max_bytes: int) -> None:
+        """Refuse (507) new uploaded data that would take the stored uploads (built-ins
+        and inline data aside) past ``max_bytes``; data already stored always fits."""
+        if (self.root / content_hash(X, y) / "meta.json").exists():
+            return
+        adding = X.nbytes + (0 if y is None else y.nbytes)
+        stored = 0
+        for folder in self.root.iterdir():
+            try:
+                meta = json.loads((folder / "meta.json").read_text())
+                if is_id(folder.name) and meta["format"] != "builtin" and not meta["inline"]:
+                    stored += sum(f.stat().st_size for f in folder.iterdir())
+            except (OSError, ValueError, KeyError):
+                continue  # not a dataset, or being written or deleted by another process
+        if stored + adding > max_bytes:
+            raise StorageFullError(
+                f"storing this dataset ({adding:,} bytes) would take the uploaded datasets "
+                f"past {max_bytes:,} bytes ({stored:,} stored; CLUSTERBENCH_DATASETS_MAX_BYTES); "
+                "delete datasets to make room"
+            )
 
     def exists(self, info: DatasetInfo) -> bool:
         """Whether the dataset is still stored (built-ins always are: they come back)."""

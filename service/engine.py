@@ -239,7 +239,9 @@ class BenchmarkEngine:
     ) -> ResolvedBenchmark:
         """Read a benchmark request's JSON body and resolve it.
 
-        ``may_use(dataset_id)`` says whether the caller may name an uploaded dataset.
+        ``may_use(dataset_id)`` says whether the caller may name an uploaded dataset; with
+        it (a tenant), inline data is not pruned here: each tenant's is bounded on its own
+        (:meth:`service.tenants.Tenancy.claim_dataset`).
 
         A large body (inline data) arrives spilled to a file, and is decoded and stored
         by a data-lane worker: decoding holds the GIL for seconds, which on the event
@@ -253,6 +255,7 @@ class BenchmarkEngine:
             body,
             self.datasets.root,
             self.limits,
+            may_use is None,
         )
         return await self.resolve(request, dataset, may_use=may_use)
 
@@ -344,7 +347,7 @@ class BenchmarkEngine:
             request = validate(model, body)
             return request, await self._resolve_dataset(cast(DataSource, request), may_use)
         request, dataset = await self.data_pool.run(
-            request_body_in_worker, model, body, self.datasets.root, self.limits
+            request_body_in_worker, model, body, self.datasets.root, self.limits, may_use is None
         )
         if dataset is None:
             dataset = await self._resolve_dataset(cast(DataSource, request), may_use)
@@ -455,7 +458,7 @@ class BenchmarkEngine:
     ) -> DatasetInfo:
         if request.X is not None:
             return await to_thread.run_sync(
-                store_inline, self.datasets, request.X, request.y, self.limits
+                store_inline, self.datasets, request.X, request.y, self.limits, may_use is None
             )
         name = request.dataset or "digits"
         if name in BUILTIN_LOADERS:
@@ -475,14 +478,27 @@ class BenchmarkEngine:
         )
 
     async def import_file(
-        self, path: Path, fmt: str, *, label_column: str | None, name: str | None
+        self,
+        path: Path,
+        fmt: str,
+        *,
+        label_column: str | None,
+        name: str | None,
+        private: bool = False,
     ) -> Upload:
         """Read an uploaded file and store it: the info, whether it is new, the warnings.
 
         In a compute worker: parsing a large file would otherwise hold the event loop.
+        ``private``: the name and columns stay out of the shared bytes (see
+        :func:`service.formats.import_upload`).
         """
         return await self.data_pool.run(
-            import_upload,
+            functools.partial(
+                import_upload,
+                private=private,
+                max_expansion=self.limits.max_expansion,
+                datasets_max_bytes=self.limits.datasets_max_bytes,
+            ),
             path,
             fmt,
             label_column,

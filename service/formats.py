@@ -39,6 +39,8 @@ class DataLimits:
     max_cells: int = Settings.model_fields["max_cells"].default
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
     inline_max_bytes: int = Settings.model_fields["inline_max_bytes"].default
+    max_expansion: float = Settings.model_fields["max_expansion"].default
+    datasets_max_bytes: int = Settings.model_fields["datasets_max_bytes"].default
 
 
 MEDIA_TYPES = {
@@ -86,6 +88,8 @@ class Upload:
     info: DatasetInfo
     created: bool
     warnings: list[str]
+    # The columns' names the file had (the stored bytes carry them only when shared).
+    feature_names: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,22 @@ class Bounds:
 
     max_cells: int
     max_dataset_bytes: int
+    # The upload's own size, and how many times that its dataset may take stored.
+    sent_bytes: int | None = None
+    max_expansion: float = Settings.model_fields["max_expansion"].default
+
+    def check_expansion(self, shape: tuple[int, ...], x_itemsize: int, y_bytes: int) -> None:
+        """Refuse (413) an upload whose dataset would take more than ``max_expansion``
+        times its own bytes: a small compressed file must not become a huge dataset."""
+        if self.sent_bytes is None:
+            return
+        stored = math.prod(shape) * x_itemsize + y_bytes
+        if stored > self.max_expansion * max(self.sent_bytes, 1):
+            raise PayloadTooLargeError(
+                f"the upload of {_size(self.sent_bytes)} would expand to {_size(stored)} "
+                f"stored, more than {self.max_expansion:g} times its size "
+                "(CLUSTERBENCH_MAX_EXPANSION); send the data less compressed"
+            )
 
 
 def read_dataset(
@@ -104,6 +124,7 @@ def read_dataset(
     max_cells: int,
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
     notes: ReadNotes | None = None,
+    max_expansion: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an uploaded file as validated arrays.
 
@@ -125,6 +146,8 @@ def read_dataset(
         plus the labels, in bytes.
     notes : ReadNotes, optional
         Filled with the feature names and warnings, when given.
+    max_expansion : float, optional
+        Largest ratio of the stored size to the file's size; unbounded when None.
 
     Returns
     -------
@@ -144,9 +167,13 @@ def read_dataset(
         "json": _read_json,
     }
     bounds = Bounds(max_cells, max_dataset_bytes)
+    if max_expansion is not None:
+        bounds = Bounds(max_cells, max_dataset_bytes, path.stat().st_size, max_expansion)
     X, y = readers[fmt](path, label_column, bounds, notes or ReadNotes())
     check_cells(X.shape, max_cells)
-    check_stored_bytes(X.shape, X.dtype.itemsize, 0 if y is None else y.nbytes, max_dataset_bytes)
+    y_bytes = 0 if y is None else y.nbytes
+    check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes)
+    bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes)
     return X, y
 
 
@@ -175,8 +202,17 @@ def import_upload(
     datasets_root: Path,
     max_cells: int,
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    *,
+    private: bool = False,
+    max_expansion: float | None = None,
+    datasets_max_bytes: int | None = None,
 ) -> Upload:
-    """Read an uploaded file and store it (in a compute worker), with the reader's warnings."""
+    """Read an uploaded file and store it (in a compute worker), with the reader's warnings.
+
+    ``private``: the name and columns are the sender's (a tenant's claim), not stored
+    with the bytes, which another tenant sending the same numbers shares. A new dataset
+    that would take the stored uploads past ``datasets_max_bytes`` is refused (507).
+    """
     notes = ReadNotes()
     X, y = read_dataset(
         path,
@@ -185,11 +221,19 @@ def import_upload(
         max_cells=max_cells,
         max_dataset_bytes=max_dataset_bytes,
         notes=notes,
+        max_expansion=max_expansion,
     )
-    info, created = DatasetStore(datasets_root).put(
-        X, y, name=name, format=fmt, feature_names=notes.feature_names
+    store = DatasetStore(datasets_root)
+    if datasets_max_bytes is not None:
+        store.check_room(X, y, datasets_max_bytes)
+    info, created = store.put(
+        X,
+        y,
+        name=None if private else name,
+        format=fmt,
+        feature_names=None if private else notes.feature_names,
     )
-    return Upload(info, created, notes.warnings)
+    return Upload(info, created, notes.warnings, notes.feature_names)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:
@@ -373,12 +417,10 @@ def _read_parquet(
     all_float32 = all(schema.field(n).type == pa.float32() for n in features)
     label_type = None if label_column is None else schema.field(label_column).type
     string_labels = label_type is not None and not _is_number_type(label_type)
-    check_stored_bytes(
-        (n_samples, len(features)),
-        4 if all_float32 else 8,
-        8 * n_samples if label_column is not None and not string_labels else 0,
-        bounds.max_dataset_bytes,
-    )
+    shape, itemsize = (n_samples, len(features)), 4 if all_float32 else 8
+    numeric_labels = 8 * n_samples if label_column is not None and not string_labels else 0
+    check_stored_bytes(shape, itemsize, numeric_labels, bounds.max_dataset_bytes)
+    bounds.check_expansion(shape, itemsize, numeric_labels)
     # What the file says its pages hold once decompressed (decoding cannot take less).
     # Pages carry headers, levels and dictionaries beside the values: twice the stored
     # bound leaves room for those and still bounds what decompressing may allocate.
@@ -801,6 +843,7 @@ def _read_npz(
                 y_bytes,
                 bounds.max_dataset_bytes,
             )
+            bounds.check_expansion(X_header.shape, _stored_itemsize(X_header.dtype), y_bytes)
             # The zip directory's uncompressed size bounds what inflating can produce: it
             # must be what the header declares, nothing more.
             _check_size(X_header, "'X' in the .npz", members["X"].file_size)

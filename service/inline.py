@@ -181,27 +181,33 @@ def _fields(model: type[BaseModel] | None, loc: list[Any]) -> list[str]:
     return []
 
 
-def store_inline(datasets: DatasetStore, X: Any, y: Any, limits: DataLimits) -> DatasetInfo:
-    """Validate inline data, store it as an inline dataset, keep inline data in its bound."""
+def store_inline(
+    datasets: DatasetStore, X: Any, y: Any, limits: DataLimits, pooled: bool = True
+) -> DatasetInfo:
+    """Validate inline data and store it as an inline dataset.
+
+    ``pooled`` (no tenants): keep all inline data in its bound here, least recently used
+    out first. With tenants each tenant's is bounded on its own, by its claims.
+    """
     X_arr = as_feature_matrix(X)
     check_cells(X_arr.shape, limits.max_cells)
     check_stored_bytes(X_arr.shape, X_arr.dtype.itemsize, label_bytes(y), limits.max_dataset_bytes)
     y_arr = None if y is None else as_labels(y, X_arr.shape[0])
     info, created = datasets.put(X_arr, y_arr, name=None, format="json", inline=True)
-    if created:
+    if created and pooled:
         datasets.prune_inline(limits.inline_max_bytes, keep=info.id)
     return info
 
 
 def benchmark_body_in_worker(
-    body_path: Path, datasets_root: Path, limits: DataLimits
+    body_path: Path, datasets_root: Path, limits: DataLimits, pooled: bool = True
 ) -> tuple[BenchmarkRequest, DatasetInfo | None]:
     """A large benchmark body, read from a file in a worker: the request without its
     data, and the stored dataset when the data came inline."""
     request = validate(BenchmarkRequest, body_path.read_bytes())
     if request.X is None:
         return request, None
-    info = store_inline(DatasetStore(datasets_root), request.X, request.y, limits)
+    info = store_inline(DatasetStore(datasets_root), request.X, request.y, limits, pooled)
     return request.model_copy(update={"X": None, "y": None}), info
 
 
@@ -226,7 +232,7 @@ def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int
 
 
 def request_body_in_worker(
-    model: type[M], body_path: Path, datasets_root: Path, limits: DataLimits
+    model: type[M], body_path: Path, datasets_root: Path, limits: DataLimits, pooled: bool = True
 ) -> tuple[M, DatasetInfo | None]:
     """A large body of any request with data fields (``X``, ``y``), read in a worker:
     the request without its data, and the stored dataset when the data came inline."""
@@ -234,5 +240,5 @@ def request_body_in_worker(
     X, y = getattr(request, "X", None), getattr(request, "y", None)
     if X is None:
         return request, None
-    info = store_inline(DatasetStore(datasets_root), X, y, limits)
+    info = store_inline(DatasetStore(datasets_root), X, y, limits, pooled)
     return request.model_copy(update={"X": None, "y": None}), info

@@ -122,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_cells=settings.max_cells,
                 max_dataset_bytes=settings.max_dataset_bytes,
                 inline_max_bytes=settings.inline_max_bytes,
+                max_expansion=settings.max_expansion,
+                datasets_max_bytes=settings.datasets_max_bytes,
             ),
             results=result_store(settings),
             pool=pool,
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.datasets,
             quota_bytes=settings.tenant_quota_bytes,
             dataset_ttl_s=settings.dataset_ttl_s,
+            inline_max_bytes=settings.inline_max_bytes,
         )
         try:
             await asyncio.to_thread(tenancy.store.record_environment)

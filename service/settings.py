@@ -68,8 +68,22 @@ class Settings(BaseSettings):
     inline_max_bytes: int = Field(
         1024 * MIB,
         ge=0,
-        description="Bound on the data sent inline (X in a benchmark request) kept on disk; "
-        "least recently used first out. Uploads are kept until deleted.",
+        description="Bound on the data sent inline (X in a benchmark request) kept on disk, "
+        "per tenant with keys; least recently used first out. Uploads are kept until deleted.",
+    )
+    max_expansion: float = Field(
+        100.0,
+        ge=1,
+        description="Largest ratio of a dataset's stored bytes to the bytes of its upload: a "
+        "small compressed file (.npz, Parquet) that would expand past it is 413, checked "
+        "from declared shapes before decoding.",
+    )
+    datasets_max_bytes: int = Field(
+        8 * 1024 * MIB,
+        ge=0,
+        description="Bound on the uploaded datasets stored, all together (built-ins and "
+        "inline data aside); a new upload past it is 507. Per tenant, see "
+        "tenant_quota_bytes.",
     )
     cache_max_bytes: int = Field(
         1024 * MIB,

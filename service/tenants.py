@@ -19,21 +19,22 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from anyio import to_thread
 
-from service.datasets import BUILTIN_LOADERS, DatasetStore, is_id
-from service.errors import DatasetNotFoundError, QuotaExceededError
+from service.datasets import BUILTIN_LOADERS, DatasetInfo, DatasetStore, is_id
+from service.errors import DatasetConflictError, DatasetNotFoundError, QuotaExceededError
 from service.sqlite import open_wal
 
 logger = logging.getLogger(__name__)
@@ -71,12 +72,41 @@ CREATE TABLE IF NOT EXISTS claims (
     bytes INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     last_used REAL NOT NULL,
+    meta TEXT,
+    inline INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, kind, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_by_id ON claims (kind, id);
 CREATE INDEX IF NOT EXISTS claims_by_parent ON claims (tenant, parent);
 CREATE INDEX IF NOT EXISTS claims_by_use ON claims (kind, last_used);
 """
+
+
+# Columns added since the claims table was first made, for a database made before them.
+_ADDED_COLUMNS = {"meta": "TEXT", "inline": "INTEGER NOT NULL DEFAULT 0"}
+# Times a claim on data the caller just sent is tried again when the bytes were removed
+# (by another tenant's roll-back or delete) between their store and the claim.
+STORE_AGAIN_TRIES = 3
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a tenant told of a dataset it sent: the claim's, never the shared bytes'.
+
+    Two tenants sending the same numbers share the bytes, each under its own name.
+    """
+
+    name: str | None
+    format: str
+    feature_names: list[str] | None = None
+    inline: bool = False
+
+    def shown(self) -> dict[str, Any]:
+        """The fields of a dataset's description that are the tenant's own."""
+        return {"name": self.name, "format": self.format, "feature_names": self.feature_names}
+
+
+INLINE = DatasetMeta(name=None, format="json", inline=True)
 
 
 class KeyNameError(ValueError):
@@ -153,12 +183,24 @@ class TenantStore:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = open_wal(self.path, busy_timeout_s=5.0, schema=_SCHEMA, what="keys database")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+            for column, declared in _ADDED_COLUMNS.items():
+                if column not in columns:
+                    # Another process may add it first.
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        db.execute(f"ALTER TABLE claims ADD COLUMN {column} {declared}")
             self._local.db = db
         return db
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (SQLite's lock, across processes); the methods called
+        inside it join it, so that what they read and write cannot interleave with
+        another claim or release."""
         db = self._connection()
+        if db.in_transaction:
+            yield db
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -172,7 +214,7 @@ class TenantStore:
     def record_environment(self) -> None:
         """Write the names of this process's CLUSTERBENCH_API_KEYS (never the keys) to the
         store, for ``keys create`` run from a shell that does not have them."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM environment_keys")
             db.executemany(
                 "INSERT INTO environment_keys (name) VALUES (?)",
@@ -191,7 +233,7 @@ class TenantStore:
             raise KeyNameError(f"{name!r} already has a key in CLUSTERBENCH_API_KEYS")
         key = new_key()
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 db.execute(
                     "INSERT INTO keys (name, hash, created_at) VALUES (?, ?, ?)",
                     (name, key_digest(key), time.time()),
@@ -202,7 +244,7 @@ class TenantStore:
 
     def revoke_key(self, name: str) -> bool:
         """Forget ``name``'s key; whether there was one. What the tenant holds stays."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             return db.execute("DELETE FROM keys WHERE name = ?", (name,)).rowcount > 0
 
     def list_keys(self) -> list[KeyInfo]:
@@ -235,23 +277,64 @@ class TenantStore:
     # Claims
 
     def claim(
-        self, tenant: str, kind: str, id_: str, *, parent: str | None = None, nbytes: int = 0
+        self,
+        tenant: str,
+        kind: str,
+        id_: str,
+        *,
+        parent: str | None = None,
+        nbytes: int = 0,
+        meta: DatasetMeta | None = None,
     ) -> bool:
-        """Record that ``tenant`` holds ``id_`` (or mark it used); whether it is new."""
+        """Record that ``tenant`` holds ``id_`` (or mark it used); whether it is new.
+
+        ``meta`` is what the tenant told of a dataset; an upload of data the tenant held
+        as inline data makes it the tenant's upload, under the upload's name.
+        """
         now = time.time()
-        with self._transaction() as db:
+        stored = None if meta is None else json.dumps(meta.shown())
+        with self.transaction() as db:
             updated = db.execute(
                 "UPDATE claims SET last_used = ? WHERE tenant = ? AND kind = ? AND id = ?",
                 (now, tenant, kind, id_),
             ).rowcount
             if updated:
+                if meta is not None and not meta.inline:
+                    db.execute(
+                        "UPDATE claims SET meta = ?, inline = 0"
+                        " WHERE tenant = ? AND kind = ? AND id = ? AND inline",
+                        (stored, tenant, kind, id_),
+                    )
                 return False
             db.execute(
-                "INSERT INTO claims (tenant, kind, id, parent, bytes, created_at, last_used) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (tenant, kind, id_, parent, nbytes, now, now),
+                "INSERT INTO claims (tenant, kind, id, parent, bytes, created_at, last_used,"
+                " meta, inline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tenant, kind, id_, parent, nbytes, now, now, stored, bool(meta and meta.inline)),
             )
             return True
+
+    def meta(self, tenant: str, dataset_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What ``tenant`` told of each of ``dataset_ids`` it holds (claims made before
+        tenants told anything have none)."""
+        found: dict[str, dict[str, Any]] = {}
+        db = self._connection()
+        for dataset_id in dataset_ids:
+            row = db.execute(
+                "SELECT meta FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
+                (tenant, DATASET, dataset_id),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                found[dataset_id] = json.loads(row[0])
+        return found
+
+    def inline_held(self, tenant: str) -> list[tuple[str, int]]:
+        """(id, bytes) of the inline data ``tenant`` holds, least recently used first."""
+        rows = self._connection().execute(
+            "SELECT id, bytes FROM claims WHERE tenant = ? AND kind = ? AND inline"
+            " ORDER BY last_used, id",
+            (tenant, DATASET),
+        )
+        return [(id_, nbytes) for id_, nbytes in rows]
 
     def holds(self, tenant: str, kind: str, id_: str) -> bool:
         row = (
@@ -273,7 +356,7 @@ class TenantStore:
     def release(self, tenant: str, kind: str, id_: str) -> int | None:
         """Drop ``tenant``'s claim on ``id_``: None if it had none, else the claims left
         on ``id_`` (all tenants)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             deleted = db.execute(
                 "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?", (tenant, kind, id_)
             ).rowcount
@@ -286,7 +369,7 @@ class TenantStore:
 
     def forget(self, kind: str, ids: Sequence[str]) -> None:
         """Drop every tenant's claims on ``ids`` (things of ``kind`` that are gone)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany(
                 "DELETE FROM claims WHERE kind = ? AND id = ?", [(kind, id_) for id_ in ids]
             )
@@ -331,7 +414,7 @@ class TenantStore:
 
         Returns the claims left on the dataset (None if the tenant had none).
         """
-        with self._transaction() as db:
+        with self.transaction() as db:
             deleted = db.execute(
                 "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
                 (tenant, DATASET, dataset_id),
@@ -366,7 +449,7 @@ class TenantStore:
         ``keep`` maps the models another benchmark of the tenant uses too to that
         benchmark: those claims stay, under it.
         """
-        with self._transaction() as db:
+        with self.transaction() as db:
             deleted = db.execute(
                 "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
                 (tenant, BENCHMARK, benchmark_id),
@@ -415,10 +498,14 @@ class Tenancy:
         *,
         quota_bytes: int | None = None,
         dataset_ttl_s: float | None = None,
+        inline_max_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.datasets = datasets
         self.quota_bytes = quota_bytes
+        # Each tenant's inline data is bounded on its own: one tenant's never pushes
+        # another's out.
+        self.inline_max_bytes = inline_max_bytes
         self.dataset_ttl_s = dataset_ttl_s
         self._keys_checked = (-float("inf"), False)
         self._builtin_ids: frozenset[str] | None = None
@@ -489,45 +576,117 @@ class Tenancy:
         if tenant is not None and self.quota_bytes is not None:
             await self._run(lambda: self.quota_check(tenant, adding if adding else 1))
 
-    async def claim_dataset(self, tenant: str | None, dataset_id: str) -> bool:
-        """Give ``tenant`` the dataset it sent (upload or inline), within its quota.
+    def _claim_within(self, tenant: str, kind: str, id_: str, **fields: Any) -> bool:
+        """Claim ``id_`` for ``tenant``, refusing (403) a new claim past its quota.
+
+        The check and the claim are one transaction: claims stored at the same moment
+        (concurrent computations finishing) cannot each pass the check and together pass
+        the quota. Blocking: run it in a thread.
+        """
+        with self.store.transaction():
+            if not self.store.holds(tenant, kind, id_):
+                self.quota_check(tenant, fields.get("nbytes", 0))
+            return self.store.claim(tenant, kind, id_, **fields)
+
+    def _drop_unheld(self, dataset_id: str) -> None:
+        """Remove a dataset's bytes if no tenant holds them. Called inside the store's
+        transaction: no claim can land between the count and the removal."""
+        if self.store.claims_on(DATASET, dataset_id) == 0:
+            with contextlib.suppress(DatasetNotFoundError):
+                self.datasets.delete(dataset_id)
+
+    async def claim_dataset(
+        self,
+        tenant: str | None,
+        dataset_id: str,
+        sent: DatasetMeta = INLINE,
+        *,
+        store_again: Callable[[], Awaitable[object]] | None = None,
+    ) -> bool:
+        """Give ``tenant`` the dataset it sent (``sent`` says how, under what name),
+        within its quota; or mark one it holds as used.
 
         Returns whether the claim is new. Past the quota, the claim is not made, the
-        bytes are removed if nobody else holds them, and QuotaExceededError is raised.
+        bytes are removed if nobody holds them, and QuotaExceededError is raised. Bytes
+        removed between their store and this claim (another tenant rolled back or
+        deleted them) are stored again by ``store_again``. A tenant's inline data past
+        ``inline_max_bytes`` loses its least recently used (its claims; the bytes go
+        when nobody else holds them).
         """
         if tenant is None or dataset_id in await self.builtin_ids():
             return False
+        folder = self.datasets.root / dataset_id
 
-        def claim() -> bool:
-            if self.store.holds(tenant, DATASET, dataset_id):
-                self.store.claim(tenant, DATASET, dataset_id)
-                return False
-            size = folder_bytes(self.datasets.root / dataset_id)
-            try:
-                self.quota_check(tenant, size)
-            except QuotaExceededError:
-                if self.store.claims_on(DATASET, dataset_id) == 0:
-                    with contextlib.suppress(DatasetNotFoundError):
-                        self.datasets.delete(dataset_id)
-                raise
-            return self.store.claim(tenant, DATASET, dataset_id, nbytes=size)
+        def claim() -> bool | None:
+            with self.store.transaction():
+                if self.store.holds(tenant, DATASET, dataset_id):
+                    return self.store.claim(tenant, DATASET, dataset_id, meta=sent)
+                if not (folder / "meta.json").exists():
+                    return None
+                size = folder_bytes(folder)
+                try:
+                    self.quota_check(tenant, size)
+                except QuotaExceededError:
+                    self._drop_unheld(dataset_id)
+                    raise
+                return self.store.claim(tenant, DATASET, dataset_id, nbytes=size, meta=sent)
 
-        return await self._run(claim)
+        for _ in range(STORE_AGAIN_TRIES):
+            created = await self._run(claim)
+            if created is not None or store_again is None:
+                break
+            await store_again()
+        if created is None:
+            raise DatasetConflictError(
+                f"the dataset {dataset_id} was removed while it was being stored "
+                "(another request deleted the same data); send it again"
+            )
+        if sent.inline and self.inline_max_bytes is not None:
+            await self._run(lambda: self._bound_inline(tenant, keep=dataset_id))
+        return created
+
+    def _bound_inline(self, tenant: str, *, keep: str) -> list[str]:
+        """Drop ``tenant``'s least recently used inline data past ``inline_max_bytes``,
+        never ``keep``; returns the ids dropped."""
+        assert self.inline_max_bytes is not None
+        with self.store.transaction():
+            held = self.store.inline_held(tenant)
+            total = sum(nbytes for _, nbytes in held)
+            dropped = []
+            for dataset_id, nbytes in held:
+                if total <= self.inline_max_bytes:
+                    break
+                if dataset_id == keep:
+                    continue
+                self.store.release(tenant, DATASET, dataset_id)
+                self._drop_unheld(dataset_id)
+                dropped.append(dataset_id)
+                total -= nbytes
+        return dropped
 
     async def listed_datasets(self, tenant: str) -> list[str]:
         return await self._run(lambda: self.store.held(tenant, DATASET))
+
+    async def described(self, tenant: str | None, infos: list[DatasetInfo]) -> list[dict[str, Any]]:
+        """The datasets as ``tenant`` sees them: under the name, format and columns it
+        sent them with, never another tenant's (built-ins as they are)."""
+        shown = [info.described() for info in infos]
+        if tenant is None:
+            return shown
+        told = await self._run(lambda: self.store.meta(tenant, [info.id for info in infos]))
+        for described in shown:
+            described.update(told.get(described["id"], {}))
+        return shown
 
     async def release_dataset(self, tenant: str, dataset_id: str) -> bool:
         """Drop the tenant's claim; the bytes go with the last claim. Whether it held one."""
 
         def release() -> bool:
-            left = self.store.release(tenant, DATASET, dataset_id)
-            if left is None:
-                return False
-            if left == 0:
-                with contextlib.suppress(DatasetNotFoundError):
-                    self.datasets.delete(dataset_id)
-            return True
+            with self.store.transaction():
+                if self.store.release(tenant, DATASET, dataset_id) is None:
+                    return False
+                self._drop_unheld(dataset_id)
+                return True
 
         return await self._run(release)
 
@@ -551,9 +710,12 @@ class Tenancy:
             return
 
         def claim() -> None:
-            self.store.claim(tenant, BENCHMARK, benchmark_id, parent=dataset_id, nbytes=nbytes)
-            for model_id, size in models.items():
-                self.store.claim(tenant, MODEL, model_id, parent=benchmark_id, nbytes=size)
+            with self.store.transaction():
+                if not self.store.holds(tenant, BENCHMARK, benchmark_id):
+                    self.quota_check(tenant, nbytes + sum(models.values()))
+                self.store.claim(tenant, BENCHMARK, benchmark_id, parent=dataset_id, nbytes=nbytes)
+                for model_id, size in models.items():
+                    self.store.claim(tenant, MODEL, model_id, parent=benchmark_id, nbytes=size)
 
         await self._run(claim)
 
@@ -603,7 +765,7 @@ class Tenancy:
     ) -> None:
         if tenant is not None:
             await self._run(
-                lambda: self.store.claim(
+                lambda: self._claim_within(
                     tenant, PLOT, f"{benchmark_id}:{key}", parent=benchmark_id, nbytes=nbytes
                 )
             )
@@ -614,7 +776,9 @@ class Tenancy:
         """Give ``tenant`` a sweep or stability run (``kind``) it asked for."""
         if tenant is not None:
             await self._run(
-                lambda: self.store.claim(tenant, kind, result_id, parent=dataset_id, nbytes=nbytes)
+                lambda: self._claim_within(
+                    tenant, kind, result_id, parent=dataset_id, nbytes=nbytes
+                )
             )
 
     async def claim_result_plot(
@@ -623,7 +787,7 @@ class Tenancy:
         """Count the plot of a sweep (or any result of ``kind``) against ``tenant``'s quota."""
         if tenant is not None:
             await self._run(
-                lambda: self.store.claim(
+                lambda: self._claim_within(
                     tenant, PLOT, f"{kind}:{result_id}", parent=result_id, nbytes=nbytes
                 )
             )
@@ -645,13 +809,12 @@ class Tenancy:
         before = (time.time() if now is None else now) - self.dataset_ttl_s
         expired = []
         for tenant, dataset_id in self.store.unused_since(DATASET, before):
-            left = self.store.expire_dataset(tenant, dataset_id)
-            if left is None:
-                continue
-            expired.append((tenant, dataset_id))
-            if left == 0 and is_id(dataset_id):
-                with contextlib.suppress(DatasetNotFoundError):
-                    self.datasets.delete(dataset_id)
+            with self.store.transaction():
+                if self.store.expire_dataset(tenant, dataset_id) is None:
+                    continue
+                expired.append((tenant, dataset_id))
+                if is_id(dataset_id):
+                    self._drop_unheld(dataset_id)
         if expired:
             logger.info(
                 "expired %d dataset claim(s) unused for %g s", len(expired), self.dataset_ttl_s

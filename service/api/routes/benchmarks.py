@@ -214,8 +214,10 @@ async def create_benchmark(
         job = await engine.resolve_body(body, may_use=may_use)
         if isinstance(body, bytes):
             engine.remember(body, job)
-    # The data sent inline is the caller's now (within its quota); named data it held.
-    await tenants.claim_dataset(caller, job.dataset.id)
+        # The data sent inline is the caller's now (within its quota); named data it held.
+        await tenants.claim_dataset(
+            caller, job.dataset.id, store_again=lambda: engine.resolve_body(body, may_use=may_use)
+        )
     if await answer_not_modified(request, BenchmarkQuestion(job), engine):
         return _not_modified(job.id)
     if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):

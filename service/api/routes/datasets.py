@@ -14,15 +14,17 @@ from starlette.responses import Response
 
 from service.api.auth import Caller
 from service.api.deps import ID_PATTERN, Engine, Tenants, problems
-from service.datasets import BUILTIN_LOADERS
+from service.datasets import BUILTIN_LOADERS, DatasetInfo
 from service.errors import (
     DatasetNotFoundError,
     InvalidDataError,
     UnsupportedMediaTypeError,
     clip,
 )
-from service.formats import MEDIA_TYPES, format_of
-from service.schemas import DatasetInfo, DatasetList
+from service.formats import MEDIA_TYPES, Upload, format_of
+from service.schemas import DatasetInfo as DatasetInfoSchema
+from service.schemas import DatasetList
+from service.tenants import DatasetMeta
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -113,9 +115,9 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
 @router.post(
     "",
     status_code=201,
-    response_model=DatasetInfo,
+    response_model=DatasetInfoSchema,
     responses={
-        200: {"model": DatasetInfo, "description": "The same data was uploaded before."},
+        200: {"model": DatasetInfoSchema, "description": "The same data was uploaded before."},
         201: {"description": "Stored: the `Location` header names it."},
         **problems(400, 403, 413, 415, 422, 503, 504, 507),
     },
@@ -142,14 +144,23 @@ async def upload_dataset(
     await tenants.check_quota(caller)
     async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
-        upload = await engine.import_file(path, fmt, label_column=label_column, name=name)
-    if caller is not None:
-        # New to this tenant is what it is told: whether another holds it stays unsaid.
-        created = await tenants.claim_dataset(caller, upload.info.id)
-    else:
-        created = upload.created
+
+        async def store() -> Upload:
+            return await engine.import_file(
+                path, fmt, label_column=label_column, name=name, private=caller is not None
+            )
+
+        upload = await store()
+        if caller is not None:
+            # New to this tenant is what it is told: whether another holds it stays unsaid,
+            # and so do the name and columns another sent it with.
+            sent = DatasetMeta(name, fmt, upload.feature_names)
+            created = await tenants.claim_dataset(caller, upload.info.id, sent, store_again=store)
+        else:
+            created = upload.created
+    [described] = await tenants.described(caller, [upload.info])
     return _json(
-        {**upload.info.described(), "warnings": upload.warnings},
+        {**described, "warnings": upload.warnings},
         201 if created else 200,
         headers={"Location": f"/v1/datasets/{upload.info.id}"},
     )
@@ -160,19 +171,20 @@ async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Res
     """The built-in datasets (with their shapes) and every uploaded one (the caller's)."""
     held = None if caller is None else await tenants.listed_datasets(caller)
 
-    def collect() -> list[dict[str, Any]]:
+    def collect() -> list[DatasetInfo]:
         builtins = [engine.datasets.builtin(name) for name in BUILTIN_LOADERS]
         if held is None:
-            return [info.described() for info in engine.datasets.stored()]
-        found = [info.described() for info in builtins]
+            return engine.datasets.stored()
+        found = builtins
         for dataset_id in held:
             try:
-                found.append(engine.datasets.get(dataset_id).described())
+                found.append(engine.datasets.get(dataset_id))
             except DatasetNotFoundError:
                 continue  # inline data pruned from the store; the claim stays harmless
         return found
 
-    return _json({"datasets": await to_thread.run_sync(collect)})
+    infos = await to_thread.run_sync(collect)
+    return _json({"datasets": await tenants.described(caller, infos)})
 
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (sha256, hex).")]
@@ -180,7 +192,7 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (sha2
 
 @router.get(
     "/{dataset_id}",
-    response_model=DatasetInfo,
+    response_model=DatasetInfoSchema,
     responses=problems(404, 422),
     summary="Get a dataset",
 )
@@ -190,7 +202,8 @@ async def get_dataset(
     """One dataset's shape, labels, format and dtype."""
     if not await tenants.may_use_dataset(caller, dataset_id, use=False):
         raise DatasetNotFoundError(f"no dataset with id {dataset_id}")
-    return _json(engine.datasets.get(dataset_id).described())
+    [described] = await tenants.described(caller, [engine.datasets.get(dataset_id)])
+    return _json(described)
 
 
 @router.delete(

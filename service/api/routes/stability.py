@@ -101,9 +101,13 @@ async def create_stability(
     may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
     async with json_body(request, engine) as raw:
         parsed, dataset = await engine.resolve_data(StabilityRequest, raw, may_use=may_use)
+        await tenants.claim_dataset(
+            caller,
+            dataset.id,
+            store_again=lambda: engine.resolve_data(StabilityRequest, raw, may_use=may_use),
+        )
     question = await resolve_stability(engine, parsed, dataset, may_use=may_use)
     result_id = question.id
-    await tenants.claim_dataset(caller, dataset.id)
     if await answer_not_modified(request, question, engine):
         return Response(status_code=304, headers={"ETag": f'"{result_id}"', "Vary": "Accept"})
     if caller is not None and not await tenants.holds(caller, STABILITY, result_id):

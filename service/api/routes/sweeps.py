@@ -95,9 +95,13 @@ async def create_sweep(
     may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
     async with json_body(request, engine) as raw:
         sweep_request, dataset = await engine.resolve_data(SweepRequest, raw, may_use=may_use)
+        await tenants.claim_dataset(
+            caller,
+            dataset.id,
+            store_again=lambda: engine.resolve_data(SweepRequest, raw, may_use=may_use),
+        )
     question = resolve_sweep(sweep_request, dataset)
     sweep_id = question.id
-    await tenants.claim_dataset(caller, dataset.id)
     if await answer_not_modified(request, question, engine):
         return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
     if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
