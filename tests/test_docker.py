@@ -29,6 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from service.jobs import RELEASED, JobStore
 from service.process import SERVER_ARGS, ServiceProcess, free_port
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -281,3 +282,73 @@ def test_sigterm_past_the_grace_period_still_exits(tmp_path: Path) -> None:
         response = answer["r"]
         assert not (isinstance(response, httpx.Response) and response.status_code == 200)
         assert took < 10, f"the process took {took:.1f} s to exit after a 1 s grace period"
+
+
+def _misses(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.search(r"^clusterbench_benchmark_cache_misses_total (\S+)$", metrics, re.MULTILINE)
+    assert found is not None
+    return float(found.group(1))
+
+
+@pytest.mark.server
+def test_a_request_cut_off_by_the_stop_is_a_503_and_its_job_is_handed_over(
+    tmp_path: Path,
+) -> None:
+    # Check `docker stop` past the grace period on a request that joined a job: the
+    # request gets 503 problem+json with Retry-After (not uvicorn's plain-text 500), no
+    # traceback is logged, and the job is handed over rather than left "running" under a
+    # stopped process: its record is queued again, released for any server to take over.
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    data.mkdir()
+    server = ServiceProcess(
+        data, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_SHUTDOWN_GRACE_S="1", output=log
+    )
+    server.start()
+    answer: dict[str, httpx.Response | Exception] = {}
+
+    def ask() -> None:
+        try:
+            answer["r"] = httpx.post(f"{server.url}/v1/benchmarks", json=SLOWER, timeout=300)
+        except httpx.HTTPError as exc:
+            answer["r"] = exc
+
+    client = threading.Thread(target=ask)
+    try:
+        started = httpx.post(
+            f"{server.url}/v1/benchmarks",
+            json=SLOWER,
+            headers={"Prefer": "respond-async"},
+            timeout=60,
+        )
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        _wait_for(lambda: _computing(server.url), 60, "job computing")
+        misses = _misses(server.url)
+        client.start()
+        # Counted as it joins the job's computation.
+        _wait_for(lambda: _misses(server.url) > misses, 60, "request joining the job")
+        assert server.process
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+        if client.ident is not None:
+            client.join(timeout=60)
+    response = answer["r"]
+    assert isinstance(response, httpx.Response), response
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    problem = response.json()
+    assert problem["type"].endswith("server-stopping")
+    assert "CLUSTERBENCH_SHUTDOWN_GRACE_S" in problem["detail"]
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    jobs = JobStore(data / "jobs.sqlite3")
+    try:
+        record = jobs.get(job_id)
+    finally:
+        jobs.close()
+    assert record is not None
+    assert (record.state, record.stage, record.owner) == ("queued", RELEASED, RELEASED)
