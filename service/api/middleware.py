@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -102,8 +101,8 @@ class StoppingMiddleware:
     At the end of ``CLUSTERBENCH_SHUTDOWN_GRACE_S`` after SIGTERM, uvicorn cancels the task
     of each request still running. Nothing else cancels a request's task from outside (a
     client that leaves is told through ``receive``), so a cancellation that reaches this
-    layer is the server stopping. A response already started (an event stream) is ended
-    where it is; a client of the event stream then reconnects to another replica.
+    layer before the response started is the server stopping. (Event streams end by
+    themselves on shutdown: sse-starlette watches for it.)
     """
 
     def __init__(self, app: ASGIApp, grace_s: float) -> None:
@@ -125,20 +124,15 @@ class StoppingMiddleware:
             await self.app(scope, receive, send_tracked)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            if started or task is None:
+                raise
+            task.uncancel()
             logger.warning(
                 "%s %s cut off: the server stopped %g s ago (CLUSTERBENCH_SHUTDOWN_GRACE_S)",
                 scope["method"],
                 scope["path"],
                 self.grace_s,
             )
-            if started:
-                # Short of its Content-Length, uvicorn refuses the end: it then closes the
-                # connection itself, which is all that is left to do.
-                with contextlib.suppress(RuntimeError):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
             stopping = ServerStoppingError(
                 f"the server is stopping and its grace period of {self.grace_s:g} s "
                 "(CLUSTERBENCH_SHUTDOWN_GRACE_S) ended before this request finished; ask "
