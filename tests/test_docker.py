@@ -221,11 +221,21 @@ def _refused(port: int) -> bool:
 
 @contextlib.contextmanager
 def _computing_server(
-    data_dir: Path, body: dict[str, object], grace_s: int
+    data_dir: Path,
+    body: dict[str, object],
+    grace_s: int,
+    *,
+    joining_job: bool = False,
+    output: Path | None = None,
 ) -> Iterator[tuple[ServiceProcess, dict[str, httpx.Response | Exception], threading.Thread]]:
-    """A one-worker server with ``body`` being computed in a client thread."""
+    """A one-worker server with ``body`` being computed in a client thread. With
+    ``joining_job``, a job for ``body`` is started first (its 202 in ``answer["job"]``) and
+    the client's request joins it."""
     instance = ServiceProcess(
-        data_dir, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_SHUTDOWN_GRACE_S=str(grace_s)
+        data_dir,
+        CLUSTERBENCH_WORKERS="1",
+        CLUSTERBENCH_SHUTDOWN_GRACE_S=str(grace_s),
+        output=output,
     )
     data_dir.mkdir()
     instance.start()
@@ -239,12 +249,36 @@ def _computing_server(
 
     client = threading.Thread(target=ask)
     try:
+        if joining_job:
+            started = httpx.post(
+                f"{instance.url}/v1/benchmarks",
+                json=body,
+                headers={"Prefer": "respond-async"},
+                timeout=60,
+            )
+            assert started.status_code == 202, started.text
+            answer["job"] = started
+            _wait_for(lambda: _computing(instance.url), 60, "job computing")
+        misses = _misses(instance.url)
         client.start()
-        _wait_for(lambda: _computing(instance.url), 60, "computation running")
+        # A miss is counted as the request starts (or joins) the computation.
+        _wait_for(
+            lambda: _misses(instance.url) > misses and _computing(instance.url),
+            60,
+            "computation running",
+        )
         yield instance, answer, client
     finally:
         instance.stop()
-        client.join()
+        if client.ident is not None:
+            client.join()
+
+
+def _misses(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.search(r"^clusterbench_benchmark_cache_misses_total (\S+)$", metrics, re.MULTILINE)
+    assert found is not None
+    return float(found.group(1))
 
 
 @pytest.mark.server
@@ -284,13 +318,6 @@ def test_sigterm_past_the_grace_period_still_exits(tmp_path: Path) -> None:
         assert took < 10, f"the process took {took:.1f} s to exit after a 1 s grace period"
 
 
-def _misses(url: str) -> float:
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    found = re.search(r"^clusterbench_benchmark_cache_misses_total (\S+)$", metrics, re.MULTILINE)
-    assert found is not None
-    return float(found.group(1))
-
-
 @pytest.mark.server
 def test_a_request_cut_off_by_the_stop_is_a_503_and_its_job_is_handed_over(
     tmp_path: Path,
@@ -300,41 +327,14 @@ def test_a_request_cut_off_by_the_stop_is_a_503_and_its_job_is_handed_over(
     # traceback is logged, and the job is handed over rather than left "running" under a
     # stopped process: its record is queued again, released for any server to take over.
     data, log = tmp_path / "data", tmp_path / "server.log"
-    data.mkdir()
-    server = ServiceProcess(
-        data, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_SHUTDOWN_GRACE_S="1", output=log
-    )
-    server.start()
-    answer: dict[str, httpx.Response | Exception] = {}
-
-    def ask() -> None:
-        try:
-            answer["r"] = httpx.post(f"{server.url}/v1/benchmarks", json=SLOWER, timeout=300)
-        except httpx.HTTPError as exc:
-            answer["r"] = exc
-
-    client = threading.Thread(target=ask)
-    try:
-        started = httpx.post(
-            f"{server.url}/v1/benchmarks",
-            json=SLOWER,
-            headers={"Prefer": "respond-async"},
-            timeout=60,
-        )
-        assert started.status_code == 202, started.text
-        job_id = started.json()["id"]
-        _wait_for(lambda: _computing(server.url), 60, "job computing")
-        misses = _misses(server.url)
-        client.start()
-        # Counted as it joins the job's computation.
-        _wait_for(lambda: _misses(server.url) > misses, 60, "request joining the job")
+    computing = _computing_server(data, SLOWER, grace_s=1, joining_job=True, output=log)
+    with computing as (server, answer, client):
         assert server.process
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
-    finally:
-        server.stop()
-        if client.ident is not None:
-            client.join(timeout=60)
+        client.join(timeout=60)
+    job = answer["job"]
+    assert isinstance(job, httpx.Response)
     response = answer["r"]
     assert isinstance(response, httpx.Response), response
     assert response.status_code == 503, response.text
@@ -347,7 +347,7 @@ def test_a_request_cut_off_by_the_stop_is_a_503_and_its_job_is_handed_over(
     assert "Traceback" not in output, output
     jobs = JobStore(data / "jobs.sqlite3")
     try:
-        record = jobs.get(job_id)
+        record = jobs.get(job.json()["id"])
     finally:
         jobs.close()
     assert record is not None
