@@ -201,6 +201,18 @@ class ComputeUnavailableError(ServiceError):
         super().__init__(detail, retry_after=retry_after)
 
 
+class ServerStoppingError(ServiceError):
+    """The server stopped (SIGTERM) and its grace period ran out before this request
+    finished: another replica, or this one restarted, answers it."""
+
+    status = 503
+    title = "Server stopping"
+    slug = "server-stopping"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
 class AuthenticationRequiredError(ServiceError):
     """No key, or one the service does not know (or that was revoked)."""
 

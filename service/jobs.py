@@ -64,6 +64,9 @@ SWEEP_S = 30.0
 # is older than STALE_S has lost its process.
 HEARTBEAT_S = 5.0
 STALE_S = 60.0
+# The owner of a job whose server stopped (SIGTERM) before it finished and handed it over:
+# no process runs it, and any process takes it over at once rather than after STALE_S.
+RELEASED = "released"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -174,6 +177,8 @@ def owner_alive(job: Job, me: str) -> bool:
     owner = job.owner
     if owner == me:
         return True
+    if owner == RELEASED:
+        return False
     process, _, host = owner.partition("@")
     if host != me.partition("@")[2]:
         return time.time() - job.heartbeat < STALE_S
@@ -214,6 +219,7 @@ class JobBackend(Protocol):
     ) -> list[Job]: ...
     def orphans(self, alive: Callable[[Job], bool]) -> list[Job]: ...
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
+    def release(self, job_id: str, owner: str) -> bool: ...
     def prune(self, before: float, limit: int = 1000) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -421,6 +427,18 @@ class JobStore:
                     "UPDATE jobs SET owner = ?, heartbeat = ? WHERE id = ? AND owner = ?"
                     " AND state IN ('queued', 'running')",
                     (new_owner, time.time(), job_id, old_owner),
+                ).rowcount
+            )
+
+    def release(self, job_id: str, owner: str) -> bool:
+        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
+        :data:`RELEASED`, for any process to take over at once. Returns whether it was."""
+        with self._transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE jobs SET owner = ?, heartbeat = 0, state = 'queued', stage = ?"
+                    " WHERE id = ? AND owner = ? AND state IN ('queued', 'running')",
+                    (RELEASED, RELEASED, job_id, owner),
                 ).rowcount
             )
 
@@ -900,14 +918,34 @@ class JobManager:
             ) from None
 
     async def close(self) -> None:
-        """Stop the runners; their jobs stay active in the store and run again later."""
+        """Stop the runners and hand their jobs over (the server is stopping).
+
+        Each unfinished job's record is released (:meth:`JobBackend.release`): queued,
+        with no owner and no heartbeat, so another process takes it over and runs it again
+        at once, rather than once this process's heartbeat is stale (``STALE_S``).
+        """
         if self._sweeper is not None:
             self._sweeper.cancel()
-        tasks = [r.task for r in self._active.values() if r.task is not None]
+        stopping = list(self._active.values())
+        tasks = [r.task for r in stopping if r.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        # A progress write still in flight would land after the release and undo it.
+        writes = [write for running in stopping for write in running.writes]
+        if writes:
+            await asyncio.wait(writes, timeout=10)
+        for running in stopping:
+            if running.job.is_finished:
+                continue  # its end is written (or being written) by _finish
+            try:
+                released = await asyncio.to_thread(self.store.release, running.job.id, self.owner)
+            except StorageError as exc:
+                logger.warning("job %s not handed over: %s", running.job.id, exc)
+                continue
+            if released:
+                logger.info("job %s handed over: another process runs it", running.job.id)
         self.store.close()
 
 

@@ -18,7 +18,12 @@ from service.api import auth, problems
 from service.api.body import BodyBudget
 from service.api.deps import problems as problem_responses
 from service.api.docs import customise_openapi, install_docs
-from service.api.middleware import BodySizeLimitMiddleware, HeadMiddleware, MetricsMiddleware
+from service.api.middleware import (
+    BodySizeLimitMiddleware,
+    HeadMiddleware,
+    MetricsMiddleware,
+    StoppingMiddleware,
+)
 from service.api.routes import benchmarks, datasets, health, jobs, models, stability, sweeps
 from service.compute import ComputePool
 from service.datasets import DatasetStore
@@ -231,6 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(health.router)
     install_docs(app)
+    # Innermost: its 503 for a request the stop cut off is counted and HEAD-stripped too.
+    app.add_middleware(StoppingMiddleware, grace_s=settings.shutdown_grace_s)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(MetricsMiddleware, registry=registry)

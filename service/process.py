@@ -6,6 +6,7 @@ process rather than to the app in-process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 # How the service is started; the Dockerfile's CMD runs the same.
@@ -30,12 +32,24 @@ def free_port() -> int:
 class ServiceProcess:
     """``python -m service`` (or other ``args``; ``{port}`` is filled in) on a loopback port.
 
-    ``env`` adds ``CLUSTERBENCH_*`` settings to this process's environment.
+    ``env`` adds ``CLUSTERBENCH_*`` settings to this process's environment. ``launcher``
+    is a command the Python process is run through (e.g. ``unshare``); ``output`` a file
+    that takes its stdout and stderr (else they are this process's).
     """
 
-    def __init__(self, data_dir: Path, args: list[str] | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        args: list[str] | None = None,
+        *,
+        launcher: Sequence[str] = (),
+        output: Path | None = None,
+        **env: str,
+    ) -> None:
         self.port = free_port()
         self.args = [a.format(port=self.port) for a in (args or SERVER_ARGS)]
+        self.launcher = list(launcher)
+        self.output = output
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {
@@ -49,9 +63,15 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 60) -> None:
         """Start the process and wait until ``/readyz`` answers 200."""
-        self.process = subprocess.Popen(
-            [sys.executable, *self.args], env=self.env, cwd=self.data_dir.parent
-        )
+        with contextlib.ExitStack() as files:
+            output = None if self.output is None else files.enter_context(self.output.open("ab"))
+            self.process = subprocess.Popen(
+                [*self.launcher, sys.executable, *self.args],
+                env=self.env,
+                cwd=self.data_dir.parent,
+                stdout=output,
+                stderr=output,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import orjson
 
 from service.errors import JobOrphanedError
-from service.jobs import ACTIVE, Job, problem_of
+from service.jobs import ACTIVE, RELEASED, Job, problem_of
 from service.redis_store import PREFIX, connect, guarded
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,16 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'heartbeat', ARGV[3])
 return 1
 """
 
+# KEYS[1]: the job; ARGV: owner (JSON), released (JSON). Queued again, owned by no process.
+_RELEASE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if state ~= '"queued"' and state ~= '"running"' then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'heartbeat', '0', 'state', '"queued"',
+           'stage', ARGV[2])
+return 1
+"""
+
 
 def _dump(value: Any) -> bytes:
     return orjson.dumps(value)
@@ -119,6 +129,7 @@ class RedisJobStore:
         self._prune = self.redis.register_script(_PRUNE)
         self._beat = self.redis.register_script(_BEAT)
         self._claim = self.redis.register_script(_CLAIM)
+        self._release = self.redis.register_script(_RELEASE)
 
     def _call(self, doing: str, action: Callable[[], T]) -> T:
         return guarded(self.url, doing, action)
@@ -295,6 +306,18 @@ class RedisJobStore:
                 lambda: self._claim(
                     keys=[self._key(job_id)],
                     args=[_dump(old_owner), _dump(new_owner), _dump(time.time())],
+                ),
+            )
+        )
+
+    def release(self, job_id: str, owner: str) -> bool:
+        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
+        :data:`service.jobs.RELEASED`, for any replica to take over at once."""
+        return bool(
+            self._call(
+                "a job release",
+                lambda: self._release(
+                    keys=[self._key(job_id)], args=[_dump(owner), _dump(RELEASED)]
                 ),
             )
         )

@@ -7,6 +7,7 @@ that need it are skipped, saying how to install it (``make test`` installs it).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -63,6 +64,23 @@ def require_redis() -> str:
     if path is None:
         pytest.skip(MISSING)
     return path
+
+
+def on_another_host(hostname: str) -> dict[str, Any]:
+    """The ``launcher`` and ``args`` of a :class:`ServiceProcess` that runs as if on another
+    host (a container of its own): in a UTS namespace of its own, named ``hostname``.
+
+    Replicas on one host tell a stopped one by its process id; across hosts only by its
+    job heartbeat, which is what this lets a test see on one machine.
+    """
+    launcher = ["unshare", "--uts"]
+    if os.geteuid() != 0:
+        launcher += ["--user", "--map-root-user"]
+    code = (
+        f"import runpy, socket; socket.sethostname({hostname!r}); "
+        "runpy.run_module('service', run_name='__main__', alter_sys=True)"
+    )
+    return {"launcher": launcher, "args": ["-c", code]}
 
 
 class RedisServer:

@@ -29,6 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from service.jobs import RELEASED, JobStore
 from service.process import SERVER_ARGS, ServiceProcess, free_port
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -220,11 +221,21 @@ def _refused(port: int) -> bool:
 
 @contextlib.contextmanager
 def _computing_server(
-    data_dir: Path, body: dict[str, object], grace_s: int
+    data_dir: Path,
+    body: dict[str, object],
+    grace_s: int,
+    *,
+    joining_job: bool = False,
+    output: Path | None = None,
 ) -> Iterator[tuple[ServiceProcess, dict[str, httpx.Response | Exception], threading.Thread]]:
-    """A one-worker server with ``body`` being computed in a client thread."""
+    """A one-worker server with ``body`` being computed in a client thread. With
+    ``joining_job``, a job for ``body`` is started first (its 202 in ``answer["job"]``) and
+    the client's request joins it."""
     instance = ServiceProcess(
-        data_dir, CLUSTERBENCH_WORKERS="1", CLUSTERBENCH_SHUTDOWN_GRACE_S=str(grace_s)
+        data_dir,
+        CLUSTERBENCH_WORKERS="1",
+        CLUSTERBENCH_SHUTDOWN_GRACE_S=str(grace_s),
+        output=output,
     )
     data_dir.mkdir()
     instance.start()
@@ -238,12 +249,36 @@ def _computing_server(
 
     client = threading.Thread(target=ask)
     try:
+        if joining_job:
+            started = httpx.post(
+                f"{instance.url}/v1/benchmarks",
+                json=body,
+                headers={"Prefer": "respond-async"},
+                timeout=60,
+            )
+            assert started.status_code == 202, started.text
+            answer["job"] = started
+            _wait_for(lambda: _computing(instance.url), 60, "job computing")
+        misses = _misses(instance.url)
         client.start()
-        _wait_for(lambda: _computing(instance.url), 60, "computation running")
+        # A miss is counted as the request starts (or joins) the computation.
+        _wait_for(
+            lambda: _misses(instance.url) > misses and _computing(instance.url),
+            60,
+            "computation running",
+        )
         yield instance, answer, client
     finally:
         instance.stop()
-        client.join()
+        if client.ident is not None:
+            client.join()
+
+
+def _misses(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.search(r"^clusterbench_benchmark_cache_misses_total (\S+)$", metrics, re.MULTILINE)
+    assert found is not None
+    return float(found.group(1))
 
 
 @pytest.mark.server
@@ -281,3 +316,39 @@ def test_sigterm_past_the_grace_period_still_exits(tmp_path: Path) -> None:
         response = answer["r"]
         assert not (isinstance(response, httpx.Response) and response.status_code == 200)
         assert took < 10, f"the process took {took:.1f} s to exit after a 1 s grace period"
+
+
+@pytest.mark.server
+def test_a_request_cut_off_by_the_stop_is_a_503_and_its_job_is_handed_over(
+    tmp_path: Path,
+) -> None:
+    # Check `docker stop` past the grace period on a request that joined a job: the
+    # request gets 503 problem+json with Retry-After (not uvicorn's plain-text 500), no
+    # traceback is logged, and the job is handed over rather than left "running" under a
+    # stopped process: its record is queued again, released for any server to take over.
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    computing = _computing_server(data, SLOWER, grace_s=1, joining_job=True, output=log)
+    with computing as (server, answer, client):
+        assert server.process
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        client.join(timeout=60)
+    job = answer["job"]
+    assert isinstance(job, httpx.Response)
+    response = answer["r"]
+    assert isinstance(response, httpx.Response), response
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    problem = response.json()
+    assert problem["type"].endswith("server-stopping")
+    assert "CLUSTERBENCH_SHUTDOWN_GRACE_S" in problem["detail"]
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    jobs = JobStore(data / "jobs.sqlite3")
+    try:
+        record = jobs.get(job.json()["id"])
+    finally:
+        jobs.close()
+    assert record is not None
+    assert (record.state, record.stage, record.owner) == ("queued", RELEASED, RELEASED)

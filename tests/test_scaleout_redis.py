@@ -9,6 +9,7 @@ recover from by themselves.
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +23,11 @@ import psutil
 import pytest
 
 from service.datasets import load_builtin
+from service.jobs import RELEASED, STALE_S
 from service.process import ServiceProcess
+from service.redis_jobs import RedisJobStore
 from tests.reference import assert_matches, seed_scores
-from tests.scaleout import RedisServer, require_redis
+from tests.scaleout import RedisServer, on_another_host, require_redis
 
 pytestmark = pytest.mark.server
 
@@ -32,13 +35,15 @@ ASYNC = {"Prefer": "respond-async"}
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def replica(data_dir: Path, redis: RedisServer) -> ServiceProcess:
-    """One API replica: the shared data directory, the shared Redis, one worker."""
+def replica(data_dir: Path, redis: RedisServer, **options: Any) -> ServiceProcess:
+    """One API replica: the shared data directory, the shared Redis, one worker;
+    ``options`` as :class:`ServiceProcess` takes them."""
     return ServiceProcess(
         data_dir,
         CLUSTERBENCH_REDIS_URL=redis.url,
         CLUSTERBENCH_WORKERS="1",
         CLUSTERBENCH_REDIS_TIMEOUT_S="1",
+        **options,
     )
 
 
@@ -189,6 +194,48 @@ def test_a_job_whose_replica_is_killed_is_finished_by_another(
     assert final["progress"]["done"] == final["progress"]["total"] == 1
     result = httpx.get(f"{b.url}{final['result_url']}", timeout=30)
     assert result.status_code == 200
+
+
+def test_a_job_of_a_replica_stopped_on_another_host_is_taken_over_at_once(
+    cluster: Cluster,
+) -> None:
+    # Check that a replica on another host (a container) stopped by SIGTERM hands its
+    # running job over as its grace period ends: another replica takes it over as soon as
+    # it is asked, long before the stopped one's heartbeat is STALE_S old (the only sign
+    # of a replica that is gone across hosts), and runs it to the end.
+    redis, b = cluster.redis, cluster.b
+    stopped = replica(
+        b.data_dir, redis, CLUSTERBENCH_SHUTDOWN_GRACE_S="1", **on_another_host("elsewhere")
+    )
+    stopped.start()
+    body = {"strategies": [{"init": "random", "n_init": 400}], "tol": 0.0, "random_state": 27}
+    records = RedisJobStore(redis.url)
+    try:
+        started = httpx.post(f"{stopped.url}/v1/benchmarks", json=body, headers=ASYNC, timeout=60)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        assert poll(b.url, job_id, ("running",), 60)["state"] == "running"
+        record = records.get(job_id)
+        assert record is not None
+        owner = record.owner
+        assert owner.endswith("@elsewhere"), owner
+        assert stopped.process is not None
+        stopped.process.send_signal(signal.SIGTERM)
+        assert stopped.process.wait(timeout=60) == 0
+        # The stopped replica's last heartbeat is at most HEARTBEAT_S old: left behind,
+        # its job could not be taken over for STALE_S - HEARTBEAT_S from now.
+        deadline = time.monotonic() + STALE_S / 2
+        while (record := records.get(job_id)) is not None and record.owner in (owner, RELEASED):
+            assert time.monotonic() < deadline, f"not taken over from {record.owner}"
+            assert httpx.get(f"{b.url}/v1/jobs/{job_id}", timeout=30).status_code == 200
+            time.sleep(0.05)
+    finally:
+        stopped.stop()
+        records.close()
+    final = poll(b.url, job_id, FINISHED, 120)
+    assert final["state"] == "succeeded", final
+    assert final["progress"]["done"] == final["progress"]["total"] == 1
+    assert httpx.get(f"{b.url}{final['result_url']}", timeout=30).status_code == 200
 
 
 def test_a_redis_restart_is_an_outage_the_replicas_recover_from(

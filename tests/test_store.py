@@ -7,6 +7,7 @@ The tests taking ``backend`` run against both stores: the embedded SQLite one an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import sqlite3
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from service.benchmark import FittedModel
 from service.errors import StoreUnavailableError
-from service.jobs import Job, JobBackend
+from service.jobs import RELEASED, Job, JobBackend, owner_alive
 from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
@@ -427,6 +428,38 @@ def test_orphans_are_claimed_once(backend: Backend) -> None:
     claimed = store.get(gone[0].id)
     assert claimed is not None
     assert claimed.owner == "new-1@here"
+
+
+def test_a_released_job_is_taken_over_at_once_from_another_host(backend: Backend) -> None:
+    # Check that a job its stopping owner releases is queued again, no longer owned, and
+    # an orphan at once to a process on another host (which, for a job merely left behind,
+    # waits for its heartbeat to be STALE_S old); only its owner releases it, and a
+    # finished job stays finished.
+    store, elsewhere = backend.jobs(), backend.jobs()
+    job, _ = new_job(store, "h" * 64, owner="1-me@here")
+    job.state, job.done, job.stage = "running", 1, "random"
+    assert store.save(job)
+    other = "2-you@there"
+    left = store.get(job.id)
+    assert left is not None
+    assert owner_alive(left, other)  # a fresh heartbeat: alive for STALE_S
+    assert not store.release(job.id, other)
+    assert store.release(job.id, "1-me@here")
+    released = elsewhere.get(job.id)
+    assert released is not None
+    assert (released.state, released.stage, released.done) == ("queued", RELEASED, 1)
+    assert not owner_alive(released, other)
+    alive = functools.partial(owner_alive, me=other)
+    assert [j.id for j in elsewhere.orphans(alive)] == [job.id]
+    assert elsewhere.claim(job.id, released.owner, other)
+    assert not store.release(job.id, "1-me@here")  # taken over since
+    finished, _ = new_job(store, "i" * 64, owner="1-me@here")
+    finished.state = "succeeded"
+    assert store.save(finished)
+    assert not store.release(finished.id, "1-me@here")
+    again = store.get(finished.id)
+    assert again is not None
+    assert again.state == "succeeded"
 
 
 def test_job_pages_newest_first_with_a_cursor(backend: Backend) -> None:

@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: the body size limit, HEAD, and request metrics."""
+"""Pure ASGI middleware: the body size limit, HEAD, request metrics, and the stop."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -9,7 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem_response
+from service.api.problems import problem_response, service_problem
+from service.errors import ServerStoppingError
+
+logger = logging.getLogger(__name__)
 
 
 class BodySizeLimitMiddleware:
@@ -87,6 +92,54 @@ class HeadMiddleware:
             # The route the router chose, for the metrics around this middleware.
             if "route" in get_scope:
                 scope["route"] = get_scope["route"]
+
+
+class StoppingMiddleware:
+    """A request still running when the server's shutdown grace period ends is answered
+    503 problem+json with ``Retry-After``, not uvicorn's plain-text 500 and a traceback.
+
+    At the end of ``CLUSTERBENCH_SHUTDOWN_GRACE_S`` after SIGTERM, uvicorn cancels the task
+    of each request still running. Nothing else cancels a request's task from outside (a
+    client that leaves is told through ``receive``), so a cancellation that reaches this
+    layer before the response started is the server stopping. (Event streams end by
+    themselves on shutdown: sse-starlette watches for it.)
+    """
+
+    def __init__(self, app: ASGIApp, grace_s: float) -> None:
+        self.app = app
+        self.grace_s = grace_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if started or task is None:
+                raise
+            task.uncancel()
+            logger.warning(
+                "%s %s cut off: the server stopped %g s ago (CLUSTERBENCH_SHUTDOWN_GRACE_S)",
+                scope["method"],
+                scope["path"],
+                self.grace_s,
+            )
+            stopping = ServerStoppingError(
+                f"the server is stopping and its grace period of {self.grace_s:g} s "
+                "(CLUSTERBENCH_SHUTDOWN_GRACE_S) ended before this request finished; ask "
+                "again: another replica, or this one once restarted, answers it (a job "
+                "computing it is handed over to them)"
+            )
+            await service_problem(stopping)(scope, receive, send)
 
 
 class MetricsMiddleware:

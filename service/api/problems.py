@@ -39,8 +39,8 @@ def problem_response(
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-async def _service_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
+def service_problem(exc: ServiceError) -> Response:
+    """``exc`` as its problem response, with its headers (``Retry-After``, ...)."""
     return problem_response(
         exc.status,
         exc.detail,
@@ -49,6 +49,11 @@ async def _service_error(_: Request, exc: Exception) -> Response:
         errors=exc.errors,
         headers=exc.headers(),
     )
+
+
+async def _service_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return service_problem(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
