@@ -33,8 +33,8 @@ from typing import TypeVar
 from anyio import to_thread
 
 from service.datasets import BUILTIN_LOADERS, DatasetStore, is_id
-from service.errors import DatasetNotFoundError, QuotaExceededError
-from service.sqlite import open_wal
+from service.errors import DatasetNotFoundError, QuotaExceededError, storage_errors
+from service.sqlite import open_wal, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +145,11 @@ class TenantStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with (
+            storage_errors("writing the keys database", self.path.parent),
+            transaction(self._connection()) as db,
+        ):
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     # Keys
 

@@ -20,6 +20,7 @@ from service.errors import (
     InvalidDataError,
     UnsupportedMediaTypeError,
     clip,
+    storage_errors,
 )
 from service.formats import MEDIA_TYPES, format_of
 from service.schemas import DatasetInfo, DatasetList
@@ -93,7 +94,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
                 )
 
             def copy() -> None:
-                with path.open("wb") as out:
+                with storage_errors("storing the upload", path.parent), path.open("wb") as out:
                     shutil.copyfileobj(upload.file, out, 1 << 20)
 
             await to_thread.run_sync(copy)
@@ -104,7 +105,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
             f"uploads of {clip(media_type) if media_type else 'undeclared'} are not supported; "
             f"use one of {SUPPORTED}"
         )
-    with path.open("wb") as out:
+    with storage_errors("storing the upload", path.parent), path.open("wb") as out:
         async for chunk in request.stream():
             out.write(chunk)
     return fmt, None
