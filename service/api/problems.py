@@ -42,7 +42,9 @@ def problem_response(
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    if isinstance(exc, StorageError):
+    if isinstance(exc, StorageError) and exc.directory is not None:
+        # The data directory's disk refused a write: the operator's to know, in one line.
+        logger.warning("%s %s: %s", request.method, request.url.path, exc.detail)
         request.state.space.refused(exc)
     return problem_response(
         exc.status,
@@ -76,11 +78,11 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     )
     if storage is None:
         raise exc
-    logger.warning("%s %s: %s", request.method, request.url.path, exc)
     return await _service_error(request, storage)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
 
 
