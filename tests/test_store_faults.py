@@ -26,9 +26,11 @@ from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import ComputeInProgressError, StorageFullError
+from service.jobs import Job, JobStore
 from service.process import ServiceProcess
 from service.schemas import BenchmarkRequest
 from service.store import ResultStore
+from service.tenants import TenantStore
 from tests.conftest import make_settings, serve
 from tests.test_store import make_entry
 
@@ -221,6 +223,34 @@ def test_a_full_disk_refuses_a_result_whole(small_fs: Path) -> None:
     assert store.get(entry.id) is not None
 
 
+def test_a_full_disk_refuses_job_and_tenant_records_whole(small_fs: Path) -> None:
+    # Check that a job record or a tenant's claim the full disk refuses raises
+    # StorageFullError (it was sqlite3's error, a 500, or the failed ROLLBACK's), stores
+    # nothing, and that the same writes work once space is back.
+    jobs, tenants = JobStore(small_fs / "jobs.sqlite3"), TenantStore(small_fs / "t.sqlite3")
+    assert tenants.claim("ann", "dataset", "a" * 64)
+    assert jobs.page(state=None, limit=10, before=None) == []  # opened before the disk fills
+
+    def create() -> tuple[Job, bool]:
+        request = {"padding": "x" * 200_000}
+        return jobs.create_or_join(
+            kind="benchmark", key="k", request=request, total=1, owner="o", alive=lambda _: True
+        )
+
+    filler = fill(small_fs)
+    with pytest.raises(StorageFullError):
+        create()
+    with pytest.raises(StorageFullError):
+        tenants.claim("ann", "dataset", "b" * 64)
+    filler.unlink()
+    assert jobs.page(state=None, limit=10, before=None) == []
+    assert tenants.held("ann", "dataset") == ["a" * 64]
+    job, created = create()
+    assert created
+    assert jobs.get(job.id) is not None
+    assert tenants.claim("ann", "dataset", "b" * 64)
+
+
 @pytest.mark.server
 def test_a_full_disk_gives_507_and_unready_until_space_returns(small_fs: Path) -> None:
     # Check that with the data directory's disk full a benchmark (new data or new result)
@@ -321,7 +351,11 @@ def test_an_upload_the_disk_fills_under_is_507_and_the_connection_stays(
         assert list((data_dir / "tmp").iterdir()) == []
 
         filler = fill(small_fs)
-        for answer in (client.get("/v1/datasets"), client.post("/v1/benchmarks", json={})):
+        for answer in (
+            client.post("/v1/datasets", content=content, headers=headers),
+            client.get("/v1/datasets"),
+            client.post("/v1/benchmarks", json={}),
+        ):
             assert answer.status_code == 507, answer.text
             assert answer.json()["type"] == "urn:clusterbench:problem:storage-full"
             assert local_port(answer) == port
