@@ -340,12 +340,14 @@ class DatasetStore:
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
             with storage_errors(f"storing dataset {dataset_id}", self.root):
-                tmp.mkdir()
+                # A tenant's data is readable by this service's user only, not 0644 by any.
+                tmp.mkdir(mode=0o700)
                 np.save(tmp / "X.npy", X, allow_pickle=False)
                 if y is not None:
                     np.save(tmp / "y.npy", y, allow_pickle=False)
                 (tmp / "meta.json").write_text(json.dumps(asdict(info)))
                 for child in tmp.iterdir():
+                    child.chmod(0o600)
                     _fsync(child)
                 try:
                     tmp.rename(final)
