@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -27,8 +27,8 @@ from service.errors import (
     DatasetConflictError,
     DatasetNotFoundError,
     InvalidDataError,
-    StorageError,
     StorageFullError,
+    storage_errors,
 )
 
 BUILTIN_LOADERS: dict[str, str] = {
@@ -340,7 +340,7 @@ class DatasetStore:
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
-            with _writing(f"storing dataset {dataset_id}"):
+            with storage_errors(f"storing dataset {dataset_id}", self.root):
                 # A tenant's data is readable by this service's user only, not 0644 by any.
                 tmp.mkdir(mode=0o700)
                 np.save(tmp / "X.npy", X, allow_pickle=False)
@@ -419,7 +419,7 @@ class DatasetStore:
             )
         trash = self.root / f".trash-{uuid.uuid4().hex}"
         try:
-            with _writing(f"deleting dataset {dataset_id}"):
+            with storage_errors(f"deleting dataset {dataset_id}", self.root):
                 (self.root / dataset_id).rename(trash)
         except FileNotFoundError:
             raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
@@ -430,7 +430,7 @@ class DatasetStore:
     def _write_meta(self, folder: Path, info: DatasetInfo) -> None:
         tmp = folder / f".meta-{uuid.uuid4().hex}"
         try:
-            with _writing(f"updating dataset {info.id}"):
+            with storage_errors(f"updating dataset {info.id}", folder):
                 tmp.write_text(json.dumps(asdict(info)))
                 tmp.replace(folder / "meta.json")
         finally:
@@ -510,18 +510,6 @@ def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarr
     X = np.load(X_path, mmap_mode="r", allow_pickle=False)
     y = None if y_path is None else np.load(y_path, allow_pickle=False)
     return X, y
-
-
-@contextlib.contextmanager
-def _writing(what: str) -> Iterator[None]:
-    """Turn the disk refusing a write (full, read-only) into a StorageError for the client."""
-    try:
-        yield
-    except OSError as exc:
-        problem = StorageError.of(exc, what)
-        if problem is None:
-            raise
-        raise problem from exc
 
 
 def _fsync(path: Path) -> None:

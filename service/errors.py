@@ -6,11 +6,17 @@ depending on the web framework.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+# Below this many free bytes the data directory's disk counts as full: /readyz says so,
+# and a write there that failed without saying why is taken for the disk filling up.
+MIN_FREE_BYTES = 1 << 20
 
 
 def format_loc(loc: Sequence[Any]) -> str:
@@ -279,6 +285,8 @@ class StorageError(ServiceError):
     title = "Storage unavailable"
     slug = "storage-unavailable"
     cause = "failed a write (an I/O error)"
+    # The folder whose disk refused the write, when it was a disk.
+    directory: str | None = None
 
     def __init__(self, detail: str, *, retry_after: int = 30) -> None:
         super().__init__(detail, retry_after=retry_after)
@@ -291,7 +299,8 @@ class StorageError(ServiceError):
 
         ``doing`` names the write for the message. SQLite answers "cannot open" both for a
         read-only ``directory`` and for things in the way of the file: only the first is
-        a storage problem.
+        a storage problem. A failure that does not say why is a full disk when
+        ``directory``'s disk is full.
         """
         kind: type[StorageError] | None = None
         if isinstance(exc, OSError):
@@ -304,12 +313,79 @@ class StorageError(ServiceError):
                     kind = StorageReadOnlyError
             else:
                 kind = _SQLITE_KINDS.get(code)
+        # A short write says nothing of why (numpy's tofile: "640000 requested and 77808
+        # written", no errno), nor does an I/O error: the disk's free space does.
+        unexplained = kind is StorageError or (type(exc) is OSError and exc.errno is None)
+        if unexplained and directory is not None and disk_full(directory):
+            kind = StorageFullError
         if kind is None:
             return None
-        return kind(
+        problem = kind(
             f"the data directory {kind.cause}: {doing} failed and nothing was stored; "
             "retry once it takes writes again (no restart is needed)"
         )
+        problem.directory = None if directory is None else os.fspath(directory)
+        return problem
+
+
+def disk_full(directory: os.PathLike[str] | str) -> bool:
+    """Whether ``directory``'s disk has less than MIN_FREE_BYTES free."""
+    try:
+        return shutil.disk_usage(directory).free < MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+class SpaceWatch:
+    """The disk as the writes it refused found it, for readiness.
+
+    A write the disk refused for lack of space removes what it had written, which
+    frees space again: by the free space alone the disk looks fine, yet the same write
+    fails again. So after a refusal the disk counts as full until MIN_FREE_BYTES more
+    are free than when it was refused.
+    """
+
+    def __init__(self) -> None:
+        self._refused: tuple[str, int] | None = None
+
+    def refused(self, problem: StorageError) -> None:
+        """Note ``problem`` if it is a disk refusing a write for lack of space."""
+        if isinstance(problem, StorageFullError) and problem.directory is not None:
+            with contextlib.suppress(OSError):
+                self._refused = (problem.directory, shutil.disk_usage(problem.directory).free)
+
+    def problem(self) -> str | None:
+        """Why the disk still counts as full (a sentence for ``/readyz``), or None."""
+        if self._refused is None:
+            return None
+        directory, free_then = self._refused
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            return None
+        if free >= free_then + MIN_FREE_BYTES:
+            self._refused = None
+            return None
+        return (
+            f"the data directory {directory} is full: a write was refused for lack of space "
+            f"with {free_then} bytes free once it was undone, and {free} are free now"
+        )
+
+
+@contextlib.contextmanager
+def storage_errors(doing: str, directory: os.PathLike[str] | str) -> Iterator[None]:
+    """Raise a write in the block that the disk under ``directory`` refused (full,
+    read-only, failing) as the StorageError it is for the client; ``doing`` names it.
+
+    Classified here, where the write failed: once its partial file is removed, the
+    disk may no longer look full."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        problem = StorageError.of(exc, doing, directory=directory)
+        if problem is None:
+            raise
+        raise problem from exc
 
 
 class StorageFullError(StorageError):

@@ -41,9 +41,10 @@ from service.errors import (
     JobOrphanedError,
     ServiceError,
     StorageError,
+    storage_errors,
 )
 from service.questions import KINDS, Question
-from service.sqlite import open_wal
+from service.sqlite import open_wal, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -246,14 +247,11 @@ class JobStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with (
+            storage_errors("writing the jobs database", self.path.parent),
+            transaction(self._connection()) as db,
+        ):
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:

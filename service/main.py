@@ -28,7 +28,7 @@ from service.api.routes import benchmarks, datasets, health, jobs, models, stabi
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
-from service.errors import StorageError
+from service.errors import SpaceWatch, StorageError
 from service.executors import DaskExecutor
 from service.formats import DataLimits
 from service.jobs import JobBackend, JobManager, JobStore
@@ -60,6 +60,7 @@ class State(TypedDict):
     registry: CollectorRegistry
     body_budget: BodyBudget
     tenancy: Tenancy
+    space: SpaceWatch
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "registry": registry,
                 "body_budget": BodyBudget(settings.body_memory_bytes),
                 "tenancy": tenancy,
+                "space": SpaceWatch(),
             }
         finally:
             sweeper.cancel()

@@ -44,7 +44,8 @@ import orjson
 
 from service import processes
 from service.benchmark import FittedModel
-from service.errors import StorageError
+from service.errors import MIN_FREE_BYTES, StorageError
+from service.sqlite import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ CREATE TABLE IF NOT EXISTS plots (
 
 # A hit refreshes its entry's access time on disk at most this often (seconds).
 ACCESS_RESOLUTION_S = 30.0
-# Below this much free space in the data directory, /readyz says the disk is full.
-MIN_FREE_BYTES = 1 << 20
 # How long the readiness probe waits for a database another process has locked.
 PROBE_BUSY_MS = 1000
 
@@ -412,19 +411,8 @@ class ResultStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # Shared: while it is held no process moves the file aside, so the write goes to
         # the database now at the path, never to one being set aside.
-        with self._flock(fcntl.LOCK_SH):
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (it does on a full disk): keep the
-                # first error, and never leave the connection inside a transaction.
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                raise
+        with self._flock(fcntl.LOCK_SH), transaction(self._connection()) as db:
+            yield db
 
     def _safely(self, what: str, action: Callable[[], T], default: T, *, strict: bool = False) -> T:
         """Run a store action; a broken database is reset and the action answers ``default``.

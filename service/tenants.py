@@ -34,8 +34,13 @@ from typing import Any, TypeVar
 from anyio import to_thread
 
 from service.datasets import BUILTIN_LOADERS, DatasetInfo, DatasetStore, is_id
-from service.errors import DatasetConflictError, DatasetNotFoundError, QuotaExceededError
-from service.sqlite import open_wal
+from service.errors import (
+    DatasetConflictError,
+    DatasetNotFoundError,
+    QuotaExceededError,
+    storage_errors,
+)
+from service.sqlite import open_wal, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -201,13 +206,11 @@ class TenantStore:
         if db.in_transaction:
             yield db
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with (
+            storage_errors("writing the keys database", self.path.parent),
+            transaction(db),
+        ):
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     # Keys
 

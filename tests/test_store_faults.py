@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 
@@ -23,9 +26,11 @@ from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import ComputeInProgressError, StorageFullError
+from service.jobs import Job, JobStore
 from service.process import ServiceProcess
 from service.schemas import BenchmarkRequest
 from service.store import ResultStore
+from service.tenants import TenantStore
 from tests.conftest import make_settings, serve
 from tests.test_store import make_entry
 
@@ -218,6 +223,34 @@ def test_a_full_disk_refuses_a_result_whole(small_fs: Path) -> None:
     assert store.get(entry.id) is not None
 
 
+def test_a_full_disk_refuses_job_and_tenant_records_whole(small_fs: Path) -> None:
+    # Check that a job record or a tenant's claim the full disk refuses raises
+    # StorageFullError (it was sqlite3's error, a 500, or the failed ROLLBACK's), stores
+    # nothing, and that the same writes work once space is back.
+    jobs, tenants = JobStore(small_fs / "jobs.sqlite3"), TenantStore(small_fs / "t.sqlite3")
+    assert tenants.claim("ann", "dataset", "a" * 64)
+    assert jobs.page(state=None, limit=10, before=None) == []  # opened before the disk fills
+
+    def create() -> tuple[Job, bool]:
+        request = {"padding": "x" * 200_000}
+        return jobs.create_or_join(
+            kind="benchmark", key="k", request=request, total=1, owner="o", alive=lambda _: True
+        )
+
+    filler = fill(small_fs)
+    with pytest.raises(StorageFullError):
+        create()
+    with pytest.raises(StorageFullError):
+        tenants.claim("ann", "dataset", "b" * 64)
+    filler.unlink()
+    assert jobs.page(state=None, limit=10, before=None) == []
+    assert tenants.held("ann", "dataset") == ["a" * 64]
+    job, created = create()
+    assert created
+    assert jobs.get(job.id) is not None
+    assert tenants.claim("ann", "dataset", "b" * 64)
+
+
 @pytest.mark.server
 def test_a_full_disk_gives_507_and_unready_until_space_returns(small_fs: Path) -> None:
     # Check that with the data directory's disk full a benchmark (new data or new result)
@@ -254,6 +287,87 @@ def test_a_full_disk_gives_507_and_unready_until_space_returns(small_fs: Path) -
         assert again.status_code == 200
         assert again.headers["x-cache"] == "miss"
         assert httpx.post(f"{url}/v1/benchmarks", json=new_data, timeout=60).status_code == 200
+
+
+def leave_free(folder: Path, n_bytes: int) -> Path:
+    """Write a file in ``folder`` that leaves about ``n_bytes`` free on its file system."""
+    filler = folder / "filler"
+    size = shutil.disk_usage(folder).free - n_bytes
+    assert size > 0
+    with filler.open("wb") as out:
+        for start in range(0, size, 1 << 20):
+            out.write(b"\0" * min(1 << 20, size - start))
+    return filler
+
+
+def npy_upload(seed: int) -> bytes:
+    """A distinct ``.npy`` file of 80,000 x 8 float64 (5 MB)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng(seed).random((80_000, 8)), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def local_port(response: httpx.Response) -> int:
+    """The client's port of the connection ``response`` came on."""
+    port: int = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+    return port
+
+
+@pytest.mark.server
+def test_an_upload_the_disk_fills_under_is_507_and_the_connection_stays(
+    small_fs: Path,
+) -> None:
+    # Check that an upload whose dataset the disk cannot hold (its scratch copy fits;
+    # numpy's short write then has no errno) is a 507 problem, after which the same
+    # keep-alive connection answers; that nothing is half-written and /readyz is 503
+    # though the undone write freed space; that on the disk filled up listing and
+    # benchmarking are 507, never 500; and that all works once space is back.
+    data_dir = small_fs / "data"
+    data_dir.mkdir()
+    headers = {"content-type": "application/x-npy"}
+    with (
+        ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        first = client.post("/v1/datasets", content=npy_upload(0), headers=headers)
+        assert first.status_code == 201, first.text
+        port = local_port(first)
+        content = npy_upload(1)
+        leave_free(small_fs, len(content) * 3 // 2)
+        refused = client.post("/v1/datasets", content=content, headers=headers)
+        assert refused.status_code == 507, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "urn:clusterbench:problem:storage-full"
+        assert "storing dataset" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) > 0
+        assert local_port(refused) == port
+
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "full" in ready.json()["detail"]
+        assert local_port(ready) == port
+        datasets = data_dir / "datasets"
+        assert sorted(p.name for p in datasets.iterdir()) == [first.json()["id"]]
+        assert list((data_dir / "tmp").iterdir()) == []
+
+        filler = fill(small_fs)
+        for answer in (
+            client.post("/v1/datasets", content=content, headers=headers),
+            client.get("/v1/datasets"),
+            client.post("/v1/benchmarks", json={}),
+        ):
+            assert answer.status_code == 507, answer.text
+            assert answer.json()["type"] == "urn:clusterbench:problem:storage-full"
+            assert local_port(answer) == port
+        assert [p.name for p in datasets.iterdir() if p.name.startswith(".")] == []
+
+        filler.unlink()
+        assert client.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+        wait_for(lambda: client.get("/readyz").status_code == 200, 10, "not ready again")
+        again = client.post("/v1/datasets", content=content, headers=headers)
+        assert again.status_code == 201, again.text
+        assert client.get("/v1/datasets").status_code == 200
+        assert client.post("/v1/benchmarks", json={}).status_code == 200
 
 
 @pytest.mark.anyio

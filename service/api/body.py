@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from service.api.deps import require_json
 from service.engine import BenchmarkEngine
-from service.errors import StorageError
+from service.errors import storage_errors
 
 # Models read from bodies by hand: their schemas are added to the OpenAPI components.
 BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -70,28 +70,25 @@ async def _receive(request: Request, path: Path, budget: BodyBudget, chunks: lis
     """Read the body into ``chunks`` (taken from ``budget``) or, once it outgrows them,
     into ``path``; returns whether it went to ``path``."""
     out: IO[bytes] | None = None
-    try:
-        async for chunk in request.stream():
-            if out is None:
-                held = sum(map(len, chunks))
-                if held + len(chunk) <= SMALL_BODY_BYTES and budget.take(len(chunk)):
-                    chunks.append(chunk)
-                    continue
-                out = path.open("wb")
-                out.writelines(chunks)
-                budget.give(held)
-                chunks.clear()
-            # One network read (64 KiB at most) to the page cache: microseconds, cheaper
-            # on the event loop than a thread hop per part.
-            out.write(chunk)
-    except OSError as exc:
-        problem = StorageError.of(exc, "storing the request body")
-        if problem is None:
-            raise
-        raise problem from None
-    finally:
-        if out is not None:
-            out.close()
+    # Closing flushes the last part: on a full disk it is that write which fails.
+    with storage_errors("storing the request body", path.parent):
+        try:
+            async for chunk in request.stream():
+                if out is None:
+                    held = sum(map(len, chunks))
+                    if held + len(chunk) <= SMALL_BODY_BYTES and budget.take(len(chunk)):
+                        chunks.append(chunk)
+                        continue
+                    out = path.open("wb")
+                    out.writelines(chunks)
+                    budget.give(held)
+                    chunks.clear()
+                # One network read (64 KiB at most) to the page cache: microseconds,
+                # cheaper on the event loop than a thread hop per part.
+                out.write(chunk)
+        finally:
+            if out is not None:
+                out.close()
     return out is not None
 
 

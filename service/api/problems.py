@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from http import HTTPStatus
 from typing import Any
 
@@ -51,8 +52,12 @@ def service_problem(exc: ServiceError) -> Response:
     )
 
 
-async def _service_error(_: Request, exc: Exception) -> Response:
+async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, StorageError) and exc.directory is not None:
+        # The data directory's disk refused a write: the operator's to know, in one line.
+        logger.warning("%s %s: %s", request.method, request.url.path, exc.detail)
+        request.state.space.refused(exc)
     return service_problem(exc)
 
 
@@ -69,12 +74,19 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, detail, headers=headers)
 
 
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    # A write the disk refused where no layer below said so. Answered here, not by the
+    # handler of last resort: that one re-raises, and uvicorn then drops the connection
+    # (the client's next request on it was reset) and logs the error a second time.
+    storage = StorageError.of(
+        exc, "writing this request's data", directory=request.app.state.settings.data_dir
+    )
+    if storage is None:
+        raise exc
+    return await _service_error(request, storage)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # A write the disk refused where no layer below said so (scratch files of uploads).
-    storage = StorageError.of(exc, "writing this request's data")
-    if storage is not None:
-        logger.warning("%s %s: %s", request.method, request.url.path, exc)
-        return await _service_error(request, storage)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
 
@@ -83,4 +95,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(sqlite3.Error, _storage_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -20,6 +20,7 @@ from service.errors import (
     InvalidDataError,
     UnsupportedMediaTypeError,
     clip,
+    storage_errors,
 )
 from service.formats import MEDIA_TYPES, Upload, format_of
 from service.schemas import DatasetInfo as DatasetInfoSchema
@@ -95,7 +96,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
                 )
 
             def copy() -> None:
-                with path.open("wb") as out:
+                with storage_errors("storing the upload", path.parent), path.open("wb") as out:
                     shutil.copyfileobj(upload.file, out, 1 << 20)
 
             await to_thread.run_sync(copy)
@@ -106,7 +107,7 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
             f"uploads of {clip(media_type) if media_type else 'undeclared'} are not supported; "
             f"use one of {SUPPORTED}"
         )
-    with path.open("wb") as out:
+    with storage_errors("storing the upload", path.parent), path.open("wb") as out:
         async for chunk in request.stream():
             out.write(chunk)
     return fmt, None

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from service.api.deps import Engine, problems
 from service.api.problems import problem_response
 from service.engine import BenchmarkEngine
+from service.errors import SpaceWatch
 from service.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -30,13 +31,16 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
-async def readyz(engine: Engine) -> Response:
-    """200 when the cache store and the compute pool are usable, else 503."""
+async def readyz(request: Request, engine: Engine) -> Response:
+    """200 when the cache store, the data directory's disk and the compute pool are
+    usable, else 503."""
+    space: SpaceWatch = request.state.space
     # In a thread, and bounded: a database another process holds locked would otherwise
     # stall every request on the event loop for the store's 30 s busy timeout.
     try:
         problem = await asyncio.wait_for(
-            asyncio.to_thread(engine.results.storage_problem), READY_CHECK_S
+            asyncio.to_thread(lambda: engine.results.storage_problem() or space.problem()),
+            READY_CHECK_S,
         )
     except TimeoutError:
         problem = f"the cache store did not answer within {READY_CHECK_S:g} s"
