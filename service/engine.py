@@ -320,6 +320,18 @@ class BenchmarkEngine:
                     errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
                 )
         strategies = strategies_of(request.strategies)
+        left_out: tuple[str, ...] = ()
+        if "strategies" not in request.model_fields_set:
+            # Defaults the client never asked for must not fail the request: those that
+            # cannot run here are left out, with a warning. A strategy named still gets 422.
+            left_out = tuple(
+                s.init
+                for s in strategies
+                if bm.cannot_run(
+                    s.init, n_clusters, request.estimator, dataset.n_samples, dataset.n_features
+                )
+            )
+            strategies = tuple(s for s in strategies if s.init not in left_out)
         params = bm.BenchmarkParams(
             dataset=dataset.id,
             n_clusters=n_clusters,
@@ -331,6 +343,7 @@ class BenchmarkEngine:
             tol=float(request.tol),
             silhouette_sample_size=request.silhouette_sample_size,
             estimator=request.estimator,
+            left_out=left_out,
         )
         bm.check_params(params, dataset.n_samples, dataset.n_features)
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
@@ -795,7 +808,9 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         "dataset": job.dataset.public(),
         "n_clusters": job.params.n_clusters,
         "params": job.params.as_dict(),
+        "score_space": "input",
         "results": results,
+        "warnings": job.params.warnings(job.dataset.n_samples, job.dataset.n_features),
         "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
         "versions": dict(bm.VERSIONS),
     }
