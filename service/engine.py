@@ -182,11 +182,13 @@ class BenchmarkEngine:
         limits: DataLimits | None = None,
         failure_ttl_s: float = 0.0,
         predict_max_distances: int = 2**62,
+        stability_max_labels: int = 2**62,
         executor: Executor | None = None,
     ) -> None:
         self.datasets = datasets
         self.limits = limits or DataLimits()
         self.predict_max_distances = predict_max_distances
+        self.stability_max_labels = stability_max_labels
         self.results = results
         # Two lanes: fits and plots in ``pool``; decoding uploads and bodies and
         # predictions in ``data_pool``, so that small work never waits behind a benchmark.

@@ -234,6 +234,7 @@ async def resolve_stability(
     """A stability request with its defaults applied, checked against the data."""
     benchmark = await engine.resolve(request, dataset, may_use=may_use)
     params = stability.StabilityParams(benchmark.params, stability.seed_list(request.seeds))
+    stability.check_labels(params, dataset.n_samples, engine.stability_max_labels)
     return StabilityQuestion(id=stability.stability_id(params), dataset=dataset, params=params)
 
 

@@ -24,6 +24,7 @@ from sklearn import metrics
 
 from service import benchmark as bm
 from service.datasets import load_arrays
+from service.errors import PayloadTooLargeError
 from service.sweeps import SCORE_SPACE
 
 MAX_SEEDS = 100
@@ -68,6 +69,24 @@ def stability_id(params: StabilityParams) -> str:
             {"stability": params.as_dict(), "versions": bm.VERSIONS, "revision": REVISION}
         )
     ).hexdigest()
+
+
+def check_labels(params: StabilityParams, n_samples: int, max_labels: int) -> None:
+    """Refuse a run whose kept labels (every seed's, for the pairwise ARI) pass the bound.
+
+    Raises
+    ------
+    PayloadTooLargeError
+        Naming seeds x n_samples, the bound and its setting.
+    """
+    n_seeds = len(params.seeds)
+    if n_seeds * n_samples > max_labels:
+        raise PayloadTooLargeError(
+            f"{n_seeds} seeds x {n_samples} samples is {n_seeds * n_samples} labels kept for "
+            f"the pairwise adjusted Rand index, more than the limit of {max_labels} "
+            "(CLUSTERBENCH_STABILITY_MAX_LABELS); ask with fewer seeds or on fewer samples",
+            errors=[{"loc": ["seeds"], "msg": f"at most {max(1, max_labels // n_samples)} seeds"}],
+        )
 
 
 def seed_list(seeds: int | list[int]) -> tuple[int, ...]:
@@ -134,7 +153,10 @@ def _over_seeds(
                 "fit_time": outcome.fit_time,
             }
         )
-        labelings.append(labels)
+        # Every seed's labels are kept for the pairwise ARI: in the smallest dtype that
+        # holds them (1 byte, not KMeans' 4, up to 256 clusters), which makes a quarter of
+        # what grew with seeds x n_samples (4.5 GB at 20M samples x 100 seeds, rising).
+        labelings.append(labels.astype(np.min_scalar_type(params.benchmark.n_clusters - 1)))
         warned.update(dict.fromkeys(outcome.warnings))
     pairs = [
         float(metrics.adjusted_rand_score(a, b)) for a, b in itertools.combinations(labelings, 2)
