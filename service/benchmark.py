@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import sklearn
@@ -53,6 +53,13 @@ ALLOWED_STRATEGIES = {
 # ``algorithm`` is a parameter of KMeans and BisectingKMeans; MiniBatchKMeans has none.
 ALGORITHM_ESTIMATORS = frozenset({"kmeans", "bisecting"})
 
+# Where the internal scores (silhouette, Davies-Bouldin, Calinski-Harabasz) are measured:
+# on the data as given (the seed's benchmark), or in the space KMeans clustered, after
+# scaling (sweeps and stability runs, which compare k and seeds: the scores on the
+# unscaled data ranked k by the features' units, e.g. wine's Davies-Bouldin at k=4 was
+# 20.6 there and 1.77 where KMeans worked).
+ScoreSpace = Literal["input", "clustered"]
+
 VERSIONS = {"service": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 LABEL_METRICS = {
@@ -62,7 +69,7 @@ LABEL_METRICS = {
     "ari": metrics.adjusted_rand_score,
     "ami": metrics.adjusted_mutual_info_score,
 }
-# Scores of the clustering alone, measured on the data as given (as silhouette is).
+# Scores of the clustering alone, measured where silhouette is (see ScoreSpace).
 INTERNAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "davies_bouldin": metrics.davies_bouldin_score,
     "calinski_harabasz": metrics.calinski_harabasz_score,
@@ -149,10 +156,17 @@ class BenchmarkParams:
     tol: float = 1e-4
     silhouette_sample_size: int | None = 300
     estimator: str = DEFAULT_ESTIMATOR
+    # Default strategies that cannot run on this data or estimator (see :func:`cannot_run`),
+    # left out of ``strategies`` with a warning.
+    left_out: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         params = asdict(self)
         params["strategies"] = [s.as_dict() for s in self.strategies]
+        # Only when some were: requests made before keep their form (and their ids).
+        params["left_out"] = list(self.left_out)
+        if not self.left_out:
+            del params["left_out"]
         return params
 
     def hashed_form(self) -> dict[str, Any]:
@@ -162,6 +176,31 @@ class BenchmarkParams:
         if params["estimator"] == DEFAULT_ESTIMATOR:
             del params["estimator"]
         return params
+
+    def warnings(self, n_samples: int, n_features: int) -> list[str]:
+        """Why each strategy of ``left_out`` was left out of the defaults."""
+        return [
+            f"strategy {init!r} "
+            f"{cannot_run(init, self.n_clusters, self.estimator, n_samples, n_features)}; "
+            "left out of the default strategies"
+            for init in self.left_out
+        ]
+
+
+def cannot_run(
+    init: str, n_clusters: int, estimator: str, n_samples: int, n_features: int
+) -> str | None:
+    """Why strategy ``init`` cannot run at ``n_clusters`` on data of this shape with this
+    estimator (a phrase following "strategy 'pca'"), or None when it can."""
+    if init not in ALLOWED_STRATEGIES[estimator]:
+        return f"is not an init of {ESTIMATORS[estimator].__name__} (estimator {estimator!r})"
+    limit = min(n_samples, n_features)
+    if init == "pca" and n_clusters > limit:
+        return (
+            f"takes n_clusters={n_clusters} principal components, but the data has only "
+            f"min(n_samples, n_features)={limit}"
+        )
+    return None
 
 
 # Bytes of the samples-by-centres distance block a prediction holds at once.
@@ -304,10 +343,12 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
     check_estimator(params.estimator, params.strategies, params.algorithm)
     limit = min(n_samples, n_features)
     for i, strategy in enumerate(params.strategies):
-        if strategy.init == "pca" and params.n_clusters > limit:
+        reason = cannot_run(
+            strategy.init, params.n_clusters, params.estimator, n_samples, n_features
+        )
+        if strategy.init == "pca" and reason is not None:
             raise InvalidParameterError(
-                f"strategy 'pca' takes n_clusters={params.n_clusters} principal components, "
-                f"but the data has only min(n_samples, n_features)={limit}",
+                f"strategy 'pca' {reason}",
                 errors=[
                     {
                         "loc": ["strategies", i],
@@ -494,10 +535,21 @@ def _run_strategy(
 
 
 def fit_strategy(
-    X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
+    X: np.ndarray,
+    y: np.ndarray | None,
+    strategy: Strategy,
+    params: BenchmarkParams,
+    *,
+    score_space: ScoreSpace = "input",
+    sample_state: int | None = None,
 ) -> tuple[StrategyOutcome, np.ndarray]:
     """One strategy's fit and scores, and its labels (n_samples,), which the benchmark's
-    outcome leaves out (they would travel back from the worker for nothing)."""
+    outcome leaves out (they would travel back from the worker for nothing).
+
+    The internal scores are measured in ``score_space``; the silhouette's sample is drawn
+    from ``sample_state`` (default ``params.random_state``): a stability run draws the
+    same sample for every seed.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
@@ -508,7 +560,17 @@ def fit_strategy(
         estimator.fit(X)
         fit_time = time.perf_counter() - t0
         labels = kmeans.labels_
-        scores = score_labels(X, y, labels, params.silhouette_sample_size, params.random_state)
+        scored = X
+        if score_space == "clustered" and isinstance(estimator, Pipeline):
+            # Every step before KMeans, fitted: the points KMeans assigned.
+            scored = estimator[:-1].transform(X)
+        scores = score_labels(
+            scored,
+            y,
+            labels,
+            params.silhouette_sample_size,
+            params.random_state if sample_state is None else sample_state,
+        )
     scaler = estimator[0] if isinstance(estimator, Pipeline) else None
     n_iter = getattr(kmeans, "n_iter_", None)
     model = FittedModel(
@@ -547,7 +609,8 @@ def score_labels(
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        The data as given (unscaled): the internal scores are measured on it.
+        The data the internal scores are measured on: as given (a benchmark), or as
+        KMeans clustered it (see :data:`ScoreSpace`).
     y : ndarray of shape (n_samples,) or None
         Ground truth; without it the label scores are None.
     labels : ndarray of shape (n_samples,)

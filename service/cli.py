@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         table = client.table(result.id)
     sys.stdout.write(table)
     sys.stdout.flush()
+    for warning in result.warnings:
+        _note(f"warning: {warning}")
     for strategy in result.results:
         for warning in strategy.warnings:
             _note(f"warning: {strategy.init}: {warning}")
@@ -251,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         nargs="+",
         metavar="NAME",
-        help="init strategies to compare: k-means++, random, pca (default: all three)",
+        help="init strategies to compare: k-means++, random, pca (default: all three, "
+        "pca left out where it cannot run)",
     )
     run_parser.add_argument(
         "--n-clusters", type=int, metavar="N", help="default: the number of labels"

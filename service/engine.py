@@ -182,11 +182,13 @@ class BenchmarkEngine:
         limits: DataLimits | None = None,
         failure_ttl_s: float = 0.0,
         predict_max_distances: int = 2**62,
+        stability_max_labels: int = 2**62,
         executor: Executor | None = None,
     ) -> None:
         self.datasets = datasets
         self.limits = limits or DataLimits()
         self.predict_max_distances = predict_max_distances
+        self.stability_max_labels = stability_max_labels
         self.results = results
         # Two lanes: fits and plots in ``pool``; decoding uploads and bodies and
         # predictions in ``data_pool``, so that small work never waits behind a benchmark.
@@ -323,6 +325,18 @@ class BenchmarkEngine:
                     errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
                 )
         strategies = strategies_of(request.strategies)
+        left_out: tuple[str, ...] = ()
+        if "strategies" not in request.model_fields_set:
+            # Defaults the client never asked for must not fail the request: those that
+            # cannot run here are left out, with a warning. A strategy named still gets 422.
+            left_out = tuple(
+                s.init
+                for s in strategies
+                if bm.cannot_run(
+                    s.init, n_clusters, request.estimator, dataset.n_samples, dataset.n_features
+                )
+            )
+            strategies = tuple(s for s in strategies if s.init not in left_out)
         params = bm.BenchmarkParams(
             dataset=dataset.id,
             n_clusters=n_clusters,
@@ -334,6 +348,7 @@ class BenchmarkEngine:
             tol=float(request.tol),
             silhouette_sample_size=request.silhouette_sample_size,
             estimator=request.estimator,
+            left_out=left_out,
         )
         bm.check_params(params, dataset.n_samples, dataset.n_features)
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
@@ -811,7 +826,9 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         "dataset": job.dataset.public(),
         "n_clusters": job.params.n_clusters,
         "params": job.params.as_dict(),
+        "score_space": "input",
         "results": results,
+        "warnings": job.params.warnings(job.dataset.n_samples, job.dataset.n_features),
         "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
         "versions": dict(bm.VERSIONS),
     }

@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data_pool=data_pool,
             failure_ttl_s=settings.failure_ttl_s,
             predict_max_distances=settings.predict_max_distances,
+            stability_max_labels=settings.stability_max_labels,
             executor=executor,
         )
         await asyncio.to_thread(engine.clean_scratch)

@@ -146,7 +146,7 @@ class SweepQuestion(_Document):
 
     @property
     def steps(self) -> int:
-        return len(self.params.k) * len(self.params.strategies)
+        return len(sweeps.steps(self.params, self.dataset.n_samples, self.dataset.n_features))
 
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
@@ -160,7 +160,9 @@ class SweepQuestion(_Document):
                 sweeps.run_step_from_files,
                 (X_path, y_path, self.params, k, index),
             )
-            for k, index in sweeps.steps(self.params)
+            for k, index in sweeps.steps(
+                self.params, self.dataset.n_samples, self.dataset.n_features
+            )
         ]
         rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
         report(len(steps), len(steps), "storing")
@@ -232,6 +234,7 @@ async def resolve_stability(
     """A stability request with its defaults applied, checked against the data."""
     benchmark = await engine.resolve(request, dataset, may_use=may_use)
     params = stability.StabilityParams(benchmark.params, stability.seed_list(request.seeds))
+    stability.check_labels(params, dataset.n_samples, engine.stability_max_labels)
     return StabilityQuestion(id=stability.stability_id(params), dataset=dataset, params=params)
 
 
@@ -261,6 +264,7 @@ def _same(key: str, question: Question) -> Question:
 def _benchmark_params(raw: dict[str, Any]) -> bm.BenchmarkParams:
     raw = dict(raw)
     raw["strategies"] = tuple(bm.Strategy(**s) for s in raw["strategies"])
+    raw["left_out"] = tuple(raw.get("left_out", ()))
     return bm.BenchmarkParams(**raw)
 
 

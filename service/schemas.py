@@ -97,6 +97,22 @@ Strategy = Annotated[
 
 DEFAULT_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++", "random", "pca")
 
+LeftOut = Annotated[
+    list[StrategyName],
+    Field(
+        description="Default strategies left out because they cannot run here (`pca` when "
+        "n_clusters > min(n_samples, n_features), or with `bisecting`); `warnings` says why. "
+        "A strategy the request names is never left out: it gets 422.",
+    ),
+]
+ResultWarnings = Annotated[
+    list[str],
+    Field(
+        description="What the service left out or skipped, and why (scikit-learn's own "
+        "warnings are in each result's `warnings`).",
+    ),
+]
+
 
 class BenchmarkRequest(BaseModel):
     """What to benchmark: a dataset, the init strategies to compare, and KMeans' parameters.
@@ -263,6 +279,7 @@ class BenchmarkParams(BaseModel):
     tol: float
     silhouette_sample_size: int | None
     estimator: EstimatorName = "kmeans"
+    left_out: LeftOut = []
 
 
 class StrategyResult(BaseModel):
@@ -299,7 +316,13 @@ class BenchmarkResult(BaseModel):
     dataset: DatasetSummary
     n_clusters: int
     params: BenchmarkParams
+    score_space: Literal["input"] = Field(
+        "input",
+        description="Where silhouette, Davies-Bouldin and Calinski-Harabasz are measured: "
+        "on the data as given, as the seed does.",
+    )
     results: list[StrategyResult]
+    warnings: ResultWarnings = []
     plot_url: str
     versions: dict[str, str]
 
@@ -574,7 +597,15 @@ class SweepResult(BaseModel):
     cached: bool
     dataset: DatasetSummary
     params: SweepParams
-    results: list[SweepPoint]
+    score_space: Literal["clustered"] = Field(
+        description="Where silhouette, Davies-Bouldin and Calinski-Harabasz are measured: "
+        "in the space KMeans clustered (after scaling), where k is chosen."
+    )
+    results: list[SweepPoint] = Field(
+        description="Each (k, strategy), k ascending; a strategy that cannot run at a k "
+        "(`pca` past min(n_samples, n_features)) is skipped there, with a warning."
+    )
+    warnings: ResultWarnings = []
     recommended_k: RecommendedK = Field(
         description="Over all strategies: each k counts with its best run."
     )
@@ -673,6 +704,7 @@ class StabilityParams(BaseModel):
     tol: float
     silhouette_sample_size: int | None
     estimator: EstimatorName
+    left_out: LeftOut = []
 
 
 class StabilityResult(BaseModel):
@@ -683,5 +715,11 @@ class StabilityResult(BaseModel):
     dataset: DatasetSummary
     n_clusters: int
     params: StabilityParams
+    score_space: Literal["clustered"] = Field(
+        description="Where silhouette, Davies-Bouldin and Calinski-Harabasz are measured: "
+        "in the space KMeans clustered (after scaling); the silhouette on one sample, drawn "
+        "once for every seed."
+    )
     results: list[StrategyStability]
+    warnings: ResultWarnings = []
     versions: dict[str, str]

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         description="Largest prediction, in distances computed (n_samples times the "
         "model's n_clusters); larger requests get 413.",
     )
+    stability_max_labels: int = Field(
+        200_000_000,
+        ge=1,
+        description="Largest stability run, in labels kept for the pairwise adjusted Rand "
+        "index (seeds times n_samples, 1 byte each up to 256 clusters); larger runs get 413.",
+    )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,

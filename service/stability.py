@@ -5,7 +5,10 @@ For each seed (``random_state``) the benchmark runs as
 and the standard deviation (``numpy.std``, ddof=0) of inertia, of every score and of
 the fit time over the seeds, and the adjusted Rand index between the labelings of every
 pair of seeds: its mean and its minimum (1.0 when every seed finds the same partition).
-No HTTP here.
+The internal scores are measured in the space KMeans clustered
+(:data:`service.sweeps.SCORE_SPACE`), the silhouette on one sample drawn from the
+benchmark's ``random_state`` for every seed: a partition that does not change has no
+spread. No HTTP here.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ from sklearn import metrics
 
 from service import benchmark as bm
 from service.datasets import load_arrays
+from service.errors import PayloadTooLargeError
+from service.sweeps import SCORE_SPACE
 
 MAX_SEEDS = 100
+# Salted into the id: 2 since the internal scores are measured in SCORE_SPACE and the
+# silhouette's sample is drawn once per run (1 measured them on the data as given, on a
+# sample redrawn per seed), so that no answer computed before is served as a new one.
+REVISION = 2
 # The numbers summarised over the seeds, in the order they are reported.
 SUMMARISED = (
     "inertia",
@@ -56,8 +65,28 @@ class StabilityParams:
 def stability_id(params: StabilityParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
-        bm.canonical_json({"stability": params.as_dict(), "versions": bm.VERSIONS})
+        bm.canonical_json(
+            {"stability": params.as_dict(), "versions": bm.VERSIONS, "revision": REVISION}
+        )
     ).hexdigest()
+
+
+def check_labels(params: StabilityParams, n_samples: int, max_labels: int) -> None:
+    """Refuse a run whose kept labels (every seed's, for the pairwise ARI) pass the bound.
+
+    Raises
+    ------
+    PayloadTooLargeError
+        Naming seeds x n_samples, the bound and its setting.
+    """
+    n_seeds = len(params.seeds)
+    if n_seeds * n_samples > max_labels:
+        raise PayloadTooLargeError(
+            f"{n_seeds} seeds x {n_samples} samples is {n_seeds * n_samples} labels kept for "
+            f"the pairwise adjusted Rand index, more than the limit of {max_labels} "
+            "(CLUSTERBENCH_STABILITY_MAX_LABELS); ask with fewer seeds or on fewer samples",
+            errors=[{"loc": ["seeds"], "msg": f"at most {max(1, max_labels // n_samples)} seeds"}],
+        )
 
 
 def seed_list(seeds: int | list[int]) -> tuple[int, ...]:
@@ -108,7 +137,14 @@ def _over_seeds(
     warned: dict[str, None] = {}
     for seed in params.seeds:
         run = replace(params.benchmark, random_state=seed)
-        outcome, labels = bm.fit_strategy(X, y, strategy, run)
+        outcome, labels = bm.fit_strategy(
+            X,
+            y,
+            strategy,
+            run,
+            score_space=SCORE_SPACE,
+            sample_state=params.benchmark.random_state,
+        )
         rows.append(
             {
                 "random_state": seed,
@@ -117,7 +153,10 @@ def _over_seeds(
                 "fit_time": outcome.fit_time,
             }
         )
-        labelings.append(labels)
+        # Every seed's labels are kept for the pairwise ARI: in the smallest dtype that
+        # holds them (1 byte, not KMeans' 4, up to 256 clusters), which makes a quarter of
+        # what grew with seeds x n_samples (4.5 GB at 20M samples x 100 seeds, rising).
+        labelings.append(labels.astype(np.min_scalar_type(params.benchmark.n_clusters - 1)))
         warned.update(dict.fromkeys(outcome.warnings))
     pairs = [
         float(metrics.adjusted_rand_score(a, b)) for a, b in itertools.combinations(labelings, 2)
@@ -162,7 +201,9 @@ def build_body(
         "dataset": dataset,
         "n_clusters": params.benchmark.n_clusters,
         "params": params.as_dict(),
+        "score_space": SCORE_SPACE,
         "results": results,
+        "warnings": params.benchmark.warnings(dataset["n_samples"], dataset["n_features"]),
         "versions": dict(bm.VERSIONS),
     }
 

@@ -1,8 +1,12 @@
 """Choosing k: the benchmark's fit and scores for each k of a range, and the k each
 criterion recommends. No HTTP here.
 
-Every (k, strategy) is exactly a one-strategy benchmark (:func:`service.benchmark.run_benchmark`),
-so each number equals scikit-learn's as the benchmark's do. The recommendations:
+Every (k, strategy) is a one-strategy benchmark (:func:`service.benchmark.run_benchmark`),
+so each number equals scikit-learn's as the benchmark's do, except that the internal scores
+(silhouette, Davies-Bouldin, Calinski-Harabasz) are measured in the space KMeans clustered
+(:data:`SCORE_SPACE`): they choose k among clusterings of that space. A strategy that
+cannot run at a k (``pca`` past min(n_samples, n_features)) is skipped there, with a
+warning. The recommendations:
 
 - ``silhouette``: the k of the largest silhouette;
 - ``davies_bouldin``: the k of the smallest Davies-Bouldin index;
@@ -22,7 +26,7 @@ import hashlib
 import io
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,10 @@ from service.datasets import load_arrays
 from service.errors import InvalidParameterError, ServiceError
 
 DEFAULT_K = tuple(range(2, 11))
+SCORE_SPACE: bm.ScoreSpace = "clustered"
+# Salted into the id: 2 since the internal scores are measured in SCORE_SPACE (1 measured
+# them on the data as given), so that no answer computed before is served as a new one.
+REVISION = 2
 # A criterion, and whether a larger score is better.
 CRITERIA: dict[str, bool] = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
 
@@ -88,7 +96,9 @@ class SweepParams:
 def sweep_id(params: SweepParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
-        bm.canonical_json({"sweep": params.as_dict(), "versions": bm.VERSIONS})
+        bm.canonical_json(
+            {"sweep": params.as_dict(), "versions": bm.VERSIONS, "revision": REVISION}
+        )
     ).hexdigest()
 
 
@@ -104,7 +114,8 @@ def check_sweep(params: SweepParams, n_samples: int, n_features: int) -> None:
     ------
     InvalidParameterError
         A k the scores are undefined for (k > n_samples - 1), a custom strategy (its
-        centres fit one k only), or what :func:`service.benchmark.check_params` refuses.
+        centres fit one k only), a strategy that runs at no k, or what
+        :func:`service.benchmark.check_params` refuses.
     """
     for i, strategy in enumerate(params.strategies):
         if strategy.init == "custom":
@@ -119,11 +130,39 @@ def check_sweep(params: SweepParams, n_samples: int, n_features: int) -> None:
             f"k <= n_samples - 1 = {n_samples - 1}",
             errors=[{"loc": ["k"], "msg": f"each k must be <= {n_samples - 1}"}],
         )
+    skips = skipped(params, n_samples, n_features)
     for k in params.k:
+        # A strategy that runs at no k is not skipped: it is refused at the first k.
+        benchmark = params.benchmark_at(k)
+        running = tuple(s for s in benchmark.strategies if k not in skips.get(s.init, ()))
         try:
-            bm.check_params(params.benchmark_at(k), n_samples, n_features)
+            bm.check_params(replace(benchmark, strategies=running), n_samples, n_features)
         except ServiceError as exc:
             raise type(exc)(f"at k={k}: {exc.detail}", errors=exc.errors) from None
+
+
+def skipped(params: SweepParams, n_samples: int, n_features: int) -> dict[str, tuple[int, ...]]:
+    """The k each strategy cannot run at on data of this shape (``pca`` past
+    min(n_samples, n_features)), for the strategies that run at some k."""
+    out: dict[str, tuple[int, ...]] = {}
+    for strategy in params.strategies:
+        ks = tuple(
+            k
+            for k in params.k
+            if bm.cannot_run(strategy.init, k, params.estimator, n_samples, n_features)
+        )
+        if ks and len(ks) < len(params.k):
+            out[strategy.init] = ks
+    return out
+
+
+def skip_warnings(params: SweepParams, n_samples: int, n_features: int) -> list[str]:
+    """One warning per strategy skipped at some k, naming those k and why."""
+    return [
+        f"strategy {init!r} skipped at k={', '.join(map(str, ks))}: it "
+        f"{bm.cannot_run(init, ks[0], params.estimator, n_samples, n_features)}"
+        for init, ks in skipped(params, n_samples, n_features).items()
+    ]
 
 
 def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[dict[str, Any]]:
@@ -145,15 +184,18 @@ def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[
         ``n_init``, ``inertia``, ``n_iter``, the scores, ``fit_time`` and ``warnings``.
     """
     bm.check_magnitude(X)
-    return [_row(X, y, params, k, index) for k, index in steps(params)]
+    return [_row(X, y, params, k, index) for k, index in steps(params, *X.shape)]
 
 
 def _row(
     X: np.ndarray, y: np.ndarray | None, params: SweepParams, k: int, index: int
 ) -> dict[str, Any]:
-    """One (k, strategy) of the sweep: exactly that strategy of the benchmark at ``k``."""
+    """One (k, strategy) of the sweep: that strategy of the benchmark at ``k``, scored in
+    the space KMeans clustered."""
     benchmark = params.benchmark_at(k)
-    outcome, _ = bm.fit_strategy(X, y, benchmark.strategies[index], benchmark)
+    outcome, _ = bm.fit_strategy(
+        X, y, benchmark.strategies[index], benchmark, score_space=SCORE_SPACE
+    )
     return {
         "k": k,
         "init": outcome.init,
@@ -166,10 +208,16 @@ def _row(
     }
 
 
-def steps(params: SweepParams) -> list[tuple[int, int]]:
-    """The sweep's steps, one executor task each, in the order of its results:
-    (k, index of the strategy)."""
-    return [(k, index) for k in params.k for index in range(len(params.strategies))]
+def steps(params: SweepParams, n_samples: int, n_features: int) -> list[tuple[int, int]]:
+    """The sweep's steps on data of this shape, one executor task each, in the order of
+    its results: (k, index of the strategy), the skipped ones left out."""
+    skips = skipped(params, n_samples, n_features)
+    return [
+        (k, index)
+        for k in params.k
+        for index, strategy in enumerate(params.strategies)
+        if k not in skips.get(strategy.init, ())
+    ]
 
 
 def run_step_from_files(
@@ -226,14 +274,20 @@ def recommend(results: list[dict[str, Any]], init: str | None = None) -> dict[st
 def build_body(
     sweep: str, dataset: dict[str, Any], params: SweepParams, results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The JSON answer of a sweep (``"cached": false``); ``id`` first, as stored answers are."""
+    """The JSON answer of a sweep (``"cached": false``); ``id`` first, as stored answers are.
+
+    ``dataset`` is the dataset's public summary (its ``n_samples`` and ``n_features`` say
+    which steps were skipped).
+    """
     inits = list(dict.fromkeys(r["init"] for r in results))
     return {
         "id": sweep,
         "cached": False,
         "dataset": dataset,
         "params": params.as_dict(),
+        "score_space": SCORE_SPACE,
         "results": results,
+        "warnings": skip_warnings(params, dataset["n_samples"], dataset["n_features"]),
         "recommended_k": recommend(results),
         "recommended_k_by_strategy": {init: recommend(results, init) for init in inits},
         "plot_url": f"/v1/sweeps/{sweep}/plot.png",

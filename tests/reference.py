@@ -87,10 +87,14 @@ def family_scores(
     max_iter: int = 300,
     tol: float = 1e-4,
     silhouette_sample_size: int | None = 300,
+    score_space: str = "input",
+    sample_state: int | None = None,
 ) -> dict[str, Any]:
     """One strategy of KMeans, MiniBatchKMeans or BisectingKMeans, written out with
     scikit-learn, with every score the service reports (Davies-Bouldin and
-    Calinski-Harabasz too, on the data as given)."""
+    Calinski-Harabasz too): the internal scores on the data as given (``"input"``) or on
+    the data KMeans clustered (``"clustered"``: scaled when ``scale``), the silhouette's
+    sample drawn from ``sample_state`` (default ``random_state``)."""
     n_init = n_init or {**DEFAULT_N_INIT, "custom": 1}[init]
     start: Any = init
     if init == "pca":
@@ -130,11 +134,16 @@ def family_scores(
     }
     for name, metric in label_metrics.items():
         out[name] = None if y is None else metric(y, labels)
+    scored = StandardScaler().fit_transform(X) if scale and score_space == "clustered" else X
     out["silhouette"] = metrics.silhouette_score(
-        X, labels, metric="euclidean", sample_size=silhouette_sample_size, random_state=random_state
+        scored,
+        labels,
+        metric="euclidean",
+        sample_size=silhouette_sample_size,
+        random_state=random_state if sample_state is None else sample_state,
     )
-    out["davies_bouldin"] = metrics.davies_bouldin_score(X, labels)
-    out["calinski_harabasz"] = metrics.calinski_harabasz_score(X, labels)
+    out["davies_bouldin"] = metrics.davies_bouldin_score(scored, labels)
+    out["calinski_harabasz"] = metrics.calinski_harabasz_score(scored, labels)
     return out
 
 

@@ -66,6 +66,28 @@ def test_run_prints_the_services_table(server: ServiceProcess, tmp_path: Path) -
 
 
 @pytest.mark.server
+def test_run_leaves_out_a_default_pca_that_cannot_run(
+    server: ServiceProcess, tmp_path: Path
+) -> None:
+    # Check that `clusterbench run --n-clusters 5` on iris (4 features) prints the table
+    # of k-means++ and random with pca's warning on stderr, where it failed with a 422
+    # about pca, which the user never named; and that a named pca still fails.
+    done = clusterbench(
+        "run", "--url", server.url, "--dataset", "iris", "--n-clusters", "5", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t")[0].strip() for line in done.stdout.splitlines()[2:-1]]
+    assert rows == ["k-means++", "random"]
+    assert "warning: strategy 'pca' takes n_clusters=5 principal components" in done.stderr
+    named = clusterbench(
+        "run", "--url", server.url, "--dataset", "iris", "--n-clusters", "5", "--init", "pca",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert named.returncode != 0
+    assert "min(n_samples, n_features)=4" in named.stderr
+
+
+@pytest.mark.server
 def test_run_uploads_a_file_first(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that `run --dataset FILE` uploads the file (its format from its extension)
     # and benchmarks it.

@@ -223,6 +223,29 @@ async def test_a_prediction_past_the_bound_is_413(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_stability_run_past_the_bound_is_413(tmp_path: Path) -> None:
+    # Check that seeds x n_samples past CLUSTERBENCH_STABILITY_MAX_LABELS is refused
+    # before any fit, naming seeds x n_samples and the setting (the labels every seed
+    # keeps for the pairwise ARI grew without bound: 4.5 GB at 20M samples x 100 seeds).
+    settings = make_settings(tmp_path, stability_max_labels=300)
+    async with serve(settings) as client:
+        body = {"dataset": "iris", "strategies": ["random"]}
+        within = await client.post("/v1/stability", json={**body, "seeds": 2})
+        assert within.status_code == 200, within.text
+        past = await client.post("/v1/stability", json={**body, "seeds": 3})
+        assert past.status_code == 413
+        assert past.headers["content-type"] == "application/problem+json"
+        problem = past.json()
+        assert "3 seeds x 150 samples is 450 labels" in problem["detail"]
+        assert "CLUSTERBENCH_STABILITY_MAX_LABELS" in problem["detail"]
+        assert problem["errors"] == [{"loc": ["seeds"], "msg": "at most 2 seeds"}]
+        job = await client.post(
+            "/v1/stability", json={**body, "seeds": 3}, headers={"prefer": "respond-async"}
+        )
+        assert job.status_code == 413
+
+
+@pytest.mark.anyio
 async def test_scratch_files_of_stopped_processes_are_removed_at_start(tmp_path: Path) -> None:
     # Check that scratch files left by a crashed process are removed when the service
     # starts, and that those of a process still running (another replica) are kept.

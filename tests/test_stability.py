@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import tracemalloc
 
 import numpy as np
 import pytest
 from sklearn import metrics
 from sklearn.datasets import make_blobs
 
-from service.benchmark import BenchmarkParams, Strategy
+from service.benchmark import VERSIONS, BenchmarkParams, Strategy, canonical_json
 from service.datasets import load_builtin
 from service.stability import (
     SUMMARISED,
@@ -35,14 +37,24 @@ def params(n_clusters: int, seeds: tuple[int, ...], *inits: str, **kw: object) -
 )
 def test_summary_matches_sklearn_seed_by_seed(name: str, estimator: str) -> None:
     # Check each seed's numbers, their mean and std, and the pairwise ARI against
-    # scikit-learn run with each random_state.
+    # scikit-learn run with each random_state, the internal scores measured on the
+    # scaled data KMeans clustered, the silhouette on the one sample of random_state 0.
     X, y = load_builtin(name)
     k = np.unique(y).size
     seeds = (0, 3, 7, 11)
     results = run_stability(X, y, params(k, seeds, "k-means++", "random", estimator=estimator))
     for r in results:
         expected = [
-            family_scores(X, y, r["init"], n_clusters=k, estimator=estimator, random_state=s)
+            family_scores(
+                X,
+                y,
+                r["init"],
+                n_clusters=k,
+                estimator=estimator,
+                random_state=s,
+                score_space="clustered",
+                sample_state=0,
+            )
             for s in seeds
         ]
         for key in ("inertia", *ALL_SCORE_KEYS):
@@ -74,14 +86,35 @@ def test_unlabelled_and_single_seed() -> None:
     assert pca["seed_ari"] == {"mean": 1.0, "min": 1.0}
 
 
+def test_a_partition_that_does_not_change_has_no_spread() -> None:
+    # Check the issue's case: breast_cancer, pca, 10 seeds find one partition (pairwise
+    # ARI 1); its silhouette, on one sample drawn for the whole run, has std 0 (it was
+    # 0.021 with a sample redrawn per seed) and equals scikit-learn's on the scaled data.
+    X, y = load_builtin("breast_cancer")
+    (r,) = run_stability(X, y, params(2, tuple(range(10)), "pca"))
+    assert r["seed_ari"] == {"mean": 1.0, "min": 1.0}
+    for name in ("silhouette", "davies_bouldin", "calinski_harabasz", "ari", "inertia"):
+        # Up to rounding: the seeds may number the same clusters in another order.
+        assert r[name]["std"] < 1e-12 * abs(r[name]["mean"]), name
+    expected = family_scores(X, y, "pca", n_clusters=2, score_space="clustered", sample_state=0)
+    np.testing.assert_allclose(r["silhouette"]["mean"], expected["silhouette"], rtol=1e-9)
+
+
 def test_seeds_ids_and_table() -> None:
-    # Check seeds' defaults, that the id follows them, and the ± table.
+    # Check seeds' defaults, that the id follows them and is not the id the same request
+    # had when its scores were measured the old way, and the ± table.
     assert seed_list(3) == (0, 1, 2)
     assert seed_list([4, 2, 4]) == (4, 2)
     assert stability_id(params(3, (0, 1), "random")) != stability_id(params(3, (0, 2), "random"))
+    old = hashlib.sha256(
+        canonical_json({"stability": params(3, (0, 1), "random").as_dict(), "versions": VERSIONS})
+    ).hexdigest()
+    assert stability_id(params(3, (0, 1), "random")) != old
     X, y = load_builtin("iris")
     p = params(3, (0, 1, 2), "k-means++", "pca")
-    body = build_body("a" * 64, {}, p, run_stability(X, y, p))
+    body = build_body("a" * 64, {"n_samples": 150, "n_features": 4}, p, run_stability(X, y, p))
+    assert body["score_space"] == "clustered"
+    assert body["warnings"] == []
     assert body["params"]["seeds"] == [0, 1, 2]
     assert "random_state" not in body["params"]
     lines = format_table(body).splitlines()
@@ -95,3 +128,19 @@ def test_seeds_ids_and_table() -> None:
     assert lines[4].startswith("PCA-based")
     assert lines[-1] == lines[1]
     assert set(SUMMARISED) <= set(body["results"][0])
+
+
+def test_the_labels_kept_for_the_pairwise_ari_are_compact() -> None:
+    # Check that each seed's labels, kept for the pairwise ARI, cost about a byte per
+    # sample (KMeans' int32 cost 4: 4.5 GB at 20M samples x 100 seeds, still rising):
+    # 8 seeds more add little more than 8 bytes per sample to the peak.
+    X, _ = make_blobs(n_samples=100_000, centers=3, n_features=2, random_state=0)
+    peaks = []
+    for seeds in ((0, 1), tuple(range(10))):
+        tracemalloc.start()
+        try:
+            run_stability(X, None, params(3, seeds, "random", silhouette_sample_size=100))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] - peaks[0] < 2 * 8 * X.shape[0], peaks

@@ -280,3 +280,49 @@ async def test_accept_negotiation(client: httpx.AsyncClient) -> None:
     refused = await post(client, request, accept="image/png")
     assert refused.status_code == 406
     assert "text/plain" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "warning"),
+    [
+        (
+            {"dataset": "iris", "n_clusters": 5},
+            "strategy 'pca' takes n_clusters=5 principal components, but the data has only "
+            "min(n_samples, n_features)=4; left out of the default strategies",
+        ),
+        (
+            {"X": [[0.0], [0.1], [5.0], [5.2], [9.0], [9.1]], "n_clusters": 2},
+            "strategy 'pca' takes n_clusters=2 principal components, but the data has only "
+            "min(n_samples, n_features)=1; left out of the default strategies",
+        ),
+        (
+            {"dataset": "iris", "estimator": "bisecting"},
+            "strategy 'pca' is not an init of BisectingKMeans (estimator 'bisecting'); "
+            "left out of the default strategies",
+        ),
+    ],
+)
+async def test_defaults_that_cannot_run_are_left_out(
+    client: httpx.AsyncClient, body: dict[str, Any], warning: str
+) -> None:
+    # Check that a request naming no strategies is answered without the default pca
+    # where pca cannot run (it was a 422 about pca, which the client never asked for),
+    # with a warning saying why; that this answer has an id of its own (not the one of
+    # the same request naming k-means++ and random, whose answer has no such warning);
+    # and that a pca the client names is still a 422.
+    response = await post(client, body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert [r["init"] for r in data["results"]] == ["k-means++", "random"]
+    assert data["params"]["left_out"] == ["pca"]
+    assert data["warnings"] == [warning]
+    assert data["score_space"] == "input"
+    named = await post(client, {**body, "strategies": ["k-means++", "random"]})
+    assert named.status_code == 200, named.text
+    assert named.json()["id"] != data["id"]
+    assert named.json()["warnings"] == []
+    assert named.json()["results"][0]["inertia"] == data["results"][0]["inertia"]
+    refused = await post(client, {**body, "strategies": ["k-means++", "pca"]})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "'pca'" in refused.json()["detail"]

@@ -29,6 +29,14 @@ async def test_stability_round_trip(client: httpx.AsyncClient) -> None:
     np.testing.assert_allclose(result["inertia"]["mean"], np.mean(inertias), rtol=1e-9)
     np.testing.assert_allclose(result["inertia"]["std"], np.std(inertias), rtol=1e-9, atol=1e-12)
     assert 0 <= result["seed_ari"]["min"] <= result["seed_ari"]["mean"] <= 1
+    assert data["score_space"] == "clustered"
+    silhouettes = [
+        family_scores(
+            X, y, "random", n_clusters=3, random_state=s, score_space="clustered", sample_state=0
+        )["silhouette"]
+        for s in (1, 2, 3)
+    ]
+    np.testing.assert_allclose(result["silhouette"]["mean"], np.mean(silhouettes), rtol=1e-9)
     again = await client.post("/v1/stability", json={**body, "seeds": [1, 2, 3]})
     assert again.headers["x-cache"] == "hit"
     assert again.json()["cached"] is True
@@ -71,3 +79,19 @@ async def test_unknown_stability_run_is_404(client: httpx.AsyncClient) -> None:
     missing = await client.get("/v1/stability/" + "0" * 64)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_stability_leaves_out_a_default_pca_that_cannot_run(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a stability run naming no strategies leaves pca out where it cannot run
+    # (n_clusters 5 > iris' 4 features), with a warning, instead of a 422.
+    response = await client.post("/v1/stability", json={"dataset": "iris", "n_clusters": 5})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert [r["init"] for r in data["results"]] == ["k-means++", "random"]
+    assert data["params"]["left_out"] == ["pca"]
+    assert data["warnings"] == [
+        "strategy 'pca' takes n_clusters=5 principal components, but the data has only "
+        "min(n_samples, n_features)=4; left out of the default strategies"
+    ]

@@ -32,9 +32,12 @@ async def test_sweep_round_trip(client: httpx.AsyncClient) -> None:
         "elbow",
     }
     assert set(data["recommended_k_by_strategy"]) == {"k-means++", "random"}
+    assert data["score_space"] == "clustered"
+    assert data["warnings"] == []
     X, y = load_builtin("iris")
     for r in data["results"]:
-        assert_all_match(r, family_scores(X, y, r["init"], n_clusters=r["k"]))
+        expected = family_scores(X, y, r["init"], n_clusters=r["k"], score_space="clustered")
+        assert_all_match(r, expected)
     again = await client.post(
         "/v1/sweeps", json={**body, "k": [5, 4, 3, 2, 3], "scale": True, "random_state": 0}
     )
@@ -67,7 +70,8 @@ async def test_default_sweep_on_unlabelled_inline_data(client: httpx.AsyncClient
     assert all(r["ari"] is None for r in data["results"])
     assert data["recommended_k"]["silhouette"] == 3
     for r in data["results"]:
-        assert_all_match(r, family_scores(X, None, "k-means++", n_clusters=r["k"]))
+        expected = family_scores(X, None, "k-means++", n_clusters=r["k"], score_space="clustered")
+        assert_all_match(r, expected)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +82,7 @@ async def test_default_sweep_on_unlabelled_inline_data(client: httpx.AsyncClient
         ({"k": {"min": 2, "max": 60}}, "k has 59 values; a sweep takes at most 50"),
         ({"k": []}, "k is empty"),
         ({"dataset": "iris", "k": [2, 150]}, "k=150 is too large for 150 samples"),
-        ({"dataset": "iris", "k": [2, 5], "strategies": ["pca"]}, "at k=5: strategy 'pca'"),
+        ({"dataset": "iris", "k": [5, 6], "strategies": ["pca"]}, "at k=5: strategy 'pca'"),
         (
             {"strategies": [{"init": "custom", "centers": [[0.0] * 64] * 2}], "k": [2]},
             "cannot use strategy 'custom'",
@@ -96,6 +100,26 @@ async def test_bad_sweeps_are_clear_problems(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert words in response.json()["detail"], response.json()["detail"]
+
+
+async def test_a_sweep_skips_the_k_where_pca_cannot_run(client: httpx.AsyncClient) -> None:
+    # Check that pca is skipped at the k past iris' 4 features, with a warning, where it
+    # was a 422 for the whole sweep; its progress counts only the steps that run.
+    body = {"dataset": "iris", "k": [3, 4, 5, 6], "strategies": ["pca", "k-means++"]}
+    job = await client.post("/v1/sweeps", json=body, headers={"prefer": "respond-async"})
+    assert job.status_code == 202, job.text
+    assert job.json()["progress"]["total"] == 6
+    response = await client.post("/v1/sweeps", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert [(r["k"], r["init"]) for r in data["results"]] == [
+        (3, "pca"), (3, "k-means++"), (4, "pca"), (4, "k-means++"), (5, "k-means++"),
+        (6, "k-means++"),
+    ]  # fmt: skip
+    assert data["warnings"] == [
+        "strategy 'pca' skipped at k=5, 6: it takes n_clusters=5 principal components, "
+        "but the data has only min(n_samples, n_features)=4"
+    ]
 
 
 async def test_unknown_sweep_is_404(client: httpx.AsyncClient) -> None:
