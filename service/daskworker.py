@@ -7,11 +7,14 @@ is cancelled (its job deleted, or the service that asked for it gone) or runs pa
 limit, the child is killed, so its CPU is free at once; pebble starts another.
 
 Workers load this module at start (``dask worker --preload service.daskworker``), which
-starts and warms the children then rather than on the first task.
+starts and warms the children then rather than on the first task, and stops them as the
+worker closes: they are not daemonic (pebble's), so a worker whose children still ran
+would never exit, neither when its scheduler goes nor on SIGTERM.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
@@ -26,7 +29,7 @@ import pebble
 from distributed import get_worker
 
 from service import compute
-from service.errors import WorkerDiedError
+from service.errors import ComputeUnavailableError, WorkerDiedError
 
 T = TypeVar("T")
 
@@ -36,6 +39,7 @@ POLL_S = 0.1
 
 _lock = threading.Lock()
 _pool: pebble.ProcessPool | None = None
+_closing = False
 
 
 def _init_child() -> None:
@@ -51,6 +55,8 @@ def _children(n: int) -> pebble.ProcessPool:
     """This worker's pool of ``n`` child processes, started (again) when needed."""
     global _pool
     with _lock:
+        if _closing:
+            raise ComputeUnavailableError("this Dask worker is closing; ask again")
         if _pool is None or not _pool.active:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(compute._PRELOAD)
@@ -67,6 +73,21 @@ def _warm(n: int) -> None:
 def dask_setup(worker: Any) -> None:
     """Preload hook: start and warm the children in the background as the worker starts."""
     threading.Thread(target=_warm, args=(worker.state.nthreads,), daemon=True).start()
+
+
+def _stop_children() -> None:
+    global _pool, _closing
+    with _lock:
+        _closing = True
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()  # type: ignore[no-untyped-call]
+        pool.join()  # terminates the children, killing any still computing
+
+
+async def dask_teardown(worker: Any) -> None:
+    """Preload hook, as the worker closes: stop the children, so that it can exit."""
+    await asyncio.to_thread(_stop_children)
 
 
 def _task_threads(nthreads: int) -> int:

@@ -8,14 +8,18 @@ loopback with those commands.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import httpx
 import orjson
+import psutil
 import pytest
 import yaml
 from compose_spec import PyCompose
@@ -24,7 +28,13 @@ from service.datasets import load_builtin
 from service.process import ServiceProcess
 from service.settings import Settings
 from tests.conftest import ROOT
-from tests.daskcluster import SCHEDULER_ARGS, WORKER_ARGS, WORKER_ENV, DaskCluster
+from tests.daskcluster import (
+    DEATH_TIMEOUT_S,
+    SCHEDULER_ARGS,
+    WORKER_ARGS,
+    WORKER_ENV,
+    DaskCluster,
+)
 from tests.reference import assert_matches, seed_scores
 from tests.scaleout import REDIS_SERVER_ARGS, RedisServer, require_redis
 
@@ -212,3 +222,91 @@ def test_a_sweep_runs_one_task_per_k_on_the_workers(topology: Topology) -> None:
     sweep = httpx.get(topology.a.url + job["result_url"], timeout=30)
     assert sweep.status_code == 200
     assert sweep.json()["recommended_k"]["silhouette"] in (2, 3, 4, 5)
+
+
+def compose_worker(dask: DaskCluster, name: str, data: Path) -> subprocess.Popen[bytes]:
+    """compose.yaml's worker ``name``: its command and environment, on loopback."""
+    service = SERVICES[name]
+    command = [
+        dask.address if arg == SCHEDULER else dask.host if arg == name else arg
+        for arg in service["command"]
+    ]
+    assert command[0] == "dask"
+    environment = {**service["environment"], "CLUSTERBENCH_DATA_DIR": str(data)}
+    return dask.start_worker(command[1:], environment, name)
+
+
+def family(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The process and all its descendants (nanny, worker, the task's child processes)."""
+    root = psutil.Process(process.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def still_running(processes: list[psutil.Process], deadline_s: float = 30) -> list[int]:
+    """The pids among ``processes`` still running once they all stopped, or the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        running = []
+        for process in processes:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    running.append(process.pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.1)
+
+
+@pytest.mark.server
+def test_workers_exit_with_their_scheduler_and_a_restart_serves_again(tmp_path: Path) -> None:
+    # The supervisor's view of `docker compose restart dask-scheduler` (or its crash): only
+    # the scheduler goes; a worker run with compose.yaml's command and environment exits by
+    # itself within its --death-timeout, its task processes with it, so `restart:
+    # unless-stopped` starts it again; then the API replica, untouched, computes again.
+    # And SIGTERM (`docker compose stop`) stops a worker without its nanny killing it.
+    data = tmp_path / "data"
+    data.mkdir()
+    name = WORKERS[0]
+    dask = DaskCluster(workers=1, logs=tmp_path / "dask")
+    try:
+        dask.start_scheduler()
+        worker = compose_worker(dask, name, data)
+        dask.wait_for_workers(1)
+        with (
+            ServiceProcess(
+                data,
+                CLUSTERBENCH_DASK_SCHEDULER=dask.address,
+                CLUSTERBENCH_DASK_CONNECT_TIMEOUT_S="2",
+            ) as api,
+            httpx.Client(base_url=api.url, timeout=60) as client,
+        ):
+            body = {"strategies": ["pca"], "random_state": 33}
+            assert client.post("/v1/benchmarks", json=body).status_code == 200
+            processes = family(worker)
+            dask.stop_scheduler()  # and waits DEATH_TIMEOUT_S for the worker to exit
+            assert still_running(processes) == []
+
+            dask.start_scheduler()
+            worker = compose_worker(dask, name, data)
+            dask.wait_for_workers(1)
+            body["random_state"] = 34
+            deadline = time.monotonic() + 60
+            while (answer := client.post("/v1/benchmarks", json=body)).status_code != 200:
+                assert answer.status_code == 503, answer.text
+                assert time.monotonic() < deadline, answer.text
+                time.sleep(0.2)
+            assert api.process is not None
+            assert api.process.poll() is None, "the replica was not restarted"
+
+            processes = family(worker)
+            log = tmp_path / "dask" / f"{name}.log"
+            seen = log.stat().st_size
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=DEATH_TIMEOUT_S) == 0
+            stopping = log.read_bytes()[seen:].decode()
+            assert "Run preload teardown: service.daskworker" in stopping
+            assert "still alive after" not in stopping, stopping
+            assert still_running(processes) == []
+    finally:
+        dask.stop()
