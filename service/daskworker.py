@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -31,15 +32,33 @@ from distributed import get_worker
 from service import compute
 from service.errors import ComputeUnavailableError, WorkerDiedError
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 # How often a running task looks whether it was cancelled: well inside the 2 s in which
 # a cancelled computation's CPU must be free.
 POLL_S = 0.1
 
+# Under this key a worker tells the scheduler, as it registers, why it cannot run tasks:
+# the API's executor reads it from the scheduler (DaskExecutor.problem).
+PROBLEM_KEY = "clusterbench-problem"
+
 _lock = threading.Lock()
 _pool: pebble.ProcessPool | None = None
 _closing = False
+
+
+def misconfiguration() -> str | None:
+    """Why this worker process cannot run tasks, or None."""
+    if multiprocessing.current_process().daemon:
+        # The nanny starts its worker as a daemon unless told otherwise, and a daemonic
+        # process may not start children (multiprocessing asserts it).
+        return (
+            "runs as a daemonic process, which may not start the child process a task "
+            "computes in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        )
+    return None
 
 
 def _init_child() -> None:
@@ -71,7 +90,13 @@ def _warm(n: int) -> None:
 
 
 def dask_setup(worker: Any) -> None:
-    """Preload hook: start and warm the children in the background as the worker starts."""
+    """Preload hook: start and warm the children in the background as the worker starts,
+    or, when it cannot have children, say why to the scheduler."""
+    problem = misconfiguration()
+    if problem is not None:
+        logger.error("this Dask worker cannot run clusterbench tasks: it %s", problem)
+        worker.startup_information[PROBLEM_KEY] = lambda _: problem
+        return
     threading.Thread(target=_warm, args=(worker.state.nthreads,), daemon=True).start()
 
 
@@ -115,6 +140,9 @@ def run_task(
     child dies; returns None, having killed the child, when the task was cancelled.
     """
     worker = get_worker()
+    problem = misconfiguration()
+    if problem is not None:
+        raise ComputeUnavailableError(f"the Dask worker at {worker.address} {problem}")
     nthreads = worker.state.nthreads
     threads = threads or _task_threads(nthreads)
     future = _children(nthreads).schedule(
