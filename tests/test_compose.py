@@ -8,6 +8,7 @@ loopback with those commands.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -63,15 +64,57 @@ def test_the_topology_is_two_replicas_redis_a_scheduler_and_two_workers() -> Non
     assert set(SERVICES) == {*APIS, "redis", "dask-scheduler", *WORKERS}
     for name in APIS:
         api = SERVICES[name]
-        assert api["build"] == "."
         assert "command" not in api, "the API runs the image's own command, python -m service"
         env = api["environment"]
         assert env["CLUSTERBENCH_REDIS_URL"] == "redis://redis:6379/0"
         assert env["CLUSTERBENCH_DASK_SCHEDULER"] == SCHEDULER
         assert env == SERVICES[APIS[0]]["environment"], "the replicas are alike"
         assert set(api["depends_on"]) == {"redis", "dask-scheduler"}
-    published = [SERVICES[name]["ports"][0].split(":")[0] for name in APIS]
+    published = [SERVICES[name]["ports"][0].split(":")[-2] for name in APIS]
     assert len(set(published)) == len(APIS), "each replica on its own host port"
+
+
+def test_replicas_are_published_on_loopback_only() -> None:
+    # With no key configured the service is open to whoever reaches it: compose publishes
+    # it on this host's loopback, and the README says how to expose it with keys.
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    readme = (ROOT / "README.md").read_text()
+    assert "127.0.0.1:8001:8000" in readme
+    assert "python -m service keys create" in readme
+
+
+def test_the_image_is_built_once_and_run_by_every_service_of_the_project() -> None:
+    # `up --build` builds each service that has `build`: one does, the others run its image.
+    builders = [name for name, service in SERVICES.items() if "build" in service]
+    assert builders == ["api-a"]
+    image = SERVICES["api-a"]["image"]
+    assert SERVICES["api-a"]["build"] == "."
+    ours = {*APIS, "dask-scheduler", *WORKERS}
+    assert {name for name, s in SERVICES.items() if s.get("image") == image} == ours
+
+
+def _mounted_at(volume: str | dict[str, Any]) -> str:
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+
+
+def test_no_service_leaves_an_anonymous_volume_behind() -> None:
+    # Each path the image declares a VOLUME gets a named volume or a tmpfs in every service
+    # running the image; left unmounted, Docker makes an anonymous volume `down` keeps.
+    declared = re.findall(r"^VOLUME (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    paths = {path for found in declared for path in orjson.loads(found)}
+    assert paths == {"/data"}
+    image = SERVICES["api-a"]["image"]
+    for name, service in SERVICES.items():
+        if service.get("image") == image:
+            mounted = {_mounted_at(volume) for volume in service.get("volumes", [])}
+            assert paths <= mounted, f"{name}: nothing mounted at {paths - mounted}"
+            for volume in service["volumes"]:
+                if isinstance(volume, dict):
+                    assert volume["type"] == "tmpfs", name
+                else:
+                    assert volume.split(":")[0] in COMPOSE["volumes"], name
 
 
 def test_api_and_workers_share_one_data_volume_at_one_path() -> None:
@@ -122,8 +165,11 @@ def test_replicas_stop_after_their_grace_period() -> None:
     # `docker stop` must wait longer than the image's CLUSTERBENCH_SHUTDOWN_GRACE_S (30 s).
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "CLUSTERBENCH_SHUTDOWN_GRACE_S=30" in dockerfile
+    readme = (ROOT / "README.md").read_text()
     for name in APIS:
-        assert int(SERVICES[name]["stop_grace_period"].removesuffix("s")) > 30
+        grace = SERVICES[name]["stop_grace_period"]
+        assert int(grace.removesuffix("s")) > 30
+        assert f"`stop_grace_period: {grace}` in Compose" in readme, "README says the same"
 
 
 # -- the topology, run ----------------------------------------------------------------
