@@ -220,8 +220,9 @@ class DaskExecutor:
             info = await asyncio.wait_for(
                 client.scheduler.identity(n_workers=-1), self.connect_timeout_s
             )
-        except (OSError, TimeoutError):
-            return  # the connection is going: the watcher's next round sees it
+        except Exception as exc:  # the watcher must live on, whatever this raised
+            logger.debug("could not ask the Dask scheduler for its workers: %r", exc)
+            return  # most likely the connection is going: the watcher's next round sees it
         said = [
             f"the Dask worker at {address} {worker[PROBLEM_KEY]}"
             for address, worker in sorted(info.get("workers", {}).items())
