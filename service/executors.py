@@ -120,8 +120,9 @@ class DaskExecutor:
     arrays: workers memory-map the data from the shared data directory). At most the
     cluster's worker threads plus ``queue_size`` computations are admitted at once;
     past that, ComputeBusyError. While the scheduler cannot be reached (or has no
-    worker), computations are refused at once with ComputeUnavailableError; a watcher
-    reconnects as soon as the scheduler is back.
+    worker, or a worker that cannot run tasks: see
+    :func:`service.daskworker.misconfiguration`), computations are refused at once with
+    ComputeUnavailableError; a watcher reconnects as soon as the scheduler is back.
     """
 
     def __init__(
@@ -147,6 +148,8 @@ class DaskExecutor:
         self.task_s = 1.0
         self._client: Client | None = None
         self._problem = f"not yet connected to the Dask scheduler at {address}"
+        # What a worker that cannot run tasks said of itself, as the watcher last looked.
+        self._worker_problem: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._cancelling: set[asyncio.Future[Any]] = set()
 
@@ -155,6 +158,7 @@ class DaskExecutor:
     async def start(self) -> None:
         """Connect (or, when the scheduler is not there yet, keep trying in the background)."""
         await self._connect()
+        await self._look_at_workers()
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
@@ -203,6 +207,30 @@ class DaskExecutor:
                     await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
             if self._client is None:
                 await self._connect()
+            await self._look_at_workers()
+
+    async def _look_at_workers(self) -> None:
+        """Note a worker that told the scheduler it cannot run tasks (its first), if any."""
+        from service.daskworker import PROBLEM_KEY
+
+        client = self._client
+        if client is None or client.status != "running" or client.scheduler is None:
+            return
+        try:
+            info = await asyncio.wait_for(
+                client.scheduler.identity(n_workers=-1), self.connect_timeout_s
+            )
+        except Exception as exc:  # the watcher must live on, whatever this raised
+            logger.debug("could not ask the Dask scheduler for its workers: %r", exc)
+            return  # most likely the connection is going: the watcher's next round sees it
+        said = [
+            f"the Dask worker at {address} {worker[PROBLEM_KEY]}"
+            for address, worker in sorted(info.get("workers", {}).items())
+            if worker.get(PROBLEM_KEY)
+        ]
+        if said and said[0] != self._worker_problem:
+            logger.error("%s", said[0])
+        self._worker_problem = said[0] if said else None
 
     def _threads(self, client: Client) -> int:
         """Worker threads in the cluster, as the scheduler last told the client."""
@@ -220,6 +248,12 @@ class DaskExecutor:
                 self._problem = f"the connection to the Dask scheduler at {self.address} was lost"
             raise ComputeUnavailableError(
                 f"{self._problem}; computations resume by themselves once it is back",
+                retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
+            )
+        if self._worker_problem is not None:
+            # A task sent there would fail: the cluster is misconfigured, not busy.
+            raise ComputeUnavailableError(
+                f"{self._worker_problem}; computations resume by themselves once it is started so",
                 retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
             )
         threads = self._threads(client)
