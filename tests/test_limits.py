@@ -173,6 +173,50 @@ def test_large_bodies_are_not_held_in_the_server(tmp_path: Path) -> None:
     assert peak - baseline < len(body), (peak - baseline, len(body))
 
 
+def test_millions_of_centre_rows_never_reach_the_server(tmp_path: Path) -> None:
+    # Check that a benchmark and a stability body carrying far more custom-centre rows
+    # than n_clusters are refused (422) by the worker that decodes them, without the
+    # rows travelling back to the server process (measured before: two such bodies took
+    # it from 331 to 3,429 MiB, and /healthz timed out).
+    centers = np.random.default_rng(0).normal(size=(1_500_000, 4)).round(3).tolist()
+    custom = {"init": "custom", "centers": centers}
+    bodies = {
+        "/v1/benchmarks": orjson.dumps({"dataset": "iris", "strategies": [custom]}),
+        "/v1/stability": orjson.dumps({"dataset": "iris", "strategies": [custom], "seeds": 2}),
+    }
+    del centers, custom
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1") as server:
+        assert server.process is not None
+        process = psutil.Process(server.process.pid)
+        baseline = process.memory_info().rss
+        peak = baseline
+        answers: dict[str, httpx.Response] = {}
+
+        def post(path: str) -> None:
+            answers[path] = httpx.post(
+                f"{server.url}{path}",
+                content=bodies[path],
+                headers={"content-type": "application/json"},
+                timeout=120,
+            )
+
+        posts = [threading.Thread(target=post, args=(path,)) for path in bodies]
+        for thread in posts:
+            thread.start()
+        while any(thread.is_alive() for thread in posts):
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    for path, answer in answers.items():
+        assert answer.status_code == 422, (path, answer.text[:500])
+        assert "expected 3 rows (n_clusters), got 1500000" in answer.json()["detail"]
+    # The rows as Python lists are ~10 times their JSON; the server may grow by a
+    # fraction of one body.
+    assert peak - baseline < len(bodies["/v1/benchmarks"]), peak - baseline
+
+
 def test_prediction_holds_a_bounded_block() -> None:
     # Check that predicting many samples against many centres holds one row block of
     # distances at a time (whole, 50,000 x 2,000 distances are 800 MB), with the labels
