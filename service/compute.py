@@ -119,6 +119,23 @@ class TenantShares:
                 del self.held[who]
 
 
+@contextlib.contextmanager
+def holding_place(
+    gate: Any, admitted: contextvars.ContextVar[Any], capacity: int, threads: int
+) -> Iterator[None]:
+    """One place of ``gate`` (a pool, an executor: its ``pending``, ``shares``,
+    ``task_s``, ``name``) held by a computation and its tenant; the context is marked
+    ``admitted`` by ``gate``, so that its runs count no further."""
+    with gate.shares.holding(capacity, threads, gate.task_s, gate.name):
+        gate.pending += 1
+        token = admitted.set(gate)
+        try:
+            yield
+        finally:
+            admitted.reset(token)
+            gate.pending -= 1
+
+
 def _death(exc: pebble.ProcessExpired) -> str:
     """How a worker ended, in words: "killed by SIGKILL" or "exited with code 3"."""
     code = exc.exitcode
@@ -230,14 +247,8 @@ class ComputePool:
             return
         if self.pending >= self.capacity:
             raise self._busy()
-        with self.shares.holding(self.capacity, self.workers, self.task_s, self.name):
-            self.pending += 1
-            token = _admitted.set(self)
-            try:
-                yield
-            finally:
-                _admitted.reset(token)
-                self.pending -= 1
+        with holding_place(self, _admitted, self.capacity, self.workers):
+            yield
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
         """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool, TenantShares, timed_out
+from service.compute import ComputePool, TenantShares, holding_place, timed_out
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -269,14 +269,8 @@ class DaskExecutor:
                 "computation(s) are waiting; try again later",
                 retry_after=max(1, math.ceil(wait)),
             )
-        with self.shares.holding(capacity, threads, self.task_s, self.name):
-            self.pending += 1
-            token = _dask_admitted.set(self)
-            try:
-                yield
-            finally:
-                _dask_admitted.reset(token)
-                self.pending -= 1
+        with holding_place(self, _dask_admitted, capacity, threads):
+            yield
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))
