@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -385,8 +385,32 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
         )
 
 
+def default_n_clusters(n_clusters: int | None, n_labels: int | None) -> int:
+    """``n_clusters`` as asked, or by default the number of distinct labels.
+
+    Raises
+    ------
+    InvalidParameterError
+        Neither is there, or the labels hold a single class.
+    """
+    if n_clusters is not None:
+        return n_clusters
+    if n_labels is None:
+        raise InvalidParameterError(
+            "n_clusters is required: the data has no labels to count clusters from",
+            errors=[{"loc": ["n_clusters"], "msg": "required when the data has no labels"}],
+        )
+    if n_labels < 2:
+        raise InvalidParameterError(
+            "the labels hold a single class, so n_clusters cannot default to it; "
+            "give n_clusters >= 2",
+            errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
+        )
+    return n_labels
+
+
 def check_centers(
-    centers: tuple[tuple[float, ...], ...] | None, index: int, n_clusters: int, n_features: int
+    centers: Sequence[Sequence[float]] | None, index: int, n_clusters: int, n_features: int
 ) -> None:
     """Custom centres: ``n_clusters`` rows of ``n_features`` finite numbers.
 

@@ -31,6 +31,7 @@ from service.datasets import (
     DatasetInfo,
     DatasetStore,
     is_id,
+    unknown_dataset,
 )
 from service.errors import (
     ComputeCancelledError,
@@ -43,7 +44,6 @@ from service.errors import (
     StorageError,
     StrategyNotInBenchmarkError,
     WorkerDiedError,
-    clip,
 )
 from service.executors import Executor, LocalExecutor
 from service.formats import DataLimits, Upload, import_upload
@@ -310,20 +310,7 @@ class BenchmarkEngine:
         """
         if dataset is None:
             dataset = await self._resolve_dataset(request, may_use)
-        n_clusters = request.n_clusters
-        if n_clusters is None:
-            if dataset.n_labels is None:
-                raise InvalidParameterError(
-                    "n_clusters is required: the data has no labels to count clusters from",
-                    errors=[{"loc": ["n_clusters"], "msg": "required when the data has no labels"}],
-                )
-            n_clusters = dataset.n_labels
-            if n_clusters < 2:
-                raise InvalidParameterError(
-                    "the labels hold a single class, so n_clusters cannot default to it; "
-                    "give n_clusters >= 2",
-                    errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
-                )
+        n_clusters = bm.default_n_clusters(request.n_clusters, dataset.n_labels)
         strategies = strategies_of(request.strategies)
         left_out: tuple[str, ...] = ()
         if "strategies" not in request.model_fields_set:
@@ -486,11 +473,7 @@ class BenchmarkEngine:
             else:
                 self.datasets.touch(info)
                 return info
-        raise InvalidParameterError(
-            f"unknown dataset {clip(name)}: use one of {', '.join(BUILTIN_LOADERS)} "
-            "or the id of an uploaded dataset",
-            errors=[{"loc": ["dataset"], "msg": "no such dataset"}],
-        )
+        raise unknown_dataset(name)
 
     async def import_file(
         self,

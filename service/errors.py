@@ -165,6 +165,15 @@ class ComputeBusyError(ServiceError):
         super().__init__(detail, retry_after=retry_after)
 
 
+class TenantBusyError(ComputeBusyError):
+    """The caller's tenant holds its share of the jobs, or of a pool's places; the rest
+    are kept for other tenants. Its own work ahead says when to try again."""
+
+    status = 429
+    title = "Tenant's share in use"
+    slug = "tenant-busy"
+
+
 class ComputeTimeoutError(ServiceError):
     """The computation ran past ``CLUSTERBENCH_TIMEOUT_S`` and was stopped."""
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool, timed_out
+from service.compute import ComputePool, TenantShares, holding_place, timed_out
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -60,6 +60,8 @@ class Executor(Protocol):
 
     name: str
     timeout_s: float
+    # Seconds a task takes (moving average): what an honest Retry-After is made of.
+    task_s: float
 
     def admitted(self) -> AbstractContextManager[None]:
         """Count one computation (however many tasks it submits) against the bound,
@@ -85,6 +87,10 @@ class LocalExecutor:
         self.pool = pool
         self.name = pool.name
         self.timeout_s = pool.timeout_s
+
+    @property
+    def task_s(self) -> float:
+        return self.pool.task_s
 
     def admitted(self) -> AbstractContextManager[None]:
         return self.pool.admitted()
@@ -134,8 +140,10 @@ class DaskExecutor:
         threads_per_worker: int | None = None,
         connect_timeout_s: float = 5.0,
         grace_s: float = 30.0,
+        tenant_share: float = 1.0,
     ) -> None:
         self.name = "dask"
+        self.shares = TenantShares(tenant_share)
         self.address = address
         self.timeout_s = timeout_s
         self.queue_size = queue_size
@@ -295,13 +303,8 @@ class DaskExecutor:
                 "computation(s) are waiting; try again later",
                 retry_after=max(1, math.ceil(wait)),
             )
-        self.pending += 1
-        token = _dask_admitted.set(self)
-        try:
+        with holding_place(self, _dask_admitted, capacity, threads):
             yield
-        finally:
-            _dask_admitted.reset(token)
-            self.pending -= 1
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))

@@ -534,6 +534,11 @@ class SweepRequest(BaseModel):
             if name in seen:
                 raise ValueError(f"strategy {name!r} is listed twice")
             seen.add(name)
+            if isinstance(item, StrategySpec) and item.centers is not None:
+                # Refused here, in the worker decoding a large body: never sent back.
+                raise ValueError(
+                    "a sweep cannot use strategy 'custom' or `centers`: centres fit one k only"
+                )
             if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
                 raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
         return self
