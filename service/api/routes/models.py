@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
@@ -12,11 +14,20 @@ from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import ID_PATTERN, Engine, Tenants, etag_matches, problems
 from service.benchmark import FittedModel
+from service.engine import ONNX_KIND
 from service.errors import ModelNotFoundError
-from service.schemas import ModelInfo, Prediction, PredictRequest
+from service.schemas import (
+    Anomalies,
+    AnomaliesRequest,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+)
 from service.tenants import MODEL, Tenancy
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ONNX_MEDIA_TYPE = "application/octet-stream"
 
 ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="A model id from a benchmark.")]
 
@@ -35,8 +46,28 @@ def _describe(model_id: str, model: FittedModel) -> bytes:
             "scaler": scaler,
             "inertia": model.inertia,
             "n_iter": model.n_iter,
+            "estimator": model.estimator,
+            "onnx_url": f"/v1/models/{model_id}/model.onnx",
+            "clusters": _profiles(model),
         }
     )
+
+
+def _profiles(model: FittedModel) -> list[dict[str, object]] | None:
+    if model.cluster_sizes is None or model.cluster_means is None or model.cluster_stds is None:
+        return None
+    names = model.feature_labels()
+
+    def per_feature(values: np.ndarray) -> dict[str, float | None]:
+        pairs = zip(names, values.tolist(), strict=True)
+        return {name: None if math.isnan(v) else v for name, v in pairs}
+
+    return [
+        {"label": label, "size": size, "mean": per_feature(mean), "std": per_feature(std)}
+        for label, (size, mean, std) in enumerate(
+            zip(model.cluster_sizes.tolist(), model.cluster_means, model.cluster_stds, strict=True)
+        )
+    ]
 
 
 async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> None:
@@ -77,4 +108,54 @@ async def predict(
     await _check_held(tenants, caller, model_id)
     async with json_body(request, engine) as body:
         answer = await engine.predict(model_id, body)
+    return Response(answer, media_type="application/json")
+
+
+@router.get(
+    "/{model_id}/model.onnx",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {ONNX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The whole fitted pipeline converted with skl2onnx: input `X` "
+            "(float32), outputs `label` (int64) and `scores` (distances to each centre).",
+        },
+        304: {"description": "`If-None-Match` names this model: the client has it."},
+        **problems(404, 422, 503, 504),
+    },
+    summary="Export a fitted model to ONNX",
+)
+async def get_model_onnx(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The model's pipeline as ONNX, to score with onnxruntime anywhere; 422 naming a step
+    skl2onnx cannot convert."""
+    await _check_held(tenants, caller, model_id)
+    headers = {
+        "ETag": f'"{model_id}.onnx"',
+        "Content-Disposition": f'attachment; filename="{model_id}.onnx"',
+    }
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        await engine.get_model(model_id)  # 404 once it is gone, even for a client that has it
+        return Response(status_code=304, headers=headers)
+    onnx = await engine.get_or_export_onnx(model_id)
+    await tenants.claim_result_plot(caller, ONNX_KIND, model_id, len(onnx))
+    return Response(onnx, headers=headers, media_type=ONNX_MEDIA_TYPE)
+
+
+@router.post(
+    "/{model_id}/anomalies",
+    response_model=Anomalies,
+    responses=problems(400, 404, 413, 415, 422, 503, 504),
+    openapi_extra=body_openapi(AnomaliesRequest, required=True),
+    summary="Flag samples far from their centre",
+)
+async def anomalies(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Each sample's nearest centre and distance, flagged when the distance passes the
+    (1 - contamination) quantile of the training rows' distances to their own centre."""
+    await _check_held(tenants, caller, model_id)
+    async with json_body(request, engine) as body:
+        answer = await engine.anomalies(model_id, body)
     return Response(answer, media_type="application/json")
