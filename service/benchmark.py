@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -281,6 +282,24 @@ class FittedModel:
         # equal to its least value keep the order statistics numpy.quantile reads.
         distances = np.concatenate([np.full(head, self.distance_tail[0]), self.distance_tail])
         return float(np.quantile(distances, 1.0 - contamination))
+
+    def profiles(self) -> list[dict[str, Any]] | None:
+        """Each cluster's ``label``, ``size``, and per-feature ``mean`` and ``std`` keyed
+        by feature name (NaN as None); None for a model stored before they were kept."""
+        if self.cluster_sizes is None or self.cluster_means is None or self.cluster_stds is None:
+            return None
+        names = self.feature_labels()
+
+        def per_feature(values: np.ndarray) -> dict[str, float | None]:
+            pairs = zip(names, values.tolist(), strict=True)
+            return {name: None if math.isnan(v) else v for name, v in pairs}
+
+        return [
+            {"label": label, "size": size, "mean": per_feature(mean), "std": per_feature(std)}
+            for label, (size, mean, std) in enumerate(
+                zip(self.cluster_sizes.tolist(), self.cluster_means, self.cluster_stds, strict=True)
+            )
+        ]
 
     def centers_in_feature_space(self) -> np.ndarray:
         if self.scaler_mean is None or self.scaler_scale is None:

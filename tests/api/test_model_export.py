@@ -3,6 +3,8 @@ onnxruntime, numpy and pandas called directly."""
 
 from __future__ import annotations
 
+import html
+
 import httpx
 import numpy as np
 import onnxruntime
@@ -12,6 +14,7 @@ from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
 from service.datasets import load_builtin
+from service.report import profile_table
 from tests.api.test_models import model_ids
 
 pytestmark = pytest.mark.anyio
@@ -144,3 +147,31 @@ async def test_cluster_profiles_equal_pandas_group_by(
     for name, stat in (("mean", groups.mean()), ("std", groups.std())):
         served = pd.DataFrame([c[name] for c in clusters], dtype=float)
         pd.testing.assert_frame_equal(served, stat.reset_index(drop=True), rtol=1e-9)
+
+
+async def test_report_and_profiles_by_column_name(client: httpx.AsyncClient) -> None:
+    # Check that an uploaded CSV's column names key the profiles, and that the report
+    # shows each strategy's profile table, its names escaped.
+    csv = "a<b,width\n" + "".join(f"{i % 7},{(i * 3) % 11}\n" for i in range(60))
+    upload = await client.post(
+        "/v1/datasets", content=csv.encode(), headers={"content-type": "text/csv"}
+    )
+    assert upload.status_code in (200, 201), upload.text
+    benchmark = (
+        await client.post(
+            "/v1/benchmarks",
+            json={"dataset": upload.json()["id"], "n_clusters": 3, "strategies": ["random"]},
+        )
+    ).json()
+    model_id = benchmark["results"][0]["model_id"]
+    clusters = (await client.get(f"/v1/models/{model_id}")).json()["clusters"]
+    assert list(clusters[0]["mean"]) == ["a<b", "width"]
+    assert sum(c["size"] for c in clusters) == 60
+
+    page = (await client.get(f"/v1/benchmarks/{benchmark['id']}/report")).text
+    assert "Cluster profiles" in page
+    header, *rows = profile_table(clusters)
+    assert "".join(f"<th>{html.escape(cell)}</th>" for cell in header) in page
+    for row in rows:
+        assert "".join(f"<td>{html.escape(cell)}</td>" for cell in row) in page
+    assert "<td>a<b</td>" not in page

@@ -429,7 +429,10 @@ async def get_benchmark_report(
     if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
-    page = render_report(entry.data, png)
+    profiles = {
+        r["init"]: (await engine.get_model(r["model_id"])).profiles() for r in entry.data["results"]
+    }
+    page = render_report(entry.data, png, profiles)
     return Response(
         page,
         media_type="text/html; charset=utf-8",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
@@ -48,26 +46,9 @@ def _describe(model_id: str, model: FittedModel) -> bytes:
             "n_iter": model.n_iter,
             "estimator": model.estimator,
             "onnx_url": f"/v1/models/{model_id}/model.onnx",
-            "clusters": _profiles(model),
+            "clusters": model.profiles(),
         }
     )
-
-
-def _profiles(model: FittedModel) -> list[dict[str, object]] | None:
-    if model.cluster_sizes is None or model.cluster_means is None or model.cluster_stds is None:
-        return None
-    names = model.feature_labels()
-
-    def per_feature(values: np.ndarray) -> dict[str, float | None]:
-        pairs = zip(names, values.tolist(), strict=True)
-        return {name: None if math.isnan(v) else v for name, v in pairs}
-
-    return [
-        {"label": label, "size": size, "mean": per_feature(mean), "std": per_feature(std)}
-        for label, (size, mean, std) in enumerate(
-            zip(model.cluster_sizes.tolist(), model.cluster_means, model.cluster_stds, strict=True)
-        )
-    ]
 
 
 async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> None:
