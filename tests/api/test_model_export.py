@@ -4,6 +4,7 @@ onnxruntime, numpy and pandas called directly."""
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -13,8 +14,11 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
+from service import benchmark as bm
 from service.datasets import load_builtin
+from service.errors import InvalidParameterError
 from service.report import profile_table
+from service.store import model_from_bytes, model_to_bytes
 from tests.api.test_models import model_ids
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +179,30 @@ async def test_report_and_profiles_by_column_name(client: httpx.AsyncClient) -> 
     for row in rows:
         assert "".join(f"<td>{html.escape(cell)}</td>" for cell in row) in page
     assert "<td>a<b</td>" not in page
+
+
+def test_stored_model_keeps_profiles_and_distances() -> None:
+    # Check that a fitted model's estimator, names, profiles and training distances survive
+    # the store's .npz bytes exactly, and that a model stored without them (before they were
+    # kept) reads back with no profiles and a 422 for anomalies.
+    X, _ = load_builtin("iris")
+    params = bm.BenchmarkParams(
+        dataset="iris", n_clusters=3, strategies=(bm.Strategy("random", 4),), estimator="minibatch"
+    )
+    model = replace(
+        bm.fit_strategy(X, None, params.strategies[0], params)[0].model,
+        feature_names=("a", "b", "c", "d"),
+    )
+    back = model_from_bytes(model_to_bytes(model))
+    assert (back.estimator, back.n_train) == ("minibatch", 150)
+    assert back.feature_names == model.feature_names
+    assert back.profiles() == model.profiles()
+    assert back.threshold(0.05) == model.threshold(0.05)
+
+    old = replace(
+        model, cluster_sizes=None, cluster_means=None, cluster_stds=None, distance_tail=None
+    )
+    before = model_from_bytes(model_to_bytes(old))
+    assert before.profiles() is None
+    with pytest.raises(InvalidParameterError, match="earlier version"):
+        before.threshold(0.05)
