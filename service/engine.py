@@ -514,21 +514,15 @@ class BenchmarkEngine:
         )
 
     async def get_or_export_onnx(self, model_id: str) -> bytes:
-        """``model_id``'s pipeline as ONNX bytes: converted once, in a worker, then cached
-        in the store beside sweeps and plots."""
+        """``model_id``'s pipeline as ONNX bytes: converted once, in a worker, then kept in
+        the store as a document (as a sweep's plot is)."""
         model = await self.get_model(model_id)
-        onnx = await to_thread.run_sync(self.results.get_document, ONNX_KIND, model_id)
-        if onnx is not None:
-            return onnx
-        flight = f"{ONNX_KIND}:{model_id}"
-        self.failures.check(flight)
-        return await self._once(
-            flight, lambda: self._admitted(flight, self._export(model_id, model))
-        )
 
-    async def _export(self, model_id: str, model: bm.FittedModel) -> bytes:
-        onnx = await self.pool.run(model_to_onnx, model)
-        await to_thread.run_sync(self.results.put_document, ONNX_KIND, model_id, onnx)
+        async def export(_: Progress) -> bytes:  # one step: nobody follows its progress
+            onnx: bytes = await self.pool.run(model_to_onnx, model)
+            return onnx
+
+        onnx, _ = await self.get_or_compute_document(ONNX_KIND, model_id, export)
         return onnx
 
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path as FilePath
 from typing import Annotated
 
 import orjson
@@ -12,7 +14,7 @@ from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import ID_PATTERN, Engine, Tenants, etag_matches, problems
 from service.benchmark import FittedModel
-from service.engine import ONNX_KIND
+from service.engine import ONNX_KIND, BenchmarkEngine
 from service.errors import ModelNotFoundError
 from service.schemas import (
     Anomalies,
@@ -57,6 +59,21 @@ async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> No
         raise ModelNotFoundError(f"no model with id {model_id}")
 
 
+async def _answer(
+    request: Request,
+    engine: BenchmarkEngine,
+    caller: str | None,
+    tenants: Tenancy,
+    model_id: str,
+    compute: Callable[[str, bytes | FilePath], Awaitable[bytes]],
+) -> Response:
+    """The JSON answer ``compute`` gives with the caller's model to the request's body."""
+    await _check_held(tenants, caller, model_id)
+    async with json_body(request, engine) as body:
+        answer = await compute(model_id, body)
+    return Response(answer, media_type="application/json")
+
+
 @router.get(
     "/{model_id}",
     response_model=ModelInfo,
@@ -86,10 +103,7 @@ async def predict(
     model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
-    await _check_held(tenants, caller, model_id)
-    async with json_body(request, engine) as body:
-        answer = await engine.predict(model_id, body)
-    return Response(answer, media_type="application/json")
+    return await _answer(request, engine, caller, tenants, model_id, engine.predict)
 
 
 @router.get(
@@ -136,7 +150,4 @@ async def anomalies(
 ) -> Response:
     """Each sample's nearest centre and distance, flagged when the distance passes the
     (1 - contamination) quantile of the training rows' distances to their own centre."""
-    await _check_held(tenants, caller, model_id)
-    async with json_body(request, engine) as body:
-        answer = await engine.anomalies(model_id, body)
-    return Response(answer, media_type="application/json")
+    return await _answer(request, engine, caller, tenants, model_id, engine.anomalies)
