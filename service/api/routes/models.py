@@ -1,4 +1,5 @@
-"""``/v1/models``: the fitted models of benchmarks, and predictions with them."""
+"""``/v1/models``: the fitted models of benchmarks, predictions and anomalies with them, and
+their export to ONNX."""
 
 from __future__ import annotations
 
