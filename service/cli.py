@@ -5,6 +5,9 @@
     clusterbench run --dataset data.csv         # upload a file, then benchmark it
     clusterbench upload data.csv --label-column species
     clusterbench plot ID -o plot.png
+    clusterbench export MODEL_ID -o model.onnx  # the fitted pipeline, for onnxruntime
+    clusterbench anomalies MODEL_ID rows.csv    # rows far from their centre
+    clusterbench profiles MODEL_ID              # cluster sizes, means and stds
 
 ``--url`` defaults to ``$CLUSTERBENCH_URL`` (else http://127.0.0.1:8000) and ``--api-key``
 to ``$CLUSTERBENCH_API_KEY``. A problem the service answers, or a service that cannot be
@@ -22,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,6 +45,7 @@ from service.client import (
     ClusterbenchError,
     Job,
 )
+from service.report import profile_table
 
 PROG = "clusterbench"
 
@@ -163,15 +168,71 @@ def plot(args: argparse.Namespace) -> int:
     """Save a benchmark's decision-boundary plot as PNG."""
     with _client(args) as client:
         png = client.plot(args.id, init=args.init)
-    if args.output == "-":
-        sys.stdout.buffer.write(png)
+    _write(args.output, png)
+    return 0
+
+
+def _write(output: str, data: bytes) -> None:
+    """``data`` to the file ``output``, or to stdout for ``-``."""
+    if output == "-":
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
-        return 0
+        return
     try:
-        Path(args.output).write_bytes(png)
+        Path(output).write_bytes(data)
     except OSError as exc:
-        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    _note(f"wrote {args.output} ({len(png)} bytes)")
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    _note(f"wrote {output} ({len(data)} bytes)")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as aligned, tab-free text: numbers right, the first column left."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def export(args: argparse.Namespace) -> int:
+    """Save a model's whole pipeline as ONNX, to score with onnxruntime anywhere."""
+    with _client(args) as client:
+        onnx = client.export(args.id)
+    _write(args.output or f"{args.id}.onnx", onnx)
+    return 0
+
+
+def anomalies(args: argparse.Namespace) -> int:
+    """Print each row of a CSV file of samples with its cluster, distance and flag."""
+    try:
+        X = np.loadtxt(args.file, delimiter=",", ndmin=2, skiprows=args.skip_header)
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CommandError(f"{args.file} is not a CSV file of numbers: {exc}") from None
+    with _client(args) as client:
+        answer = client.anomalies(args.id, X, contamination=args.contamination)
+    rows = [["row", "label", "distance", "anomaly"]] + [
+        [str(i), str(r.label), f"{r.distance:.4g}", "yes" if r.is_anomaly else "no"]
+        for i, r in enumerate(answer.rows)
+    ]
+    sys.stdout.write(_table(rows))
+    flagged = sum(r.is_anomaly for r in answer.rows)
+    _note(f"threshold {answer.threshold:.6g}: {flagged} of {len(answer.rows)} rows flagged")
+    return 0
+
+
+def profiles(args: argparse.Namespace) -> int:
+    """Print a model's cluster profiles: sizes, and each feature's mean ± std."""
+    with _client(args) as client:
+        model = client.model(args.id)
+    if model.clusters is None:
+        raise CommandError(f"model {args.id} was stored without its cluster profiles")
+    sys.stdout.write(_table(profile_table([c.model_dump() for c in model.clusters])))
     return 0
 
 
@@ -282,6 +343,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot_parser.add_argument("--init", metavar="NAME", help="only this strategy's panel")
     plot_parser.set_defaults(handler=plot)
+
+    export_parser = commands.add_parser(
+        "export", parents=[remote], help="save a model as ONNX, for onnxruntime anywhere"
+    )
+    export_parser.add_argument("id", metavar="ID", help="the model's id")
+    export_parser.add_argument(
+        "-o", "--output", help="ONNX file to write (default ID.onnx), - for stdout"
+    )
+    export_parser.set_defaults(handler=export)
+
+    anomalies_parser = commands.add_parser(
+        "anomalies", parents=[remote], help="flag the rows of a CSV file far from their centre"
+    )
+    anomalies_parser.add_argument("id", metavar="ID", help="the model's id")
+    anomalies_parser.add_argument("file", metavar="FILE", help="a CSV file of numbers")
+    anomalies_parser.add_argument(
+        "--contamination",
+        type=float,
+        default=0.01,
+        metavar="SHARE",
+        help="share of the training rows to call anomalous, in (0, 0.5) (default 0.01)",
+    )
+    anomalies_parser.add_argument(
+        "--skip-header", action="store_const", const=1, default=0, help="FILE has a header line"
+    )
+    anomalies_parser.set_defaults(handler=anomalies)
+
+    profiles_parser = commands.add_parser(
+        "profiles", parents=[remote], help="print a model's cluster sizes, means and stds"
+    )
+    profiles_parser.add_argument("id", metavar="ID", help="the model's id")
+    profiles_parser.set_defaults(handler=profiles)
 
     serve_parser = commands.add_parser(
         "serve", help="serve the API (as `python -m service`; CLUSTERBENCH_* settings apply)"

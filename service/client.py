@@ -36,7 +36,14 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 
 from service import __version__
-from service.schemas import BenchmarkResult, DatasetInfo, DatasetList, ModelInfo, Prediction
+from service.schemas import (
+    Anomalies,
+    BenchmarkResult,
+    DatasetInfo,
+    DatasetList,
+    ModelInfo,
+    Prediction,
+)
 
 __all__ = [
     "AsyncClient",
@@ -498,6 +505,27 @@ class _Operations:
         )
         return Prediction.model_validate_json(response.content)
 
+    def _anomalies(self, model_id: str, X: Any, contamination: float) -> _Flow[Anomalies]:
+        response = yield from self._call(
+            _Request(
+                "POST",
+                f"/v1/models/{model_id}/anomalies",
+                headers=_JSON,
+                json={"X": _plain(X), "contamination": contamination},
+            )
+        )
+        return Anomalies.model_validate_json(response.content)
+
+    def _export(self, model_id: str) -> _Flow[bytes]:
+        response = yield from self._call(
+            _Request(
+                "GET",
+                f"/v1/models/{model_id}/model.onnx",
+                headers={"Accept": "application/octet-stream"},
+            )
+        )
+        return response.content
+
 
 def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as source:
@@ -674,6 +702,15 @@ class Client(_Operations):
         """Each sample's nearest centre under a fitted model, and its distance to it."""
         return self._run(self._predict(model_id, X))
 
+    def anomalies(self, model_id: str, X: Any, contamination: float = 0.01) -> Anomalies:
+        """Each sample's centre and distance, flagged past the (1 - contamination)
+        quantile of the training rows' distances."""
+        return self._run(self._anomalies(model_id, X, contamination))
+
+    def export(self, model_id: str) -> bytes:
+        """The model's whole pipeline as ONNX bytes, for onnxruntime anywhere."""
+        return self._run(self._export(model_id))
+
 
 class AsyncClient(_Operations):
     """The same API as :class:`Client`, awaited; ``progress`` may be a coroutine function."""
@@ -815,3 +852,12 @@ class AsyncClient(_Operations):
     async def predict(self, model_id: str, X: Any) -> Prediction:
         """Each sample's nearest centre under a fitted model, and its distance to it."""
         return await self._run(self._predict(model_id, X))
+
+    async def anomalies(self, model_id: str, X: Any, contamination: float = 0.01) -> Anomalies:
+        """Each sample's centre and distance, flagged past the (1 - contamination)
+        quantile of the training rows' distances."""
+        return await self._run(self._anomalies(model_id, X, contamination))
+
+    async def export(self, model_id: str) -> bytes:
+        """The model's whole pipeline as ONNX bytes, for onnxruntime anywhere."""
+        return await self._run(self._export(model_id))

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -48,18 +48,22 @@ from service.errors import (
 from service.executors import Executor, LocalExecutor
 from service.formats import DataLimits, Upload, import_upload
 from service.inline import (
+    anomalies_in_worker,
     benchmark_body_in_worker,
     predict_in_worker,
     request_body_in_worker,
     store_inline,
     validate,
 )
+from service.onnx_export import model_to_onnx
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
 from service.store import ResultBackend, StoredBenchmark
 
 logger = logging.getLogger(__name__)
 
+# The store's kind for a model's ONNX export, keyed by model id.
+ONNX_KIND = "onnx"
 # Request bodies remembered for hot hits: how many, and how large each at most.
 KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
@@ -515,6 +519,26 @@ class BenchmarkEngine:
         model = await self.get_model(model_id)
         return await self.data_pool.run(predict_in_worker, body, model, self.predict_max_distances)
 
+    async def anomalies(self, model_id: str, body: bytes | Path) -> bytes:
+        """The JSON answer of ``model_id`` to an anomalies request's body, in a data-lane
+        worker and bounded as :meth:`predict` is."""
+        model = await self.get_model(model_id)
+        return await self.data_pool.run(
+            anomalies_in_worker, body, model, self.predict_max_distances
+        )
+
+    async def get_or_export_onnx(self, model_id: str) -> bytes:
+        """``model_id``'s pipeline as ONNX bytes: converted once, in a worker, then kept in
+        the store as a document (as a sweep's plot is)."""
+        model = await self.get_model(model_id)
+
+        async def export(_: Progress) -> bytes:  # one step: nobody follows its progress
+            onnx: bytes = await self.pool.run(model_to_onnx, model)
+            return onnx
+
+        onnx, _ = await self.get_or_compute_document(ONNX_KIND, model_id, export)
+        return onnx
+
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark: from memory on the event loop, else from disk in a thread."""
         entry = self._from_memory(benchmark_id)
@@ -790,7 +814,8 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
     models = {}
     for strategy, outcome in zip(job.params.strategies, outcomes, strict=True):
         mid = bm.model_id(job.params, strategy)
-        models[mid] = outcome.model
+        names = job.dataset.feature_names
+        models[mid] = replace(outcome.model, feature_names=None if names is None else tuple(names))
         results.append(
             {
                 "init": outcome.init,

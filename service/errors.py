@@ -106,6 +106,14 @@ class InvalidParameterError(ServiceError):
     slug = "invalid-parameter"
 
 
+class ModelNotConvertibleError(ServiceError):
+    """A step of the model's pipeline has no ONNX converter: the detail names it."""
+
+    status = 422
+    title = "Model not convertible"
+    slug = "model-not-convertible"
+
+
 class DatasetNotFoundError(ServiceError):
     status = 404
     title = "Dataset not found"

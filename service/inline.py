@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
@@ -37,7 +38,13 @@ from service.errors import (
     PayloadTooLargeError,
 )
 from service.formats import DataLimits, check_cells, check_stored_bytes, label_bytes
-from service.schemas import STRATEGY_TAGS, BenchmarkRequest, PredictRequest, StrategySpec
+from service.schemas import (
+    STRATEGY_TAGS,
+    AnomaliesRequest,
+    BenchmarkRequest,
+    PredictRequest,
+    StrategySpec,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -228,18 +235,44 @@ def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int
     ``body`` is the request's bytes, or the file they were spilled to. Refuses (413) a
     request whose samples times the model's clusters pass ``max_distances``.
     """
-    raw = body if isinstance(body, bytes) else body.read_bytes()
-    request = validate(PredictRequest, raw)
-    X = as_feature_matrix(request.X, min_samples=1)
-    if X.shape[0] * model.n_clusters > max_distances:
+    request = validate(PredictRequest, _read(body))
+    labels, distances = model.predict(_samples(request.X, model, max_distances))
+    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+
+
+def anomalies_in_worker(body: bytes | Path, model: FittedModel, max_distances: int) -> bytes:
+    """The JSON answer to an anomalies request: each sample's label and distance, and
+    whether that distance passes the model's threshold for the request's contamination.
+
+    Bounded as :func:`predict_in_worker` is.
+    """
+    request = validate(AnomaliesRequest, _read(body))
+    labels, distances = model.predict(_samples(request.X, model, max_distances))
+    threshold = model.threshold(request.contamination)
+    rows = [
+        {"label": label, "distance": distance, "is_anomaly": distance > threshold}
+        for label, distance in zip(labels.tolist(), distances.tolist(), strict=True)
+    ]
+    return orjson.dumps({"threshold": threshold, "rows": rows})
+
+
+def _read(body: bytes | Path) -> bytes:
+    return body if isinstance(body, bytes) else body.read_bytes()
+
+
+def _samples(X: Any, model: FittedModel, max_distances: int) -> np.ndarray:
+    """``X`` as a matrix, refused (413) when its samples times the model's clusters pass
+    ``max_distances``."""
+    samples = as_feature_matrix(X, min_samples=1)
+    if samples.shape[0] * model.n_clusters > max_distances:
         raise PayloadTooLargeError(
-            f"{X.shape[0]} samples against a model of {model.n_clusters} clusters is "
-            f"{X.shape[0] * model.n_clusters} distances, more than the limit of {max_distances} "
-            "(CLUSTERBENCH_PREDICT_MAX_DISTANCES); send the samples in smaller batches",
+            f"{samples.shape[0]} samples against a model of {model.n_clusters} clusters is "
+            f"{samples.shape[0] * model.n_clusters} distances, more than the limit of "
+            f"{max_distances} (CLUSTERBENCH_PREDICT_MAX_DISTANCES); send the samples in "
+            "smaller batches",
             errors=[{"loc": ["X"], "msg": f"at most {max_distances // model.n_clusters} samples"}],
         )
-    labels, distances = model.predict(X)
-    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+    return samples
 
 
 def request_body_in_worker(

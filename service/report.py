@@ -1,4 +1,5 @@
-"""A benchmark as one self-contained HTML page: the table, the plot inline, the parameters.
+"""A benchmark as one self-contained HTML page: the table, the plot inline, the cluster
+profiles, the parameters.
 
 Standard library only. Every value that came from a client (dataset names, feature
 names, warnings) goes through :func:`html.escape`; the page loads nothing: the plot is a
@@ -47,6 +48,7 @@ $rows
 $warnings
 <h2>Decision boundaries</h2>
 $plot
+$profiles
 <h2>Dataset</h2>
 <table id="dataset">
 $dataset
@@ -89,9 +91,52 @@ def result_cells(result: dict[str, Any]) -> list[str]:
     return [name, f"{result['fit_time']:.3f}s", f"{result['inertia']:.0f}", *scores]
 
 
-def render_report(data: dict[str, Any], png: bytes | None) -> str:
+def profile_table(clusters: list[dict[str, Any]]) -> list[list[str]]:
+    """A model's cluster profiles as rows of text (unescaped): a header naming each
+    cluster with its size, then one row per feature of ``mean ± std`` per cluster."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    header = ["feature", *(f"{c['label']} (n={c['size']})" for c in clusters)]
+    features = list(clusters[0]["mean"]) if clusters else []
+    return [header] + [
+        [name, *(f"{number(c['mean'][name])} ± {number(c['std'][name])}" for c in clusters)]
+        for name in features
+    ]
+
+
+def _profiles_html(profiles: dict[str, list[dict[str, Any]] | None]) -> str:
+    sections = []
+    for init, clusters in profiles.items():
+        if clusters is None:
+            continue
+        header, *rows = profile_table(clusters)
+        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+        body = "\n".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in rows
+        )
+        sections.append(
+            f'<h3>{html.escape(init)}</h3>\n<table class="profiles">\n'
+            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+        )
+    if not sections:
+        return ""
+    return (
+        "<h2>Cluster profiles</h2>\n<p>Per cluster: its training rows, and each feature's "
+        "mean ± standard deviation in the data's own units.</p>\n" + "\n".join(sections)
+    )
+
+
+def render_report(
+    data: dict[str, Any],
+    png: bytes | None,
+    profiles: dict[str, list[dict[str, Any]] | None] | None = None,
+) -> str:
     """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
-    with one feature has no plot)."""
+    with one feature has no plot); ``profiles`` are each strategy's cluster profiles
+    (:meth:`service.benchmark.FittedModel.profiles`), by its init."""
     rows = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in result_cells(r)) + "</tr>"
         for r in data["results"]
@@ -116,6 +161,7 @@ def render_report(data: dict[str, Any], png: bytes | None) -> str:
         'one panel per strategy" src="data:image/png;base64,'
         + base64.b64encode(png).decode("ascii")
         + '">',
+        profiles=_profiles_html(profiles or {}),
         dataset=_pairs(dataset),
         params=_pairs({"n_clusters": data["n_clusters"], **data["params"]}),
         versions=_pairs(data["versions"]),

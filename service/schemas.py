@@ -360,6 +360,18 @@ class ScalerInfo(BaseModel):
     scale: list[float] = Field(description="Per-feature scale divided by the StandardScaler.")
 
 
+class ClusterProfile(BaseModel):
+    label: int
+    size: int = Field(description="How many training rows the fit assigned to it.")
+    mean: dict[str, float | None] = Field(
+        description="Per feature (by column name, else `x0`, `x1`, ...), the mean of its rows."
+    )
+    std: dict[str, float | None] = Field(
+        description="Per feature, the standard deviation of its rows (ddof=1, as pandas); "
+        "null for a cluster of one row."
+    )
+
+
 class ModelInfo(BaseModel):
     """A fitted model: its scaler and centres, enough to assign new samples."""
 
@@ -373,6 +385,18 @@ class ModelInfo(BaseModel):
     scaler: ScalerInfo | None = Field(description="The StandardScaler, or null without scaling.")
     inertia: float
     n_iter: int | None
+    estimator: EstimatorName = Field(
+        description="The estimator that fitted the model.", examples=["kmeans"]
+    )
+    onnx_url: str = Field(
+        description="Where the whole pipeline is, converted to ONNX.",
+        examples=["/v1/models/0f1e.../model.onnx"],
+    )
+    clusters: list[ClusterProfile] | None = Field(
+        description="Each cluster's training rows, in the data's own units, like BigQuery "
+        "ML's `ML.CENTROIDS` and Spark's `clusterSizes`; null for a model stored before "
+        "profiles were kept."
+    )
 
 
 class PredictRequest(BaseModel):
@@ -390,6 +414,33 @@ class Prediction(BaseModel):
         description="Distance to that centre, in the space KMeans worked in (scaled when "
         "the benchmark scaled), as `KMeans.transform` measures it."
     )
+
+
+class AnomaliesRequest(PredictRequest):
+    contamination: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="The share of the training rows to call anomalous: the threshold is the "
+        "(1 - contamination) quantile of their distances to their own centre.",
+        examples=[0.01],
+    )
+
+
+class AnomalyRow(BaseModel):
+    label: int = Field(description="The nearest centre.")
+    distance: float = Field(description="Distance to that centre, as `/predict` measures it.")
+    is_anomaly: bool = Field(description="Whether `distance` is above the threshold.")
+
+
+class Anomalies(BaseModel):
+    """BigQuery ML's `ML.DETECT_ANOMALIES` for k-means: rows far from their centre."""
+
+    threshold: float = Field(
+        description="The (1 - contamination) quantile of the training rows' distances to "
+        "their own centre (`numpy.quantile`, linear)."
+    )
+    rows: list[AnomalyRow] = Field(description="One per sample, in order.")
 
 
 class Problem(BaseModel):

@@ -141,8 +141,12 @@ async def _claim(tenants: Tenancy, caller: str | None, entry: StoredBenchmark) -
         return
     data = entry.data
     n_features = data["dataset"]["n_features"]
-    # A model's arrays: the centres and the scaler's mean and scale, in float64.
-    model_bytes = 8 * (data["n_clusters"] * n_features + 2 * n_features)
+    k = data["n_clusters"]
+    # A model's arrays, in float64: the centres, the clusters' means and stds, the scaler's
+    # mean and scale, the cluster sizes, and the upper half of the training distances.
+    model_bytes = 8 * (
+        3 * k * n_features + 2 * n_features + k + data["dataset"]["n_samples"] // 2 + 1
+    )
     await tenants.claim_benchmark(
         caller,
         entry.id,
@@ -431,7 +435,10 @@ async def get_benchmark_report(
     if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
-    page = render_report(entry.data, png)
+    profiles = {
+        r["init"]: (await engine.get_model(r["model_id"])).profiles() for r in entry.data["results"]
+    }
+    page = render_report(entry.data, png, profiles)
     return Response(
         page,
         media_type="text/html; charset=utf-8",
