@@ -303,7 +303,7 @@ def _plain(value: Any) -> Any:
 
 def _as_file(data: Any, name: str | None) -> tuple[bytes, str, str | None]:
     """A NumPy array (as ``.npy``) or a pandas DataFrame (as Parquet, its column names
-    kept): its bytes, media type and file name."""
+    kept): its bytes, media type and the name it is sent with."""
     if hasattr(data, "to_parquet") and hasattr(data, "columns"):
         buffer = io.BytesIO()
         data.to_parquet(buffer, index=False)
@@ -319,8 +319,7 @@ def _as_file(data: Any, name: str | None) -> tuple[bytes, str, str | None]:
             "upload takes a file path, bytes, a NumPy array or a pandas DataFrame, not "
             f"{type(data).__name__}"
         )
-    file_name = None if name is None else name if Path(name).suffix else name + suffix
-    return buffer.getvalue(), MEDIA_TYPES[suffix], file_name
+    return buffer.getvalue(), MEDIA_TYPES[suffix], name
 
 
 class _Operations:
