@@ -292,7 +292,12 @@ def _print_table(rows: Iterable[BaseModel | dict[str, Any]], columns: Sequence[s
     for row in rows:
         data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
         table.add_row(*(_cell(_lookup(data, column)) for column in columns))
-    Console(width=200).print(table)
+    console = Console(width=200)
+    with console.capture() as captured:
+        console.print(table)
+    # Without rich's padding at the ends of lines, so the output diffs and pastes cleanly.
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
 
 
 def _lookup(data: dict[str, Any], path: str) -> Any:
