@@ -25,11 +25,13 @@ would also evict jobs and leases (a running job would vanish, a question would b
 computed twice), and ``volatile-lru`` would drop a body while its index entries and
 models stay. So Redis runs with ``maxmemory-policy noeviction`` and a ``maxmemory`` above
 the cache's bound (a safety net): a Redis that is full refuses writes, which the client
-gets as 507, rather than losing state silently.
+gets as 507, rather than losing state silently. Reads still answer: no read needs a write
+(recording a use for the LRU order is best effort).
 
-**Redis down.** Every call has a socket timeout (``CLUSTERBENCH_REDIS_TIMEOUT_S``); a
-call that fails raises :class:`StoreUnavailableError` (503 with ``Retry-After``) and
-``/readyz`` says why. The connection pool reconnects by itself once Redis is back.
+**Redis down.** Every call has a socket timeout (``CLUSTERBENCH_REDIS_TIMEOUT_S``), and is
+not sent again after it; a call that fails raises :class:`StoreUnavailableError` (503
+with ``Retry-After``) and ``/readyz`` says why. The connection pool reconnects by itself
+once Redis is back.
 """
 
 from __future__ import annotations
@@ -70,14 +72,24 @@ def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A client of ``url`` whose every call gives up after ``timeout_s`` (never a hang).
 
     One retry on a broken connection: after a Redis restart the first command on each
-    pooled connection fails once, and is then sent again on a fresh one.
+    pooled connection fails once, and is then sent again on a fresh one. Never on a
+    timeout: a Redis that does not answer (frozen, overloaded) was waited for twice (a 503
+    after 4 s with the 2 s default), and again for an idle connection's health check.
+
+    Nothing is sent but the command: no ``CLIENT SETINFO`` handshake on a new connection,
+    no ``PING`` health check on an idle one (a dead connection is the retry's case). So a
+    command reaches Redis alike on any connection, and a write that timed out may always
+    have run once Redis answers again (see
+    :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the check,
+    whether it could depended on the pool's history.
     """
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        lib_name=None,
+        lib_version=None,
         max_connections=64,
     )
 
@@ -88,9 +100,14 @@ def where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write at its ``maxmemory`` (noeviction)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError)
+
+
 def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
     """The problem a failed Redis call is for the client: Redis full (507), else 503."""
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+    if is_full(exc):
         return StorageFullError(
             f"the shared store (Redis at {where(url)}) is full (maxmemory): {doing} failed and "
             "nothing was stored; retry once it has room (no restart is needed)"
@@ -328,6 +345,23 @@ class RedisResultStore:
     def _call(self, doing: str, action: Callable[[], T]) -> T:
         return guarded(self.url, doing, action)
 
+    def _read_and_touch(self, doing: str, key: str, index: str, member: str) -> Any:
+        """The value under ``key``, and ``member``'s use recorded in the LRU ``index`` in
+        the same round trip. The record is best effort, as :meth:`touch`: a Redis at its
+        ``maxmemory`` refuses it, and the read must not fail for that (every cached GET
+        did)."""
+
+        def read() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(PREFIX + key)
+            pipe.zadd(PREFIX + index, {member: time.time()}, xx=True)
+            value, _ = pipe.execute(raise_on_error=False)
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        return self._call(doing, read)
+
     # -- benchmarks -------------------------------------------------------------
 
     def peek(self, benchmark_id: str) -> StoredBenchmark | None:
@@ -358,14 +392,9 @@ class RedisResultStore:
         if hot is not None:
             return hot
         generation = self._generation
-
-        def read() -> Any:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(PREFIX + "bench:" + benchmark_id)
-            pipe.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True)
-            return pipe.execute()[0]
-
-        body = self._call("a cache read", read)
+        body = self._read_and_touch(
+            "a cache read", "bench:" + benchmark_id, "accessed", benchmark_id
+        )
         if body is None:
             return None
         self._access_written[benchmark_id] = time.time()
@@ -570,13 +599,7 @@ class RedisResultStore:
         """The bytes stored under (kind, key), or None (absent or evicted)."""
         member = f"{kind}:{key}"
 
-        def read() -> Any:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(PREFIX + "doc:" + member)
-            pipe.zadd(PREFIX + "doc-accessed", {member: time.time()}, xx=True)
-            return pipe.execute()[0]
-
-        found = self._call(f"a {kind} read", read)
+        found = self._read_and_touch(f"a {kind} read", "doc:" + member, "doc-accessed", member)
         return None if found is None else bytes(found)
 
     def put_document(self, kind: str, key: str, data: bytes) -> None:

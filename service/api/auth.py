@@ -18,6 +18,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError as LimitsStorageError
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 from prometheus_client import CollectorRegistry, Counter
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +30,7 @@ from service.errors import (
     StoreUnavailableError,
     clip,
 )
+from service.redis_store import is_full
 from service.settings import Settings
 from service.tenants import Tenancy
 
@@ -72,17 +74,28 @@ class RateLimiter:
     def __init__(self, rate: str, storage: Storage) -> None:
         self.item: RateLimitItem = parse(rate)
         self.limiter = MovingWindowRateLimiter(storage)
+        # Where requests are counted while the shared store refuses writes (Redis at its
+        # maxmemory): in this replica, so a full Redis neither lifts the limit nor turns
+        # every request, reads included, into an error.
+        self.local = MovingWindowRateLimiter(storage_from_string("async+memory://"))
+
+    async def _count(
+        self, limiter: MovingWindowRateLimiter, tenant: str
+    ) -> tuple[bool, WindowStats]:
+        allowed = await limiter.hit(self.item, "tenant", tenant)
+        return allowed, await limiter.get_window_stats(self.item, "tenant", tenant)
 
     async def hit(self, tenant: str) -> dict[str, str]:
         """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
         try:
-            allowed = await self.limiter.hit(self.item, "tenant", tenant)
-            stats = await self.limiter.get_window_stats(self.item, "tenant", tenant)
+            allowed, stats = await self._count(self.limiter, tenant)
         except LimitsStorageError as exc:
-            raise StoreUnavailableError(
-                "the shared store of rate-limit counters (Redis) did not answer "
-                f"({exc.storage_error!r}); retry shortly, the service recovers by itself"
-            ) from exc
+            if not is_full(exc.storage_error):
+                raise StoreUnavailableError(
+                    "the shared store of rate-limit counters (Redis) did not answer "
+                    f"({exc.storage_error!r}); retry shortly, the service recovers by itself"
+                ) from exc
+            allowed, stats = await self._count(self.local, tenant)
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "RateLimit-Limit": str(self.item.amount),

@@ -1,0 +1,185 @@
+"""Redis misbehaving under two tenants' replicas: full (maxmemory) and frozen (SIGSTOP).
+Real ``redis-server``, real uvicorn replicas.
+
+Replica A counts a rate limit in Redis; B does not, so that B shows the store's own
+behaviour. Neither keeps hot answers in memory: every read goes to Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import redis
+
+from service.process import ServiceProcess
+from tests.scaleout import RedisServer, require_redis
+from tests.test_scaleout_redis import ASYNC, FINISHED, poll
+from tests.test_tenants import KEY_A, KEY_B
+
+pytestmark = pytest.mark.server
+
+ALICE = {"Authorization": f"Bearer {KEY_A}"}
+BOB = {"Authorization": f"Bearer {KEY_B}"}
+# CLUSTERBENCH_REDIS_TIMEOUT_S of the replicas (the documented default).
+TIMEOUT_S = 2.0
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    a: ServiceProcess
+    b: ServiceProcess
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_redis()
+    root = tmp_path_factory.mktemp("redis-faults")
+    data = root / "data"
+    data.mkdir()
+    common = {
+        "CLUSTERBENCH_API_KEYS": f"alice:{KEY_A},bob:{KEY_B}",
+        "CLUSTERBENCH_WORKERS": "1",
+        "CLUSTERBENCH_MEMORY_CACHE_BYTES": "0",
+    }
+    with RedisServer(root / "redis", persist=False) as server:
+        a = ServiceProcess(
+            data,
+            CLUSTERBENCH_REDIS_URL=server.url,
+            CLUSTERBENCH_RATE_LIMIT="1000/minute",
+            **common,
+        )
+        b = ServiceProcess(data, CLUSTERBENCH_REDIS_URL=server.url, **common)
+        with a, b:
+            yield Cluster(server, a, b)
+
+
+def problem(answer: httpx.Response, status: int, slug: str) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == f"urn:clusterbench:problem:{slug}"
+    assert int(answer.headers["retry-after"]) > 0
+
+
+def test_a_full_redis_refuses_writes_with_507_and_still_answers_reads(cluster: Cluster) -> None:
+    # Check that with Redis at its maxmemory (noeviction) every write is a 507 naming it,
+    # while reads of what is stored (benchmarks, plots, sweeps, jobs) still answer 200 on
+    # both replicas, the rate limit still counting, and writes work again once it has room.
+    a, b = cluster.a, cluster.b
+    body = {"dataset": "iris", "random_state": 31}
+    made = httpx.post(f"{a.url}/v1/benchmarks", json=body, headers=ALICE, timeout=60)
+    assert made.status_code == 200, made.text
+    plot_url = made.json()["plot_url"]
+    assert httpx.get(f"{a.url}{plot_url}", headers=ALICE, timeout=60).status_code == 200
+    sweep = httpx.post(
+        f"{a.url}/v1/sweeps", json={"dataset": "iris", "k": [2, 3]}, headers=ALICE, timeout=60
+    )
+    assert sweep.status_code == 200, sweep.text
+    started = httpx.post(
+        f"{b.url}/v1/benchmarks", json={"dataset": "wine"}, headers={**BOB, **ASYNC}, timeout=60
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    assert poll(b.url, job_id, FINISHED, 60, headers=BOB)["state"] == "succeeded"
+
+    client = cluster.client()
+    limit = client.config_get("maxmemory")["maxmemory"]
+    client.config_set("maxmemory", 1)  # far below what it holds: full
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("clusterbench:test", 1)
+        remaining = []
+        for server in (a, b):
+            for url in (f"/v1/benchmarks/{made.json()['id']}", plot_url):
+                answer = httpx.get(f"{server.url}{url}", headers=ALICE, timeout=30)
+                assert answer.status_code == 200, (server.url, url, answer.text)
+                remaining.append(answer.headers.get("ratelimit-remaining"))
+            again = httpx.post(f"{server.url}/v1/benchmarks", json=body, headers=ALICE, timeout=30)
+            assert again.status_code == 200, again.text
+            assert again.headers["x-cache"] == "hit"
+            read = httpx.get(f"{server.url}/v1/sweeps/{sweep.json()['id']}", headers=ALICE)
+            assert read.status_code == 200, read.text
+            job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=BOB)
+            assert job.status_code == 200, job.text
+            assert job.json()["state"] == "succeeded"
+            listing = httpx.get(f"{server.url}/v1/jobs", headers=BOB)
+            assert job_id in [j["id"] for j in listing.json()["jobs"]], listing.text
+        # A still counts alice's requests (in its own memory while Redis refuses writes).
+        counted = [int(r) for r in remaining if r is not None]
+        assert len(counted) == 2, remaining
+        assert counted[1] < counted[0], remaining
+
+        for server in (a, b):
+            new = {"dataset": "wine", "random_state": 32}
+            problem(
+                httpx.post(f"{server.url}/v1/benchmarks", json=new, headers=BOB, timeout=60),
+                507,
+                "storage-full",
+            )
+            job = httpx.post(
+                f"{server.url}/v1/benchmarks", json=new, headers={**BOB, **ASYNC}, timeout=60
+            )
+            problem(job, 507, "storage-full")
+            assert "maxmemory" in job.json()["detail"]
+            problem(
+                httpx.post(
+                    f"{server.url}/v1/sweeps", json={"dataset": "wine"}, headers=BOB, timeout=60
+                ),
+                507,
+                "storage-full",
+            )
+    finally:
+        client.config_set("maxmemory", limit)
+    new = {"dataset": "wine", "random_state": 32}
+    answer = httpx.post(f"{b.url}/v1/benchmarks", json=new, headers=BOB, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_frozen_redis_is_a_503_within_its_timeout(cluster: Cluster) -> None:
+    # Check that while Redis is frozen (SIGSTOP: it holds its connections and answers
+    # nothing) each route that needs it answers 503 with Retry-After after about
+    # CLUSTERBENCH_REDIS_TIMEOUT_S, not after two or three of them, and that the replica
+    # answers again once Redis resumes.
+    b = cluster.b
+    stored = httpx.post(
+        f"{b.url}/v1/benchmarks", json={"dataset": "iris"}, headers=ALICE, timeout=60
+    )
+    assert stored.status_code == 200, stored.text
+    started = httpx.post(
+        f"{b.url}/v1/benchmarks",
+        json={"dataset": "iris", "random_state": 35},
+        headers={**ALICE, **ASYNC},
+        timeout=60,
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    assert poll(b.url, job_id, FINISHED, 60, headers=ALICE)["state"] == "succeeded"
+    asks = {
+        "a benchmark to compute": ("POST", "/v1/benchmarks", {"dataset": "wine"}, {}),
+        "a stored benchmark": ("GET", f"/v1/benchmarks/{stored.json()['id']}", None, {}),
+        "a job to start": ("POST", "/v1/benchmarks", {"dataset": "wine", "random_state": 1}, ASYNC),
+        "a finished job": ("GET", f"/v1/jobs/{job_id}", None, {}),
+        "the jobs": ("GET", "/v1/jobs", None, {}),
+    }
+    with cluster.redis.frozen():
+        for what, (method, path, body, headers) in asks.items():
+            began = time.monotonic()
+            answer = httpx.request(
+                method, f"{b.url}{path}", json=body, headers={**ALICE, **headers}, timeout=60
+            )
+            took = time.monotonic() - began
+            problem(answer, 503, "store-unavailable")
+            # One timeout and the request's own work: never a second timeout.
+            assert took < 1.75 * TIMEOUT_S, f"{what}: 503 after {took:.1f} s"
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{b.url}/readyz", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the replica did not recover"
+        time.sleep(0.05)
+    assert httpx.get(f"{b.url}/v1/jobs", headers=ALICE, timeout=30).status_code == 200
