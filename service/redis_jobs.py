@@ -37,20 +37,40 @@ T = TypeVar("T")
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
-# KEYS[1]: the job; ARGV: prefix, id, then (field, JSON value) pairs. Written only while
-# the record is active: a job cancelled by another replica stays cancelled.
+# KEYS[1]: the job; ARGV: prefix, id, the number n of (field, JSON value) pairs that
+# follow, those pairs, then the pairs of the fields a save never changes. Written only
+# while the record is active: a job cancelled by another replica stays cancelled. A record
+# that is not there at all was lost (Redis restarted without its append-only file): it is
+# written whole again, with its index entries, so the job and its result are not lost too.
 _SAVE = """
+local p, id = ARGV[1], ARGV[2]
+local last = 3 + 2 * tonumber(ARGV[3])
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= '"queued"' and state ~= '"running"' then return 0 end
+if not state then
+  local fixed = {}
+  for i = last + 1, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    fixed[ARGV[i]] = ARGV[i + 1]
+  end
+  local seq = tonumber(fixed['seq'])
+  redis.call('ZADD', p .. 'jobs', seq, id)
+  if tonumber(redis.call('GET', p .. 'job-seq') or '0') < seq then
+    redis.call('SET', p .. 'job-seq', seq)
+  end
+  redis.call('SET', p .. 'job-for:' .. cjson.decode(fixed['key']), id, 'NX')
+  redis.call('SADD', p .. 'jobs-active', id)
+elseif state ~= '"queued"' and state ~= '"running"' then
+  return 0
+end
 local new, finished
-for i = 3, #ARGV, 2 do
+for i = 4, last, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] == 'state' then new = ARGV[i + 1] end
   if ARGV[i] == 'finished' then finished = tonumber(ARGV[i + 1]) end
 end
 if new ~= '"queued"' and new ~= '"running"' then
-  redis.call('SREM', ARGV[1] .. 'jobs-active', ARGV[2])
-  redis.call('ZADD', ARGV[1] .. 'jobs-finished', finished or 0, ARGV[2])
+  redis.call('SREM', p .. 'jobs-active', id)
+  redis.call('ZADD', p .. 'jobs-finished', finished or 0, id)
 end
 return 1
 """
@@ -213,15 +233,18 @@ class RedisJobStore:
 
     def save(self, job: Job) -> bool:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process). Returns whether it was written."""
+        (cancelled by another process); a record that is gone (lost by a Redis restart)
+        is written whole again. Returns whether it was written."""
         fields = job_to_hash(job)
         fields["heartbeat"] = _dump(time.time())
         # The owner is changed by claim() only: a runner that lost its job (taken over)
-        # must not take it back.
-        for fixed in ("id", "kind", "key", "request", "created", "seq", "owner"):
-            del fields[fixed]
-        args: list[Any] = [PREFIX, job.id]
-        for name, value in fields.items():
+        # must not take it back. These are written only with a record written again.
+        fixed = {
+            name: fields.pop(name)
+            for name in ("id", "kind", "key", "request", "created", "seq", "owner")
+        }
+        args: list[Any] = [PREFIX, job.id, len(fields)]
+        for name, value in (*fields.items(), *fixed.items()):
             args += [name, value]
         return bool(
             self._call("a job write", lambda: self._save(keys=[self._key(job.id)], args=args))

@@ -1,5 +1,5 @@
-"""Redis misbehaving under two tenants' replicas: full (maxmemory) and frozen (SIGSTOP).
-Real ``redis-server``, real uvicorn replicas.
+"""Redis misbehaving under two tenants' replicas: full (maxmemory), frozen (SIGSTOP), and
+restarted without its append-only file. Real ``redis-server``, real uvicorn replicas.
 
 Replica A counts a rate limit in Redis; B does not, so that B shows the store's own
 behaviour. Neither keeps hot answers in memory: every read goes to Redis.
@@ -26,6 +26,8 @@ ALICE = {"Authorization": f"Bearer {KEY_A}"}
 BOB = {"Authorization": f"Bearer {KEY_B}"}
 # CLUSTERBENCH_REDIS_TIMEOUT_S of the replicas (the documented default).
 TIMEOUT_S = 2.0
+# Computes for several seconds: long enough for Redis to misbehave in the middle.
+SLOW = {"strategies": [{"init": "random", "n_init": 400}], "tol": 0.0}
 
 
 @dataclass
@@ -183,3 +185,55 @@ def test_a_frozen_redis_is_a_503_within_its_timeout(cluster: Cluster) -> None:
         assert time.monotonic() < deadline, "the replica did not recover"
         time.sleep(0.05)
     assert httpx.get(f"{b.url}/v1/jobs", headers=ALICE, timeout=30).status_code == 200
+
+
+def test_a_job_whose_result_write_timed_out_but_was_stored_succeeds(cluster: Cluster) -> None:
+    # Check that a job whose result write was sent to a frozen Redis (the client gave up,
+    # Redis ran it once resumed) ends "succeeded" with its result, not "failed" beside a
+    # result that the same question hits.
+    a, b = cluster.a, cluster.b
+    warm = httpx.post(f"{b.url}/v1/benchmarks", json={"dataset": "iris"}, headers=BOB, timeout=60)
+    assert warm.status_code == 200, warm.text  # B's scripts are loaded in Redis
+    body = {**SLOW, "random_state": 33}
+    started = httpx.post(f"{b.url}/v1/benchmarks", json=body, headers={**BOB, **ASYNC}, timeout=60)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    poll(b.url, job_id, ("running",), 60, headers=BOB)
+    with cluster.redis.frozen():
+        # B knows from its own memory: the write of the result timed out.
+        ended = poll(b.url, job_id, FINISHED, 120, headers=BOB)
+        assert ended["state"] == "failed", ended
+        assert ended["error"]["type"].endswith("store-unavailable"), ended
+    final = poll(a.url, job_id, FINISHED, 60, headers=BOB)  # as recorded in Redis
+    assert final["state"] == "succeeded", final
+    assert final["error"] is None
+    assert final["progress"]["done"] == final["progress"]["total"]
+    assert poll(b.url, job_id, FINISHED, 30, headers=BOB) == final
+    result = httpx.get(f"{a.url}{final['result_url']}", headers=BOB, timeout=30)
+    assert result.status_code == 200, result.text
+
+
+def test_a_job_whose_record_a_redis_restart_lost_is_written_again(cluster: Cluster) -> None:
+    # Check that when Redis restarts without persistence while a job runs, the replica
+    # running it writes its record again and finishes it, storing its result: the other
+    # replica reports it succeeded (it was cancelled, its result discarded).
+    a, b = cluster.a, cluster.b
+    body = {**SLOW, "random_state": 34}
+    started = httpx.post(f"{b.url}/v1/benchmarks", json=body, headers={**BOB, **ASYNC}, timeout=60)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    poll(a.url, job_id, ("running",), 60, headers=BOB)
+    cluster.redis.stop()
+    cluster.redis.start()
+    assert cluster.client().dbsize() == 0  # everything is gone, the job's record too
+    running = httpx.get(f"{b.url}/v1/jobs/{job_id}", headers=BOB, timeout=30)
+    assert running.json()["state"] == "running", "the job ended before Redis restarted"
+    # Within a heartbeat (5 s) of B's, well before it ends.
+    seen = poll(a.url, job_id, ("running", *FINISHED), 60, headers=BOB, missing_ok=True)
+    assert seen["state"] in ("running", "succeeded"), seen
+    final = poll(a.url, job_id, FINISHED, 120, headers=BOB)
+    assert final["state"] == "succeeded", final
+    result = httpx.get(f"{a.url}{final['result_url']}", headers=BOB, timeout=30)
+    assert result.status_code == 200, result.text
+    listing = httpx.get(f"{a.url}/v1/jobs", headers=BOB, timeout=30)
+    assert job_id in [j["id"] for j in listing.json()["jobs"]]
