@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 import redis
 
-from service.process import ServiceProcess
 from tests.scaleout import RedisServer, require_redis
-from tests.test_scaleout_redis import ASYNC, FINISHED, poll
+from tests.test_scaleout_redis import ASYNC, FINISHED, Cluster, poll, replica
 from tests.test_tenants import KEY_A, KEY_B
 
 pytestmark = pytest.mark.server
@@ -27,17 +25,7 @@ BOB = {"Authorization": f"Bearer {KEY_B}"}
 # CLUSTERBENCH_REDIS_TIMEOUT_S of the replicas (the documented default).
 TIMEOUT_S = 2.0
 # Computes for several seconds: long enough for Redis to misbehave in the middle.
-SLOW = {"strategies": [{"init": "random", "n_init": 400}], "tol": 0.0}
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer
-    a: ServiceProcess
-    b: ServiceProcess
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url)
+SLOW = {"strategies": [{"init": "random", "n_init": 600}], "tol": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +36,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data.mkdir()
     common = {
         "CLUSTERBENCH_API_KEYS": f"alice:{KEY_A},bob:{KEY_B}",
-        "CLUSTERBENCH_WORKERS": "1",
+        "CLUSTERBENCH_REDIS_TIMEOUT_S": str(TIMEOUT_S),
         "CLUSTERBENCH_MEMORY_CACHE_BYTES": "0",
     }
-    with RedisServer(root / "redis", persist=False) as server:
-        a = ServiceProcess(
-            data,
-            CLUSTERBENCH_REDIS_URL=server.url,
-            CLUSTERBENCH_RATE_LIMIT="1000/minute",
-            **common,
-        )
-        b = ServiceProcess(data, CLUSTERBENCH_REDIS_URL=server.url, **common)
-        with a, b:
-            yield Cluster(server, a, b)
+    with (
+        RedisServer(root / "redis", persist=False) as server,
+        replica(data, server, CLUSTERBENCH_RATE_LIMIT="1000/minute", **common) as a,
+        replica(data, server, **common) as b,
+    ):
+        yield Cluster(server, a, b)
+
+
+def redis_of(cluster: Cluster) -> redis.Redis:
+    return redis.Redis.from_url(cluster.redis.url)
 
 
 def problem(answer: httpx.Response, status: int, slug: str) -> None:
@@ -91,7 +79,7 @@ def test_a_full_redis_refuses_writes_with_507_and_still_answers_reads(cluster: C
     job_id = started.json()["id"]
     assert poll(b.url, job_id, FINISHED, 60, headers=BOB)["state"] == "succeeded"
 
-    client = cluster.client()
+    client = redis_of(cluster)
     limit = client.config_get("maxmemory")["maxmemory"]
     client.config_set("maxmemory", 1)  # far below what it holds: full
     try:
@@ -225,7 +213,7 @@ def test_a_job_whose_record_a_redis_restart_lost_is_written_again(cluster: Clust
     poll(a.url, job_id, ("running",), 60, headers=BOB)
     cluster.redis.stop()
     cluster.redis.start()
-    assert cluster.client().dbsize() == 0  # everything is gone, the job's record too
+    assert redis_of(cluster).dbsize() == 0  # everything is gone, the job's record too
     running = httpx.get(f"{b.url}/v1/jobs/{job_id}", headers=BOB, timeout=30)
     assert running.json()["state"] == "running", "the job ended before Redis restarted"
     # Within a heartbeat (5 s) of B's, well before it ends.

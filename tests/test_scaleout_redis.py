@@ -32,14 +32,16 @@ ASYNC = {"Prefer": "respond-async"}
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def replica(data_dir: Path, redis: RedisServer) -> ServiceProcess:
-    """One API replica: the shared data directory, the shared Redis, one worker."""
-    return ServiceProcess(
-        data_dir,
-        CLUSTERBENCH_REDIS_URL=redis.url,
-        CLUSTERBENCH_WORKERS="1",
-        CLUSTERBENCH_REDIS_TIMEOUT_S="1",
-    )
+def replica(data_dir: Path, redis: RedisServer, **env: str) -> ServiceProcess:
+    """One API replica: the shared data directory, the shared Redis, one worker; ``env``
+    adds or overrides settings."""
+    settings = {
+        "CLUSTERBENCH_REDIS_URL": redis.url,
+        "CLUSTERBENCH_WORKERS": "1",
+        "CLUSTERBENCH_REDIS_TIMEOUT_S": "1",
+        **env,
+    }
+    return ServiceProcess(data_dir, **settings)
 
 
 @dataclass
