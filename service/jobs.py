@@ -462,6 +462,11 @@ class JobStats:
     bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
     duration_sum: float = 0.0
 
+    def recount(self, was: str, state: str) -> None:
+        """A job counted as ending in ``was`` ended in ``state`` after all."""
+        self.finished[was] -= 1
+        self.finished[state] += 1
+
     def observe(self, state: str, seconds: float) -> None:
         self.finished[state] += 1
         self.duration_sum += seconds
@@ -687,6 +692,7 @@ class JobManager:
                 if unless_stored and await self._stored_after_all(running):
                     job = running.job
                     logger.warning("job %s: its result was stored after all", job.id)
+                    self.stats.recount(job.state, "succeeded")
                     job.state, job.error, job.done, job.stage = "succeeded", None, job.total, "done"
                     if job.started is None:
                         job.started = job.finished

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.scaleout import RedisServer, require_redis
-from tests.test_scaleout_redis import ASYNC, FINISHED, Cluster, poll, replica
+from tests.test_scaleout_redis import ASYNC, FINISHED, Cluster, metric, poll, replica
 from tests.test_tenants import KEY_A, KEY_B
 
 pytestmark = pytest.mark.server
@@ -101,6 +101,9 @@ def test_a_full_redis_refuses_writes_with_507_and_still_answers_reads(cluster: C
             assert job.json()["state"] == "succeeded"
             listing = httpx.get(f"{server.url}/v1/jobs", headers=BOB)
             assert job_id in [j["id"] for j in listing.json()["jobs"]], listing.text
+        ready = httpx.get(f"{b.url}/readyz", timeout=30)  # as for a full disk
+        assert ready.status_code == 503, ready.text
+        assert "full" in ready.json()["detail"]
         # A still counts alice's requests (in its own memory while Redis refuses writes).
         counted = [int(r) for r in remaining if r is not None]
         assert len(counted) == 2, remaining
@@ -183,6 +186,8 @@ def test_a_job_whose_result_write_timed_out_but_was_stored_succeeds(cluster: Clu
     warm = httpx.post(f"{b.url}/v1/benchmarks", json={"dataset": "iris"}, headers=BOB, timeout=60)
     assert warm.status_code == 200, warm.text  # B's scripts are loaded in Redis
     body = {**SLOW, "random_state": 33}
+    failed = 'clusterbench_jobs_finished_total{state="failed"}'
+    failed_before = metric(b.url, failed)
     started = httpx.post(f"{b.url}/v1/benchmarks", json=body, headers={**BOB, **ASYNC}, timeout=60)
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
@@ -197,6 +202,7 @@ def test_a_job_whose_result_write_timed_out_but_was_stored_succeeds(cluster: Clu
     assert final["error"] is None
     assert final["progress"]["done"] == final["progress"]["total"]
     assert poll(b.url, job_id, FINISHED, 30, headers=BOB) == final
+    assert metric(b.url, failed) == failed_before
     result = httpx.get(f"{a.url}{final['result_url']}", headers=BOB, timeout=30)
     assert result.status_code == 200, result.text
 
