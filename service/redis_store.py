@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +69,15 @@ T = TypeVar("T")
 PREFIX = "clusterbench:"
 
 
+# Idle seconds before the first probe, seconds between probes, probes unanswered: a dead
+# peer is an error within 10 + 5 x 3 s (where the platform has these options).
+_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+
+
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A client of ``url`` whose every call gives up after ``timeout_s`` (never a hang).
 
@@ -77,11 +87,13 @@ def connect(url: str, *, timeout_s: float) -> redis.Redis:
     after 4 s with the 2 s default), and again for an idle connection's health check.
 
     Nothing is sent but the command: no ``CLIENT SETINFO`` handshake on a new connection,
-    no ``PING`` health check on an idle one (a dead connection is the retry's case). So a
-    command reaches Redis alike on any connection, and a write that timed out may always
-    have run once Redis answers again (see
-    :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the check,
-    whether it could depended on the pool's history.
+    no ``PING`` health check on an idle one. So a command reaches Redis alike on any
+    connection, and a write that timed out may always have run once Redis answers again
+    (see :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the
+    check, whether it could depended on the pool's history. A connection whose peer is
+    gone without a word (a host lost, a NAT entry dropped) is found by TCP keepalive
+    probes instead, within about 25 s: the invalidation listener's above all, which
+    otherwise would wait for ever, its replica serving what others deleted.
     """
     return redis.Redis.from_url(
         url,
@@ -90,6 +102,8 @@ def connect(url: str, *, timeout_s: float) -> redis.Redis:
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         lib_name=None,
         lib_version=None,
+        socket_keepalive=True,
+        socket_keepalive_options=_KEEPALIVE,
         max_connections=64,
     )
 
