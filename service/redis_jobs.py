@@ -23,17 +23,15 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from service.errors import JobOrphanedError
 from service.jobs import ACTIVE, Job, problem_of
-from service.redis_store import PREFIX, connect, guarded
+from service.redis_store import PREFIX, Guard, connect
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
@@ -135,13 +133,11 @@ class RedisJobStore:
         self.url = url
         # Any: redis-py's types mix its sync and async replies.
         self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._call = Guard(url, timeout_s)
         self._save = self.redis.register_script(_SAVE)
         self._prune = self.redis.register_script(_PRUNE)
         self._beat = self.redis.register_script(_BEAT)
         self._claim = self.redis.register_script(_CLAIM)
-
-    def _call(self, doing: str, action: Callable[[], T]) -> T:
-        return guarded(self.url, doing, action)
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -228,7 +224,7 @@ class RedisJobStore:
         return self._call("a job write", run)
 
     def get(self, job_id: str) -> Job | None:
-        found = self._call("a job read", lambda: self.redis.hgetall(self._key(job_id)))
+        found = self._call.read("a job read", lambda: self.redis.hgetall(self._key(job_id)))
         return job_from_hash(found) if found else None
 
     def save(self, job: Job) -> bool:
@@ -273,14 +269,14 @@ class RedisJobStore:
             return (state is None or job.state == state) and (before is None or job.seq < before)
 
         if among is not None:
-            jobs = self._call("a job list", lambda: self._read(list(dict.fromkeys(among))))
+            jobs = self._call.read("a job list", lambda: self._read(list(dict.fromkeys(among))))
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
         high = "+inf" if before is None else f"({before}"
         out: list[Job] = []
         offset = 0
         batch = max(limit, 16) + 1
         while len(out) < limit:
-            ids = self._call(
+            ids = self._call.read(
                 "a job list",
                 functools.partial(
                     self.redis.zrevrangebyscore,
@@ -294,7 +290,7 @@ class RedisJobStore:
             if not ids:
                 break
             offset += len(ids)
-            jobs = self._call(
+            jobs = self._call.read(
                 "a job list", functools.partial(self._read, [i.decode() for i in ids])
             )
             out.extend(filter(keep, jobs))
@@ -307,7 +303,7 @@ class RedisJobStore:
             ids = [i.decode() for i in self.redis.smembers(PREFIX + "jobs-active")]
             return self._read(ids)
 
-        jobs = self._call("a job list", read)
+        jobs = self._call.read("a job list", read)
         return sorted((j for j in jobs if j.state in ACTIVE and not alive(j)), key=lambda j: j.seq)
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:

@@ -132,14 +132,41 @@ def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
     )
 
 
-def guarded(url: str, doing: str, action: Callable[[], T]) -> T:
-    """``action()``, a Redis error in it raised as the problem it is for the client."""
-    try:
-        return action()
-    except redis.RedisError as exc:
-        problem = unavailable(exc, doing, url)
-        logger.warning("%s", problem.detail)
-        raise problem from exc
+class Guard:
+    """Calls to the Redis at ``url``, a Redis error in each raised as the problem it is for
+    the client.
+
+    For ``timeout_s`` after a call timed out, reads fail at once: Redis is not answering,
+    and the reads queued for a thread meanwhile each waited a timeout of their own (16 job
+    reads at once got their 503s after 2, 4 and 6 s with the 2 s default). Writes are
+    always sent: a computed result is worth a timeout, and it may run when Redis wakes.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._silent_until = 0.0
+
+    def __call__(self, doing: str, action: Callable[[], T]) -> T:
+        """``action()``, which writes (or reads and writes)."""
+        try:
+            return action()
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.TimeoutError):
+                self._silent_until = time.monotonic() + self.timeout_s
+            problem = unavailable(exc, doing, self.url)
+            logger.warning("%s", problem.detail)
+            raise problem from exc
+
+    def read(self, doing: str, action: Callable[[], T]) -> T:
+        """``action()``, which only reads: failed at once while Redis is silent."""
+        if time.monotonic() < self._silent_until:
+            raise StoreUnavailableError(
+                f"the shared store (Redis at {where(self.url)}) did not answer within "
+                f"{self.timeout_s:g} s a moment ago: {doing} was not tried; retry shortly, "
+                "the service recovers by itself"
+            )
+        return self(doing, action)
 
 
 # Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
@@ -299,6 +326,7 @@ class RedisResultStore:
         self._listener: threading.Thread | None = None
         # Any: redis-py's types mix its sync and async replies.
         self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._call = Guard(url, timeout_s)
         self._put = self.redis.register_script(_PUT)
         self._delete_script = self.redis.register_script(_DELETE)
         self._put_plot = self.redis.register_script(_PUT_PLOT)
@@ -356,9 +384,6 @@ class RedisResultStore:
             if self._live.is_set() and generation == self._generation:
                 self._memory.put(key, value, size)
 
-    def _call(self, doing: str, action: Callable[[], T]) -> T:
-        return guarded(self.url, doing, action)
-
     def _read_and_touch(self, doing: str, key: str, index: str, member: str) -> Any:
         """The value under ``key``, and ``member``'s use recorded in the LRU ``index`` in
         the same round trip. The record is best effort, as :meth:`touch`: a Redis at its
@@ -374,7 +399,7 @@ class RedisResultStore:
                 raise value
             return value
 
-        return self._call(doing, read)
+        return self._call.read(doing, read)
 
     # -- benchmarks -------------------------------------------------------------
 
@@ -453,7 +478,7 @@ class RedisResultStore:
                 pipe.smembers(PREFIX + "users:" + mid)
             return list(pipe.execute())
 
-        found = self._call("a model users read", read)
+        found = self._call.read("a model users read", read)
         return {
             mid: {m.decode() for m in members}
             for mid, members in zip(model_ids, found, strict=True)
@@ -471,7 +496,7 @@ class RedisResultStore:
         key = PREFIX + "created"
         if among is not None:
             ids = list(dict.fromkeys(among))
-            scores = self._call("a list", lambda: self.redis.zmscore(key, ids) if ids else [])
+            scores = self._call.read("a list", lambda: self.redis.zmscore(key, ids) if ids else [])
             rows = sorted(
                 ((float(s), i) for i, s in zip(ids, scores, strict=True) if s is not None),
                 reverse=True,
@@ -484,7 +509,7 @@ class RedisResultStore:
         high: float | str = "+inf" if before is None else before[0]
         batch = max(limit, 16) + 1
         while len(out) < limit:
-            chunk = self._call(
+            chunk = self._call.read(
                 "a list",
                 functools.partial(
                     self.redis.zrevrangebyscore,
@@ -516,7 +541,7 @@ class RedisResultStore:
             if hot is not None:
                 return hot
         generation = self._generation
-        found = self._call(
+        found = self._call.read(
             "a plot read", lambda: self.redis.hget(PREFIX + "plots:" + benchmark_id, key)
         )
         if found is None:
@@ -532,7 +557,7 @@ class RedisResultStore:
         )
 
     def get_model(self, model_id: str) -> FittedModel | None:
-        data = self._call("a model read", lambda: self.redis.get(PREFIX + "model:" + model_id))
+        data = self._call.read("a model read", lambda: self.redis.get(PREFIX + "model:" + model_id))
         if data is None:
             return None
         try:
@@ -599,7 +624,7 @@ class RedisResultStore:
         return None
 
     def total_bytes(self) -> int:
-        return int(self._call("a size read", lambda: self.redis.get(PREFIX + "total")) or 0)
+        return int(self._call.read("a size read", lambda: self.redis.get(PREFIX + "total")) or 0)
 
     def close(self) -> None:
         self._closing.set()

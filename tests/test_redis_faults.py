@@ -7,6 +7,7 @@ behaviour. Neither keeps hot answers in memory: every read goes to Redis.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -138,8 +139,9 @@ def test_a_full_redis_refuses_writes_with_507_and_still_answers_reads(cluster: C
 def test_a_frozen_redis_is_a_503_within_its_timeout(cluster: Cluster) -> None:
     # Check that while Redis is frozen (SIGSTOP: it holds its connections and answers
     # nothing) each route that needs it answers 503 with Retry-After after about
-    # CLUSTERBENCH_REDIS_TIMEOUT_S, not after two or three of them, and that the replica
-    # answers again once Redis resumes.
+    # CLUSTERBENCH_REDIS_TIMEOUT_S, not after two or three of them, also when many ask at
+    # once (more than the replica has threads), and that it answers again once Redis
+    # resumes.
     b = cluster.b
     stored = httpx.post(
         f"{b.url}/v1/benchmarks", json={"dataset": "iris"}, headers=ALICE, timeout=60
@@ -161,7 +163,23 @@ def test_a_frozen_redis_is_a_503_within_its_timeout(cluster: Cluster) -> None:
         "a finished job": ("GET", f"/v1/jobs/{job_id}", None, {}),
         "the jobs": ("GET", "/v1/jobs", None, {}),
     }
+    took_at_once: list[float] = []
+
+    def ask_job() -> None:
+        began = time.monotonic()
+        answer = httpx.get(f"{b.url}/v1/jobs/{job_id}", headers=ALICE, timeout=60)
+        problem(answer, 503, "store-unavailable")
+        took_at_once.append(time.monotonic() - began)
+
     with cluster.redis.frozen():
+        askers = [threading.Thread(target=ask_job) for _ in range(16)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        assert len(took_at_once) == len(askers)
+        # Past the replica's threads, requests waited one timeout per wave (7 s for 16).
+        assert max(took_at_once) < 2.5 * TIMEOUT_S, sorted(took_at_once)
         for what, (method, path, body, headers) in asks.items():
             began = time.monotonic()
             answer = httpx.request(
@@ -172,10 +190,10 @@ def test_a_frozen_redis_is_a_503_within_its_timeout(cluster: Cluster) -> None:
             # One timeout and the request's own work: never a second timeout.
             assert took < 1.75 * TIMEOUT_S, f"{what}: 503 after {took:.1f} s"
     deadline = time.monotonic() + 30
-    while httpx.get(f"{b.url}/readyz", timeout=30).status_code != 200:
-        assert time.monotonic() < deadline, "the replica did not recover"
-        time.sleep(0.05)
-    assert httpx.get(f"{b.url}/v1/jobs", headers=ALICE, timeout=30).status_code == 200
+    for path in ("/readyz", "/v1/jobs", f"/v1/benchmarks/{stored.json()['id']}"):
+        while httpx.get(f"{b.url}{path}", headers=ALICE, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, f"the replica did not recover ({path})"
+            time.sleep(0.05)
 
 
 def test_a_job_whose_result_write_timed_out_but_was_stored_succeeds(cluster: Cluster) -> None:
