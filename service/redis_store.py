@@ -136,37 +136,51 @@ class Guard:
     """Calls to the Redis at ``url``, a Redis error in each raised as the problem it is for
     the client.
 
-    For ``timeout_s`` after a call timed out, reads fail at once: Redis is not answering,
-    and the reads queued for a thread meanwhile each waited a timeout of their own (16 job
-    reads at once got their 503s after 2, 4 and 6 s with the 2 s default). Writes are
-    always sent: a computed result is worth a timeout, and it may run when Redis wakes.
+    Once a call has timed out, and until one succeeds, one read at a time is sent to
+    Redis and the others fail at once: Redis is not answering, and the reads queued for
+    a thread meanwhile each waited a timeout of their own (16 job reads at once got their
+    503s after 2, 4 and 7 s with the 2 s default). Writes are always sent: a computed
+    result is worth a timeout, and it may run when Redis wakes.
     """
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self._silent_until = 0.0
+        self._silent = False
+        self._probing = False
+        self._lock = threading.Lock()
 
     def __call__(self, doing: str, action: Callable[[], T]) -> T:
         """``action()``, which writes (or reads and writes)."""
         try:
-            return action()
+            result = action()
         except redis.RedisError as exc:
             if isinstance(exc, redis.TimeoutError):
-                self._silent_until = time.monotonic() + self.timeout_s
+                self._silent = True
             problem = unavailable(exc, doing, self.url)
             logger.warning("%s", problem.detail)
             raise problem from exc
+        self._silent = False
+        return result
 
     def read(self, doing: str, action: Callable[[], T]) -> T:
-        """``action()``, which only reads: failed at once while Redis is silent."""
-        if time.monotonic() < self._silent_until:
-            raise StoreUnavailableError(
-                f"the shared store (Redis at {where(self.url)}) did not answer within "
-                f"{self.timeout_s:g} s a moment ago: {doing} was not tried; retry shortly, "
-                "the service recovers by itself"
-            )
-        return self(doing, action)
+        """``action()``, which only reads: failed at once while Redis is silent and
+        another read is finding out whether it still is."""
+        with self._lock:
+            probe = self._silent
+            if probe and self._probing:
+                raise StoreUnavailableError(
+                    f"the shared store (Redis at {where(self.url)}) did not answer within "
+                    f"{self.timeout_s:g} s a moment ago: {doing} was not tried; retry "
+                    "shortly, the service recovers by itself"
+                )
+            self._probing = self._probing or probe
+        try:
+            return self(doing, action)
+        finally:
+            if probe:
+                with self._lock:
+                    self._probing = False
 
 
 # Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
