@@ -43,6 +43,7 @@ from service.errors import (
     JobOrphanedError,
     ServiceError,
     StorageError,
+    StoreUnavailableError,
     TenantBusyError,
     storage_errors,
 )
@@ -353,24 +354,34 @@ class JobStore:
 
     def save(self, job: Job) -> bool:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process). Returns whether it was written."""
+        (cancelled by another process); a record that is gone is written whole again.
+        Returns whether it was written."""
+        error = None if job.error is None else orjson.dumps(job.error)
+        progress = (job.state, job.done, job.total, job.stage, job.started, job.finished, error)
         with self._transaction() as db:
             written = db.execute(
                 "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
                 " finished = ?, error = ?, heartbeat = ?"
                 " WHERE id = ? AND state IN ('queued', 'running')",
-                (
-                    job.state,
-                    job.done,
-                    job.total,
-                    job.stage,
-                    job.started,
-                    job.finished,
-                    None if job.error is None else orjson.dumps(job.error),
-                    time.time(),
-                    job.id,
-                ),
+                (*progress, time.time(), job.id),
             ).rowcount
+            if not written:
+                written = db.execute(
+                    "INSERT OR IGNORE INTO jobs (state, done, total, stage, started, finished,"
+                    " error, heartbeat, seq, id, kind, key, request, created, owner)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        *progress,
+                        time.time(),
+                        job.seq,
+                        job.id,
+                        job.kind,
+                        job.key,
+                        orjson.dumps(job.request),
+                        job.created,
+                        job.owner,
+                    ),
+                ).rowcount
         return bool(written)
 
     def beat(self, job_id: str, owner: str) -> str | None:
@@ -469,6 +480,11 @@ class JobStats:
     buckets: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
     bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
     duration_sum: float = 0.0
+
+    def recount(self, was: str, state: str) -> None:
+        """A job counted as ending in ``was`` ended in ``state`` after all."""
+        self.finished[was] -= 1
+        self.finished[state] += 1
 
     def observe(self, state: str, seconds: float) -> None:
         self.finished[state] += 1
@@ -727,6 +743,10 @@ class JobManager:
             if current is not None:
                 current.uncancel()
             await self._finish(running, "cancelled", error=CANCELLED)
+        except StoreUnavailableError as exc:
+            # The result's write may have reached Redis although its answer did not: a
+            # frozen Redis runs what it received once it wakes. Looked at once it answers.
+            await self._finish(running, "failed", error=problem_of(exc), unless_stored=True)
         except ServiceError as exc:
             await self._finish(running, "failed", error=problem_of(exc))
         except Exception:
@@ -774,6 +794,12 @@ class JobManager:
                 if time.monotonic() - last_beat >= HEARTBEAT_S:
                     state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
                     last_beat = time.monotonic()
+                    if state is None:
+                        # The record is gone (Redis restarted without its append-only
+                        # file): written again, so that clients see the job meanwhile.
+                        logger.warning("job %s had lost its record: written again", running.job.id)
+                        await self._persist(running)
+                        continue
                 else:
                     record = await asyncio.to_thread(self.store.get, running.job.id)
                     state = None if record is None else record.state
@@ -795,8 +821,15 @@ class JobManager:
                 return
 
     async def _finish(
-        self, running: _Running, state: str, *, error: dict[str, Any] | None = None
+        self,
+        running: _Running,
+        state: str,
+        *,
+        error: dict[str, Any] | None = None,
+        unless_stored: bool = False,
     ) -> None:
+        """End the job in ``state``; with ``unless_stored``, as succeeded instead if its
+        result turns out to be stored once the store answers."""
         job = running.job
         job.state = state
         job.error = error
@@ -805,23 +838,42 @@ class JobManager:
             job.started = job.finished
         self.stats.observe(state, job.finished - job.created)
         try:
-            await self._persist_end(running)
+            await self._persist_end(running, unless_stored=unless_stored)
         finally:
             self._forget(running)
             self._changed(running)
 
-    async def _persist_end(self, running: _Running) -> None:
+    async def _persist_end(self, running: _Running, *, unless_stored: bool) -> None:
         """Write the job's end, waiting for a store that is away (Redis restarting):
         unwritten, the record would say "running" for ever, owned by a live process."""
         delay = 0.2
         while True:
             try:
+                if unless_stored and await self._stored_after_all(running):
+                    job = running.job
+                    logger.warning("job %s: its result was stored after all", job.id)
+                    self.stats.recount(job.state, "succeeded")
+                    job.state, job.error, job.done, job.stage = "succeeded", None, job.total, "done"
+                    if job.started is None:
+                        job.started = job.finished
+                    self._changed(running)
+                unless_stored = False
                 await self._persist(running)
                 return
             except StorageError as exc:
                 logger.warning("job %s ended but its record waits: %s", running.job.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
+
+    async def _stored_after_all(self, running: _Running) -> bool:
+        """Whether the job's question has its result stored. Asked twice: Redis may
+        answer the first request before it has run a write it had received on another
+        connection while frozen; it answers the second, sent after, only after that."""
+        question = running.question
+        if question is None:
+            return False
+        await question.stored(self.engine)
+        return await question.stored(self.engine)
 
     def _forget(self, running: _Running) -> None:
         self._active.pop(running.job.id, None)

@@ -23,34 +23,52 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from service.errors import JobOrphanedError
 from service.jobs import ACTIVE, RELEASED, Job, problem_of
-from service.redis_store import PREFIX, connect, guarded
+from service.redis_store import PREFIX, Guard, connect
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
-# KEYS[1]: the job; ARGV: prefix, id, then (field, JSON value) pairs. Written only while
-# the record is active: a job cancelled by another replica stays cancelled.
+# KEYS[1]: the job; ARGV: prefix, id, the number n of (field, JSON value) pairs that
+# follow, those pairs, then the pairs of the fields a save never changes. Written only
+# while the record is active: a job cancelled by another replica stays cancelled. A record
+# that is not there at all was lost (Redis restarted without its append-only file): it is
+# written whole again, with its index entries, so the job and its result are not lost too.
 _SAVE = """
+local p, id = ARGV[1], ARGV[2]
+local last = 3 + 2 * tonumber(ARGV[3])
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= '"queued"' and state ~= '"running"' then return 0 end
+if not state then
+  local fixed = {}
+  for i = last + 1, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    fixed[ARGV[i]] = ARGV[i + 1]
+  end
+  local seq = tonumber(fixed['seq'])
+  redis.call('ZADD', p .. 'jobs', seq, id)
+  if tonumber(redis.call('GET', p .. 'job-seq') or '0') < seq then
+    redis.call('SET', p .. 'job-seq', seq)
+  end
+  redis.call('SET', p .. 'job-for:' .. cjson.decode(fixed['key']), id, 'NX')
+  redis.call('SADD', p .. 'jobs-active', id)
+elseif state ~= '"queued"' and state ~= '"running"' then
+  return 0
+end
 local new, finished
-for i = 3, #ARGV, 2 do
+for i = 4, last, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] == 'state' then new = ARGV[i + 1] end
   if ARGV[i] == 'finished' then finished = tonumber(ARGV[i + 1]) end
 end
 if new ~= '"queued"' and new ~= '"running"' then
-  redis.call('SREM', ARGV[1] .. 'jobs-active', ARGV[2])
-  redis.call('ZADD', ARGV[1] .. 'jobs-finished', finished or 0, ARGV[2])
+  redis.call('SREM', p .. 'jobs-active', id)
+  redis.call('ZADD', p .. 'jobs-finished', finished or 0, id)
 end
 return 1
 """
@@ -125,14 +143,12 @@ class RedisJobStore:
         self.url = url
         # Any: redis-py's types mix its sync and async replies.
         self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._call = Guard(url, timeout_s)
         self._save = self.redis.register_script(_SAVE)
         self._prune = self.redis.register_script(_PRUNE)
         self._beat = self.redis.register_script(_BEAT)
         self._claim = self.redis.register_script(_CLAIM)
         self._release = self.redis.register_script(_RELEASE)
-
-    def _call(self, doing: str, action: Callable[[], T]) -> T:
-        return guarded(self.url, doing, action)
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -219,20 +235,23 @@ class RedisJobStore:
         return self._call("a job write", run)
 
     def get(self, job_id: str) -> Job | None:
-        found = self._call("a job read", lambda: self.redis.hgetall(self._key(job_id)))
+        found = self._call.read("a job read", lambda: self.redis.hgetall(self._key(job_id)))
         return job_from_hash(found) if found else None
 
     def save(self, job: Job) -> bool:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process). Returns whether it was written."""
+        (cancelled by another process); a record that is gone (lost by a Redis restart)
+        is written whole again. Returns whether it was written."""
         fields = job_to_hash(job)
         fields["heartbeat"] = _dump(time.time())
         # The owner is changed by claim() only: a runner that lost its job (taken over)
-        # must not take it back.
-        for fixed in ("id", "kind", "key", "request", "created", "seq", "owner"):
-            del fields[fixed]
-        args: list[Any] = [PREFIX, job.id]
-        for name, value in fields.items():
+        # must not take it back. These are written only with a record written again.
+        fixed = {
+            name: fields.pop(name)
+            for name in ("id", "kind", "key", "request", "created", "seq", "owner")
+        }
+        args: list[Any] = [PREFIX, job.id, len(fields)]
+        for name, value in (*fields.items(), *fixed.items()):
             args += [name, value]
         return bool(
             self._call("a job write", lambda: self._save(keys=[self._key(job.id)], args=args))
@@ -261,14 +280,14 @@ class RedisJobStore:
             return (state is None or job.state == state) and (before is None or job.seq < before)
 
         if among is not None:
-            jobs = self._call("a job list", lambda: self._read(list(dict.fromkeys(among))))
+            jobs = self._call.read("a job list", lambda: self._read(list(dict.fromkeys(among))))
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
         high = "+inf" if before is None else f"({before}"
         out: list[Job] = []
         offset = 0
         batch = max(limit, 16) + 1
         while len(out) < limit:
-            ids = self._call(
+            ids = self._call.read(
                 "a job list",
                 functools.partial(
                     self.redis.zrevrangebyscore,
@@ -282,7 +301,7 @@ class RedisJobStore:
             if not ids:
                 break
             offset += len(ids)
-            jobs = self._call(
+            jobs = self._call.read(
                 "a job list", functools.partial(self._read, [i.decode() for i in ids])
             )
             out.extend(filter(keep, jobs))
@@ -295,7 +314,7 @@ class RedisJobStore:
             ids = [i.decode() for i in self.redis.smembers(PREFIX + "jobs-active")]
             return self._read(ids)
 
-        jobs = self._call("a job list", read)
+        jobs = self._call.read("a job list", read)
         return sorted((j for j in jobs if j.state in ACTIVE and not alive(j)), key=lambda j: j.seq)
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:

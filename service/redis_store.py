@@ -25,11 +25,13 @@ would also evict jobs and leases (a running job would vanish, a question would b
 computed twice), and ``volatile-lru`` would drop a body while its index entries and
 models stay. So Redis runs with ``maxmemory-policy noeviction`` and a ``maxmemory`` above
 the cache's bound (a safety net): a Redis that is full refuses writes, which the client
-gets as 507, rather than losing state silently.
+gets as 507, rather than losing state silently. Reads still answer: no read needs a write
+(recording a use for the LRU order is best effort).
 
-**Redis down.** Every call has a socket timeout (``CLUSTERBENCH_REDIS_TIMEOUT_S``); a
-call that fails raises :class:`StoreUnavailableError` (503 with ``Retry-After``) and
-``/readyz`` says why. The connection pool reconnects by itself once Redis is back.
+**Redis down.** Every call has a socket timeout (``CLUSTERBENCH_REDIS_TIMEOUT_S``), and is
+not sent again after it; a call that fails raises :class:`StoreUnavailableError` (503
+with ``Retry-After``) and ``/readyz`` says why. The connection pool reconnects by itself
+once Redis is back.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -66,18 +69,41 @@ T = TypeVar("T")
 PREFIX = "clusterbench:"
 
 
+# Idle seconds before the first probe, seconds between probes, probes unanswered: a dead
+# peer is an error within 10 + 5 x 3 s (where the platform has these options).
+_KEEPALIVE = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+
+
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A client of ``url`` whose every call gives up after ``timeout_s`` (never a hang).
 
     One retry on a broken connection: after a Redis restart the first command on each
-    pooled connection fails once, and is then sent again on a fresh one.
+    pooled connection fails once, and is then sent again on a fresh one. Never on a
+    timeout: a Redis that does not answer (frozen, overloaded) was waited for twice (a 503
+    after 4 s with the 2 s default), and again for an idle connection's health check.
+
+    Nothing is sent but the command: no ``CLIENT SETINFO`` handshake on a new connection,
+    no ``PING`` health check on an idle one. So a command reaches Redis alike on any
+    connection, and a write that timed out may always have run once Redis answers again
+    (see :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the
+    check, whether it could depended on the pool's history. A connection whose peer is
+    gone without a word (a host lost, a NAT entry dropped) is found by TCP keepalive
+    probes instead, within about 25 s: the invalidation listener's above all, which
+    otherwise would wait for ever, its replica serving what others deleted.
     """
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        lib_name=None,
+        lib_version=None,
+        socket_keepalive=True,
+        socket_keepalive_options=_KEEPALIVE,
         max_connections=64,
     )
 
@@ -88,9 +114,14 @@ def where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write at its ``maxmemory`` (noeviction)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError)
+
+
 def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
     """The problem a failed Redis call is for the client: Redis full (507), else 503."""
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+    if is_full(exc):
         return StorageFullError(
             f"the shared store (Redis at {where(url)}) is full (maxmemory): {doing} failed and "
             "nothing was stored; retry once it has room (no restart is needed)"
@@ -101,14 +132,55 @@ def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
     )
 
 
-def guarded(url: str, doing: str, action: Callable[[], T]) -> T:
-    """``action()``, a Redis error in it raised as the problem it is for the client."""
-    try:
-        return action()
-    except redis.RedisError as exc:
-        problem = unavailable(exc, doing, url)
-        logger.warning("%s", problem.detail)
-        raise problem from exc
+class Guard:
+    """Calls to the Redis at ``url``, a Redis error in each raised as the problem it is for
+    the client.
+
+    Once a call has timed out, and until one succeeds, one read at a time is sent to
+    Redis and the others fail at once: Redis is not answering, and the reads queued for
+    a thread meanwhile each waited a timeout of their own (16 job reads at once got their
+    503s after 2, 4 and 7 s with the 2 s default). Writes are always sent: a computed
+    result is worth a timeout, and it may run when Redis wakes.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._silent = False
+        self._probing = False
+        self._lock = threading.Lock()
+
+    def __call__(self, doing: str, action: Callable[[], T]) -> T:
+        """``action()``, which writes (or reads and writes)."""
+        try:
+            result = action()
+        except redis.RedisError as exc:
+            if isinstance(exc, redis.TimeoutError):
+                self._silent = True
+            problem = unavailable(exc, doing, self.url)
+            logger.warning("%s", problem.detail)
+            raise problem from exc
+        self._silent = False
+        return result
+
+    def read(self, doing: str, action: Callable[[], T]) -> T:
+        """``action()``, which only reads: failed at once while Redis is silent and
+        another read is finding out whether it still is."""
+        with self._lock:
+            probe = self._silent
+            if probe and self._probing:
+                raise StoreUnavailableError(
+                    f"the shared store (Redis at {where(self.url)}) did not answer within "
+                    f"{self.timeout_s:g} s a moment ago: {doing} was not tried; retry "
+                    "shortly, the service recovers by itself"
+                )
+            self._probing = self._probing or probe
+        try:
+            return self(doing, action)
+        finally:
+            if probe:
+                with self._lock:
+                    self._probing = False
 
 
 # Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
@@ -268,6 +340,7 @@ class RedisResultStore:
         self._listener: threading.Thread | None = None
         # Any: redis-py's types mix its sync and async replies.
         self.redis: Any = connect(url, timeout_s=timeout_s)
+        self._call = Guard(url, timeout_s)
         self._put = self.redis.register_script(_PUT)
         self._delete_script = self.redis.register_script(_DELETE)
         self._put_plot = self.redis.register_script(_PUT_PLOT)
@@ -325,8 +398,22 @@ class RedisResultStore:
             if self._live.is_set() and generation == self._generation:
                 self._memory.put(key, value, size)
 
-    def _call(self, doing: str, action: Callable[[], T]) -> T:
-        return guarded(self.url, doing, action)
+    def _read_and_touch(self, doing: str, key: str, index: str, member: str) -> Any:
+        """The value under ``key``, and ``member``'s use recorded in the LRU ``index`` in
+        the same round trip. The record is best effort, as :meth:`touch`: a Redis at its
+        ``maxmemory`` refuses it, and the read must not fail for that (every cached GET
+        did)."""
+
+        def read() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(PREFIX + key)
+            pipe.zadd(PREFIX + index, {member: time.time()}, xx=True)
+            value, _ = pipe.execute(raise_on_error=False)
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        return self._call.read(doing, read)
 
     # -- benchmarks -------------------------------------------------------------
 
@@ -358,14 +445,9 @@ class RedisResultStore:
         if hot is not None:
             return hot
         generation = self._generation
-
-        def read() -> Any:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(PREFIX + "bench:" + benchmark_id)
-            pipe.zadd(PREFIX + "accessed", {benchmark_id: time.time()}, xx=True)
-            return pipe.execute()[0]
-
-        body = self._call("a cache read", read)
+        body = self._read_and_touch(
+            "a cache read", "bench:" + benchmark_id, "accessed", benchmark_id
+        )
         if body is None:
             return None
         self._access_written[benchmark_id] = time.time()
@@ -410,7 +492,7 @@ class RedisResultStore:
                 pipe.smembers(PREFIX + "users:" + mid)
             return list(pipe.execute())
 
-        found = self._call("a model users read", read)
+        found = self._call.read("a model users read", read)
         return {
             mid: {m.decode() for m in members}
             for mid, members in zip(model_ids, found, strict=True)
@@ -428,7 +510,7 @@ class RedisResultStore:
         key = PREFIX + "created"
         if among is not None:
             ids = list(dict.fromkeys(among))
-            scores = self._call("a list", lambda: self.redis.zmscore(key, ids) if ids else [])
+            scores = self._call.read("a list", lambda: self.redis.zmscore(key, ids) if ids else [])
             rows = sorted(
                 ((float(s), i) for i, s in zip(ids, scores, strict=True) if s is not None),
                 reverse=True,
@@ -441,7 +523,7 @@ class RedisResultStore:
         high: float | str = "+inf" if before is None else before[0]
         batch = max(limit, 16) + 1
         while len(out) < limit:
-            chunk = self._call(
+            chunk = self._call.read(
                 "a list",
                 functools.partial(
                     self.redis.zrevrangebyscore,
@@ -473,7 +555,7 @@ class RedisResultStore:
             if hot is not None:
                 return hot
         generation = self._generation
-        found = self._call(
+        found = self._call.read(
             "a plot read", lambda: self.redis.hget(PREFIX + "plots:" + benchmark_id, key)
         )
         if found is None:
@@ -489,7 +571,7 @@ class RedisResultStore:
         )
 
     def get_model(self, model_id: str) -> FittedModel | None:
-        data = self._call("a model read", lambda: self.redis.get(PREFIX + "model:" + model_id))
+        data = self._call.read("a model read", lambda: self.redis.get(PREFIX + "model:" + model_id))
         if data is None:
             return None
         try:
@@ -556,7 +638,7 @@ class RedisResultStore:
         return None
 
     def total_bytes(self) -> int:
-        return int(self._call("a size read", lambda: self.redis.get(PREFIX + "total")) or 0)
+        return int(self._call.read("a size read", lambda: self.redis.get(PREFIX + "total")) or 0)
 
     def close(self) -> None:
         self._closing.set()
@@ -570,13 +652,7 @@ class RedisResultStore:
         """The bytes stored under (kind, key), or None (absent or evicted)."""
         member = f"{kind}:{key}"
 
-        def read() -> Any:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(PREFIX + "doc:" + member)
-            pipe.zadd(PREFIX + "doc-accessed", {member: time.time()}, xx=True)
-            return pipe.execute()[0]
-
-        found = self._call(f"a {kind} read", read)
+        found = self._read_and_touch(f"a {kind} read", "doc:" + member, "doc-accessed", member)
         return None if found is None else bytes(found)
 
     def put_document(self, kind: str, key: str, data: bytes) -> None:

@@ -7,11 +7,14 @@ that need it are skipped, saying how to install it (``make test`` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +89,13 @@ def on_another_host(hostname: str) -> dict[str, Any]:
 class RedisServer:
     """``redis-server`` with REDIS_SERVER_ARGS on a free loopback port, its files in ``root``.
 
-    ``stop()`` then ``start()`` restarts it on the same port, as an operator would.
+    ``stop()`` then ``start()`` restarts it on the same port, as an operator would; with
+    ``persist=False`` (no append-only file) it comes back empty.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, persist: bool = True) -> None:
         self.executable = require_redis()
+        self.persist = persist
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -112,6 +117,7 @@ class RedisServer:
             "--logfile",
             str(self.root / "redis.log"),
             *REDIS_SERVER_ARGS,
+            *([] if self.persist else ["--appendonly", "no"]),
         ]
 
     def start(self, timeout_s: float = 20) -> None:
@@ -135,6 +141,17 @@ class RedisServer:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Redis stopped in its tracks (SIGSTOP) and resumed (SIGCONT): it holds its
+        connections and reads nothing, as a Redis swapping or paused by its host does."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

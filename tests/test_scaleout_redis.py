@@ -37,14 +37,14 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 def replica(data_dir: Path, redis: RedisServer, **options: Any) -> ServiceProcess:
     """One API replica: the shared data directory, the shared Redis, one worker;
-    ``options`` as :class:`ServiceProcess` takes them."""
-    return ServiceProcess(
-        data_dir,
-        CLUSTERBENCH_REDIS_URL=redis.url,
-        CLUSTERBENCH_WORKERS="1",
-        CLUSTERBENCH_REDIS_TIMEOUT_S="1",
+    ``options`` add or override settings, or are what :class:`ServiceProcess` takes."""
+    settings: dict[str, Any] = {
+        "CLUSTERBENCH_REDIS_URL": redis.url,
+        "CLUSTERBENCH_WORKERS": "1",
+        "CLUSTERBENCH_REDIS_TIMEOUT_S": "1",
         **options,
-    )
+    }
+    return ServiceProcess(data_dir, **settings)
 
 
 @dataclass
@@ -149,16 +149,26 @@ def test_results_equal_scikit_learn(cluster: Cluster, init: str) -> None:
     )
 
 
-def poll(url: str, job_id: str, states: tuple[str, ...], deadline_s: float) -> dict[str, Any]:
-    """The job as ``url`` reports it, once it is in one of ``states``."""
+def poll(
+    url: str,
+    job_id: str,
+    states: tuple[str, ...],
+    deadline_s: float,
+    *,
+    headers: dict[str, str] | None = None,
+    missing_ok: bool = False,
+) -> dict[str, Any]:
+    """The job as ``url`` reports it, once it is in one of ``states``; with
+    ``missing_ok``, a 404 meanwhile is waited through."""
     deadline = time.monotonic() + deadline_s
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        answer = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30)
-        assert answer.status_code == 200, answer.text
-        job = answer.json()
-        if job["state"] in states:
-            return job
+        answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+        if not (missing_ok and answer.status_code == 404):
+            assert answer.status_code == 200, answer.text
+            job = answer.json()
+            if job["state"] in states:
+                return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never reached {states} on {url}: {job}")
 

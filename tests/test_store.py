@@ -12,11 +12,13 @@ import io
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+import redis
 
 from service.benchmark import FittedModel
 from service.errors import StoreUnavailableError
@@ -413,6 +415,37 @@ def test_a_finished_record_is_not_overwritten(backend: Backend) -> None:
     assert runner.beat(job.id, job.owner) == "cancelled"
     assert runner.beat("0" * 64, job.owner) is None
     assert runner.orphans(lambda _: False) == []
+
+
+def test_a_lost_job_record_is_written_again_whole(backend: Backend) -> None:
+    # Check that a runner's save of a job whose record is gone (Redis restarted without
+    # its append-only file) writes it again with its index entries: it is read, listed
+    # and joined as before, and a later job comes after it (it was refused: the job was
+    # taken as cancelled and its result discarded).
+    store = backend.jobs()
+    job, _ = new_job(store, "l" * 64)
+    job.state, job.done, job.stage, job.started = "running", 1, "random", 1234.5
+    assert store.save(job)
+    if backend.redis_url is not None:
+        with closing(redis.Redis.from_url(backend.redis_url)) as client:
+            client.flushdb()
+    else:
+        with closing(sqlite3.connect(backend.root / "jobs.sqlite3")) as db, db:
+            db.execute("DELETE FROM jobs")
+    assert store.get(job.id) is None
+    assert store.save(job)
+    back = backend.jobs().get(job.id)
+    assert back is not None
+    for name in (f.name for f in dataclasses.fields(Job) if f.name != "heartbeat"):
+        assert getattr(back, name) == getattr(job, name), name
+    assert [j.id for j in store.page(state="running", limit=10, before=None)] == [job.id]
+    joined, created = new_job(backend.jobs(), "l" * 64)
+    assert (joined.id, created) == (job.id, False)
+    later, _ = new_job(store, "m" * 64)
+    assert later.seq > job.seq
+    job.state = "succeeded"
+    assert store.save(job)
+    assert store.orphans(lambda _: False) == [later]
 
 
 def test_orphans_are_claimed_once(backend: Backend) -> None:

@@ -19,6 +19,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError as LimitsStorageError
 from limits.storage import storage_from_string
+from limits.util import WindowStats
 from prometheus_client import CollectorRegistry, Counter
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,7 @@ from service.errors import (
     StoreUnavailableError,
     clip,
 )
+from service.redis_store import is_full
 from service.settings import Settings
 from service.tenants import Tenancy
 
@@ -87,6 +89,19 @@ class RateLimiter:
         self.limiter = MovingWindowRateLimiter(storage)
         self.namespace = namespace
         self.setting = setting
+        # Where requests are counted while the shared store refuses writes (Redis at its
+        # maxmemory): in this replica, so a full Redis neither lifts the limit nor turns
+        # every request, reads included, into an error.
+        self.local = MovingWindowRateLimiter(storage_from_string("async+memory://"))
+
+    async def _window(
+        self, limiter: MovingWindowRateLimiter, caller: str, *, hit: bool
+    ) -> tuple[bool, WindowStats]:
+        if hit:
+            allowed = await limiter.hit(self.item, self.namespace, caller)
+        else:
+            allowed = await limiter.test(self.item, self.namespace, caller)
+        return allowed, await limiter.get_window_stats(self.item, self.namespace, caller)
 
     async def hit(self, caller: str) -> dict[str, str]:
         """Count one request; the RateLimit-* headers, or RateLimitedError past the rate."""
@@ -98,16 +113,14 @@ class RateLimiter:
 
     async def _count(self, caller: str, *, hit: bool) -> dict[str, str]:
         try:
-            if hit:
-                allowed = await self.limiter.hit(self.item, self.namespace, caller)
-            else:
-                allowed = await self.limiter.test(self.item, self.namespace, caller)
-            stats = await self.limiter.get_window_stats(self.item, self.namespace, caller)
+            allowed, stats = await self._window(self.limiter, caller, hit=hit)
         except LimitsStorageError as exc:
-            raise StoreUnavailableError(
-                "the shared store of rate-limit counters (Redis) did not answer "
-                f"({exc.storage_error!r}); retry shortly, the service recovers by itself"
-            ) from exc
+            if not is_full(exc.storage_error):
+                raise StoreUnavailableError(
+                    "the shared store of rate-limit counters (Redis) did not answer "
+                    f"({exc.storage_error!r}); retry shortly, the service recovers by itself"
+                ) from exc
+            allowed, stats = await self._window(self.local, caller, hit=hit)
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "RateLimit-Limit": str(self.item.amount),
