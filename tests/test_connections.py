@@ -141,3 +141,30 @@ def test_one_address_holds_a_bounded_share_and_probes_always_answer(
     while httpx.get(f"{guarded_server.url}/v1/datasets").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_client_leaving_mid_body_is_one_line_not_a_traceback(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Check that a client that sends part of a body and leaves is logged as one line,
+    # not as "Exception in ASGI application" with Starlette's ClientDisconnect traceback
+    # (a flood of clients giving up logged one traceback per connection).
+    data_dir = tmp_path_factory.mktemp("client-gone") / "data"
+    data_dir.mkdir()
+    log = data_dir.parent / "server.log"
+    with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1", output=log) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+            head = (
+                "POST /v1/benchmarks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            )
+            sock.sendall(head.encode() + b'{"dataset": "digits", "X": [[1, 2], [3, ')
+        deadline = time.monotonic() + 60
+        logged = ("left before its body was read", "Exception in ASGI application")
+        while not any(line in log.read_text() for line in logged):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    assert "Exception in ASGI application" not in output, output

@@ -586,7 +586,10 @@ def test_one_tenants_flood_of_jobs_does_not_starve_another(
         flood = [{"dataset": "digits", "random_state": 1000 + i} for i in range(130)]
 
         async def send_flood() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            # Fewer connections than one address may hold (CLUSTERBENCH_MAX_CLIENT_CONNECTIONS):
+            # the flood is of jobs, not of connections.
+            limits = httpx.Limits(max_connections=32)
+            async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
                 return await asyncio.gather(
                     *(
                         client.post(

@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.errors import InvalidRequestError, ServiceError, StorageError
@@ -86,6 +87,16 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     return await _service_error(request, storage)
 
 
+async def _client_gone(request: Request, _: Exception) -> Response:
+    # The client left before its body was read: nobody is there to read an answer, and
+    # it is no fault of the service (it was logged as "Exception in ASGI application",
+    # with a traceback per connection, when a flood of clients gave up).
+    logger.warning(
+        "%s %s: the client left before its body was read", request.method, request.url.path
+    )
+    return problem_response(400, "the client disconnected before its request's body was read")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
@@ -97,4 +108,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OSError, _storage_error)
     app.add_exception_handler(sqlite3.Error, _storage_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)
