@@ -330,13 +330,18 @@ class DatasetStore:
         dataset_id = content_hash(X, y)
         final = self.root / dataset_id
         if (final / "meta.json").exists():
-            known = self.get(dataset_id)
-            if known.inline and not inline:
-                # Uploaded now: it is the client's to keep, no longer a pruneable copy.
-                known = replace(known, inline=False)
-                self._write_meta(final, known)
-            self.touch(known)
-            return known, False
+            try:
+                known = self.get(dataset_id)
+                if known.inline and not inline:
+                    # Uploaded now: it is the client's to keep, no longer a pruneable copy.
+                    known = replace(known, inline=False)
+                    self._write_meta(final, known)
+                self.touch(known)
+                return known, False
+            except (DatasetNotFoundError, FileNotFoundError):
+                # Removed since the look (the last holder let go, or another tenant's
+                # roll-back): stored anew below. It was a 404 for data just sent.
+                pass
         info = DatasetInfo(
             id=dataset_id,
             name=name,

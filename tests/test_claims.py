@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.datasets import DatasetStore
+from service.datasets import DatasetInfo, DatasetStore
 from service.errors import QuotaExceededError
 from service.process import ServiceProcess
 from service.tenants import Tenancy, TenantStore
@@ -271,3 +271,28 @@ def test_uploads_without_quotas_are_bounded_in_expansion_and_in_total(
             assert send(2.0).status_code == 201
     finally:
         server.stop()
+
+
+def test_data_removed_between_the_look_and_the_read_is_stored_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Check that the same numbers sent while their last holder lets go of them (another
+    # tenant's roll-back removes them between put's look and its read) are stored anew:
+    # the upload of the tenant sending them answered 404 for data it had just sent.
+    datasets = DatasetStore(tmp_path / "datasets")
+    X = np.arange(40.0).reshape(20, 2)
+    info, _ = datasets.put(X, None, name=None, format="csv")
+    read = DatasetStore.get
+    removed: list[str] = []
+
+    def removed_first(self: DatasetStore, dataset_id: str) -> DatasetInfo:
+        if not removed:
+            removed.append(dataset_id)
+            self.delete(dataset_id)  # the roll-back, at the worst moment
+        return read(self, dataset_id)
+
+    monkeypatch.setattr(DatasetStore, "get", removed_first)
+    again, created = datasets.put(X, None, name=None, format="csv")
+    assert removed == [info.id]
+    assert (again.id, created) == (info.id, True)
+    assert read(datasets, info.id).n_samples == 20
