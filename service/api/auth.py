@@ -65,7 +65,14 @@ def rate_limit_storage(settings: Settings) -> Storage:
             socket_connect_timeout=settings.redis_timeout_s,
         )
     else:
-        storage = storage_from_string("async+memory://")
+        storage = memory_storage()
+    assert isinstance(storage, Storage)
+    return storage
+
+
+def memory_storage() -> Storage:
+    """Counters in this process's memory."""
+    storage = storage_from_string("async+memory://")
     assert isinstance(storage, Storage)
     return storage
 
@@ -92,7 +99,7 @@ class RateLimiter:
         # Where requests are counted while the shared store refuses writes (Redis at its
         # maxmemory): in this replica, so a full Redis neither lifts the limit nor turns
         # every request, reads included, into an error.
-        self.local = MovingWindowRateLimiter(storage_from_string("async+memory://"))
+        self.local = MovingWindowRateLimiter(memory_storage())
 
     async def _window(
         self, limiter: MovingWindowRateLimiter, caller: str, *, hit: bool
@@ -313,10 +320,13 @@ def install(app: FastAPI, settings: Settings, registry: CollectorRegistry) -> No
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit, storage) if settings.rate_limit else None
     )
+    # Failed keys are counted in this replica's memory: a shared count would put a Redis
+    # call before every request's key check, and with Redis frozen each request then
+    # waited its own timeout in turn (16 at once answered over 30 s).
     app.state.auth_failure_limiter = (
         RateLimiter(
             settings.auth_failure_limit,
-            storage,
+            memory_storage(),
             namespace="auth-failure",
             setting="CLUSTERBENCH_AUTH_FAILURE_LIMIT",
         )
