@@ -669,9 +669,14 @@ def fit_strategy(
         )
     scaler = estimator[0] if isinstance(estimator, Pipeline) else None
     n_iter = getattr(kmeans, "n_iter_", None)
-    sizes, means, stds = profile_clusters(X, labels, params.n_clusters)
-    Z = X if scaler is None else scaler.transform(X)
-    own = np.sqrt(((np.asarray(Z, dtype=np.float64) - kmeans.cluster_centers_[labels]) ** 2).sum(1))
+    # Data past the magnitude bound overflows here too; _check_finite_results below
+    # refuses such a fit by its inertia, so the overflow is not a warning of its own.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sizes, means, stds = profile_clusters(X, labels, params.n_clusters)
+        Z = X if scaler is None else scaler.transform(X)
+        own = np.sqrt(
+            ((np.asarray(Z, dtype=np.float64) - kmeans.cluster_centers_[labels]) ** 2).sum(1)
+        )
     model = FittedModel(
         init=strategy.init,
         n_clusters=params.n_clusters,
