@@ -29,7 +29,7 @@ from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 
 from service.benchmark import DEFAULT_ESTIMATOR, ESTIMATORS, check_magnitude
-from service.datasets import load_arrays
+from service.datasets import BUILTIN_LOADERS, load_arrays
 
 PANEL_WIDTH_IN = 5.0
 HEIGHT_IN = 5.0
@@ -48,10 +48,13 @@ ELLIPSIS = "\u2026"
 
 
 def subject(dataset_name: str | None, dataset_id: str = "") -> str:
-    """How the title calls the data: ``the iris dataset``, or ``dataset 38ea2481``."""
-    if dataset_name:
+    """How a title calls the data: ``the iris dataset``, ``iris.csv``, or
+    ``uploaded data (38ea2481)`` for data without a name."""
+    if dataset_name in BUILTIN_LOADERS:
         return f"the {dataset_name} dataset"
-    return f"dataset {dataset_id[:8]}" if dataset_id else "the dataset"
+    if dataset_name:
+        return dataset_name
+    return f"uploaded data ({dataset_id[:8]})" if dataset_id else "uploaded data"
 
 
 def _shortened(text: str, keep: int) -> str:

@@ -1,6 +1,7 @@
-"""A benchmark as one self-contained HTML page: the table, the plot inline, the parameters.
+"""A benchmark, a sweep or a stability run as one self-contained HTML page: the tables,
+the plot inline, the parameters.
 
-Standard library only. Every value that came from a client (dataset names, feature
+Strings only. Every value that came from a client (dataset names, feature
 names, warnings) goes through :func:`html.escape`; the page loads nothing: the plot is a
 ``data:`` URL and the style is inline, so :data:`CONTENT_SECURITY_POLICY` forbids the rest.
 """
@@ -9,13 +10,21 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from string import Template
 from typing import Any
 
+from service import stability, sweeps
 from service.benchmark import TABLE_NAMES
+from service.plotting import subject
 
 # Nothing but the page itself, its inline style and its data: images.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# The headers every page is answered with.
+RESPONSE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+}
 
 SCORES = ("homogeneity", "completeness", "v_measure", "ari", "ami", "silhouette")
 HEADERS = ("init", "time", "inertia", "homo", "compl", "v-meas", "ARI", "AMI", "silhouette")
@@ -24,7 +33,7 @@ PAGE = Template("""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>Benchmark $short on $dataset_name</title>
+<title>$title</title>
 <style>
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -35,33 +44,77 @@ img { max-width: 100%; }
 </style>
 </head>
 <body>
-<h1>K-Means benchmark on $dataset_name</h1>
-<p>Benchmark <code>$id</code></p>
-<h2>Results</h2>
-<table id="results">
-<thead><tr>$header</tr></thead>
-<tbody>
-$rows
-</tbody>
-</table>
-$warnings
-<h2>Decision boundaries</h2>
-$plot
-<h2>Dataset</h2>
-<table id="dataset">
-$dataset
-</table>
-<h2>Parameters</h2>
-<table id="params">
-$params
-</table>
-<h2>Versions</h2>
-<table id="versions">
-$versions
-</table>
+<h1>$heading</h1>
+<p>$what <code>$id</code></p>
+$sections
 </body>
 </html>
 """)
+
+
+def _page(*, title: str, heading: str, what: str, id: str, sections: list[str]) -> str:
+    """The page around ``sections`` (HTML already escaped); ``title`` and ``heading`` are
+    plain text."""
+    return PAGE.substitute(
+        title=html.escape(title),
+        heading=html.escape(heading),
+        what=html.escape(what),
+        id=html.escape(id),
+        sections="\n".join(s for s in sections if s),
+    )
+
+
+def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of plain-text cells (escaped here)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return (
+        f'<table id="{table_id}">\n<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table>"
+    )
+
+
+def _section(heading: str, content: str) -> str:
+    return f"<h2>{html.escape(heading)}</h2>\n{content}"
+
+
+def _warnings(items: list[str]) -> str:
+    if not items:
+        return ""
+    listed = "".join(f"<li>{html.escape(str(w))}</li>" for w in items)
+    return _section("Warnings", f"<ul>\n{listed}\n</ul>")
+
+
+def _plot(png: bytes | None, alt: str, missing: str) -> str:
+    if png is None:
+        return f"<p>{html.escape(missing)}</p>"
+    encoded = base64.b64encode(png).decode("ascii")
+    return f'<img id="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+SCORE_SPACES = {
+    "input": "on the data as given (before scaling), as the seed does",
+    "clustered": "in the space KMeans clustered (after scaling and every preprocessing step)",
+}
+
+
+def _score_space(data: dict[str, Any]) -> str:
+    space = data.get("score_space", "input")
+    return (
+        "<p>Silhouette, Davies-Bouldin and Calinski-Harabasz are measured "
+        f'<span id="score-space">{html.escape(SCORE_SPACES.get(space, space))}</span>.</p>'
+    )
+
+
+def _appendix(data: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The dataset, the parameters and the versions, as tables of pairs."""
+    return [
+        _section("Dataset", f'<table id="dataset">\n{_pairs(data["dataset"])}\n</table>'),
+        _section("Parameters", f'<table id="params">\n{_pairs(params)}\n</table>'),
+        _section("Versions", f'<table id="versions">\n{_pairs(data["versions"])}\n</table>'),
+    ]
 
 
 def _text(value: Any) -> str:
@@ -92,31 +145,98 @@ def result_cells(result: dict[str, Any]) -> list[str]:
 def render_report(data: dict[str, Any], png: bytes | None) -> str:
     """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
     with one feature has no plot)."""
-    rows = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in result_cells(r)) + "</tr>"
-        for r in data["results"]
-    )
+    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
     warnings = [
-        f"<li>{html.escape(str(r['init']))}: {html.escape(str(w))}</li>"
-        for r in data["results"]
-        for w in r.get("warnings", [])
+        *data.get("warnings", []),
+        *(f"{r['init']}: {w}" for r in data["results"] for w in r.get("warnings", [])),
     ]
-    dataset = data["dataset"]
-    name = dataset.get("name") or "client data"
-    return PAGE.substitute(
-        short=html.escape(data["id"][:12]),
-        id=html.escape(data["id"]),
-        dataset_name=html.escape(str(name)),
-        header="".join(f"<th>{h}</th>" for h in HEADERS),
-        rows=rows,
-        warnings=f"<h2>Warnings</h2>\n<ul>\n{''.join(warnings)}\n</ul>" if warnings else "",
-        plot="<p>No plot: the data has one feature.</p>"
-        if png is None
-        else '<img id="plot" alt="KMeans decision boundaries on the PCA-reduced data, '
-        'one panel per strategy" src="data:image/png;base64,'
-        + base64.b64encode(png).decode("ascii")
-        + '">',
-        dataset=_pairs(dataset),
-        params=_pairs({"n_clusters": data["n_clusters"], **data["params"]}),
-        versions=_pairs(data["versions"]),
+    return _page(
+        title=f"Benchmark {data['id'][:12]} on {name}",
+        heading=f"K-Means benchmark on {name}",
+        what="Benchmark",
+        id=data["id"],
+        sections=[
+            _section(
+                "Results",
+                _table("results", HEADERS, [result_cells(r) for r in data["results"]])
+                + "\n"
+                + _score_space(data),
+            ),
+            _warnings(warnings),
+            _section(
+                "Decision boundaries",
+                _plot(
+                    png,
+                    "KMeans decision boundaries on the PCA-reduced data, one panel per strategy",
+                    "No plot: the data has one feature.",
+                ),
+            ),
+            *_appendix(data, {"n_clusters": data["n_clusters"], **data["params"]}),
+        ],
+    )
+
+
+def render_sweep_report(data: dict[str, Any], png: bytes) -> str:
+    """The page of a sweep's JSON body ``data`` and its plot ``png``: the scores of each
+    (k, strategy), each strategy's recommended k, the plot, the dataset and parameters."""
+    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
+    return _page(
+        title=f"Sweep {data['id'][:12]} on {name}",
+        heading=f"Choosing k on {name}",
+        what="Sweep",
+        id=data["id"],
+        sections=[
+            _section(
+                "Recommended k",
+                _table(
+                    "recommended",
+                    ("strategy", *sweeps.RECOMMENDED),
+                    sweeps.recommended_cells(data),
+                )
+                + "\n<p>The top-level <code>recommended_k</code> is the first strategy's.</p>",
+            ),
+            _section("Scores against k", _plot(png, "The scores against k", "")),
+            _section(
+                "Results",
+                _table(
+                    "results",
+                    sweeps.TABLE_HEADER,
+                    [sweeps.row_cells(r) for r in data["results"]],
+                )
+                + "\n<p>DB: Davies-Bouldin (lower is better); CH: Calinski-Harabasz.</p>\n"
+                + _score_space(data),
+            ),
+            _warnings(sweeps.all_warnings(data)),
+            *_appendix(data, data["params"]),
+        ],
+    )
+
+
+def render_stability_report(data: dict[str, Any]) -> str:
+    """The page of a stability run's JSON body ``data``: each strategy's mean ± standard
+    deviation over the seeds, their agreement, the dataset and parameters."""
+    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
+    seeds = data["params"]["seeds"]
+    return _page(
+        title=f"Stability run {data['id'][:12]} on {name}",
+        heading=f"Seed stability on {name}",
+        what="Stability run",
+        id=data["id"],
+        sections=[
+            _section(
+                "Results",
+                f"<p>{len(seeds)} seed(s): <code>random_state</code> in "
+                f"{html.escape(str(seeds))}; mean ± standard deviation over the seeds, and "
+                "the mean / minimum adjusted Rand index between the seeds' labelings.</p>\n"
+                + _table(
+                    "results",
+                    stability.TABLE_HEADER,
+                    [stability.row_cells(r) for r in data["results"]],
+                )
+                + "\n"
+                + _score_space(data),
+            ),
+            _warnings(stability.all_warnings(data)),
+            *_appendix(data, {"n_clusters": data["n_clusters"], **data["params"]}),
+        ],
     )

@@ -607,9 +607,14 @@ class SweepResult(BaseModel):
     )
     warnings: ResultWarnings = []
     recommended_k: RecommendedK = Field(
-        description="Over all strategies: each k counts with its best run."
+        description="The first strategy's recommended k (the first of `strategies`; "
+        "`k-means++` by default): the same as its entry in `recommended_k_by_strategy`."
     )
-    recommended_k_by_strategy: dict[str, RecommendedK]
+    recommended_k_by_strategy: dict[str, RecommendedK] = Field(
+        description="Each strategy's recommended k, by its `init`, in the order of "
+        "`strategies`: each criterion applied to that strategy's own results. The plot "
+        "marks every one of them with a dashed line in the strategy's colour."
+    )
     plot_url: str
     versions: dict[str, str]
 

@@ -164,15 +164,18 @@ def test_texts_fit_in_the_figure(n_panels: int, name: str) -> None:
         assert "(PCA-reduced data)" in title
 
 
-def test_unnamed_data_is_called_by_its_short_id_once() -> None:
-    # Check that unnamed data reads "dataset 38ea2481", not "the dataset 38ea2481 dataset".
+def test_unnamed_data_is_called_uploaded_data() -> None:
+    # Check that unnamed data reads "uploaded data (38ea2481)", not "the dataset 38ea2481
+    # dataset" nor a bare hash, and that a named upload is called by its name alone.
     frame, panels = blob_frame(3)
     figure = compose(
         frame, panels, title_subject=subject(None, "38ea2481" + "0" * 56), random_state=0
     )
     title = figure.get_suptitle()
-    assert title.startswith("K-means clustering on dataset 38ea2481 (PCA-reduced data)")
-    assert title.count("dataset") == 1
+    assert title.startswith("K-means clustering on uploaded data (38ea2481)")
+    assert "dataset" not in title
+    assert subject("blobs.csv", "38ea2481" + "0" * 56) == "blobs.csv"
+    assert subject("wine") == "the wine dataset"
 
 
 def test_axes_are_named_by_the_columns_or_the_components() -> None:

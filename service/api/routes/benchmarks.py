@@ -29,7 +29,7 @@ from service.benchmark import format_table
 from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
-from service.report import CONTENT_SECURITY_POLICY, render_report
+from service.report import RESPONSE_HEADERS, render_report
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 from service.tenants import BENCHMARK, Tenancy
@@ -435,8 +435,5 @@ async def get_benchmark_report(
     return Response(
         page,
         media_type="text/html; charset=utf-8",
-        headers={
-            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers=RESPONSE_HEADERS,
     )
