@@ -108,12 +108,25 @@ def _score_space(data: dict[str, Any]) -> str:
     )
 
 
-def _appendix(data: dict[str, Any], params: dict[str, Any]) -> list[str]:
+def dataset_shown(data: dict[str, Any], described: dict[str, Any] | None) -> dict[str, Any]:
+    """A result's dataset summary, with the name, format and column names the caller
+    gave it (``described``: as ``GET /v1/datasets/{id}`` answers; None once deleted)."""
+    shown = dict(data["dataset"])
+    if described is not None:
+        shown["name"] = described.get("name") or shown.get("name")
+        shown["format"] = described.get("format")
+        shown["columns"] = described.get("feature_names")
+    return shown
+
+
+def _appendix(
+    dataset: dict[str, Any], params: dict[str, Any], versions: dict[str, str]
+) -> list[str]:
     """The dataset, the parameters and the versions, as tables of pairs."""
     return [
-        _section("Dataset", f'<table id="dataset">\n{_pairs(data["dataset"])}\n</table>'),
+        _section("Dataset", f'<table id="dataset">\n{_pairs(dataset)}\n</table>'),
         _section("Parameters", f'<table id="params">\n{_pairs(params)}\n</table>'),
-        _section("Versions", f'<table id="versions">\n{_pairs(data["versions"])}\n</table>'),
+        _section("Versions", f'<table id="versions">\n{_pairs(versions)}\n</table>'),
     ]
 
 
@@ -142,10 +155,13 @@ def result_cells(result: dict[str, Any]) -> list[str]:
     return [name, f"{result['fit_time']:.3f}s", f"{result['inertia']:.0f}", *scores]
 
 
-def render_report(data: dict[str, Any], png: bytes | None) -> str:
+def render_report(
+    data: dict[str, Any], png: bytes | None, described: dict[str, Any] | None = None
+) -> str:
     """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
-    with one feature has no plot)."""
-    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
+    with one feature has no plot); ``described`` as for :func:`dataset_shown`."""
+    dataset = dataset_shown(data, described)
+    name = subject(dataset["name"], dataset["id"])
     warnings = [
         *data.get("warnings", []),
         *(f"{r['init']}: {w}" for r in data["results"] for w in r.get("warnings", [])),
@@ -171,15 +187,20 @@ def render_report(data: dict[str, Any], png: bytes | None) -> str:
                     "No plot: the data has one feature.",
                 ),
             ),
-            *_appendix(data, {"n_clusters": data["n_clusters"], **data["params"]}),
+            *_appendix(
+                dataset, {"n_clusters": data["n_clusters"], **data["params"]}, data["versions"]
+            ),
         ],
     )
 
 
-def render_sweep_report(data: dict[str, Any], png: bytes) -> str:
+def render_sweep_report(
+    data: dict[str, Any], png: bytes, described: dict[str, Any] | None = None
+) -> str:
     """The page of a sweep's JSON body ``data`` and its plot ``png``: the scores of each
     (k, strategy), each strategy's recommended k, the plot, the dataset and parameters."""
-    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
+    dataset = dataset_shown(data, described)
+    name = subject(dataset["name"], dataset["id"])
     return _page(
         title=f"Sweep {data['id'][:12]} on {name}",
         heading=f"Choosing k on {name}",
@@ -207,15 +228,16 @@ def render_sweep_report(data: dict[str, Any], png: bytes) -> str:
                 + _score_space(data),
             ),
             _warnings(sweeps.all_warnings(data)),
-            *_appendix(data, data["params"]),
+            *_appendix(dataset, data["params"], data["versions"]),
         ],
     )
 
 
-def render_stability_report(data: dict[str, Any]) -> str:
+def render_stability_report(data: dict[str, Any], described: dict[str, Any] | None = None) -> str:
     """The page of a stability run's JSON body ``data``: each strategy's mean ± standard
     deviation over the seeds, their agreement, the dataset and parameters."""
-    name = subject(data["dataset"].get("name"), data["dataset"]["id"])
+    dataset = dataset_shown(data, described)
+    name = subject(dataset["name"], dataset["id"])
     seeds = data["params"]["seeds"]
     return _page(
         title=f"Stability run {data['id'][:12]} on {name}",
@@ -237,6 +259,8 @@ def render_stability_report(data: dict[str, Any]) -> str:
                 + _score_space(data),
             ),
             _warnings(stability.all_warnings(data)),
-            *_appendix(data, {"n_clusters": data["n_clusters"], **data["params"]}),
+            *_appendix(
+                dataset, {"n_clusters": data["n_clusters"], **data["params"]}, data["versions"]
+            ),
         ],
     )

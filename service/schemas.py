@@ -323,7 +323,10 @@ class BenchmarkResult(BaseModel):
     )
     results: list[StrategyResult]
     warnings: ResultWarnings = []
-    plot_url: str
+    plot_url: str | None = Field(
+        description="The decision-boundary plot; null when the data has one feature (the "
+        "plot draws a plane: it needs two)."
+    )
     versions: dict[str, str]
 
 
@@ -342,7 +345,7 @@ class BenchmarkSummary(BaseModel):
     created_at: str = Field(
         description="When it was stored (ISO 8601, UTC).", examples=["2026-01-01T12:00:00.000Z"]
     )
-    plot_url: str
+    plot_url: str | None = Field(description="Null when the data has one feature.")
     url: str = Field(examples=["/v1/benchmarks/<id>"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import Depends, Path, Request
 
 from service.engine import BenchmarkEngine
@@ -13,6 +14,7 @@ from service.errors import (
     ComputeBusyError,
     ComputeTimeoutError,
     DatasetConflictError,
+    DatasetNotFoundError,
     InvalidRequestError,
     MalformedRequestError,
     NotAcceptableError,
@@ -238,3 +240,16 @@ def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
             f"cannot answer with {clip(accept)}; this resource is available as {', '.join(offered)}"
         )
     return best
+
+
+async def described_dataset(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, dataset_id: str
+) -> dict[str, Any] | None:
+    """The dataset as the caller sees it (its name, format and column names), or None
+    once it was deleted: what a report shows beside a result's own summary."""
+    try:
+        info = await to_thread.run_sync(engine.datasets.get, dataset_id)
+    except DatasetNotFoundError:
+        return None
+    [described] = await tenants.described(caller, [info])
+    return described

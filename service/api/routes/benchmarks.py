@@ -20,6 +20,7 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
     negotiate,
     problems,
@@ -431,7 +432,8 @@ async def get_benchmark_report(
     if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
-    page = render_report(entry.data, png)
+    described = await described_dataset(engine, tenants, caller, entry.data["dataset"]["id"])
+    page = render_report(entry.data, png, described)
     return Response(
         page,
         media_type="text/html; charset=utf-8",

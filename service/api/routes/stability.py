@@ -17,6 +17,7 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
     negotiate,
     problems,
@@ -172,7 +173,9 @@ async def get_stability_report(
     parameters and versions, as one HTML page with no external URL."""
     data = orjson.loads(await _held(engine, tenants, caller, stability_id))
     return Response(
-        render_stability_report(data),
+        render_stability_report(
+            data, await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+        ),
         media_type="text/html; charset=utf-8",
         headers=RESPONSE_HEADERS,
     )

@@ -17,6 +17,7 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
     negotiate,
     problems,
@@ -222,7 +223,9 @@ async def get_sweep_report(
     png = await _plot(engine, sweep_id, data)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
     return Response(
-        render_sweep_report(data, png),
+        render_sweep_report(
+            data, png, await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+        ),
         media_type="text/html; charset=utf-8",
         headers=RESPONSE_HEADERS,
     )
