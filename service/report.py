@@ -38,7 +38,7 @@ PAGE = Template("""<!DOCTYPE html>
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, .text, table.pairs td { text-align: left; }
 code { font-size: 0.9em; }
 img { max-width: 100%; }
 </style>
@@ -64,11 +64,23 @@ def _page(*, title: str, heading: str, what: str, id: str, sections: list[str]) 
     )
 
 
-def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table of plain-text cells (escaped here)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _table(
+    table_id: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    text_columns: Sequence[int] = (),
+) -> str:
+    """A table of plain-text cells (escaped here): numbers aligned right, the first
+    column and the ``text_columns`` left."""
+
+    def cell(j: int, tag: str, value: str) -> str:
+        kind = ' class="text"' if j in text_columns else ""
+        return f"<{tag}{kind}>{html.escape(value)}</{tag}>"
+
+    head = "".join(cell(j, "th", h) for j, h in enumerate(header))
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+        "<tr>" + "".join(cell(j, "td", value) for j, value in enumerate(row)) + "</tr>"
+        for row in rows
     )
     return (
         f'<table id="{table_id}">\n<thead><tr>{head}</tr></thead>\n'
@@ -115,7 +127,8 @@ def dataset_shown(data: dict[str, Any], described: dict[str, Any] | None) -> dic
     if described is not None:
         shown["name"] = described.get("name") or shown.get("name")
         shown["format"] = described.get("format")
-        shown["columns"] = described.get("feature_names")
+        if described.get("feature_names"):
+            shown["columns"] = described["feature_names"]
     return shown
 
 
@@ -124,9 +137,9 @@ def _appendix(
 ) -> list[str]:
     """The dataset, the parameters and the versions, as tables of pairs."""
     return [
-        _section("Dataset", f'<table id="dataset">\n{_pairs(dataset)}\n</table>'),
-        _section("Parameters", f'<table id="params">\n{_pairs(params)}\n</table>'),
-        _section("Versions", f'<table id="versions">\n{_pairs(versions)}\n</table>'),
+        _section("Dataset", f'<table id="dataset" class="pairs">\n{_pairs(dataset)}\n</table>'),
+        _section("Parameters", f'<table id="params" class="pairs">\n{_pairs(params)}\n</table>'),
+        _section("Versions", f'<table id="versions" class="pairs">\n{_pairs(versions)}\n</table>'),
     ]
 
 
@@ -223,6 +236,7 @@ def render_sweep_report(
                     "results",
                     sweeps.TABLE_HEADER,
                     [sweeps.row_cells(r) for r in data["results"]],
+                    text_columns=(1,),
                 )
                 + "\n<p>DB: Davies-Bouldin (lower is better); CH: Calinski-Harabasz.</p>\n"
                 + _score_space(data),

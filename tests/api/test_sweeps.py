@@ -226,7 +226,9 @@ async def test_sweep_text_and_report(client: httpx.AsyncClient) -> None:
         assert f"<td>{init}" in page
         assert f"<td>{picks['silhouette']}</td>" in page
     for r in data["results"]:
-        row = "".join(f"<td>{html.escape(c)}</td>" for c in sweeps.row_cells(r))
+        cells = [f"<td>{html.escape(c)}</td>" for c in sweeps.row_cells(r)]
+        cells[1] = cells[1].replace("<td>", '<td class="text">')  # init: text, left
+        row = "".join(cells)
         assert row in page
     found = re.search(r'<img[^>]* src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert found is not None
