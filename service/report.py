@@ -52,15 +52,34 @@ $sections
 """)
 
 
-def _page(*, title: str, heading: str, what: str, id: str, sections: list[str]) -> str:
-    """The page around ``sections`` (HTML already escaped); ``title`` and ``heading`` are
-    plain text."""
+def _page(
+    data: dict[str, Any],
+    described: dict[str, Any] | None,
+    *,
+    what: str,
+    heading: str,
+    sections: list[str],
+    params: dict[str, Any],
+) -> str:
+    """The page of a result's JSON body ``data``: ``sections`` (HTML already escaped),
+    then its dataset (:func:`dataset_shown`), ``params`` and versions. ``what`` names the
+    result ("Sweep"), ``heading`` what was done ("Choosing k"), both plain text."""
+    dataset = dataset_shown(data, described)
+    name = subject(dataset["name"], dataset["id"])
+    appendix = [
+        _section("Dataset", f'<table id="dataset" class="pairs">\n{_pairs(dataset)}\n</table>'),
+        _section("Parameters", f'<table id="params" class="pairs">\n{_pairs(params)}\n</table>'),
+        _section(
+            "Versions",
+            f'<table id="versions" class="pairs">\n{_pairs(data["versions"])}\n</table>',
+        ),
+    ]
     return PAGE.substitute(
-        title=html.escape(title),
-        heading=html.escape(heading),
+        title=html.escape(f"{what} {data['id'][:12]} on {name}"),
+        heading=html.escape(f"{heading} on {name}"),
         what=html.escape(what),
-        id=html.escape(id),
-        sections="\n".join(s for s in sections if s),
+        id=html.escape(data["id"]),
+        sections="\n".join(s for s in [*sections, *appendix] if s),
     )
 
 
@@ -132,17 +151,6 @@ def dataset_shown(data: dict[str, Any], described: dict[str, Any] | None) -> dic
     return shown
 
 
-def _appendix(
-    dataset: dict[str, Any], params: dict[str, Any], versions: dict[str, str]
-) -> list[str]:
-    """The dataset, the parameters and the versions, as tables of pairs."""
-    return [
-        _section("Dataset", f'<table id="dataset" class="pairs">\n{_pairs(dataset)}\n</table>'),
-        _section("Parameters", f'<table id="params" class="pairs">\n{_pairs(params)}\n</table>'),
-        _section("Versions", f'<table id="versions" class="pairs">\n{_pairs(versions)}\n</table>'),
-    ]
-
-
 def _text(value: Any) -> str:
     """A value as escaped text: null as ``-``, list items joined by semicolons."""
     if value is None:
@@ -173,17 +181,20 @@ def render_report(
 ) -> str:
     """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
     with one feature has no plot); ``described`` as for :func:`dataset_shown`."""
-    dataset = dataset_shown(data, described)
-    name = subject(dataset["name"], dataset["id"])
     warnings = [
         *data.get("warnings", []),
         *(f"{r['init']}: {w}" for r in data["results"] for w in r.get("warnings", [])),
     ]
+    plot = _plot(
+        png,
+        "KMeans decision boundaries on the PCA-reduced data, one panel per strategy",
+        "No plot: the data has one feature.",
+    )
     return _page(
-        title=f"Benchmark {data['id'][:12]} on {name}",
-        heading=f"K-Means benchmark on {name}",
+        data,
+        described,
         what="Benchmark",
-        id=data["id"],
+        heading="K-Means benchmark",
         sections=[
             _section(
                 "Results",
@@ -192,89 +203,71 @@ def render_report(
                 + _score_space(data),
             ),
             _warnings(warnings),
-            _section(
-                "Decision boundaries",
-                _plot(
-                    png,
-                    "KMeans decision boundaries on the PCA-reduced data, one panel per strategy",
-                    "No plot: the data has one feature.",
-                ),
-            ),
-            *_appendix(
-                dataset, {"n_clusters": data["n_clusters"], **data["params"]}, data["versions"]
-            ),
+            _section("Decision boundaries", plot),
         ],
+        params={"n_clusters": data["n_clusters"], **data["params"]},
     )
 
 
 def render_sweep_report(
     data: dict[str, Any], png: bytes, described: dict[str, Any] | None = None
 ) -> str:
-    """The page of a sweep's JSON body ``data`` and its plot ``png``: the scores of each
-    (k, strategy), each strategy's recommended k, the plot, the dataset and parameters."""
-    dataset = dataset_shown(data, described)
-    name = subject(dataset["name"], dataset["id"])
+    """The page of a sweep's JSON body ``data`` and its plot ``png``: each strategy's
+    recommended k, the plot, the scores of each (k, strategy), the dataset and
+    parameters."""
+    recommended = _table(
+        "recommended", ("strategy", *sweeps.RECOMMENDED), sweeps.recommended_cells(data)
+    )
+    results = _table(
+        "results",
+        sweeps.TABLE_HEADER,
+        [sweeps.row_cells(r) for r in data["results"]],
+        text_columns=(1,),
+    )
     return _page(
-        title=f"Sweep {data['id'][:12]} on {name}",
-        heading=f"Choosing k on {name}",
+        data,
+        described,
         what="Sweep",
-        id=data["id"],
+        heading="Choosing k",
         sections=[
             _section(
                 "Recommended k",
-                _table(
-                    "recommended",
-                    ("strategy", *sweeps.RECOMMENDED),
-                    sweeps.recommended_cells(data),
-                )
+                recommended
                 + "\n<p>The top-level <code>recommended_k</code> is the first strategy's.</p>",
             ),
             _section("Scores against k", _plot(png, "The scores against k", "")),
             _section(
                 "Results",
-                _table(
-                    "results",
-                    sweeps.TABLE_HEADER,
-                    [sweeps.row_cells(r) for r in data["results"]],
-                    text_columns=(1,),
-                )
+                results
                 + "\n<p>DB: Davies-Bouldin (lower is better); CH: Calinski-Harabasz.</p>\n"
                 + _score_space(data),
             ),
             _warnings(sweeps.all_warnings(data)),
-            *_appendix(dataset, data["params"], data["versions"]),
         ],
+        params=data["params"],
     )
 
 
 def render_stability_report(data: dict[str, Any], described: dict[str, Any] | None = None) -> str:
     """The page of a stability run's JSON body ``data``: each strategy's mean ± standard
     deviation over the seeds, their agreement, the dataset and parameters."""
-    dataset = dataset_shown(data, described)
-    name = subject(dataset["name"], dataset["id"])
     seeds = data["params"]["seeds"]
+    summary = (
+        f"<p>{len(seeds)} seed(s): <code>random_state</code> in {html.escape(str(seeds))}; "
+        "mean ± standard deviation over the seeds, and the mean / minimum adjusted Rand "
+        "index between the seeds' labelings.</p>"
+    )
+    results = _table(
+        "results", stability.TABLE_HEADER, [stability.row_cells(r) for r in data["results"]]
+    )
     return _page(
-        title=f"Stability run {data['id'][:12]} on {name}",
-        heading=f"Seed stability on {name}",
+        data,
+        described,
         what="Stability run",
-        id=data["id"],
+        heading="Seed stability",
         sections=[
-            _section(
-                "Results",
-                f"<p>{len(seeds)} seed(s): <code>random_state</code> in "
-                f"{html.escape(str(seeds))}; mean ± standard deviation over the seeds, and "
-                "the mean / minimum adjusted Rand index between the seeds' labelings.</p>\n"
-                + _table(
-                    "results",
-                    stability.TABLE_HEADER,
-                    [stability.row_cells(r) for r in data["results"]],
-                )
-                + "\n"
-                + _score_space(data),
-            ),
+            _section("Results", f"{summary}\n{results}\n{_score_space(data)}"),
             _warnings(stability.all_warnings(data)),
-            *_appendix(
-                dataset, {"n_clusters": data["n_clusters"], **data["params"]}, data["versions"]
-            ),
         ],
+        params={"n_clusters": data["n_clusters"], **data["params"]},
     )

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, Path, Request
+from starlette.responses import Response
 
 from service.engine import BenchmarkEngine
 from service.errors import (
@@ -27,6 +28,7 @@ from service.errors import (
     clip,
 )
 from service.questions import Question
+from service.report import RESPONSE_HEADERS
 from service.schemas import Problem
 from service.tenants import Tenancy
 
@@ -253,3 +255,14 @@ async def described_dataset(
         return None
     [described] = await tenants.described(caller, [info])
     return described
+
+
+def html_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a route answering a report page."""
+    page = {"text/html": {"schema": {"type": "string"}}}
+    return {200: {"description": description, "content": page}}
+
+
+def html_page(page: str) -> Response:
+    """A report page, with the headers that keep it from loading anything."""
+    return Response(page, media_type="text/html; charset=utf-8", headers=RESPONSE_HEADERS)

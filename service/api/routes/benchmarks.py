@@ -22,6 +22,8 @@ from service.api.deps import (
     answer_not_modified,
     described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     problems,
 )
@@ -30,7 +32,7 @@ from service.benchmark import format_table
 from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
-from service.report import RESPONSE_HEADERS, render_report
+from service.report import render_report
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 from service.tenants import BENCHMARK, Tenancy
@@ -413,11 +415,10 @@ async def delete_benchmark(
     "/{benchmark_id}/report",
     response_class=Response,
     responses={
-        200: {
-            "content": {"text/html": {"schema": {"type": "string"}}},
-            "description": "One self-contained page: the table, the plot inline, the "
-            "parameters and versions; it loads nothing from anywhere.",
-        },
+        **html_response(
+            "One self-contained page: the table, the plot inline, the "
+            "parameters and versions; it loads nothing from anywhere."
+        ),
         **problems(404, 422, 503, 504),
     },
     summary="Get a benchmark as a self-contained HTML report",
@@ -434,8 +435,4 @@ async def get_benchmark_report(
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
     described = await described_dataset(engine, tenants, caller, entry.data["dataset"]["id"])
     page = render_report(entry.data, png, described)
-    return Response(
-        page,
-        media_type="text/html; charset=utf-8",
-        headers=RESPONSE_HEADERS,
-    )
+    return html_page(page)

@@ -19,6 +19,8 @@ from service.api.deps import (
     answer_not_modified,
     described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     problems,
 )
@@ -26,7 +28,7 @@ from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, re
 from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion, resolve_stability
-from service.report import RESPONSE_HEADERS, render_stability_report
+from service.report import render_stability_report
 from service.schemas import StabilityRequest, StabilityResult
 from service.tenants import STABILITY, Tenancy
 
@@ -157,11 +159,10 @@ async def get_stability(
     "/{stability_id}/report",
     response_class=Response,
     responses={
-        200: {
-            "content": {"text/html": {"schema": {"type": "string"}}},
-            "description": "One self-contained page: each strategy's numbers over the "
-            "seeds, the parameters and versions; it loads nothing.",
-        },
+        **html_response(
+            "One self-contained page: each strategy's numbers over the "
+            "seeds, the parameters and versions; it loads nothing."
+        ),
         **problems(404, 422),
     },
     summary="Get a stability run as a self-contained HTML report",
@@ -172,10 +173,5 @@ async def get_stability_report(
     """The table of means ± standard deviations and the seeds' agreement, the dataset,
     parameters and versions, as one HTML page with no external URL."""
     data = orjson.loads(await _held(engine, tenants, caller, stability_id))
-    return Response(
-        render_stability_report(
-            data, await described_dataset(engine, tenants, caller, data["dataset"]["id"])
-        ),
-        media_type="text/html; charset=utf-8",
-        headers=RESPONSE_HEADERS,
-    )
+    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+    return html_page(render_stability_report(data, described))

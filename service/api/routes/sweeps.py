@@ -19,6 +19,8 @@ from service.api.deps import (
     answer_not_modified,
     described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     problems,
 )
@@ -26,7 +28,7 @@ from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, re
 from service.engine import BenchmarkEngine, Progress
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion, resolve_sweep
-from service.report import RESPONSE_HEADERS, render_sweep_report
+from service.report import render_sweep_report
 from service.schemas import SweepRequest, SweepResult
 from service.tenants import SWEEP, Tenancy
 
@@ -205,11 +207,10 @@ async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) ->
     "/{sweep_id}/report",
     response_class=Response,
     responses={
-        200: {
-            "content": {"text/html": {"schema": {"type": "string"}}},
-            "description": "One self-contained page: each strategy's recommended k, the "
-            "plot inline, the scores, the parameters and versions; it loads nothing.",
-        },
+        **html_response(
+            "One self-contained page: each strategy's recommended k, the "
+            "plot inline, the scores, the parameters and versions; it loads nothing."
+        ),
         **problems(404, 422, 503, 504),
     },
     summary="Get a sweep as a self-contained HTML report",
@@ -222,10 +223,5 @@ async def get_sweep_report(
     data = orjson.loads(await _held(engine, tenants, caller, sweep_id))
     png = await _plot(engine, sweep_id, data)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    return Response(
-        render_sweep_report(
-            data, png, await described_dataset(engine, tenants, caller, data["dataset"]["id"])
-        ),
-        media_type="text/html; charset=utf-8",
-        headers=RESPONSE_HEADERS,
-    )
+    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+    return html_page(render_sweep_report(data, png, described))
