@@ -19,9 +19,12 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 
+# The build's own leftovers (build/, *.egg-info) go in the same layer: they are not
+# the installed package and would only weigh the image.
 COPY pyproject.toml README.md ./
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && rm -rf build ./*.egg-info \
     && groupadd --gid 10001 clusterbench \
     && useradd --create-home --uid 10001 --gid 10001 clusterbench \
     && mkdir /data \

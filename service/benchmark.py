@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,12 @@ TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
 
 ESTIMATORS = {"kmeans": KMeans, "minibatch": MiniBatchKMeans, "bisecting": BisectingKMeans}
 DEFAULT_ESTIMATOR = "kmeans"
+# The scikit-learn class of each estimator.
+ESTIMATOR_CLASSES: dict[str, type[KMeans | MiniBatchKMeans | BisectingKMeans]] = {
+    "kmeans": KMeans,
+    "minibatch": MiniBatchKMeans,
+    "bisecting": BisectingKMeans,
+}
 # The init each estimator accepts: BisectingKMeans takes only a name ("k-means++" or
 # "random"), never an array of centres, so neither pca nor custom centres.
 ALLOWED_STRATEGIES = {
@@ -224,6 +231,32 @@ class FittedModel:
     inertia: float
     # None for BisectingKMeans, which runs one KMeans per bisection and counts none.
     n_iter: int | None
+    estimator: str = DEFAULT_ESTIMATOR
+    # The training rows per cluster (by the fit's labels): counts (n_clusters,), and
+    # means and standard deviations (n_clusters, n_features) in the data's own units.
+    # None in models stored before they were kept.
+    cluster_sizes: np.ndarray | None = None
+    cluster_means: np.ndarray | None = None
+    cluster_stds: np.ndarray | None = None
+    # The training rows' distances to their own centre, sorted, from the median on:
+    # every (1 - contamination) quantile with contamination < 0.5 reads only these.
+    distance_tail: np.ndarray | None = None
+    n_train: int = 0
+    # The names of X's columns; None when the data had none (then x0, x1, ...).
+    feature_names: tuple[str, ...] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """About how much memory the model holds."""
+        arrays = (self.cluster_centers, self.cluster_means, self.cluster_stds, self.distance_tail)
+        return 512 + sum(a.nbytes for a in arrays if a is not None)
+
+    def feature_labels(self) -> list[str]:
+        """The features' names: the data's columns, else ``x0, x1, ...`` as scikit-learn
+        names them."""
+        if self.feature_names is not None:
+            return list(self.feature_names)
+        return [f"x{i}" for i in range(self.n_features)]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Assign samples to clusters as the fitted pipeline's ``predict`` does.
@@ -267,6 +300,45 @@ class FittedModel:
         # The expansion can dip below zero by rounding: recompute the winner exactly.
         distances = np.sqrt(((Z - centers[labels]) ** 2).sum(axis=1))
         return labels, distances
+
+    def threshold(self, contamination: float) -> float:
+        """The (1 - ``contamination``) quantile of the training rows' distances to their
+        own centre, as ``numpy.quantile`` computes it on all of them.
+
+        Raises
+        ------
+        InvalidParameterError
+            The model predates the distances kept for this (``distance_tail`` is None).
+        """
+        if self.distance_tail is None:
+            raise InvalidParameterError(
+                "this model was stored by an earlier version of the service, without the "
+                "training rows' distances that anomaly detection needs",
+                errors=[{"loc": ["model_id"], "msg": "no training distances"}],
+            )
+        head = self.n_train - len(self.distance_tail)
+        # The rows below the tail are never read by a quantile above the median: stand-ins
+        # equal to its least value keep the order statistics numpy.quantile reads.
+        distances = np.concatenate([np.full(head, self.distance_tail[0]), self.distance_tail])
+        return float(np.quantile(distances, 1.0 - contamination))
+
+    def profiles(self) -> list[dict[str, Any]] | None:
+        """Each cluster's ``label``, ``size``, and per-feature ``mean`` and ``std`` keyed
+        by feature name (NaN as None); None for a model stored before they were kept."""
+        if self.cluster_sizes is None or self.cluster_means is None or self.cluster_stds is None:
+            return None
+        names = self.feature_labels()
+
+        def per_feature(values: np.ndarray) -> dict[str, float | None]:
+            pairs = zip(names, values.tolist(), strict=True)
+            return {name: None if math.isnan(v) else v for name, v in pairs}
+
+        return [
+            {"label": label, "size": size, "mean": per_feature(mean), "std": per_feature(std)}
+            for label, (size, mean, std) in enumerate(
+                zip(self.cluster_sizes.tolist(), self.cluster_means, self.cluster_stds, strict=True)
+            )
+        ]
 
     def centers_in_feature_space(self) -> np.ndarray:
         if self.scaler_mean is None or self.scaler_scale is None:
@@ -385,8 +457,32 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
         )
 
 
+def default_n_clusters(n_clusters: int | None, n_labels: int | None) -> int:
+    """``n_clusters`` as asked, or by default the number of distinct labels.
+
+    Raises
+    ------
+    InvalidParameterError
+        Neither is there, or the labels hold a single class.
+    """
+    if n_clusters is not None:
+        return n_clusters
+    if n_labels is None:
+        raise InvalidParameterError(
+            "n_clusters is required: the data has no labels to count clusters from",
+            errors=[{"loc": ["n_clusters"], "msg": "required when the data has no labels"}],
+        )
+    if n_labels < 2:
+        raise InvalidParameterError(
+            "the labels hold a single class, so n_clusters cannot default to it; "
+            "give n_clusters >= 2",
+            errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
+        )
+    return n_labels
+
+
 def check_centers(
-    centers: tuple[tuple[float, ...], ...] | None, index: int, n_clusters: int, n_features: int
+    centers: Sequence[Sequence[float]] | None, index: int, n_clusters: int, n_features: int
 ) -> None:
     """Custom centres: ``n_clusters`` rows of ``n_features`` finite numbers.
 
@@ -573,6 +669,9 @@ def fit_strategy(
         )
     scaler = estimator[0] if isinstance(estimator, Pipeline) else None
     n_iter = getattr(kmeans, "n_iter_", None)
+    sizes, means, stds = profile_clusters(X, labels, params.n_clusters)
+    Z = X if scaler is None else scaler.transform(X)
+    own = np.sqrt(((np.asarray(Z, dtype=np.float64) - kmeans.cluster_centers_[labels]) ** 2).sum(1))
     model = FittedModel(
         init=strategy.init,
         n_clusters=params.n_clusters,
@@ -582,6 +681,12 @@ def fit_strategy(
         scaler_scale=None if scaler is None else np.asarray(scaler.scale_),
         inertia=float(kmeans.inertia_),
         n_iter=None if n_iter is None else int(n_iter),
+        estimator=params.estimator,
+        cluster_sizes=sizes,
+        cluster_means=means,
+        cluster_stds=stds,
+        distance_tail=np.sort(own)[(len(own) - 1) // 2 :],
+        n_train=len(own),
     )
     _check_finite_results(strategy, model, scores)
     outcome = StrategyOutcome(
@@ -595,6 +700,32 @@ def fit_strategy(
         warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
     )
     return outcome, np.asarray(labels)
+
+
+def profile_clusters(
+    X: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cluster's size, and its rows' per-feature mean and standard deviation.
+
+    As ``pandas.DataFrame(X).groupby(labels)`` computes them: the standard deviation
+    with ``ddof=1``, NaN for a cluster of fewer than two rows (the mean too when empty).
+
+    Returns
+    -------
+    sizes : ndarray of shape (n_clusters,)
+    means, stds : ndarrays of shape (n_clusters, n_features)
+    """
+    sizes = np.bincount(labels, minlength=n_clusters)
+    means = np.full((n_clusters, X.shape[1]), np.nan)
+    stds = np.full((n_clusters, X.shape[1]), np.nan)
+    order = np.argsort(labels, kind="stable")
+    for label, rows in enumerate(np.split(order, np.cumsum(sizes)[:-1])):
+        if len(rows):
+            members = np.asarray(X[rows], dtype=np.float64)
+            means[label] = members.mean(axis=0)
+            if len(rows) > 1:
+                stds[label] = members.std(axis=0, ddof=1)
+    return sizes, means, stds
 
 
 def score_labels(

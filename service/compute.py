@@ -28,6 +28,7 @@ from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
     ComputeTimeoutError,
+    TenantBusyError,
     WorkerDiedError,
 )
 
@@ -71,6 +72,70 @@ _admitted: contextvars.ContextVar[ComputePool | None] = contextvars.ContextVar(
 )
 
 
+# Whose computation this is: the tenant of the request or job that asked it (None in
+# single-user mode). Set once per request; tasks started from it inherit it.
+tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+
+class TenantShares:
+    """Places of a bounded pool held per tenant: one holds at most ``share`` of them.
+
+    Without it one tenant's 100 jobs held every place, and every other tenant got 503
+    until they ended (hours at the default timeout).
+    """
+
+    def __init__(self, share: float = 1.0) -> None:
+        self.share = share
+        self.held: dict[str, int] = {}
+
+    def limit(self, capacity: int) -> int:
+        return max(1, int(capacity * self.share))
+
+    @contextlib.contextmanager
+    def holding(self, capacity: int, threads: int, task_s: float, name: str) -> Iterator[None]:
+        """Count one place for the current tenant, or refuse it (429) at its share;
+        ``threads`` computations run at once, each task taking ``task_s``."""
+        who = tenant.get()
+        if who is None:
+            yield
+            return
+        held = self.held.get(who, 0)
+        limit = self.limit(capacity)
+        if held >= limit:
+            # Until one of its own computations ends: they share the threads they hold.
+            wait = task_s * held / max(1, min(threads, held))
+            raise TenantBusyError(
+                f"tenant {who!r} holds {held} of the {capacity} places of the {name} pool, "
+                f"its share (CLUSTERBENCH_TENANT_POOL_SHARE={self.share:g}); the others are "
+                "kept for other tenants: try again once one of its computations has ended",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        self.held[who] = held + 1
+        try:
+            yield
+        finally:
+            self.held[who] -= 1
+            if not self.held[who]:
+                del self.held[who]
+
+
+@contextlib.contextmanager
+def holding_place(
+    gate: Any, admitted: contextvars.ContextVar[Any], capacity: int, threads: int
+) -> Iterator[None]:
+    """One place of ``gate`` (a pool, an executor: its ``pending``, ``shares``,
+    ``task_s``, ``name``) held by a computation and its tenant; the context is marked
+    ``admitted`` by ``gate``, so that its runs count no further."""
+    with gate.shares.holding(capacity, threads, gate.task_s, gate.name):
+        gate.pending += 1
+        token = admitted.set(gate)
+        try:
+            yield
+        finally:
+            admitted.reset(token)
+            gate.pending -= 1
+
+
 def _death(exc: pebble.ProcessExpired) -> str:
     """How a worker ended, in words: "killed by SIGKILL" or "exited with code 3"."""
     code = exc.exitcode
@@ -108,8 +173,10 @@ class ComputePool:
         threads_per_worker: int | None = None,
         grace_s: float = 30.0,
         name: str = "compute",
+        tenant_share: float = 1.0,
     ) -> None:
         self.name = name
+        self.shares = TenantShares(tenant_share)
         self.workers = workers
         self.grace_s = grace_s
         self.threads_per_worker = threads_per_worker
@@ -180,13 +247,8 @@ class ComputePool:
             return
         if self.pending >= self.capacity:
             raise self._busy()
-        self.pending += 1
-        token = _admitted.set(self)
-        try:
+        with holding_place(self, _admitted, self.capacity, self.workers):
             yield
-        finally:
-            _admitted.reset(token)
-            self.pending -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
         """Run ``fn(*args)`` in a worker; raise a ServiceError when busy, late or crashed.

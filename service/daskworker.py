@@ -7,14 +7,18 @@ is cancelled (its job deleted, or the service that asked for it gone) or runs pa
 limit, the child is killed, so its CPU is free at once; pebble starts another.
 
 Workers load this module at start (``dask worker --preload service.daskworker``), which
-starts and warms the children then rather than on the first task.
+starts and warms the children then rather than on the first task, and stops them as the
+worker closes: they are not daemonic (pebble's), so a worker whose children still ran
+would never exit, neither when its scheduler goes nor on SIGTERM.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -26,7 +30,9 @@ import pebble
 from distributed import get_worker
 
 from service import compute
-from service.errors import WorkerDiedError
+from service.errors import ComputeUnavailableError, WorkerDiedError
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -34,8 +40,25 @@ T = TypeVar("T")
 # a cancelled computation's CPU must be free.
 POLL_S = 0.1
 
+# Under this key a worker tells the scheduler, as it registers, why it cannot run tasks:
+# the API's executor reads it from the scheduler (DaskExecutor.problem).
+PROBLEM_KEY = "clusterbench-problem"
+
 _lock = threading.Lock()
 _pool: pebble.ProcessPool | None = None
+_closing = False
+
+
+def misconfiguration() -> str | None:
+    """Why this worker process cannot run tasks, or None."""
+    if multiprocessing.current_process().daemon:
+        # The nanny starts its worker as a daemon unless told otherwise, and a daemonic
+        # process may not start children (multiprocessing asserts it).
+        return (
+            "runs as a daemonic process, which may not start the child process a task "
+            "computes in: start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        )
+    return None
 
 
 def _init_child() -> None:
@@ -51,6 +74,8 @@ def _children(n: int) -> pebble.ProcessPool:
     """This worker's pool of ``n`` child processes, started (again) when needed."""
     global _pool
     with _lock:
+        if _closing:
+            raise ComputeUnavailableError("this Dask worker is closing; ask again")
         if _pool is None or not _pool.active:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(compute._PRELOAD)
@@ -65,8 +90,29 @@ def _warm(n: int) -> None:
 
 
 def dask_setup(worker: Any) -> None:
-    """Preload hook: start and warm the children in the background as the worker starts."""
+    """Preload hook: start and warm the children in the background as the worker starts,
+    or, when it cannot have children, say why to the scheduler."""
+    problem = misconfiguration()
+    if problem is not None:
+        logger.error("this Dask worker cannot run clusterbench tasks: it %s", problem)
+        worker.startup_information[PROBLEM_KEY] = lambda _: problem
+        return
     threading.Thread(target=_warm, args=(worker.state.nthreads,), daemon=True).start()
+
+
+def _stop_children() -> None:
+    global _pool, _closing
+    with _lock:
+        _closing = True
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()  # type: ignore[no-untyped-call]
+        pool.join()  # terminates the children, killing any still computing
+
+
+async def dask_teardown(worker: Any) -> None:
+    """Preload hook, as the worker closes: stop the children, so that it can exit."""
+    await asyncio.to_thread(_stop_children)
 
 
 def _task_threads(nthreads: int) -> int:
@@ -94,6 +140,9 @@ def run_task(
     child dies; returns None, having killed the child, when the task was cancelled.
     """
     worker = get_worker()
+    problem = misconfiguration()
+    if problem is not None:
+        raise ComputeUnavailableError(f"the Dask worker at {worker.address} {problem}")
     nthreads = worker.state.nthreads
     threads = threads or _task_threads(nthreads)
     future = _children(nthreads).schedule(

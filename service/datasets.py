@@ -27,7 +27,9 @@ from service.errors import (
     DatasetConflictError,
     DatasetNotFoundError,
     InvalidDataError,
+    InvalidParameterError,
     StorageFullError,
+    clip,
     storage_errors,
 )
 
@@ -40,6 +42,15 @@ BUILTIN_LOADERS: dict[str, str] = {
 
 # Ids are sha256 hex digests; anything else never reaches the file system.
 _ID_CHARS = frozenset("0123456789abcdef")
+
+
+def unknown_dataset(name: str) -> InvalidParameterError:
+    """The problem of a request naming a dataset that is neither built in nor held."""
+    return InvalidParameterError(
+        f"unknown dataset {clip(name)}: use one of {', '.join(BUILTIN_LOADERS)} "
+        "or the id of an uploaded dataset",
+        errors=[{"loc": ["dataset"], "msg": "no such dataset"}],
+    )
 
 
 def is_id(value: str) -> bool:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -31,6 +31,7 @@ from service.datasets import (
     DatasetInfo,
     DatasetStore,
     is_id,
+    unknown_dataset,
 )
 from service.errors import (
     ComputeCancelledError,
@@ -43,23 +44,26 @@ from service.errors import (
     StorageError,
     StrategyNotInBenchmarkError,
     WorkerDiedError,
-    clip,
 )
 from service.executors import Executor, LocalExecutor
 from service.formats import DataLimits, Upload, import_upload
 from service.inline import (
+    anomalies_in_worker,
     benchmark_body_in_worker,
     predict_in_worker,
     request_body_in_worker,
     store_inline,
     validate,
 )
+from service.onnx_export import model_to_onnx
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
 from service.store import ResultBackend, StoredBenchmark
 
 logger = logging.getLogger(__name__)
 
+# The store's kind for a model's ONNX export, keyed by model id.
+ONNX_KIND = "onnx"
 # Request bodies remembered for hot hits: how many, and how large each at most.
 KNOWN_BODIES = 4096
 KNOWN_BODY_MAX_BYTES = 4096
@@ -310,20 +314,7 @@ class BenchmarkEngine:
         """
         if dataset is None:
             dataset = await self._resolve_dataset(request, may_use)
-        n_clusters = request.n_clusters
-        if n_clusters is None:
-            if dataset.n_labels is None:
-                raise InvalidParameterError(
-                    "n_clusters is required: the data has no labels to count clusters from",
-                    errors=[{"loc": ["n_clusters"], "msg": "required when the data has no labels"}],
-                )
-            n_clusters = dataset.n_labels
-            if n_clusters < 2:
-                raise InvalidParameterError(
-                    "the labels hold a single class, so n_clusters cannot default to it; "
-                    "give n_clusters >= 2",
-                    errors=[{"loc": ["n_clusters"], "msg": "required: labels have one class"}],
-                )
+        n_clusters = bm.default_n_clusters(request.n_clusters, dataset.n_labels)
         strategies = strategies_of(request.strategies)
         left_out: tuple[str, ...] = ()
         if "strategies" not in request.model_fields_set:
@@ -486,11 +477,7 @@ class BenchmarkEngine:
             else:
                 self.datasets.touch(info)
                 return info
-        raise InvalidParameterError(
-            f"unknown dataset {clip(name)}: use one of {', '.join(BUILTIN_LOADERS)} "
-            "or the id of an uploaded dataset",
-            errors=[{"loc": ["dataset"], "msg": "no such dataset"}],
-        )
+        raise unknown_dataset(name)
 
     async def import_file(
         self,
@@ -531,6 +518,26 @@ class BenchmarkEngine:
         """
         model = await self.get_model(model_id)
         return await self.data_pool.run(predict_in_worker, body, model, self.predict_max_distances)
+
+    async def anomalies(self, model_id: str, body: bytes | Path) -> bytes:
+        """The JSON answer of ``model_id`` to an anomalies request's body, in a data-lane
+        worker and bounded as :meth:`predict` is."""
+        model = await self.get_model(model_id)
+        return await self.data_pool.run(
+            anomalies_in_worker, body, model, self.predict_max_distances
+        )
+
+    async def get_or_export_onnx(self, model_id: str) -> bytes:
+        """``model_id``'s pipeline as ONNX bytes: converted once, in a worker, then kept in
+        the store as a document (as a sweep's plot is)."""
+        model = await self.get_model(model_id)
+
+        async def export(_: Progress) -> bytes:  # one step: nobody follows its progress
+            onnx: bytes = await self.pool.run(model_to_onnx, model)
+            return onnx
+
+        onnx, _ = await self.get_or_compute_document(ONNX_KIND, model_id, export)
+        return onnx
 
     async def cached(self, benchmark_id: str) -> StoredBenchmark | None:
         """The stored benchmark: from memory on the event loop, else from disk in a thread."""
@@ -807,7 +814,8 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
     models = {}
     for strategy, outcome in zip(job.params.strategies, outcomes, strict=True):
         mid = bm.model_id(job.params, strategy)
-        models[mid] = outcome.model
+        names = job.dataset.feature_names
+        models[mid] = replace(outcome.model, feature_names=None if names is None else tuple(names))
         results.append(
             {
                 "init": outcome.init,

@@ -106,6 +106,14 @@ class InvalidParameterError(ServiceError):
     slug = "invalid-parameter"
 
 
+class ModelNotConvertibleError(ServiceError):
+    """A step of the model's pipeline has no ONNX converter: the detail names it."""
+
+    status = 422
+    title = "Model not convertible"
+    slug = "model-not-convertible"
+
+
 class DatasetNotFoundError(ServiceError):
     status = 404
     title = "Dataset not found"
@@ -163,6 +171,15 @@ class ComputeBusyError(ServiceError):
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
+
+
+class TenantBusyError(ComputeBusyError):
+    """The caller's tenant holds its share of the jobs, or of a pool's places; the rest
+    are kept for other tenants. Its own work ahead says when to try again."""
+
+    status = 429
+    title = "Tenant's share in use"
+    slug = "tenant-busy"
 
 
 class ComputeTimeoutError(ServiceError):

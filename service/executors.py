@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool, timed_out
+from service.compute import ComputePool, TenantShares, holding_place, timed_out
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -60,6 +60,8 @@ class Executor(Protocol):
 
     name: str
     timeout_s: float
+    # Seconds a task takes (moving average): what an honest Retry-After is made of.
+    task_s: float
 
     def admitted(self) -> AbstractContextManager[None]:
         """Count one computation (however many tasks it submits) against the bound,
@@ -85,6 +87,10 @@ class LocalExecutor:
         self.pool = pool
         self.name = pool.name
         self.timeout_s = pool.timeout_s
+
+    @property
+    def task_s(self) -> float:
+        return self.pool.task_s
 
     def admitted(self) -> AbstractContextManager[None]:
         return self.pool.admitted()
@@ -120,8 +126,9 @@ class DaskExecutor:
     arrays: workers memory-map the data from the shared data directory). At most the
     cluster's worker threads plus ``queue_size`` computations are admitted at once;
     past that, ComputeBusyError. While the scheduler cannot be reached (or has no
-    worker), computations are refused at once with ComputeUnavailableError; a watcher
-    reconnects as soon as the scheduler is back.
+    worker, or a worker that cannot run tasks: see
+    :func:`service.daskworker.misconfiguration`), computations are refused at once with
+    ComputeUnavailableError; a watcher reconnects as soon as the scheduler is back.
     """
 
     def __init__(
@@ -133,8 +140,10 @@ class DaskExecutor:
         threads_per_worker: int | None = None,
         connect_timeout_s: float = 5.0,
         grace_s: float = 30.0,
+        tenant_share: float = 1.0,
     ) -> None:
         self.name = "dask"
+        self.shares = TenantShares(tenant_share)
         self.address = address
         self.timeout_s = timeout_s
         self.queue_size = queue_size
@@ -147,6 +156,8 @@ class DaskExecutor:
         self.task_s = 1.0
         self._client: Client | None = None
         self._problem = f"not yet connected to the Dask scheduler at {address}"
+        # What a worker that cannot run tasks said of itself, as the watcher last looked.
+        self._worker_problem: str | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._cancelling: set[asyncio.Future[Any]] = set()
 
@@ -155,6 +166,7 @@ class DaskExecutor:
     async def start(self) -> None:
         """Connect (or, when the scheduler is not there yet, keep trying in the background)."""
         await self._connect()
+        await self._look_at_workers()
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
@@ -203,6 +215,30 @@ class DaskExecutor:
                     await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
             if self._client is None:
                 await self._connect()
+            await self._look_at_workers()
+
+    async def _look_at_workers(self) -> None:
+        """Note a worker that told the scheduler it cannot run tasks (its first), if any."""
+        from service.daskworker import PROBLEM_KEY
+
+        client = self._client
+        if client is None or client.status != "running" or client.scheduler is None:
+            return
+        try:
+            info = await asyncio.wait_for(
+                client.scheduler.identity(n_workers=-1), self.connect_timeout_s
+            )
+        except Exception as exc:  # the watcher must live on, whatever this raised
+            logger.debug("could not ask the Dask scheduler for its workers: %r", exc)
+            return  # most likely the connection is going: the watcher's next round sees it
+        said = [
+            f"the Dask worker at {address} {worker[PROBLEM_KEY]}"
+            for address, worker in sorted(info.get("workers", {}).items())
+            if worker.get(PROBLEM_KEY)
+        ]
+        if said and said[0] != self._worker_problem:
+            logger.error("%s", said[0])
+        self._worker_problem = said[0] if said else None
 
     def _threads(self, client: Client) -> int:
         """Worker threads in the cluster, as the scheduler last told the client."""
@@ -220,6 +256,12 @@ class DaskExecutor:
                 self._problem = f"the connection to the Dask scheduler at {self.address} was lost"
             raise ComputeUnavailableError(
                 f"{self._problem}; computations resume by themselves once it is back",
+                retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
+            )
+        if self._worker_problem is not None:
+            # A task sent there would fail: the cluster is misconfigured, not busy.
+            raise ComputeUnavailableError(
+                f"{self._worker_problem}; computations resume by themselves once it is started so",
                 retry_after=math.ceil(self.connect_timeout_s + WATCH_S),
             )
         threads = self._threads(client)
@@ -261,13 +303,8 @@ class DaskExecutor:
                 "computation(s) are waiting; try again later",
                 retry_after=max(1, math.ceil(wait)),
             )
-        self.pending += 1
-        token = _dask_admitted.set(self)
-        try:
+        with holding_place(self, _dask_admitted, capacity, threads):
             yield
-        finally:
-            _dask_admitted.reset(token)
-            self.pending -= 1
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))

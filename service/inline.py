@@ -9,20 +9,42 @@ compute worker by the ``*_in_worker`` functions, which return only small results
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from service import benchmark as bm
 from service.benchmark import FittedModel
-from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
-from service.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError
+from service.datasets import (
+    BUILTIN_LOADERS,
+    DatasetInfo,
+    DatasetStore,
+    as_feature_matrix,
+    as_labels,
+    is_id,
+    unknown_dataset,
+)
+from service.errors import (
+    DatasetNotFoundError,
+    InvalidRequestError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+)
 from service.formats import DataLimits, check_cells, check_stored_bytes, label_bytes
-from service.schemas import STRATEGY_TAGS, BenchmarkRequest, PredictRequest, StrategySpec
+from service.schemas import (
+    STRATEGY_TAGS,
+    AnomaliesRequest,
+    BenchmarkRequest,
+    PredictRequest,
+    StrategySpec,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -204,11 +226,7 @@ def benchmark_body_in_worker(
 ) -> tuple[BenchmarkRequest, DatasetInfo | None]:
     """A large benchmark body, read from a file in a worker: the request without its
     data, and the stored dataset when the data came inline."""
-    request = validate(BenchmarkRequest, body_path.read_bytes())
-    if request.X is None:
-        return request, None
-    info = store_inline(DatasetStore(datasets_root), request.X, request.y, limits, pooled)
-    return request.model_copy(update={"X": None, "y": None}), info
+    return request_body_in_worker(BenchmarkRequest, body_path, datasets_root, limits, pooled)
 
 
 def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int) -> bytes:
@@ -217,18 +235,44 @@ def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int
     ``body`` is the request's bytes, or the file they were spilled to. Refuses (413) a
     request whose samples times the model's clusters pass ``max_distances``.
     """
-    raw = body if isinstance(body, bytes) else body.read_bytes()
-    request = validate(PredictRequest, raw)
-    X = as_feature_matrix(request.X, min_samples=1)
-    if X.shape[0] * model.n_clusters > max_distances:
+    request = validate(PredictRequest, _read(body))
+    labels, distances = model.predict(_samples(request.X, model, max_distances))
+    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+
+
+def anomalies_in_worker(body: bytes | Path, model: FittedModel, max_distances: int) -> bytes:
+    """The JSON answer to an anomalies request: each sample's label and distance, and
+    whether that distance passes the model's threshold for the request's contamination.
+
+    Bounded as :func:`predict_in_worker` is.
+    """
+    request = validate(AnomaliesRequest, _read(body))
+    labels, distances = model.predict(_samples(request.X, model, max_distances))
+    threshold = model.threshold(request.contamination)
+    rows = [
+        {"label": label, "distance": distance, "is_anomaly": distance > threshold}
+        for label, distance in zip(labels.tolist(), distances.tolist(), strict=True)
+    ]
+    return orjson.dumps({"threshold": threshold, "rows": rows})
+
+
+def _read(body: bytes | Path) -> bytes:
+    return body if isinstance(body, bytes) else body.read_bytes()
+
+
+def _samples(X: Any, model: FittedModel, max_distances: int) -> np.ndarray:
+    """``X`` as a matrix, refused (413) when its samples times the model's clusters pass
+    ``max_distances``."""
+    samples = as_feature_matrix(X, min_samples=1)
+    if samples.shape[0] * model.n_clusters > max_distances:
         raise PayloadTooLargeError(
-            f"{X.shape[0]} samples against a model of {model.n_clusters} clusters is "
-            f"{X.shape[0] * model.n_clusters} distances, more than the limit of {max_distances} "
-            "(CLUSTERBENCH_PREDICT_MAX_DISTANCES); send the samples in smaller batches",
+            f"{samples.shape[0]} samples against a model of {model.n_clusters} clusters is "
+            f"{samples.shape[0] * model.n_clusters} distances, more than the limit of "
+            f"{max_distances} (CLUSTERBENCH_PREDICT_MAX_DISTANCES); send the samples in "
+            "smaller batches",
             errors=[{"loc": ["X"], "msg": f"at most {max_distances // model.n_clusters} samples"}],
         )
-    labels, distances = model.predict(X)
-    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+    return samples
 
 
 def request_body_in_worker(
@@ -237,8 +281,38 @@ def request_body_in_worker(
     """A large body of any request with data fields (``X``, ``y``), read in a worker:
     the request without its data, and the stored dataset when the data came inline."""
     request = validate(model, body_path.read_bytes())
+    datasets = DatasetStore(datasets_root)
     X, y = getattr(request, "X", None), getattr(request, "y", None)
     if X is None:
+        if isinstance(request, BenchmarkRequest):
+            check_centers_fit(request, _named(datasets, request.dataset))
         return request, None
-    info = store_inline(DatasetStore(datasets_root), X, y, limits, pooled)
+    info = store_inline(datasets, X, y, limits, pooled)
+    if isinstance(request, BenchmarkRequest):
+        check_centers_fit(request, info)
     return request.model_copy(update={"X": None, "y": None}), info
+
+
+def _named(datasets: DatasetStore, name: str | None) -> DatasetInfo:
+    """The built-in or stored dataset a request names (whether the caller may use it is
+    for the API process to say)."""
+    name = name or "digits"
+    if name in BUILTIN_LOADERS:
+        return datasets.builtin(name)
+    if is_id(name):
+        with contextlib.suppress(DatasetNotFoundError):
+            return datasets.get(name)
+    raise unknown_dataset(name)
+
+
+def check_centers_fit(request: BenchmarkRequest, dataset: DatasetInfo) -> None:
+    """Custom centres against the data: ``n_clusters`` rows of ``n_features`` values.
+
+    Checked in the worker that decoded a large body, before the request travels back:
+    sent back and unpickled, millions of centre rows filled the API process (two such
+    bodies took it from 331 to 3,429 MiB, and /healthz timed out).
+    """
+    for index, strategy in enumerate(request.strategies):
+        if isinstance(strategy, StrategySpec) and strategy.centers is not None:
+            n_clusters = bm.default_n_clusters(request.n_clusters, dataset.n_labels)
+            bm.check_centers(strategy.centers, index, n_clusters, dataset.n_features)

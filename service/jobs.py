@@ -18,12 +18,14 @@ import contextlib
 import copy
 import functools
 import logging
+import math
 import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +34,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from service import processes
+from service import compute, processes
 from service.engine import BenchmarkEngine
 from service.errors import (
     ComputeBusyError,
@@ -41,6 +43,7 @@ from service.errors import (
     JobOrphanedError,
     ServiceError,
     StorageError,
+    TenantBusyError,
     storage_errors,
 )
 from service.questions import KINDS, Question
@@ -487,8 +490,87 @@ class _Running:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
+    tenant: str | None = None  # who asked first; its computation counts against its share
     # Record writes in flight: held here, since the event loop keeps only weak references.
     writes: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class _Turns:
+    """Queued jobs take the pool's free places in turns across tenants.
+
+    One job tries at a time: the oldest of the tenant whose turn it is. Admitted, its
+    tenant goes to the back of the round; refused at its tenant's share, the next tenant
+    tries; refused by a full pool, all wait ``ADMISSION_POLL_S`` and the same tenant
+    tries first. Before, each job polled on its own, and one tenant's hundred queued jobs
+    took nearly every place that freed.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str | None, deque[asyncio.Future[None]]] = {}
+        self._trying = False
+        self._skipped: set[str | None] = set()
+        self._paused: asyncio.TimerHandle | None = None
+
+    async def wait(self, tenant: str | None, *, again: bool = False) -> None:
+        """Until it is this job's turn to try for a place (``again``: it was refused,
+        it keeps its place at the head of its tenant's line)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line = self._waiting.setdefault(tenant, deque())
+        if again:
+            line.appendleft(future)
+        else:
+            line.append(future)
+        self._next()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.tried(tenant, "cancelled")  # its turn came with the cancel: pass it on
+            elif future in line:
+                line.remove(future)
+                if not line and self._waiting.get(tenant) is line:
+                    del self._waiting[tenant]
+            raise
+
+    def tried(self, tenant: str | None, outcome: str) -> None:
+        """The job whose turn it was has tried: ``admitted``, refused at its tenant's
+        ``share``, refused by a ``full`` pool, or ``cancelled``."""
+        self._trying = False
+        if outcome == "admitted":
+            line = self._waiting.pop(tenant, None)
+            if line:
+                self._waiting[tenant] = line  # the back of the round
+        elif outcome == "share":
+            self._skipped.add(tenant)
+        elif outcome == "full":
+            self._pause()
+        self._next()
+
+    def _pause(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().call_later(ADMISSION_POLL_S, self._resume)
+
+    def _resume(self) -> None:
+        self._paused = None
+        self._skipped.clear()
+        self._next()
+
+    def _next(self) -> None:
+        if self._trying or self._paused is not None:
+            return
+        for tenant, line in list(self._waiting.items()):
+            while line and line[0].done():
+                line.popleft()  # cancelled while waiting
+            if not line:
+                del self._waiting[tenant]
+                continue
+            if tenant in self._skipped:
+                continue
+            line.popleft().set_result(None)
+            self._trying = True
+            return
+        if self._waiting:
+            self._pause()  # every tenant waiting holds its share: until places free
 
 
 class JobManager:
@@ -502,6 +584,9 @@ class JobManager:
         What computes (and shares a computation with synchronous requests).
     max_active : int
         Jobs this process queues or runs at once; more are refused (ComputeBusyError).
+    tenant_max_active : int or None
+        Jobs one tenant queues or runs at once in this process; more are refused
+        (TenantBusyError). None: no bound per tenant.
     """
 
     def __init__(
@@ -510,12 +595,14 @@ class JobManager:
         engine: BenchmarkEngine,
         *,
         max_active: int,
+        tenant_max_active: int | None = None,
         retention_s: float = 7 * 24 * 3600,
         on_pruned: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.max_active = max_active
+        self.tenant_max_active = tenant_max_active
         self.retention_s = retention_s
         self.on_pruned = on_pruned
         self.owner = f"{engine.owner}@{socket.gethostname()}"
@@ -523,6 +610,9 @@ class JobManager:
         self.watchers = 0
         self._active: dict[str, _Running] = {}
         self._by_key: dict[str, _Running] = {}
+        # Jobs being created (their record written): counted against the bounds already.
+        self._submitting: dict[str | None, int] = {}
+        self._turns = _Turns()
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- counts, for the metrics ----------------------------------------------------
@@ -535,37 +625,63 @@ class JobManager:
 
     # -- starting ---------------------------------------------------------------------
 
-    async def submit(self, question: Question) -> Job:
-        """The job computing ``question``: the one already queued or running, or a new one.
+    async def submit(self, question: Question, tenant: str | None = None) -> Job:
+        """The job computing ``question``: the one already queued or running, or a new one
+        (``tenant``'s, which asks it).
 
         Raises the failure remembered for the question (as a synchronous request would
-        get it), or ComputeBusyError when this process runs ``max_active`` jobs already.
+        get it), ComputeBusyError when this process runs ``max_active`` jobs already, or
+        TenantBusyError when ``tenant`` has ``tenant_max_active`` jobs here already.
         """
         running = self._by_key.get(question.id)
         if running is not None:
             return copy.copy(running.job)
         self.engine.failures.check(question.flight)
-        if len(self._active) >= self.max_active:
+        if len(self._active) + sum(self._submitting.values()) >= self.max_active:
             raise ComputeBusyError(
                 f"this server already runs {self.max_active} jobs "
                 "(CLUSTERBENCH_MAX_JOBS); try again later",
                 retry_after=5,
             )
-        job, created = await asyncio.to_thread(
-            self.store.create_or_join,
-            kind=question.kind,
-            key=question.id,
-            request=question.record(),
-            total=question.steps,
-            owner=self.owner,
-            alive=self._alive,
-        )
+        self._check_tenant_share(tenant)
+        self._submitting[tenant] = self._submitting.get(tenant, 0) + 1
+        try:
+            job, created = await asyncio.to_thread(
+                self.store.create_or_join,
+                kind=question.kind,
+                key=question.id,
+                request=question.record(),
+                total=question.steps,
+                owner=self.owner,
+                alive=self._alive,
+            )
+        finally:
+            self._submitting[tenant] -= 1
+            if not self._submitting[tenant]:
+                del self._submitting[tenant]
         if created:
-            self._start(job, question)
+            self._start(job, question, tenant)
         return job
 
-    def _start(self, job: Job, question: Question) -> None:
-        running = _Running(job=job, question=question)
+    def _check_tenant_share(self, tenant: str | None) -> None:
+        """Refuse a new job of a tenant that has ``tenant_max_active`` jobs already."""
+        if tenant is None or self.tenant_max_active is None:
+            return
+        mine = [r for r in self._active.values() if r.tenant == tenant]
+        if len(mine) + self._submitting.get(tenant, 0) < self.tenant_max_active:
+            return
+        # Until the first of its running jobs ends: its steps left, at the measured pace.
+        running = [r.job.total - r.job.done for r in mine if r.job.state == "running"]
+        steps = min(running, default=max((r.job.total for r in mine), default=1))
+        raise TenantBusyError(
+            f"tenant {tenant!r} already has {len(mine)} jobs queued or running on this server, "
+            f"its share (CLUSTERBENCH_TENANT_MAX_JOBS={self.tenant_max_active}); try again "
+            "once one has ended",
+            retry_after=max(1, math.ceil(steps * self.engine.executor.task_s)),
+        )
+
+    def _start(self, job: Job, question: Question, tenant: str | None = None) -> None:
+        running = _Running(job=job, question=question, tenant=tenant)
         self._active[job.id] = running
         self._by_key[job.key] = running
         running.task = asyncio.create_task(self._run(running), name=f"job {job.id}")
@@ -589,14 +705,17 @@ class JobManager:
             write.add_done_callback(running.writes.discard)
             write.add_done_callback(_log_failure)
 
+        # Its computation counts against its tenant's share of the pools.
+        compute.tenant.set(running.tenant)
         follower = asyncio.create_task(self._follow_record(running))
         try:
             while True:
                 try:
-                    await question.computation(self.engine, progress)
+                    async with self._place(running):
+                        await question.computation(self.engine, progress)
                     break
                 except ComputeBusyError:
-                    # Queued: every worker is busy and the pool's queue is full.
+                    # A place taken, but a pool further on full: queued again.
                     await asyncio.sleep(ADMISSION_POLL_S)
         except asyncio.CancelledError:
             if not running.cancel_requested:
@@ -619,6 +738,31 @@ class JobManager:
             await self._finish(running, "succeeded")
         finally:
             follower.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _place(self, running: _Running) -> AsyncIterator[None]:
+        """A place in the pool for the job's computation, taken in its tenant's turn;
+        the computation started inside is counted there, once."""
+        again = False
+        while True:
+            await self._turns.wait(running.tenant, again=again)
+            again = True
+            place = contextlib.ExitStack()
+            try:
+                place.enter_context(self.engine.executor.admitted())
+            except TenantBusyError:
+                self._turns.tried(running.tenant, "share")
+                continue
+            except ComputeBusyError:
+                self._turns.tried(running.tenant, "full")
+                continue
+            except BaseException:
+                self._turns.tried(running.tenant, "full")
+                raise
+            self._turns.tried(running.tenant, "admitted")
+            with place:
+                yield
+            return
 
     async def _follow_record(self, running: _Running) -> None:
         """Keep the job's heartbeat, and stop the runner when another process has

@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue_size=settings.queue_size,
             timeout_s=settings.timeout_s,
             threads_per_worker=settings.threads_per_worker,
+            tenant_share=settings.tenant_pool_share,
         )
         data_pool = ComputePool(
             workers=settings.data_workers,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_s=settings.timeout_s,
             threads_per_worker=1,
             name="data",
+            tenant_share=settings.tenant_pool_share,
         )
         executor: DaskExecutor | None = None
         if settings.dask_scheduler is not None:
@@ -121,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 queue_size=settings.queue_size,
                 threads_per_worker=settings.threads_per_worker,
                 connect_timeout_s=settings.dask_connect_timeout_s,
+                tenant_share=settings.tenant_pool_share,
             )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
@@ -172,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_store,
             engine,
             max_active=settings.max_jobs,
+            tenant_max_active=settings.tenant_max_jobs,
             retention_s=settings.job_retention_s,
             on_pruned=tenancy.forget_jobs,
         )

@@ -1,5 +1,5 @@
 """A benchmark, a sweep or a stability run as one self-contained HTML page: the tables,
-the plot inline, the parameters.
+the plot inline, a benchmark's cluster profiles, the parameters.
 
 Strings only. Every value that came from a client (dataset names, feature
 names, warnings) goes through :func:`html.escape`; the page loads nothing: the plot is a
@@ -176,11 +176,47 @@ def result_cells(result: dict[str, Any]) -> list[str]:
     return [name, f"{result['fit_time']:.3f}s", f"{result['inertia']:.0f}", *scores]
 
 
+def profile_table(clusters: list[dict[str, Any]]) -> list[list[str]]:
+    """A model's cluster profiles as rows of text (unescaped): a header naming each
+    cluster with its size, then one row per feature of ``mean ± std`` per cluster."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    header = ["feature", *(f"{c['label']} (n={c['size']})" for c in clusters)]
+    features = list(clusters[0]["mean"]) if clusters else []
+    return [header] + [
+        [name, *(f"{number(c['mean'][name])} ± {number(c['std'][name])}" for c in clusters)]
+        for name in features
+    ]
+
+
+def _profiles(profiles: dict[str, list[dict[str, Any]] | None]) -> str:
+    tables = []
+    for init, clusters in profiles.items():
+        if clusters is not None:
+            header, *rows = profile_table(clusters)
+            table = _table(f"profiles-{init}", header, rows)
+            tables.append(f"<h3>{html.escape(init)}</h3>\n{table}")
+    if not tables:
+        return ""
+    return _section(
+        "Cluster profiles",
+        "<p>Per cluster: its training rows, and each feature's mean ± standard deviation "
+        "in the data's own units.</p>\n" + "\n".join(tables),
+    )
+
+
 def render_report(
-    data: dict[str, Any], png: bytes | None, described: dict[str, Any] | None = None
+    data: dict[str, Any],
+    png: bytes | None,
+    described: dict[str, Any] | None = None,
+    profiles: dict[str, list[dict[str, Any]] | None] | None = None,
 ) -> str:
     """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
-    with one feature has no plot); ``described`` as for :func:`dataset_shown`."""
+    with one feature has no plot); ``described`` as for :func:`dataset_shown`;
+    ``profiles`` are each strategy's cluster profiles
+    (:meth:`service.benchmark.FittedModel.profiles`), by its init."""
     warnings = [
         *data.get("warnings", []),
         *(f"{r['init']}: {w}" for r in data["results"] for w in r.get("warnings", [])),
@@ -204,6 +240,7 @@ def render_report(
             ),
             _warnings(warnings),
             _section("Decision boundaries", plot),
+            _profiles(profiles or {}),
         ],
         params={"n_clusters": data["n_clusters"], **data["params"]},
     )

@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 StrategyName = Literal["k-means++", "random", "pca", "custom"]
 EstimatorName = Literal["kmeans", "minibatch", "bisecting"]
@@ -125,10 +126,9 @@ class BenchmarkRequest(BaseModel):
     dataset: str | None = Field(
         None,
         description="A built-in name (`digits`, `iris`, `wine`, `breast_cancer`) or the id of "
-        "an uploaded dataset. Default `digits`; must be absent when `X` is given.",
+        "an uploaded dataset; `digits` when neither `dataset` nor `X` is given. Must be "
+        "absent when `X` is given.",
         examples=["digits"],
-        # Absent (None) means digits unless X is given: the documented default is digits.
-        json_schema_extra={"default": "digits"},
     )
     X: Matrix | None = Field(
         None,
@@ -363,6 +363,18 @@ class ScalerInfo(BaseModel):
     scale: list[float] = Field(description="Per-feature scale divided by the StandardScaler.")
 
 
+class ClusterProfile(BaseModel):
+    label: int
+    size: int = Field(description="How many training rows the fit assigned to it.")
+    mean: dict[str, float | None] = Field(
+        description="Per feature (by column name, else `x0`, `x1`, ...), the mean of its rows."
+    )
+    std: dict[str, float | None] = Field(
+        description="Per feature, the standard deviation of its rows (ddof=1, as pandas); "
+        "null for a cluster of one row."
+    )
+
+
 class ModelInfo(BaseModel):
     """A fitted model: its scaler and centres, enough to assign new samples."""
 
@@ -376,6 +388,18 @@ class ModelInfo(BaseModel):
     scaler: ScalerInfo | None = Field(description="The StandardScaler, or null without scaling.")
     inertia: float
     n_iter: int | None
+    estimator: EstimatorName = Field(
+        description="The estimator that fitted the model.", examples=["kmeans"]
+    )
+    onnx_url: str = Field(
+        description="Where the whole pipeline is, converted to ONNX.",
+        examples=["/v1/models/0f1e.../model.onnx"],
+    )
+    clusters: list[ClusterProfile] | None = Field(
+        description="Each cluster's training rows, in the data's own units, like BigQuery "
+        "ML's `ML.CENTROIDS` and Spark's `clusterSizes`; null for a model stored before "
+        "profiles were kept."
+    )
 
 
 class PredictRequest(BaseModel):
@@ -393,6 +417,33 @@ class Prediction(BaseModel):
         description="Distance to that centre, in the space KMeans worked in (scaled when "
         "the benchmark scaled), as `KMeans.transform` measures it."
     )
+
+
+class AnomaliesRequest(PredictRequest):
+    contamination: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="The share of the training rows to call anomalous: the threshold is the "
+        "(1 - contamination) quantile of their distances to their own centre.",
+        examples=[0.01],
+    )
+
+
+class AnomalyRow(BaseModel):
+    label: int = Field(description="The nearest centre.")
+    distance: float = Field(description="Distance to that centre, as `/predict` measures it.")
+    is_anomaly: bool = Field(description="Whether `distance` is above the threshold.")
+
+
+class Anomalies(BaseModel):
+    """BigQuery ML's `ML.DETECT_ANOMALIES` for k-means: rows far from their centre."""
+
+    threshold: float = Field(
+        description="The (1 - contamination) quantile of the training rows' distances to "
+        "their own centre (`numpy.quantile`, linear)."
+    )
+    rows: list[AnomalyRow] = Field(description="One per sample, in order.")
 
 
 class Problem(BaseModel):
@@ -537,6 +588,11 @@ class SweepRequest(BaseModel):
             if name in seen:
                 raise ValueError(f"strategy {name!r} is listed twice")
             seen.add(name)
+            if isinstance(item, StrategySpec) and item.centers is not None:
+                # Refused here, in the worker decoding a large body: never sent back.
+                raise ValueError(
+                    "a sweep cannot use strategy 'custom' or `centers`: centres fit one k only"
+                )
             if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
                 raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
         return self
@@ -630,6 +686,9 @@ MAX_SEEDS = 100
 class StabilityRequest(BenchmarkRequest):
     """A benchmark run under several seeds: how much does its answer depend on luck?"""
 
+    # `seeds` replaces it: refused when sent, and left out of the schema, so that a client
+    # generated from the schema does not send its default.
+    random_state: SkipJsonSchema[int] = 0
     seeds: int | list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
         10,
         description=f"`n` runs `random_state` 0..n-1; a list names the seeds. At most "

@@ -259,6 +259,21 @@ class Settings(BaseSettings):
         description="Jobs (Prefer: respond-async) one server process queues or runs at "
         "once; past it, 503.",
     )
+    tenant_max_jobs: int = Field(
+        20,
+        ge=1,
+        description="Jobs one tenant queues or runs at once in one server process; past it, "
+        "429 with Retry-After from its own jobs ahead. Queued jobs start in turns across "
+        "tenants. Not applied without keys (single-user mode).",
+    )
+    tenant_pool_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a pool's places (workers + queue) one tenant's computations "
+        "hold at once; past it, 429 (the rest are kept for other tenants). Not applied "
+        "without keys (single-user mode).",
+    )
     job_retention_s: float = Field(
         7 * 24 * 3600,
         gt=0,

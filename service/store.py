@@ -43,7 +43,7 @@ import numpy as np
 import orjson
 
 from service import processes
-from service.benchmark import FittedModel
+from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
 from service.errors import MIN_FREE_BYTES, StorageError
 from service.sqlite import transaction
 
@@ -148,6 +148,14 @@ def model_to_bytes(model: FittedModel) -> bytes:
     if model.scaler_mean is not None and model.scaler_scale is not None:
         arrays["scaler_mean"] = model.scaler_mean
         arrays["scaler_scale"] = model.scaler_scale
+    arrays["estimator"] = np.asarray(model.estimator)
+    if model.feature_names is not None:
+        arrays["feature_names"] = np.asarray(model.feature_names, dtype=str)
+    for name in _OPTIONAL_ARRAYS:
+        value = getattr(model, name)
+        if value is not None:
+            arrays[name] = value
+    arrays["n_train"] = np.asarray(model.n_train)
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
@@ -165,7 +173,19 @@ def model_from_bytes(data: bytes) -> FittedModel:
             scaler_scale=npz["scaler_scale"] if "scaler_scale" in npz.files else None,
             inertia=float(npz["inertia"]),
             n_iter=None if int(npz["n_iter"]) < 0 else int(npz["n_iter"]),
+            # Models stored before these were kept have none of them.
+            estimator=str(npz["estimator"]) if "estimator" in npz.files else DEFAULT_ESTIMATOR,
+            feature_names=(
+                tuple(str(n) for n in npz["feature_names"])
+                if "feature_names" in npz.files
+                else None
+            ),
+            **{name: npz[name] for name in _OPTIONAL_ARRAYS if name in npz.files},
+            n_train=int(npz["n_train"]) if "n_train" in npz.files else 0,
         )
+
+
+_OPTIONAL_ARRAYS = ("cluster_sizes", "cluster_means", "cluster_stds", "distance_tail")
 
 
 class ResultBackend(Protocol):
@@ -713,7 +733,7 @@ class ResultStore:
 
         found = self._safely("model read", read, None)
         if found is not None:
-            self._memory.put(("model", model_id), found, found.cluster_centers.nbytes + 512)
+            self._memory.put(("model", model_id), found, found.nbytes)
         return found
 
     # -- leases: one computation per question across processes -------------------------

@@ -51,6 +51,10 @@ WORKER_ENV = {
     "CLUSTERBENCH_DASK_TASK_THREADS": "1",
 }
 
+# How long a worker that lost its scheduler may take to exit (its supervisor, e.g.
+# compose's `restart`, then starts it again).
+DEATH_TIMEOUT_S = float(WORKER_ARGS[WORKER_ARGS.index("--death-timeout") + 1])
+
 
 def _fill(args: list[str], **values: str) -> list[str]:
     return [a.format(**values) for a in args]
@@ -88,10 +92,19 @@ class DaskCluster:
         args = _fill(SCHEDULER_ARGS, host=self.host, port=str(self.port))
         self.scheduler = self._spawn(args, "scheduler", {})
 
-    def start_workers(self, n: int | None = None) -> None:
+    def start_workers(self, n: int | None = None, env: dict[str, str] = WORKER_ENV) -> None:
+        """Start ``n`` workers (default: ``workers``) with ``env`` added to this process's."""
         args = _fill(WORKER_ARGS, host=self.host, scheduler=self.address)
-        for i in range(self.n_workers if n is None else n):
-            self.workers.append(self._spawn(args, f"worker-{i}", WORKER_ENV))
+        for _ in range(self.n_workers if n is None else n):
+            self.start_worker(args, env)
+
+    def start_worker(
+        self, args: list[str], env: dict[str, str], name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``dask *args`` as one more worker; its log is ``{name}.log``."""
+        worker = self._spawn(args, name or f"worker-{len(self.workers)}", env)
+        self.workers.append(worker)
+        return worker
 
     def start(self, timeout_s: float = 90) -> None:
         """Start the scheduler and the workers, and wait until every worker has joined."""
@@ -124,11 +137,24 @@ class DaskCluster:
         return dict(self.client.run(os.getpid))
 
     def stop_scheduler(self) -> None:
-        """Kill the scheduler (the workers, losing it, stop too) and wait until it is gone."""
+        """Kill the scheduler, as a crash would, and wait until its workers have exited
+        by themselves, as they must for a supervisor to start them again."""
         self.close_client()
         if self.scheduler is not None and self.scheduler.poll() is None:
             self.scheduler.kill()
             self.scheduler.wait(timeout=30)
+        deadline = time.monotonic() + DEATH_TIMEOUT_S
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"dask worker {worker.pid} still runs {DEATH_TIMEOUT_S:g} s "
+                    "(its --death-timeout) after its scheduler went"
+                ) from None
+        self.workers = []
+
+    def stop_workers(self) -> None:
         _stop(*self.workers)
         self.workers = []
 
@@ -139,8 +165,7 @@ class DaskCluster:
 
     def stop(self) -> None:
         self.close_client()
-        _stop(*self.workers)
-        self.workers = []
+        self.stop_workers()
         if self.scheduler is not None:
             _stop(self.scheduler)
 

@@ -251,6 +251,42 @@ def test_a_scheduler_unreachable_at_start_is_503_until_it_comes(tmp_path: Path) 
         late.stop()
 
 
+def test_a_worker_started_without_daemon_false_is_503_naming_the_setting(
+    cluster: DaskCluster, server: ServiceProcess
+) -> None:
+    # Check that a plain `dask worker`, whose nanny starts it as a daemonic process (which
+    # may not start the child a task computes in), makes a computation 503
+    # compute-unavailable naming the setting, and /readyz say so, rather than a 500; and
+    # that with workers started as documented the same service computes again.
+    setting = "DASK_DISTRIBUTED__WORKER__DAEMON=False"
+    body = {"strategies": ["pca"], "random_state": 32}
+    cluster.stop_workers()
+    cluster.start_workers(1, env={})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while "has no workers" in (answer := client.post("/v1/benchmarks", json=body)).text:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"].endswith("compute-unavailable")
+        assert setting in answer.json()["detail"]
+        assert int(answer.headers["retry-after"]) >= 1
+        while setting not in (ready := client.get("/readyz")).text:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        assert ready.status_code == 503
+        cluster.stop_workers()
+        cluster.start_workers()
+        cluster.wait_for_workers(cluster.n_workers)
+        deadline = time.monotonic() + 60
+        while (answer := client.post("/v1/benchmarks", json=body)).status_code != 200:
+            assert answer.status_code == 503, answer.text
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        assert client.get("/readyz").status_code == 200
+
+
 # One strategy with a single init: the request, not the fit, is what these tests time.
 QUICK = {"strategies": ["pca"], "random_state": 31}
 

@@ -87,6 +87,15 @@ def test_dependencies_come_from_the_lock_before_the_code() -> None:
     assert "requirements.lock" not in (ROOT / ".dockerignore").read_text()
 
 
+def test_the_project_install_leaves_no_build_leftovers_in_the_image() -> None:
+    # Check that the RUN installing the project removes, in its own layer, what the build
+    # leaves in /app beside the installed package: setuptools' build/ and *.egg-info.
+    instructions = DOCKERFILE.replace("\\\n", " ").splitlines()
+    run = next(i for i in instructions if re.match(r"RUN pip install .* \.( |$)", i))
+    commands = [c.strip() for c in run.split("&&")]
+    assert "rm -rf build ./*.egg-info" in commands
+
+
 def test_readme_says_how_to_run_the_image() -> None:
     # Check that the README tells what the image needs from whoever runs it: a stop timeout
     # longer than the shutdown grace period, and a /data writable by the image's uid.

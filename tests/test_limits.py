@@ -137,6 +137,36 @@ def test_a_stalled_body_gets_408_and_leaves_no_scratch_file(
     assert httpx.get(f"{strict_server.url}/healthz").status_code == 200
 
 
+def post_at_once(
+    server: ServiceProcess, bodies: list[tuple[str, bytes]]
+) -> tuple[list[httpx.Response], int]:
+    """POST each ``(path, JSON body)`` to ``server`` at once: the answers, in order, and
+    how much the server process grew meanwhile at its peak, in bytes."""
+    assert server.process is not None
+    process = psutil.Process(server.process.pid)
+    baseline = process.memory_info().rss
+    peak = baseline
+    answers: dict[int, httpx.Response] = {}
+
+    def post(index: int, path: str, body: bytes) -> None:
+        answers[index] = httpx.post(
+            f"{server.url}{path}",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+
+    posts = [
+        threading.Thread(target=post, args=(i, path, body)) for i, (path, body) in enumerate(bodies)
+    ]
+    for thread in posts:
+        thread.start()
+    while any(thread.is_alive() for thread in posts):
+        peak = max(peak, process.memory_info().rss)
+        time.sleep(0.01)
+    return [answers[i] for i in range(len(bodies))], peak - baseline
+
+
 def test_large_bodies_are_not_held_in_the_server(tmp_path: Path) -> None:
     # Check that several large JSON bodies at once do not grow the server process by
     # their size: they are written to scratch files as they arrive (measured before:
@@ -147,30 +177,35 @@ def test_large_bodies_are_not_held_in_the_server(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1") as server:
-        assert server.process is not None
-        process = psutil.Process(server.process.pid)
-        baseline = process.memory_info().rss
-        peak = baseline
-        answers: list[int] = []
-
-        def post() -> None:
-            answer = httpx.post(
-                f"{server.url}/v1/benchmarks",
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=120,
-            )
-            answers.append(answer.status_code)
-
-        posts = [threading.Thread(target=post) for _ in range(3)]
-        for thread in posts:
-            thread.start()
-        while any(thread.is_alive() for thread in posts):
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.01)
-    assert answers == [422] * 3
+        answers, grown = post_at_once(server, [("/v1/benchmarks", body)] * 3)
+    assert [answer.status_code for answer in answers] == [422] * 3
     # Three bodies are 3 x len(body) bytes; the server may grow by a fraction of one.
-    assert peak - baseline < len(body), (peak - baseline, len(body))
+    assert grown < len(body), (grown, len(body))
+
+
+def test_millions_of_centre_rows_never_reach_the_server(tmp_path: Path) -> None:
+    # Check that a benchmark and a stability body carrying far more custom-centre rows
+    # than n_clusters are refused (422) by the worker that decodes them, without the
+    # rows travelling back to the server process (measured before: two such bodies took
+    # it from 331 to 3,429 MiB, and /healthz timed out).
+    centers = np.random.default_rng(0).normal(size=(1_500_000, 4)).round(3).tolist()
+    custom = {"init": "custom", "centers": centers}
+    bodies = [
+        ("/v1/benchmarks", orjson.dumps({"dataset": "iris", "strategies": [custom]})),
+        ("/v1/stability", orjson.dumps({"dataset": "iris", "strategies": [custom], "seeds": 2})),
+    ]
+    del centers, custom
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir, CLUSTERBENCH_WORKERS="1") as server:
+        answers, grown = post_at_once(server, bodies)
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    for (path, _), answer in zip(bodies, answers, strict=True):
+        assert answer.status_code == 422, (path, answer.text[:500])
+        assert "expected 3 rows (n_clusters), got 1500000" in answer.json()["detail"]
+    # The rows as Python lists are ~10 times their JSON; the server may grow by a
+    # fraction of one body (measured before: 758 MB).
+    assert grown < len(bodies[0][1]), grown
 
 
 def test_prediction_holds_a_bounded_block() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -570,3 +571,120 @@ def test_if_none_match_any_on_a_post_names_only_a_stored_answer(http: httpx.Clie
         assert first.json()["id"]
         again = http.post(url, json=body, headers=any_etag)
         assert again.status_code == 304
+
+
+def test_one_tenants_flood_of_jobs_does_not_starve_another(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Check that a tenant flooding the server with async benchmarks gets its share of
+    # jobs (then 429 with Retry-After) and of the pool, while another tenant's
+    # synchronous benchmark still answers 200 and its job starts in its turn (measured
+    # before: 99 x 202 filled CLUSTERBENCH_MAX_JOBS and the pool, and every other
+    # tenant got 503 until those jobs ended).
+    server = start(tmp_path_factory, "flood")
+    try:
+        flood = [{"dataset": "digits", "random_state": 1000 + i} for i in range(130)]
+
+        async def send_flood() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            "/v1/benchmarks",
+                            json=body,
+                            headers={**A, "Prefer": "respond-async"},
+                        )
+                        for body in flood
+                    )
+                )
+
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            warm = http.post("/v1/benchmarks", json={"random_state": 6}, headers=B)
+            assert warm.status_code == 200, warm.text
+            began = time.monotonic()
+            alone = http.post("/v1/benchmarks", json={"random_state": 7}, headers=B)
+            assert alone.status_code == 200, alone.text
+            print(f"bob's benchmark alone: {time.monotonic() - began:.2f} s")
+
+            answers = asyncio.run(send_flood())
+            began = time.monotonic()
+            answer = http.post("/v1/benchmarks", json={}, headers=B)
+            assert answer.status_code == 200, answer.text
+            print(f"bob's benchmark under the flood: {time.monotonic() - began:.2f} s")
+
+            statuses = [a.status_code for a in answers]
+            assert set(statuses) == {202, 429}, statuses
+            assert statuses.count(202) >= 20  # CLUSTERBENCH_TENANT_MAX_JOBS, by default
+            refused = answers[statuses.index(429)]
+            assert refused.json()["type"] == "urn:clusterbench:problem:tenant-busy"
+            assert "CLUSTERBENCH_TENANT_MAX_JOBS" in refused.json()["detail"]
+            assert int(refused.headers["retry-after"]) >= 1
+            a_jobs = [a.json()["id"] for a in answers if a.status_code == 202]
+
+            job = http.post(
+                "/v1/benchmarks",
+                json={"dataset": "iris"},
+                headers={**B, "Prefer": "respond-async"},
+            )
+            assert job.status_code == 202, job.text
+            url = job.headers["location"]
+            deadline = time.monotonic() + 120
+            while (state := http.get(url, headers=B).json()["state"]) not in FINISHED:
+                assert time.monotonic() < deadline, state
+                time.sleep(0.1)
+            assert state == "succeeded"
+            # Its turn came before alice's queue was through: jobs start tenant by tenant.
+            a_states = [http.get(f"/v1/jobs/{j}", headers=A).json()["state"] for j in a_jobs]
+            assert "queued" in a_states, a_states
+    finally:
+        server.stop()
+
+
+def test_a_tenant_holds_at_most_its_share_of_the_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Check that one tenant's synchronous computations at once hold at most half the
+    # pool's places (1 worker + 4 queued: 2), the others getting 429 with Retry-After,
+    # while another tenant is still admitted beside them.
+    server = start(tmp_path_factory, "share")
+    try:
+        heavy = [
+            {"strategies": [{"init": "k-means++", "n_init": 40}], "random_state": i}
+            for i in range(5)
+        ]
+
+        async def send(bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+                mine = [client.post("/v1/benchmarks", json=body, headers=A) for body in bodies]
+                other = client.post("/v1/benchmarks", json={"dataset": "iris"}, headers=B)
+                return await asyncio.gather(*mine, other)
+
+        *answers, other = asyncio.run(send(heavy))
+        statuses = [a.status_code for a in answers]
+        assert set(statuses) == {200, 429}, statuses
+        assert statuses.count(200) >= 2
+        refused = answers[statuses.index(429)]
+        assert refused.json()["type"] == "urn:clusterbench:problem:tenant-busy"
+        assert "CLUSTERBENCH_TENANT_POOL_SHARE" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert other.status_code == 200, other.text
+    finally:
+        server.stop()
+
+
+def test_keys_list_says_when_there_are_no_keys(tmp_path: Path) -> None:
+    # Check that `keys list` on a data directory without keys says the service is open
+    # (it printed nothing, as if the command had failed), and lists keys from the
+    # environment when those are the only ones.
+    env = {**os.environ, "CLUSTERBENCH_DATA_DIR": str(tmp_path / "data")}
+    env.pop("CLUSTERBENCH_API_KEYS", None)
+    command = [sys.executable, "-m", "service", "keys", "list"]
+    empty = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert empty.returncode == 0
+    assert empty.stdout == ""
+    assert "no keys in" in empty.stderr
+    assert "the service is open" in empty.stderr
+    env["CLUSTERBENCH_API_KEYS"] = "dora:dora-key-0003-not-a-secret"
+    listed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert listed.stdout == "dora\tenvironment\t-\n"
+    assert listed.stderr == ""

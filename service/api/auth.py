@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import compute
 from service.api.problems import problem_response
 from service.errors import (
     AuthenticationRequiredError,
@@ -157,6 +158,8 @@ async def get_tenant(
         counter: Counter | None = request.app.state.tenant_requests
         if counter is not None:
             counter.labels(tenant).inc()
+        # Its computations count against the tenant's share of the pools.
+        compute.tenant.set(tenant)
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         headers = await limiter.hit(tenant or "")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
+    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
@@ -25,6 +26,7 @@ from service.api.deps import (
     html_page,
     html_response,
     negotiate,
+    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
@@ -144,8 +146,12 @@ async def _claim(tenants: Tenancy, caller: str | None, entry: StoredBenchmark) -
         return
     data = entry.data
     n_features = data["dataset"]["n_features"]
-    # A model's arrays: the centres and the scaler's mean and scale, in float64.
-    model_bytes = 8 * (data["n_clusters"] * n_features + 2 * n_features)
+    k = data["n_clusters"]
+    # A model's arrays, in float64: the centres, the clusters' means and stds, the scaler's
+    # mean and scale, the cluster sizes, and the upper half of the training distances.
+    model_bytes = 8 * (
+        3 * k * n_features + 2 * n_features + k + data["dataset"]["n_samples"] // 2 + 1
+    )
     await tenants.claim_benchmark(
         caller,
         entry.id,
@@ -261,12 +267,9 @@ async def get_benchmark(
     "/{benchmark_id}/plot.png",
     response_class=Response,
     responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "The decision-boundary plot: one panel per strategy.",
-        },
+        **png_response("The decision-boundary plot: one panel per strategy."),
         304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 422, 503, 504),
+        **problems(404, 406, 422, 503, 504),
     },
     summary="Get a benchmark's decision-boundary plot",
 )
@@ -282,13 +285,14 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
-    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
         return Response(status_code=304, headers=headers)
     png = await engine.get_or_render_plot(entry, init)
     await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
-    return Response(png, headers=headers, media_type="image/png")
+    return Response(png, headers=headers, media_type=media_type)
 
 
 def _cursor(created: float, benchmark_id: str) -> str:
@@ -433,6 +437,8 @@ async def get_benchmark_report(
     if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
+    profiles = {
+        r["init"]: (await engine.get_model(r["model_id"])).profiles() for r in entry.data["results"]
+    }
     described = await described_dataset(engine, tenants, caller, entry.data["dataset"]["id"])
-    page = render_report(entry.data, png, described)
-    return html_page(page)
+    return html_page(render_report(entry.data, png, described, profiles))

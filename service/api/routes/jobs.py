@@ -79,7 +79,7 @@ async def respond_async(
     if await question.stored(request.state.engine):
         return None
     jobs: JobManager = request.state.jobs
-    job = await jobs.submit(question)
+    job = await jobs.submit(question, caller)
     await tenants.claim_job(caller, job.id, question.id)
     return _json(
         job,

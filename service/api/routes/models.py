@@ -1,7 +1,10 @@
-"""``/v1/models``: the fitted models of benchmarks, and predictions with them."""
+"""``/v1/models``: the fitted models of benchmarks, predictions and anomalies with them, and
+their export to ONNX."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path as FilePath
 from typing import Annotated
 
 import orjson
@@ -12,11 +15,20 @@ from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import ID_PATTERN, Engine, Tenants, etag_matches, problems
 from service.benchmark import FittedModel
+from service.engine import ONNX_KIND, BenchmarkEngine
 from service.errors import ModelNotFoundError
-from service.schemas import ModelInfo, Prediction, PredictRequest
+from service.schemas import (
+    Anomalies,
+    AnomaliesRequest,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+)
 from service.tenants import MODEL, Tenancy
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ONNX_MEDIA_TYPE = "application/octet-stream"
 
 ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="A model id from a benchmark.")]
 
@@ -35,6 +47,9 @@ def _describe(model_id: str, model: FittedModel) -> bytes:
             "scaler": scaler,
             "inertia": model.inertia,
             "n_iter": model.n_iter,
+            "estimator": model.estimator,
+            "onnx_url": f"/v1/models/{model_id}/model.onnx",
+            "clusters": model.profiles(),
         }
     )
 
@@ -43,6 +58,21 @@ async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> No
     """404 for a model the caller does not hold, as if it did not exist."""
     if not await tenants.holds(caller, MODEL, model_id):
         raise ModelNotFoundError(f"no model with id {model_id}")
+
+
+async def _answer(
+    request: Request,
+    engine: BenchmarkEngine,
+    caller: str | None,
+    tenants: Tenancy,
+    model_id: str,
+    compute: Callable[[str, bytes | FilePath], Awaitable[bytes]],
+) -> Response:
+    """The JSON answer ``compute`` gives with the caller's model to the request's body."""
+    await _check_held(tenants, caller, model_id)
+    async with json_body(request, engine) as body:
+        answer = await compute(model_id, body)
+    return Response(answer, media_type="application/json")
 
 
 @router.get(
@@ -74,7 +104,51 @@ async def predict(
     model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
+    return await _answer(request, engine, caller, tenants, model_id, engine.predict)
+
+
+@router.get(
+    "/{model_id}/model.onnx",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {ONNX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The whole fitted pipeline converted with skl2onnx: input `X` "
+            "(float32), outputs `label` (int64) and `scores` (distances to each centre).",
+        },
+        304: {"description": "`If-None-Match` names this model: the client has it."},
+        **problems(404, 422, 503, 504),
+    },
+    summary="Export a fitted model to ONNX",
+)
+async def get_model_onnx(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The model's pipeline as ONNX, to score with onnxruntime anywhere; 422 naming a step
+    skl2onnx cannot convert."""
     await _check_held(tenants, caller, model_id)
-    async with json_body(request, engine) as body:
-        answer = await engine.predict(model_id, body)
-    return Response(answer, media_type="application/json")
+    headers = {
+        "ETag": f'"{model_id}.onnx"',
+        "Content-Disposition": f'attachment; filename="{model_id}.onnx"',
+    }
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        await engine.get_model(model_id)  # 404 once it is gone, even for a client that has it
+        return Response(status_code=304, headers=headers)
+    onnx = await engine.get_or_export_onnx(model_id)
+    await tenants.claim_result_plot(caller, ONNX_KIND, model_id, len(onnx))
+    return Response(onnx, headers=headers, media_type=ONNX_MEDIA_TYPE)
+
+
+@router.post(
+    "/{model_id}/anomalies",
+    response_model=Anomalies,
+    responses=problems(400, 404, 413, 415, 422, 503, 504),
+    openapi_extra=body_openapi(AnomaliesRequest, required=True),
+    summary="Flag samples far from their centre",
+)
+async def anomalies(
+    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """Each sample's nearest centre and distance, flagged when the distance passes the
+    (1 - contamination) quantile of the training rows' distances to their own centre."""
+    return await _answer(request, engine, caller, tenants, model_id, engine.anomalies)

@@ -13,6 +13,7 @@ from service import sweeps
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
+    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
@@ -22,6 +23,7 @@ from service.api.deps import (
     html_page,
     html_response,
     negotiate,
+    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
@@ -169,13 +171,12 @@ async def get_sweep(
     "/{sweep_id}/plot.png",
     response_class=Response,
     responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz "
-            "against k, one line per strategy, the recommended k marked.",
-        },
+        **png_response(
+            "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz against k, one line "
+            "per strategy, the recommended k marked."
+        ),
         304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 422, 503, 504),
+        **problems(404, 406, 422, 503, 504),
     },
     summary="Get a sweep's scores plotted against k",
 )
@@ -183,13 +184,14 @@ async def get_sweep_plot(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The scores against k, the k each criterion recommends marked."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
     body = await _held(engine, tenants, caller, sweep_id)
-    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
     png = await _plot(engine, sweep_id, orjson.loads(body))
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    return Response(png, headers=headers, media_type="image/png")
+    return Response(png, headers=headers, media_type=media_type)
 
 
 async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) -> bytes:
