@@ -37,7 +37,8 @@ PAGE = Template("""<!DOCTYPE html>
 <style>
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: right; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.7em; text-align: right; white-space: nowrap; }
+summary { margin: 0.5em 0; cursor: pointer; }
 th:first-child, td:first-child, .text, table.pairs td { text-align: left; }
 code { font-size: 0.9em; }
 img { max-width: 100%; }
@@ -191,13 +192,22 @@ def profile_table(clusters: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+# Profiles with more features than this start folded.
+PROFILES_SHOWN = 12
+
+
 def _profiles(profiles: dict[str, list[dict[str, Any]] | None]) -> str:
     tables = []
     for init, clusters in profiles.items():
         if clusters is not None:
             header, *rows = profile_table(clusters)
             table = _table(f"profiles-{init}", header, rows)
-            tables.append(f"<h3>{html.escape(init)}</h3>\n{table}")
+            # Folded past a screenful of features (digits: 64 rows per strategy).
+            shown = " open" if len(rows) <= PROFILES_SHOWN else ""
+            summary = f"{init}: {len(rows)} features x {len(clusters)} clusters"
+            tables.append(
+                f"<details{shown}><summary>{html.escape(summary)}</summary>\n{table}\n</details>"
+            )
     if not tables:
         return ""
     return _section(
