@@ -7,7 +7,9 @@ value from either is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,10 +95,32 @@ def _usage_error(message: str) -> SystemExit:
     return SystemExit(2)
 
 
+def check_listenable(host: str, port: int) -> None:
+    """Exit at once (status 2) when ``host:port`` cannot be listened on, naming the
+    settings that choose them: uvicorn binds only after the app has started (pools
+    warmed up, seconds later), then fails with no word of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _usage_error(
+                    f"error: port {port} on {host} is in use (another server?): stop what "
+                    "holds it, or choose another port with --port N or CLUSTERBENCH_PORT=N"
+                ) from None
+            raise _usage_error(
+                f"error: cannot listen on {host} port {port}: {exc.strerror or exc}; choose "
+                "them with --host/CLUSTERBENCH_HOST and --port/CLUSTERBENCH_PORT"
+            ) from None
+
+
 def serve(settings: Settings) -> None:
     """Run the server until it is stopped."""
     from service.main import create_app
 
+    check_listenable(settings.host, settings.port)
     # uvicorn handles SIGTERM itself while it serves (stop accepting, let running requests
     # finish within the grace period, then cancel them), and re-raises it once it has shut
     # down: exit 0 then, so `docker stop` sees a clean stop rather than death by signal.

@@ -303,7 +303,10 @@ class DatasetStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self._infos: dict[str, DatasetInfo] = {}
+        # Each info with the stamp of the meta file it was read from (:func:`_stamp`): another
+        # process (a worker storing an upload) may rewrite the file, e.g. to mark inline
+        # data as uploaded, and a stale info would list it as inline for ever.
+        self._infos: dict[str, tuple[tuple[int, int], DatasetInfo]] = {}
         self._builtin_ids: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -375,24 +378,32 @@ class DatasetStore:
                     return self.get(dataset_id), False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        with self._lock:
-            self._infos[dataset_id] = info
+        self._remember(info)
         return info, True
 
     def get(self, dataset_id: str) -> DatasetInfo:
         meta = self.path(dataset_id) / "meta.json"
         with self._lock:
             known = self._infos.get(dataset_id)
-        # Another process may have deleted it: a stat is the price of not serving a ghost.
-        if known is not None and meta.exists():
-            return known
+        # Another process may have deleted or rewritten it: a stat is the price of not
+        # serving a ghost.
         try:
+            stamp = _stamp(meta)
+            if known is not None and known[0] == stamp:
+                return known[1]
             info = DatasetInfo(**json.loads(meta.read_text()))
         except FileNotFoundError:
             raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
         with self._lock:
-            self._infos[dataset_id] = info
+            self._infos[dataset_id] = (stamp, info)
         return info
+
+    def _remember(self, info: DatasetInfo) -> None:
+        """Cache ``info``, just written to its meta file."""
+        with contextlib.suppress(OSError):
+            stamp = _stamp(self.root / info.id / "meta.json")
+            with self._lock:
+                self._infos[info.id] = (stamp, info)
 
     def builtin(self, name: str) -> DatasetInfo:
         """The stored copy of a built-in dataset, written on first use."""
@@ -452,8 +463,7 @@ class DatasetStore:
         finally:
             with contextlib.suppress(OSError):  # read-only: unlink fails even when missing
                 tmp.unlink(missing_ok=True)
-        with self._lock:
-            self._infos[info.id] = info
+        self._remember(info)
 
     def touch(self, info: DatasetInfo) -> None:
         """Mark an inline dataset as just used (its meta file's time orders the pruning)."""
@@ -519,6 +529,13 @@ class DatasetStore:
     def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
         folder = self.root / info.id
         return folder / "X.npy", (folder / "y.npy") if info.has_labels else None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """A file's inode and modification time: a file replaced (a new inode) or touched
+    (a new time) has another stamp, even within the clock's resolution."""
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns
 
 
 def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

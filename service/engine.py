@@ -837,7 +837,8 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         "score_space": "input",
         "results": results,
         "warnings": job.params.warnings(job.dataset.n_samples, job.dataset.n_features),
-        "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
+        # The boundary plot needs 2 features: data with one has none to point to.
+        "plot_url": f"/v1/benchmarks/{job.id}/plot.png" if job.dataset.n_features >= 2 else None,
         "versions": dict(bm.VERSIONS),
     }
     return StoredBenchmark.from_body(job.id, orjson.dumps(body), models)

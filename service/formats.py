@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import urllib.parse
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -233,6 +235,12 @@ def import_upload(
         format=fmt,
         feature_names=None if private else notes.feature_names,
     )
+    if info.format == "builtin":
+        # The same numbers as a built-in's stored copy: the answer describes the file that
+        # was sent (its format and columns), not the copy's "builtin" without names.
+        info = dataclasses.replace(
+            info, name=name, format=fmt, feature_names=notes.feature_names, inline=False
+        )
     return Upload(info, created, notes.warnings, notes.feature_names)
 
 
@@ -306,6 +314,7 @@ def _read_csv(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if _blank(path):
         raise _no_rows()
+    dialect = sniff(path)
     ragged: list[pyarrow.csv.InvalidRow] = []
 
     def on_invalid_row(row: pyarrow.csv.InvalidRow) -> str:
@@ -318,8 +327,12 @@ def _read_csv(
             read_options=pyarrow.csv.ReadOptions(
                 use_threads=use_threads, column_names=column_names
             ),
-            parse_options=pyarrow.csv.ParseOptions(invalid_row_handler=on_invalid_row),
-            convert_options=pyarrow.csv.ConvertOptions(null_values=[""], strings_can_be_null=True),
+            parse_options=pyarrow.csv.ParseOptions(
+                delimiter=dialect.delimiter, invalid_row_handler=on_invalid_row
+            ),
+            convert_options=pyarrow.csv.ConvertOptions(
+                null_values=[""], strings_can_be_null=True, decimal_point=dialect.decimal_point
+            ),
         )
 
     def read_all(column_names: list[str] | None = None) -> pa.Table:
@@ -334,7 +347,7 @@ def _read_csv(
                 return read(False, column_names)
         except pa.ArrowInvalid as exc:
             if ragged:
-                raise _ragged(ragged[0]) from None
+                raise _ragged(ragged[0], dialect) from None
             raise InvalidDataError(f"the CSV cannot be read: {exc}") from None
 
     table = read_all()
@@ -356,6 +369,53 @@ def _read_csv(
     )
     notes.feature_names = None if header is not None else features
     return X, y
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV writes its fields and its numbers."""
+
+    delimiter: str = ","
+    decimal_point: str = "."
+
+    def describe(self) -> str:
+        names = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+        text = f"fields separated by {names[self.delimiter]}"
+        return text + (", decimal commas" if self.decimal_point == "," else "")
+
+
+DELIMITERS = (",", ";", "\t", "|")
+# Lines looked at to choose the delimiter: the header and a few rows.
+_SNIFF_LINES = 20
+_DECIMAL_COMMA = re.compile(r"\d,\d")
+
+
+def sniff(path: Path) -> Dialect:
+    """The delimiter (``,`` ``;`` tab or ``|``) and decimal point of a CSV, from its first
+    lines.
+
+    The delimiter is the one that splits the header and every sampled row into the same
+    number of fields, the most fields first (a comma by default, and where none agrees);
+    quoted text is left out of the count. With ``;`` between the fields, numbers written
+    with a decimal comma (``1,5``) are read as such, as spreadsheets in much of Europe
+    write them.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(65_536)
+    lines = [
+        re.sub(r'"[^"]*"', "", line)
+        for line in head.decode("utf-8", errors="replace").splitlines()[:_SNIFF_LINES]
+        if line.strip()
+    ]
+    if len(head) == 65_536 and len(lines) > 1:
+        lines.pop()  # cut short by the read
+    best, most = ",", 0
+    for delimiter in DELIMITERS:
+        counts = {line.count(delimiter) for line in lines}
+        if len(counts) == 1 and (found := counts.pop()) > most:
+            best, most = delimiter, found
+    decimal_comma = best == ";" and any(_DECIMAL_COMMA.search(line) for line in lines[1:])
+    return Dialect(best, "," if decimal_comma else ".")
 
 
 def _numeric_header(table: pa.Table) -> str | None:
@@ -382,7 +442,7 @@ def _blank(path: Path) -> bool:
     return len(head) < 65_536 and not head.strip()
 
 
-def _ragged(row: pyarrow.csv.InvalidRow) -> InvalidDataError:
+def _ragged(row: pyarrow.csv.InvalidRow, dialect: Dialect) -> InvalidDataError:
     found, expected = row.actual_columns, row.expected_columns
     if row.number is None:
         where, loc = "a row", ["row"]
@@ -391,7 +451,9 @@ def _ragged(row: pyarrow.csv.InvalidRow) -> InvalidDataError:
         index = row.number - 2
         where, loc = f"row {index} (line {row.number})", ["row", index]
     return InvalidDataError(
-        f"the CSV is ragged: {where} has {found} fields, the header has {expected}",
+        f"the CSV is ragged: {where} has {found} fields, the header has {expected} "
+        f"(read with {dialect.describe()}; the delimiters ',', ';', tab and '|' are "
+        "detected when the header and the first rows agree on one)",
         errors=[{"loc": loc, "msg": f"{found} fields, expected {expected}"}],
     )
 
@@ -411,7 +473,9 @@ def _read_parquet(
     if not features:
         raise InvalidDataError("the table has no feature columns besides the labels")
     for j, field in enumerate(schema):
-        _check_parquet_column(field, j, is_label=field.name == label_column)
+        _check_parquet_column(
+            field, j, is_label=field.name == label_column, may_be_labels=label_column is None
+        )
     n_samples = metadata.num_rows
     check_cells((n_samples, len(features)), bounds.max_cells)
     all_float32 = all(schema.field(n).type == pa.float32() for n in features)
@@ -458,7 +522,9 @@ def _is_string_type(kind: pa.DataType) -> bool:
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
-def _check_parquet_column(field: pa.Field, j: int, *, is_label: bool) -> None:
+def _check_parquet_column(
+    field: pa.Field, j: int, *, is_label: bool, may_be_labels: bool = False
+) -> None:
     """Refuse, from the schema alone, a column whose values cannot be features or labels."""
     kind = field.type
     value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
@@ -476,8 +542,9 @@ def _check_parquet_column(field: pa.Field, j: int, *, is_label: bool) -> None:
                 errors=[{"loc": ["column", field.name], "msg": f"type {kind} cannot be a label"}],
             )
     elif not (_is_number_type(kind) or pa.types.is_null(kind)):
+        hint = _label_hint(field.name) if _is_string_type(kind) and may_be_labels else ""
         raise InvalidDataError(
-            f"column {field.name!r} (column {j}) holds {kind} values, not numbers",
+            f"column {field.name!r} (column {j}) holds {kind} values, not numbers{hint}",
             errors=[{"loc": ["column", field.name], "msg": f"type {kind} is not numeric"}],
         )
 
@@ -549,7 +616,9 @@ def _table_arrays(
     columns = []
     for j, name in enumerate(features):
         column = table.column(name)
-        columns.append(_numeric_column(column, name, j, line_offset))
+        columns.append(
+            _numeric_column(column, name, j, line_offset, may_be_labels=label_column is None)
+        )
     dtype = np.float32 if all(c.dtype == np.float32 for c in columns) else np.float64
     X = np.empty(shape, dtype=dtype)
     for j, values in enumerate(columns):
@@ -594,9 +663,24 @@ def _where(row: int, line_offset: int | None) -> str:
     return f"row {row}" + (f" (line {row + line_offset})" if line_offset else "")
 
 
+def _label_hint(name: str) -> str:
+    """What to send when column ``name`` holds the labels rather than a feature."""
+    return (
+        f"; if column {name!r} holds the labels, upload with "
+        f"?label_column={urllib.parse.quote(name, safe='')}"
+    )
+
+
 def _numeric_column(
-    column: pa.ChunkedArray, name: str, j: int, line_offset: int | None
+    column: pa.ChunkedArray,
+    name: str,
+    j: int,
+    line_offset: int | None,
+    *,
+    may_be_labels: bool = False,
 ) -> np.ndarray:
+    """The column's values as floats, or a 422 naming the first that is not a finite
+    number (and, when no label column was named, how to name this one)."""
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
         if column.null_count:
@@ -624,7 +708,7 @@ def _numeric_column(
             shown = repr(value)[:40]
             raise InvalidDataError(
                 f"column {name!r} (column {j}) has a non-numeric value {shown} "
-                f"at {_where(row, line_offset)}",
+                f"at {_where(row, line_offset)}" + (_label_hint(name) if may_be_labels else ""),
                 errors=[{"loc": ["row", row, name], "msg": f"not a number: {shown}"}],
             )
     raise InvalidDataError(

@@ -25,11 +25,12 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
 from PIL import Image
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 
 from service.benchmark import DEFAULT_ESTIMATOR, ESTIMATORS, check_magnitude
-from service.datasets import load_arrays
+from service.datasets import BUILTIN_LOADERS, load_arrays
 
 PANEL_WIDTH_IN = 5.0
 HEIGHT_IN = 5.0
@@ -48,10 +49,13 @@ ELLIPSIS = "\u2026"
 
 
 def subject(dataset_name: str | None, dataset_id: str = "") -> str:
-    """How the title calls the data: ``the iris dataset``, or ``dataset 38ea2481``."""
-    if dataset_name:
+    """How a title calls the data: ``the iris dataset``, ``iris.csv``, or
+    ``uploaded data (38ea2481)`` for data without a name."""
+    if dataset_name in BUILTIN_LOADERS:
         return f"the {dataset_name} dataset"
-    return f"dataset {dataset_id[:8]}" if dataset_id else "the dataset"
+    if dataset_name:
+        return dataset_name
+    return f"uploaded data ({dataset_id[:8]})" if dataset_id else "uploaded data"
 
 
 def _shortened(text: str, keep: int) -> str:
@@ -142,7 +146,8 @@ def make_frame(X: np.ndarray, feature_names: Sequence[str] | None = None) -> Fra
     """Reduce ``X`` (n_samples, n_features) to 2-D and choose the plane's extent.
 
     The axes are named by ``feature_names`` (X's column names) when X has 2 features,
-    else they are the first two principal components.
+    else they are the first two principal components, each with the two columns of
+    largest absolute loading when ``feature_names`` are given.
     """
     if X.shape[1] == 2:
         reduced = np.asarray(X, dtype=np.float64)
@@ -155,6 +160,14 @@ def make_frame(X: np.ndarray, feature_names: Sequence[str] | None = None) -> Fra
         projection = PCA(n_components=2).fit(X)
         reduced = projection.transform(X).astype(np.float64)
         axis_labels = ("PC1", "PC2")
+        if feature_names is not None and len(feature_names) == X.shape[1]:
+            # Each component named by the columns that weigh most in it.
+            axis_labels = tuple(  # type: ignore[assignment]
+                f"PC{c + 1} (largest loadings: "
+                + ", ".join(feature_names[j] for j in np.argsort(-np.abs(loadings))[:2])
+                + ")"
+                for c, loadings in enumerate(projection.components_)
+            )
     lo, hi = reduced.min(axis=0), reduced.max(axis=0)
     margin = np.maximum((hi - lo) * 0.05, 1e-9)
     width_px, height_px = axes_size_px()
@@ -209,6 +222,23 @@ def fit_panel(frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: i
     xx, yy = np.meshgrid(xs, ys)
     labels = kmeans.predict(np.column_stack([xx.ravel(), yy.ravel()]))
     return Panel(spec=spec, kmeans=kmeans, labels=labels.reshape(xx.shape), title=title)
+
+
+def matched_labels(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """The relabelling of ``labels`` that agrees most with ``reference``: an array whose
+    entry ``a`` is the reference label cluster ``a`` is drawn as.
+
+    Both are the labels of the same points (n_samples,), in 0..n_clusters-1. The
+    assignment maximises the points on which the two agree (the Hungarian method on the
+    contingency matrix), so the same partition is drawn in the same colours in every
+    panel, whatever numbers each fit gave its clusters.
+    """
+    counts = np.zeros((n_clusters, n_clusters), dtype=np.int64)
+    np.add.at(counts, (labels, reference), 1)
+    rows, columns = linear_sum_assignment(counts, maximize=True)
+    order = np.arange(n_clusters)
+    order[rows] = columns
+    return order
 
 
 def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_state: int) -> Figure:
@@ -337,9 +367,11 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
 
     pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     top = height_px - round(bottom * height_px) - frame.height_px
+    first = panels[0].kmeans.labels_
     for i, panel in enumerate(panels):
         x0 = round((i + left) / n * width_px)
-        regions = PALETTE_RGB[panel.labels % len(PALETTE_RGB)][::-1]  # row 0 at the top
+        colour_of = matched_labels(first, panel.kmeans.labels_, len(panel.kmeans.cluster_centers_))
+        regions = PALETTE_RGB[colour_of[panel.labels] % len(PALETTE_RGB)][::-1]  # row 0 on top
         pixels[top : top + frame.height_px, x0 : x0 + frame.width_px] = regions
     # Alpha-blend the drawing over the regions where it covers anything: a small share
     # of the pixels, so index them rather than blend the whole image.

@@ -323,7 +323,10 @@ class BenchmarkResult(BaseModel):
     )
     results: list[StrategyResult]
     warnings: ResultWarnings = []
-    plot_url: str
+    plot_url: str | None = Field(
+        description="The decision-boundary plot; null when the data has one feature (the "
+        "plot draws a plane: it needs two)."
+    )
     versions: dict[str, str]
 
 
@@ -342,7 +345,7 @@ class BenchmarkSummary(BaseModel):
     created_at: str = Field(
         description="When it was stored (ISO 8601, UTC).", examples=["2026-01-01T12:00:00.000Z"]
     )
-    plot_url: str
+    plot_url: str | None = Field(description="Null when the data has one feature.")
     url: str = Field(examples=["/v1/benchmarks/<id>"])
 
 
@@ -663,9 +666,14 @@ class SweepResult(BaseModel):
     )
     warnings: ResultWarnings = []
     recommended_k: RecommendedK = Field(
-        description="Over all strategies: each k counts with its best run."
+        description="The first strategy's recommended k (the first of `strategies`; "
+        "`k-means++` by default): the same as its entry in `recommended_k_by_strategy`."
     )
-    recommended_k_by_strategy: dict[str, RecommendedK]
+    recommended_k_by_strategy: dict[str, RecommendedK] = Field(
+        description="Each strategy's recommended k, by its `init`, in the order of "
+        "`strategies`: each criterion applied to that strategy's own results. The plot "
+        "marks every one of them with a dashed line in the strategy's colour."
+    )
     plot_url: str
     versions: dict[str, str]
 

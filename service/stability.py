@@ -210,8 +210,8 @@ def build_body(
 
 TABLE_COLUMNS = ("homogeneity", "completeness", "v_measure", "ari", "ami", "silhouette")
 TABLE_HEADER = (
-    "init\t\ttime\t\tinertia\t\thomo\t\tcompl\t\tv-meas\t\tARI\t\tAMI\t\tsilhouette\tseed ARI"
-)
+    "init", "time", "inertia", "homo", "compl", "v-meas", "ARI", "AMI", "silhouette", "seed ARI",
+)  # fmt: skip
 TABLE_RULE = 130 * "_"
 
 
@@ -221,22 +221,41 @@ def _pm(summary: dict[str, float | None], digits: int, suffix: str = "") -> str:
     return f"{summary['mean']:.{digits}f}{suffix}±{summary['std']:.{digits}f}{suffix}"
 
 
+def row_cells(result: dict[str, Any]) -> list[str]:
+    """One strategy's row of the table (unescaped): mean ± standard deviation over the
+    seeds, and the mean / minimum adjusted Rand index between the seeds' labelings."""
+    name = bm.TABLE_NAMES.get(result["init"], result["init"])
+    ari = result["seed_ari"]
+    return [
+        f"{name:9s}",
+        _pm(result["fit_time"], 3, "s"),
+        _pm(result["inertia"], 0),
+        *(_pm(result[k], 3) for k in TABLE_COLUMNS),
+        "-" if ari["mean"] is None else f"{ari['mean']:.3f}/{ari['min']:.3f}",
+    ]
+
+
+def all_warnings(body: dict[str, Any]) -> list[str]:
+    """The answer's warnings, then each strategy's, prefixed with its name."""
+    return [
+        *body["warnings"],
+        *(f"{r['init']}: {w}" for r in body["results"] for w in r["warnings"]),
+    ]
+
+
 def format_table(body: dict[str, Any]) -> str:
     """The seed's table with ± columns (mean ± standard deviation over the seeds), and
-    the mean / minimum adjusted Rand index between the seeds' labelings."""
+    the mean / minimum adjusted Rand index between the seeds' labelings; then where the
+    internal scores were measured, and the warnings."""
     seeds = body["params"]["seeds"]
-    lines = [f"{len(seeds)} seed(s): random_state in {seeds}", TABLE_RULE, TABLE_HEADER]
-    for r in body["results"]:
-        name = bm.TABLE_NAMES.get(r["init"], r["init"])
-        ari = r["seed_ari"]
-        pair = "-" if ari["mean"] is None else f"{ari['mean']:.3f}/{ari['min']:.3f}"
-        cells = [
-            f"{name:9s}",
-            _pm(r["fit_time"], 3, "s"),
-            _pm(r["inertia"], 0),
-            *(_pm(r[k], 3) for k in TABLE_COLUMNS),
-            pair,
-        ]
-        lines.append("\t".join(cells))
-    lines.append(TABLE_RULE)
+    lines = [
+        f"{len(seeds)} seed(s): random_state in {seeds}",
+        TABLE_RULE,
+        "\t\t".join(TABLE_HEADER[:-1]) + "\t" + TABLE_HEADER[-1],
+        *("\t".join(row_cells(r)) for r in body["results"]),
+        TABLE_RULE,
+        f"silhouette, Davies-Bouldin and Calinski-Harabasz measured in the "
+        f"{body['score_space']} space",
+        *(f"warning: {w}" for w in all_warnings(body)),
+    ]
     return "\n".join(lines) + "\n"

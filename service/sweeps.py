@@ -15,9 +15,9 @@ warning. The recommendations:
   implemented by the ``kneed`` package: a convex, decreasing curve, sensitivity S=1);
   null when the curve has no knee or fewer than 3 values of k.
 
-With several strategies a k's score is the best any strategy reached at that k (its
-inertia the lowest), so ``recommended_k`` answers "which k?" for the best run of each k;
-``recommended_k_by_strategy`` gives each strategy's own answer.
+``recommended_k_by_strategy`` gives each strategy's answer, computed on its own rows;
+``recommended_k`` is the first strategy's (the one a client lists first, ``k-means++`` by
+default), and the plot marks every strategy's.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 from kneed import KneeLocator  # type: ignore[import-untyped]
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from service import benchmark as bm
 from service.datasets import load_arrays
@@ -41,9 +42,10 @@ from service.errors import InvalidParameterError, ServiceError
 
 DEFAULT_K = tuple(range(2, 11))
 SCORE_SPACE: bm.ScoreSpace = "clustered"
-# Salted into the id: 2 since the internal scores are measured in SCORE_SPACE (1 measured
-# them on the data as given), so that no answer computed before is served as a new one.
-REVISION = 2
+# Salted into the id, so that no answer computed before is served as a new one: 2 since
+# the internal scores are measured in SCORE_SPACE (1 measured them on the data as given),
+# 3 since recommended_k is the first strategy's (2 took each k's best run of any).
+REVISION = 3
 # A criterion, and whether a larger score is better.
 CRITERIA: dict[str, bool] = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
 
@@ -246,28 +248,22 @@ def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
     return None if knee is None else int(knee)
 
 
-def recommend(results: list[dict[str, Any]], init: str | None = None) -> dict[str, int | None]:
-    """The k each criterion picks among ``results`` (one strategy's, or all of them).
+def recommend(results: list[dict[str, Any]], init: str) -> dict[str, int | None]:
+    """The k each criterion picks among the rows of strategy ``init`` in ``results``.
 
-    For each k the best score of any strategy counts; a k whose score is null is skipped.
+    A k whose score is null is skipped (the first of equal scores is taken).
     """
-    rows = [r for r in results if init is None or r["init"] == init]
-    ks = sorted({r["k"] for r in rows})
+    rows = [r for r in results if r["init"] == init]  # k ascending, one row per k
     picks: dict[str, int | None] = {}
     for name, larger in CRITERIA.items():
         best: Callable[[list[float]], float] = max if larger else min
-        per_k = {
-            k: best(values)
-            for k in ks
-            if (values := [r[name] for r in rows if r["k"] == k and r[name] is not None])
-        }
+        per_k = {r["k"]: r[name] for r in rows if r[name] is not None}
         if not per_k:
             picks[name] = None
             continue
         pick = best(list(per_k.values()))
         picks[name] = min(k for k, value in per_k.items() if value == pick)
-    lowest = [min(r["inertia"] for r in rows if r["k"] == k) for k in ks]
-    picks["elbow"] = elbow(ks, lowest)
+    picks["elbow"] = elbow([r["k"] for r in rows], [r["inertia"] for r in rows])
     return picks
 
 
@@ -279,7 +275,7 @@ def build_body(
     ``dataset`` is the dataset's public summary (its ``n_samples`` and ``n_features`` say
     which steps were skipped).
     """
-    inits = list(dict.fromkeys(r["init"] for r in results))
+    by_strategy = {s.init: recommend(results, s.init) for s in params.strategies}
     return {
         "id": sweep,
         "cached": False,
@@ -288,16 +284,84 @@ def build_body(
         "score_space": SCORE_SPACE,
         "results": results,
         "warnings": skip_warnings(params, dataset["n_samples"], dataset["n_features"]),
-        "recommended_k": recommend(results),
-        "recommended_k_by_strategy": {init: recommend(results, init) for init in inits},
+        "recommended_k": by_strategy[params.strategies[0].init],
+        "recommended_k_by_strategy": by_strategy,
         "plot_url": f"/v1/sweeps/{sweep}/plot.png",
         "versions": dict(bm.VERSIONS),
     }
 
 
-# The plot: one panel per criterion, the scores against k, one line per strategy.
+# The text table: one row per (k, strategy), the seed's digits.
+TABLE_HEADER = (
+    "k", "init", "time", "inertia", "silhouette", "DB", "CH", "homo", "compl", "v-meas", "ARI",
+    "AMI",
+)  # fmt: skip
+LABEL_SCORES = ("homogeneity", "completeness", "v_measure", "ari", "ami")
+TABLE_RULE = 110 * "_"
+RECOMMENDED = ("silhouette", "davies_bouldin", "calinski_harabasz", "elbow")
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    """One (k, strategy) of a sweep as the table prints it (unescaped)."""
+    return [
+        str(row["k"]),
+        f"{bm.TABLE_NAMES.get(row['init'], row['init']):9s}",
+        f"{row['fit_time']:.3f}s",
+        f"{row['inertia']:.0f}",
+        _number(row["silhouette"]),
+        _number(row["davies_bouldin"]),
+        _number(row["calinski_harabasz"], 1),
+        *(_number(row[name]) for name in LABEL_SCORES),
+    ]
+
+
+def recommended_cells(body: dict[str, Any]) -> list[list[str]]:
+    """Each strategy's recommended k, one row per strategy: its name (the first one's
+    marked as the top-level ``recommended_k``), then one k per :data:`RECOMMENDED`."""
+    return [
+        [
+            init + (" (recommended_k)" if i == 0 else ""),
+            *("-" if picks[name] is None else str(picks[name]) for name in RECOMMENDED),
+        ]
+        for i, (init, picks) in enumerate(body["recommended_k_by_strategy"].items())
+    ]
+
+
+def all_warnings(body: dict[str, Any]) -> list[str]:
+    """The answer's warnings, then each step's, prefixed with its k and strategy."""
+    return [
+        *body["warnings"],
+        *(f"k={r['k']}, {r['init']}: {w}" for r in body["results"] for w in r["warnings"]),
+    ]
+
+
+def format_table(body: dict[str, Any]) -> str:
+    """A sweep as text: a line saying where the internal scores were measured, the table
+    (k x strategy x scores; DB is Davies-Bouldin, CH Calinski-Harabasz), each strategy's
+    recommended k, and the warnings."""
+    params = body["params"]
+    lines = [
+        f"k in {params['k']}, estimator {params['estimator']}; silhouette, DB and CH "
+        f"measured in the {body['score_space']} space",
+        TABLE_RULE,
+        "\t".join(TABLE_HEADER),
+        *("\t".join(row_cells(r)) for r in body["results"]),
+        TABLE_RULE,
+        "recommended k\t" + "\t".join(RECOMMENDED),
+        *("\t".join(cells) for cells in recommended_cells(body)),
+        *(f"warning: {w}" for w in all_warnings(body)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# The plot: one panel per criterion, the scores against k, one line per strategy, and a
+# dashed line at each strategy's recommended k, in the strategy's colour.
 PANELS = (
-    ("inertia", "inertia (lower is better)", "elbow"),
+    ("inertia", "inertia, the elbow marked", "elbow"),
     ("silhouette", "silhouette (higher is better)", "silhouette"),
     ("davies_bouldin", "Davies-Bouldin (lower is better)", "davies_bouldin"),
     ("calinski_harabasz", "Calinski-Harabasz (higher is better)", "calinski_harabasz"),
@@ -306,54 +370,78 @@ PANEL_SIZE_IN = 4.0
 DPI = 100
 
 
-def render_sweep(body: dict[str, Any], dataset_name: str) -> bytes:
-    """The scores of a sweep against k as PNG bytes, the recommended k marked.
+def render_sweep(body: dict[str, Any]) -> bytes:
+    """The scores of a sweep against k as PNG bytes, each strategy's recommended k marked
+    (:func:`compose_sweep`)."""
+    figure = compose_sweep(body)
+    buffer = io.BytesIO()
+    figure.canvas.print_png(buffer, metadata={"Software": None})  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+def compose_sweep(body: dict[str, Any]) -> Figure:
+    """The figure of a sweep's JSON body: one panel per criterion, the scores against k,
+    one line per strategy and a dashed line at each strategy's recommended k.
 
     matplotlib's object API with the Agg canvas only (never pyplot), titles drawn as
-    plain text, as the boundary plot does.
+    plain text, as the boundary plot does; the layout is constrained, so no band is left
+    empty and every label sits inside the figure.
     """
-    from service.plotting import PALETTE, PLAIN_TEXT, _shortened
+    from service.plotting import PALETTE, PLAIN_TEXT, _shortened, subject
 
     results = body["results"]
-    inits = list(dict.fromkeys(r["init"] for r in results))
-    figure = Figure(figsize=(PANEL_SIZE_IN * len(PANELS), PANEL_SIZE_IN + 0.6), dpi=DPI)
-    canvas = FigureCanvasAgg(figure)
+    picks = body["recommended_k_by_strategy"]
+    inits = list(picks)
+    dataset = body["dataset"]
+    figure = Figure(
+        figsize=(PANEL_SIZE_IN * len(PANELS), PANEL_SIZE_IN + 0.8), dpi=DPI, layout="constrained"
+    )
+    FigureCanvasAgg(figure)
+    name = _shortened(subject(dataset.get("name"), dataset.get("id", "")), 80)
     figure.suptitle(
-        f"Choosing k on the {_shortened(dataset_name, 60)} dataset\n"
-        "The recommended k is marked with a dashed line",
+        f"Choosing k on {name}: each strategy's recommended k is a dashed line",
         fontsize=11,
         **PLAIN_TEXT,
     )
-    recommended = body["recommended_k"]
+    colours = {init: PALETTE[(2 * j + 1) % len(PALETTE)] for j, init in enumerate(inits)}
+    all_k = sorted({r["k"] for r in results})
+    what = {criterion: "elbow" if criterion == "elbow" else "best" for _, _, criterion in PANELS}
     for i, (score, title, criterion) in enumerate(PANELS):
         axes = figure.add_subplot(1, len(PANELS), i + 1)
-        for j, init in enumerate(inits):
+        for init in inits:
             points = [
                 (r["k"], r[score]) for r in results if r["init"] == init and r[score] is not None
             ]
             if points:
                 ks, values = zip(*points, strict=True)
-                axes.plot(
-                    ks,
-                    values,
-                    marker="o",
-                    markersize=4,
-                    color=PALETTE[(2 * j + 1) % len(PALETTE)],
-                    label=init,
+                axes.plot(ks, values, marker="o", markersize=4, color=colours[init], label=init)
+        marks = []
+        for j, init in enumerate(inits):
+            pick = picks[init][criterion]
+            if pick is not None:
+                # Equal picks nest: the first strategy's line is the widest, each next
+                # one drawn narrower on top of it, so every strategy's colour shows.
+                marks.append(
+                    axes.axvline(
+                        pick,
+                        color=colours[init],
+                        linestyle="--",
+                        linewidth=1.2 + 1.2 * (len(inits) - 1 - j),
+                        label=f"{what[criterion]}: k={pick}"
+                        + (f" ({init})" if len(inits) > 1 else ""),
+                    )
                 )
-        pick = recommended.get(criterion)
-        if pick is not None:
-            axes.axvline(pick, color="black", linestyle="--", linewidth=1)
-            axes.text(
-                pick, 1.0, f" k={pick}", transform=axes.get_xaxis_transform(), va="top", fontsize=9
-            )
         axes.set_title(title, fontsize=10, **PLAIN_TEXT)
         axes.set_xlabel("k (n_clusters)", fontsize=9)
-        axes.set_xticks(sorted({r["k"] for r in results}))
+        axes.set_xticks(all_k)
+        axes.set_xlim(all_k[0] - 0.5, all_k[-1] + 0.5)  # a line at an end k off the frame
         axes.tick_params(labelsize=8)
-        if i == 0:
-            axes.legend(fontsize=8)
-    figure.tight_layout(rect=(0, 0, 1, 0.9))
-    buffer = io.BytesIO()
-    canvas.print_png(buffer, metadata={"Software": None})  # type: ignore[no-untyped-call]
-    return buffer.getvalue()
+        if marks:
+            axes.legend(handles=marks, fontsize=7)
+        if not axes.get_lines():
+            axes.text(0.5, 0.5, "no values", ha="center", transform=axes.transAxes, fontsize=9)
+    handles = [
+        Line2D([], [], marker="o", markersize=4, color=colours[init], label=init) for init in inits
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(inits), fontsize=9)
+    return figure

@@ -668,7 +668,10 @@ class Tenancy:
         return dropped
 
     async def listed_datasets(self, tenant: str) -> list[str]:
-        return await self._run(lambda: self.store.held(tenant, DATASET))
+        """The datasets ``tenant`` uploaded: data it only sent inline is not listed."""
+        inline = {id_ for id_, _ in await self._run(lambda: self.store.inline_held(tenant))}
+        held = await self._run(lambda: self.store.held(tenant, DATASET))
+        return [id_ for id_ in held if id_ not in inline]
 
     async def described(self, tenant: str | None, infos: list[DatasetInfo]) -> list[dict[str, Any]]:
         """The datasets as ``tenant`` sees them: under the name, format and columns it

@@ -155,3 +155,37 @@ def test_report_shows_table_and_plot_offline(visit: Visit, tmp_path: Path) -> No
     assert visit.requests == [page.url]
     assert visit.elsewhere() == []
     assert visit.errors == []
+
+
+def test_sweep_report_and_plot_offline(visit: Visit, tmp_path: Path) -> None:
+    # Check that a sweep's report shows each strategy's recommended k, the table and a
+    # loaded plot, fits the window's width, and requests nothing outside the service;
+    # and that the plot itself displays. The screenshots stay in tmp_path to be looked at.
+    body = {"dataset": "iris", "k": {"min": 2, "max": 8}, "strategies": ["k-means++", "random"]}
+    made = httpx.post(visit.origin + "/v1/sweeps", json=body, timeout=RUN_TIMEOUT_MS / 1000)
+    assert made.status_code == 200, made.text
+    sweep = made.json()
+    page = visit.page
+    page.set_viewport_size({"width": 1680, "height": 1000})
+    page.goto(f"{visit.origin}/v1/sweeps/{sweep['id']}/report")
+    expect(page.locator("h1")).to_have_text("Choosing k on the iris dataset")
+    recommended = page.locator("table#recommended")
+    for init, picks in sweep["recommended_k_by_strategy"].items():
+        expect(recommended).to_contain_text(init)
+        expect(recommended).to_contain_text(str(picks["silhouette"]))
+    expect(page.locator("table#results tbody tr")).to_have_count(len(sweep["results"]))
+    image = page.locator("img#plot")
+    expect(image).to_be_visible()
+    page.wait_for_function("document.getElementById('plot').complete")
+    assert image.evaluate("img => img.naturalWidth") > 0
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(tmp_path / "sweep-report.png"), full_page=True)
+    assert visit.requests == [page.url]
+    assert visit.elsewhere() == []
+    assert visit.errors == []
+    plot = page.goto(visit.origin + sweep["plot_url"])
+    assert plot is not None
+    assert plot.headers["content-type"] == "image/png"
+    page.screenshot(path=str(tmp_path / "sweep-plot.png"))
+    for name in ("sweep-report.png", "sweep-plot.png"):
+        assert (tmp_path / name).stat().st_size > 0

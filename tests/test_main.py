@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,24 @@ def test_port_flag_is_served_and_wins_over_the_environment(tmp_path: Path) -> No
         CLUSTERBENCH_PORT="abc",
     ) as server:
         assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_busy_port_fails_at_once_naming_the_setting(tmp_path: Path) -> None:
+    # Check that a port another socket listens on stops the start before anything is
+    # started (no data directory written: it failed after the app's start-up, seconds
+    # later, with uvicorn's "address already in use" and no word of the setting), in
+    # one line naming --port and CLUSTERBENCH_PORT.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for done in (
+            run_cli(tmp_path, "--port", str(port)),
+            run_cli(tmp_path, CLUSTERBENCH_PORT=str(port)),
+        ):
+            assert done.returncode == 2
+            assert done.stderr.strip() == (
+                f"error: port {port} on 127.0.0.1 is in use (another server?): stop what "
+                "holds it, or choose another port with --port N or CLUSTERBENCH_PORT=N"
+            )
+            assert not (tmp_path / "data").exists()

@@ -26,9 +26,11 @@ from service.plotting import (
     Panel,
     PanelSpec,
     compose,
+    draw,
     figure_size_px,
     fit_panel,
     make_frame,
+    matched_labels,
     pixel_centres,
     render_boundaries,
     subject,
@@ -164,15 +166,18 @@ def test_texts_fit_in_the_figure(n_panels: int, name: str) -> None:
         assert "(PCA-reduced data)" in title
 
 
-def test_unnamed_data_is_called_by_its_short_id_once() -> None:
-    # Check that unnamed data reads "dataset 38ea2481", not "the dataset 38ea2481 dataset".
+def test_unnamed_data_is_called_uploaded_data() -> None:
+    # Check that unnamed data reads "uploaded data (38ea2481)", not "the dataset 38ea2481
+    # dataset" nor a bare hash, and that a named upload is called by its name alone.
     frame, panels = blob_frame(3)
     figure = compose(
         frame, panels, title_subject=subject(None, "38ea2481" + "0" * 56), random_state=0
     )
     title = figure.get_suptitle()
-    assert title.startswith("K-means clustering on dataset 38ea2481 (PCA-reduced data)")
-    assert title.count("dataset") == 1
+    assert title.startswith("K-means clustering on uploaded data (38ea2481)")
+    assert "dataset" not in title
+    assert subject("blobs.csv", "38ea2481" + "0" * 56) == "blobs.csv"
+    assert subject("wine") == "the wine dataset"
 
 
 def test_axes_are_named_by_the_columns_or_the_components() -> None:
@@ -184,7 +189,12 @@ def test_axes_are_named_by_the_columns_or_the_components() -> None:
     }
     assert {"sepal length", "sepal width"} <= labels
     frame, panels = blob_frame(5, [f"c{j}" for j in range(5)])
-    assert frame.axis_labels == ("PC1", "PC2")
+    for c, (label, loadings) in enumerate(
+        zip(frame.axis_labels, frame.projection.components_, strict=True)  # type: ignore[union-attr]
+    ):
+        top = np.argsort(-np.abs(loadings))[:2]
+        assert label == f"PC{c + 1} (largest loadings: c{top[0]}, c{top[1]})"
+    assert blob_frame(5)[0].axis_labels == ("PC1", "PC2")
     # A name too long for the panel is shortened, not clipped.
     frame, panels = blob_frame(2, ["w" * 400, "h" * 400])
     figure = compose(frame, panels, title_subject="t", random_state=0)
@@ -212,3 +222,30 @@ def test_axes_are_named_by_the_columns_or_the_components() -> None:
         dataset_id="ab" * 32,
         feature_names=["a", "b"],
     )
+
+
+def test_the_same_partition_has_the_same_colours_in_every_panel() -> None:
+    # Check that two panels finding the same partition under other cluster numbers (the
+    # second starts from the first's centres in reverse order) draw their regions in the
+    # same colours: each panel's labels are matched to the first panel's before colouring.
+    X, _ = make_blobs(n_samples=90, centers=3, n_features=2, cluster_std=0.4, random_state=2)
+    frame = make_frame(X)
+    first = fit_panel(frame, PanelSpec("random", 2), n_clusters=3, random_state=0)
+    reverse = first.kmeans.cluster_centers_[::-1]
+    second = fit_panel(
+        frame, PanelSpec("custom", 1, start_centers=reverse), n_clusters=3, random_state=0
+    )
+    assert np.array_equal(second.kmeans.labels_, 2 - first.kmeans.labels_)
+    png = draw(frame, [first, second], title_subject="t", random_state=0)
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    width_px, height_px = figure_size_px(2)
+    left, bottom, _, _ = AXES_BOX
+    top = height_px - round(bottom * height_px) - frame.height_px
+    panels = [
+        image[top : top + frame.height_px, x0 : x0 + frame.width_px]
+        for x0 in (round(left / 2 * width_px), round((1 + left) / 2 * width_px))
+    ]
+    assert np.array_equal(panels[0], panels[1])
+    assert len(np.unique(panels[0].reshape(-1, 3), axis=0)) >= 3
+    order = matched_labels(first.kmeans.labels_, second.kmeans.labels_, 3)
+    assert order.tolist() == [2, 1, 0]

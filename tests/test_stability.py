@@ -126,7 +126,8 @@ def test_seeds_ids_and_table() -> None:
     assert "±" in cells[1]
     assert len(cells) == 10
     assert lines[4].startswith("PCA-based")
-    assert lines[-1] == lines[1]
+    assert lines[5] == lines[1]
+    assert lines[6].endswith("measured in the clustered space")
     assert set(SUMMARISED) <= set(body["results"][0])
 
 

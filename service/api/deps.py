@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import Depends, Path, Request
+from starlette.responses import Response
 
 from service.engine import BenchmarkEngine
 from service.errors import (
@@ -13,6 +15,7 @@ from service.errors import (
     ComputeBusyError,
     ComputeTimeoutError,
     DatasetConflictError,
+    DatasetNotFoundError,
     InvalidRequestError,
     MalformedRequestError,
     NotAcceptableError,
@@ -25,6 +28,7 @@ from service.errors import (
     clip,
 )
 from service.questions import Question
+from service.report import RESPONSE_HEADERS
 from service.schemas import Problem
 from service.tenants import Tenancy
 
@@ -249,3 +253,27 @@ def negotiate(accept: str | None, offered: tuple[str, ...]) -> str:
             f"cannot answer with {clip(accept)}; this resource is available as {', '.join(offered)}"
         )
     return best
+
+
+async def described_dataset(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, dataset_id: str
+) -> dict[str, Any] | None:
+    """The dataset as the caller sees it (its name, format and column names), or None
+    once it was deleted: what a report shows beside a result's own summary."""
+    try:
+        info = await to_thread.run_sync(engine.datasets.get, dataset_id)
+    except DatasetNotFoundError:
+        return None
+    [described] = await tenants.described(caller, [info])
+    return described
+
+
+def html_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a route answering a report page."""
+    page = {"text/html": {"schema": {"type": "string"}}}
+    return {200: {"description": description, "content": page}}
+
+
+def html_page(page: str) -> Response:
+    """A report page, with the headers that keep it from loading anything."""
+    return Response(page, media_type="text/html; charset=utf-8", headers=RESPONSE_HEADERS)

@@ -14,7 +14,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
@@ -109,6 +109,19 @@ def install_docs(app: FastAPI) -> None:
     assert app.openapi_url is not None
     openapi_path = app.openapi_url
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+    # FastAPI's own route serves app.openapi() as it is: this one leaves the keys out of
+    # the document while the service is open (no key exists), so Swagger UI shows no
+    # padlocks. app.openapi(), the committed document, keeps them.
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) != openapi_path
+    ]
+
+    @app.get(openapi_path, include_in_schema=False)
+    async def openapi_document(request: Request) -> JSONResponse:
+        schema = app.openapi()
+        if not await request.state.tenancy.keys_required():
+            schema = without_keys(schema)
+        return JSONResponse(schema)
 
     @app.get("/", include_in_schema=False)
     async def root(request: Request) -> RedirectResponse:
@@ -145,6 +158,20 @@ def install_docs(app: FastAPI) -> None:
         # fails): tell the browser not to try, so the page makes no request elsewhere.
         page.headers["Content-Security-Policy"] = "img-src 'self' data:"
         return page
+
+
+def without_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """The document with no security scheme and no operation's ``security``: a service
+    with no key asks for none."""
+    paths = {
+        path: {
+            method: {k: v for k, v in operation.items() if k != "security"}
+            for method, operation in item.items()
+        }
+        for path, item in schema.get("paths", {}).items()
+    }
+    components = {k: v for k, v in schema.get("components", {}).items() if k != "securitySchemes"}
+    return {**schema, "paths": paths, "components": components}
 
 
 def _root(request: Request) -> str:

@@ -136,6 +136,23 @@ def test_openapi_offers_both_key_forms_as_optional() -> None:
                 assert "security" not in operation, path
 
 
+async def test_served_document_asks_for_keys_only_when_keys_exist(
+    client: httpx.AsyncClient, keyed: httpx.AsyncClient
+) -> None:
+    # Check that with no key the served /openapi.json declares no security (Swagger UI
+    # showed a padlock on every route of an open service), and with keys it declares
+    # both forms on every /v1 operation, as the committed document does.
+    open_spec = (await client.get("/openapi.json")).json()
+    assert "securitySchemes" not in open_spec["components"]
+    for item in open_spec["paths"].values():
+        for operation in item.values():
+            assert "security" not in operation
+    keyed_spec = (await keyed.get("/openapi.json")).json()
+    assert set(keyed_spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert {"bearer": []} in keyed_spec["paths"]["/v1/benchmarks"]["post"]["security"]
+    assert keyed_spec == create_app().openapi()
+
+
 def test_keys_are_never_shown_or_stored(tmp_path: Path) -> None:
     # Check that the keys setting is secret in reprs, and the store keeps only digests.
     settings = Settings(api_keys="alice:top-secret-value-0123456789")

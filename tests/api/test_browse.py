@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sklearn.datasets import make_blobs
 
-from service.report import render_report, result_cells
+from service.report import CONTENT_SECURITY_POLICY, render_report, result_cells
 from service.store import ResultStore
 from tests.test_plotting import png_size
 
@@ -109,6 +109,17 @@ async def test_delete_keeps_a_model_another_benchmark_uses(client: httpx.AsyncCl
     assert (await client.get(model_url)).status_code == 404
 
 
+def report_page(report: httpx.Response) -> str:
+    """The text of a report page, checked to be one self-contained HTML page."""
+    assert report.status_code == 200, report.text
+    assert report.headers["content-type"] == "text/html; charset=utf-8"
+    assert report.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    page = report.text
+    assert "http://" not in page
+    assert "https://" not in page
+    return page
+
+
 async def test_report_is_self_contained(client: httpx.AsyncClient) -> None:
     # Check the table equals the JSON results, the plot is the plot.png inline, the CSP,
     # and that no external URL appears.
@@ -153,10 +164,32 @@ async def test_report_of_one_feature_data_has_no_plot(client: httpx.AsyncClient)
         "/v1/benchmarks", json={"X": X, "n_clusters": 2, "strategies": ["random"]}
     )
     assert response.status_code == 200, response.text
+    # No plot_url that would answer 422: null, and the schema says why.
+    assert response.json()["plot_url"] is None
     report = await client.get(f"/v1/benchmarks/{response.json()['id']}/report")
     assert report.status_code == 200
     assert "<img" not in report.text
     assert "one feature" in report.text
+
+
+async def test_report_names_the_upload_and_its_columns(client: httpx.AsyncClient) -> None:
+    # Check that the report of a benchmark on an uploaded CSV is titled by the file's
+    # name (not a hash) and lists the stored column names and format.
+    X, _ = make_blobs(n_samples=40, centers=2, n_features=3, random_state=11)
+    csv = "girth,height,weight\n" + "".join(f"{a},{b},{c}\n" for a, b, c in X)
+    upload = await client.post(
+        "/v1/datasets", files={"file": ("trees.csv", csv.encode(), "text/csv")}
+    )
+    assert upload.status_code == 201, upload.text
+    made = await client.post(
+        "/v1/benchmarks",
+        json={"dataset": upload.json()["id"], "n_clusters": 2, "strategies": ["random"]},
+    )
+    assert made.status_code == 200, made.text
+    page = (await client.get(f"/v1/benchmarks/{made.json()['id']}/report")).text
+    assert "<h1>K-Means benchmark on trees.csv</h1>" in page
+    assert "<tr><th>columns</th><td>girth; height; weight</td></tr>" in page
+    assert "<tr><th>format</th><td>csv</td></tr>" in page
 
 
 async def test_a_database_from_before_listing_is_migrated(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import make_blobs
 
+from service.datasets import load_builtin
+
 pytestmark = pytest.mark.anyio
 
 X, _ = make_blobs(n_samples=100, centers=3, n_features=3, random_state=14)
@@ -120,3 +122,70 @@ async def test_feature_names_are_kept(client: httpx.AsyncClient) -> None:
     assert info["feature_names"] == ["sepal length", "sepal width", "petal"]
     again = await client.get(f"/v1/datasets/{info['id']}")
     assert again.json()["feature_names"] == ["sepal length", "sepal width", "petal"]
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "decimal"), [(";", ","), (";", "."), ("\t", "."), ("|", "."), (",", ".")]
+)
+async def test_delimiter_and_decimal_comma_are_detected(
+    client: httpx.AsyncClient, delimiter: str, decimal: str
+) -> None:
+    # Check that a CSV separated by ; (with decimal commas or points), tabs or bars is the
+    # same dataset as the comma-separated one, with its column names (a ;-separated file
+    # with decimal commas was "ragged: ... the header has 1").
+    data = X - 1000.0  # numbers no other test sends (names stay with the first sender)
+    expected = (await upload(client, csv(["a,b,c", *rows(data)]))).json()
+    lines = [delimiter.join(repr(float(v)).replace(".", decimal) for v in row) for row in data]
+    sent = (await upload(client, csv([delimiter.join("abc"), *lines]))).json()
+    assert sent["id"] == expected["id"]
+    assert sent["feature_names"] == ["a", "b", "c"]
+    assert (sent["n_samples"], sent["n_features"]) == (100, 3)
+
+
+async def test_a_string_column_not_named_as_labels_names_the_fix(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a column of string labels, not named by label_column, is a 422 that
+    # says how to name it; named, the upload is accepted with labels.
+    body = csv(["sepal length,species", "5.1,setosa", "7.0,versicolor", "6.3,virginica"])
+    response = await client.post("/v1/datasets", content=body, headers={"content-type": "text/csv"})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "non-numeric value 'setosa' at row 0 (line 2)" in detail
+    assert "if column 'species' holds the labels, upload with ?label_column=species" in detail
+    named = await client.post(
+        "/v1/datasets",
+        content=body,
+        headers={"content-type": "text/csv"},
+        params={"label_column": "species"},
+    )
+    assert named.status_code in (200, 201), named.text
+    assert named.json()["has_labels"] is True
+
+
+async def test_a_csv_equal_to_a_builtin_keeps_its_format_and_columns(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a CSV whose numbers and labels are iris's answers as the CSV it is
+    # (format csv, its column names), not as the built-in's stored copy.
+    await client.post("/v1/benchmarks", json={"dataset": "iris", "strategies": ["random"]})
+    iris_X, iris_y = load_builtin("iris")
+    names = ["sepal length", "sepal width", "petal length", "petal width"]
+    lines = [
+        ",".join([*(repr(float(v)) for v in row), str(int(label))])
+        for row, label in zip(iris_X, iris_y, strict=True)
+    ]
+    response = await client.post(
+        "/v1/datasets",
+        files={"file": ("my-iris.csv", csv([",".join([*names, "target"]), *lines]), "text/csv")},
+        params={"label_column": "target"},
+    )
+    assert response.status_code in (200, 201), response.text
+    builtin = next(
+        d for d in (await client.get("/v1/datasets")).json()["datasets"] if d["name"] == "iris"
+    )
+    sent = response.json()
+    assert sent["id"] == builtin["id"]
+    assert sent["format"] == "csv"
+    assert sent["feature_names"] == names
+    assert sent["name"] == "my-iris.csv"

@@ -123,6 +123,23 @@ async def test_npy_without_labels_and_float32(client: httpx.AsyncClient) -> None
         assert result["n_iter"] == expected["n_iter"]
 
 
+async def test_inline_data_is_not_listed_as_an_upload(client: httpx.AsyncClient) -> None:
+    # Check that data sent inline in a benchmark is not listed among the uploads (each
+    # inline request showed up as one), while its id still answers; uploaded afterwards,
+    # it is listed.
+    inline = (X[:30] + 4321.0).tolist()
+    made = await client.post("/v1/benchmarks", json={"X": inline, "n_clusters": 2})
+    assert made.status_code == 200, made.text
+    dataset_id = made.json()["dataset"]["id"]
+    listed = {d["id"] for d in (await client.get("/v1/datasets")).json()["datasets"]}
+    assert dataset_id not in listed
+    assert (await client.get(f"/v1/datasets/{dataset_id}")).status_code == 200
+    uploaded = await client.post("/v1/datasets", json={"X": inline})
+    assert uploaded.json()["id"] == dataset_id
+    listed = {d["id"] for d in (await client.get("/v1/datasets")).json()["datasets"]}
+    assert dataset_id in listed
+
+
 async def test_list_get_delete(client: httpx.AsyncClient) -> None:
     # Check the listing (built-ins with shapes, then uploads), one dataset, and deletion.
     uploaded = await upload_raw(client, "text/csv", csv_bytes(X[:20] + 100, None), label_column="")

@@ -72,6 +72,7 @@ async def test_plot_errors(client: httpx.AsyncClient) -> None:
     one_feature = await benchmark(
         client, {"X": [[0.0], [0.1], [5.0], [5.2]], "n_clusters": 2, "strategies": ["random"]}
     )
-    flat = await client.get(str(one_feature["plot_url"]))
+    assert one_feature["plot_url"] is None  # the plot's URL, asked all the same: 422
+    flat = await client.get(f"/v1/benchmarks/{one_feature['id']}/plot.png")
     assert flat.status_code == 422
     assert "at least 2 features" in flat.json()["detail"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+from service import stability
 from service.datasets import load_builtin
+from tests.api.test_browse import report_page
 from tests.reference import family_scores
 
 pytestmark = pytest.mark.anyio
@@ -95,3 +98,30 @@ async def test_stability_leaves_out_a_default_pca_that_cannot_run(
         "strategy 'pca' takes n_clusters=5 principal components, but the data has only "
         "min(n_samples, n_features)=4; left out of the default strategies"
     ]
+
+
+async def test_stability_report_and_text_name_the_space_and_warnings(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a stability run has a self-contained report page (its table as the text
+    # answer's cells, where the scores were measured, its warnings) and that the text
+    # answer ends with the score space and the warnings.
+    body = {"dataset": "iris", "seeds": 2, "n_clusters": 5}  # pca left out: a warning
+    made = await client.post("/v1/stability", json=body)
+    assert made.status_code == 200, made.text
+    data = made.json()
+    assert data["warnings"]
+    text = await client.get(f"/v1/stability/{data['id']}", headers={"accept": "text/plain"})
+    assert text.text.splitlines()[-len(data["warnings"]) - 1 :] == [
+        "silhouette, Davies-Bouldin and Calinski-Harabasz measured in the clustered space",
+        *(f"warning: {w}" for w in data["warnings"]),
+    ]
+    page = report_page(await client.get(f"/v1/stability/{data['id']}/report"))
+    assert "Seed stability on the iris dataset" in page
+    for r in data["results"]:
+        row = "".join(f"<td>{html.escape(c)}</td>" for c in stability.row_cells(r))
+        assert row in page
+    assert "in the space KMeans clustered" in page
+    for warning in data["warnings"]:
+        assert html.escape(warning) in page
+    assert (await client.get(f"/v1/stability/{'0' * 64}/report")).status_code == 404

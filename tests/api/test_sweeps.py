@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from typing import Any
 
 import httpx
 import pytest
 from sklearn.datasets import make_blobs
 
+from service import sweeps
 from service.datasets import load_builtin
+from tests.api.test_browse import report_page
 from tests.reference import assert_all_match, family_scores
 from tests.test_plotting import png_size
 
@@ -193,3 +198,36 @@ async def test_a_large_inline_body_is_read_in_a_worker(client: httpx.AsyncClient
     )
     assert named.json()["id"] == inline.json()["id"]
     assert named.headers["x-cache"] == "hit"
+
+
+async def test_sweep_text_and_report(client: httpx.AsyncClient) -> None:
+    # Check that a sweep answers Accept: text/plain with its table (POST and GET), that
+    # its report page holds each strategy's recommended k, the table, the plot (the same
+    # bytes as plot.png) and nothing from elsewhere, and that text/html is not offered
+    # as a representation of the sweep itself (406).
+    body = {"dataset": "iris", "k": [2, 3, 4], "strategies": ["random", "k-means++"]}
+    text = await client.post("/v1/sweeps", json=body, headers={"accept": "text/plain"})
+    assert text.status_code == 200, text.text
+    assert text.headers["content-type"].startswith("text/plain")
+    data = (await client.post("/v1/sweeps", json=body)).json()
+    assert text.text == sweeps.format_table(data)
+    assert data["recommended_k"] == data["recommended_k_by_strategy"]["random"]
+    got = await client.get(f"/v1/sweeps/{data['id']}", headers={"accept": "text/plain"})
+    assert got.text == text.text
+    refused = await client.get(f"/v1/sweeps/{data['id']}", headers={"accept": "image/gif"})
+    assert refused.status_code == 406
+    page = report_page(await client.get(f"/v1/sweeps/{data['id']}/report"))
+    assert "Choosing k on the iris dataset" in page
+    for init, picks in data["recommended_k_by_strategy"].items():
+        assert f"<td>{init}" in page
+        assert f"<td>{picks['silhouette']}</td>" in page
+    for r in data["results"]:
+        cells = [f"<td>{html.escape(c)}</td>" for c in sweeps.row_cells(r)]
+        cells[1] = cells[1].replace("<td>", '<td class="text">')  # init: text, left
+        row = "".join(cells)
+        assert row in page
+    found = re.search(r'<img[^>]* src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert found is not None
+    assert base64.b64decode(found.group(1)) == (await client.get(data["plot_url"])).content
+    missing = await client.get(f"/v1/sweeps/{'0' * 64}/report")
+    assert missing.status_code == 404

@@ -21,7 +21,10 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     png_response,
     problems,
@@ -31,7 +34,7 @@ from service.benchmark import format_table
 from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
-from service.report import CONTENT_SECURITY_POLICY, render_report
+from service.report import render_report
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 from service.tenants import BENCHMARK, Tenancy
@@ -416,11 +419,10 @@ async def delete_benchmark(
     "/{benchmark_id}/report",
     response_class=Response,
     responses={
-        200: {
-            "content": {"text/html": {"schema": {"type": "string"}}},
-            "description": "One self-contained page: the table, the plot inline, the "
-            "parameters and versions; it loads nothing from anywhere.",
-        },
+        **html_response(
+            "One self-contained page: the table, the plot inline, the "
+            "parameters and versions; it loads nothing from anywhere."
+        ),
         **problems(404, 422, 503, 504),
     },
     summary="Get a benchmark as a self-contained HTML report",
@@ -438,12 +440,5 @@ async def get_benchmark_report(
     profiles = {
         r["init"]: (await engine.get_model(r["model_id"])).profiles() for r in entry.data["results"]
     }
-    page = render_report(entry.data, png, profiles)
-    return Response(
-        page,
-        media_type="text/html; charset=utf-8",
-        headers={
-            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    described = await described_dataset(engine, tenants, caller, entry.data["dataset"]["id"])
+    return html_page(render_report(entry.data, png, described, profiles))

@@ -169,13 +169,15 @@ async def upload_dataset(
 
 @router.get("", response_model=DatasetList, summary="List datasets")
 async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Response:
-    """The built-in datasets (with their shapes) and every uploaded one (the caller's)."""
+    """The built-in datasets (with their shapes) and every uploaded one (the caller's);
+    data sent inline in a request is not an upload and is not listed (its id, in the
+    answer that used it, still works with `GET /v1/datasets/{id}`)."""
     held = None if caller is None else await tenants.listed_datasets(caller)
 
     def collect() -> list[DatasetInfo]:
         builtins = [engine.datasets.builtin(name) for name in BUILTIN_LOADERS]
         if held is None:
-            return engine.datasets.stored()
+            return [info for info in engine.datasets.stored() if not info.inline]
         found = builtins
         for dataset_id in held:
             try:

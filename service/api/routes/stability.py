@@ -17,15 +17,20 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
+from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion, resolve_stability
+from service.report import render_stability_report
 from service.schemas import StabilityRequest, StabilityResult
-from service.tenants import STABILITY
+from service.tenants import STABILITY, Tenancy
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
@@ -56,6 +61,15 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     304: {"description": "`If-None-Match` names this run: the client has it."},
 }
+
+
+async def _held(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, stability_id: str
+) -> bytes:
+    body = await held_result(engine, tenants, caller, KIND, stability_id)
+    if body is None:
+        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
+    return body
 
 
 def _respond(
@@ -133,11 +147,31 @@ async def get_stability(
     """The same body as the request that made the run, from the cache."""
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    body = await held_result(engine, tenants, caller, KIND, stability_id)
-    if body is None:
-        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
+    body = await _held(engine, tenants, caller, stability_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{stability_id}"'):
         return Response(status_code=304, headers={"ETag": f'"{stability_id}"', "Vary": "Accept"})
     return _respond(
         body, stability_id, cached=True, accept=accept, extra={"Cache-Control": IMMUTABLE}
     )
+
+
+@router.get(
+    "/{stability_id}/report",
+    response_class=Response,
+    responses={
+        **html_response(
+            "One self-contained page: each strategy's numbers over the "
+            "seeds, the parameters and versions; it loads nothing."
+        ),
+        **problems(404, 422),
+    },
+    summary="Get a stability run as a self-contained HTML report",
+)
+async def get_stability_report(
+    stability_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The table of means ± standard deviations and the seeds' agreement, the dataset,
+    parameters and versions, as one HTML page with no external URL."""
+    data = orjson.loads(await _held(engine, tenants, caller, stability_id))
+    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+    return html_page(render_stability_report(data, described))

@@ -18,7 +18,10 @@ from service.api.deps import (
     Engine,
     Tenants,
     answer_not_modified,
+    described_dataset,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     png_response,
     problems,
@@ -27,12 +30,14 @@ from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, re
 from service.engine import BenchmarkEngine, Progress
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion, resolve_sweep
+from service.report import render_sweep_report
 from service.schemas import SweepRequest, SweepResult
 from service.tenants import SWEEP, Tenancy
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+REPRESENTATIONS = ("application/json", "text/plain")
 KIND = SweepQuestion.kind
 PLOT_KIND = "sweep-plot"
 
@@ -57,13 +62,42 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The sweep (`X-Cache` says whether it was computed now); as "
+        "`text/plain`, a table of k x strategy x scores and each strategy's recommended k.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "`If-None-Match` names this sweep: the client has it."},
+}
+
+
 def _respond(
-    body: bytes, sweep_id: str, *, cached: bool, extra: dict[str, str] | None = None
+    body: bytes,
+    sweep_id: str,
+    *,
+    cached: bool,
+    accept: str | None,
+    extra: dict[str, str] | None = None,
 ) -> Response:
+    media_type = negotiate(accept, REPRESENTATIONS)
     if cached:
         body = body.replace(b'"cached":false', b'"cached":true', 1)
-    headers = {"ETag": f'"{sweep_id}"', "X-Cache": "hit" if cached else "miss", **(extra or {})}
-    return Response(body, headers=headers, media_type="application/json")
+    headers = {
+        "ETag": f'"{sweep_id}"',
+        "X-Cache": "hit" if cached else "miss",
+        "Vary": "Accept",
+        **(extra or {}),
+    }
+    if media_type == "text/plain":
+        return Response(
+            sweeps.format_table(orjson.loads(body)), headers=headers, media_type=media_type
+        )
+    return Response(body, headers=headers, media_type=media_type)
+
+
+def _not_modified(sweep_id: str) -> Response:
+    return Response(status_code=304, headers={"ETag": f'"{sweep_id}"', "Vary": "Accept"})
 
 
 async def _held(
@@ -78,12 +112,7 @@ async def _held(
 @router.post(
     "",
     response_model=SweepResult,
-    responses={
-        200: {"description": "The sweep (`X-Cache` says whether it was computed now)."},
-        304: {"description": "`If-None-Match` names this sweep: the client has it."},
-        **JOB_ACCEPTED,
-        **problems(400, 403, 413, 415, 422, 503, 504),
-    },
+    responses={**RESPONSES, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
     openapi_extra=body_openapi(SweepRequest, required=False, examples=EXAMPLES),
     summary="Choose k: run a sweep over k, or fetch it from the cache",
 )
@@ -95,6 +124,8 @@ async def create_sweep(
     With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
     `Location: /v1/jobs/{id}`.
     """
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
     may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
     async with json_body(request, engine) as raw:
         sweep_request, dataset = await engine.resolve_data(SweepRequest, raw, may_use=may_use)
@@ -106,7 +137,7 @@ async def create_sweep(
     question = resolve_sweep(sweep_request, dataset)
     sweep_id = question.id
     if await answer_not_modified(request, question, engine):
-        return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
+        return _not_modified(sweep_id)
     if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
         await tenants.check_quota(caller)
     if prefers_async(request):
@@ -115,26 +146,25 @@ async def create_sweep(
             return accepted
     body, cached = await question.get_or_compute(engine)
     await tenants.claim_result(caller, SWEEP, sweep_id, dataset.id, len(body))
-    return _respond(body, sweep_id, cached=cached)
+    return _respond(body, sweep_id, cached=cached, accept=accept)
 
 
 @router.get(
     "/{sweep_id}",
     response_model=SweepResult,
-    responses={
-        304: {"description": "`If-None-Match` names this sweep: the client has it."},
-        **problems(404, 422),
-    },
+    responses={**RESPONSES, **problems(404, 406, 422)},
     summary="Get a stored sweep",
 )
 async def get_sweep(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The same body as the request that made the sweep, from the cache."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
     body = await _held(engine, tenants, caller, sweep_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
-        return Response(status_code=304, headers={"ETag": f'"{sweep_id}"'})
-    return _respond(body, sweep_id, cached=True, extra={"Cache-Control": IMMUTABLE})
+        return _not_modified(sweep_id)
+    return _respond(body, sweep_id, cached=True, accept=accept, extra={"Cache-Control": IMMUTABLE})
 
 
 @router.get(
@@ -159,13 +189,41 @@ async def get_sweep_plot(
     headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
-    data = orjson.loads(body)
-    name = data["dataset"]["name"] or f"dataset {data['dataset']['id'][:8]}"
+    png = await _plot(engine, sweep_id, orjson.loads(body))
+    await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
+    return Response(png, headers=headers, media_type=media_type)
+
+
+async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) -> bytes:
+    """The sweep's plot, drawn once and kept."""
 
     async def render(_: Progress) -> bytes:  # one step: nobody follows its progress
-        png: bytes = await engine.pool.run(sweeps.render_sweep, data, name)
+        png: bytes = await engine.pool.run(sweeps.render_sweep, data)
         return png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
+    return png
+
+
+@router.get(
+    "/{sweep_id}/report",
+    response_class=Response,
+    responses={
+        **html_response(
+            "One self-contained page: each strategy's recommended k, the "
+            "plot inline, the scores, the parameters and versions; it loads nothing."
+        ),
+        **problems(404, 422, 503, 504),
+    },
+    summary="Get a sweep as a self-contained HTML report",
+)
+async def get_sweep_report(
+    sweep_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
+) -> Response:
+    """The recommended k, the scores against k (the same PNG as `plot.png`), the table,
+    the dataset, parameters and versions, as one HTML page with no external URL."""
+    data = orjson.loads(await _held(engine, tenants, caller, sweep_id))
+    png = await _plot(engine, sweep_id, data)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    return Response(png, headers=headers, media_type=media_type)
+    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
+    return html_page(render_sweep_report(data, png, described))
