@@ -66,8 +66,8 @@ HEADERS_BY_STATUS: dict[str, dict[str, Any]] = {
         "required": False,
         "description": "`respond-async` (RFC 7240): a result not stored yet is computed by "
         "a job, answered 202 with `Location: /v1/jobs/{id}`.",
+        # No example: Swagger UI's "Try it out" would send it, making every try a job.
         "schema": {"type": "string", "enum": ["respond-async"]},
-        "example": "respond-async",
     },
 }
 # Answers a client reads as text or JSON; every other media type is bytes to it.
