@@ -32,6 +32,7 @@ from service.errors import (
     clip,
     storage_errors,
 )
+from service.tables import Column, TableParts
 
 BUILTIN_LOADERS: dict[str, str] = {
     "digits": "load_digits",
@@ -75,13 +76,32 @@ class DatasetInfo:
     inline: bool = False
     # The names of X's columns, when the upload had a header (CSV, Parquet).
     feature_names: list[str] | None = None
+    # A table's columns in the file's order ({"name", "kind", "missing"}), the sorted
+    # categories of its categorical columns, its rows without a missing cell and its
+    # width once one-hot encoded; None for plain numbers (see service.tables).
+    columns: list[dict[str, Any]] | None = None
+    categories: list[list[str]] | None = None
+    complete_rows: int | None = None
+    n_encoded: int | None = None
 
-    def public(self) -> dict[str, Any]:
-        """The summary a benchmark response carries."""
+    @property
+    def width(self) -> int:
+        """How many features KMeans sees: one-hot encoded categories included."""
+        return self.n_features if self.n_encoded is None else self.n_encoded
+
+    def table_columns(self) -> list[Column] | None:
+        return None if self.columns is None else [Column(**c) for c in self.columns]
+
+    def public(self, missing: str = "error") -> dict[str, Any]:
+        """The summary a benchmark response carries: ``n_samples`` counts the rows used
+        (``missing="drop"`` leaves out those with a missing cell)."""
+        used = self.n_samples
+        if missing == "drop" and self.complete_rows is not None:
+            used = self.complete_rows
         return {
             "id": self.id,
             "name": self.name,
-            "n_samples": self.n_samples,
+            "n_samples": used,
             "n_features": self.n_features,
             "has_labels": self.has_labels,
         }
@@ -93,12 +113,13 @@ class DatasetInfo:
             "format": self.format,
             "dtype": self.dtype,
             "feature_names": self.feature_names,
+            "columns": self.columns,
             # What an upload's reader did to the file: only the upload's answer has any.
             "warnings": [],
         }
 
 
-def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
+def as_feature_matrix(X: Any, *, min_samples: int = 2, allow_missing: bool = False) -> np.ndarray:
     """Validate client data as a feature matrix.
 
     Parameters
@@ -115,7 +136,8 @@ def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
     ------
     InvalidDataError
         Ragged rows, non-numeric or non-finite values, fewer than 2 samples or no
-        features; the message names the row and column.
+        features; the message names the row and column. With ``allow_missing``, NaN
+        is a missing value (an upload keeps it as such) and only infinity is refused.
     """
     if not isinstance(X, np.ndarray):
         X = _rows_to_array(X)
@@ -142,7 +164,7 @@ def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
             "X must have at least 1 feature; its rows are empty",
             errors=[{"loc": ["X", 0], "msg": "empty row"}],
         )
-    _check_finite(X_valid)
+    _check_finite(X_valid, allow_missing=allow_missing)
     return X_valid
 
 
@@ -196,13 +218,13 @@ def _values(n: int) -> str:
     return f"{n} value" if n == 1 else f"{n} values"
 
 
-def _check_finite(X: np.ndarray) -> None:
+def _check_finite(X: np.ndarray, *, allow_missing: bool = False) -> None:
     # np.isfinite on the sum is a fast path: one pass, no boolean mask for clean data.
     with np.errstate(over="ignore", invalid="ignore"):  # finite values may sum past 1e308
         total = X.sum(dtype=np.float64)
     if np.isfinite(total):
         return
-    bad = np.argwhere(~np.isfinite(X))
+    bad = np.argwhere(np.isinf(X) if allow_missing else ~np.isfinite(X))
     if len(bad) == 0:  # the sum overflowed, the values are finite
         return
     row, col = (int(v) for v in bad[0])
@@ -258,8 +280,9 @@ def as_labels(y: Any, n_samples: int) -> np.ndarray:
     )
 
 
-def content_hash(X: np.ndarray, y: np.ndarray | None) -> str:
-    """sha256 of the dtype, shape and values of ``X`` and ``y``: the dataset id."""
+def content_hash(X: np.ndarray, y: np.ndarray | None, parts: TableParts | None = None) -> str:
+    """sha256 of the dtype, shape and values of ``X`` and ``y`` (and of a table's
+    columns, categories and weights, when it has more than numbers): the dataset id."""
     header = {
         "X": [np.dtype(X.dtype).newbyteorder("<").str, list(X.shape)],
         "y": None if y is None else ["str" if y.dtype.kind == "U" else "int64", len(y)],
@@ -272,6 +295,17 @@ def content_hash(X: np.ndarray, y: np.ndarray | None) -> str:
             digest.update(json.dumps(y.tolist()).encode())
         else:
             digest.update(y.astype("<i8", copy=False).tobytes())
+    if parts is not None and not parts.is_plain:
+        # Only tables with categories or weights: plain numbers keep the ids they had.
+        digest.update(
+            json.dumps(
+                {"columns": [asdict(c) for c in parts.columns], "categories": parts.categories}
+            ).encode()
+        )
+        if parts.codes is not None:
+            digest.update(parts.codes.astype("<i4", copy=False).tobytes())
+        if parts.sample_weight is not None:
+            digest.update(parts.sample_weight.astype("<f8", copy=False).tobytes())
     return digest.hexdigest()
 
 
@@ -321,13 +355,15 @@ class DatasetStore:
         format: str,
         inline: bool = False,
         feature_names: list[str] | None = None,
+        parts: TableParts | None = None,
     ) -> tuple[DatasetInfo, bool]:
         """Store validated arrays; returns the info and whether it was new.
 
         The same numbers sent again keep the name and feature names they were first
-        stored with (the id is the numbers' alone).
+        stored with (the id is the numbers' alone). ``parts``: a table's columns,
+        categorical codes and weights (see :mod:`service.tables`).
         """
-        dataset_id = content_hash(X, y)
+        dataset_id = content_hash(X, y, parts)
         final = self.root / dataset_id
         if (final / "meta.json").exists():
             known = self.get(dataset_id)
@@ -337,17 +373,19 @@ class DatasetStore:
                 self._write_meta(final, known)
             self.touch(known)
             return known, False
+        table = _table_fields(X, parts)
         info = DatasetInfo(
             id=dataset_id,
             name=name,
             n_samples=int(X.shape[0]),
-            n_features=int(X.shape[1]),
+            n_features=table.pop("n_features", int(X.shape[1])),
             has_labels=y is not None,
             n_labels=None if y is None else int(np.unique(y).size),
             dtype=X.dtype.name,
             format=format,
             inline=inline,
             feature_names=feature_names,
+            **table,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
@@ -357,6 +395,10 @@ class DatasetStore:
                 np.save(tmp / "X.npy", X, allow_pickle=False)
                 if y is not None:
                     np.save(tmp / "y.npy", y, allow_pickle=False)
+                if parts is not None and parts.codes is not None:
+                    np.save(tmp / "C.npy", parts.codes, allow_pickle=False)
+                if parts is not None and parts.sample_weight is not None:
+                    np.save(tmp / "w.npy", parts.sample_weight, allow_pickle=False)
                 (tmp / "meta.json").write_text(json.dumps(asdict(info)))
                 for child in tmp.iterdir():
                     child.chmod(0o600)
@@ -514,6 +556,32 @@ class DatasetStore:
     def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
         folder = self.root / info.id
         return folder / "X.npy", (folder / "y.npy") if info.has_labels else None
+
+
+def _table_fields(X: np.ndarray, parts: TableParts | None) -> dict[str, Any]:
+    """The DatasetInfo fields of a table with more than complete numbers."""
+    if parts is None:
+        return {}
+    codes = parts.codes
+    absent = np.isnan(X).any(axis=1) if X.dtype.kind == "f" else np.zeros(len(X), bool)
+    if codes is not None:
+        absent |= (codes < 0).any(axis=1)
+    if parts.is_plain and not absent.any():
+        return {}
+    categories = parts.categories or []
+    return {
+        "n_features": sum(c.kind in ("numeric", "categorical") for c in parts.columns),
+        "columns": [asdict(c) for c in parts.columns],
+        "categories": categories or None,
+        "complete_rows": int(len(X) - absent.sum()),
+        "n_encoded": int(X.shape[1] + sum(len(c) for c in categories)),
+    }
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A stored dataset's meta.json, as stored."""
+    meta: dict[str, Any] = json.loads((folder / "meta.json").read_text())
+    return meta
 
 
 def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

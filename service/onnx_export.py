@@ -7,7 +7,7 @@ compute worker: the API process never loads them.
 from __future__ import annotations
 
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from service.benchmark import ESTIMATOR_CLASSES, FittedModel
 from service.errors import ModelNotConvertibleError
@@ -21,7 +21,7 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
 
     Its ``predict`` and ``transform`` are those of the pipeline the benchmark fitted.
     """
-    steps: list[StandardScaler | object] = []
+    steps: list[StandardScaler | Normalizer | object] = []
     if model.scaler_mean is not None and model.scaler_scale is not None:
         scaler = StandardScaler()
         scaler.mean_ = model.scaler_mean
@@ -30,6 +30,8 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
         scaler.n_features_in_ = model.n_features
         scaler.n_samples_seen_ = model.n_train
         steps.append(scaler)
+    if model.normalize:
+        steps.append(Normalizer())
     estimator = ESTIMATOR_CLASSES[model.estimator](n_clusters=model.n_clusters)
     estimator.cluster_centers_ = model.cluster_centers
     estimator.n_features_in_ = model.n_features
@@ -53,6 +55,14 @@ def model_to_onnx(model: FittedModel) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
 
+    if model.preprocessing is not None:
+        # Its inputs are a table's raw columns (strings among them), not one float tensor.
+        raise ModelNotConvertibleError(
+            "the step 'columntransformer' (the imputation and one-hot encoding of this "
+            "table's columns) is not exported to ONNX yet; models of complete numeric data "
+            "are",
+            errors=[{"loc": ["model_id"], "msg": "ColumnTransformer not exported"}],
+        )
     pipeline = fitted_pipeline(model)
     try:
         onnx_model = convert_sklearn(

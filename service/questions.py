@@ -32,6 +32,7 @@ from service.engine import (
 )
 from service.errors import DatasetNotFoundError, JobOrphanedError
 from service.schemas import StabilityRequest, SweepRequest
+from service.tables import check_missing
 
 
 class Question(Protocol):
@@ -166,7 +167,9 @@ class SweepQuestion(_Document):
         ]
         rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
         report(len(steps), len(steps), "storing")
-        body = sweeps.build_body(self.id, self.dataset.public(), self.params, rows)
+        body = sweeps.build_body(
+            self.id, self.dataset.public(self.params.missing), self.params, rows
+        )
         return orjson.dumps(body)
 
 
@@ -198,7 +201,9 @@ class StabilityQuestion(_Document):
         ]
         results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)
         report(len(steps), len(steps), "storing")
-        body = stability.build_body(self.id, self.dataset.public(), self.params, results)
+        body = stability.build_body(
+            self.id, self.dataset.public(self.params.benchmark.missing), self.params, results
+        )
         return orjson.dumps(body)
 
 
@@ -219,8 +224,11 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
         max_iter=request.max_iter,
         tol=float(request.tol),
         silhouette_sample_size=request.silhouette_sample_size,
+        missing=request.missing,
+        normalize=request.normalize,
     )
-    sweeps.check_sweep(params, dataset.n_samples, dataset.n_features)
+    check_missing(dataset.table_columns(), params.missing)
+    sweeps.check_sweep(params, dataset.public(params.missing)["n_samples"], dataset.width)
     return SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params)
 
 

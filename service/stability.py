@@ -23,9 +23,9 @@ import numpy as np
 from sklearn import metrics
 
 from service import benchmark as bm
-from service.datasets import load_arrays
 from service.errors import PayloadTooLargeError
 from service.sweeps import SCORE_SPACE
+from service.tables import load_design
 
 MAX_SEEDS = 100
 # Salted into the id: 2 since the internal scores are measured in SCORE_SPACE and the
@@ -128,7 +128,11 @@ def run_stability(
 
 
 def _over_seeds(
-    X: np.ndarray, y: np.ndarray | None, params: StabilityParams, index: int
+    X: np.ndarray,
+    y: np.ndarray | None,
+    params: StabilityParams,
+    index: int,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One strategy, ``params.benchmark.strategies[index]``, under every seed."""
     strategy = params.benchmark.strategies[index]
@@ -144,6 +148,7 @@ def _over_seeds(
             run,
             score_space=SCORE_SPACE,
             sample_state=params.benchmark.random_state,
+            sample_weight=sample_weight,
         )
         rows.append(
             {
@@ -186,9 +191,9 @@ def run_strategy_from_files(
     do not depend on one another, so one task per strategy gives the numbers
     :func:`run_stability` gives, and lets a job report progress and stop between them.
     """
-    X, y = load_arrays(X_path, y_path)
-    bm.check_magnitude(X)  # as run_stability does
-    return _over_seeds(X, y, params, index)
+    data = load_design(X_path, y_path, params.benchmark.missing)
+    bm.check_magnitude(data.X)  # as run_stability does
+    return _over_seeds(data.X, data.y, params, index, data.sample_weight)
 
 
 def build_body(
