@@ -644,10 +644,11 @@ def _feature_column(
                 odd_row, odd = found if found[0] > first[0] else first
                 rows = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
                 row = int(rows[odd_row])
+                what = "numeric value" if _is_number(odd) else "non-numeric value"
                 raise InvalidDataError(
-                    f"column {name!r} (column {j}) mixes numbers and text: {odd!r} at "
-                    f"{_where(row, line_offset)} (a typo? send ?categorical={name} to treat "
-                    "the column as categories)",
+                    f"column {name!r} (column {j}) has a {what} {odd!r} at "
+                    f"{_where(row, line_offset)}: the column mixes numbers and text (a typo? "
+                    f"send ?categorical={name} to treat the column as categories)",
                     errors=[{"loc": ["row", row, name], "msg": f"mixed column: {odd!r}"}],
                 )
             return _categorical_column(column, name)
