@@ -644,7 +644,9 @@ def _feature_column(
                 odd_row, odd = found if found[0] > first[0] else first
                 rows = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
                 row = int(rows[odd_row])
-                what = "numeric value" if _is_number(odd) else "non-numeric value"
+                what = (
+                    "numeric value" if odd is not None and _is_number(odd) else "non-numeric value"
+                )
                 raise InvalidDataError(
                     f"column {name!r} (column {j}) has a {what} {odd!r} at "
                     f"{_where(row, line_offset)}: the column mixes numbers and text (a typo? "
