@@ -44,7 +44,15 @@ def keys_main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
         elif args.command == "list":
-            for info in store.list_keys():
+            keys = store.list_keys()
+            if not keys:
+                print(
+                    f"no keys in {settings.data_dir / 'tenants.sqlite3'} nor in "
+                    "CLUSTERBENCH_API_KEYS (here or in a server started on this data "
+                    "directory): the service is open to anyone who reaches it",
+                    file=sys.stderr,
+                )
+            for info in keys:
                 when = (
                     datetime.datetime.fromtimestamp(info.created_at, datetime.UTC).isoformat(
                         timespec="seconds"

@@ -20,16 +20,18 @@ and errors are written once.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import inspect
+import io
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, Self, TypeVar, cast, overload
 
 import anyio
 import httpx
@@ -38,16 +40,23 @@ from pydantic import BaseModel, Field, field_validator
 from service import __version__
 from service.schemas import (
     Anomalies,
+    BenchmarkList,
+    BenchmarkRequest,
     BenchmarkResult,
+    BenchmarkSummary,
     DatasetInfo,
     DatasetList,
     ModelInfo,
     Prediction,
+    StabilityRequest,
+    StabilityResult,
+    SweepRequest,
+    SweepResult,
 )
 
 __all__ = [
+    "KINDS",
     "AsyncClient",
-    "BenchmarkFields",
     "Client",
     "ClusterbenchError",
     "Job",
@@ -68,6 +77,7 @@ MEDIA_TYPES = {
     ".pq": "application/vnd.apache.parquet",
     ".json": "application/json",
 }
+DATASETS_PATH = "/v1/datasets"
 RETRY_STATUSES = frozenset({429, 503})
 # Connections refused or reset before a request was sent; httpx retries those itself.
 CONNECT_RETRIES = 2
@@ -187,20 +197,40 @@ class Job(BaseModel):
         return self.state in TERMINAL_STATES
 
 
-class BenchmarkFields(TypedDict, total=False):
-    """The fields of a benchmark request besides ``dataset`` (API.md); omitted ones default."""
+@dataclass(frozen=True)
+class Kind:
+    """One kind of question the service answers: where it is asked, with which request
+    model, and which result model answers it. The client's parameters and the command's
+    flags are the request model's fields, so a field added there reaches both."""
 
-    X: Any  # n_samples by n_features: nested lists or a NumPy array
-    y: Any  # n_samples labels, integers or strings: a list or a NumPy array
-    n_clusters: int
-    strategies: Sequence[str | Mapping[str, Any]]
-    random_state: int
-    scale: bool
-    algorithm: Literal["lloyd", "elkan"]
-    max_iter: int
-    tol: float
-    silhouette_sample_size: int | None
+    name: str  # as a job's `kind` says it
+    path: str
+    request: type[BaseModel]
+    result: type[BaseModel]
 
+    def body(self, dataset: str | DatasetInfo | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON body asking ``dataset`` with ``fields`` (arrays as lists)."""
+        unknown = [n for n in fields if n == "dataset" or n not in self.request.model_fields]
+        if unknown:
+            allowed = ", ".join(n for n in self.request.model_fields if n != "dataset")
+            raise TypeError(
+                f"a {self.name} takes no field {', '.join(unknown)}: its fields are {allowed} "
+                "(and the dataset, the first argument)"
+            )
+        body: dict[str, Any] = {key: _plain(value) for key, value in fields.items()}
+        if "strategies" in body:
+            body["strategies"] = [
+                item if isinstance(item, str) else dict(item) for item in body["strategies"]
+            ]
+        if dataset is not None:
+            body["dataset"] = dataset.id if isinstance(dataset, DatasetInfo) else dataset
+        return body
+
+
+BENCHMARK = Kind("benchmark", "/v1/benchmarks", BenchmarkRequest, BenchmarkResult)
+SWEEP = Kind("sweep", "/v1/sweeps", SweepRequest, SweepResult)
+STABILITY = Kind("stability", "/v1/stability", StabilityRequest, StabilityResult)
+KINDS = {kind.name: kind for kind in (BENCHMARK, SWEEP, STABILITY)}
 
 ProgressCallback = Callable[[Job], Any]
 
@@ -245,6 +275,9 @@ class _Request:
     json: Any = None
     content: bytes | None = None
     file: Path | None = None  # streamed from disk, opened afresh for each attempt
+    # Sent as a multipart form's `file` field with this name (the dataset's name), with
+    # `file` or `content` as its bytes.
+    file_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,15 +302,25 @@ def _plain(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
 
 
-def _benchmark_body(dataset: str | DatasetInfo | None, fields: BenchmarkFields) -> dict[str, Any]:
-    body: dict[str, Any] = {key: _plain(value) for key, value in fields.items()}
-    if "strategies" in body:
-        body["strategies"] = [
-            item if isinstance(item, str) else dict(item) for item in body["strategies"]
-        ]
-    if dataset is not None:
-        body["dataset"] = dataset.id if isinstance(dataset, DatasetInfo) else dataset
-    return body
+def _as_file(data: Any, name: str | None) -> tuple[bytes, str, str | None]:
+    """A NumPy array (as ``.npy``) or a pandas DataFrame (as Parquet, its column names
+    kept): its bytes, media type and the name it is sent with."""
+    if hasattr(data, "to_parquet") and hasattr(data, "columns"):
+        buffer = io.BytesIO()
+        data.to_parquet(buffer, index=False)
+        suffix = ".parquet"
+    elif hasattr(data, "__array__"):
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(data), allow_pickle=False)
+        suffix = ".npy"
+    else:
+        raise TypeError(
+            "upload takes a file path, bytes, a NumPy array or a pandas DataFrame, not "
+            f"{type(data).__name__}"
+        )
+    return buffer.getvalue(), MEDIA_TYPES[suffix], name
 
 
 class _Operations:
@@ -345,24 +388,20 @@ class _Operations:
             raise ClusterbenchError.from_response(response)
         return response
 
-    def _benchmark(
+    def _create(
         self,
+        kind: Kind,
         body: dict[str, Any],
         wait: bool,
         progress: ProgressCallback | None,
         wait_timeout: float | None,
-    ) -> _Flow[BenchmarkResult | Job]:
+    ) -> _Flow[Any]:
         response = yield from self._call(
-            _Request(
-                "POST",
-                "/v1/benchmarks",
-                headers={**_JSON, "Prefer": "respond-async"},
-                json=body,
-            )
+            _Request("POST", kind.path, headers={**_JSON, "Prefer": "respond-async"}, json=body)
         )
         if response.status_code != 202:
             # Stored already, or a service without jobs: the result itself.
-            return BenchmarkResult.model_validate_json(response.content)
+            return kind.result.model_validate_json(response.content)
         job = Job.model_validate_json(response.content)
         if not wait:
             return job
@@ -383,7 +422,7 @@ class _Operations:
         progress: ProgressCallback | None,
         timeout: float,
         first_wait: float | None,
-    ) -> _Flow[BenchmarkResult]:
+    ) -> _Flow[Any]:
         """Poll the job at ``url`` until it ends; its result, or its error raised."""
         deadline = time.monotonic() + timeout
         backoff = POLL_FIRST_S
@@ -420,67 +459,100 @@ class _Operations:
                 None, "Job without result", f"job {job.id} succeeded but names no result_url"
             )
         response = yield from self._call(_Request("GET", job.result_url, headers=_JSON))
-        return BenchmarkResult.model_validate_json(response.content)
+        return KINDS[job.kind or BENCHMARK.name].result.model_validate_json(response.content)
+
+    def _follow_id(self, job_id: str, progress: ProgressCallback | None) -> _Flow[Any]:
+        job = yield from self._get_job(job_id)
+        url = f"/v1/jobs/{job_id}"
+        return (yield from self._follow(job, url, progress, self.wait_timeout, None))
+
+    def _jobs(self, state: str | None, limit: int) -> _Flow[list[Job]]:
+        params = {"limit": str(limit), **({} if state is None else {"state": state})}
+        response = yield from self._call(_Request("GET", "/v1/jobs", params, headers=_JSON))
+        return [Job.model_validate(job) for job in response.json()["jobs"]]
+
+    def _cancel_job(self, job_id: str) -> _Flow[Job]:
+        response = yield from self._call(_Request("DELETE", f"/v1/jobs/{job_id}", headers=_JSON))
+        return Job.model_validate_json(response.content)
+
+    def _get(self, kind: Kind, result_id: str) -> _Flow[Any]:
+        response = yield from self._call(_Request("GET", f"{kind.path}/{result_id}", headers=_JSON))
+        return kind.result.model_validate_json(response.content)
+
+    def _text(self, url: str, accept: str) -> _Flow[str]:
+        response = yield from self._call(_Request("GET", url, headers={"Accept": accept}))
+        return response.text
+
+    def _bytes(self, url: str, params: Mapping[str, str] | None = None) -> _Flow[bytes]:
+        response = yield from self._call(
+            _Request("GET", url, params=params, headers={"Accept": "image/png"})
+        )
+        return response.content
+
+    def _benchmarks(self, limit: int) -> _Flow[list[BenchmarkSummary]]:
+        found: list[BenchmarkSummary] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            params = {"limit": str(min(limit - len(found), 100))}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = yield from self._call(
+                _Request("GET", BENCHMARK.path, params=params, headers=_JSON)
+            )
+            page = BenchmarkList.model_validate_json(response.content)
+            found.extend(page.benchmarks)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return found
+
+    def _delete(self, url: str) -> _Flow[None]:
+        yield from self._call(_Request("DELETE", url))
 
     def _get_job(self, job_id: str) -> _Flow[Job]:
         response = yield from self._call(_Request("GET", f"/v1/jobs/{job_id}", headers=_JSON))
         return Job.model_validate_json(response.content)
 
-    def _get_benchmark(self, benchmark_id: str) -> _Flow[BenchmarkResult]:
-        response = yield from self._call(
-            _Request("GET", f"/v1/benchmarks/{benchmark_id}", headers=_JSON)
-        )
-        return BenchmarkResult.model_validate_json(response.content)
-
-    def _table(self, benchmark_id: str) -> _Flow[str]:
-        response = yield from self._call(
-            _Request("GET", f"/v1/benchmarks/{benchmark_id}", headers={"Accept": "text/plain"})
-        )
-        return response.text
-
-    def _plot(self, benchmark_id: str, init: str | None) -> _Flow[bytes]:
-        response = yield from self._call(
-            _Request(
-                "GET",
-                f"/v1/benchmarks/{benchmark_id}/plot.png",
-                params=None if init is None else {"init": init},
-                headers={"Accept": "image/png"},
-            )
-        )
-        return response.content
-
     def _upload(
         self,
-        data: str | os.PathLike[str] | bytes,
+        data: Any,
         media_type: str | None,
         label_column: str | None,
+        name: str | None,
     ) -> _Flow[DatasetInfo]:
         params = None if label_column is None else {"label_column": label_column}
-        if isinstance(data, bytes | bytearray | memoryview):
-            if media_type is None:
-                raise ValueError(
-                    f"give the media_type of raw bytes, one of {sorted(set(MEDIA_TYPES.values()))}"
-                )
+        if isinstance(data, str | os.PathLike):
+            path = Path(data)
+            size = path.stat().st_size  # FileNotFoundError here, before any request
+            # Named after its file unless named otherwise (name="" for no name): a
+            # multipart form carries the name; raw bytes have none.
+            file_name = path.name if name is None else (name or None)
+            length = {} if file_name else {"Content-Length": str(size)}
+            request = _Request(
+                "POST",
+                "/v1/datasets",
+                params=params,
+                headers={**_JSON, "Content-Type": media_type or media_type_of(path), **length},
+                file=path,
+                file_name=file_name,
+            )
+        else:
+            if isinstance(data, bytes | bytearray | memoryview):
+                content, file_name = bytes(data), name
+                if media_type is None:
+                    raise ValueError(
+                        "give the media_type of raw bytes, one of "
+                        f"{sorted(set(MEDIA_TYPES.values()))}"
+                    )
+            else:
+                content, media_type, file_name = _as_file(data, name)
             request = _Request(
                 "POST",
                 "/v1/datasets",
                 params=params,
                 headers={**_JSON, "Content-Type": media_type},
-                content=bytes(data),
-            )
-        else:
-            path = Path(data)
-            size = path.stat().st_size  # FileNotFoundError here, before any request
-            request = _Request(
-                "POST",
-                "/v1/datasets",
-                params=params,
-                headers={
-                    **_JSON,
-                    "Content-Type": media_type or media_type_of(path),
-                    "Content-Length": str(size),
-                },
-                file=path,
+                content=content,
+                file_name=file_name,
             )
         response = yield from self._call(request)
         return DatasetInfo.model_validate_json(response.content)
@@ -525,6 +597,29 @@ class _Operations:
             )
         )
         return response.content
+
+
+@contextlib.contextmanager
+def _sent_as(request: _Request, stream: Callable[[Path], Any]) -> Iterator[dict[str, Any]]:
+    """httpx's arguments for ``request`` besides its method and URL; a file opened for a
+    multipart form is closed on exit."""
+    args: dict[str, Any] = {"params": request.params, "json": request.json}
+    if request.file_name is None:
+        args["headers"] = request.headers
+        args["content"] = stream(request.file) if request.file is not None else request.content
+        yield args
+        return
+    with contextlib.ExitStack() as files:
+        source = (
+            files.enter_context(request.file.open("rb"))
+            if request.file is not None
+            else request.content
+        )
+        media_type = request.headers.get("Content-Type")
+        # httpx writes the form's own Content-Type, with its boundary.
+        args["headers"] = {k: v for k, v in request.headers.items() if k != "Content-Type"}
+        args["files"] = {"file": (request.file_name, source, media_type)}
+        yield args
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -591,14 +686,8 @@ class Client(_Operations):
 
     def _send(self, request: _Request) -> httpx.Response:
         try:
-            return self._http.request(
-                request.method,
-                request.url,
-                params=request.params,
-                headers=request.headers,
-                json=request.json,
-                content=_chunks(request.file) if request.file is not None else request.content,
-            )
+            with _sent_as(request, _chunks) as args:
+                return self._http.request(request.method, request.url, **args)
         except httpx.TransportError as exc:
             raise self._no_answer(request, exc) from exc
 
@@ -627,7 +716,7 @@ class Client(_Operations):
         wait: Literal[True] = True,
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult: ...
 
     @overload
@@ -638,7 +727,7 @@ class Client(_Operations):
         wait: Literal[False],
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult | Job: ...
 
     def benchmark(
@@ -648,43 +737,155 @@ class Client(_Operations):
         wait: bool = True,
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult | Job:
         """Run a benchmark (or fetch it from the cache): ``POST /v1/benchmarks``.
-
         ``dataset`` is a built-in name, an uploaded dataset's id or its :class:`DatasetInfo`;
         ``fields`` are the request's other fields (``X``, ``y``, ``n_clusters``,
-        ``strategies``, ...). Where the service runs it as a job, it is followed to its end
-        with ``progress(job)`` called at each change, for at most ``wait_timeout`` seconds;
-        with ``wait=False`` the job is returned at once instead.
+        ``strategies``, ...; NumPy arrays are sent as lists). Where the service runs it as
+        a job, it is followed to its end with ``progress(job)`` called at each change, for
+        at most ``wait_timeout`` seconds; with ``wait=False`` the job is returned at once.
         """
-        body = _benchmark_body(dataset, fields)
-        return self._run(self._benchmark(body, wait, progress, wait_timeout))
+        body = BENCHMARK.body(dataset, fields)
+        return cast(
+            "BenchmarkResult | Job",
+            self._run(self._create(BENCHMARK, body, wait, progress, wait_timeout)),
+        )
+
+    @overload
+    def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult: ...
+
+    @overload
+    def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult | Job: ...
+
+    def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult | Job:
+        """Choose k: a sweep over k (or fetched from the cache), ``POST /v1/sweeps``."""
+        body = SWEEP.body(dataset, fields)
+        return cast(
+            "SweepResult | Job",
+            self._run(self._create(SWEEP, body, wait, progress, wait_timeout)),
+        )
+
+    @overload
+    def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult: ...
+
+    @overload
+    def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult | Job: ...
+
+    def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult | Job:
+        """A benchmark under several seeds: ``POST /v1/stability``."""
+        body = STABILITY.body(dataset, fields)
+        return cast(
+            "StabilityResult | Job",
+            self._run(self._create(STABILITY, body, wait, progress, wait_timeout)),
+        )
+
+    def get(self, kind: str, result_id: str) -> Any:
+        """A stored result: ``kind`` is ``benchmark``, ``sweep`` or ``stability``."""
+        return self._run(self._get(KINDS[kind], result_id))
+
+    def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
+        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
+        return cast(BenchmarkResult, self._run(self._get(BENCHMARK, benchmark_id)))
+
+    def table(self, result_id: str, kind: str = "benchmark") -> str:
+        """A stored result as a table (its ``text/plain`` form)."""
+        return self._run(self._text(f"{KINDS[kind].path}/{result_id}", "text/plain"))
+
+    def report(self, result_id: str, kind: str = "benchmark") -> str:
+        """A stored result as one self-contained HTML page."""
+        return self._run(self._text(f"{KINDS[kind].path}/{result_id}/report", "text/html"))
+
+    def plot(self, result_id: str, init: str | None = None, kind: str = "benchmark") -> bytes:
+        """The plot as PNG bytes: a benchmark's decision boundaries (one strategy's panel
+        with ``init``), or a sweep's scores against k."""
+        params = None if init is None else {"init": init}
+        return self._run(self._bytes(f"{KINDS[kind].path}/{result_id}/plot.png", params))
+
+    def benchmarks(self, limit: int = 20) -> list[BenchmarkSummary]:
+        """The stored benchmarks (the caller's), newest first, at most ``limit``."""
+        return self._run(self._benchmarks(limit))
+
+    def delete(self, kind: str, item_id: str) -> None:
+        """Delete a ``benchmark`` (with its models and plots) or a ``dataset``."""
+        path = DATASETS_PATH if kind == "dataset" else KINDS[kind].path
+        self._run(self._delete(f"{path}/{item_id}"))
 
     def get_job(self, job_id: str) -> Job:
         """A job's state and progress: ``GET /v1/jobs/{job_id}``."""
         return self._run(self._get_job(job_id))
 
-    def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
-        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
-        return self._run(self._get_benchmark(benchmark_id))
+    def jobs(self, state: str | None = None, limit: int = 20) -> list[Job]:
+        """The jobs (the caller's), newest first; only those in ``state`` if given."""
+        return self._run(self._jobs(state, limit))
 
-    def table(self, benchmark_id: str) -> str:
-        """The benchmark as scikit-learn's example prints it (its ``text/plain`` form)."""
-        return self._run(self._table(benchmark_id))
+    def follow(self, job_id: str, progress: ProgressCallback | None = None) -> Any:
+        """Follow a job to its end; its result, or its problem raised."""
+        return self._run(self._follow_id(job_id, progress))
 
-    def plot(self, benchmark_id: str, init: str | None = None) -> bytes:
-        """The decision-boundary plot as PNG bytes; one strategy's panel with ``init``."""
-        return self._run(self._plot(benchmark_id, init))
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a queued or running job; the job as it is then."""
+        return self._run(self._cancel_job(job_id))
 
     def upload(
         self,
-        data: str | os.PathLike[str] | bytes,
+        data: str | os.PathLike[str] | bytes | Any,
         media_type: str | None = None,
         label_column: str | None = None,
+        name: str | None = None,
     ) -> DatasetInfo:
-        """Upload a data file (its media type from its extension) or raw bytes."""
-        return self._run(self._upload(data, media_type, label_column))
+        """Upload a data file (its media type from its extension, its name the file's),
+        raw bytes of ``media_type``, a NumPy array or a pandas DataFrame; ``name`` names
+        the dataset."""
+        return self._run(self._upload(data, media_type, label_column, name))
 
     def datasets(self) -> list[DatasetInfo]:
         """The built-in datasets and every uploaded one."""
@@ -745,16 +946,8 @@ class AsyncClient(_Operations):
 
     async def _send(self, request: _Request) -> httpx.Response:
         try:
-            return await self._http.request(
-                request.method,
-                request.url,
-                params=request.params,
-                headers=request.headers,
-                json=request.json,
-                content=(
-                    _async_chunks(request.file) if request.file is not None else request.content
-                ),
-            )
+            with _sent_as(request, _async_chunks) as args:
+                return await self._http.request(request.method, request.url, **args)
         except httpx.TransportError as exc:
             raise self._no_answer(request, exc) from exc
 
@@ -785,7 +978,7 @@ class AsyncClient(_Operations):
         wait: Literal[True] = True,
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult: ...
 
     @overload
@@ -796,7 +989,7 @@ class AsyncClient(_Operations):
         wait: Literal[False],
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult | Job: ...
 
     async def benchmark(
@@ -806,36 +999,149 @@ class AsyncClient(_Operations):
         wait: bool = True,
         progress: ProgressCallback | None = None,
         wait_timeout: float | None = None,
-        **fields: Unpack[BenchmarkFields],
+        **fields: Any,
     ) -> BenchmarkResult | Job:
-        """Run a benchmark (or fetch it from the cache); see :meth:`Client.benchmark`."""
-        body = _benchmark_body(dataset, fields)
-        return await self._run(self._benchmark(body, wait, progress, wait_timeout))
+        """Run a benchmark (or fetch it from the cache): ``POST /v1/benchmarks``."""
+        body = BENCHMARK.body(dataset, fields)
+        return cast(
+            "BenchmarkResult | Job",
+            await self._run(self._create(BENCHMARK, body, wait, progress, wait_timeout)),
+        )
+
+    @overload
+    async def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult: ...
+
+    @overload
+    async def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult | Job: ...
+
+    async def sweep(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> SweepResult | Job:
+        """Choose k: a sweep over k (or fetched from the cache), ``POST /v1/sweeps``."""
+        body = SWEEP.body(dataset, fields)
+        return cast(
+            "SweepResult | Job",
+            await self._run(self._create(SWEEP, body, wait, progress, wait_timeout)),
+        )
+
+    @overload
+    async def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[True] = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult: ...
+
+    @overload
+    async def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: Literal[False],
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult | Job: ...
+
+    async def stability(
+        self,
+        dataset: str | DatasetInfo | None = None,
+        *,
+        wait: bool = True,
+        progress: ProgressCallback | None = None,
+        wait_timeout: float | None = None,
+        **fields: Any,
+    ) -> StabilityResult | Job:
+        """A benchmark under several seeds: ``POST /v1/stability``."""
+        body = STABILITY.body(dataset, fields)
+        return cast(
+            "StabilityResult | Job",
+            await self._run(self._create(STABILITY, body, wait, progress, wait_timeout)),
+        )
+
+    async def get(self, kind: str, result_id: str) -> Any:
+        """A stored result: ``kind`` is ``benchmark``, ``sweep`` or ``stability``."""
+        return await self._run(self._get(KINDS[kind], result_id))
+
+    async def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
+        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
+        return cast(BenchmarkResult, await self._run(self._get(BENCHMARK, benchmark_id)))
+
+    async def table(self, result_id: str, kind: str = "benchmark") -> str:
+        """A stored result as a table (its ``text/plain`` form)."""
+        return await self._run(self._text(f"{KINDS[kind].path}/{result_id}", "text/plain"))
+
+    async def report(self, result_id: str, kind: str = "benchmark") -> str:
+        """A stored result as one self-contained HTML page."""
+        return await self._run(self._text(f"{KINDS[kind].path}/{result_id}/report", "text/html"))
+
+    async def plot(self, result_id: str, init: str | None = None, kind: str = "benchmark") -> bytes:
+        """The plot as PNG bytes: a benchmark's decision boundaries (one strategy's panel
+        with ``init``), or a sweep's scores against k."""
+        params = None if init is None else {"init": init}
+        return await self._run(self._bytes(f"{KINDS[kind].path}/{result_id}/plot.png", params))
+
+    async def benchmarks(self, limit: int = 20) -> list[BenchmarkSummary]:
+        """The stored benchmarks (the caller's), newest first, at most ``limit``."""
+        return await self._run(self._benchmarks(limit))
+
+    async def delete(self, kind: str, item_id: str) -> None:
+        """Delete a ``benchmark`` (with its models and plots) or a ``dataset``."""
+        path = DATASETS_PATH if kind == "dataset" else KINDS[kind].path
+        await self._run(self._delete(f"{path}/{item_id}"))
 
     async def get_job(self, job_id: str) -> Job:
         """A job's state and progress: ``GET /v1/jobs/{job_id}``."""
         return await self._run(self._get_job(job_id))
 
-    async def get_benchmark(self, benchmark_id: str) -> BenchmarkResult:
-        """A stored benchmark: ``GET /v1/benchmarks/{benchmark_id}``."""
-        return await self._run(self._get_benchmark(benchmark_id))
+    async def jobs(self, state: str | None = None, limit: int = 20) -> list[Job]:
+        """The jobs (the caller's), newest first; only those in ``state`` if given."""
+        return await self._run(self._jobs(state, limit))
 
-    async def table(self, benchmark_id: str) -> str:
-        """The benchmark as scikit-learn's example prints it (its ``text/plain`` form)."""
-        return await self._run(self._table(benchmark_id))
+    async def follow(self, job_id: str, progress: ProgressCallback | None = None) -> Any:
+        """Follow a job to its end; its result, or its problem raised."""
+        return await self._run(self._follow_id(job_id, progress))
 
-    async def plot(self, benchmark_id: str, init: str | None = None) -> bytes:
-        """The decision-boundary plot as PNG bytes; one strategy's panel with ``init``."""
-        return await self._run(self._plot(benchmark_id, init))
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a queued or running job; the job as it is then."""
+        return await self._run(self._cancel_job(job_id))
 
     async def upload(
         self,
-        data: str | os.PathLike[str] | bytes,
+        data: str | os.PathLike[str] | bytes | Any,
         media_type: str | None = None,
         label_column: str | None = None,
+        name: str | None = None,
     ) -> DatasetInfo:
-        """Upload a data file (its media type from its extension) or raw bytes."""
-        return await self._run(self._upload(data, media_type, label_column))
+        """Upload a data file (its media type from its extension, its name the file's),
+        raw bytes of ``media_type``, a NumPy array or a pandas DataFrame; ``name`` names
+        the dataset."""
+        return await self._run(self._upload(data, media_type, label_column, name))
 
     async def datasets(self) -> list[DatasetInfo]:
         """The built-in datasets and every uploaded one."""

@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 StrategyName = Literal["k-means++", "random", "pca", "custom"]
 EstimatorName = Literal["kmeans", "minibatch", "bisecting"]
@@ -164,10 +165,9 @@ class BenchmarkRequest(BaseModel):
     dataset: str | None = Field(
         None,
         description="A built-in name (`digits`, `iris`, `wine`, `breast_cancer`) or the id of "
-        "an uploaded dataset. Default `digits`; must be absent when `X` is given.",
+        "an uploaded dataset; `digits` when neither `dataset` nor `X` is given. Must be "
+        "absent when `X` is given.",
         examples=["digits"],
-        # Absent (None) means digits unless X is given: the documented default is digits.
-        json_schema_extra={"default": "digits"},
     )
     X: Matrix | None = Field(
         None,
@@ -738,6 +738,9 @@ MAX_SEEDS = 100
 class StabilityRequest(BenchmarkRequest):
     """A benchmark run under several seeds: how much does its answer depend on luck?"""
 
+    # `seeds` replaces it: refused when sent, and left out of the schema, so that a client
+    # generated from the schema does not send its default.
+    random_state: SkipJsonSchema[int] = 0
     seeds: int | list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
         10,
         description=f"`n` runs `random_state` 0..n-1; a list names the seeds. At most "

@@ -245,3 +245,85 @@ def test_run_follows_a_job_with_a_progress_bar(
         "dataset": "digits",
         "strategies": ["random"],
     }
+
+
+@pytest.mark.server
+def test_a_session_sweep_report_list_delete(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check a user's session with the command alone: upload a file (named after it), sweep
+    # it (JSON), benchmark it with flags from the request model (--n-init, --no-scale),
+    # save its report, list it, delete it and the dataset. Before, only run, upload, plot
+    # and serve existed.
+    url = ("--url", server.url)
+    path = tmp_path / "measurements.csv"  # numbers no other test uploads: a new dataset
+    rows = [f"{i % 5}.75,{(i * 7) % 13}.5,{'xyz'[i % 3]}" for i in range(45)]
+    path.write_text("\n".join(["u,v,group", *rows]) + "\n")
+    uploaded = clusterbench("upload", str(path), "--label-column", "group", "--json", *url,
+                            cwd=tmp_path)  # fmt: skip
+    assert uploaded.returncode == 0, uploaded.stderr
+    info = orjson.loads(uploaded.stdout)
+    assert info["name"] == "measurements.csv"
+
+    swept = clusterbench("sweep", "--dataset", info["id"], "--k", "2", "3", "4", "--json",
+                         *url, cwd=tmp_path)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    sweep = orjson.loads(swept.stdout)
+    assert sorted({point["k"] for point in sweep["results"]}) == [2, 3, 4]
+    with Client(server.url) as client:
+        assert client.get("sweep", sweep["id"]).model_dump(mode="json") == {
+            **sweep,
+            "cached": True,
+        }
+    table = clusterbench("sweep", "--dataset", info["id"], "--k", "2", "3", "4", *url,
+                         cwd=tmp_path)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "silhouette" in table.stdout
+    assert "k-means++" in table.stdout
+
+    ran = clusterbench("run", "--dataset", info["id"], "--n-clusters", "3", "--n-init", "2",
+                       "--no-scale", "--init", "k-means++", "--json", *url,
+                       cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    result = orjson.loads(ran.stdout)
+    assert result["params"]["scale"] is False
+    assert result["params"]["strategies"][0]["n_init"] == 2
+
+    reported = clusterbench("report", result["id"], "-o", "report.html", *url, cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    assert (tmp_path / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+
+    listed = clusterbench("list", "benchmarks", *url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert result["id"] in listed.stdout
+
+    for what, item in (("benchmark", result["id"]), ("dataset", info["id"])):
+        deleted = clusterbench("delete", what, item, *url, cwd=tmp_path)
+        assert deleted.returncode == 0, deleted.stderr
+    gone = clusterbench("report", result["id"], *url, cwd=tmp_path)
+    assert gone.returncode == 1
+    assert "no benchmark with id" in gone.stderr
+
+
+def test_errors_name_the_commands_flags(tmp_path: Path) -> None:
+    # Check that a bad value is refused before any request, naming the flag (--n-clusters),
+    # not the API field (n_clusters), and that a problem's detail names flags too.
+    bad = clusterbench("run", "--n-clusters", "1", "--url", "http://127.0.0.1:1", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("clusterbench: error: --n-clusters: ")
+    assert cli.name_flags("n_clusters (5) is larger than `k`") == (
+        "--n-clusters (5) is larger than --k"
+    )
+
+
+def test_request_flags_are_the_request_models_fields() -> None:
+    # Check that every field a request model documents is a flag of its command, so that a
+    # field added to the model reaches the command without an edit.
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for command, kind in (("run", "benchmark"), ("sweep", "sweep"), ("stability", "stability")):
+        flags = set(commands[command]._option_string_actions)
+        model = cli.KINDS[kind].request
+        for name in model.model_json_schema()["properties"]:
+            if name not in cli.DATA_FIELDS:
+                assert cli.flag_of(name) in flags, (command, name)
+    assert "--random-state" not in set(commands["stability"]._option_string_actions)
+    assert "--log-level" in commands["serve"]._option_string_actions

@@ -519,3 +519,29 @@ def test_benchmark_follows_a_job_with_progress(server: ServiceProcess) -> None:
     assert seen[-1].state == "succeeded"
     assert seen[-1].progress.total is not None
     assert done[-1] == seen[-1].progress.total
+
+
+def test_upload_an_array_or_a_dataframe_named(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that the client uploads a NumPy array and a pandas DataFrame (it refused both),
+    # the DataFrame with its column names, and names an upload after its file.
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(30, 3))
+    frame = pd.DataFrame(X + 100, columns=["height", "width", "depth"])
+    path = tmp_path / "boxes.csv"
+    frame.assign(depth=frame.depth + 1).to_csv(path, index=False)
+    with Client(server.url) as client:
+        array = client.upload(X, name="gaussian")
+        assert (array.n_samples, array.n_features, array.format) == (30, 3, "npy")
+        assert array.name == "gaussian"
+        table = client.upload(frame, name="boxes")
+        assert table.feature_names == ["height", "width", "depth"]
+        assert (table.format, table.name) == ("parquet", "boxes")
+        named = client.upload(path)
+        assert (named.name, named.format) == ("boxes.csv", "csv")
+        result = client.benchmark(array, n_clusters=2, strategies=["random"])
+        assert result.dataset.id == array.id
+        with pytest.raises(TypeError, match="a benchmark takes no field k"):
+            client.benchmark("iris", k=3)

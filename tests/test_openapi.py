@@ -57,8 +57,36 @@ def test_each_problem_status_has_its_own_example() -> None:
     assert len(set(seen.values())) == len(seen)
 
 
-def test_dataset_default_is_documented_as_digits() -> None:
-    # Check that ReDoc and Swagger show `dataset`'s default as digits, not null.
+def test_dataset_has_no_default_a_generated_client_would_send() -> None:
+    # Check that `dataset` defaults to null (a generated client sent "digits" beside inline
+    # X and got 422), its description saying digits is used, and that a stability run's
+    # schema has no `random_state` (refused there; its default 0 was sent too).
     spec = json.loads(DEFAULT_PATH.read_text())
-    dataset = spec["components"]["schemas"]["BenchmarkRequest"]["properties"]["dataset"]
-    assert dataset["default"] == "digits"
+    schemas = spec["components"]["schemas"]
+    for name in ("BenchmarkRequest", "StabilityRequest", "SweepRequest"):
+        dataset = schemas[name]["properties"]["dataset"]
+        assert dataset.get("default") is None, name
+        assert "`digits`" in dataset["description"], name
+    assert "random_state" not in schemas["StabilityRequest"]["properties"]
+
+
+def test_headers_and_binary_answers_are_declared() -> None:
+    # Check that every route answering 304 declares If-None-Match, every route answering a
+    # job (202) declares Prefer, and every answer that is not text is a binary string.
+    spec = json.loads(DEFAULT_PATH.read_text())
+    preferring = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            responses = operation["responses"]
+            assert ("304" in responses) == ("If-None-Match" in headers), (method, path)
+            assert ("202" in responses) == ("Prefer" in headers), (method, path)
+            if "Prefer" in headers:
+                preferring.append(path)
+            for response in responses.values():
+                for media_type, media in response.get("content", {}).items():
+                    if media_type.startswith(("image/", "text/html", "application/octet")):
+                        assert media["schema"] == {"type": "string", "format": "binary"}
+    assert {"/v1/benchmarks", "/v1/sweeps", "/v1/stability"} <= set(preferring)
+    plot = spec["paths"]["/v1/benchmarks/{benchmark_id}/plot.png"]["get"]["responses"]["200"]
+    assert set(plot["content"]) == {"image/png", "application/octet-stream"}

@@ -670,3 +670,21 @@ def test_a_tenant_holds_at_most_its_share_of_the_pool(
         assert other.status_code == 200, other.text
     finally:
         server.stop()
+
+
+def test_keys_list_says_when_there_are_no_keys(tmp_path: Path) -> None:
+    # Check that `keys list` on a data directory without keys says the service is open
+    # (it printed nothing, as if the command had failed), and lists keys from the
+    # environment when those are the only ones.
+    env = {**os.environ, "CLUSTERBENCH_DATA_DIR": str(tmp_path / "data")}
+    env.pop("CLUSTERBENCH_API_KEYS", None)
+    command = [sys.executable, "-m", "service", "keys", "list"]
+    empty = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert empty.returncode == 0
+    assert empty.stdout == ""
+    assert "no keys in" in empty.stderr
+    assert "the service is open" in empty.stderr
+    env["CLUSTERBENCH_API_KEYS"] = "dora:dora-key-0003-not-a-secret"
+    listed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert listed.stdout == "dora\tenvironment\t-\n"
+    assert listed.stderr == ""

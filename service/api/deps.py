@@ -184,6 +184,17 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# A PNG answer: its own type, or plain bytes to a client that asks for bytes (generated
+# clients read only application/octet-stream as binary).
+PNG_TYPES = ("image/png", "application/octet-stream")
+
+
+def png_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a route answering a PNG (see :data:`PNG_TYPES`)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": dict.fromkeys(PNG_TYPES, binary)}}
+
+
 def etag_matches(if_none_match: str | None, etag: str, *, stored: bool = True) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (weak or strong), or is ``*``
     and the answer is ``stored`` (a POST's question may never have been answered)."""

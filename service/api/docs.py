@@ -42,14 +42,52 @@ def customise_openapi(app: FastAPI) -> None:
             schemas.update(definitions.get("$defs", {}))
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[0] in "45" and "application/json" in content:
-                            content["application/problem+json"] = content.pop("application/json")
+                    _finish_operation(operation)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The request headers a route reads, declared where its answers say it reads them: a 304
+# is the answer to `If-None-Match`, a 202 job the answer to `Prefer: respond-async`. So a
+# generated client can send them (openapi-python-client drops undeclared headers).
+HEADERS_BY_STATUS: dict[str, dict[str, Any]] = {
+    "304": {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "An ETag the client holds (or `*`): 304 when it names this answer.",
+        "schema": {"type": "string"},
+    },
+    "202": {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "`respond-async` (RFC 7240): a result not stored yet is computed by "
+        "a job, answered 202 with `Location: /v1/jobs/{id}`.",
+        "schema": {"type": "string", "enum": ["respond-async"]},
+        "example": "respond-async",
+    },
+}
+# Answers a client reads as text or JSON; every other media type is bytes to it.
+TEXT_MEDIA = ("application/json", "application/problem+json", "text/plain", "text/event-stream")
+
+
+def _finish_operation(operation: dict[str, Any]) -> None:
+    """Problems under their media type, bytes as binary strings, headers declared."""
+    responses = operation.get("responses", {})
+    for status, response in responses.items():
+        content = response.get("content", {})
+        if status[0] in "45" and "application/json" in content:
+            content["application/problem+json"] = content.pop("application/json")
+        for media_type, media in content.items():
+            if not media_type.startswith(TEXT_MEDIA):
+                media["schema"] = {"type": "string", "format": "binary"}
+    declared = {p["name"].lower() for p in operation.get("parameters", [])}
+    for status, header in HEADERS_BY_STATUS.items():
+        if status in responses and header["name"].lower() not in declared:
+            operation.setdefault("parameters", []).append(dict(header))
 
 
 # Swagger UI's and ReDoc's scripts, style and favicon as the fastapi-offline package ships

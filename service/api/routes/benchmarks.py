@@ -16,12 +16,14 @@ from starlette.responses import Response
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
+    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
     answer_not_modified,
     etag_matches,
     negotiate,
+    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
@@ -262,12 +264,9 @@ async def get_benchmark(
     "/{benchmark_id}/plot.png",
     response_class=Response,
     responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "The decision-boundary plot: one panel per strategy.",
-        },
+        **png_response("The decision-boundary plot: one panel per strategy."),
         304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 422, 503, 504),
+        **problems(404, 406, 422, 503, 504),
     },
     summary="Get a benchmark's decision-boundary plot",
 )
@@ -283,13 +282,14 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
-    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
         return Response(status_code=304, headers=headers)
     png = await engine.get_or_render_plot(entry, init)
     await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
-    return Response(png, headers=headers, media_type="image/png")
+    return Response(png, headers=headers, media_type=media_type)
 
 
 def _cursor(created: float, benchmark_id: str) -> str:

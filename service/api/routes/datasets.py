@@ -44,10 +44,10 @@ UPLOAD_BODY: dict[str, Any] = {
                     "required": ["file"],
                 }
             },
-            "text/csv": {"schema": {"type": "string"}, "example": "a,b,label\n1,2,x\n3,4,y\n"},
-            "application/x-npy": _BINARY,
-            "application/x-npz": _BINARY,
-            "application/vnd.apache.parquet": _BINARY,
+            # Every raw format the service reads, as the bytes of a file; CSV and JSON
+            # below with their examples.
+            **dict.fromkeys(MEDIA_TYPES, _BINARY),
+            "text/csv": {**_BINARY, "example": "a,b,label\n1,2,x\n3,4,y\n"},
             "application/json": {
                 "schema": {
                     "type": "object",

@@ -13,11 +13,14 @@ from service import sweeps
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
+    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
     answer_not_modified,
     etag_matches,
+    negotiate,
+    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
@@ -138,13 +141,12 @@ async def get_sweep(
     "/{sweep_id}/plot.png",
     response_class=Response,
     responses={
-        200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz "
-            "against k, one line per strategy, the recommended k marked.",
-        },
+        **png_response(
+            "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz against k, one line "
+            "per strategy, the recommended k marked."
+        ),
         304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 422, 503, 504),
+        **problems(404, 406, 422, 503, 504),
     },
     summary="Get a sweep's scores plotted against k",
 )
@@ -152,8 +154,9 @@ async def get_sweep_plot(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The scores against k, the k each criterion recommends marked."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
     body = await _held(engine, tenants, caller, sweep_id)
-    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
     data = orjson.loads(body)
@@ -165,4 +168,4 @@ async def get_sweep_plot(
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    return Response(png, headers=headers, media_type="image/png")
+    return Response(png, headers=headers, media_type=media_type)
