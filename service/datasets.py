@@ -299,7 +299,11 @@ def content_hash(X: np.ndarray, y: np.ndarray | None, parts: TableParts | None =
         # Only tables with categories or weights: plain numbers keep the ids they had.
         digest.update(
             json.dumps(
-                {"columns": [asdict(c) for c in parts.columns], "categories": parts.categories}
+                {
+                    # Kinds and counts, never names: the id is the data's, whoever named it.
+                    "columns": [[c.kind, c.missing] for c in parts.columns],
+                    "categories": parts.categories,
+                }
             ).encode()
         )
         if parts.codes is not None:

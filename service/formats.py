@@ -94,8 +94,10 @@ class Upload:
     info: DatasetInfo
     created: bool
     warnings: list[str]
-    # The columns' names the file had (the stored bytes carry them only when shared).
+    # The columns' names the file had (the stored bytes carry them only when shared),
+    # and a table's columns under those names.
     feature_names: list[str] | None = None
+    columns: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,15 +242,19 @@ def import_upload(
     store = DatasetStore(datasets_root)
     if datasets_max_bytes is not None:
         store.check_room(X, y, datasets_max_bytes)
+    parts = notes.parts
     info, created = store.put(
         X,
         y,
         name=None if private else name,
         format=fmt,
         feature_names=None if private else notes.feature_names,
-        parts=notes.parts,
+        parts=parts.anonymous() if private and parts is not None else parts,
     )
-    return Upload(info, created, notes.warnings, notes.feature_names)
+    columns = None
+    if info.columns is not None and parts is not None:
+        columns = [{**c, "name": p.name} for c, p in zip(info.columns, parts.columns, strict=True)]
+    return Upload(info, created, notes.warnings, notes.feature_names, columns)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:

@@ -20,6 +20,7 @@ nothing to unpickle.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,15 @@ class TableParts:
     def is_plain(self) -> bool:
         """Numbers only, no weights: stored (and hashed) as before tables existed."""
         return self.codes is None and self.sample_weight is None
+
+    def anonymous(self) -> TableParts:
+        """The same parts with each column named by its place (``x0``, ``x1``...): what
+        the shared bytes keep when the names are a tenant's own (its claim keeps them).
+        The categories stay: they are the data's, the same for whoever sent it."""
+        return dataclasses.replace(
+            self,
+            columns=[dataclasses.replace(c, name=f"x{j}") for j, c in enumerate(self.columns)],
+        )
 
 
 @dataclass(frozen=True)
