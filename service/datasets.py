@@ -532,12 +532,19 @@ class DatasetStore:
             total -= size
         return deleted
 
-    def check_room(self, X: np.ndarray, y: np.ndarray | None, max_bytes: int) -> None:
+    def check_room(
+        self,
+        X: np.ndarray,
+        y: np.ndarray | None,
+        max_bytes: int,
+        parts: TableParts | None = None,
+    ) -> None:
         """Refuse (507) new uploaded data that would take the stored uploads (built-ins
-        and inline data aside) past ``max_bytes``; data already stored always fits."""
-        if (self.root / content_hash(X, y) / "meta.json").exists():
+        and inline data aside) past ``max_bytes``; data already stored always fits.
+        A table's codes, categories and weights count with its numbers."""
+        if (self.root / content_hash(X, y, parts) / "meta.json").exists():
             return
-        adding = X.nbytes + (0 if y is None else y.nbytes)
+        adding = X.nbytes + (0 if y is None else y.nbytes) + (0 if parts is None else parts.nbytes)
         stored = 0
         for folder in self.root.iterdir():
             try:

@@ -186,8 +186,9 @@ def read_dataset(
     X, y = readers[fmt](path, label_column, bounds, notes)
     check_cells(X.shape, max_cells)
     y_bytes = 0 if y is None else y.nbytes
-    check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes)
-    bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes)
+    table_bytes = 0 if notes.parts is None else notes.parts.nbytes
+    check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes, table_bytes)
+    bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes + table_bytes)
     return X, y
 
 
@@ -241,7 +242,7 @@ def import_upload(
     )
     store = DatasetStore(datasets_root)
     if datasets_max_bytes is not None:
-        store.check_room(X, y, datasets_max_bytes)
+        store.check_room(X, y, datasets_max_bytes, notes.parts)
     parts = notes.parts
     info, created = store.put(
         X,
@@ -269,7 +270,11 @@ def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the data
 
 
 def check_stored_bytes(
-    shape: tuple[int, ...], x_itemsize: int, y_bytes: int, max_dataset_bytes: int
+    shape: tuple[int, ...],
+    x_itemsize: int,
+    y_bytes: int,
+    max_dataset_bytes: int,
+    table_bytes: int = 0,
 ) -> None:
     """Refuse (413) a dataset whose stored arrays would exceed ``max_dataset_bytes``.
 
@@ -283,11 +288,16 @@ def check_stored_bytes(
         Bytes of the labels as stored (see :func:`label_bytes`).
     max_dataset_bytes : int
         The bound (``CLUSTERBENCH_MAX_DATASET_BYTES``).
+    table_bytes : int
+        Bytes of a table's categorical codes, categories and weights
+        (:attr:`service.tables.TableParts.nbytes`).
     """
     x_bytes = math.prod(shape) * x_itemsize
-    total = x_bytes + y_bytes
+    total = x_bytes + y_bytes + table_bytes
     if total > max_dataset_bytes:
         labels = f" plus {_size(y_bytes)} of labels" if y_bytes else ""
+        if table_bytes:
+            labels += f" plus {_size(table_bytes)} of categories and weights"
         raise PayloadTooLargeError(
             f"the dataset would take {_size(total)} stored ({_size(x_bytes)} for "
             f"{' x '.join(f'{n:,}' for n in shape)} values{labels}); the limit is "

@@ -73,6 +73,16 @@ class TableParts:
         """Numbers only, no weights: stored (and hashed) as before tables existed."""
         return self.codes is None and self.sample_weight is None
 
+    @property
+    def nbytes(self) -> int:
+        """What the parts take stored beside X and y: the codes (``C.npy``), the weights
+        (``w.npy``) and the categories' text (in the meta)."""
+        return (
+            (0 if self.codes is None else self.codes.nbytes)
+            + (0 if self.sample_weight is None else self.sample_weight.nbytes)
+            + sum(len(v.encode()) for values in self.categories or [] for v in values)
+        )
+
     def anonymous(self) -> TableParts:
         """The same parts with each column named by its place (``x0``, ``x1``...): what
         the shared bytes keep when the names are a tenant's own (its claim keeps them).
