@@ -259,3 +259,42 @@ async def test_missing_cells_and_categories_are_kept(
     columns = response.json()["columns"]
     assert [c["missing"] for c in columns] == missing
     assert [c["kind"] for c in columns] == kinds
+
+
+@pytest.mark.parametrize("missing", ["impute", "drop"])
+async def test_onnx_export_of_a_table_model_labels_raw_rows_as_predict(
+    client: httpx.AsyncClient, missing: str
+) -> None:
+    # Check that a table model exports to ONNX (ColumnTransformer, imputers, one-hot
+    # encoder, scaler, KMeans) with one input per column, and that onnxruntime labels raw
+    # rows (strings, an unseen category, and, when imputed, missing cells) as /predict.
+    import onnxruntime
+
+    info = await upload(client, penguins_csv(), "text/csv")
+    body = await benchmark(client, info["id"], missing=missing)
+    model_id = body["results"][0]["model_id"]
+    exported = await client.get(f"/v1/models/{model_id}/model.onnx")
+    assert exported.status_code == 200, exported.text
+    session = onnxruntime.InferenceSession(exported.content, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == FEATURES
+
+    frame = PENGUINS[FEATURES].copy()
+    frame.loc[len(frame)] = [44.0, "Atlantis", 200.0, "male", 4200.0]  # unseen island
+    if missing == "drop":
+        frame = frame[frame.notna().all(axis=1)]
+    raw = [
+        [None if pd.isna(v) else (float(v) if name in NUMERIC else v) for name, v in row.items()]
+        for _, row in frame.iterrows()
+    ]
+    feeds = {
+        name: (
+            frame[[name]].astype(np.float32).to_numpy()
+            if name in NUMERIC
+            else frame[[name]].fillna("").astype(str).to_numpy()
+        )
+        for name in FEATURES
+    }
+    [labels] = session.run(["label"], feeds)
+    predicted = await client.post(f"/v1/models/{model_id}/predict", json={"X": raw})
+    assert predicted.status_code == 200, predicted.text
+    np.testing.assert_array_equal(labels, predicted.json()["labels"])
