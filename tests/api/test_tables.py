@@ -73,12 +73,17 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def direct(
-    frame: pd.DataFrame, *, impute: bool, normalize: bool = False, weight: Any = None
+    frame: pd.DataFrame,
+    *,
+    impute: bool,
+    normalize: bool = False,
+    weight: Any = None,
+    random_state: int = 0,
 ) -> Pipeline:
     steps: list[Any] = [column_transformer(impute=impute), StandardScaler()]
     if normalize:
         steps.append(Normalizer())
-    steps.append(KMeans(n_clusters=3, init="k-means++", n_init=4, random_state=0))
+    steps.append(KMeans(n_clusters=3, init="k-means++", n_init=4, random_state=random_state))
     pipeline = make_pipeline(*steps)
     pipeline.fit(features(frame), **({} if weight is None else {"kmeans__sample_weight": weight}))
     return pipeline
@@ -298,3 +303,66 @@ async def test_onnx_export_of_a_table_model_labels_raw_rows_as_predict(
     predicted = await client.post(f"/v1/models/{model_id}/predict", json={"X": raw})
     assert predicted.status_code == 200, predicted.text
     np.testing.assert_array_equal(labels, predicted.json()["labels"])
+
+
+async def test_stability_run_on_a_table_equals_the_pipeline_per_seed(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a stability run on the penguins table (imputed, one-hot encoded) gives
+    # the mean and spread of the inertia, and the seeds' agreement (ARI), of the
+    # ColumnTransformer pipeline fitted once per seed by scikit-learn directly.
+    from itertools import combinations
+
+    from sklearn.metrics import adjusted_rand_score
+
+    info = await upload(client, penguins_csv(), "text/csv")
+    seeds = [1, 2, 3]
+    response = await client.post(
+        "/v1/stability",
+        json={
+            "dataset": info["id"],
+            "n_clusters": 3,
+            "seeds": seeds,
+            "strategies": ["k-means++"],
+            "missing": "impute",
+        },
+    )
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    fits = [direct(PENGUINS, impute=True, random_state=seed) for seed in seeds]
+    inertias = [f[-1].inertia_ for f in fits]
+    assert_allclose(result["inertia"]["mean"], np.mean(inertias), rtol=RTOL)
+    assert_allclose(result["inertia"]["std"], np.std(inertias), rtol=RTOL, atol=1e-9)
+    aris = [adjusted_rand_score(a[-1].labels_, b[-1].labels_) for a, b in combinations(fits, 2)]
+    assert_allclose(result["seed_ari"]["min"], min(aris), rtol=RTOL)
+    assert_allclose(result["seed_ari"]["mean"], np.mean(aris), rtol=RTOL)
+
+
+async def test_cluster_profiles_of_a_table_equal_pandas_group_by(
+    client: httpx.AsyncClient,
+) -> None:
+    # Check that a table model's profiles are in the data's own units (numbers as
+    # imputed, before scaling) and give each category's share in each cluster, as
+    # pandas' group-by of the imputed table by the pipeline's labels.
+    info = await upload(client, penguins_csv(), "text/csv")
+    body = await benchmark(client, info["id"], missing="impute")
+    model = (await client.get(f"/v1/models/{body['results'][0]['model_id']}")).json()
+    pipeline = direct(PENGUINS, impute=True)
+    imputed = features(PENGUINS)
+    for name in NUMERIC:
+        imputed[name] = imputed[name].fillna(imputed[name].mean())
+    for name in CATEGORICAL:
+        imputed[name] = imputed[name].fillna(imputed[name].mode().min())
+    groups = imputed.groupby(pipeline[-1].labels_)
+    means, stds = groups[NUMERIC].mean(), groups[NUMERIC].std()
+    for cluster in model["clusters"]:
+        label = cluster["label"]
+        assert cluster["size"] == int((pipeline[-1].labels_ == label).sum())
+        for name in NUMERIC:
+            assert_allclose(cluster["mean"][name], means.loc[label, name], rtol=RTOL)
+            assert_allclose(cluster["std"][name], stds.loc[label, name], rtol=RTOL)
+        for name in CATEGORICAL:
+            shares = groups[name].value_counts(normalize=True).loc[label]
+            for category in sorted(imputed[name].unique()):
+                expected = shares.get(category, 0.0)
+                assert_allclose(cluster["mean"][f"{name}={category}"], expected, rtol=RTOL)
