@@ -92,16 +92,23 @@ class DatasetInfo:
     def table_columns(self) -> list[Column] | None:
         return None if self.columns is None else [Column(**c) for c in self.columns]
 
-    def public(self, missing: str = "error") -> dict[str, Any]:
-        """The summary a benchmark response carries: ``n_samples`` counts the rows used
-        (``missing="drop"`` leaves out those with a missing cell)."""
+    def fit_shape(self, missing: str = "error") -> tuple[int, int]:
+        """The shape KMeans fits as ``missing`` says: the rows used (``"drop"`` leaves out
+        those with a missing cell) by the encoded width. What limits depending on the
+        data's shape (``pca`` past min(n_samples, n_features), the plot's 2 features)
+        check."""
         used = self.n_samples
         if missing == "drop" and self.complete_rows is not None:
             used = self.complete_rows
+        return used, self.width
+
+    def public(self, missing: str = "error") -> dict[str, Any]:
+        """The summary a benchmark response carries: ``n_samples`` counts the rows used
+        (``missing="drop"`` leaves out those with a missing cell)."""
         return {
             "id": self.id,
             "name": self.name,
-            "n_samples": used,
+            "n_samples": self.fit_shape(missing)[0],
             "n_features": self.n_features,
             "has_labels": self.has_labels,
         }
@@ -289,7 +296,8 @@ def content_hash(X: np.ndarray, y: np.ndarray | None, parts: TableParts | None =
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     little_endian = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<"))
-    digest.update(little_endian.data.cast("B"))
+    if little_endian.size:  # a table of categories alone has no numbers (nothing to cast)
+        digest.update(little_endian.data.cast("B"))
     if y is not None:
         if y.dtype.kind == "U":
             digest.update(json.dumps(y.tolist()).encode())

@@ -325,7 +325,7 @@ class BenchmarkEngine:
                 s.init
                 for s in strategies
                 if bm.cannot_run(
-                    s.init, n_clusters, request.estimator, dataset.n_samples, dataset.width
+                    s.init, n_clusters, request.estimator, *dataset.fit_shape(request.missing)
                 )
             )
             strategies = tuple(s for s in strategies if s.init not in left_out)
@@ -345,7 +345,7 @@ class BenchmarkEngine:
             normalize=request.normalize,
         )
         check_missing(dataset.table_columns(), params.missing)
-        bm.check_params(params, dataset.public(params.missing)["n_samples"], dataset.width)
+        bm.check_params(params, *dataset.fit_shape(params.missing))
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
 
     async def resolve_data(
@@ -671,11 +671,6 @@ class BenchmarkEngine:
     async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
         body = entry.data
         dataset = body["dataset"]
-        if dataset["n_features"] < 2:
-            raise InvalidParameterError(
-                "the boundary plot needs at least 2 features; this dataset has 1",
-                errors=[{"loc": ["dataset"], "msg": "1 feature"}],
-            )
         try:
             info = self.datasets.get(dataset["id"])
         except DatasetNotFoundError:
@@ -683,6 +678,12 @@ class BenchmarkEngine:
                 f"the dataset {dataset['id']} of this benchmark was deleted: "
                 "the plot cannot be drawn"
             ) from None
+        width = info.fit_shape()[1]  # a table's categories one-hot encoded
+        if width < 2:
+            raise InvalidParameterError(
+                f"the boundary plot needs at least 2 features; this dataset has {width}",
+                errors=[{"loc": ["dataset"], "msg": f"{width} feature"}],
+            )
         estimator = body["params"].get("estimator", bm.DEFAULT_ESTIMATOR)
         given = {s["init"]: s.get("centers") for s in body["params"]["strategies"]}
         specs = [
@@ -848,7 +849,7 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         "params": job.params.as_dict(),
         "score_space": "input",
         "results": results,
-        "warnings": job.params.warnings(job.dataset.n_samples, job.dataset.width),
+        "warnings": job.params.warnings(*job.dataset.fit_shape(job.params.missing)),
         "plot_url": f"/v1/benchmarks/{job.id}/plot.png",
         "versions": dict(bm.VERSIONS),
     }

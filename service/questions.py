@@ -147,7 +147,7 @@ class SweepQuestion(_Document):
 
     @property
     def steps(self) -> int:
-        return len(sweeps.steps(self.params, self.dataset.n_samples, self.dataset.n_features))
+        return len(sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing)))
 
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
@@ -161,14 +161,17 @@ class SweepQuestion(_Document):
                 sweeps.run_step_from_files,
                 (X_path, y_path, self.params, k, index),
             )
-            for k, index in sweeps.steps(
-                self.params, self.dataset.n_samples, self.dataset.n_features
-            )
+            for k, index in sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing))
         ]
         rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
         report(len(steps), len(steps), "storing")
+        missing = self.params.missing
         body = sweeps.build_body(
-            self.id, self.dataset.public(self.params.missing), self.params, rows
+            self.id,
+            self.dataset.public(missing),
+            self.params,
+            rows,
+            self.dataset.fit_shape(missing),
         )
         return orjson.dumps(body)
 
@@ -201,8 +204,13 @@ class StabilityQuestion(_Document):
         ]
         results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)
         report(len(steps), len(steps), "storing")
+        missing = self.params.benchmark.missing
         body = stability.build_body(
-            self.id, self.dataset.public(self.params.benchmark.missing), self.params, results
+            self.id,
+            self.dataset.public(missing),
+            self.params,
+            results,
+            self.dataset.fit_shape(missing),
         )
         return orjson.dumps(body)
 
@@ -228,7 +236,7 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
         normalize=request.normalize,
     )
     check_missing(dataset.table_columns(), params.missing)
-    sweeps.check_sweep(params, dataset.public(params.missing)["n_samples"], dataset.width)
+    sweeps.check_sweep(params, *dataset.fit_shape(params.missing))
     return SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params)
 
 

@@ -197,9 +197,18 @@ def run_strategy_from_files(
 
 
 def build_body(
-    stability: str, dataset: dict[str, Any], params: StabilityParams, results: list[dict[str, Any]]
+    stability: str,
+    dataset: dict[str, Any],
+    params: StabilityParams,
+    results: list[dict[str, Any]],
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The JSON answer (``"cached": false``); ``id`` first, as stored answers are."""
+    """The JSON answer (``"cached": false``); ``id`` first, as stored answers are.
+
+    ``shape``: the rows used by the encoded width (else the summary's ``n_samples`` and
+    ``n_features``), for the warnings of strategies left out."""
+    if shape is None:
+        shape = dataset["n_samples"], dataset["n_features"]
     return {
         "id": stability,
         "cached": False,
@@ -208,7 +217,7 @@ def build_body(
         "params": params.as_dict(),
         "score_space": SCORE_SPACE,
         "results": results,
-        "warnings": params.benchmark.warnings(dataset["n_samples"], dataset["n_features"]),
+        "warnings": params.benchmark.warnings(*shape),
         "versions": dict(bm.VERSIONS),
     }
 

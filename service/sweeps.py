@@ -287,13 +287,20 @@ def recommend(results: list[dict[str, Any]], init: str | None = None) -> dict[st
 
 
 def build_body(
-    sweep: str, dataset: dict[str, Any], params: SweepParams, results: list[dict[str, Any]]
+    sweep: str,
+    dataset: dict[str, Any],
+    params: SweepParams,
+    results: list[dict[str, Any]],
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The JSON answer of a sweep (``"cached": false``); ``id`` first, as stored answers are.
 
-    ``dataset`` is the dataset's public summary (its ``n_samples`` and ``n_features`` say
-    which steps were skipped).
+    ``dataset`` is the dataset's public summary; ``shape`` (the rows used by the encoded
+    width, see :meth:`DatasetInfo.fit_shape`; else the summary's ``n_samples`` and
+    ``n_features``) says which steps were skipped.
     """
+    if shape is None:
+        shape = dataset["n_samples"], dataset["n_features"]
     inits = list(dict.fromkeys(r["init"] for r in results))
     return {
         "id": sweep,
@@ -302,7 +309,7 @@ def build_body(
         "params": params.as_dict(),
         "score_space": SCORE_SPACE,
         "results": results,
-        "warnings": skip_warnings(params, dataset["n_samples"], dataset["n_features"]),
+        "warnings": skip_warnings(params, *shape),
         "recommended_k": recommend(results),
         "recommended_k_by_strategy": {init: recommend(results, init) for init in inits},
         "plot_url": f"/v1/sweeps/{sweep}/plot.png",

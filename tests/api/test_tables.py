@@ -366,3 +366,32 @@ async def test_cluster_profiles_of_a_table_equal_pandas_group_by(
             for category in sorted(imputed[name].unique()):
                 expected = shares.get(category, 0.0)
                 assert_allclose(cluster["mean"][f"{name}={category}"], expected, rtol=RTOL)
+
+
+async def test_shape_limits_count_the_encoded_width(client: httpx.AsyncClient) -> None:
+    # Check that what depends on the data's shape counts a table's categories one-hot
+    # encoded: the boundary plot of a single categorical column of 3 categories (3
+    # features to KMeans) is drawn, and a sweep runs pca at every k up to the encoded
+    # width of the penguins table (8: 3 numbers, 3 islands, 2 sexes), past its 5 columns.
+    words = "".join(f"{['red', 'green', 'blue'][i % 3]},{i % 2}\n" for i in range(30))
+    single = await upload(client, ("colour,species\n" + words).encode(), "text/csv")
+    assert single["n_features"] == 1
+    body = await benchmark(client, single["id"])
+    plot = await client.get(body["plot_url"])
+    assert plot.status_code == 200, plot.text
+    assert plot.headers["content-type"] == "image/png"
+
+    info = await upload(client, penguins_csv(), "text/csv")
+    swept = await client.post(
+        "/v1/sweeps",
+        json={
+            "dataset": info["id"],
+            "k": {"min": 2, "max": 8},
+            "strategies": ["pca"],
+            "missing": "drop",
+        },
+    )
+    assert swept.status_code == 200, swept.text
+    ks = sorted({row["k"] for row in swept.json()["results"] if row["init"] == "pca"})
+    assert ks == list(range(2, 9))
+    assert swept.json()["warnings"] == []
