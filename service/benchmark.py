@@ -23,15 +23,22 @@ from sklearn import metrics
 from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from service import __version__
-from service.datasets import load_arrays
 from service.errors import (
     InvalidCentersError,
     InvalidDataError,
     InvalidParameterError,
     UnsupportedStrategyError,
+)
+from service.tables import (
+    DEFAULT_MISSING,
+    DEFAULT_NORMALIZE,
+    TABLE_DEFAULTS,
+    Preprocessing,
+    load_design,
+    table_fields,
 )
 
 STRATEGIES = ("k-means++", "random", "pca", "custom")
@@ -166,6 +173,10 @@ class BenchmarkParams:
     # Default strategies that cannot run on this data or estimator (see :func:`cannot_run`),
     # left out of ``strategies`` with a warning.
     left_out: tuple[str, ...] = ()
+    # What to do with missing cells, and whether rows are scaled to unit length after
+    # scaling (see service.tables).
+    missing: str = DEFAULT_MISSING
+    normalize: str = DEFAULT_NORMALIZE
 
     def as_dict(self) -> dict[str, Any]:
         params = asdict(self)
@@ -174,7 +185,9 @@ class BenchmarkParams:
         params["left_out"] = list(self.left_out)
         if not self.left_out:
             del params["left_out"]
-        return params
+        for name in TABLE_DEFAULTS:
+            del params[name]
+        return {**params, **table_fields(self)}
 
     def hashed_form(self) -> dict[str, Any]:
         """:meth:`as_dict` without a default ``estimator``: requests made before there was
@@ -244,6 +257,19 @@ class FittedModel:
     n_train: int = 0
     # The names of X's columns; None when the data had none (then x0, x1, ...).
     feature_names: tuple[str, ...] | None = None
+    # A Normalizer after the scaler (normalize="l2"), and a table's fitted imputation and
+    # one-hot encoding before both (service.tables), so that raw rows can be predicted.
+    normalize: bool = False
+    preprocessing: Preprocessing | None = None
+
+    def rows(self, X: Any) -> np.ndarray:
+        """A request's rows as the matrix :meth:`predict` takes: through the model's
+        preprocessing (raw cells, strings and nulls) when it has one, else numbers."""
+        from service.datasets import as_feature_matrix
+
+        if self.preprocessing is not None:
+            return self.preprocessing.transform_rows(X)
+        return as_feature_matrix(X, min_samples=1)
 
     @property
     def nbytes(self) -> int:
@@ -285,6 +311,10 @@ class FittedModel:
             with np.errstate(over="ignore"):  # an overflow is refused just below
                 Z = (Z - self.scaler_mean) / self.scaler_scale
             where = " after the model's StandardScaler"
+        if self.normalize:
+            norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+            norms[norms == 0.0] = 1.0
+            Z = Z / norms[:, None]
         # Squares are summed per sample here: a sample too far out has no finite distance.
         check_magnitude(Z, n_values=self.n_features, where=where)
         centers = self.cluster_centers
@@ -391,6 +421,7 @@ def model_id(params: BenchmarkParams, strategy: Strategy) -> str:
         key["estimator"] = params.estimator
     if strategy.centers is not None:
         key["centers"] = [list(row) for row in strategy.centers]
+    key.update(table_fields(params))
     return hashlib.sha256(canonical_json({"model": key, "versions": VERSIONS})).hexdigest()
 
 
@@ -538,19 +569,31 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     """The explicit initial centres of ``pca`` and ``custom``, else None.
 
     ``pca`` is fitted on ``X`` as given, as the seed does. ``custom`` centres are in the
-    data's feature space: with ``scale`` they go through the StandardScaler fitted on
-    ``X`` (the one the pipeline fits), so that they mean what the user wrote.
+    data's feature space: they go through the steps the pipeline fits before KMeans
+    (StandardScaler, Normalizer), so that they mean what the user wrote.
     """
     if strategy.init == "pca":
         components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
         return components
     if strategy.init == "custom" and strategy.centers is not None:
         centers = np.asarray(strategy.centers, dtype=np.float64)
-        if params.scale:
-            scaled: np.ndarray = StandardScaler().fit(X).transform(centers)
-            return scaled
+        steps = preprocessing_steps(params)
+        if steps:
+            moved: np.ndarray = make_pipeline(*steps).fit(X).transform(centers)
+            return moved
         return centers
     return None
+
+
+def preprocessing_steps(params: BenchmarkParams) -> list[StandardScaler | Normalizer]:
+    """The steps before the estimator: the StandardScaler (``scale``), then a Normalizer
+    (``normalize="l2"``)."""
+    steps: list[StandardScaler | Normalizer] = []
+    if params.scale:
+        steps.append(StandardScaler())
+    if params.normalize == "l2":
+        steps.append(Normalizer())
+    return steps
 
 
 def make_kmeans(
@@ -619,9 +662,16 @@ def run_strategy_from_files(
     ``random_state``), so running them one task at a time gives the numbers
     :func:`run_benchmark` gives, and lets a job report progress and stop between them.
     """
-    X, y = load_arrays(X_path, y_path)
-    check_magnitude(X)  # as run_benchmark does: a few ms per 10 million values
-    return _run_strategy(X, y, params.strategies[index], params)
+    data = load_design(X_path, y_path, params.missing)
+    check_magnitude(data.X)  # as run_benchmark does: a few ms per 10 million values
+    return fit_strategy(
+        data.X,
+        data.y,
+        params.strategies[index],
+        params,
+        sample_weight=data.sample_weight,
+        preprocessing=data.preprocessing,
+    )[0]
 
 
 def _run_strategy(
@@ -638,9 +688,16 @@ def fit_strategy(
     *,
     score_space: ScoreSpace = "input",
     sample_state: int | None = None,
+    sample_weight: np.ndarray | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[StrategyOutcome, np.ndarray]:
     """One strategy's fit and scores, and its labels (n_samples,), which the benchmark's
     outcome leaves out (they would travel back from the worker for nothing).
+
+    ``X`` is the data as given: a table's after imputation and one-hot encoding
+    (``preprocessing``, kept with the model so that it predicts raw rows).
+    ``sample_weight`` weighs the estimator's fit only, as
+    ``pipeline.fit(X, kmeans__sample_weight=w)`` does.
 
     The internal scores are measured in ``score_space``; the silhouette's sample is drawn
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
@@ -649,11 +706,16 @@ def fit_strategy(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
+        steps = preprocessing_steps(params)
         estimator: Pipeline | KMeans | MiniBatchKMeans | BisectingKMeans = (
-            make_pipeline(StandardScaler(), kmeans) if params.scale else kmeans
+            make_pipeline(*steps, kmeans) if steps else kmeans
         )
+        weight: dict[str, np.ndarray] = {}
+        if sample_weight is not None:
+            last = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
+            weight = {"sample_weight" if last is None else f"{last}__sample_weight": sample_weight}
         t0 = time.perf_counter()
-        estimator.fit(X)
+        estimator.fit(X, **weight)
         fit_time = time.perf_counter() - t0
         labels = kmeans.labels_
         scored = X
@@ -667,13 +729,13 @@ def fit_strategy(
             params.silhouette_sample_size,
             params.random_state if sample_state is None else sample_state,
         )
-    scaler = estimator[0] if isinstance(estimator, Pipeline) else None
+    scaler = estimator[0] if params.scale and isinstance(estimator, Pipeline) else None
     n_iter = getattr(kmeans, "n_iter_", None)
     # Data past the magnitude bound overflows here too; _check_finite_results below
     # refuses such a fit by its inertia, so the overflow is not a warning of its own.
     with np.errstate(over="ignore", invalid="ignore"):
         sizes, means, stds = profile_clusters(X, labels, params.n_clusters)
-        Z = X if scaler is None else scaler.transform(X)
+        Z = estimator[:-1].transform(X) if isinstance(estimator, Pipeline) else X
         own = np.sqrt(
             ((np.asarray(Z, dtype=np.float64) - kmeans.cluster_centers_[labels]) ** 2).sum(1)
         )
@@ -692,6 +754,9 @@ def fit_strategy(
         cluster_stds=stds,
         distance_tail=np.sort(own)[(len(own) - 1) // 2 :],
         n_train=len(own),
+        normalize=params.normalize == "l2",
+        preprocessing=preprocessing,
+        feature_names=None if preprocessing is None else tuple(preprocessing.design_names()),
     )
     _check_finite_results(strategy, model, scores)
     outcome = StrategyOutcome(

@@ -32,6 +32,7 @@ from service.errors import (
     clip,
     storage_errors,
 )
+from service.tables import Column, TableParts
 
 BUILTIN_LOADERS: dict[str, str] = {
     "digits": "load_digits",
@@ -75,13 +76,39 @@ class DatasetInfo:
     inline: bool = False
     # The names of X's columns, when the upload had a header (CSV, Parquet).
     feature_names: list[str] | None = None
+    # A table's columns in the file's order ({"name", "kind", "missing"}), the sorted
+    # categories of its categorical columns, its rows without a missing cell and its
+    # width once one-hot encoded; None for plain numbers (see service.tables).
+    columns: list[dict[str, Any]] | None = None
+    categories: list[list[str]] | None = None
+    complete_rows: int | None = None
+    n_encoded: int | None = None
 
-    def public(self) -> dict[str, Any]:
-        """The summary a benchmark response carries."""
+    @property
+    def width(self) -> int:
+        """How many features KMeans sees: one-hot encoded categories included."""
+        return self.n_features if self.n_encoded is None else self.n_encoded
+
+    def table_columns(self) -> list[Column] | None:
+        return None if self.columns is None else [Column(**c) for c in self.columns]
+
+    def fit_shape(self, missing: str = "error") -> tuple[int, int]:
+        """The shape KMeans fits as ``missing`` says: the rows used (``"drop"`` leaves out
+        those with a missing cell) by the encoded width. What limits depending on the
+        data's shape (``pca`` past min(n_samples, n_features), the plot's 2 features)
+        check."""
+        used = self.n_samples
+        if missing == "drop" and self.complete_rows is not None:
+            used = self.complete_rows
+        return used, self.width
+
+    def public(self, missing: str = "error") -> dict[str, Any]:
+        """The summary a benchmark response carries: ``n_samples`` counts the rows used
+        (``missing="drop"`` leaves out those with a missing cell)."""
         return {
             "id": self.id,
             "name": self.name,
-            "n_samples": self.n_samples,
+            "n_samples": self.fit_shape(missing)[0],
             "n_features": self.n_features,
             "has_labels": self.has_labels,
         }
@@ -93,12 +120,13 @@ class DatasetInfo:
             "format": self.format,
             "dtype": self.dtype,
             "feature_names": self.feature_names,
+            "columns": self.columns,
             # What an upload's reader did to the file: only the upload's answer has any.
             "warnings": [],
         }
 
 
-def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
+def as_feature_matrix(X: Any, *, min_samples: int = 2, allow_missing: bool = False) -> np.ndarray:
     """Validate client data as a feature matrix.
 
     Parameters
@@ -115,7 +143,8 @@ def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
     ------
     InvalidDataError
         Ragged rows, non-numeric or non-finite values, fewer than 2 samples or no
-        features; the message names the row and column.
+        features; the message names the row and column. With ``allow_missing``, NaN
+        is a missing value (an upload keeps it as such) and only infinity is refused.
     """
     if not isinstance(X, np.ndarray):
         X = _rows_to_array(X)
@@ -142,7 +171,7 @@ def as_feature_matrix(X: Any, *, min_samples: int = 2) -> np.ndarray:
             "X must have at least 1 feature; its rows are empty",
             errors=[{"loc": ["X", 0], "msg": "empty row"}],
         )
-    _check_finite(X_valid)
+    _check_finite(X_valid, allow_missing=allow_missing)
     return X_valid
 
 
@@ -196,13 +225,13 @@ def _values(n: int) -> str:
     return f"{n} value" if n == 1 else f"{n} values"
 
 
-def _check_finite(X: np.ndarray) -> None:
+def _check_finite(X: np.ndarray, *, allow_missing: bool = False) -> None:
     # np.isfinite on the sum is a fast path: one pass, no boolean mask for clean data.
     with np.errstate(over="ignore", invalid="ignore"):  # finite values may sum past 1e308
         total = X.sum(dtype=np.float64)
     if np.isfinite(total):
         return
-    bad = np.argwhere(~np.isfinite(X))
+    bad = np.argwhere(np.isinf(X) if allow_missing else ~np.isfinite(X))
     if len(bad) == 0:  # the sum overflowed, the values are finite
         return
     row, col = (int(v) for v in bad[0])
@@ -258,20 +287,37 @@ def as_labels(y: Any, n_samples: int) -> np.ndarray:
     )
 
 
-def content_hash(X: np.ndarray, y: np.ndarray | None) -> str:
-    """sha256 of the dtype, shape and values of ``X`` and ``y``: the dataset id."""
+def content_hash(X: np.ndarray, y: np.ndarray | None, parts: TableParts | None = None) -> str:
+    """sha256 of the dtype, shape and values of ``X`` and ``y`` (and of a table's
+    columns, categories and weights, when it has more than numbers): the dataset id."""
     header = {
         "X": [np.dtype(X.dtype).newbyteorder("<").str, list(X.shape)],
         "y": None if y is None else ["str" if y.dtype.kind == "U" else "int64", len(y)],
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     little_endian = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<"))
-    digest.update(little_endian.data.cast("B"))
+    if little_endian.size:  # a table of categories alone has no numbers (nothing to cast)
+        digest.update(little_endian.data.cast("B"))
     if y is not None:
         if y.dtype.kind == "U":
             digest.update(json.dumps(y.tolist()).encode())
         else:
             digest.update(y.astype("<i8", copy=False).tobytes())
+    if parts is not None and not parts.is_plain:
+        # Only tables with categories or weights: plain numbers keep the ids they had.
+        digest.update(
+            json.dumps(
+                {
+                    # Kinds and counts, never names: the id is the data's, whoever named it.
+                    "columns": [[c.kind, c.missing] for c in parts.columns],
+                    "categories": parts.categories,
+                }
+            ).encode()
+        )
+        if parts.codes is not None:
+            digest.update(parts.codes.astype("<i4", copy=False).tobytes())
+        if parts.sample_weight is not None:
+            digest.update(parts.sample_weight.astype("<f8", copy=False).tobytes())
     return digest.hexdigest()
 
 
@@ -324,13 +370,15 @@ class DatasetStore:
         format: str,
         inline: bool = False,
         feature_names: list[str] | None = None,
+        parts: TableParts | None = None,
     ) -> tuple[DatasetInfo, bool]:
         """Store validated arrays; returns the info and whether it was new.
 
         The same numbers sent again keep the name and feature names they were first
-        stored with (the id is the numbers' alone).
+        stored with (the id is the numbers' alone). ``parts``: a table's columns,
+        categorical codes and weights (see :mod:`service.tables`).
         """
-        dataset_id = content_hash(X, y)
+        dataset_id = content_hash(X, y, parts)
         final = self.root / dataset_id
         if (final / "meta.json").exists():
             try:
@@ -345,17 +393,19 @@ class DatasetStore:
                 # Removed since the look (the last holder let go, or another tenant's
                 # roll-back): stored anew below. It was a 404 for data just sent.
                 pass
+        table = _table_fields(X, parts)
         info = DatasetInfo(
             id=dataset_id,
             name=name,
             n_samples=int(X.shape[0]),
-            n_features=int(X.shape[1]),
+            n_features=table.pop("n_features", int(X.shape[1])),
             has_labels=y is not None,
             n_labels=None if y is None else int(np.unique(y).size),
             dtype=X.dtype.name,
             format=format,
             inline=inline,
             feature_names=feature_names,
+            **table,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
@@ -365,6 +415,10 @@ class DatasetStore:
                 np.save(tmp / "X.npy", X, allow_pickle=False)
                 if y is not None:
                     np.save(tmp / "y.npy", y, allow_pickle=False)
+                if parts is not None and parts.codes is not None:
+                    np.save(tmp / "C.npy", parts.codes, allow_pickle=False)
+                if parts is not None and parts.sample_weight is not None:
+                    np.save(tmp / "w.npy", parts.sample_weight, allow_pickle=False)
                 (tmp / "meta.json").write_text(json.dumps(asdict(info)))
                 for child in tmp.iterdir():
                     child.chmod(0o600)
@@ -501,12 +555,19 @@ class DatasetStore:
             total -= size
         return deleted
 
-    def check_room(self, X: np.ndarray, y: np.ndarray | None, max_bytes: int) -> None:
+    def check_room(
+        self,
+        X: np.ndarray,
+        y: np.ndarray | None,
+        max_bytes: int,
+        parts: TableParts | None = None,
+    ) -> None:
         """Refuse (507) new uploaded data that would take the stored uploads (built-ins
-        and inline data aside) past ``max_bytes``; data already stored always fits."""
-        if (self.root / content_hash(X, y) / "meta.json").exists():
+        and inline data aside) past ``max_bytes``; data already stored always fits.
+        A table's codes, categories and weights count with its numbers."""
+        if (self.root / content_hash(X, y, parts) / "meta.json").exists():
             return
-        adding = X.nbytes + (0 if y is None else y.nbytes)
+        adding = X.nbytes + (0 if y is None else y.nbytes) + (0 if parts is None else parts.nbytes)
         stored = 0
         for folder in self.root.iterdir():
             try:
@@ -536,6 +597,32 @@ def _stamp(path: Path) -> tuple[int, int]:
     (a new time) has another stamp, even within the clock's resolution."""
     status = path.stat()
     return status.st_ino, status.st_mtime_ns
+
+
+def _table_fields(X: np.ndarray, parts: TableParts | None) -> dict[str, Any]:
+    """The DatasetInfo fields of a table with more than complete numbers."""
+    if parts is None:
+        return {}
+    codes = parts.codes
+    absent = np.isnan(X).any(axis=1) if X.dtype.kind == "f" else np.zeros(len(X), bool)
+    if codes is not None:
+        absent |= (codes < 0).any(axis=1)
+    if parts.is_plain and not absent.any():
+        return {}
+    categories = parts.categories or []
+    return {
+        "n_features": sum(c.kind in ("numeric", "categorical") for c in parts.columns),
+        "columns": [asdict(c) for c in parts.columns],
+        "categories": categories or None,
+        "complete_rows": int(len(X) - absent.sum()),
+        "n_encoded": int(X.shape[1] + sum(len(c) for c in categories)),
+    }
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A stored dataset's meta.json, as stored."""
+    meta: dict[str, Any] = json.loads((folder / "meta.json").read_text())
+    return meta
 
 
 def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

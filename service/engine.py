@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -59,6 +59,7 @@ from service.onnx_export import model_to_onnx
 from service.plotting import PanelSpec, render_boundaries_from_file
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
 from service.store import ResultBackend, StoredBenchmark
+from service.tables import DEFAULT_MISSING, check_missing
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ class BenchmarkEngine:
                 s.init
                 for s in strategies
                 if bm.cannot_run(
-                    s.init, n_clusters, request.estimator, dataset.n_samples, dataset.n_features
+                    s.init, n_clusters, request.estimator, *dataset.fit_shape(request.missing)
                 )
             )
             strategies = tuple(s for s in strategies if s.init not in left_out)
@@ -340,8 +341,11 @@ class BenchmarkEngine:
             silhouette_sample_size=request.silhouette_sample_size,
             estimator=request.estimator,
             left_out=left_out,
+            missing=request.missing,
+            normalize=request.normalize,
         )
-        bm.check_params(params, dataset.n_samples, dataset.n_features)
+        check_missing(dataset.table_columns(), params.missing)
+        bm.check_params(params, *dataset.fit_shape(params.missing))
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
 
     async def resolve_data(
@@ -487,6 +491,8 @@ class BenchmarkEngine:
         label_column: str | None,
         name: str | None,
         private: bool = False,
+        categorical: frozenset[str] = frozenset(),
+        weight_column: str | None = None,
     ) -> Upload:
         """Read an uploaded file and store it: the info, whether it is new, the warnings.
 
@@ -500,6 +506,8 @@ class BenchmarkEngine:
                 private=private,
                 max_expansion=self.limits.max_expansion,
                 datasets_max_bytes=self.limits.datasets_max_bytes,
+                categorical=categorical,
+                weight_column=weight_column,
             ),
             path,
             fmt,
@@ -663,11 +671,6 @@ class BenchmarkEngine:
     async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
         body = entry.data
         dataset = body["dataset"]
-        if dataset["n_features"] < 2:
-            raise InvalidParameterError(
-                "the boundary plot needs at least 2 features; this dataset has 1",
-                errors=[{"loc": ["dataset"], "msg": "1 feature"}],
-            )
         try:
             info = self.datasets.get(dataset["id"])
         except DatasetNotFoundError:
@@ -675,6 +678,12 @@ class BenchmarkEngine:
                 f"the dataset {dataset['id']} of this benchmark was deleted: "
                 "the plot cannot be drawn"
             ) from None
+        width = info.fit_shape()[1]  # a table's categories one-hot encoded
+        if width < 2:
+            raise InvalidParameterError(
+                f"the boundary plot needs at least 2 features; this dataset has {width}",
+                errors=[{"loc": ["dataset"], "msg": f"{width} feature"}],
+            )
         estimator = body["params"].get("estimator", bm.DEFAULT_ESTIMATOR)
         given = {s["init"]: s.get("centers") for s in body["params"]["strategies"]}
         specs = [
@@ -696,6 +705,7 @@ class BenchmarkEngine:
                 dataset_name=info.name,
                 dataset_id=info.id,
                 feature_names=info.feature_names,
+                missing=body["params"].get("missing", DEFAULT_MISSING),
             ),
             X_path,
             specs,
@@ -815,7 +825,10 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
     for strategy, outcome in zip(job.params.strategies, outcomes, strict=True):
         mid = bm.model_id(job.params, strategy)
         names = job.dataset.feature_names
-        models[mid] = replace(outcome.model, feature_names=None if names is None else tuple(names))
+        if outcome.model.preprocessing is None:
+            # A table's model names its encoded columns itself.
+            outcome.model.feature_names = None if names is None else tuple(names)
+        models[mid] = outcome.model
         results.append(
             {
                 "init": outcome.init,
@@ -831,14 +844,18 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
     body = {
         "id": job.id,  # first: StoredBenchmark relies on it
         "cached": False,
-        "dataset": job.dataset.public(),
+        "dataset": job.dataset.public(job.params.missing),
         "n_clusters": job.params.n_clusters,
         "params": job.params.as_dict(),
         "score_space": "input",
         "results": results,
-        "warnings": job.params.warnings(job.dataset.n_samples, job.dataset.n_features),
+        "warnings": job.params.warnings(*job.dataset.fit_shape(job.params.missing)),
         # The boundary plot needs 2 features: data with one has none to point to.
-        "plot_url": f"/v1/benchmarks/{job.id}/plot.png" if job.dataset.n_features >= 2 else None,
+        "plot_url": (
+            f"/v1/benchmarks/{job.id}/plot.png"
+            if job.dataset.fit_shape(job.params.missing)[1] >= 2
+            else None
+        ),
         "versions": dict(bm.VERSIONS),
     }
     return StoredBenchmark.from_body(job.id, orjson.dumps(body), models)

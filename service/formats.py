@@ -28,6 +28,7 @@ import pyarrow.parquet
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidDataError, PayloadTooLargeError
 from service.settings import Settings
+from service.tables import Column, TableParts
 
 # One place for the default: the setting's own (uploads are bounded even when a caller
 # does not pass the bound).
@@ -77,10 +78,15 @@ def format_of(media_type: str | None, filename: str | None = None) -> str | None
 @dataclass
 class ReadNotes:
     """What a reader learnt beside the arrays: the feature columns' names (tables with a
-    header) and what it did that the client should hear of."""
+    header), a table's columns, categories and weights (``parts``), and what it did that
+    the client should hear of. ``categorical`` and ``weight_column`` are what the upload
+    asked of the columns (``?categorical=``, ``?weight_column=``)."""
 
     feature_names: list[str] | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    parts: TableParts | None = None
+    categorical: frozenset[str] = frozenset()
+    weight_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,10 @@ class Upload:
     info: DatasetInfo
     created: bool
     warnings: list[str]
-    # The columns' names the file had (the stored bytes carry them only when shared).
+    # The columns' names the file had (the stored bytes carry them only when shared),
+    # and a table's columns under those names.
     feature_names: list[str] | None = None
+    columns: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,12 @@ def read_dataset(
             f"label_column applies to CSV and Parquet uploads, not {fmt}",
             errors=[{"loc": ["query", "label_column"], "msg": f"not applicable to {fmt}"}],
         )
+    notes = notes or ReadNotes()
+    if (notes.categorical or notes.weight_column) and fmt not in TABLE_FORMATS:
+        raise InvalidDataError(
+            f"categorical and weight_column apply to CSV and Parquet uploads, not {fmt}",
+            errors=[{"loc": ["query", "weight_column"], "msg": f"not applicable to {fmt}"}],
+        )
     readers = {
         "csv": _read_csv,
         "parquet": _read_parquet,
@@ -171,11 +185,12 @@ def read_dataset(
     bounds = Bounds(max_cells, max_dataset_bytes)
     if max_expansion is not None:
         bounds = Bounds(max_cells, max_dataset_bytes, path.stat().st_size, max_expansion)
-    X, y = readers[fmt](path, label_column, bounds, notes or ReadNotes())
+    X, y = readers[fmt](path, label_column, bounds, notes)
     check_cells(X.shape, max_cells)
     y_bytes = 0 if y is None else y.nbytes
-    check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes)
-    bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes)
+    table_bytes = 0 if notes.parts is None else notes.parts.nbytes
+    check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes, table_bytes)
+    bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes + table_bytes)
     return X, y
 
 
@@ -208,6 +223,8 @@ def import_upload(
     private: bool = False,
     max_expansion: float | None = None,
     datasets_max_bytes: int | None = None,
+    categorical: frozenset[str] = frozenset(),
+    weight_column: str | None = None,
 ) -> Upload:
     """Read an uploaded file and store it (in a compute worker), with the reader's warnings.
 
@@ -215,7 +232,7 @@ def import_upload(
     with the bytes, which another tenant sending the same numbers shares. A new dataset
     that would take the stored uploads past ``datasets_max_bytes`` is refused (507).
     """
-    notes = ReadNotes()
+    notes = ReadNotes(categorical=categorical, weight_column=weight_column)
     X, y = read_dataset(
         path,
         fmt,
@@ -227,13 +244,15 @@ def import_upload(
     )
     store = DatasetStore(datasets_root)
     if datasets_max_bytes is not None:
-        store.check_room(X, y, datasets_max_bytes)
+        store.check_room(X, y, datasets_max_bytes, notes.parts)
+    parts = notes.parts
     info, created = store.put(
         X,
         y,
         name=None if private else name,
         format=fmt,
         feature_names=None if private else notes.feature_names,
+        parts=parts.anonymous() if private and parts is not None else parts,
     )
     if info.format == "builtin":
         # The same numbers as a built-in's stored copy: the answer describes the file that
@@ -241,7 +260,10 @@ def import_upload(
         info = dataclasses.replace(
             info, name=name, format=fmt, feature_names=notes.feature_names, inline=False
         )
-    return Upload(info, created, notes.warnings, notes.feature_names)
+    columns = None
+    if info.columns is not None and parts is not None:
+        columns = [{**c, "name": p.name} for c, p in zip(info.columns, parts.columns, strict=True)]
+    return Upload(info, created, notes.warnings, notes.feature_names, columns)
 
 
 def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the dataset has") -> None:
@@ -256,7 +278,11 @@ def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the data
 
 
 def check_stored_bytes(
-    shape: tuple[int, ...], x_itemsize: int, y_bytes: int, max_dataset_bytes: int
+    shape: tuple[int, ...],
+    x_itemsize: int,
+    y_bytes: int,
+    max_dataset_bytes: int,
+    table_bytes: int = 0,
 ) -> None:
     """Refuse (413) a dataset whose stored arrays would exceed ``max_dataset_bytes``.
 
@@ -270,11 +296,16 @@ def check_stored_bytes(
         Bytes of the labels as stored (see :func:`label_bytes`).
     max_dataset_bytes : int
         The bound (``CLUSTERBENCH_MAX_DATASET_BYTES``).
+    table_bytes : int
+        Bytes of a table's categorical codes, categories and weights
+        (:attr:`service.tables.TableParts.nbytes`).
     """
     x_bytes = math.prod(shape) * x_itemsize
-    total = x_bytes + y_bytes
+    total = x_bytes + y_bytes + table_bytes
     if total > max_dataset_bytes:
         labels = f" plus {_size(y_bytes)} of labels" if y_bytes else ""
+        if table_bytes:
+            labels += f" plus {_size(table_bytes)} of categories and weights"
         raise PayloadTooLargeError(
             f"the dataset would take {_size(total)} stored ({_size(x_bytes)} for "
             f"{' x '.join(f'{n:,}' for n in shape)} values{labels}); the limit is "
@@ -307,6 +338,8 @@ def _size(n: int) -> str:
 
 # Rows of a string column cast at once while looking for its first non-number.
 _SLICE = 65_536
+# The cells of a CSV read as missing (API.md: empty cells, NA, NaN).
+NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 
 
 def _read_csv(
@@ -331,7 +364,9 @@ def _read_csv(
                 delimiter=dialect.delimiter, invalid_row_handler=on_invalid_row
             ),
             convert_options=pyarrow.csv.ConvertOptions(
-                null_values=[""], strings_can_be_null=True, decimal_point=dialect.decimal_point
+                null_values=list(NULL_VALUES),
+                strings_can_be_null=True,
+                decimal_point=dialect.decimal_point,
             ),
         )
 
@@ -473,9 +508,7 @@ def _read_parquet(
     if not features:
         raise InvalidDataError("the table has no feature columns besides the labels")
     for j, field in enumerate(schema):
-        _check_parquet_column(
-            field, j, is_label=field.name == label_column, may_be_labels=label_column is None
-        )
+        _check_parquet_column(field, j, is_label=field.name == label_column)
     n_samples = metadata.num_rows
     check_cells((n_samples, len(features)), bounds.max_cells)
     all_float32 = all(schema.field(n).type == pa.float32() for n in features)
@@ -522,9 +555,7 @@ def _is_string_type(kind: pa.DataType) -> bool:
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
-def _check_parquet_column(
-    field: pa.Field, j: int, *, is_label: bool, may_be_labels: bool = False
-) -> None:
+def _check_parquet_column(field: pa.Field, j: int, *, is_label: bool) -> None:
     """Refuse, from the schema alone, a column whose values cannot be features or labels."""
     kind = field.type
     value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
@@ -541,11 +572,16 @@ def _check_parquet_column(
                 "or strings",
                 errors=[{"loc": ["column", field.name], "msg": f"type {kind} cannot be a label"}],
             )
-    elif not (_is_number_type(kind) or pa.types.is_null(kind)):
-        hint = _label_hint(field.name) if _is_string_type(kind) and may_be_labels else ""
+    elif not (
+        _is_number_type(kind)
+        or pa.types.is_null(kind)
+        or _is_string_type(kind)
+        or pa.types.is_boolean(value_kind)
+    ):
         raise InvalidDataError(
-            f"column {field.name!r} (column {j}) holds {kind} values, not numbers{hint}",
-            errors=[{"loc": ["column", field.name], "msg": f"type {kind} is not numeric"}],
+            f"column {field.name!r} (column {j}) holds {kind} values, neither numbers nor "
+            "categories",
+            errors=[{"loc": ["column", field.name], "msg": f"type {kind} is not a feature"}],
         )
 
 
@@ -606,6 +642,17 @@ def _table_arrays(
         features = features[1:]
     if not features:
         raise InvalidDataError("the table has no feature columns besides the labels")
+    weight_column = notes.weight_column
+    asked = notes.categorical | (frozenset() if weight_column is None else {weight_column})
+    for name in sorted(asked):
+        if name not in names:
+            raise InvalidDataError(
+                f"no column named {name!r}; the columns are " + ", ".join(map(repr, names)),
+                errors=[{"loc": ["query", name], "msg": "no such column"}],
+            )
+    features = [n for n in features if n != weight_column]
+    if not features:
+        raise InvalidDataError("the table has no feature columns besides the labels")
     shape = (table.num_rows, len(features))
     check_cells(shape, bounds.max_cells)
     all_float32 = all(table.schema.field(n).type == pa.float32() for n in features)
@@ -613,21 +660,159 @@ def _table_arrays(
     if label_column is not None:
         y_bytes = _label_column_bytes(table.column(label_column))
     check_stored_bytes(shape, 4 if all_float32 else 8, y_bytes, bounds.max_dataset_bytes)
-    columns = []
+    numeric: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    categories: list[list[str]] = []
+    kinds: dict[str, Column] = {}
     for j, name in enumerate(features):
         column = table.column(name)
-        columns.append(
-            _numeric_column(column, name, j, line_offset, may_be_labels=label_column is None)
-        )
-    dtype = np.float32 if all(c.dtype == np.float32 for c in columns) else np.float64
-    X = np.empty(shape, dtype=dtype)
-    for j, values in enumerate(columns):
+        found = _feature_column(column, name, j, line_offset, name in notes.categorical)
+        if isinstance(found, np.ndarray):
+            numeric.append(found)
+            kinds[name] = Column(name, "numeric", int(np.isnan(found).sum()))
+        else:
+            codes.append(found[0])
+            categories.append(found[1])
+            kinds[name] = Column(name, "categorical", int((found[0] < 0).sum()))
+            if label_column is None and name not in notes.categorical:
+                notes.warnings.append(
+                    f"column {name!r} holds no numbers: it is a categorical feature, one-hot "
+                    f"encoded{_label_hint(name)}"
+                )
+    dtype = np.float32 if numeric and all(c.dtype == np.float32 for c in numeric) else np.float64
+    X = np.empty((table.num_rows, len(numeric)), dtype=dtype)
+    for j, values in enumerate(numeric):
         X[:, j] = values
-    X = as_feature_matrix(X)
+    if numeric:
+        X = as_feature_matrix(X, allow_missing=True)
     y = None
     if label_column is not None:
         y = _label_column(table.column(label_column), label_column, line_offset)
+        kinds[label_column] = Column(label_column, "label")
+    weights = None
+    if weight_column is not None:
+        weights = _weight_column(table.column(weight_column), weight_column, line_offset)
+        kinds[weight_column] = Column(weight_column, "weight")
+    notes.parts = TableParts(
+        columns=[kinds[n] for n in names if n in kinds],
+        codes=np.stack(codes, axis=1).astype(np.int32) if codes else None,
+        categories=categories or None,
+        sample_weight=weights,
+    )
     return X, (None if y is None else as_labels(y, X.shape[0])), features
+
+
+def _feature_column(
+    column: pa.ChunkedArray, name: str, j: int, line_offset: int | None, categorical: bool
+) -> np.ndarray | tuple[np.ndarray, list[str]]:
+    """A feature column as float64 numbers (NaN where missing), or as a categorical
+    column's codes (int32, -1 where missing) and its sorted categories.
+
+    By API.md's rule: numbers are numeric; strings are numeric when every present value
+    parses as a number, categorical when none does, and a 422 naming the first odd cell
+    when mixed; booleans and dictionaries are categorical, as are the columns of
+    ``?categorical=``.
+    """
+    kind = column.type
+    if categorical or pa.types.is_boolean(kind) or pa.types.is_dictionary(kind):
+        return _categorical_column(column, name)
+    if _is_string_type(kind):
+        present = column.drop_null()
+        found = _first_non_number(present)
+        if found is None:
+            column = pyarrow.compute.cast(column, pa.float64())
+        else:
+            first = _first_number(present)
+            if first is not None:
+                odd_row, odd = found if found[0] > first[0] else first
+                rows = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+                row = int(rows[odd_row])
+                what = (
+                    "numeric value" if odd is not None and _is_number(odd) else "non-numeric value"
+                )
+                raise InvalidDataError(
+                    f"column {name!r} (column {j}) has a {what} {odd!r} at "
+                    f"{_where(row, line_offset)}: the column mixes numbers and text (a typo? "
+                    f"send ?categorical={name} to treat the column as categories)",
+                    errors=[{"loc": ["row", row, name], "msg": f"mixed column: {odd!r}"}],
+                )
+            return _categorical_column(column, name)
+    if _is_number_type(kind) or pa.types.is_null(kind):
+        raw: np.ndarray = column.to_numpy(zero_copy_only=False)
+        values = raw if raw.dtype == np.float32 else raw.astype(np.float64)
+        infinite = np.isinf(values)
+        if infinite.any():
+            row = int(np.argmax(infinite))
+            raise InvalidDataError(
+                f"column {name!r} (column {j}) has infinity at {_where(row, line_offset)}: "
+                "values must be finite",
+                errors=[{"loc": ["row", row, name], "msg": "infinity is not allowed"}],
+            )
+        return values
+    raise InvalidDataError(
+        f"column {name!r} (column {j}) holds {kind} values, neither numbers nor categories",
+        errors=[{"loc": ["column", name], "msg": f"type {kind} is not a feature"}],
+    )
+
+
+def _first_number(column: pa.ChunkedArray) -> tuple[int, str] | None:
+    """The first (row, value) of a string column without nulls that parses as a number."""
+    start = 0
+    for chunk in column.chunks:
+        for i, value in enumerate(chunk.to_pylist()):
+            if _is_number(value):
+                return start + i, value
+        start += len(chunk)
+    return None
+
+
+def _categorical_column(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, list[str]]:
+    """Codes (int32, -1 where missing) into the column's sorted distinct values."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = pyarrow.compute.cast(column, kind.value_type)
+    if not _is_string_type(column.type):
+        column = pyarrow.compute.cast(column, pa.string())
+    try:
+        distinct: list[str] = sorted(v for v in column.unique().to_pylist() if v is not None)
+    except UnicodeDecodeError:
+        raise InvalidDataError(
+            f"column {name!r} holds a value that is not valid UTF-8",
+            errors=[{"loc": ["column", name], "msg": "not valid UTF-8"}],
+        ) from None
+    index = pyarrow.compute.index_in(column, value_set=pa.array(distinct, pa.string()))
+    codes = np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.where(np.isnan(codes), -1, codes).astype(np.int32), distinct
+
+
+def _weight_column(column: pa.ChunkedArray, name: str, line_offset: int | None) -> np.ndarray:
+    """``sample_weight``: numbers, none missing, none negative, not all zero."""
+    if not _is_number_type(column.type):
+        raise InvalidDataError(
+            f"weight column {name!r} holds {column.type} values; weights are numbers",
+            errors=[{"loc": ["query", "weight_column"], "msg": "not numeric"}],
+        )
+    if column.null_count:
+        row = _first_null(column)
+        raise InvalidDataError(
+            f"weight column {name!r} has a missing weight at {_where(row, line_offset)}",
+            errors=[{"loc": ["row", row, name], "msg": "missing weight"}],
+        )
+    weights: np.ndarray = np.asarray(column.to_numpy(), dtype=np.float64)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InvalidDataError(
+            f"weight column {name!r} has {weights[row]:g} at {_where(row, line_offset)}: "
+            "weights must be finite and at least 0",
+            errors=[{"loc": ["row", row, name], "msg": "weight must be finite and >= 0"}],
+        )
+    if not weights.sum() > 0:
+        raise InvalidDataError(
+            f"weight column {name!r} is all zeros: at least one row must weigh more",
+            errors=[{"loc": ["column", name], "msg": "all weights are zero"}],
+        )
+    return weights
 
 
 # The names pandas gives its index when it writes one: to_csv() leaves it unnamed (read
@@ -668,52 +853,6 @@ def _label_hint(name: str) -> str:
     return (
         f"; if column {name!r} holds the labels, upload with "
         f"?label_column={urllib.parse.quote(name, safe='')}"
-    )
-
-
-def _numeric_column(
-    column: pa.ChunkedArray,
-    name: str,
-    j: int,
-    line_offset: int | None,
-    *,
-    may_be_labels: bool = False,
-) -> np.ndarray:
-    """The column's values as floats, or a 422 naming the first that is not a finite
-    number (and, when no label column was named, how to name this one)."""
-    kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
-        if column.null_count:
-            row = _first_null(column)
-            raise InvalidDataError(
-                f"column {name!r} has a missing value at {_where(row, line_offset)}",
-                errors=[{"loc": ["row", row, name], "msg": "missing value"}],
-            )
-        raw: np.ndarray = column.to_numpy()
-        values = raw if raw.dtype == np.float32 else raw.astype(np.float64)
-        finite = np.isfinite(values)
-        if not finite.all():
-            row = int(np.argmin(finite))
-            what = "NaN" if np.isnan(values[row]) else "infinity"
-            raise InvalidDataError(
-                f"column {name!r} (column {j}) has {what} at {_where(row, line_offset)}: "
-                "values must be finite",
-                errors=[{"loc": ["row", row, name], "msg": f"{what} is not allowed"}],
-            )
-        return values
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        found = _first_non_number(column)
-        if found is not None:
-            row, value = found
-            shown = repr(value)[:40]
-            raise InvalidDataError(
-                f"column {name!r} (column {j}) has a non-numeric value {shown} "
-                f"at {_where(row, line_offset)}" + (_label_hint(name) if may_be_labels else ""),
-                errors=[{"loc": ["row", row, name], "msg": f"not a number: {shown}"}],
-            )
-    raise InvalidDataError(
-        f"column {name!r} (column {j}) holds {kind} values, not numbers",
-        errors=[{"loc": ["column", name], "msg": f"type {kind} is not numeric"}],
     )
 
 
@@ -892,7 +1031,9 @@ def _read_npy(
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidDataError(f"not a readable .npy file: {exc}") from None
-    return as_feature_matrix(X), None
+    X = as_feature_matrix(X, allow_missing=True)
+    notes.parts = _numeric_parts(X)
+    return X, None
 
 
 def _stored_itemsize(dtype: np.dtype[Any]) -> int:
@@ -938,8 +1079,17 @@ def _read_npz(
             y = None if y_header is None else _read_member(archive, members["y"])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise InvalidDataError(f"not a readable .npz file: {exc}") from None
-    X = as_feature_matrix(X)
+    X = as_feature_matrix(X, allow_missing=True)
+    notes.parts = _numeric_parts(X)
     return X, (None if y is None else as_labels(y, X.shape[0]))
+
+
+def _numeric_parts(X: np.ndarray) -> TableParts:
+    """The columns of a matrix of numbers, x0, x1, ..., with their missing (NaN) counts."""
+    missing = np.isnan(X).sum(axis=0) if X.dtype.kind == "f" else np.zeros(X.shape[1], int)
+    return TableParts(
+        columns=[Column(f"x{j}", "numeric", int(n)) for j, n in enumerate(missing.tolist())]
+    )
 
 
 def _array_name(filename: str) -> str:
@@ -1015,7 +1165,13 @@ def _read_json(
     rows = document["X"]
     if isinstance(rows, list) and rows and isinstance(rows[0], list):
         check_cells((len(rows), len(rows[0])), bounds.max_cells)
-    X = as_feature_matrix(rows)
+        if any(not _NUMBERS.issuperset(map(type, row)) for row in rows if isinstance(row, list)):
+            # Strings, booleans or nulls: a table, read by the rule CSV columns follow.
+            X, _, _ = _table_arrays(_json_table(rows), None, bounds, line_offset=None, notes=notes)
+            rows = None
+    X = as_feature_matrix(rows, allow_missing=True) if rows is not None else X
+    if notes.parts is None:
+        notes.parts = _numeric_parts(X)
     y = document.get("y")
     if y is None:
         return X, None
@@ -1030,3 +1186,54 @@ def _read_json(
         )
     check_stored_bytes(X.shape, X.dtype.itemsize, label_bytes(y), bounds.max_dataset_bytes)
     return X, as_labels(y, X.shape[0])
+
+
+_NUMBERS = frozenset({int, float})
+
+
+def _json_table(rows: list[Any]) -> pa.Table:
+    """JSON rows holding strings, booleans or nulls as a table of columns x0, x1, ...:
+    each column numbers, strings or booleans (with nulls), or a 422 naming the first cell
+    that mixes them."""
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            raise InvalidDataError(
+                f"X[{i}] is not an array of {width} values, as row 0 is",
+                errors=[{"loc": ["X", i], "msg": f"expected {width} values"}],
+            )
+    columns = {}
+    for j in range(width):
+        values = [row[j] for row in rows]
+        kinds = {_json_kind(v) for v in values} - {None}
+        if len(kinds) > 1:
+            first = _json_kind(next(v for v in values if v is not None))
+            i = next(i for i, v in enumerate(values) if _json_kind(v) not in (None, first))
+            raise InvalidDataError(
+                f"X[{i}][{j}] is {values[i]!r}, but column {j} holds {first} values "
+                "(a column is numbers, strings or booleans, with nulls where missing)",
+                errors=[{"loc": ["X", i, j], "msg": f"mixed column: {values[i]!r}"}],
+            )
+        kind = str(kinds.pop()) if kinds else "number"
+        if kind == "number":
+            values = [None if v is None else float(v) for v in values]
+        columns[f"x{j}"] = pa.array(values, type=_JSON_TYPES[kind])
+    return pa.table(columns)
+
+
+_JSON_TYPES = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+
+
+def _json_kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) in _NUMBERS:
+        return "number"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    raise InvalidDataError(
+        f"X holds {value!r}: a cell is a number, a string, a boolean or null",
+        errors=[{"loc": ["X"], "msg": f"unsupported value {value!r}"}],
+    )

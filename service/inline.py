@@ -263,7 +263,7 @@ def _read(body: bytes | Path) -> bytes:
 def _samples(X: Any, model: FittedModel, max_distances: int) -> np.ndarray:
     """``X`` as a matrix, refused (413) when its samples times the model's clusters pass
     ``max_distances``."""
-    samples = as_feature_matrix(X, min_samples=1)
+    samples = model.rows(X)
     if samples.shape[0] * model.n_clusters > max_distances:
         raise PayloadTooLargeError(
             f"{samples.shape[0]} samples against a model of {model.n_clusters} clusters is "

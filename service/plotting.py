@@ -30,7 +30,8 @@ from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 
 from service.benchmark import DEFAULT_ESTIMATOR, ESTIMATORS, check_magnitude
-from service.datasets import BUILTIN_LOADERS, load_arrays
+from service.datasets import BUILTIN_LOADERS
+from service.tables import DEFAULT_MISSING, load_design
 
 PANEL_WIDTH_IN = 5.0
 HEIGHT_IN = 5.0
@@ -440,11 +441,15 @@ def render_boundaries_from_file(
     dataset_name: str | None,
     dataset_id: str = "",
     feature_names: Sequence[str] | None = None,
+    missing: str = DEFAULT_MISSING,
 ) -> bytes:
-    """Worker entry point: memory-map the stored dataset and render."""
-    X, _ = load_arrays(X_path, None)
+    """Worker entry point: memory-map the stored dataset and render (a table as its
+    benchmark fitted it: imputed, one-hot encoded, with ``missing``)."""
+    data = load_design(X_path, None, missing)
+    if data.preprocessing is not None:
+        feature_names = data.preprocessing.design_names()
     return render_boundaries(
-        X,
+        data.X,
         specs,
         n_clusters=n_clusters,
         random_state=random_state,

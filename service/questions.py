@@ -32,6 +32,7 @@ from service.engine import (
 )
 from service.errors import DatasetNotFoundError, JobOrphanedError
 from service.schemas import StabilityRequest, SweepRequest
+from service.tables import check_missing
 
 
 class Question(Protocol):
@@ -146,7 +147,7 @@ class SweepQuestion(_Document):
 
     @property
     def steps(self) -> int:
-        return len(sweeps.steps(self.params, self.dataset.n_samples, self.dataset.n_features))
+        return len(sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing)))
 
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
@@ -160,13 +161,18 @@ class SweepQuestion(_Document):
                 sweeps.run_step_from_files,
                 (X_path, y_path, self.params, k, index),
             )
-            for k, index in sweeps.steps(
-                self.params, self.dataset.n_samples, self.dataset.n_features
-            )
+            for k, index in sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing))
         ]
         rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
         report(len(steps), len(steps), "storing")
-        body = sweeps.build_body(self.id, self.dataset.public(), self.params, rows)
+        missing = self.params.missing
+        body = sweeps.build_body(
+            self.id,
+            self.dataset.public(missing),
+            self.params,
+            rows,
+            self.dataset.fit_shape(missing),
+        )
         return orjson.dumps(body)
 
 
@@ -198,7 +204,14 @@ class StabilityQuestion(_Document):
         ]
         results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)
         report(len(steps), len(steps), "storing")
-        body = stability.build_body(self.id, self.dataset.public(), self.params, results)
+        missing = self.params.benchmark.missing
+        body = stability.build_body(
+            self.id,
+            self.dataset.public(missing),
+            self.params,
+            results,
+            self.dataset.fit_shape(missing),
+        )
         return orjson.dumps(body)
 
 
@@ -219,8 +232,11 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
         max_iter=request.max_iter,
         tol=float(request.tol),
         silhouette_sample_size=request.silhouette_sample_size,
+        missing=request.missing,
+        normalize=request.normalize,
     )
-    sweeps.check_sweep(params, dataset.n_samples, dataset.n_features)
+    check_missing(dataset.table_columns(), params.missing)
+    sweeps.check_sweep(params, *dataset.fit_shape(params.missing))
     return SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params)
 
 

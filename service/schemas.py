@@ -29,6 +29,45 @@ Matrix = Annotated[
 ]
 
 
+# Rows a model predicts: numbers, or a table's raw cells (strings, booleans and nulls) in
+# its column order, or objects keyed by column name; checked by the model's preprocessing.
+Rows = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": ["number", "string", "boolean", "null"]},
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+                    },
+                ]
+            },
+        }
+    ),
+]
+MissingPolicy = Annotated[
+    Literal["error", "drop", "impute"],
+    Field(
+        description="Rows with missing cells: `error` (422 saying how many, where), `drop` "
+        "(left out; `n_samples` counts the rows used) or `impute` (SimpleImputer inside the "
+        "pipeline: mean for numbers, most frequent for categories).",
+    ),
+]
+NormalizeName = Annotated[
+    Literal["none", "l2"],
+    Field(
+        description="`l2`: a Normalizer after scaling, so KMeans clusters directions "
+        "(cosine k-means, as for text); `none` leaves rows as they are.",
+    ),
+]
+
+
 def _label(value: object) -> int | str:
     if isinstance(value, str):
         return value
@@ -174,6 +213,8 @@ class BenchmarkRequest(BaseModel):
         le=2**63 - 1,
         description="Samples drawn to score the silhouette; null scores all.",
     )
+    missing: MissingPolicy = "error"
+    normalize: NormalizeName = "none"
 
     @field_validator("tol")
     @classmethod
@@ -226,6 +267,12 @@ class BenchmarkRequest(BaseModel):
         return self
 
 
+class ColumnInfo(BaseModel):
+    name: str
+    kind: Literal["numeric", "categorical", "label", "weight"]
+    missing: int = Field(description="How many cells of the column are missing.")
+
+
 class DatasetSummary(BaseModel):
     id: str = Field(description="Content hash of the data (sha256, hex).")
     name: str | None = Field(description="The built-in's name, or null for client data.")
@@ -246,6 +293,11 @@ class DatasetInfo(DatasetSummary):
         description="The names of the feature columns, from the header of an uploaded CSV "
         "or Parquet file; null when the data came without names.",
         examples=[["sepal length", "sepal width"]],
+    )
+    columns: list[ColumnInfo] | None = Field(
+        None,
+        description="A table's columns in the file's order, each with its kind and "
+        "missing cells; null for data of complete numbers.",
     )
     warnings: list[str] = Field(
         default_factory=list,
@@ -280,6 +332,8 @@ class BenchmarkParams(BaseModel):
     silhouette_sample_size: int | None
     estimator: EstimatorName = "kmeans"
     left_out: LeftOut = []
+    missing: MissingPolicy = "error"
+    normalize: NormalizeName = "none"
 
 
 class StrategyResult(BaseModel):
@@ -405,8 +459,10 @@ class ModelInfo(BaseModel):
 class PredictRequest(BaseModel):
     model_config = STRICT
 
-    X: Matrix = Field(
-        description="Samples to assign, n_samples by n_features (the model's).",
+    X: Rows = Field(
+        description="Samples to assign, n_samples by n_features (the model's); for a model "
+        "of a table, raw rows in its column order (label and weight left out), strings "
+        "and nulls included, or objects keyed by column name.",
         examples=[[[0.0] * 4]],
     )
 
@@ -561,6 +617,8 @@ class SweepRequest(BaseModel):
     silhouette_sample_size: int | None = Field(
         300, ge=2, le=2**63 - 1, description="Samples drawn to score the silhouette."
     )
+    missing: MissingPolicy = "error"
+    normalize: NormalizeName = "none"
 
     @field_validator("tol")
     @classmethod
@@ -616,6 +674,8 @@ class SweepParams(BaseModel):
     max_iter: int
     tol: float
     silhouette_sample_size: int | None
+    missing: MissingPolicy = "error"
+    normalize: NormalizeName = "none"
 
 
 class SweepPoint(BaseModel):
@@ -772,6 +832,8 @@ class StabilityParams(BaseModel):
     silhouette_sample_size: int | None
     estimator: EstimatorName
     left_out: LeftOut = []
+    missing: MissingPolicy = "error"
+    normalize: NormalizeName = "none"
 
 
 class StabilityResult(BaseModel):

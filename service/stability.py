@@ -23,9 +23,9 @@ import numpy as np
 from sklearn import metrics
 
 from service import benchmark as bm
-from service.datasets import load_arrays
 from service.errors import PayloadTooLargeError
 from service.sweeps import SCORE_SPACE
+from service.tables import load_design
 
 MAX_SEEDS = 100
 # Salted into the id: 2 since the internal scores are measured in SCORE_SPACE and the
@@ -128,7 +128,11 @@ def run_stability(
 
 
 def _over_seeds(
-    X: np.ndarray, y: np.ndarray | None, params: StabilityParams, index: int
+    X: np.ndarray,
+    y: np.ndarray | None,
+    params: StabilityParams,
+    index: int,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One strategy, ``params.benchmark.strategies[index]``, under every seed."""
     strategy = params.benchmark.strategies[index]
@@ -144,6 +148,7 @@ def _over_seeds(
             run,
             score_space=SCORE_SPACE,
             sample_state=params.benchmark.random_state,
+            sample_weight=sample_weight,
         )
         rows.append(
             {
@@ -186,15 +191,24 @@ def run_strategy_from_files(
     do not depend on one another, so one task per strategy gives the numbers
     :func:`run_stability` gives, and lets a job report progress and stop between them.
     """
-    X, y = load_arrays(X_path, y_path)
-    bm.check_magnitude(X)  # as run_stability does
-    return _over_seeds(X, y, params, index)
+    data = load_design(X_path, y_path, params.benchmark.missing)
+    bm.check_magnitude(data.X)  # as run_stability does
+    return _over_seeds(data.X, data.y, params, index, data.sample_weight)
 
 
 def build_body(
-    stability: str, dataset: dict[str, Any], params: StabilityParams, results: list[dict[str, Any]]
+    stability: str,
+    dataset: dict[str, Any],
+    params: StabilityParams,
+    results: list[dict[str, Any]],
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The JSON answer (``"cached": false``); ``id`` first, as stored answers are."""
+    """The JSON answer (``"cached": false``); ``id`` first, as stored answers are.
+
+    ``shape``: the rows used by the encoded width (else the summary's ``n_samples`` and
+    ``n_features``), for the warnings of strategies left out."""
+    if shape is None:
+        shape = dataset["n_samples"], dataset["n_features"]
     return {
         "id": stability,
         "cached": False,
@@ -203,7 +217,7 @@ def build_body(
         "params": params.as_dict(),
         "score_space": SCORE_SPACE,
         "results": results,
-        "warnings": params.benchmark.warnings(dataset["n_samples"], dataset["n_features"]),
+        "warnings": params.benchmark.warnings(*shape),
         "versions": dict(bm.VERSIONS),
     }
 

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -46,6 +47,7 @@ from service import processes
 from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
 from service.errors import MIN_FREE_BYTES, StorageError
 from service.sqlite import transaction
+from service.tables import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,11 @@ def model_to_bytes(model: FittedModel) -> bytes:
         if value is not None:
             arrays[name] = value
     arrays["n_train"] = np.asarray(model.n_train)
+    if model.normalize:
+        arrays["normalize"] = np.asarray(True)
+    if model.preprocessing is not None:
+        # Plain JSON in a unicode scalar: nothing to unpickle.
+        arrays["preprocessing"] = np.asarray(json.dumps(model.preprocessing.as_dict()))
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
@@ -182,6 +189,12 @@ def model_from_bytes(data: bytes) -> FittedModel:
             ),
             **{name: npz[name] for name in _OPTIONAL_ARRAYS if name in npz.files},
             n_train=int(npz["n_train"]) if "n_train" in npz.files else 0,
+            normalize="normalize" in npz.files and bool(npz["normalize"]),
+            preprocessing=(
+                Preprocessing.from_dict(json.loads(str(npz["preprocessing"])))
+                if "preprocessing" in npz.files
+                else None
+            ),
         )
 
 

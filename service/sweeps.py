@@ -37,8 +37,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from service import benchmark as bm
-from service.datasets import load_arrays
 from service.errors import InvalidParameterError, ServiceError
+from service.tables import DEFAULT_MISSING, DEFAULT_NORMALIZE, load_design, table_fields
 
 DEFAULT_K = tuple(range(2, 11))
 SCORE_SPACE: bm.ScoreSpace = "clustered"
@@ -64,6 +64,8 @@ class SweepParams:
     max_iter: int = 300
     tol: float = 1e-4
     silhouette_sample_size: int | None = 300
+    missing: str = DEFAULT_MISSING
+    normalize: str = DEFAULT_NORMALIZE
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class SweepParams:
             "max_iter": self.max_iter,
             "tol": self.tol,
             "silhouette_sample_size": self.silhouette_sample_size,
+            **table_fields(self),
         }
 
     def benchmark_at(self, k: int) -> bm.BenchmarkParams:
@@ -92,6 +95,8 @@ class SweepParams:
             tol=self.tol,
             silhouette_sample_size=self.silhouette_sample_size,
             estimator=self.estimator,
+            missing=self.missing,
+            normalize=self.normalize,
         )
 
 
@@ -190,13 +195,23 @@ def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[
 
 
 def _row(
-    X: np.ndarray, y: np.ndarray | None, params: SweepParams, k: int, index: int
+    X: np.ndarray,
+    y: np.ndarray | None,
+    params: SweepParams,
+    k: int,
+    index: int,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One (k, strategy) of the sweep: that strategy of the benchmark at ``k``, scored in
     the space KMeans clustered."""
     benchmark = params.benchmark_at(k)
     outcome, _ = bm.fit_strategy(
-        X, y, benchmark.strategies[index], benchmark, score_space=SCORE_SPACE
+        X,
+        y,
+        benchmark.strategies[index],
+        benchmark,
+        score_space=SCORE_SPACE,
+        sample_weight=sample_weight,
     )
     return {
         "k": k,
@@ -231,9 +246,9 @@ def run_step_from_files(
     ``random_state``), so one task per step gives the numbers :func:`run_sweep` gives,
     and lets a job report progress and stop between them.
     """
-    X, y = load_arrays(X_path, y_path)
-    bm.check_magnitude(X)  # as run_sweep does: a few ms per 10 million values
-    return _row(X, y, params, k, index)
+    data = load_design(X_path, y_path, params.missing)
+    bm.check_magnitude(data.X)  # as run_sweep does: a few ms per 10 million values
+    return _row(data.X, data.y, params, k, index, data.sample_weight)
 
 
 def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
@@ -268,13 +283,20 @@ def recommend(results: list[dict[str, Any]], init: str) -> dict[str, int | None]
 
 
 def build_body(
-    sweep: str, dataset: dict[str, Any], params: SweepParams, results: list[dict[str, Any]]
+    sweep: str,
+    dataset: dict[str, Any],
+    params: SweepParams,
+    results: list[dict[str, Any]],
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The JSON answer of a sweep (``"cached": false``); ``id`` first, as stored answers are.
 
-    ``dataset`` is the dataset's public summary (its ``n_samples`` and ``n_features`` say
-    which steps were skipped).
+    ``dataset`` is the dataset's public summary; ``shape`` (the rows used by the encoded
+    width, see :meth:`DatasetInfo.fit_shape`; else the summary's ``n_samples`` and
+    ``n_features``) says which steps were skipped.
     """
+    if shape is None:
+        shape = dataset["n_samples"], dataset["n_features"]
     by_strategy = {s.init: recommend(results, s.init) for s in params.strategies}
     return {
         "id": sweep,
@@ -283,7 +305,7 @@ def build_body(
         "params": params.as_dict(),
         "score_space": SCORE_SPACE,
         "results": results,
-        "warnings": skip_warnings(params, dataset["n_samples"], dataset["n_features"]),
+        "warnings": skip_warnings(params, *shape),
         "recommended_k": by_strategy[params.strategies[0].init],
         "recommended_k_by_strategy": by_strategy,
         "plot_url": f"/v1/sweeps/{sweep}/plot.png",

@@ -105,10 +105,13 @@ class DatasetMeta:
     format: str
     feature_names: list[str] | None = None
     inline: bool = False
+    # A table's columns under the tenant's names (the shared bytes name them by place).
+    columns: list[dict[str, Any]] | None = None
 
     def shown(self) -> dict[str, Any]:
         """The fields of a dataset's description that are the tenant's own."""
-        return {"name": self.name, "format": self.format, "feature_names": self.feature_names}
+        own = {"name": self.name, "format": self.format, "feature_names": self.feature_names}
+        return own if self.columns is None else {**own, "columns": self.columns}
 
 
 INLINE = DatasetMeta(name=None, format="json", inline=True)

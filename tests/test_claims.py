@@ -195,6 +195,72 @@ def test_names_and_columns_belong_to_each_tenants_claim(inline_server: ServicePr
         assert b"revenue" not in run.content
 
 
+def test_a_tables_column_names_belong_to_each_tenants_claim(
+    inline_server: ServiceProcess,
+) -> None:
+    # Check that a table's columns (names of numeric, categorical, label and weight
+    # columns) are each tenant's own: B, sending A's cells under its own header, shares
+    # A's bytes (the id is the data's) but is shown its own names, and none of A's reach
+    # B's description, listing, 422 (missing cells) or benchmark, model and profiles, nor
+    # the shared bytes on disk. The categories are the data's: both see them.
+    rows = [
+        f"{'' if i == 3 else 10 + i % 5},{['north', 'south'][i % 2]},{1 + i % 3},{i % 2}"
+        for i in range(24)
+    ]
+    alices = (
+        "secret_revenue,secret_region,secret_weight,secret_label\n" + "\n".join(rows)
+    ).encode()
+    bobs = ("a,b,w,label\n" + "\n".join(rows)).encode()
+
+    def send(headers: dict[str, str], data: bytes, weight: str, label: str) -> httpx.Response:
+        return http.post(
+            f"/v1/datasets?label_column={label}&weight_column={weight}",
+            content=data,
+            headers={**headers, "Content-Type": "text/csv"},
+        )
+
+    with httpx.Client(base_url=inline_server.url, timeout=60) as http:
+        hers = send(A, alices, "secret_weight", "secret_label")
+        assert hers.status_code == 201, hers.text
+        his = send(B, bobs, "w", "label")
+        assert his.status_code == 201, his.text
+        dataset_id = his.json()["id"]
+        assert dataset_id == hers.json()["id"]
+        theirs = [
+            {"name": "a", "kind": "numeric", "missing": 1},
+            {"name": "b", "kind": "categorical", "missing": 0},
+            {"name": "w", "kind": "weight", "missing": 0},
+            {"name": "label", "kind": "label", "missing": 0},
+        ]
+        for answer in (his, http.get(f"/v1/datasets/{dataset_id}", headers=B)):
+            assert answer.json()["columns"] == theirs
+        assert http.get(f"/v1/datasets/{dataset_id}", headers=A).json()["columns"] == [
+            {**c, "name": f"secret_{n}"}
+            for c, n in zip(theirs, ["revenue", "region", "weight", "label"], strict=True)
+        ]
+        refused = http.post("/v1/benchmarks", json={"dataset": dataset_id}, headers=B)
+        assert refused.status_code == 422
+        run = http.post(
+            "/v1/benchmarks",
+            json={"dataset": dataset_id, "strategies": ["random"], "missing": "impute"},
+            headers=B,
+        )
+        assert run.status_code == 200, run.text
+        model_id = run.json()["results"][0]["model_id"]
+        seen = [
+            http.get("/v1/datasets", headers=B).content,
+            refused.content,
+            run.content,
+            http.get(f"/v1/models/{model_id}", headers=B).content,  # with its profiles
+        ]
+        for content in seen:
+            assert b"secret" not in content, content
+        assert b"north" in seen[-1]
+        meta = (inline_server.data_dir / "datasets" / dataset_id / "meta.json").read_bytes()
+        assert b"secret" not in meta
+        assert b"north" in meta
+
+
 def test_inline_data_is_bounded_and_evicted_per_tenant(inline_server: ServiceProcess) -> None:
     # Check that B's stream of inline requests evicts only B's own least recently used
     # inline data (within CLUSTERBENCH_INLINE_MAX_BYTES, 3000 here), never A's.

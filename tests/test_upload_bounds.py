@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.errors import PayloadTooLargeError
-from service.formats import import_dataset, read_dataset
+from service.datasets import is_id
+from service.errors import PayloadTooLargeError, ServiceError
+from service.formats import import_dataset, import_upload, read_dataset
 from service.settings import Settings
 from tests.conftest import make_settings, serve
 
@@ -376,6 +377,41 @@ def test_stored_bytes_are_bounded_in_every_format(tmp_path: Path, fmt: str) -> N
     info, created = import_dataset(path, fmt, label_column, None, root, 10**6, stored)
     assert created
     assert (info.n_samples, info.n_features) == (100, 4)
+
+
+def test_a_tables_codes_categories_and_weights_count_as_stored_bytes(tmp_path: Path) -> None:
+    # Check that a table's C.npy (int32 codes), w.npy (float64 weights) and categories
+    # count towards CLUSTERBENCH_MAX_DATASET_BYTES and CLUSTERBENCH_DATASETS_MAX_BYTES,
+    # not its numeric X alone, and that nothing is stored when refused.
+    path = tmp_path / "table.csv"
+    rows = "".join(f"{i * 0.5},{['north', 'south'][i % 2]},{1 + i % 3}\n" for i in range(100))
+    path.write_text("a,region,w\n" + rows)
+    stored = 100 * 8 + 100 * 4 + 100 * 8 + len("northsouth")  # X, C, w, categories
+    root = tmp_path / "datasets"
+    refused_sizes = {"max_dataset_bytes": stored - 1, "datasets_max_bytes": stored - 1}
+    for name, size in refused_sizes.items():
+        bounds = {"max_dataset_bytes": 10**6, "datasets_max_bytes": 10**6, name: size}
+        with pytest.raises(ServiceError) as refused:
+            import_upload(
+                path,
+                "csv",
+                None,
+                None,
+                root,
+                10**6,
+                bounds["max_dataset_bytes"],
+                datasets_max_bytes=bounds["datasets_max_bytes"],
+                weight_column="w",
+            )
+        assert refused.value.status in (413, 507)
+        assert f"{stored - 1:,}" in str(refused.value), str(refused.value)
+        assert not root.exists() or not [p for p in root.iterdir() if is_id(p.name)]
+    upload = import_upload(
+        path, "csv", None, None, root, 10**6, stored, datasets_max_bytes=stored, weight_column="w"
+    )
+    assert upload.created
+    folder = root / upload.info.id
+    assert sum((folder / f).stat().st_size for f in ("X.npy", "C.npy", "w.npy")) > stored
 
 
 def test_npz_stored_bytes_are_checked_from_the_headers(tmp_path: Path) -> None:

@@ -145,14 +145,16 @@ async def test_delimiter_and_decimal_comma_are_detected(
 async def test_a_string_column_not_named_as_labels_names_the_fix(
     client: httpx.AsyncClient,
 ) -> None:
-    # Check that a column of string labels, not named by label_column, is a 422 that
-    # says how to name it; named, the upload is accepted with labels.
+    # Check that a column of string labels, not named by label_column, is taken as a
+    # categorical feature (API.md Part 3) with a warning that says how to name it as the
+    # labels (it was "non-numeric value 'setosa'" with no hint); named, it is the labels.
     body = csv(["sepal length,species", "5.1,setosa", "7.0,versicolor", "6.3,virginica"])
     response = await client.post("/v1/datasets", content=body, headers={"content-type": "text/csv"})
-    assert response.status_code == 422
-    detail = response.json()["detail"]
-    assert "non-numeric value 'setosa' at row 0 (line 2)" in detail
-    assert "if column 'species' holds the labels, upload with ?label_column=species" in detail
+    assert response.status_code in (200, 201), response.text
+    assert response.json()["has_labels"] is False
+    (warning,) = response.json()["warnings"]
+    assert "column 'species' holds no numbers: it is a categorical feature" in warning
+    assert "if column 'species' holds the labels, upload with ?label_column=species" in warning
     named = await client.post(
         "/v1/datasets",
         content=body,
@@ -161,6 +163,7 @@ async def test_a_string_column_not_named_as_labels_names_the_fix(
     )
     assert named.status_code in (200, 201), named.text
     assert named.json()["has_labels"] is True
+    assert named.json()["warnings"] == []
 
 
 async def test_a_csv_equal_to_a_builtin_keeps_its_format_and_columns(

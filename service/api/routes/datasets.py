@@ -137,25 +137,49 @@ async def upload_dataset(
             description="For CSV and Parquet: the column holding the labels.",
         ),
     ] = None,
+    categorical: Annotated[
+        str | None,
+        Query(
+            max_length=10_000,
+            description="For CSV and Parquet: columns (comma-separated names) to treat as "
+            "categories whatever they hold; one-hot encoded in the fitted pipeline.",
+            examples=["island,sex"],
+        ),
+    ] = None,
+    weight_column: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="For CSV and Parquet: the column holding each row's `sample_weight` "
+            "(numbers >= 0, none missing).",
+        ),
+    ] = None,
 ) -> Response:
     """Store the data once, by the hash of its numbers; the same data again answers 200.
 
     A CSV whose first line is all numbers is read as data without a header; an unnamed
-    first column counting 0 to n-1 (pandas' index) is dropped. `warnings` says so."""
+    first column counting 0 to n-1 (pandas' index) is dropped. `warnings` says so.
+    Missing cells are kept as missing; text columns are categorical (see API.md Part 3)."""
     await tenants.check_quota(caller)
     async with engine.scratch_file("upload") as path:
         fmt, name = await _spool(request, path)
 
         async def store() -> Upload:
             return await engine.import_file(
-                path, fmt, label_column=label_column, name=name, private=caller is not None
+                path,
+                fmt,
+                label_column=label_column,
+                name=name,
+                private=caller is not None,
+                categorical=frozenset(n for n in (categorical or "").split(",") if n),
+                weight_column=weight_column,
             )
 
         upload = await store()
         if caller is not None:
             # New to this tenant is what it is told: whether another holds it stays unsaid,
             # and so do the name and columns another sent it with.
-            sent = DatasetMeta(name, fmt, upload.feature_names)
+            sent = DatasetMeta(name, fmt, upload.feature_names, columns=upload.columns)
             created = await tenants.claim_dataset(caller, upload.info.id, sent, store_again=store)
         else:
             created = upload.created
