@@ -47,6 +47,7 @@ from service.benchmark import (
 )
 from service.benchmark import run_strategy_from_files as bm_run_strategy
 from service.datasets import load_builtin
+from service.lazy import WORKER_ONLY
 from service.process import ServiceProcess
 from tests.scaleout import RedisServer
 
@@ -396,8 +397,6 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-# What serving needs no part of: these load in the workers only (README "Performance").
-WORKER_ONLY_PACKAGES = ("sklearn", "scipy", "matplotlib", "pandas", "pyarrow", "skl2onnx")
 IMPORT_PROBE = """
 import sys, time
 began = time.perf_counter()
@@ -414,7 +413,7 @@ def cold_import(repeats: int) -> Case:
     heavy = ""
     for _ in range(repeats):
         probe = subprocess.run(
-            [sys.executable, "-c", IMPORT_PROBE, *WORKER_ONLY_PACKAGES],
+            [sys.executable, "-c", IMPORT_PROBE, *WORKER_ONLY],
             capture_output=True,
             text=True,
             check=True,

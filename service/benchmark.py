@@ -8,6 +8,7 @@ KMeans alone when ``scale`` is off), time the fit, and score the labels exactly 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import time
@@ -15,15 +16,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import sklearn
-from sklearn import metrics
-from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from service import __version__
 from service.datasets import load_arrays
@@ -34,6 +29,12 @@ from service.errors import (
     UnsupportedStrategyError,
 )
 
+# scikit-learn loads in the workers only: the API process checks, hashes and answers
+# requests with the names and tables below (README "Performance").
+if TYPE_CHECKING:
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+    from sklearn.pipeline import Pipeline
+
 STRATEGIES = ("k-means++", "random", "pca", "custom")
 DEFAULT_STRATEGIES = ("k-means++", "random", "pca")
 DEFAULT_N_INIT = {"k-means++": 4, "random": 4, "pca": 1, "custom": 1}
@@ -42,14 +43,25 @@ EXPLICIT_CENTERS = ("pca", "custom")
 # The seed prints the PCA strategy under this name.
 TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
 
-ESTIMATORS = {"kmeans": KMeans, "minibatch": MiniBatchKMeans, "bisecting": BisectingKMeans}
-DEFAULT_ESTIMATOR = "kmeans"
-# The scikit-learn class of each estimator.
-ESTIMATOR_CLASSES: dict[str, type[KMeans | MiniBatchKMeans | BisectingKMeans]] = {
-    "kmeans": KMeans,
-    "minibatch": MiniBatchKMeans,
-    "bisecting": BisectingKMeans,
+# The name of each estimator's scikit-learn class (sklearn.cluster), see estimator_class.
+ESTIMATOR_NAMES = {
+    "kmeans": "KMeans",
+    "minibatch": "MiniBatchKMeans",
+    "bisecting": "BisectingKMeans",
 }
+DEFAULT_ESTIMATOR = "kmeans"
+
+
+def estimator_class(estimator: str) -> type[KMeans | MiniBatchKMeans | BisectingKMeans]:
+    """The scikit-learn class of ``estimator`` (a key of :data:`ESTIMATOR_NAMES`)."""
+    from sklearn import cluster
+
+    cls: type[KMeans | MiniBatchKMeans | BisectingKMeans] = getattr(
+        cluster, ESTIMATOR_NAMES[estimator]
+    )
+    return cls
+
+
 # The init each estimator accepts: BisectingKMeans takes only a name ("k-means++" or
 # "random"), never an array of centres, so neither pca nor custom centres.
 ALLOWED_STRATEGIES = {
@@ -67,19 +79,25 @@ ALGORITHM_ESTIMATORS = frozenset({"kmeans", "bisecting"})
 # 20.6 there and 1.77 where KMeans worked).
 ScoreSpace = Literal["input", "clustered"]
 
-VERSIONS = {"service": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+# scikit-learn's version as its installed metadata gives it (equal to sklearn.__version__).
+VERSIONS = {
+    "service": __version__,
+    "scikit-learn": importlib.metadata.version("scikit-learn"),
+    "numpy": np.__version__,
+}
 
+# The function of sklearn.metrics behind each score.
 LABEL_METRICS = {
-    "homogeneity": metrics.homogeneity_score,
-    "completeness": metrics.completeness_score,
-    "v_measure": metrics.v_measure_score,
-    "ari": metrics.adjusted_rand_score,
-    "ami": metrics.adjusted_mutual_info_score,
+    "homogeneity": "homogeneity_score",
+    "completeness": "completeness_score",
+    "v_measure": "v_measure_score",
+    "ari": "adjusted_rand_score",
+    "ami": "adjusted_mutual_info_score",
 }
 # Scores of the clustering alone, measured where silhouette is (see ScoreSpace).
-INTERNAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "davies_bouldin": metrics.davies_bouldin_score,
-    "calinski_harabasz": metrics.calinski_harabasz_score,
+INTERNAL_METRICS = {
+    "davies_bouldin": "davies_bouldin_score",
+    "calinski_harabasz": "calinski_harabasz_score",
 }
 
 
@@ -200,7 +218,7 @@ def cannot_run(
     """Why strategy ``init`` cannot run at ``n_clusters`` on data of this shape with this
     estimator (a phrase following "strategy 'pca'"), or None when it can."""
     if init not in ALLOWED_STRATEGIES[estimator]:
-        return f"is not an init of {ESTIMATORS[estimator].__name__} (estimator {estimator!r})"
+        return f"is not an init of {ESTIMATOR_NAMES[estimator]} (estimator {estimator!r})"
     limit = min(n_samples, n_features)
     if init == "pca" and n_clusters > limit:
         return (
@@ -437,7 +455,7 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
     allowed = ALLOWED_STRATEGIES[estimator]
     for i, strategy in enumerate(strategies):
         if strategy.init not in allowed:
-            name = ESTIMATORS[estimator].__name__
+            name = ESTIMATOR_NAMES[estimator]
             raise UnsupportedStrategyError(
                 f"estimator {estimator!r} ({name}) does not take strategy {strategy.init!r}: "
                 f"its init is one of {', '.join(repr(s) for s in sorted(allowed))}",
@@ -449,7 +467,7 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
                 ],
             )
     if algorithm != "lloyd" and estimator not in ALGORITHM_ESTIMATORS:
-        name = ESTIMATORS[estimator].__name__
+        name = ESTIMATOR_NAMES[estimator]
         raise InvalidParameterError(
             f"estimator {estimator!r} ({name}) has no algorithm parameter: "
             f"algorithm={algorithm!r} applies to 'kmeans' and 'bisecting' only",
@@ -541,6 +559,9 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     data's feature space: with ``scale`` they go through the StandardScaler fitted on
     ``X`` (the one the pipeline fits), so that they mean what the user wrote.
     """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
     if strategy.init == "pca":
         components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
         return components
@@ -557,6 +578,8 @@ def make_kmeans(
     X: np.ndarray, strategy: Strategy, params: BenchmarkParams
 ) -> KMeans | MiniBatchKMeans | BisectingKMeans:
     """The estimator for one strategy (``pca`` and ``custom`` starts are computed here)."""
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+
     explicit = start_centers(X, strategy, params)
     init: str | np.ndarray = strategy.init if explicit is None else explicit
     common: dict[str, Any] = {
@@ -646,6 +669,9 @@ def fit_strategy(
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
     same sample for every seed.
     """
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
@@ -755,8 +781,10 @@ def score_labels(
         The label scores, ``silhouette``, ``davies_bouldin`` and ``calinski_harabasz``;
         an internal score is None (with a warning) where it is undefined.
     """
+    from sklearn import metrics
+
     scores: dict[str, float | None] = {
-        name: (None if y is None else float(metric(y, labels)))
+        name: (None if y is None else float(getattr(metrics, metric)(y, labels)))
         for name, metric in LABEL_METRICS.items()
     }
     n_found = np.unique(labels).size
@@ -772,7 +800,9 @@ def score_labels(
         _silhouette(X, labels, silhouette_sample_size, random_state) if defined else None
     )
     for name, metric in INTERNAL_METRICS.items():
-        scores[name] = _internal_score(name, metric, X, labels) if defined else None
+        scores[name] = (
+            _internal_score(name, getattr(metrics, metric), X, labels) if defined else None
+        )
     return scores
 
 
@@ -810,6 +840,8 @@ def _check_finite_results(
 def _silhouette(
     X: np.ndarray, labels: np.ndarray, sample_size: int | None, random_state: int
 ) -> float | None:
+    from sklearn import metrics
+
     try:
         return float(
             metrics.silhouette_score(
@@ -855,7 +887,7 @@ def format_table(results: list[dict[str, Any]], estimator: str = DEFAULT_ESTIMAT
     """
     lines = [TABLE_RULE, TABLE_HEADER]
     if estimator != DEFAULT_ESTIMATOR:
-        lines.insert(0, f"estimator: {estimator} ({ESTIMATORS[estimator].__name__})")
+        lines.insert(0, f"estimator: {estimator} ({ESTIMATOR_NAMES[estimator]})")
     for r in results:
         scores = [
             "-" if r[k] is None else f"{r[k]:.3f}"

@@ -36,9 +36,24 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp.
+# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp. The
+# service's modules import scikit-learn, matplotlib and pyarrow where they use them (the
+# API process never loads them): named here, the forkserver loads them once for every
+# worker it forks, whose pages they share.
 _PRELOAD = [
     "service.workerenv",
+    "sklearn.cluster",
+    "sklearn.decomposition",
+    "sklearn.metrics",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+    "PIL.Image",
+    "pyarrow.compute",
+    "pyarrow.csv",
+    "pyarrow.parquet",
+    "kneed",
     "service.benchmark",
     "service.plotting",
     "service.formats",

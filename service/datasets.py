@@ -390,16 +390,27 @@ class DatasetStore:
         return info
 
     def builtin(self, name: str) -> DatasetInfo:
-        """The stored copy of a built-in dataset, written on first use."""
-        with self._lock:
-            dataset_id = self._builtin_ids.get(name)
-        if dataset_id is not None:
-            return self.get(dataset_id)
+        """The stored copy of a built-in dataset, written on first use (scikit-learn
+        loads it: in a worker, see :func:`store_builtin`)."""
+        info = self.stored_builtin(name)
+        if info is not None:
+            return info
         X, y = load_builtin(name)
         info, _ = self.put(X, y, name=name, format="builtin")
+        self.remember_builtin(name, info)
+        return info
+
+    def stored_builtin(self, name: str) -> DatasetInfo | None:
+        """The stored copy of a built-in dataset once this process knows it, else None."""
+        with self._lock:
+            dataset_id = self._builtin_ids.get(name)
+        return None if dataset_id is None else self.get(dataset_id)
+
+    def remember_builtin(self, name: str, info: DatasetInfo) -> None:
+        """Know ``info`` as the stored copy of the built-in ``name`` (written elsewhere)."""
         with self._lock:
             self._builtin_ids[name] = info.id
-        return info
+            self._infos[info.id] = info
 
     def stored(self) -> list[DatasetInfo]:
         """Every stored dataset (built-in copies included), built-ins first."""
@@ -514,6 +525,11 @@ class DatasetStore:
     def files(self, info: DatasetInfo) -> tuple[Path, Path | None]:
         folder = self.root / info.id
         return folder / "X.npy", (folder / "y.npy") if info.has_labels else None
+
+
+def store_builtin(root: Path, name: str) -> DatasetInfo:
+    """Worker entry point: the built-in dataset ``name`` stored under ``root``."""
+    return DatasetStore(root).builtin(name)
 
 
 def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quota_bytes=settings.tenant_quota_bytes,
             dataset_ttl_s=settings.dataset_ttl_s,
             inline_max_bytes=settings.inline_max_bytes,
+            builtin=engine.builtin,
         )
         try:
             await asyncio.to_thread(tenancy.store.record_environment)

@@ -6,11 +6,13 @@ compute worker: the API process never loads them.
 
 from __future__ import annotations
 
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from typing import TYPE_CHECKING
 
-from service.benchmark import ESTIMATOR_CLASSES, FittedModel
+from service.benchmark import FittedModel, estimator_class
 from service.errors import ModelNotConvertibleError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # The name of the graph's input: float32 samples, n_samples by n_features.
 INPUT_NAME = "X"
@@ -21,6 +23,9 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
 
     Its ``predict`` and ``transform`` are those of the pipeline the benchmark fitted.
     """
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     steps: list[StandardScaler | object] = []
     if model.scaler_mean is not None and model.scaler_scale is not None:
         scaler = StandardScaler()
@@ -30,7 +35,7 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
         scaler.n_features_in_ = model.n_features
         scaler.n_samples_seen_ = model.n_train
         steps.append(scaler)
-    estimator = ESTIMATOR_CLASSES[model.estimator](n_clusters=model.n_clusters)
+    estimator = estimator_class(model.estimator)(n_clusters=model.n_clusters)
     estimator.cluster_centers_ = model.cluster_centers
     estimator.n_features_in_ = model.n_features
     steps.append(estimator)

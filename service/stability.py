@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn import metrics
 
 from service import benchmark as bm
 from service.datasets import load_arrays
@@ -131,6 +130,8 @@ def _over_seeds(
     X: np.ndarray, y: np.ndarray | None, params: StabilityParams, index: int
 ) -> dict[str, Any]:
     """One strategy, ``params.benchmark.strategies[index]``, under every seed."""
+    from sklearn import metrics
+
     strategy = params.benchmark.strategies[index]
     rows: list[dict[str, Any]] = []
     labelings: list[np.ndarray] = []

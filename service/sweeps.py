@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kneed import KneeLocator  # type: ignore[import-untyped]
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from service import benchmark as bm
 from service.datasets import load_arrays
@@ -238,6 +235,9 @@ def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
     """The knee of a decreasing, convex inertia curve (Kneedle, via ``kneed``), or None."""
     if len(ks) < 3:
         return None
+    # kneed imports scipy and matplotlib: in the workers only (see SweepQuestion.compute).
+    from kneed import KneeLocator  # type: ignore[import-untyped]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no knee/elbow found" is an answer: None
         knee = KneeLocator(
@@ -312,6 +312,9 @@ def render_sweep(body: dict[str, Any], dataset_name: str) -> bytes:
     matplotlib's object API with the Agg canvas only (never pyplot), titles drawn as
     plain text, as the boundary plot does.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     from service.plotting import PALETTE, PLAIN_TEXT, _shortened
 
     results = body["results"]

@@ -171,9 +171,9 @@ async def upload_dataset(
 async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Response:
     """The built-in datasets (with their shapes) and every uploaded one (the caller's)."""
     held = None if caller is None else await tenants.listed_datasets(caller)
+    builtins = [await engine.builtin(name) for name in BUILTIN_LOADERS]
 
     def collect() -> list[DatasetInfo]:
-        builtins = [engine.datasets.builtin(name) for name in BUILTIN_LOADERS]
         if held is None:
             return engine.datasets.stored()
         found = builtins
