@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threads_per_worker=1,
             name="data",
             tenant_share=settings.tenant_pool_share,
+            warm=False,
         )
         executor: DaskExecutor | None = None
         if settings.dask_scheduler is not None:

@@ -3,6 +3,7 @@ pyarrow or skl2onnx; the workers load them (README "Performance")."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
+from service.compute import ComputePool
 from service.lazy import WORKER_ONLY
 from service.process import ServiceProcess
 
@@ -72,3 +74,26 @@ def test_api_process_serves_without_worker_packages(server: ServiceProcess) -> N
         workers |= mapped_packages(child)
     # (skl2onnx is pure Python: onnx, which it imports, maps its extension.)
     assert {"sklearn", "scipy", "matplotlib", "pyarrow", "onnx"} <= workers
+
+
+def has_drawn_a_png() -> bool:
+    """In a worker: whether it has saved an image. Pillow's first save imports its
+    common plugins (Image.preinit: BMP, GIF, JPEG, PPM); the forkserver preloads none of
+    them (matplotlib needs only the PNG one), and warm_up saves a plot's PNG."""
+    return "PIL.BmpImagePlugin" in sys.modules
+
+
+@pytest.mark.anyio
+async def test_data_lane_workers_skip_the_warm_up() -> None:
+    # Check that the compute pool's workers run warm_up's benchmark and plot as they
+    # start, and that a pool made with warm=False (the data lane's, which neither fits
+    # nor draws) spares its workers that memory.
+    warm = ComputePool(workers=1, queue_size=0, timeout_s=120, threads_per_worker=1)
+    cold = ComputePool(workers=1, queue_size=0, timeout_s=120, threads_per_worker=1, warm=False)
+    try:
+        await asyncio.gather(warm.start(), cold.start())
+        assert await warm.run(has_drawn_a_png) is True
+        assert await cold.run(has_drawn_a_png) is False
+    finally:
+        warm.close()
+        cold.close()
