@@ -484,10 +484,16 @@ class BenchmarkEngine:
         """The stored copy of the built-in dataset ``name``: on this process's first use
         a data worker loads it (scikit-learn) and stores it (README "Performance")."""
         info = await to_thread.run_sync(self.datasets.stored_builtin, name)
-        if info is None:
-            info = await self.data_pool.run(store_builtin, self.datasets.root, name)
-            self.datasets.remember_builtin(name, info)
-        return info
+        if info is not None:
+            return info
+
+        async def store() -> DatasetInfo:
+            stored = await self.data_pool.run(store_builtin, self.datasets.root, name)
+            self.datasets.remember_builtin(name, stored)
+            return stored
+
+        # Once, however many requests name it first at the same time.
+        return await self._once(f"builtin:{name}", store)
 
     async def import_file(
         self,

@@ -16,6 +16,7 @@ import pytest
 from service.compute import ComputePool
 from service.lazy import WORKER_ONLY
 from service.process import ServiceProcess
+from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.server
 
@@ -97,3 +98,20 @@ async def test_data_lane_workers_skip_the_warm_up() -> None:
     finally:
         warm.close()
         cold.close()
+
+
+@pytest.mark.anyio
+async def test_a_builtin_named_by_a_burst_is_stored_once(tmp_path: Path) -> None:
+    # Check that concurrent first requests naming a built-in dataset each get their
+    # answer: its copy is written by one data-lane task (the lane here takes one task
+    # and queues none), not one task each, which would be refused as busy.
+    settings = make_settings(tmp_path, data_workers=1, data_queue_size=0)
+    async with serve(settings) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post("/v1/benchmarks", json={"dataset": "iris", "random_state": seed})
+                for seed in range(4)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert len({a.json()["dataset"]["id"] for a in answers}) == 1
