@@ -47,6 +47,7 @@ from service.benchmark import (
 )
 from service.benchmark import run_strategy_from_files as bm_run_strategy
 from service.datasets import load_builtin
+from service.lazy import WORKER_ONLY
 from service.process import ServiceProcess
 from tests.scaleout import RedisServer
 
@@ -396,6 +397,78 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+IMPORT_PROBE = """
+import sys, time
+began = time.perf_counter()
+import service.main
+seconds = time.perf_counter() - began
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))
+print(seconds, ",".join(heavy))
+"""
+
+
+def cold_import(repeats: int) -> Case:
+    """``import service.main`` in a fresh interpreter, as every replica starts."""
+    times: list[float] = []
+    heavy = ""
+    for _ in range(repeats):
+        probe = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE, *WORKER_ONLY],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seconds, heavy = probe.stdout.split(" ")
+        times.append(float(seconds))
+    return check(
+        "cold start: import service.main",
+        "seconds (median of fresh interpreters)",
+        median(times),
+        "<=",
+        0.5,
+        worker_only_packages_loaded=heavy.strip() or "none",
+        repeats=repeats,
+    )
+
+
+def footprint(server: ServiceProcess) -> list[Case]:
+    """The service at rest, ready and warm: the API process's RSS, and the PSS of it and
+    every worker (shared pages counted once across the tree, unlike RSS)."""
+    root = psutil.Process(server.process.pid if server.process else 0)
+    members: dict[str, tuple[float, float]] = {}
+    for member in [root, *root.children(recursive=True)]:
+        try:
+            info = member.memory_full_info()
+            name = "api" if member.pid == root.pid else f"{member.pid}:{member.name()}"
+            members[name] = (info.rss / 2**20, info.pss / 2**20)
+        except psutil.Error:
+            continue
+    pss = sum(p for _, p in members.values())
+    rss = sum(r for r, _ in members.values())
+    api_rss, api_pss = members["api"]
+    shown = {name: f"{r:.0f}/{p:.0f}" for name, (r, p) in members.items()}
+    return [
+        check(
+            "idle footprint: the service and its workers",
+            "PSS of the process tree, MB",
+            pss,
+            "<=",
+            350,
+            processes=len(members),
+            tree_rss_mb=round(rss, 1),
+            rss_pss_mb_per_process=shown,
+        ),
+        check(
+            "idle footprint: the API process",
+            "RSS of the API process, MB",
+            api_rss,
+            "<=",
+            120,
+            api_pss_mb=round(api_pss, 1),
+        ),
+    ]
+
+
 def memory(client: httpx.Client, server: ServiceProcess, n_samples: int) -> Case:
     X = blobs(n_samples, 32, np.float32, seed=11)
     content = npy_bytes(X)
@@ -695,7 +768,10 @@ def main(argv: list[str] | None = None) -> int:
             httpx.Client(base_url=server.url, timeout=600) as client,
         ):
             sizes = [20_000, 200_000] if quick else [20_000, 200_000, 1_000_000]
-            plan: list[tuple[str, Callable[[], Case]]] = [
+            # At rest first: before any request has grown a worker.
+            plan: list[tuple[str, Callable[[], Case | list[Case]]]] = [
+                ("footprint", lambda: footprint(server)),
+                ("import", lambda: cold_import(3 if quick else 7)),
                 ("digits", lambda: digits_cold(client, 6 if quick else 15)),
                 ("hit", lambda: hit_latency(client, 100 if quick else 500)),
                 ("redis hit", lambda: redis_hit_latency(100 if quick else 500)),
@@ -711,7 +787,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for key, run in plan:
                 if args.only is None or args.only in key:
-                    cases.append(run())
+                    outcome = run()
+                    cases.extend(outcome if isinstance(outcome, list) else [outcome])
     if args.only is None or args.only in "dask":
         cases.extend(dask_cases(quick))
     seconds = time.perf_counter() - started

@@ -8,6 +8,7 @@ KMeans alone when ``scale`` is off), time the fit, and score the labels exactly 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import time
@@ -15,15 +16,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import sklearn
-from sklearn import metrics
-from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
 
 from service import __version__
 from service.errors import (
@@ -41,6 +36,13 @@ from service.tables import (
     table_fields,
 )
 
+# scikit-learn loads in the workers only: the API process checks, hashes and answers
+# requests with the names and tables below (README "Performance").
+if TYPE_CHECKING:
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
 STRATEGIES = ("k-means++", "random", "pca", "custom")
 DEFAULT_STRATEGIES = ("k-means++", "random", "pca")
 DEFAULT_N_INIT = {"k-means++": 4, "random": 4, "pca": 1, "custom": 1}
@@ -49,14 +51,25 @@ EXPLICIT_CENTERS = ("pca", "custom")
 # The seed prints the PCA strategy under this name.
 TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
 
-ESTIMATORS = {"kmeans": KMeans, "minibatch": MiniBatchKMeans, "bisecting": BisectingKMeans}
-DEFAULT_ESTIMATOR = "kmeans"
-# The scikit-learn class of each estimator.
-ESTIMATOR_CLASSES: dict[str, type[KMeans | MiniBatchKMeans | BisectingKMeans]] = {
-    "kmeans": KMeans,
-    "minibatch": MiniBatchKMeans,
-    "bisecting": BisectingKMeans,
+# The name of each estimator's scikit-learn class (sklearn.cluster), see estimator_class.
+ESTIMATOR_NAMES = {
+    "kmeans": "KMeans",
+    "minibatch": "MiniBatchKMeans",
+    "bisecting": "BisectingKMeans",
 }
+DEFAULT_ESTIMATOR = "kmeans"
+
+
+def estimator_class(estimator: str) -> type[KMeans | MiniBatchKMeans | BisectingKMeans]:
+    """The scikit-learn class of ``estimator`` (a key of :data:`ESTIMATOR_NAMES`)."""
+    from sklearn import cluster
+
+    cls: type[KMeans | MiniBatchKMeans | BisectingKMeans] = getattr(
+        cluster, ESTIMATOR_NAMES[estimator]
+    )
+    return cls
+
+
 # The init each estimator accepts: BisectingKMeans takes only a name ("k-means++" or
 # "random"), never an array of centres, so neither pca nor custom centres.
 ALLOWED_STRATEGIES = {
@@ -74,19 +87,25 @@ ALGORITHM_ESTIMATORS = frozenset({"kmeans", "bisecting"})
 # 20.6 there and 1.77 where KMeans worked).
 ScoreSpace = Literal["input", "clustered"]
 
-VERSIONS = {"service": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+# scikit-learn's version as its installed metadata gives it (equal to sklearn.__version__).
+VERSIONS = {
+    "service": __version__,
+    "scikit-learn": importlib.metadata.version("scikit-learn"),
+    "numpy": np.__version__,
+}
 
+# The function of sklearn.metrics behind each score.
 LABEL_METRICS = {
-    "homogeneity": metrics.homogeneity_score,
-    "completeness": metrics.completeness_score,
-    "v_measure": metrics.v_measure_score,
-    "ari": metrics.adjusted_rand_score,
-    "ami": metrics.adjusted_mutual_info_score,
+    "homogeneity": "homogeneity_score",
+    "completeness": "completeness_score",
+    "v_measure": "v_measure_score",
+    "ari": "adjusted_rand_score",
+    "ami": "adjusted_mutual_info_score",
 }
 # Scores of the clustering alone, measured where silhouette is (see ScoreSpace).
-INTERNAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "davies_bouldin": metrics.davies_bouldin_score,
-    "calinski_harabasz": metrics.calinski_harabasz_score,
+INTERNAL_METRICS = {
+    "davies_bouldin": "davies_bouldin_score",
+    "calinski_harabasz": "calinski_harabasz_score",
 }
 
 
@@ -213,7 +232,7 @@ def cannot_run(
     """Why strategy ``init`` cannot run at ``n_clusters`` on data of this shape with this
     estimator (a phrase following "strategy 'pca'"), or None when it can."""
     if init not in ALLOWED_STRATEGIES[estimator]:
-        return f"is not an init of {ESTIMATORS[estimator].__name__} (estimator {estimator!r})"
+        return f"is not an init of {ESTIMATOR_NAMES[estimator]} (estimator {estimator!r})"
     limit = min(n_samples, n_features)
     if init == "pca" and n_clusters > limit:
         return (
@@ -468,7 +487,7 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
     allowed = ALLOWED_STRATEGIES[estimator]
     for i, strategy in enumerate(strategies):
         if strategy.init not in allowed:
-            name = ESTIMATORS[estimator].__name__
+            name = ESTIMATOR_NAMES[estimator]
             raise UnsupportedStrategyError(
                 f"estimator {estimator!r} ({name}) does not take strategy {strategy.init!r}: "
                 f"its init is one of {', '.join(repr(s) for s in sorted(allowed))}",
@@ -480,7 +499,7 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
                 ],
             )
     if algorithm != "lloyd" and estimator not in ALGORITHM_ESTIMATORS:
-        name = ESTIMATORS[estimator].__name__
+        name = ESTIMATOR_NAMES[estimator]
         raise InvalidParameterError(
             f"estimator {estimator!r} ({name}) has no algorithm parameter: "
             f"algorithm={algorithm!r} applies to 'kmeans' and 'bisecting' only",
@@ -572,6 +591,9 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     data's feature space: they go through the steps the pipeline fits before KMeans
     (StandardScaler, Normalizer), so that they mean what the user wrote.
     """
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+
     if strategy.init == "pca":
         components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
         return components
@@ -588,6 +610,8 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
 def preprocessing_steps(params: BenchmarkParams) -> list[StandardScaler | Normalizer]:
     """The steps before the estimator: the StandardScaler (``scale``), then a Normalizer
     (``normalize="l2"``)."""
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
     steps: list[StandardScaler | Normalizer] = []
     if params.scale:
         steps.append(StandardScaler())
@@ -600,6 +624,8 @@ def make_kmeans(
     X: np.ndarray, strategy: Strategy, params: BenchmarkParams
 ) -> KMeans | MiniBatchKMeans | BisectingKMeans:
     """The estimator for one strategy (``pca`` and ``custom`` starts are computed here)."""
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+
     explicit = start_centers(X, strategy, params)
     init: str | np.ndarray = strategy.init if explicit is None else explicit
     common: dict[str, Any] = {
@@ -703,6 +729,8 @@ def fit_strategy(
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
     same sample for every seed.
     """
+    from sklearn.pipeline import Pipeline, make_pipeline
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
@@ -825,8 +853,10 @@ def score_labels(
         The label scores, ``silhouette``, ``davies_bouldin`` and ``calinski_harabasz``;
         an internal score is None (with a warning) where it is undefined.
     """
+    from sklearn import metrics
+
     scores: dict[str, float | None] = {
-        name: (None if y is None else float(metric(y, labels)))
+        name: (None if y is None else float(getattr(metrics, metric)(y, labels)))
         for name, metric in LABEL_METRICS.items()
     }
     n_found = np.unique(labels).size
@@ -842,7 +872,9 @@ def score_labels(
         _silhouette(X, labels, silhouette_sample_size, random_state) if defined else None
     )
     for name, metric in INTERNAL_METRICS.items():
-        scores[name] = _internal_score(name, metric, X, labels) if defined else None
+        scores[name] = (
+            _internal_score(name, getattr(metrics, metric), X, labels) if defined else None
+        )
     return scores
 
 
@@ -880,6 +912,8 @@ def _check_finite_results(
 def _silhouette(
     X: np.ndarray, labels: np.ndarray, sample_size: int | None, random_state: int
 ) -> float | None:
+    from sklearn import metrics
+
     try:
         return float(
             metrics.silhouette_score(
@@ -925,7 +959,7 @@ def format_table(results: list[dict[str, Any]], estimator: str = DEFAULT_ESTIMAT
     """
     lines = [TABLE_RULE, TABLE_HEADER]
     if estimator != DEFAULT_ESTIMATOR:
-        lines.insert(0, f"estimator: {estimator} ({ESTIMATORS[estimator].__name__})")
+        lines.insert(0, f"estimator: {estimator} ({ESTIMATOR_NAMES[estimator]})")
     for r in results:
         scores = [
             "-" if r[k] is None else f"{r[k]:.3f}"

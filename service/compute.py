@@ -36,9 +36,24 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp.
+# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp. The
+# service's modules import scikit-learn, matplotlib and pyarrow where they use them (the
+# API process never loads them): named here, the forkserver loads them once for every
+# worker it forks, whose pages they share.
 _PRELOAD = [
     "service.workerenv",
+    "sklearn.cluster",
+    "sklearn.decomposition",
+    "sklearn.metrics",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+    "PIL.Image",
+    "pyarrow.compute",
+    "pyarrow.csv",
+    "pyarrow.parquet",
+    "kneed",
     "service.benchmark",
     "service.plotting",
     "service.formats",
@@ -49,15 +64,16 @@ _PRELOAD = [
 _controller: Any = None
 
 
-def _init_worker() -> None:
+def _init_worker(warm: bool = True) -> None:
     global _controller
     from threadpoolctl import ThreadpoolController
 
-    from service.benchmark import warm_up
-
     # Inspecting the loaded BLAS/OpenMP libraries takes milliseconds: once per worker.
     _controller = ThreadpoolController()
-    warm_up()
+    if warm:
+        from service.benchmark import warm_up
+
+        warm_up()
 
 
 def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
@@ -174,8 +190,12 @@ class ComputePool:
         grace_s: float = 30.0,
         name: str = "compute",
         tenant_share: float = 1.0,
+        warm: bool = True,
     ) -> None:
         self.name = name
+        # Whether each worker runs a benchmark and a plot as it starts (warm_up): a pool
+        # that never fits nor draws (the data lane) is spared their memory.
+        self.warm = warm
         self.shares = TenantShares(tenant_share)
         self.workers = workers
         self.grace_s = grace_s
@@ -213,7 +233,10 @@ class ComputePool:
 
     def _start(self) -> pebble.ProcessPool:
         return pebble.ProcessPool(
-            max_workers=self.workers, initializer=_init_worker, context=self._context
+            max_workers=self.workers,
+            initializer=_init_worker,
+            initargs=(self.warm,),
+            context=self._context,
         )
 
     def _restart(self) -> None:

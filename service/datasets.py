@@ -460,16 +460,27 @@ class DatasetStore:
                 self._infos[info.id] = (stamp, info)
 
     def builtin(self, name: str) -> DatasetInfo:
-        """The stored copy of a built-in dataset, written on first use."""
-        with self._lock:
-            dataset_id = self._builtin_ids.get(name)
-        if dataset_id is not None:
-            return self.get(dataset_id)
+        """The stored copy of a built-in dataset, written on first use (scikit-learn
+        loads it: in a worker, see :func:`store_builtin`)."""
+        info = self.stored_builtin(name)
+        if info is not None:
+            return info
         X, y = load_builtin(name)
         info, _ = self.put(X, y, name=name, format="builtin")
+        self.remember_builtin(name, info)
+        return info
+
+    def stored_builtin(self, name: str) -> DatasetInfo | None:
+        """The stored copy of a built-in dataset once this process knows it, else None."""
+        with self._lock:
+            dataset_id = self._builtin_ids.get(name)
+        return None if dataset_id is None else self.get(dataset_id)
+
+    def remember_builtin(self, name: str, info: DatasetInfo) -> None:
+        """Know ``info`` as the stored copy of the built-in ``name`` (written elsewhere)."""
         with self._lock:
             self._builtin_ids[name] = info.id
-        return info
+        self._remember(info)
 
     def stored(self) -> list[DatasetInfo]:
         """Every stored dataset (built-in copies included), built-ins first."""
@@ -623,6 +634,11 @@ def read_meta(folder: Path) -> dict[str, Any]:
     """A stored dataset's meta.json, as stored."""
     meta: dict[str, Any] = json.loads((folder / "meta.json").read_text())
     return meta
+
+
+def store_builtin(root: Path, name: str) -> DatasetInfo:
+    """Worker entry point: the built-in dataset ``name`` stored under ``root``."""
+    return DatasetStore(root).builtin(name)
 
 
 def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:

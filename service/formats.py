@@ -16,19 +16,25 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.compute
-import pyarrow.csv
-import pyarrow.parquet
 
 from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
 from service.errors import InvalidDataError, PayloadTooLargeError
+from service.lazy import LazyModule
 from service.settings import Settings
 from service.tables import Column, TableParts
+
+# pyarrow reads CSV and Parquet in the data workers: the API process never loads it.
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute
+    import pyarrow.csv
+    import pyarrow.parquet
+else:
+    pa = pyarrow = LazyModule("pyarrow", "compute", "csv", "parquet")
 
 # One place for the default: the setting's own (uploads are bounded even when a caller
 # does not pass the bound).

@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threads_per_worker=1,
             name="data",
             tenant_share=settings.tenant_pool_share,
+            warm=False,
         )
         executor: DaskExecutor | None = None
         if settings.dask_scheduler is not None:
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quota_bytes=settings.tenant_quota_bytes,
             dataset_ttl_s=settings.dataset_ttl_s,
             inline_max_bytes=settings.inline_max_bytes,
+            builtin=engine.builtin,
         )
         try:
             await asyncio.to_thread(tenancy.store.record_environment)

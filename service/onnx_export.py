@@ -6,17 +6,18 @@ compute worker: the API process never loads them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import Normalizer, OneHotEncoder, StandardScaler
 
-from service.benchmark import ESTIMATOR_CLASSES, FittedModel
+from service.benchmark import FittedModel, estimator_class
 from service.errors import ModelNotConvertibleError
 from service.tables import Preprocessing
+
+if TYPE_CHECKING:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
 
 # The name of the graph's input: float32 samples, n_samples by n_features. A table's
 # model has one input per column instead, named as the column: float32 for a numeric
@@ -30,6 +31,9 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
 
     Its ``predict`` and ``transform`` are those of the pipeline the benchmark fitted.
     """
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
     steps: list[StandardScaler | Normalizer | object] = []
     if model.scaler_mean is not None and model.scaler_scale is not None:
         scaler = StandardScaler()
@@ -41,7 +45,7 @@ def fitted_pipeline(model: FittedModel) -> Pipeline:
         steps.append(scaler)
     if model.normalize:
         steps.append(Normalizer())
-    estimator = ESTIMATOR_CLASSES[model.estimator](n_clusters=model.n_clusters)
+    estimator = estimator_class(model.estimator)(n_clusters=model.n_clusters)
     estimator.cluster_centers_ = model.cluster_centers
     estimator.n_features_in_ = model.n_features
     steps.append(estimator)
@@ -54,6 +58,10 @@ def column_transformer(prep: Preprocessing) -> ColumnTransformer:
 
     Its categorical columns take strings, a missing one as ``""`` (MISSING_CATEGORY).
     """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     numeric, categorical = prep.numeric_names, prep.categorical_names
     onehot = OneHotEncoder(
         categories=[list(values) for values in prep.categories],
@@ -84,6 +92,8 @@ def column_transformer(prep: Preprocessing) -> ColumnTransformer:
 
 
 def _imputer(statistics: np.ndarray, missing: Any, strategy: str) -> SimpleImputer:
+    from sklearn.impute import SimpleImputer
+
     imputer = SimpleImputer(missing_values=missing, strategy=strategy)
     imputer.statistics_ = statistics
     imputer.n_features_in_ = len(statistics)
@@ -105,6 +115,7 @@ def model_to_onnx(model: FittedModel) -> bytes:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
+    from sklearn.pipeline import Pipeline
 
     pipeline = fitted_pipeline(model)
     inputs: list[tuple[str, Any]] = [(INPUT_NAME, FloatTensorType([None, model.n_features]))]

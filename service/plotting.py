@@ -14,24 +14,21 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps, patheffects
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
-from matplotlib.text import Text
-from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
-from PIL import Image
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
 
-from service.benchmark import DEFAULT_ESTIMATOR, ESTIMATORS, check_magnitude
+from service.benchmark import DEFAULT_ESTIMATOR, check_magnitude, estimator_class
 from service.datasets import BUILTIN_LOADERS
 from service.tables import DEFAULT_MISSING, load_design
+
+# matplotlib, Pillow and scikit-learn load in the workers that draw, never in the API
+# process, which imports this module for PanelSpec (README "Performance").
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+    from sklearn.decomposition import PCA
 
 PANEL_WIDTH_IN = 5.0
 HEIGHT_IN = 5.0
@@ -39,8 +36,10 @@ DPI = 100
 # Axes position inside each panel, as fractions of the panel (left, bottom, width, height).
 AXES_BOX = (0.04, 0.06, 0.92, 0.74)
 MAX_POINTS = 20_000
-PALETTE = colormaps["Paired"](np.arange(12))[:, :3]
-PALETTE_RGB = np.rint(PALETTE * 255).astype(np.uint8)
+# matplotlib's "Paired" colormap (ColorBrewer), its 12 colours as RGB bytes.
+PAIRED = "a6cee3 1f78b4 b2df8a 33a02c fb9a99 e31a1c fdbf6f ff7f00 cab2d6 6a3d9a ffff99 b15928"
+PALETTE_RGB = np.array([list(bytes.fromhex(colour)) for colour in PAIRED.split()], dtype=np.uint8)
+PALETTE = PALETTE_RGB / 255.0
 # Titles hold client text (an uploaded file's name): drawn as given, never parsed as
 # mathtext ("$\\foo$" failed the whole plot) nor handed to TeX, whatever the rcParams.
 PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
@@ -75,6 +74,8 @@ def _fit(artist: Text, compose: Callable[[str], str], part: str, max_px: float) 
 
     Returns whether ``part`` had to be shortened.
     """
+    from matplotlib.figure import Figure
+
     figure = artist.get_figure()
     assert isinstance(figure, Figure)
     renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -150,6 +151,8 @@ def make_frame(X: np.ndarray, feature_names: Sequence[str] | None = None) -> Fra
     else they are the first two principal components, each with the two columns of
     largest absolute loading when ``feature_names`` are given.
     """
+    from sklearn.decomposition import PCA
+
     if X.shape[1] == 2:
         reduced = np.asarray(X, dtype=np.float64)
         projection = None
@@ -194,7 +197,7 @@ def pixel_centres(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_panel(frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: int) -> Panel:
     """Fit the panel's KMeans on the reduced data and label every pixel centre."""
-    cls = ESTIMATORS[spec.estimator]
+    cls = estimator_class(spec.estimator)
     prefix = "" if spec.estimator == DEFAULT_ESTIMATOR else f"{cls.__name__}, "
     kmeans: KMeans | MiniBatchKMeans | BisectingKMeans
     if spec.init in ("pca", "custom"):
@@ -234,6 +237,8 @@ def matched_labels(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -
     contingency matrix), so the same partition is drawn in the same colours in every
     panel, whatever numbers each fit gave its clusters.
     """
+    from scipy.optimize import linear_sum_assignment
+
     counts = np.zeros((n_clusters, n_clusters), dtype=np.int64)
     np.add.at(counts, (labels, reference), 1)
     rows, columns = linear_sum_assignment(counts, maximize=True)
@@ -245,6 +250,13 @@ def matched_labels(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -
 def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_state: int) -> Figure:
     """The figure of everything but the regions, on a transparent canvas, every text
     fitted to the width it has."""
+    from matplotlib import patheffects
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import Affine2D, Bbox, IdentityTransform
+
     n = len(panels)
     width_px, height_px = figure_size_px(n)
     figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
@@ -354,6 +366,9 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
     transparent canvas; the regions, one colour per pixel, are laid under it with NumPy.
     Same picture as ``imshow``, without resampling an image the size of the axes.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
     n = len(panels)
     width_px, height_px = figure_size_px(n)
     left, bottom, _, _ = AXES_BOX

@@ -166,7 +166,10 @@ class SweepQuestion(_Document):
         rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
         report(len(steps), len(steps), "storing")
         missing = self.params.missing
-        body = sweeps.build_body(
+        # The elbow's kneed loads scipy and matplotlib: assembled where the steps ran, not
+        # in the API process (README "Performance").
+        body = await engine.executor.submit(
+            sweeps.build_body,
             self.id,
             self.dataset.public(missing),
             self.params,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn import metrics
 
 from service import benchmark as bm
 from service.errors import PayloadTooLargeError
@@ -135,6 +134,8 @@ def _over_seeds(
     sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One strategy, ``params.benchmark.strategies[index]``, under every seed."""
+    from sklearn import metrics
+
     strategy = params.benchmark.strategies[index]
     rows: list[dict[str, Any]] = []
     labelings: list[np.ndarray] = []

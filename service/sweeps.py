@@ -28,17 +28,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from kneed import KneeLocator  # type: ignore[import-untyped]
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from service import benchmark as bm
 from service.errors import InvalidParameterError, ServiceError
 from service.tables import DEFAULT_MISSING, DEFAULT_NORMALIZE, load_design, table_fields
+
+# matplotlib and kneed (which loads SciPy) run in the workers only (README "Performance").
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_K = tuple(range(2, 11))
 SCORE_SPACE: bm.ScoreSpace = "clustered"
@@ -255,6 +255,9 @@ def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
     """The knee of a decreasing, convex inertia curve (Kneedle, via ``kneed``), or None."""
     if len(ks) < 3:
         return None
+    # kneed imports scipy and matplotlib: in the workers only (see SweepQuestion.compute).
+    from kneed import KneeLocator  # type: ignore[import-untyped]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no knee/elbow found" is an answer: None
         knee = KneeLocator(
@@ -409,6 +412,10 @@ def compose_sweep(body: dict[str, Any]) -> Figure:
     plain text, as the boundary plot does; the layout is constrained, so no band is left
     empty and every label sits inside the figure.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     from service.plotting import PALETTE, PLAIN_TEXT, _shortened, subject
 
     results = body["results"]

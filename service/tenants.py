@@ -505,9 +505,12 @@ class Tenancy:
         quota_bytes: int | None = None,
         dataset_ttl_s: float | None = None,
         inline_max_bytes: int | None = None,
+        builtin: Callable[[str], Awaitable[DatasetInfo]] | None = None,
     ) -> None:
         self.store = store
         self.datasets = datasets
+        # A built-in dataset's stored copy (the engine's: written by a worker).
+        self.builtin = builtin or (lambda name: self._run(lambda: datasets.builtin(name)))
         self.quota_bytes = quota_bytes
         # Each tenant's inline data is bounded on its own: one tenant's never pushes
         # another's out.
@@ -539,9 +542,7 @@ class Tenancy:
 
     async def builtin_ids(self) -> frozenset[str]:
         if self._builtin_ids is None:
-            self._builtin_ids = frozenset(
-                await self._run(lambda: [self.datasets.builtin(n).id for n in BUILTIN_LOADERS])
-            )
+            self._builtin_ids = frozenset([(await self.builtin(n)).id for n in BUILTIN_LOADERS])
         return self._builtin_ids
 
     async def may_use_dataset(

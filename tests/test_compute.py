@@ -216,13 +216,14 @@ async def test_a_burst_is_refused_before_the_store_is_touched(tmp_path: Path) ->
     results.try_lease = lambda *a: leases.append(a) or take(*a)  # type: ignore[method-assign]
     try:
         await pool.start()
-        holding = asyncio.ensure_future(pool.run(time.sleep, 3))
-        while pool.pending < 1:
-            await asyncio.sleep(0.01)
+        # Resolved first: iris's first copy is written by a worker of the (here, same) pool.
         jobs = [
             await engine.resolve(BenchmarkRequest(dataset="iris", random_state=seed))
             for seed in range(10)
         ]
+        holding = asyncio.ensure_future(pool.run(time.sleep, 3))
+        while pool.pending < 1:
+            await asyncio.sleep(0.01)
         outcomes = await asyncio.gather(
             *(engine.get_or_compute(job) for job in jobs), return_exceptions=True
         )

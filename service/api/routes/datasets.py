@@ -197,9 +197,9 @@ async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Res
     data sent inline in a request is not an upload and is not listed (its id, in the
     answer that used it, still works with `GET /v1/datasets/{id}`)."""
     held = None if caller is None else await tenants.listed_datasets(caller)
+    builtins = [await engine.builtin(name) for name in BUILTIN_LOADERS]
 
     def collect() -> list[DatasetInfo]:
-        builtins = [engine.datasets.builtin(name) for name in BUILTIN_LOADERS]
         if held is None:
             return [info for info in engine.datasets.stored() if not info.inline]
         found = builtins
