@@ -1223,11 +1223,16 @@ def _json_table(rows: list[Any]) -> pa.Table:
         kind = str(kinds.pop()) if kinds else "number"
         if kind == "number":
             values = [None if v is None else float(v) for v in values]
-        columns[f"x{j}"] = pa.array(values, type=_JSON_TYPES[kind])
+        columns[f"x{j}"] = pa.array(values, type=_JSON_TYPES[kind]())
     return pa.table(columns)
 
 
-_JSON_TYPES = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+# Called when a table is built: pyarrow loads in the data workers only.
+_JSON_TYPES = {
+    "number": lambda: pa.float64(),
+    "string": lambda: pa.string(),
+    "boolean": lambda: pa.bool_(),
+}
 
 
 def _json_kind(value: Any) -> str | None:
