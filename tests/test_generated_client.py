@@ -102,9 +102,7 @@ def test_job_followed_and_plot_downloaded(generated: Generated, server: ServiceP
     with generated.client(server) as client:
         # A random_state no other test asks for: not stored, so computed by a job.
         request = models.BenchmarkRequest(dataset="iris", random_state=90210)
-        answer = create.sync_detailed(
-            client=client, body=request, prefer=models.CreateBenchmarkPrefer("respond-async")
-        )
+        answer = create.sync_detailed(client=client, body=request, prefer="respond-async")
         assert answer.status_code == 202, answer.content
         job = answer.parsed
         assert isinstance(job, models.Job)

@@ -65,9 +65,11 @@ HEADERS_BY_STATUS: dict[str, dict[str, Any]] = {
         "in": "header",
         "required": False,
         "description": "`respond-async` (RFC 7240): a result not stored yet is computed by "
-        "a job, answered 202 with `Location: /v1/jobs/{id}`.",
-        # No example: Swagger UI's "Try it out" would send it, making every try a job.
-        "schema": {"type": "string", "enum": ["respond-async"]},
+        "a job, answered 202 with `Location: /v1/jobs/{id}`. Other preferences are "
+        "ignored, as RFC 7240 asks.",
+        # No enum (a preference the server does not know is ignored, not refused) and no
+        # example (Swagger UI's "Try it out" would send it, making every try a job).
+        "schema": {"type": "string"},
     },
 }
 # Answers a client reads as text or JSON; every other media type is bytes to it.
