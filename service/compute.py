@@ -108,9 +108,11 @@ class TenantShares:
         return max(1, int(capacity * self.share))
 
     @contextlib.contextmanager
-    def holding(self, capacity: int, threads: int, task_s: float, name: str) -> Iterator[None]:
+    def holding(
+        self, capacity: int, threads: int, place_s: float | None, name: str
+    ) -> Iterator[None]:
         """Count one place for the current tenant, or refuse it (429) at its share;
-        ``threads`` computations run at once, each task taking ``task_s``."""
+        ``threads`` computations run at once, each holding its place ``place_s``."""
         who = tenant.get()
         if who is None:
             yield
@@ -119,12 +121,11 @@ class TenantShares:
         limit = self.limit(capacity)
         if held >= limit:
             # Until one of its own computations ends: they share the threads they hold.
-            wait = task_s * held / max(1, min(threads, held))
             raise TenantBusyError(
                 f"tenant {who!r} holds {held} of the {capacity} places of the {name} pool, "
                 f"its share (CLUSTERBENCH_TENANT_POOL_SHARE={self.share:g}); the others are "
                 "kept for other tenants: try again once one of its computations has ended",
-                retry_after=max(1, math.ceil(wait)),
+                retry_after=place_wait(place_s, held, min(threads, held), float("inf")),
             )
         self.held[who] = held + 1
         try:
@@ -140,16 +141,37 @@ def holding_place(
     gate: Any, admitted: contextvars.ContextVar[Any], capacity: int, threads: int
 ) -> Iterator[None]:
     """One place of ``gate`` (a pool, an executor: its ``pending``, ``shares``,
-    ``task_s``, ``name``) held by a computation and its tenant; the context is marked
-    ``admitted`` by ``gate``, so that its runs count no further."""
-    with gate.shares.holding(capacity, threads, gate.task_s, gate.name):
+    ``place_s``, ``name``) held by a computation and its tenant; the context is marked
+    ``admitted`` by ``gate``, so that its runs count no further. How long the place was
+    held goes into ``gate.place_s``."""
+    with gate.shares.holding(capacity, threads, gate.place_s, gate.name):
         gate.pending += 1
         token = admitted.set(gate)
+        began = time.monotonic()
         try:
             yield
         finally:
             admitted.reset(token)
             gate.pending -= 1
+            gate.place_s = observed(gate.place_s, time.monotonic() - began)
+
+
+# Seconds one computation holds its place before any is measured: a guess of the order
+# of a small benchmark.
+PLACE_S = 1.0
+
+
+def observed(average: float | None, seconds: float) -> float:
+    """A moving average of ``seconds``: the first measure as it is, then 1/5 of each."""
+    return seconds if average is None else 0.8 * average + 0.2 * seconds
+
+
+def place_wait(place_s: float | None, ahead: int, threads: int, timeout_s: float) -> int:
+    """Retry-After for a refused computation: the places ``ahead`` of it, each held for
+    ``place_s`` (a whole computation, all its tasks: Retry-After was 1 s for work of
+    seconds when it counted one task), shared by ``threads``."""
+    place = PLACE_S if place_s is None else place_s
+    return max(1, math.ceil(min(timeout_s, place * max(1, ahead) / max(1, threads))))
 
 
 def _death(exc: pebble.ProcessExpired) -> str:
@@ -209,6 +231,9 @@ class ComputePool:
         # honest Retry-After is made of. Until measured, a guess of the same order.
         self.task_s = 1.0
         self.start_s = 3.0
+        # Seconds a computation holds its place (all its tasks): what a busy answer's
+        # Retry-After is made of.
+        self.place_s: float | None = None
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_PRELOAD)
         self._closed = False
@@ -250,11 +275,10 @@ class ComputePool:
     def _busy(self) -> ComputeBusyError:
         # The wait until a slot frees: the work queued ahead, shared by the workers.
         ahead = self.pending - self.workers + 1
-        wait = min(self.timeout_s, self.task_s * max(1, ahead) / self.workers)
         return ComputeBusyError(
             f"all {self.workers} {self.name} worker(s) are busy and "
             f"{self.capacity - self.workers} task(s) are waiting; try again later",
-            retry_after=max(1, math.ceil(wait)),
+            retry_after=place_wait(self.place_s, ahead, self.workers, self.timeout_s),
         )
 
     @contextlib.contextmanager

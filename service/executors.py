@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool, TenantShares, holding_place, timed_out
+from service.compute import ComputePool, TenantShares, holding_place, place_wait, timed_out
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -154,6 +154,8 @@ class DaskExecutor:
         self.worker_deaths = 0
         # Seconds a task takes (moving average): what an honest Retry-After is made of.
         self.task_s = 1.0
+        # Seconds a computation holds its place (all its tasks): a busy answer's Retry-After.
+        self.place_s: float | None = None
         self._client: Client | None = None
         self._problem = f"not yet connected to the Dask scheduler at {address}"
         # What a worker that cannot run tasks said of itself, as the watcher last looked.
@@ -297,11 +299,10 @@ class DaskExecutor:
         capacity = threads + self.queue_size
         if self.pending >= capacity:
             ahead = self.pending - threads + 1
-            wait = min(self.timeout_s, self.task_s * max(1, ahead) / threads)
             raise ComputeBusyError(
                 f"all {threads} Dask worker thread(s) are busy and {self.queue_size} "
                 "computation(s) are waiting; try again later",
-                retry_after=max(1, math.ceil(wait)),
+                retry_after=place_wait(self.place_s, ahead, threads, self.timeout_s),
             )
         with holding_place(self, _dask_admitted, capacity, threads):
             yield

@@ -281,3 +281,29 @@ async def test_a_killed_worker_is_logged_and_said(caplog: pytest.LogCaptureFixtu
         assert await pool.run(os.getpid) > 0
     finally:
         pool.close()
+
+
+async def test_a_busy_answer_waits_for_a_whole_computation() -> None:
+    # Check that Retry-After of a busy pool counts the time a computation holds its
+    # place, all its tasks, not one task's: a computation of thirty 0.1 s tasks made
+    # the busy answer say Retry-After: 1 for work of seconds.
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=30, threads_per_worker=1)
+
+    async def computation() -> None:
+        with pool.admitted():
+            for _ in range(30):
+                await pool.run(time.sleep, 0.1)
+
+    try:
+        await pool.start()
+        await computation()  # measured: about 3 s held
+        holding = asyncio.ensure_future(computation())
+        while pool.pending < 1:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ComputeBusyError) as busy:
+            await pool.run(time.sleep, 0)
+        assert busy.value.retry_after is not None
+        assert busy.value.retry_after >= 3
+        await holding
+    finally:
+        pool.close()
