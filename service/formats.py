@@ -685,6 +685,10 @@ def _table_arrays(
                     f"column {name!r} holds no numbers: it is a categorical feature, one-hot "
                     f"encoded{_label_hint(name)}"
                 )
+    # One-hot encoding makes a column of many categories as many columns: a column of
+    # 100,000 distinct strings was a 1 MB upload whose fit needed a dense 80 GB matrix.
+    encoded = len(numeric) + sum(len(c) for c in categories)
+    check_cells((table.num_rows, encoded), bounds.max_cells, what="one-hot encoded, the table has")
     dtype = np.float32 if numeric and all(c.dtype == np.float32 for c in numeric) else np.float64
     X = np.empty((table.num_rows, len(numeric)), dtype=dtype)
     for j, values in enumerate(numeric):

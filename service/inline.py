@@ -9,7 +9,6 @@ compute worker by the ``*_in_worker`` functions, which return only small results
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -28,11 +27,9 @@ from service.datasets import (
     DatasetStore,
     as_feature_matrix,
     as_labels,
-    is_id,
-    unknown_dataset,
 )
 from service.errors import (
-    DatasetNotFoundError,
+    InvalidCentersError,
     InvalidRequestError,
     MalformedRequestError,
     PayloadTooLargeError,
@@ -263,6 +260,16 @@ def _read(body: bytes | Path) -> bytes:
 def _samples(X: Any, model: FittedModel, max_distances: int) -> np.ndarray:
     """``X`` as a matrix, refused (413) when its samples times the model's clusters pass
     ``max_distances``."""
+    # A table's rows are bounded before they are encoded: one-hot encoding makes each
+    # as wide as the model's encoded features.
+    encoded = model.preprocessing is not None and isinstance(X, list)
+    if encoded and len(X) * model.n_features > max_distances:
+        raise PayloadTooLargeError(
+            f"{len(X)} samples, one-hot encoded to {model.n_features} features, pass the "
+            f"limit of {max_distances} values (CLUSTERBENCH_PREDICT_MAX_DISTANCES); send "
+            "the samples in smaller batches",
+            errors=[{"loc": ["X"], "msg": "too many samples"}],
+        )
     samples = model.rows(X)
     if samples.shape[0] * model.n_clusters > max_distances:
         raise PayloadTooLargeError(
@@ -285,7 +292,11 @@ def request_body_in_worker(
     X, y = getattr(request, "X", None), getattr(request, "y", None)
     if X is None:
         if isinstance(request, BenchmarkRequest):
-            check_centers_fit(request, _named(datasets, request.dataset))
+            name = request.dataset or "digits"
+            # A stored dataset is not looked at before the API process has said the caller
+            # may use it: its shape would tell whether someone else uploaded it.
+            named = datasets.builtin(name) if name in BUILTIN_LOADERS else None
+            check_centers_fit(request, named)
         return request, None
     info = store_inline(datasets, X, y, limits, pooled)
     if isinstance(request, BenchmarkRequest):
@@ -293,26 +304,41 @@ def request_body_in_worker(
     return request.model_copy(update={"X": None, "y": None}), info
 
 
-def _named(datasets: DatasetStore, name: str | None) -> DatasetInfo:
-    """The built-in or stored dataset a request names (whether the caller may use it is
-    for the API process to say)."""
-    name = name or "digits"
-    if name in BUILTIN_LOADERS:
-        return datasets.builtin(name)
-    if is_id(name):
-        with contextlib.suppress(DatasetNotFoundError):
-            return datasets.get(name)
-    raise unknown_dataset(name)
+# Centre values a large body may carry back to the API process before its data's shape
+# is known there (8 MB of floats): far more than any n_clusters x n_features of a fit.
+MAX_UNCHECKED_CENTRE_VALUES = 1 << 20
 
 
-def check_centers_fit(request: BenchmarkRequest, dataset: DatasetInfo) -> None:
-    """Custom centres against the data: ``n_clusters`` rows of ``n_features`` values.
+def check_centers_fit(request: BenchmarkRequest, dataset: DatasetInfo | None) -> None:
+    """Custom centres against the data: ``n_clusters`` rows of as many values as the
+    estimator's features (a table's encoded width).
 
     Checked in the worker that decoded a large body, before the request travels back:
     sent back and unpickled, millions of centre rows filled the API process (two such
-    bodies took it from 331 to 3,429 MiB, and /healthz timed out).
+    bodies took it from 331 to 3,429 MiB, and /healthz timed out). ``dataset`` None (a
+    stored dataset, not looked at here): ``n_clusters`` rows when the request says
+    ``n_clusters``, and at most MAX_UNCHECKED_CENTRE_VALUES values in any case; the API
+    process checks the shape once the caller may use the data.
     """
     for index, strategy in enumerate(request.strategies):
-        if isinstance(strategy, StrategySpec) and strategy.centers is not None:
+        if not (isinstance(strategy, StrategySpec) and strategy.centers is not None):
+            continue
+        if dataset is not None:
             n_clusters = bm.default_n_clusters(request.n_clusters, dataset.n_labels)
-            bm.check_centers(strategy.centers, index, n_clusters, dataset.n_features)
+            width = dataset.fit_shape(request.missing)[1]
+            bm.check_centers(strategy.centers, index, n_clusters, width)
+            continue
+        rows = len(strategy.centers)
+        values = sum(len(row) for row in strategy.centers)
+        where = f"strategies[{index}].centers"
+        if request.n_clusters is not None and rows != request.n_clusters:
+            raise InvalidCentersError(
+                f"{where}: expected {request.n_clusters} rows (n_clusters), got {rows}",
+                errors=[{"loc": ["strategies", index, "centers"], "msg": "wrong row count"}],
+            )
+        if values > MAX_UNCHECKED_CENTRE_VALUES:
+            raise InvalidCentersError(
+                f"{where}: {values} values, more than {MAX_UNCHECKED_CENTRE_VALUES} "
+                "(n_clusters rows of n_features values are expected)",
+                errors=[{"loc": ["strategies", index, "centers"], "msg": "too many values"}],
+            )

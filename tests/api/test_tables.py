@@ -4,6 +4,7 @@ scikit-learn's ColumnTransformer pipeline called directly (API.md Part 3)."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import silhouette_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, OneHotEncoder, StandardScaler
+
+from tests.conftest import make_settings, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -395,3 +398,55 @@ async def test_shape_limits_count_the_encoded_width(client: httpx.AsyncClient) -
     ks = sorted({row["k"] for row in swept.json()["results"] if row["init"] == "pca"})
     assert ks == list(range(2, 9))
     assert swept.json()["warnings"] == []
+
+
+async def test_a_wide_one_hot_encoding_is_refused_at_upload(tmp_path: Path) -> None:
+    # Check that the cell bound counts the one-hot encoded width: a column of 100
+    # distinct strings in 100 rows is 200 cells as sent but 10,100 encoded (a column of
+    # 100,000 distinct strings was a 1 MB upload whose fit needed a dense 80 GB matrix).
+    rows = [f"{i}.5,word{i}" for i in range(100)]
+    body = ("v,w\n" + "\n".join(rows) + "\n").encode()
+    async with serve(make_settings(tmp_path / "data", max_cells=1000)) as small:
+        before = (await small.get("/v1/datasets")).json()["datasets"]
+        response = await small.post(
+            "/v1/datasets", content=body, headers={"content-type": "text/csv"}
+        )
+        assert response.status_code == 413, response.text
+        assert "one-hot encoded" in response.json()["detail"]
+        assert (await small.get("/v1/datasets")).json()["datasets"] == before
+
+
+@pytest.mark.parametrize("empty", ["b_numbers", "b_words"])
+async def test_imputing_a_column_with_no_value_is_a_422_naming_it(
+    client: httpx.AsyncClient, empty: str
+) -> None:
+    # Check that missing="impute" on a column holding no value at all is a 422 naming it:
+    # the most frequent of no category was a 500, the mean of no number a NaN left in.
+    rows = [f"{i}.25,,{'x' if i % 2 else 'y'}" for i in range(12)]
+    body = (f"a,{empty},c\n" + "\n".join(rows) + "\n").encode()
+    params = {"categorical": empty} if empty == "b_words" else {}
+    response = await client.post(
+        "/v1/datasets", content=body, headers={"content-type": "text/csv"}, params=params
+    )
+    assert response.status_code in (200, 201), response.text
+    refused = await client.post(
+        "/v1/benchmarks",
+        json={"dataset": response.json()["id"], "n_clusters": 2, "missing": "impute"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert f"'{empty}' hold no value at all" in refused.json()["detail"]
+
+
+async def test_a_report_has_the_plot_of_one_categorical_column(client: httpx.AsyncClient) -> None:
+    # Check that the report decides on a plot as the answer's plot_url does, by the
+    # encoded width: one column of three categories is three features, plotted, yet the
+    # report said "No plot: the data has one feature".
+    body = ("w\n" + "\n".join(["red", "green", "blue"] * 8) + "\n").encode()
+    dataset = await client.post("/v1/datasets", content=body, headers={"content-type": "text/csv"})
+    assert dataset.status_code in (200, 201), dataset.text
+    result = await benchmark(client, dataset.json()["id"])
+    assert result["plot_url"] is not None
+    page = await client.get(f"/v1/benchmarks/{result['id']}/report")
+    assert page.status_code == 200, page.text
+    assert "No plot" not in page.text
+    assert "data:image/png;base64," in page.text
