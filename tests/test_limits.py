@@ -303,3 +303,34 @@ async def test_scratch_files_of_stopped_processes_are_removed_at_start(tmp_path:
     assert not orphan.exists()
     assert not legacy.exists()
     assert alive.exists()
+
+
+def test_a_large_bodys_worker_tells_nothing_of_stored_datasets(tmp_path: Path) -> None:
+    # Check that the worker decoding a large body answers alike for a stored dataset's id
+    # and for an id nobody uploaded: it looked the stored one up to check custom centres
+    # against its shape, so wrong centres told another tenant's dataset exists (a 422 with
+    # its shape) where a random id said "unknown dataset". The API process checks the
+    # shape once the caller may use the data.
+    from service.datasets import DatasetStore
+    from service.errors import InvalidCentersError
+    from service.formats import DataLimits
+    from service.inline import request_body_in_worker
+    from service.schemas import BenchmarkRequest
+
+    root = tmp_path / "datasets"
+    stored, _ = DatasetStore(root).put(np.eye(6), None, name="secret", format="csv")
+    body = tmp_path / "body.json"
+    for dataset_id in (stored.id, "f" * 64):
+        custom = {"init": "custom", "centers": [[1.0, 2.0]] * 3}  # the wrong width for eye(6)
+        body.write_bytes(
+            orjson.dumps({"dataset": dataset_id, "n_clusters": 3, "strategies": [custom]})
+        )
+        request, info = request_body_in_worker(BenchmarkRequest, body, root, DataLimits())
+        assert (request.dataset, info) == (dataset_id, None)
+        # Rows past n_clusters are refused here all the same, before they travel back.
+        custom["centers"] = [[1.0, 2.0]] * 4
+        body.write_bytes(
+            orjson.dumps({"dataset": dataset_id, "n_clusters": 3, "strategies": [custom]})
+        )
+        with pytest.raises(InvalidCentersError, match="expected 3 rows"):
+            request_body_in_worker(BenchmarkRequest, body, root, DataLimits())
