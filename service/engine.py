@@ -345,7 +345,7 @@ class BenchmarkEngine:
             missing=request.missing,
             normalize=request.normalize,
         )
-        check_missing(dataset.table_columns(), params.missing)
+        check_missing(dataset.table_columns(), params.missing, dataset.n_samples)
         bm.check_params(params, *dataset.fit_shape(params.missing))
         return ResolvedBenchmark(id=bm.benchmark_id(params), dataset=dataset, params=params)
 

@@ -238,7 +238,7 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
         missing=request.missing,
         normalize=request.normalize,
     )
-    check_missing(dataset.table_columns(), params.missing)
+    check_missing(dataset.table_columns(), params.missing, dataset.n_samples)
     sweeps.check_sweep(params, *dataset.fit_shape(params.missing))
     return SweepQuestion(id=sweeps.sweep_id(params), dataset=dataset, params=params)
 

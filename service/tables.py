@@ -334,7 +334,22 @@ def missing_error(columns: list[Column]) -> InvalidParameterError:
     )
 
 
-def check_missing(columns: list[Column] | None, missing: str) -> None:
-    """Refuse (422), before any work, ``missing="error"`` on data with missing cells."""
+def check_missing(columns: list[Column] | None, missing: str, n_samples: int | None = None) -> None:
+    """Refuse (422), before any work, ``missing="error"`` on data with missing cells, and
+    ``missing="impute"`` on a feature column with no value at all (nothing to fill it
+    from: a most frequent category of none was a 500, a mean of none a NaN left in)."""
     if missing == "error" and columns and any(c.missing for c in columns):
         raise missing_error(columns)
+    if missing == "impute" and columns and n_samples is not None:
+        empty = [
+            c.name
+            for c in columns
+            if c.kind in ("numeric", "categorical") and c.missing >= n_samples
+        ]
+        if empty:
+            named = ", ".join(map(repr, empty))
+            raise InvalidParameterError(
+                f"column(s) {named} hold no value at all: there is nothing to impute them "
+                'from; upload the table without them, or send "missing": "drop"',
+                errors=[{"loc": ["missing"], "msg": f"no value in {named}"}],
+            )
