@@ -122,7 +122,7 @@ class TenantShares:
         if held >= limit:
             # Until one of its own computations ends: they share the threads they hold.
             raise TenantBusyError(
-                f"tenant {who!r} holds {held} of the {capacity} places of the {name} pool, "
+                f"this tenant holds {held} of the {capacity} places of the {name} pool, "
                 f"its share (CLUSTERBENCH_TENANT_POOL_SHARE={self.share:g}); the others are "
                 "kept for other tenants: try again once one of its computations has ended",
                 retry_after=place_wait(place_s, held, min(threads, held), float("inf")),

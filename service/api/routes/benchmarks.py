@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -32,11 +33,12 @@ from service.api.deps import (
 from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
 from service.benchmark import format_table
 from service.engine import BenchmarkEngine
-from service.errors import BenchmarkNotFoundError, InvalidRequestError
+from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
+from service.tables import DEFAULT_MISSING
 from service.tenants import BENCHMARK, Tenancy
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
@@ -140,12 +142,18 @@ def _respond(
     )
 
 
-async def _claim(tenants: Tenancy, caller: str | None, entry: StoredBenchmark) -> None:
+async def _claim(
+    tenants: Tenancy, caller: str | None, entry: StoredBenchmark, engine: BenchmarkEngine
+) -> None:
     """Give the caller the benchmark it was answered, with its models."""
     if caller is None:
         return
     data = entry.data
+    # The estimator's width: a table's one-hot encoded columns, not its column count.
     n_features = data["dataset"]["n_features"]
+    with contextlib.suppress(DatasetNotFoundError):
+        dataset = engine.datasets.get(data["dataset"]["id"])
+        n_features = dataset.fit_shape(data["params"].get("missing", DEFAULT_MISSING))[1]
     k = data["n_clusters"]
     # A model's arrays, in float64: the centres, the clusters' means and stds, the scaler's
     # mean and scale, the cluster sizes, and the upper half of the training distances.
@@ -172,7 +180,7 @@ async def _held_entry(
     elif await tenants.awaits_result(caller, benchmark_id):
         entry = await engine.cached(benchmark_id)
         if entry is not None:
-            await _claim(tenants, caller, entry)  # the job's result is the caller's now
+            await _claim(tenants, caller, entry, engine)  # the job's result is the caller's now
     if entry is None:
         raise BenchmarkNotFoundError(f"no benchmark with id {benchmark_id}")
     return entry
@@ -217,7 +225,7 @@ async def create_benchmark(
         if hot is not None:
             if etag_matches(if_none_match, f'"{hot.id}"'):
                 return _not_modified(hot.id)
-            await _claim(tenants, caller, hot)
+            await _claim(tenants, caller, hot, engine)
             return _respond(hot, cached=True, accept=accept)
         may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
         job = await engine.resolve_body(body, may_use=may_use)
@@ -236,7 +244,7 @@ async def create_benchmark(
         if accepted is not None:
             return accepted
     entry, cached = await engine.get_or_compute(job)
-    await _claim(tenants, caller, entry)
+    await _claim(tenants, caller, entry, engine)
     return _respond(entry, cached=cached, accept=accept)
 
 
@@ -434,7 +442,7 @@ async def get_benchmark_report(
     dataset, parameters and versions, as one HTML page with no external URL."""
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
     png: bytes | None = None
-    if entry.data["dataset"]["n_features"] >= 2:  # the plot needs two
+    if entry.data.get("plot_url") is not None:  # the plot needs two features
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
     profiles = {
