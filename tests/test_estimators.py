@@ -143,12 +143,12 @@ def test_bad_centres_are_named(centers: np.ndarray, message: str, loc: list[int]
 
 
 def test_ids_of_todays_requests_stay_and_new_fields_change_them() -> None:
-    # Check that a request without estimator, centres or left-out defaults hashes as
-    # before there were any (cached ids stay valid), and that estimator and centres
-    # change the id.
+    # Check that a request without estimator, centres, left-out defaults or the real
+    # tables' missing and normalize hashes as before there were any (cached ids stay
+    # valid), and that estimator and centres change the id.
     base = params(3, strategy("k-means++"), strategy("random"))
     before = asdict(base)
-    del before["estimator"], before["left_out"]
+    del before["estimator"], before["left_out"], before["missing"], before["normalize"]
     for s in before["strategies"]:
         del s["centers"]
     old_id = hashlib.sha256(canonical_json({"benchmark": before, "versions": VERSIONS})).hexdigest()
