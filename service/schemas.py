@@ -437,9 +437,16 @@ class ModelInfo(BaseModel):
     n_clusters: int
     n_features: int
     cluster_centers: list[list[float]] = Field(
-        description="Cluster centres in the original feature space (n_clusters by n_features)."
+        description="Cluster centres in the original feature space (n_clusters by n_features); "
+        'with `normalize: "l2"` they are the scaled space\'s centres of unit rows, un-scaled: '
+        "a sample is assigned after it is scaled and normalized, as `/predict` does."
     )
     scaler: ScalerInfo | None = Field(description="The StandardScaler, or null without scaling.")
+    normalize: NormalizeName = Field(
+        "none",
+        description='`"l2"`: each row is normalized (a `Normalizer`) after scaling, before the '
+        "centres; rebuilding the assignment from `scaler` and `cluster_centers` needs it.",
+    )
     inertia: float
     n_iter: int | None
     estimator: EstimatorName = Field(

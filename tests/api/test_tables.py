@@ -207,6 +207,9 @@ async def test_weighted_parquet_with_nulls_and_dictionaries(client: httpx.AsyncC
     again = await benchmark(client, info["id"], missing="impute", normalize="l2")
     assert again["id"] == body["id"]
     assert again["cached"]
+    # The model says it normalizes: its centres alone do not assign a sample.
+    model = await client.get(f"/v1/models/{body['results'][0]['model_id']}")
+    assert model.json()["normalize"] == "l2"
 
     sweep = await client.post(
         "/v1/sweeps",

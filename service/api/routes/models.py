@@ -45,6 +45,7 @@ def _describe(model_id: str, model: FittedModel) -> bytes:
             "n_features": model.n_features,
             "cluster_centers": model.centers_in_feature_space().tolist(),
             "scaler": scaler,
+            "normalize": "l2" if model.normalize else "none",
             "inertia": model.inertia,
             "n_iter": model.n_iter,
             "estimator": model.estimator,
