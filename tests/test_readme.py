@@ -34,13 +34,18 @@ def examples(readme: str) -> list[tuple[str, str, str]]:
 
 
 def matches(actual: Any, expected: Any, where: str = "") -> None:
-    """``expected`` is ``actual`` with "..." standing for any value, dicts as subsets, and
-    floats equal to 9 significant digits."""
+    """``expected`` is ``actual`` with "..." standing for any value, and floats equal to
+    9 significant digits. A dict shows every key the service answers, unless it has a
+    ``"...": "..."`` entry (the rest left out on purpose): an example must not hide fields."""
     if expected == "...":
         return
     if isinstance(expected, dict):
         assert isinstance(actual, dict), where
-        for key, value in expected.items():
+        shown = {key: value for key, value in expected.items() if key != "..."}
+        if "..." not in expected:
+            hidden = sorted(set(actual) - set(shown))
+            assert not hidden, f"{where}: the example leaves out {hidden}"
+        for key, value in shown.items():
             assert key in actual, f"{where}.{key} missing"
             matches(actual[key], value, f"{where}.{key}")
     elif isinstance(expected, list):
