@@ -58,8 +58,9 @@ from service.inline import (
 )
 from service.onnx_export import model_to_onnx
 from service.plotting import PanelSpec, render_boundaries_from_file
+from service.result_backend import ResultBackend
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
-from service.store import ResultBackend, StoredBenchmark
+from service.store import StoredBenchmark
 from service.tables import DEFAULT_MISSING, check_missing
 
 logger = logging.getLogger(__name__)

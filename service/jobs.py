@@ -22,11 +22,10 @@ import math
 import os
 import socket
 import sqlite3
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,10 +44,9 @@ from service.errors import (
     StorageError,
     StoreUnavailableError,
     TenantBusyError,
-    storage_errors,
 )
 from service.questions import KINDS, Question
-from service.sqlite import open_wal, transaction
+from service.sqlite import Database
 
 logger = logging.getLogger(__name__)
 
@@ -229,33 +227,20 @@ class JobBackend(Protocol):
     def close(self) -> None: ...
 
 
+def _rows(db: sqlite3.Connection) -> None:
+    db.row_factory = sqlite3.Row
+
+
 class JobStore:
     """Job records in ``path`` (SQLite, WAL), shared by every process on the directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use (a read-only or full data
-        directory is a 503 or 507 then, not a failed start)."""
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = open_wal(
-                self.path, busy_timeout_s=30.0, schema=SCHEMA, what="jobs database"
-            )
-            connection.row_factory = sqlite3.Row
-            self._local.connection = connection
-        return connection
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with (
-            storage_errors("writing the jobs database", self.path.parent),
-            transaction(self._connection()) as db,
-        ):
-            yield db
+        self._db = Database(
+            path, schema=SCHEMA, what="jobs database", busy_timeout_s=30.0, prepare=_rows
+        )
+        self._connection = self._db.connection
+        self._transaction = self._db.transaction
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
@@ -465,10 +450,7 @@ class JobStore:
         return [row[0] for row in rows]
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self._db.close()
 
 
 @dataclass

@@ -34,8 +34,9 @@ from service.formats import DataLimits
 from service.jobs import JobBackend, JobManager, JobStore
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
+from service.result_backend import ResultBackend
 from service.settings import Settings
-from service.store import ResultBackend, ResultStore
+from service.store import ResultStore
 from service.tenants import Tenancy, TenantStore, parse_keys
 
 logger = logging.getLogger("service")

@@ -29,7 +29,7 @@ import orjson
 
 from service.errors import JobOrphanedError
 from service.jobs import ACTIVE, RELEASED, Job, problem_of
-from service.redis_store import PREFIX, Guard, connect
+from service.redis_connection import PREFIX, Guard, connect
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The result cache in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
 
-The same interface as :class:`service.store.ResultStore` (benchmarks, models, plots,
-documents, leases), so the engine does not know which one it talks to. Every write that
+Every role of :class:`service.result_backend.ResultBackend` (benchmarks, models, plots,
+documents, leases, health), as :class:`service.store.ResultStore` has them, so the engine
+does not know which one it talks to. Every write that
 touches several keys is one Lua script, so a replica killed mid-write leaves each entry
 whole or absent, and the indexes (creation order, LRU order, sizes, which benchmarks use
 a model) never point at something gone.
@@ -39,149 +40,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from service import processes
 from service.benchmark import FittedModel
-from service.errors import StorageError, StorageFullError, StoreUnavailableError
-from service.store import (
-    ACCESS_RESOLUTION_S,
-    StoredBenchmark,
-    _MemoryLayer,
-    model_from_bytes,
-    model_to_bytes,
-)
+from service.errors import StorageError
+from service.memory import MemoryLRU
+from service.redis_connection import PREFIX, Guard, connect, unavailable
+from service.result_backend import ACCESS_RESOLUTION_S
+from service.store import StoredBenchmark, model_from_bytes, model_to_bytes
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Every key of the service starts so (one Redis database may hold other things too).
-PREFIX = "clusterbench:"
-
-
-# Idle seconds before the first probe, seconds between probes, probes unanswered: a dead
-# peer is an error within 10 + 5 x 3 s (where the platform has these options).
-_KEEPALIVE = {
-    getattr(socket, name): value
-    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-    if hasattr(socket, name)
-}
-
-
-def connect(url: str, *, timeout_s: float) -> redis.Redis:
-    """A client of ``url`` whose every call gives up after ``timeout_s`` (never a hang).
-
-    One retry on a broken connection: after a Redis restart the first command on each
-    pooled connection fails once, and is then sent again on a fresh one. Never on a
-    timeout: a Redis that does not answer (frozen, overloaded) was waited for twice (a 503
-    after 4 s with the 2 s default), and again for an idle connection's health check.
-
-    Nothing is sent but the command: no ``CLIENT SETINFO`` handshake on a new connection,
-    no ``PING`` health check on an idle one. So a command reaches Redis alike on any
-    connection, and a write that timed out may always have run once Redis answers again
-    (see :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the
-    check, whether it could depended on the pool's history. A connection whose peer is
-    gone without a word (a host lost, a NAT entry dropped) is found by TCP keepalive
-    probes instead, within about 25 s: the invalidation listener's above all, which
-    otherwise would wait for ever, its replica serving what others deleted.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        lib_name=None,
-        lib_version=None,
-        socket_keepalive=True,
-        socket_keepalive_options=_KEEPALIVE,
-        max_connections=64,
-    )
-
-
-def where(url: str) -> str:
-    """``host:port`` of a Redis URL, for messages (never its password)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-
-
-def is_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is Redis refusing a write at its ``maxmemory`` (noeviction)."""
-    return isinstance(exc, redis.exceptions.OutOfMemoryError)
-
-
-def unavailable(exc: Exception, doing: str, url: str) -> StorageError:
-    """The problem a failed Redis call is for the client: Redis full (507), else 503."""
-    if is_full(exc):
-        return StorageFullError(
-            f"the shared store (Redis at {where(url)}) is full (maxmemory): {doing} failed and "
-            "nothing was stored; retry once it has room (no restart is needed)"
-        )
-    return StoreUnavailableError(
-        f"the shared store (Redis at {where(url)}) did not answer: {doing} failed "
-        f"({type(exc).__name__}: {exc}); retry shortly, the service recovers by itself"
-    )
-
-
-class Guard:
-    """Calls to the Redis at ``url``, a Redis error in each raised as the problem it is for
-    the client.
-
-    Once a call has timed out, and until one succeeds, one read at a time is sent to
-    Redis and the others fail at once: Redis is not answering, and the reads queued for
-    a thread meanwhile each waited a timeout of their own (16 job reads at once got their
-    503s after 2, 4 and 7 s with the 2 s default). Writes are always sent: a computed
-    result is worth a timeout, and it may run when Redis wakes.
-    """
-
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self._silent = False
-        self._probing = False
-        self._lock = threading.Lock()
-
-    def __call__(self, doing: str, action: Callable[[], T]) -> T:
-        """``action()``, which writes (or reads and writes)."""
-        try:
-            result = action()
-        except redis.RedisError as exc:
-            if isinstance(exc, redis.TimeoutError):
-                self._silent = True
-            problem = unavailable(exc, doing, self.url)
-            logger.warning("%s", problem.detail)
-            raise problem from exc
-        self._silent = False
-        return result
-
-    def read(self, doing: str, action: Callable[[], T]) -> T:
-        """``action()``, which only reads: failed at once while Redis is silent and
-        another read is finding out whether it still is."""
-        with self._lock:
-            probe = self._silent
-            if probe and self._probing:
-                raise StoreUnavailableError(
-                    f"the shared store (Redis at {where(self.url)}) did not answer within "
-                    f"{self.timeout_s:g} s a moment ago: {doing} was not tried; retry "
-                    "shortly, the service recovers by itself"
-                )
-            self._probing = self._probing or probe
-        try:
-            return self(doing, action)
-        finally:
-            if probe:
-                with self._lock:
-                    self._probing = False
-
 
 # Shared by the scripts that remove a benchmark: its body, plots, index entries, sizes
 # and the models no other benchmark uses.
@@ -328,7 +204,7 @@ class RedisResultStore:
         self.max_bytes = max_bytes
         self.corrupt_entries = 0
         self._memory_bytes = memory_bytes
-        self._memory = _MemoryLayer(memory_bytes)
+        self._memory = MemoryLRU(memory_bytes)
         self._access_written: dict[str, float] = {}
         # Set while the listener is subscribed: only then is the memory layer used.
         self._live = threading.Event()
@@ -360,7 +236,7 @@ class RedisResultStore:
         with self._lock:
             self._live.clear()
             self._generation += 1
-            self._memory = _MemoryLayer(self._memory_bytes)
+            self._memory = MemoryLRU(self._memory_bytes)
             self._access_written.clear()  # deletes may have been missed meanwhile
 
     def _listen(self) -> None:

@@ -1,31 +1,36 @@
-"""The small SQLite databases beside the cache (keys and claims, jobs): one way to open
-them, and one way to write to them."""
+"""The small SQLite databases of the data directory (the result cache, jobs, keys and
+claims): one way to open them, one connection per thread, and one way to write to them."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from service.errors import storage_errors
 
 
-def open_wal(path: Path, *, busy_timeout_s: float, schema: str, what: str) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode, with ``schema`` applied.
+def connect_wal(path: Path, *, busy_timeout_s: float, schema: str) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode, with ``schema`` applied; sqlite3's own error
+    if that fails (the result cache classifies it itself, see :func:`open_wal`)."""
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    db.executescript(schema)
+    return db
 
-    Raises the storage problem (503 read-only, 507 full) rather than sqlite3's error when
-    the data directory takes no writes, so that the caller answers it per request and
-    recovers by itself once the directory takes writes again. ``what`` names the database
-    in that problem.
+
+def open_wal(path: Path, *, busy_timeout_s: float, schema: str, what: str) -> sqlite3.Connection:
+    """:func:`connect_wal`, raising the storage problem (503 read-only, 507 full) rather
+    than sqlite3's error when the data directory takes no writes, so that the caller
+    answers it per request and recovers by itself once the directory takes writes again.
+    ``what`` names the database in that problem.
     """
     with storage_errors(f"opening the {what}", path.parent):
-        db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        db.executescript(schema)
-    return db
+        return connect_wal(path, busy_timeout_s=busy_timeout_s, schema=schema)
 
 
 @contextlib.contextmanager
@@ -42,3 +47,61 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
+
+
+class Database:
+    """One SQLite file of the data directory (jobs, keys and claims), one connection per
+    thread, opened on first use: a data directory that is read-only (or full) when the
+    service starts is a 503 (507) per request then, not a failed start, and the service
+    recovers by itself once it takes writes again.
+
+    ``prepare`` runs once on each new connection, after ``schema`` (migrations, a row
+    factory). ``what`` names the database in the problems.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        schema: str,
+        what: str,
+        busy_timeout_s: float,
+        prepare: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._schema = schema
+        self._what = what
+        self._busy_timeout_s = busy_timeout_s
+        self._prepare = prepare
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = open_wal(
+                self.path, busy_timeout_s=self._busy_timeout_s, schema=self._schema, what=self._what
+            )
+            if self._prepare is not None:
+                self._prepare(db)
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (SQLite's lock, across processes), a refused write raised
+        as the storage problem it is; a transaction opened inside another joins it."""
+        db = self.connection()
+        if db.in_transaction:
+            yield db
+            return
+        with storage_errors(f"writing the {self._what}", self.path.parent), transaction(db):
+            yield db
+
+    def close(self) -> None:
+        """Close this thread's connection (the next use opens a new one)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

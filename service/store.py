@@ -7,104 +7,35 @@ sha256, checked on read: a corrupt entry is logged, dropped and recomputed, and 
 database file that cannot be read at all is moved aside and started afresh. Nothing is
 ever unpickled: models are ``.npz`` bytes read with ``allow_pickle=False``.
 
-Several processes may share the file. Moving a broken one aside happens under an
-exclusive ``flock`` on ``cache.sqlite3.lock`` and only once the file is seen broken
-again under that lock (another process may have replaced it already), and every write
-holds the lock shared and goes to the file now at the path, never to one moved aside.
-A write the disk refuses (full, read-only) raises a :class:`StorageError` for the
-client, and :meth:`ResultStore.storage_problem` says so to ``/readyz`` until it passes.
-
-Leases (one computation per question across processes) are short and renewed by their
-owner, and name the owner's process: a lease whose process died is free at once.
-
-A small LRU layer in memory keeps hot responses and plots as bytes, so a hit is served
+The file itself (connections, locks, a broken file moved aside, ``/readyz``) is
+:mod:`service.cache_db`; leases and documents are layers of their own on it
+(:mod:`service.store_leases`, :mod:`service.store_documents`). Hot responses, plots and
+models are kept in memory too (:class:`service.memory.MemoryLRU`), so a hit is served
 without touching the disk or re-serialising anything.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import io
 import json
 import logging
-import os
-import sqlite3
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
 
-from service import processes
 from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
-from service.errors import MIN_FREE_BYTES, StorageError
-from service.sqlite import transaction
+from service.cache_db import CorruptPayloadError, sha256
+from service.result_backend import ACCESS_RESOLUTION_S
+from service.store_documents import SQLiteDocuments
+from service.store_leases import SQLiteLeases
 from service.tables import Preprocessing
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS benchmarks (
-    id TEXT PRIMARY KEY,
-    body BLOB NOT NULL,
-    sha TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    accessed REAL NOT NULL,
-    created REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS benchmarks_accessed ON benchmarks (accessed);
-CREATE TABLE IF NOT EXISTS models (
-    id TEXT PRIMARY KEY,
-    data BLOB NOT NULL,
-    sha TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS benchmark_models (
-    benchmark_id TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    PRIMARY KEY (benchmark_id, model_id)
-);
-CREATE INDEX IF NOT EXISTS benchmark_models_model ON benchmark_models (model_id);
-CREATE TABLE IF NOT EXISTS leases (
-    key TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    expires REAL NOT NULL,
-    process TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS probe (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS plots (
-    benchmark_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    png BLOB NOT NULL,
-    sha TEXT NOT NULL,
-    PRIMARY KEY (benchmark_id, key)
-);
-"""
-
-# A hit refreshes its entry's access time on disk at most this often (seconds).
-ACCESS_RESOLUTION_S = 30.0
-# How long the readiness probe waits for a database another process has locked.
-PROBE_BUSY_MS = 1000
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class _CorruptPayloadError(Exception):
-    """A stored payload does not match its checksum."""
 
 
 @dataclass
@@ -201,87 +132,9 @@ def model_from_bytes(data: bytes) -> FittedModel:
 _OPTIONAL_ARRAYS = ("cluster_sizes", "cluster_means", "cluster_stds", "distance_tail")
 
 
-class ResultBackend(Protocol):
-    """What the engine needs of a result store: :class:`ResultStore` (embedded SQLite)
-    or :class:`service.redis_store.RedisResultStore` (shared by replicas)."""
-
-    max_bytes: int
-    corrupt_entries: int
-    lease_ttl_s: float
-    lease_renew_s: float
-
-    def peek(self, benchmark_id: str) -> StoredBenchmark | None: ...
-    def touch_due(self, benchmark_id: str) -> bool: ...
-    def touch(self, benchmark_id: str) -> None: ...
-    def get(self, benchmark_id: str) -> StoredBenchmark | None: ...
-    def put(self, entry: StoredBenchmark) -> None: ...
-    def delete(self, benchmark_id: str) -> bool: ...
-    def users_of(self, model_ids: Sequence[str]) -> dict[str, set[str]]: ...
-    def page(
-        self,
-        *,
-        limit: int,
-        before: tuple[float, str] | None = None,
-        among: Sequence[str] | None = None,
-    ) -> list[tuple[str, float]]: ...
-    def get_plot(self, benchmark_id: str, key: str) -> bytes | None: ...
-    def put_plot(self, benchmark_id: str, key: str, png: bytes) -> None: ...
-    def get_model(self, model_id: str) -> FittedModel | None: ...
-    def try_lease(self, key: str, owner: str, ttl_s: float) -> bool: ...
-    def renew_lease(self, key: str, owner: str, ttl_s: float) -> bool: ...
-    def release(self, key: str, owner: str) -> None: ...
-    def usable(self) -> bool: ...
-    def storage_problem(self) -> str | None: ...
-    def total_bytes(self) -> int: ...
-    def get_document(self, kind: str, key: str) -> bytes | None: ...
-    def put_document(self, kind: str, key: str, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class _MemoryLayer:
-    """A byte-bounded LRU of hot values, shared by this process's threads."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key: tuple[str, str], value: Any, size: int) -> None:
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._items[key] = (value, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._bytes -= dropped
-
-    def discard(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            item = self._items.pop(key, None)
-            if item is not None:
-                self._bytes -= item[1]
-
-    def drop(self, benchmark_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k[1] == benchmark_id]:
-                self._bytes -= self._items.pop(key)[1]
-
-
-class ResultStore:
-    """Benchmarks, models and plots under ``<data_dir>/cache.sqlite3``, LRU-bounded.
+class ResultStore(SQLiteLeases, SQLiteDocuments):
+    """Benchmarks, models and plots under ``<data_dir>/cache.sqlite3``, LRU-bounded: every
+    role of :class:`service.result_backend.ResultBackend` on one SQLite file.
 
     Parameters
     ----------
@@ -295,178 +148,8 @@ class ResultStore:
     """
 
     def __init__(self, path: Path, *, max_bytes: int, memory_bytes: int) -> None:
-        self.path = path
         self.max_bytes = max_bytes
-        self._memory = _MemoryLayer(memory_bytes)
-        self._local = threading.local()
-        self._generation = 0
-        self._lock = threading.Lock()
-        self._access_written: dict[str, float] = {}
-        self.corrupt_entries = 0
-        self._open_or_reset()
-
-    # Leases live this long unless their owner renews them, which it does this often.
-    lease_ttl_s = 10.0
-    lease_renew_s = 3.0
-
-    # -- connections -------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=30000")
-        connection.executescript(SCHEMA)
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(leases)")}
-        if "process" not in columns:
-            # A database from before leases named their process; another process may
-            # add the column first.
-            with contextlib.suppress(sqlite3.OperationalError):
-                connection.execute("ALTER TABLE leases ADD COLUMN process TEXT NOT NULL DEFAULT ''")
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(benchmarks)")}
-        if "created" not in columns:
-            # A database from before benchmarks were listed: their last use stands for
-            # their creation. Another process may add the column first.
-            with contextlib.suppress(sqlite3.OperationalError):
-                connection.execute(
-                    "ALTER TABLE benchmarks ADD COLUMN created REAL NOT NULL DEFAULT 0"
-                )
-                connection.execute("UPDATE benchmarks SET created = accessed WHERE created = 0")
-        connection.execute(
-            "CREATE INDEX IF NOT EXISTS benchmarks_created ON benchmarks (created, id)"
-        )
-        return connection
-
-    def _open_or_reset(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if self._connection().execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
-        except sqlite3.OperationalError:
-            # Cannot open (permissions, a directory in the way): serve without a cache and
-            # say so through readiness, never touch what is there.
-            logger.exception("cache database %s cannot be opened", self.path)
-        except sqlite3.DatabaseError as exc:
-            self._quarantine(exc)
-
-    def _inode(self) -> int | None:
-        try:
-            return self.path.stat().st_ino
-        except OSError:
-            return None
-
-    def _lock_fd(self) -> int | None:
-        """This thread's descriptor of ``<path>.lock``; None where it cannot be made."""
-        fd: int | None = getattr(self._local, "lock_fd", None)
-        if fd is None:
-            try:
-                fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError:
-                return None  # a read-only directory: nothing can be moved aside either
-            self._local.lock_fd = fd
-        return fd
-
-    @contextmanager
-    def _flock(self, operation: int) -> Iterator[None]:
-        """Hold ``<path>.lock`` (shared or exclusive) across processes."""
-        fd = self._lock_fd()
-        if fd is None:
-            yield
-            return
-        fcntl.flock(fd, operation)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _still_unreadable(self) -> bool:
-        """Whether the file now at the path fails a check, through a connection of its own."""
-        try:
-            with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as db:
-                return bool(db.execute("PRAGMA quick_check").fetchone()[0] != "ok")
-        except sqlite3.OperationalError:
-            return False  # busy or locked: in use, so not to be moved
-        except sqlite3.DatabaseError:
-            return True
-
-    def _quarantine(self, exc: Exception) -> None:
-        """Move an unreadable database aside and start an empty one: it is only a cache.
-
-        Two processes that both saw the file broken must not each move one aside: the
-        second would move the first one's fresh database, results and all (3 were lost
-        so). So under the exclusive lock, the file at the path is checked again first.
-        """
-        with self._lock:
-            self._generation += 1
-            self._access_written.clear()
-            try:
-                with self._flock(fcntl.LOCK_EX):
-                    if not self._still_unreadable():
-                        logger.warning(
-                            "cache database %s failed (%s) but the file now there is sound "
-                            "(replaced by another process?): using it",
-                            self.path,
-                            exc,
-                        )
-                        return
-                    moved = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
-                    logger.error(
-                        "cache database %s is unreadable (%s); moved to %s", self.path, exc, moved
-                    )
-                    for suffix in ("", "-wal", "-shm"):
-                        source = Path(f"{self.path}{suffix}")
-                        if source.exists():
-                            source.rename(f"{moved}{suffix}")
-                    self._connection()  # the fresh database, made before others look
-            except (OSError, sqlite3.Error):
-                logger.exception("cache database %s could not be replaced", self.path)
-
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection to the file now at the path (it may have been replaced)."""
-        local = self._local
-        inode = self._inode()
-        connection: sqlite3.Connection | None = getattr(local, "connection", None)
-        if connection is not None and (
-            local.generation != self._generation or local.inode != inode
-        ):
-            connection.close()
-            local.connection = connection = None
-        if connection is None:
-            connection = self._connect()
-            # Taken before connecting, so that if the file changed meanwhile the next call
-            # reconnects; unless connecting made the file.
-            if inode is None:
-                inode = self._inode()
-            local.connection, local.generation, local.inode = connection, self._generation, inode
-        return connection
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # Shared: while it is held no process moves the file aside, so the write goes to
-        # the database now at the path, never to one being set aside.
-        with self._flock(fcntl.LOCK_SH), transaction(self._connection()) as db:
-            yield db
-
-    def _safely(self, what: str, action: Callable[[], T], default: T, *, strict: bool = False) -> T:
-        """Run a store action; a broken database is reset and the action answers ``default``.
-
-        A disk refusing the write (full, read-only) is logged in one line and, if
-        ``strict``, raised as a StorageError for the client.
-        """
-        try:
-            return action()
-        except sqlite3.DatabaseError as exc:
-            problem = StorageError.of(exc, f"the cache {what}", directory=self.path.parent)
-            if problem is not None:
-                logger.warning("cache %s failed: %s (%s)", what, exc, problem.title)
-                if strict:
-                    raise problem from exc
-                return default
-            logger.exception("cache %s failed", what)
-            if not isinstance(exc, sqlite3.OperationalError):
-                self._quarantine(exc)
-                self._memory = _MemoryLayer(self._memory.max_bytes)
-            return default
+        super().__init__(path, memory_bytes=memory_bytes)
 
     # -- benchmarks -------------------------------------------------------------
 
@@ -494,25 +177,14 @@ class ResultStore:
             self._memory.put(("benchmark", benchmark_id), found, 2 * len(found.body))
         return found
 
-    def _payload(self, sql: str, params: tuple[str, ...]) -> bytes | None:
-        """The first column of the row ``sql`` selects, checked against the second (its
-        sha256); None when there is no row. Raises _CorruptPayloadError on a mismatch."""
-        row = self._connection().execute(sql, params).fetchone()
-        if row is None:
-            return None
-        data = bytes(row[0])
-        if _sha(data) != row[1]:
-            raise _CorruptPayloadError
-        return data
-
     def _read_benchmark(self, benchmark_id: str) -> StoredBenchmark | None:
         try:
             body = self._payload("SELECT body, sha FROM benchmarks WHERE id = ?", (benchmark_id,))
             if body is None:
                 return None
             if not body.startswith(b'{"id":"' + benchmark_id.encode()):
-                raise _CorruptPayloadError
-        except _CorruptPayloadError:
+                raise CorruptPayloadError
+        except CorruptPayloadError:
             self._drop_corrupt(benchmark_id, "benchmark")
             return None
         self._touch(benchmark_id, force=True)
@@ -537,12 +209,12 @@ class ResultStore:
                 "INSERT OR REPLACE INTO benchmarks (id, body, sha, size, accessed, created)"
                 " VALUES (?, ?, ?, ?, ?,"
                 " COALESCE((SELECT created FROM benchmarks WHERE id = ?), ?))",
-                (entry.id, entry.body, _sha(entry.body), size, now, entry.id, now),
+                (entry.id, entry.body, sha256(entry.body), size, now, entry.id, now),
             )
             for mid, data in models.items():
                 db.execute(
                     "INSERT OR REPLACE INTO models (id, data, sha) VALUES (?, ?, ?)",
-                    (mid, data, _sha(data)),
+                    (mid, data, sha256(data)),
                 )
                 db.execute(
                     "INSERT OR IGNORE INTO benchmark_models (benchmark_id, model_id) VALUES (?, ?)",
@@ -688,7 +360,7 @@ class ResultStore:
                     "SELECT png, sha FROM plots WHERE benchmark_id = ? AND key = ?",
                     (benchmark_id, key),
                 )
-            except _CorruptPayloadError:
+            except CorruptPayloadError:
                 self.corrupt_entries += 1
                 logger.warning("corrupt cached plot %s/%s: dropped", benchmark_id, key)
                 with self._transaction() as db:
@@ -721,7 +393,7 @@ class ResultStore:
                     db.execute(
                         "INSERT OR REPLACE INTO plots (benchmark_id, key, png, sha)"
                         " VALUES (?, ?, ?, ?)",
-                        (benchmark_id, key, png, _sha(png)),
+                        (benchmark_id, key, png, sha256(png)),
                     )
             self._evict()
 
@@ -737,7 +409,7 @@ class ResultStore:
             try:
                 data = self._payload("SELECT data, sha FROM models WHERE id = ?", (model_id,))
                 return None if data is None else model_from_bytes(data)
-            except (_CorruptPayloadError, ValueError, OSError, KeyError) as exc:
+            except (CorruptPayloadError, ValueError, OSError, KeyError) as exc:
                 self.corrupt_entries += 1
                 logger.warning("corrupt cached model %s (%s): dropped", model_id, exc)
                 with self._transaction() as db:
@@ -749,111 +421,6 @@ class ResultStore:
             self._memory.put(("model", model_id), found, found.nbytes)
         return found
 
-    # -- leases: one computation per question across processes -------------------------
-
-    def try_lease(self, key: str, owner: str, ttl_s: float) -> bool:
-        """Take the lease on ``key`` unless another owner holds it: unexpired, and held
-        by a process that runs, as far as this host can tell."""
-        process = processes.this_process()
-
-        def take() -> bool:
-            now = time.time()
-            with self._transaction() as db:
-                row = db.execute(
-                    "SELECT owner, expires, process FROM leases WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None:
-                    if row[1] >= now:
-                        if processes.process_alive(row[2]):
-                            return False
-                        logger.warning(
-                            "lease on %s held by %s, whose process (%s) is gone: taken over",
-                            key,
-                            row[0],
-                            row[2],
-                        )
-                    db.execute("DELETE FROM leases WHERE key = ?", (key,))
-                db.execute(
-                    "INSERT INTO leases (key, owner, expires, process) VALUES (?, ?, ?, ?)",
-                    (key, owner, now + ttl_s, process),
-                )
-            return True
-
-        # A store that cannot say who computes lets everyone compute.
-        return self._safely("lease", take, True)
-
-    def renew_lease(self, key: str, owner: str, ttl_s: float) -> bool:
-        """Extend ``owner``'s lease on ``key`` by ``ttl_s`` from now; False if it lost it."""
-
-        def extend() -> bool:
-            with self._transaction() as db:
-                return bool(
-                    db.execute(
-                        "UPDATE leases SET expires = ? WHERE key = ? AND owner = ?",
-                        (time.time() + ttl_s, key, owner),
-                    ).rowcount
-                )
-
-        return self._safely("lease renewal", extend, True)
-
-    def release(self, key: str, owner: str) -> None:
-        def drop() -> None:
-            with self._transaction() as db:
-                db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
-
-        self._safely("lease release", drop, None)
-
-    # -- operations ------------------------------------------------------------------
-
-    def usable(self) -> bool:
-        """Whether the database answers a query and accepts a write."""
-        return self.storage_problem() is None
-
-    def storage_problem(self) -> str | None:
-        """Why the store cannot take writes now (a sentence for ``/readyz``), or None.
-
-        Cheap, but it blocks: the file system's flags and free space, then one small write
-        that waits at most PROBE_BUSY_MS for a lock another process holds.
-        """
-        folder = self.path.parent
-        try:
-            fs = os.statvfs(folder)
-        except OSError as exc:
-            return f"the data directory {folder} cannot be read: {exc.strerror}"
-        if fs.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
-            return f"the data directory {folder} is read-only or not writable by the service"
-        free = fs.f_bavail * fs.f_frsize
-        if free < MIN_FREE_BYTES:
-            return (
-                f"the data directory {folder} is full: {free} bytes free, "
-                f"{MIN_FREE_BYTES} needed at least"
-            )
-
-        def probe() -> None:
-            db = self._connection()
-            db.execute(f"PRAGMA busy_timeout={PROBE_BUSY_MS}")
-            try:
-                with self._transaction() as tx:
-                    tx.execute(
-                        "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),)
-                    )
-            finally:
-                db.execute("PRAGMA busy_timeout=30000")
-
-        try:
-            probe()
-        except sqlite3.Error as exc:
-            problem = StorageError.of(exc, "a probe write", directory=folder)
-            if problem is not None:
-                return problem.detail
-            if not isinstance(exc, sqlite3.OperationalError):
-                self._quarantine(exc)
-                self._memory = _MemoryLayer(self._memory.max_bytes)
-            return f"the cache database does not accept a write: {exc}"
-        except OSError as exc:
-            return f"the cache database does not accept a write: {exc.strerror}"
-        return None
-
     def total_bytes(self) -> int:
         return self._safely(
             "size",
@@ -864,98 +431,3 @@ class ResultStore:
             ),
             0,
         )
-
-    def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
-        fd = getattr(self._local, "lock_fd", None)
-        if fd is not None:
-            os.close(fd)
-            self._local.lock_fd = None
-
-    # -- documents: sweeps, stability runs and their plots, by kind and id ------------
-    # A table of their own beside the benchmarks' (added, not reshaped), bounded by the
-    # same max_bytes with its own LRU.
-
-    def _documents(self) -> sqlite3.Connection:
-        db = self._connection()
-        if getattr(self._local, "documents_ready", None) != self._generation:
-            db.executescript(DOCUMENTS_SCHEMA)
-            self._local.documents_ready = self._generation
-        return db
-
-    def get_document(self, kind: str, key: str) -> bytes | None:
-        """The bytes stored under (kind, key), or None (absent, evicted or corrupt)."""
-        hot: bytes | None = self._memory.get((kind, key))
-        if hot is not None:
-            return hot
-
-        def read() -> bytes | None:
-            db = self._documents()
-            row = db.execute(
-                "SELECT data, sha FROM documents WHERE kind = ? AND key = ?", (kind, key)
-            ).fetchone()
-            if row is None:
-                return None
-            data = bytes(row[0])
-            if _sha(data) != row[1]:
-                self.corrupt_entries += 1
-                logger.warning("corrupt cached %s %s: dropped, will recompute", kind, key)
-                with self._transaction() as tx:
-                    tx.execute("DELETE FROM documents WHERE kind = ? AND key = ?", (kind, key))
-                return None
-            with self._transaction() as tx:
-                tx.execute(
-                    "UPDATE documents SET accessed = ? WHERE kind = ? AND key = ?",
-                    (time.time(), kind, key),
-                )
-            return data
-
-        found = self._safely(f"{kind} read", read, None)
-        if found is not None:
-            self._memory.put((kind, key), found, len(found))
-        return found
-
-    def put_document(self, kind: str, key: str, data: bytes) -> None:
-        """Store ``data`` under (kind, key), then evict the least recently used past the bound."""
-        self._memory.put((kind, key), data, len(data))
-
-        def write() -> None:
-            db = self._documents()
-            with self._transaction() as tx:
-                tx.execute(
-                    "INSERT OR REPLACE INTO documents (kind, key, data, sha, size, accessed)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (kind, key, data, _sha(data), len(data), time.time()),
-                )
-            total = db.execute("SELECT COALESCE(SUM(size), 0) FROM documents").fetchone()[0]
-            if total <= self.max_bytes:
-                return
-            victims = []
-            for victim_kind, victim_key, size in db.execute(
-                "SELECT kind, key, size FROM documents ORDER BY accessed ASC"
-            ).fetchall():
-                if total <= self.max_bytes:
-                    break
-                victims.append((victim_kind, victim_key))
-                total -= size
-            with self._transaction() as tx:
-                tx.executemany("DELETE FROM documents WHERE kind = ? AND key = ?", victims)
-
-        self._safely(f"{kind} write", write, None)
-
-
-DOCUMENTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    data BLOB NOT NULL,
-    sha TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    accessed REAL NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-CREATE INDEX IF NOT EXISTS documents_accessed ON documents (accessed);
-"""

@@ -24,9 +24,8 @@ import logging
 import re
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,9 +37,8 @@ from service.errors import (
     DatasetConflictError,
     DatasetNotFoundError,
     QuotaExceededError,
-    storage_errors,
 )
-from service.sqlite import open_wal, transaction
+from service.sqlite import Database
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +170,15 @@ class KeyInfo:
     source: str  # "store" or "environment"
 
 
+def _add_columns(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+    for column, declared in _ADDED_COLUMNS.items():
+        if column not in columns:
+            # Another process may add it first.
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute(f"ALTER TABLE claims ADD COLUMN {column} {declared}")
+
+
 class TenantStore:
     """Keys and claims in one SQLite file (WAL; several processes may share it).
 
@@ -181,39 +188,14 @@ class TenantStore:
     def __init__(self, path: Path, env_keys: dict[str, str] | None = None) -> None:
         self.path = path
         self.env_keys = env_keys or {}
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use: a data directory that is
-        read-only (or full) when the service starts is a 503 (507) per request, and
-        the service recovers once it takes writes again."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = open_wal(self.path, busy_timeout_s=5.0, schema=_SCHEMA, what="keys database")
-            columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
-            for column, declared in _ADDED_COLUMNS.items():
-                if column not in columns:
-                    # Another process may add it first.
-                    with contextlib.suppress(sqlite3.OperationalError):
-                        db.execute(f"ALTER TABLE claims ADD COLUMN {column} {declared}")
-            self._local.db = db
-        return db
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (SQLite's lock, across processes); the methods called
-        inside it join it, so that what they read and write cannot interleave with
-        another claim or release."""
-        db = self._connection()
-        if db.in_transaction:
-            yield db
-            return
-        with (
-            storage_errors("writing the keys database", self.path.parent),
-            transaction(db),
-        ):
-            yield db
+        self._db = Database(
+            path, schema=_SCHEMA, what="keys database", busy_timeout_s=5.0, prepare=_add_columns
+        )
+        self._connection = self._db.connection
+        # One write transaction (SQLite's lock, across processes); the methods called
+        # inside it join it, so that what they read and write cannot interleave with
+        # another claim or release.
+        self.transaction = self._db.transaction
 
     # Keys
 
@@ -477,10 +459,7 @@ class TenantStore:
             return left
 
     def close(self) -> None:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._db.close()
 
 
 def folder_bytes(folder: Path) -> int:

@@ -25,7 +25,8 @@ from service.jobs import JobBackend, JobStore
 from service.process import free_port
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
-from service.store import ResultBackend, ResultStore
+from service.result_backend import ResultBackend
+from service.store import ResultStore
 
 MIB = 1024 * 1024
 

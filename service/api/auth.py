@@ -32,7 +32,7 @@ from service.errors import (
     StoreUnavailableError,
     clip,
 )
-from service.redis_store import is_full
+from service.redis_connection import is_full
 from service.settings import Settings
 from service.tenants import Tenancy
 
