@@ -68,7 +68,7 @@ from service.client import (
     Kind,
 )
 from service.report import profile_table
-from service.schemas import StrategySpec
+from service.schemas import JobState, StrategySpec
 
 PROG = "clusterbench"
 
@@ -756,9 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     list_parser.add_argument("what", choices=["benchmarks", "datasets", "jobs"])
     list_parser.add_argument("--limit", type=_positive, default=20, metavar="N")
-    list_parser.add_argument(
-        "--state", choices=["queued", "running", "succeeded", "failed", "cancelled"]
-    )
+    list_parser.add_argument("--state", choices=[state.value for state in JobState])
     list_parser.set_defaults(handler=list_)
 
     delete_parser = commands.add_parser(

@@ -35,7 +35,7 @@ from typing import Any, Literal, Self, TypeVar, cast, overload
 
 import anyio
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
 from service import __version__
 from service.schemas import (
@@ -46,6 +46,9 @@ from service.schemas import (
     BenchmarkSummary,
     DatasetInfo,
     DatasetList,
+    Job,
+    JobProgress,
+    JobState,
     ModelInfo,
     Prediction,
     StabilityRequest,
@@ -81,7 +84,6 @@ DATASETS_PATH = "/v1/datasets"
 RETRY_STATUSES = frozenset({429, 503})
 # Connections refused or reset before a request was sent; httpx retries those itself.
 CONNECT_RETRIES = 2
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 # Polling a job: the first look after this long, then 1.5 times longer each time, up to
 # the cap, unless the service's Retry-After says otherwise.
 POLL_FIRST_S = 0.2
@@ -163,38 +165,6 @@ class ClusterbenchError(Exception):
             )
         error.retry_after = retry_after(response)
         return error
-
-
-class JobProgress(BaseModel):
-    """How far a job has come: ``done`` of ``total`` steps, in ``stage``."""
-
-    done: int = 0
-    total: int | None = None
-    stage: str | None = None
-
-
-class Job(BaseModel):
-    """Long work the service runs without holding a connection (API.md, "Jobs")."""
-
-    id: str
-    kind: str | None = None
-    state: str = Field(description="queued, running, succeeded, failed or cancelled.")
-    progress: JobProgress = Field(default_factory=JobProgress)
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result_url: str | None = None
-    error: dict[str, Any] | None = Field(None, description="A problem object, when it failed.")
-
-    @field_validator("progress", mode="before")
-    @classmethod
-    def _no_progress_yet(cls, value: Any) -> Any:
-        # A queued job may not report progress at all.
-        return JobProgress() if value is None else value
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
 
 
 @dataclass(frozen=True)
@@ -449,10 +419,11 @@ class _Operations:
             backoff = min(backoff * 1.5, POLL_MAX_S)
             asked = retry_after(response)
             wait = asked if asked is not None else backoff
-        if job.state != "succeeded":
+        if job.state != JobState.SUCCEEDED:
             raise ClusterbenchError.from_problem(
-                job.error
-                or {"title": f"Job {job.state}", "detail": f"job {job.id} was {job.state}"}
+                job.error.model_dump()
+                if job.error
+                else {"title": f"Job {job.state}", "detail": f"job {job.id} was {job.state}"}
             )
         if not job.result_url:
             raise ClusterbenchError(

@@ -46,13 +46,11 @@ from service.errors import (
     TenantBusyError,
 )
 from service.questions import KINDS, Question
+from service.schemas import ACTIVE_STATES, FINISHED_STATES, JobState
 from service.sqlite import Database
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
-STATES = ACTIVE + FINISHED
 
 # Seconds between two tries of a queued job to get a place in a full compute pool.
 ADMISSION_POLL_S = 0.2
@@ -122,7 +120,7 @@ UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been 
 
 
 @dataclass
-class Job:
+class JobRecord:
     """One job's record. ``key`` is the id of the result the job computes (a benchmark's,
     a sweep's or a stability run's, as ``kind`` says); ``request`` asks it again."""
 
@@ -130,7 +128,7 @@ class Job:
     kind: str
     key: str
     request: dict[str, Any]
-    state: str
+    state: JobState
     done: int
     total: int
     stage: str
@@ -144,7 +142,7 @@ class Job:
 
     @property
     def is_finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state in FINISHED_STATES
 
     def public(self) -> dict[str, Any]:
         """The job as the API shows it."""
@@ -156,7 +154,7 @@ class Job:
             "created_at": _iso(self.created),
             "started_at": _iso(self.started),
             "finished_at": _iso(self.finished),
-            "result_url": self.result_url if self.state == "succeeded" else None,
+            "result_url": self.result_url if self.state == JobState.SUCCEEDED else None,
             "error": self.error,
         }
 
@@ -171,7 +169,7 @@ class Job:
         return (self.state, self.done, self.total, self.stage, self.finished)
 
 
-def owner_alive(job: Job, me: str) -> bool:
+def owner_alive(job: JobRecord, me: str) -> bool:
     """Whether the process that owns a job (``"<pid>-<hex>@<host>"``) still runs.
 
     On this host, by its process id; on another (a container, a machine sharing the
@@ -207,20 +205,20 @@ class JobBackend(Protocol):
         request: dict[str, Any],
         total: int,
         owner: str,
-        alive: Callable[[Job], bool],
-    ) -> tuple[Job, bool]: ...
-    def get(self, job_id: str) -> Job | None: ...
-    def save(self, job: Job) -> bool: ...
+        alive: Callable[[JobRecord], bool],
+    ) -> tuple[JobRecord, bool]: ...
+    def get(self, job_id: str) -> JobRecord | None: ...
+    def save(self, job: JobRecord) -> bool: ...
     def beat(self, job_id: str, owner: str) -> str | None: ...
     def page(
         self,
         *,
-        state: str | None,
+        state: JobState | None,
         limit: int,
         before: int | None,
         among: Sequence[str] | None = None,
-    ) -> list[Job]: ...
-    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]: ...
+    ) -> list[JobRecord]: ...
+    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]: ...
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
     def release(self, job_id: str, owner: str) -> bool: ...
     def prune(self, before: float, limit: int = 1000) -> list[str]: ...
@@ -243,13 +241,13 @@ class JobStore:
         self._transaction = self._db.transaction
 
     @staticmethod
-    def _job(row: sqlite3.Row) -> Job:
-        return Job(
+    def _job(row: sqlite3.Row) -> JobRecord:
+        return JobRecord(
             id=row["id"],
             kind=row["kind"],
             key=row["key"],
             request=orjson.loads(row["request"]),
-            state=row["state"],
+            state=JobState(row["state"]),
             done=row["done"],
             total=row["total"],
             stage=row["stage"],
@@ -270,8 +268,8 @@ class JobStore:
         request: dict[str, Any],
         total: int,
         owner: str,
-        alive: Callable[[Job], bool],
-    ) -> tuple[Job, bool]:
+        alive: Callable[[JobRecord], bool],
+    ) -> tuple[JobRecord, bool]:
         """The active job for ``key`` if a live process runs one, else a new queued one.
 
         Returns the job and whether it is new. An active job whose process is gone is
@@ -287,12 +285,12 @@ class JobStore:
                 if alive(found):
                     return found, False
                 self._fail_orphan(db, found)
-            job = Job(
+            job = JobRecord(
                 id=uuid.uuid4().hex + uuid.uuid4().hex,
                 kind=kind,
                 key=key,
                 request=request,
-                state="queued",
+                state=JobState.QUEUED,
                 done=0,
                 total=total,
                 stage="queued",
@@ -321,7 +319,7 @@ class JobStore:
         return job, True
 
     @staticmethod
-    def _fail_orphan(db: sqlite3.Connection, job: Job) -> None:
+    def _fail_orphan(db: sqlite3.Connection, job: JobRecord) -> None:
         error = problem_of(
             JobOrphanedError(
                 "the server process running this job stopped before it finished; "
@@ -333,11 +331,11 @@ class JobStore:
             (time.time(), orjson.dumps(error), job.id),
         )
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRecord | None:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else self._job(row)
 
-    def save(self, job: Job) -> bool:
+    def save(self, job: JobRecord) -> bool:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
         (cancelled by another process); a record that is gone is written whole again.
         Returns whether it was written."""
@@ -382,11 +380,11 @@ class JobStore:
     def page(
         self,
         *,
-        state: str | None,
+        state: JobState | None,
         limit: int,
         before: int | None,
         among: Sequence[str] | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
         only those whose id is in ``among`` when it is given."""
         where: list[str] = []
@@ -407,7 +405,7 @@ class JobStore:
         rows = self._connection().execute(sql, (*args, limit)).fetchall()
         return [self._job(row) for row in rows]
 
-    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]:
+    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
         """Active jobs whose process is gone, oldest first."""
         rows = (
             self._connection()
@@ -457,18 +455,18 @@ class JobStore:
 class JobStats:
     """Counters read by the metrics collector."""
 
-    finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED, 0))
+    finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_STATES, 0))
     # Durations (created to finished) of the jobs that ended, in histogram buckets.
     buckets: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
     bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
     duration_sum: float = 0.0
 
-    def recount(self, was: str, state: str) -> None:
+    def recount(self, was: JobState, state: JobState) -> None:
         """A job counted as ending in ``was`` ended in ``state`` after all."""
         self.finished[was] -= 1
         self.finished[state] += 1
 
-    def observe(self, state: str, seconds: float) -> None:
+    def observe(self, state: JobState, seconds: float) -> None:
         self.finished[state] += 1
         self.duration_sum += seconds
         for i, bound in enumerate(self.buckets):
@@ -482,7 +480,7 @@ class JobStats:
 class _Running:
     """A job this process runs: its record, its runner task, and who to wake on change."""
 
-    job: Job
+    job: JobRecord
     question: Question | None  # None for a job that cannot run again
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -615,15 +613,15 @@ class JobManager:
 
     # -- counts, for the metrics ----------------------------------------------------
 
-    def count(self, state: str) -> int:
+    def count(self, state: JobState) -> int:
         return sum(1 for running in self._active.values() if running.job.state == state)
 
-    def _alive(self, job: Job) -> bool:
+    def _alive(self, job: JobRecord) -> bool:
         return owner_alive(job, self.owner)
 
     # -- starting ---------------------------------------------------------------------
 
-    async def submit(self, question: Question, tenant: str | None = None) -> Job:
+    async def submit(self, question: Question, tenant: str | None = None) -> JobRecord:
         """The job computing ``question``: the one already queued or running, or a new one
         (``tenant``'s, which asks it).
 
@@ -669,7 +667,7 @@ class JobManager:
         if len(mine) + self._submitting.get(tenant, 0) < self.tenant_max_active:
             return
         # Until the first of its running jobs ends: its steps left, at the measured pace.
-        running = [r.job.total - r.job.done for r in mine if r.job.state == "running"]
+        running = [r.job.total - r.job.done for r in mine if r.job.state == JobState.RUNNING]
         steps = min(running, default=max((r.job.total for r in mine), default=1))
         raise TenantBusyError(
             f"tenant {tenant!r} already has {len(mine)} jobs queued or running on this server, "
@@ -678,7 +676,7 @@ class JobManager:
             retry_after=max(1, math.ceil(steps * self.engine.executor.task_s)),
         )
 
-    def _start(self, job: Job, question: Question, tenant: str | None = None) -> None:
+    def _start(self, job: JobRecord, question: Question, tenant: str | None = None) -> None:
         running = _Running(job=job, question=question, tenant=tenant)
         self._active[job.id] = running
         self._by_key[job.key] = running
@@ -692,8 +690,8 @@ class JobManager:
         def progress(done: int, total: int, stage: str) -> None:
             if job.is_finished:
                 return
-            if job.state == "queued":
-                job.state = "running"
+            if job.state == JobState.QUEUED:
+                job.state = JobState.RUNNING
                 job.started = time.time()
             # After a restart the steps are counted again from 0: done never goes back.
             job.done, job.total, job.stage = max(job.done, done), total, stage
@@ -724,20 +722,20 @@ class JobManager:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await self._finish(running, "cancelled", error=CANCELLED)
+            await self._finish(running, JobState.CANCELLED, error=CANCELLED)
         except StoreUnavailableError as exc:
             # The result's write may have reached Redis although its answer did not: a
             # frozen Redis runs what it received once it wakes. Looked at once it answers.
-            await self._finish(running, "failed", error=problem_of(exc), unless_stored=True)
+            await self._finish(running, JobState.FAILED, error=problem_of(exc), unless_stored=True)
         except ServiceError as exc:
-            await self._finish(running, "failed", error=problem_of(exc))
+            await self._finish(running, JobState.FAILED, error=problem_of(exc))
         except Exception:
             logger.exception("job %s failed unexpectedly", job.id)
-            await self._finish(running, "failed", error=UNEXPECTED)
+            await self._finish(running, JobState.FAILED, error=UNEXPECTED)
         else:
             job.done = job.total
             job.stage = "done"
-            await self._finish(running, "succeeded")
+            await self._finish(running, JobState.SUCCEEDED)
         finally:
             follower.cancel()
 
@@ -786,7 +784,7 @@ class JobManager:
                     record = await asyncio.to_thread(self.store.get, running.job.id)
                     state = None if record is None else record.state
                     taken = record is not None and record.owner != self.owner
-                    if taken and state in ACTIVE:
+                    if taken and state in ACTIVE_STATES:
                         # Taken over (this process's heartbeat went stale): the new owner
                         # runs it; stop here, leaving the record as it is.
                         logger.warning("job %s was taken over: stopped here", running.job.id)
@@ -795,7 +793,7 @@ class JobManager:
                         return
             except StorageError:
                 continue  # the store is away for a while (Redis restarting): look again
-            if state == "cancelled" and not running.cancel_requested:
+            if state == JobState.CANCELLED and not running.cancel_requested:
                 logger.info("job %s was cancelled by another process", running.job.id)
                 running.cancel_requested = True
                 if running.task is not None:
@@ -805,7 +803,7 @@ class JobManager:
     async def _finish(
         self,
         running: _Running,
-        state: str,
+        state: JobState,
         *,
         error: dict[str, Any] | None = None,
         unless_stored: bool = False,
@@ -816,7 +814,7 @@ class JobManager:
         job.state = state
         job.error = error
         job.finished = time.time()
-        if job.started is None and state == "succeeded":
+        if job.started is None and state == JobState.SUCCEEDED:
             job.started = job.finished
         self.stats.observe(state, job.finished - job.created)
         try:
@@ -834,8 +832,13 @@ class JobManager:
                 if unless_stored and await self._stored_after_all(running):
                     job = running.job
                     logger.warning("job %s: its result was stored after all", job.id)
-                    self.stats.recount(job.state, "succeeded")
-                    job.state, job.error, job.done, job.stage = "succeeded", None, job.total, "done"
+                    self.stats.recount(job.state, JobState.SUCCEEDED)
+                    job.state, job.error, job.done, job.stage = (
+                        JobState.SUCCEEDED,
+                        None,
+                        job.total,
+                        "done",
+                    )
                     if job.started is None:
                         job.started = job.finished
                     self._changed(running)
@@ -880,13 +883,13 @@ class JobManager:
 
     # -- reading ----------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job | None:
+    async def get(self, job_id: str) -> JobRecord | None:
         running = self._active.get(job_id)
         if running is not None:
             return copy.copy(running.job)
         return await self._from_store(job_id)
 
-    async def _from_store(self, job_id: str) -> Job | None:
+    async def _from_store(self, job_id: str) -> JobRecord | None:
         """The job's record; an active one whose process is gone is taken over first (run
         again here), so that a client asking another replica sees it complete without
         waiting for the sweep (SWEEP_S)."""
@@ -902,18 +905,18 @@ class JobManager:
     async def page(
         self,
         *,
-        state: str | None,
+        state: JobState | None,
         limit: int,
         before: int | None,
         among: Sequence[str] | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         jobs = await asyncio.to_thread(
             functools.partial(self.store.page, state=state, limit=limit, before=before, among=among)
         )
         # This process's running jobs: their progress as of now, not as last written.
         return [copy.copy(self._active[j.id].job) if j.id in self._active else j for j in jobs]
 
-    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+    async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
         """The job now, then each time it changes, until it has finished."""
         self.watchers += 1
         try:
@@ -921,7 +924,7 @@ class JobManager:
             while True:
                 running = self._active.get(job_id)
                 if running is not None:
-                    job: Job | None = copy.copy(running.job)
+                    job: JobRecord | None = copy.copy(running.job)
                     changed: asyncio.Event | None = running.changed
                 else:
                     try:
@@ -949,7 +952,7 @@ class JobManager:
 
     # -- cancelling -------------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> Job | None:
+    async def cancel(self, job_id: str) -> JobRecord | None:
         """Cancel the job: its computation stops and its worker's CPU is freed.
 
         Returns the job as it is then (None when there is no such job). Raises
@@ -976,7 +979,9 @@ class JobManager:
             await asyncio.wait({task}, timeout=10)
         return copy.copy(running.job)
 
-    async def withdraw(self, job_id: str, release: Callable[[], Awaitable[None]]) -> Job | None:
+    async def withdraw(
+        self, job_id: str, release: Callable[[], Awaitable[None]]
+    ) -> JobRecord | None:
         """One of several tenants waiting for a job leaves it: ``release`` drops its claim,
         the computation goes on for the others. Returns the job as the leaver last sees
         it, cancelled (None when there is no such job). Raises JobFinishedError for a job
@@ -987,11 +992,11 @@ class JobManager:
         if job.is_finished:
             raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
         await release()
-        job.state, job.stage, job.finished = "cancelled", "cancelled", time.time()
+        job.state, job.stage, job.finished = JobState.CANCELLED, "cancelled", time.time()
         job.error = WITHDRAWN
         return job
 
-    async def _cancel_elsewhere(self, job_id: str) -> Job | None:
+    async def _cancel_elsewhere(self, job_id: str) -> JobRecord | None:
         """A job run by another process (or by none): mark its record cancelled; its
         runner sees it at its next step and stops."""
         job = await asyncio.to_thread(self.store.get, job_id)
@@ -999,7 +1004,7 @@ class JobManager:
             return None
         if job.is_finished:
             raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
-        job.state = "cancelled"
+        job.state = JobState.CANCELLED
         job.finished = time.time()
         job.error = CANCELLED
         if not await asyncio.to_thread(self.store.save, job):
@@ -1065,19 +1070,19 @@ class JobManager:
             except ServiceError as exc:
                 running = _Running(job=job, question=None)
                 self._active[job.id] = running
-                await self._finish(running, "failed", error=problem_of(exc))
+                await self._finish(running, JobState.FAILED, error=problem_of(exc))
                 logger.warning("job %s of stopped process %s failed: %s", job.id, old_owner, exc)
                 continue
             job.stage = "queued"
-            if job.state == "running":
-                job.state = "queued"
+            if job.state == JobState.RUNNING:
+                job.state = JobState.QUEUED
             # The gone process's lease on the question would hold it for minutes.
             await asyncio.to_thread(self.engine.results.release, question.flight, lease_owner)
             logger.warning("job %s of stopped process %s runs again", job.id, old_owner)
             self._start(job, question)
         return taken
 
-    def _rebuild(self, job: Job) -> Question:
+    def _rebuild(self, job: JobRecord) -> Question:
         """The question a stored job asks, checked to be the same question still."""
         kind = KINDS.get(job.kind)
         if kind is None:

@@ -1,7 +1,7 @@
 """Job records in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
 
 The same interface as :class:`service.jobs.JobStore`. A job is one hash
-(``clusterbench:job:<id>``) holding every field of :class:`service.jobs.Job` as JSON, so
+(``clusterbench:job:<id>``) holding every field of :class:`service.jobs.JobRecord` as JSON, so
 a field added to the dataclass later is stored and read back without a change here.
 Beside it: ``jobs`` (a sorted set of ids by sequence number, for listing),
 ``jobs-active`` (the ids of queued or running jobs, for the sweep for orphans),
@@ -28,12 +28,13 @@ from typing import Any
 import orjson
 
 from service.errors import JobOrphanedError
-from service.jobs import ACTIVE, RELEASED, Job, problem_of
+from service.jobs import RELEASED, JobRecord, problem_of
 from service.redis_connection import PREFIX, Guard, connect
+from service.schemas import ACTIVE_STATES, JobState
 
 logger = logging.getLogger(__name__)
 
-FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
 
 # KEYS[1]: the job; ARGV: prefix, id, the number n of (field, JSON value) pairs that
 # follow, those pairs, then the pairs of the fields a save never changes. Written only
@@ -125,15 +126,16 @@ def _dump(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def job_to_hash(job: Job) -> dict[str, bytes]:
+def job_to_hash(job: JobRecord) -> dict[str, bytes]:
     """Every field of ``job`` as JSON."""
     return {name: _dump(getattr(job, name)) for name in FIELDS}
 
 
-def job_from_hash(data: dict[bytes, bytes]) -> Job:
+def job_from_hash(data: dict[bytes, bytes]) -> JobRecord:
     """A job from its hash; fields this version does not know are left out."""
     values = {k.decode(): orjson.loads(v) for k, v in data.items()}
-    return Job(**{name: values[name] for name in FIELDS if name in values})
+    values["state"] = JobState(values["state"])
+    return JobRecord(**{name: values[name] for name in FIELDS if name in values})
 
 
 class RedisJobStore:
@@ -154,7 +156,7 @@ class RedisJobStore:
     def _key(job_id: str) -> str:
         return PREFIX + "job:" + job_id
 
-    def _read(self, ids: Sequence[str]) -> list[Job]:
+    def _read(self, ids: Sequence[str]) -> list[JobRecord]:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self._key(job_id))
@@ -168,8 +170,8 @@ class RedisJobStore:
         request: dict[str, Any],
         total: int,
         owner: str,
-        alive: Callable[[Job], bool],
-    ) -> tuple[Job, bool]:
+        alive: Callable[[JobRecord], bool],
+    ) -> tuple[JobRecord, bool]:
         """The active job for ``key`` if a live process runs one, else a new queued one.
 
         Returns the job and whether it is new. An active job whose process is gone is
@@ -177,7 +179,7 @@ class RedisJobStore:
         """
         pointer = PREFIX + "job-for:" + key
 
-        def attempt(pipe: Any) -> tuple[Job, bool]:
+        def attempt(pipe: Any) -> tuple[JobRecord, bool]:
             found_id = pipe.get(pointer)
             found = None
             if found_id is not None:
@@ -185,15 +187,15 @@ class RedisJobStore:
                 pipe.watch(self._key(found_id.decode()))
                 data = pipe.hgetall(self._key(found_id.decode()))
                 found = job_from_hash(data) if data else None
-            if found is not None and found.state in ACTIVE and alive(found):
+            if found is not None and found.state in ACTIVE_STATES and alive(found):
                 return found, False
             seq = int(self.redis.incr(PREFIX + "job-seq"))
-            job = Job(
+            job = JobRecord(
                 id=uuid.uuid4().hex + uuid.uuid4().hex,
                 kind=kind,
                 key=key,
                 request=request,
-                state="queued",
+                state=JobState.QUEUED,
                 done=0,
                 total=total,
                 stage="queued",
@@ -203,7 +205,7 @@ class RedisJobStore:
             )
             job.heartbeat = job.created
             pipe.multi()
-            if found is not None and found.state in ACTIVE:
+            if found is not None and found.state in ACTIVE_STATES:
                 error = problem_of(
                     JobOrphanedError(
                         "the server process running this job stopped before it finished; "
@@ -213,7 +215,7 @@ class RedisJobStore:
                 pipe.hset(
                     self._key(found.id),
                     mapping={
-                        "state": _dump("failed"),
+                        "state": _dump(JobState.FAILED),
                         "finished": _dump(time.time()),
                         "error": _dump(error),
                     },
@@ -226,19 +228,19 @@ class RedisJobStore:
             pipe.set(pointer, job.id)
             return job, True
 
-        def run() -> tuple[Job, bool]:
-            result: tuple[Job, bool] = self.redis.transaction(
+        def run() -> tuple[JobRecord, bool]:
+            result: tuple[JobRecord, bool] = self.redis.transaction(
                 attempt, pointer, value_from_callable=True
             )
             return result
 
         return self._call("a job write", run)
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRecord | None:
         found = self._call.read("a job read", lambda: self.redis.hgetall(self._key(job_id)))
         return job_from_hash(found) if found else None
 
-    def save(self, job: Job) -> bool:
+    def save(self, job: JobRecord) -> bool:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
         (cancelled by another process); a record that is gone (lost by a Redis restart)
         is written whole again. Returns whether it was written."""
@@ -268,22 +270,22 @@ class RedisJobStore:
     def page(
         self,
         *,
-        state: str | None,
+        state: JobState | None,
         limit: int,
         before: int | None,
         among: Sequence[str] | None = None,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
         only those whose id is in ``among`` when it is given."""
 
-        def keep(job: Job) -> bool:
+        def keep(job: JobRecord) -> bool:
             return (state is None or job.state == state) and (before is None or job.seq < before)
 
         if among is not None:
             jobs = self._call.read("a job list", lambda: self._read(list(dict.fromkeys(among))))
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
         high = "+inf" if before is None else f"({before}"
-        out: list[Job] = []
+        out: list[JobRecord] = []
         offset = 0
         batch = max(limit, 16) + 1
         while len(out) < limit:
@@ -307,15 +309,17 @@ class RedisJobStore:
             out.extend(filter(keep, jobs))
         return out[:limit]
 
-    def orphans(self, alive: Callable[[Job], bool]) -> list[Job]:
+    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
         """Active jobs whose process is gone, oldest first."""
 
-        def read() -> list[Job]:
+        def read() -> list[JobRecord]:
             ids = [i.decode() for i in self.redis.smembers(PREFIX + "jobs-active")]
             return self._read(ids)
 
         jobs = self._call.read("a job list", read)
-        return sorted((j for j in jobs if j.state in ACTIVE and not alive(j)), key=lambda j: j.seq)
+        return sorted(
+            (j for j in jobs if j.state in ACTIVE_STATES and not alive(j)), key=lambda j: j.seq
+        )
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
         """Take an orphaned job over, unless another process just did."""

@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from service.errors import storage_errors
@@ -49,6 +50,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+@dataclass
 class Database:
     """One SQLite file of the data directory (jobs, keys and claims), one connection per
     thread, opened on first use: a data directory that is read-only (or full) when the
@@ -59,32 +61,26 @@ class Database:
     factory). ``what`` names the database in the problems.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        schema: str,
-        what: str,
-        busy_timeout_s: float,
-        prepare: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> None:
-        self.path = path
-        self._schema = schema
-        self._what = what
-        self._busy_timeout_s = busy_timeout_s
-        self._prepare = prepare
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path: Path
+    _: KW_ONLY
+    schema: str
+    what: str
+    busy_timeout_s: float
+    prepare: Callable[[sqlite3.Connection], None] | None = None
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = open_wal(
-                self.path, busy_timeout_s=self._busy_timeout_s, schema=self._schema, what=self._what
+                self.path, busy_timeout_s=self.busy_timeout_s, schema=self.schema, what=self.what
             )
-            if self._prepare is not None:
-                self._prepare(db)
+            if self.prepare is not None:
+                self.prepare(db)
             self._local.db = db
         return db
 
@@ -96,7 +92,7 @@ class Database:
         if db.in_transaction:
             yield db
             return
-        with storage_errors(f"writing the {self._what}", self.path.parent), transaction(db):
+        with storage_errors(f"writing the {self.what}", self.path.parent), transaction(db):
             yield db
 
     def close(self) -> None:

@@ -545,3 +545,40 @@ def test_upload_an_array_or_a_dataframe_named(server: ServiceProcess, tmp_path: 
         assert result.dataset.id == array.id
         with pytest.raises(TypeError, match="a benchmark takes no field k"):
             client.benchmark("iris", k=3)
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "succeeded", "failed", "cancelled"])
+def test_the_client_reads_a_job_with_the_api_s_own_model(state: str) -> None:
+    # Check that the client's Job is the API's response model, with its one enum of
+    # states, and that a job record as the API answers it reads into that model and is
+    # written back as the same JSON (times to the millisecond, in UTC).
+    from datetime import datetime
+
+    from service import client, schemas
+    from service.errors import ComputeCancelledError
+    from service.jobs import JobRecord, problem_of
+
+    assert (client.Job, client.JobProgress) == (schemas.Job, schemas.JobProgress)
+    finished = schemas.JobState(state).finished
+    record = JobRecord(
+        id="j" * 64,
+        kind="sweep",
+        key="k" * 64,
+        request={},
+        state=schemas.JobState(state),
+        done=2,
+        total=3,
+        stage="storing",
+        created=1_800_000_000.1234,
+        owner="1-a@here",
+        started=None if state == "queued" else 1_800_000_001.5,
+        finished=1_800_000_002.0 if finished else None,
+        error=problem_of(ComputeCancelledError("gone")) if state == "cancelled" else None,
+    )
+    body = record.public()
+    job = Job.model_validate_json(orjson.dumps(body))
+    assert job.state == state
+    assert job.finished == (state in ("succeeded", "failed", "cancelled"))
+    assert isinstance(job.created_at, datetime)
+    assert job.created_at.timestamp() == pytest.approx(1_800_000_000.123)
+    assert orjson.loads(job.model_dump_json()) == body

@@ -18,12 +18,12 @@ from service import jobs as jobs_module
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine, document_flight
 from service.errors import StoreUnavailableError
-from service.jobs import ACTIVE, Job, JobBackend, JobManager, JobStore
+from service.jobs import JobBackend, JobManager, JobRecord, JobStore
 from service.process import free_port
 from service.questions import resolve_sweep
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
-from service.schemas import SweepRequest
+from service.schemas import ACTIVE_STATES, SweepRequest
 from service.settings import MIB, Settings
 from service.store import ResultStore
 from tests.conftest import make_settings, serve
@@ -85,7 +85,7 @@ def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServ
         )
         assert created
 
-        def alive(found: Job) -> bool:
+        def alive(found: JobRecord) -> bool:
             if found.owner == "dead":
                 # C's sweep claims it between B's read and B's write.
                 assert c.claim(found.id, "dead", "C")
@@ -97,7 +97,7 @@ def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServ
         )
         record = c.get(job.id)
         assert record is not None
-        assert record.state in ACTIVE, record.error
+        assert record.state in ACTIVE_STATES, record.error
         assert (joined.id, created) == (job.id, False)
     finally:
         b.close()
@@ -107,11 +107,11 @@ def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServ
 class _AwayOnce:
     """A job store that answers, is away once (Redis restarting), then says the job ended."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: JobRecord) -> None:
         self.job = job
         self.reads = 0
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRecord | None:
         self.reads += 1
         if self.reads == 2:
             raise StoreUnavailableError("the shared store did not answer")
@@ -127,7 +127,7 @@ def test_events_of_another_replicas_job_outlast_a_store_outage(
     through a Redis restart (the headers are sent: a 503 cannot be answered any more),
     and gets the job's end once the store is back."""
     monkeypatch.setattr(jobs_module, "WATCH_POLL_S", 0.01)
-    job = Job(
+    job = JobRecord(
         id="j" * 64,
         kind="benchmark",
         key="q",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import io
 import sqlite3
 import time
@@ -20,12 +21,16 @@ import orjson
 import pytest
 import redis
 
+from service import result_backend
+from service import sqlite as sqlite_helper
 from service.benchmark import FittedModel
 from service.errors import StoreUnavailableError
-from service.jobs import RELEASED, Job, JobBackend, owner_alive
+from service.jobs import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
+from service.memory import MemoryLRU
 from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
+from service.tenants import TenantStore
 from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
 MIB = 1024 * 1024
@@ -355,7 +360,7 @@ def test_redis_away_is_a_503_and_back_by_itself(tmp_path: Path) -> None:
 # -- job records -------------------------------------------------------------------------
 
 
-def new_job(store: JobBackend, key: str, owner: str = "1-me@here") -> tuple[Job, bool]:
+def new_job(store: JobBackend, key: str, owner: str = "1-me@here") -> tuple[JobRecord, bool]:
     return store.create_or_join(
         kind="benchmark",
         key=key,
@@ -396,7 +401,7 @@ def test_a_job_record_round_trips_every_field(backend: Backend) -> None:
     assert one.save(job)
     back = backend.jobs().get(job.id)
     assert back is not None
-    for name in (f.name for f in dataclasses.fields(Job) if f.name != "heartbeat"):
+    for name in (f.name for f in dataclasses.fields(JobRecord) if f.name != "heartbeat"):
         assert getattr(back, name) == getattr(job, name), name
     assert back.heartbeat >= job.created  # written by the store at each save
 
@@ -436,7 +441,7 @@ def test_a_lost_job_record_is_written_again_whole(backend: Backend) -> None:
     assert store.save(job)
     back = backend.jobs().get(job.id)
     assert back is not None
-    for name in (f.name for f in dataclasses.fields(Job) if f.name != "heartbeat"):
+    for name in (f.name for f in dataclasses.fields(JobRecord) if f.name != "heartbeat"):
         assert getattr(back, name) == getattr(job, name), name
     assert [j.id for j in store.page(state="running", limit=10, before=None)] == [job.id]
     joined, created = new_job(backend.jobs(), "l" * 64)
@@ -551,7 +556,7 @@ def test_finished_jobs_past_their_retention_are_pruned(backend: Backend) -> None
 def test_a_job_hash_carries_every_field_and_ignores_unknown_ones() -> None:
     # Check that Redis's record of a job holds every dataclass field (a field added later
     # flows through) and that a field written by a newer version is ignored when read.
-    job = Job(
+    job = JobRecord(
         id="a" * 64,
         kind="sweep",
         key="b" * 64,
@@ -565,6 +570,102 @@ def test_a_job_hash_carries_every_field_and_ignores_unknown_ones() -> None:
         error={"type": "t"},
     )
     stored = job_to_hash(job)
-    assert set(stored) == {f.name for f in dataclasses.fields(Job)}
+    assert set(stored) == {f.name for f in dataclasses.fields(JobRecord)}
     newer = {k.encode(): v for k, v in stored.items()} | {b"priority": b"3"}
     assert job_from_hash(newer) == job
+
+
+def _members(role: type) -> set[str]:
+    """The attributes and methods a role Protocol declares (its own and its bases')."""
+    names: set[str] = set()
+    for cls in role.__mro__:
+        if cls is object or cls.__module__ != result_backend.__name__:
+            continue
+        names |= {n for n in vars(cls) if not n.startswith("_")} | set(
+            getattr(cls, "__annotations__", {})
+        )
+    return names
+
+
+ROLES = (
+    result_backend.ResultCache,
+    result_backend.BlobStore,
+    result_backend.DocumentStore,
+    result_backend.Leases,
+    result_backend.StorageHealth,
+)
+
+
+def test_the_result_backend_is_small_roles_and_both_backends_serve_each(backend: Backend) -> None:
+    # Check that the store interface is the union of small roles (each exercised on both
+    # backends by the tests above), and that both backends have each role's every
+    # attribute and method, with the role's parameters.
+    roles = {role.__name__: _members(role) for role in ROLES}
+    assert all(len(names) <= 11 for names in roles.values()), roles
+    assert _members(result_backend.ResultBackend) == set().union(*roles.values()) | {"close"}
+    store = backend.results()
+    for role in ROLES:
+        for name in _members(role):
+            assert hasattr(store, name), f"{backend.name} has no {role.__name__}.{name}"
+            declared = getattr(role, name, None)
+            if callable(declared):
+                wanted = list(inspect.signature(declared).parameters.values())[1:]
+                got = list(inspect.signature(getattr(store, name)).parameters.values())
+                assert [(p.name, p.kind) for p in got] == [(p.name, p.kind) for p in wanted], (
+                    f"{backend.name}: {role.__name__}.{name}"
+                )
+
+
+def test_one_memory_lru_bounded_by_bytes_least_recently_used_first() -> None:
+    # Check the in-process layer both backends keep: bounded by bytes, the least recently
+    # used dropped first, a value above the bound never kept, a benchmark dropped whole.
+    memory = MemoryLRU(100)
+    memory.put(("benchmark", "a"), "A", 40)
+    memory.put(("plot:all", "a"), "PA", 30)
+    memory.put(("benchmark", "b"), "B", 30)
+    assert memory.get(("benchmark", "a")) == "A"  # now the most recently used
+    memory.put(("benchmark", "c"), "C", 20)  # 120 bytes: the plot of a goes
+    assert memory.get(("plot:all", "a")) is None
+    assert [memory.get(("benchmark", k)) for k in "abc"] == ["A", "B", "C"]
+    memory.put(("benchmark", "huge"), "H", 101)
+    assert memory.get(("benchmark", "huge")) is None
+    memory.put(("plot:all", "b"), "PB", 10)
+    memory.drop("b")
+    assert memory.get(("benchmark", "b")) is None
+    assert memory.get(("plot:all", "b")) is None
+    memory.discard(("benchmark", "c"))
+    assert memory.get(("benchmark", "c")) is None
+    assert memory.get(("benchmark", "a")) == "A"
+    memory.put(("benchmark", "d"), "D", 60)  # 40 + 60: fits exactly once b and c are gone
+    assert memory.get(("benchmark", "a")) == "A"
+    assert memory.get(("benchmark", "d")) == "D"
+
+
+def test_the_three_sqlite_databases_are_opened_and_written_one_way(tmp_path: Path) -> None:
+    # Check that the result cache, the jobs and the keys databases are opened by the one
+    # helper (WAL, synchronous=NORMAL, a busy timeout) and that no other module of the
+    # service opens a database or a write transaction its own way.
+    results = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
+    jobs = JobStore(tmp_path / "jobs.sqlite3")
+    tenants = TenantStore(tmp_path / "keys.sqlite3")
+    try:
+        for db, busy_ms in (
+            (results._connection(), 30_000),
+            (jobs._connection(), 30_000),
+            (tenants._connection(), 5_000),
+        ):
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+            assert db.execute("PRAGMA busy_timeout").fetchone()[0] == busy_ms
+    finally:
+        for store in (results, jobs, tenants):
+            store.close()
+    service = Path(sqlite_helper.__file__).parent
+    own_way = [
+        f"{path.relative_to(service)}: {needle}"
+        for path in sorted(service.rglob("*.py"))
+        if path != Path(sqlite_helper.__file__)
+        for needle in ("PRAGMA journal_mode", "PRAGMA synchronous", "BEGIN IMMEDIATE")
+        if needle in path.read_text()
+    ]
+    assert own_way == []

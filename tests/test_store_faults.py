@@ -26,7 +26,7 @@ from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import ComputeInProgressError, StorageFullError
-from service.jobs import Job, JobStore
+from service.jobs import JobRecord, JobStore
 from service.process import ServiceProcess
 from service.schemas import BenchmarkRequest
 from service.store import ResultStore
@@ -231,7 +231,7 @@ def test_a_full_disk_refuses_job_and_tenant_records_whole(small_fs: Path) -> Non
     assert tenants.claim("ann", "dataset", "a" * 64)
     assert jobs.page(state=None, limit=10, before=None) == []  # opened before the disk fills
 
-    def create() -> tuple[Job, bool]:
+    def create() -> tuple[JobRecord, bool]:
         request = {"padding": "x" * 200_000}
         return jobs.create_or_join(
             kind="benchmark", key="k", request=request, total=1, owner="o", alive=lambda _: True

@@ -17,7 +17,7 @@ import pytest
 from service import benchmark as bm
 from service.datasets import DatasetStore
 from service.errors import JobFinishedError
-from service.jobs import STALE_S, Job, JobManager, JobStore, _Running, owner_alive
+from service.jobs import STALE_S, JobManager, JobRecord, JobStore, _Running, owner_alive
 from tests.conftest import make_settings, serve
 from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
@@ -200,7 +200,7 @@ def test_a_job_of_another_host_lives_by_its_heartbeat() -> None:
     # Check that a job owned on another host (a container, a machine sharing the data
     # directory) counts as running while its heartbeat is fresh, and as orphaned after.
     me = f"{os.getpid()}-mine@{socket.gethostname()}"
-    job = Job(
+    job = JobRecord(
         id="a" * 64,
         kind="benchmark",
         key="b" * 64,

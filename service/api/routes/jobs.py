@@ -18,10 +18,9 @@ from service.api.auth import Caller
 from service.api.deps import ID_PATTERN, Tenants, problems
 from service.engine import BenchmarkEngine
 from service.errors import InvalidRequestError, JobNotFoundError
-from service.jobs import FINISHED, Job, JobManager
+from service.jobs import JobManager, JobRecord
 from service.questions import Question
-from service.schemas import Job as JobModel
-from service.schemas import JobList, JobState
+from service.schemas import FINISHED_STATES, Job, JobList, JobState
 from service.tenants import JOB, Tenancy
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -39,7 +38,7 @@ JobId = Annotated[str, Path(pattern=ID_PATTERN, description="The job's id (64 he
 
 JOB_ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
-        "model": JobModel,
+        "model": Job,
         "description": "With `Prefer: respond-async`: the job computing the result; "
         "`Location` names it.",
         "headers": {
@@ -65,7 +64,7 @@ def prefers_async(request: Request) -> bool:
     return False
 
 
-def _json(job: Job, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _json(job: JobRecord, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(job.public()), status, headers=headers, media_type="application/json"
     )
@@ -159,7 +158,7 @@ async def list_jobs(
 
 @router.get(
     "/{job_id}",
-    response_model=JobModel,
+    response_model=Job,
     responses=problems(404, 422),
     summary="Get a job",
 )
@@ -173,7 +172,7 @@ async def get_job(job_id: JobId, jobs: Jobs, caller: Caller, tenants: Tenants) -
 
 @router.delete(
     "/{job_id}",
-    response_model=JobModel,
+    response_model=Job,
     responses=problems(404, 409, 422),
     summary="Cancel a job",
 )
@@ -236,19 +235,19 @@ class JobCollector(Collector):
         yield GaugeMetricFamily(
             "clusterbench_jobs_queued",
             "Jobs of this process waiting for a worker.",
-            value=jobs.count("queued"),
+            value=jobs.count(JobState.QUEUED),
         )
         yield GaugeMetricFamily(
             "clusterbench_jobs_running",
             "Jobs of this process computing.",
-            value=jobs.count("running"),
+            value=jobs.count(JobState.RUNNING),
         )
         finished = CounterMetricFamily(
             "clusterbench_jobs_finished",
             "Jobs this process ended, by final state.",
             labels=["state"],
         )
-        for state in FINISHED:
+        for state in FINISHED_STATES:
             finished.add_metric([state], jobs.stats.finished[state])
         yield finished
         stats = jobs.stats
