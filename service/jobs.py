@@ -1,6 +1,6 @@
 """The life of a job: a question computed in the background, with progress and cancel.
 
-A job is a record in its own SQLite file (``<data_dir>/jobs.sqlite3``, WAL), so that it
+A job is a record (:mod:`service.job_records`: its own SQLite file, or Redis) that
 outlives the process that runs it: after a restart a queued or running job whose
 process is gone is run again (or failed with the reason why it cannot be). Identical
 questions join one job. Nothing here knows HTTP; every store call runs in a thread.
@@ -19,25 +19,17 @@ import copy
 import functools
 import logging
 import math
-import os
 import socket
-import sqlite3
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
-
-from service import compute, processes
+from service import compute
 from service.engine import BenchmarkEngine
 from service.errors import (
     ComputeBusyError,
-    ComputeCancelledError,
     JobFinishedError,
     JobOrphanedError,
     ServiceError,
@@ -45,9 +37,18 @@ from service.errors import (
     StoreUnavailableError,
     TenantBusyError,
 )
+from service.job_records import (
+    CANCELLED,
+    HEARTBEAT_S,
+    UNEXPECTED,
+    WITHDRAWN,
+    JobBackend,
+    JobRecord,
+    owner_alive,
+    problem_of,
+)
 from service.questions import KINDS, Question
 from service.schemas import ACTIVE_STATES, FINISHED_STATES, JobState
-from service.sqlite import Database
 
 logger = logging.getLogger(__name__)
 
@@ -61,394 +62,6 @@ WATCH_POLL_S = 0.5
 RECORD_POLL_S = 1.0
 # Seconds between two sweeps for the jobs of processes that stopped while this one runs.
 SWEEP_S = 30.0
-# A runner writes its job's heartbeat this often; a job of another host whose heartbeat
-# is older than STALE_S has lost its process.
-HEARTBEAT_S = 5.0
-STALE_S = 60.0
-# The owner of a job whose server stopped (SIGTERM) before it finished and handed it over:
-# no process runs it, and any process takes it over at once rather than after STALE_S.
-RELEASED = "released"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    request BLOB NOT NULL,
-    state TEXT NOT NULL,
-    done INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    stage TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    error BLOB,
-    owner TEXT NOT NULL,
-    heartbeat REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_key_state ON jobs (key, state);
-CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
-"""
-
-
-def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
-def problem_of(error: ServiceError) -> dict[str, Any]:
-    """A ServiceError as the problem object a job's ``error`` holds."""
-    return {
-        "type": error.type,
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        "errors": error.errors,
-    }
-
-
-CANCELLED = problem_of(ComputeCancelledError("the job was cancelled (DELETE) before it finished"))
-WITHDRAWN = problem_of(
-    ComputeCancelledError(
-        "you cancelled this job (DELETE); other tenants asked the same question and it goes "
-        "on for them"
-    )
-)
-UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
-
-
-@dataclass
-class JobRecord:
-    """One job's record. ``key`` is the id of the result the job computes (a benchmark's,
-    a sweep's or a stability run's, as ``kind`` says); ``request`` asks it again."""
-
-    id: str
-    kind: str
-    key: str
-    request: dict[str, Any]
-    state: JobState
-    done: int
-    total: int
-    stage: str
-    created: float
-    owner: str
-    started: float | None = None
-    finished: float | None = None
-    error: dict[str, Any] | None = None
-    seq: int = 0
-    heartbeat: float = 0.0
-
-    @property
-    def is_finished(self) -> bool:
-        return self.state in FINISHED_STATES
-
-    def public(self) -> dict[str, Any]:
-        """The job as the API shows it."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "state": self.state,
-            "progress": {"done": self.done, "total": self.total, "stage": self.stage},
-            "created_at": _iso(self.created),
-            "started_at": _iso(self.started),
-            "finished_at": _iso(self.finished),
-            "result_url": self.result_url if self.state == JobState.SUCCEEDED else None,
-            "error": self.error,
-        }
-
-    @property
-    def result_url(self) -> str | None:
-        """Where the result is read once the job has succeeded."""
-        kind = KINDS.get(self.kind)
-        return None if kind is None else kind.result_url(self.key)
-
-    def snapshot(self) -> tuple[Any, ...]:
-        """What a watcher compares to tell whether the job changed."""
-        return (self.state, self.done, self.total, self.stage, self.finished)
-
-
-def owner_alive(job: JobRecord, me: str) -> bool:
-    """Whether the process that owns a job (``"<pid>-<hex>@<host>"``) still runs.
-
-    On this host, by its process id; on another (a container, a machine sharing the
-    directory), by the job's heartbeat.
-    """
-    owner = job.owner
-    if owner == me:
-        return True
-    if owner == RELEASED:
-        return False
-    process, _, host = owner.partition("@")
-    if host != me.partition("@")[2]:
-        return time.time() - job.heartbeat < STALE_S
-    pid_text, _, _ = process.partition("-")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False  # an earlier life of this process (another app on the same directory)
-    return processes.pid_alive(pid)
-
-
-class JobBackend(Protocol):
-    """What the job manager needs of a job store: :class:`JobStore` (embedded SQLite) or
-    :class:`service.redis_jobs.RedisJobStore` (shared by replicas)."""
-
-    def create_or_join(
-        self,
-        *,
-        kind: str,
-        key: str,
-        request: dict[str, Any],
-        total: int,
-        owner: str,
-        alive: Callable[[JobRecord], bool],
-    ) -> tuple[JobRecord, bool]: ...
-    def get(self, job_id: str) -> JobRecord | None: ...
-    def save(self, job: JobRecord) -> bool: ...
-    def beat(self, job_id: str, owner: str) -> str | None: ...
-    def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]: ...
-    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]: ...
-    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
-    def release(self, job_id: str, owner: str) -> bool: ...
-    def prune(self, before: float, limit: int = 1000) -> list[str]: ...
-    def close(self) -> None: ...
-
-
-def _rows(db: sqlite3.Connection) -> None:
-    db.row_factory = sqlite3.Row
-
-
-class JobStore:
-    """Job records in ``path`` (SQLite, WAL), shared by every process on the directory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = Database(
-            path, schema=SCHEMA, what="jobs database", busy_timeout_s=30.0, prepare=_rows
-        )
-        self._connection = self._db.connection
-        self._transaction = self._db.transaction
-
-    @staticmethod
-    def _job(row: sqlite3.Row) -> JobRecord:
-        return JobRecord(
-            id=row["id"],
-            kind=row["kind"],
-            key=row["key"],
-            request=orjson.loads(row["request"]),
-            state=JobState(row["state"]),
-            done=row["done"],
-            total=row["total"],
-            stage=row["stage"],
-            created=row["created"],
-            owner=row["owner"],
-            started=row["started"],
-            finished=row["finished"],
-            error=None if row["error"] is None else orjson.loads(row["error"]),
-            seq=row["seq"],
-            heartbeat=row["heartbeat"],
-        )
-
-    def create_or_join(
-        self,
-        *,
-        kind: str,
-        key: str,
-        request: dict[str, Any],
-        total: int,
-        owner: str,
-        alive: Callable[[JobRecord], bool],
-    ) -> tuple[JobRecord, bool]:
-        """The active job for ``key`` if a live process runs one, else a new queued one.
-
-        Returns the job and whether it is new. An active job whose process is gone is
-        marked failed first (it would otherwise be re-run only at the next start-up).
-        """
-        with self._transaction() as db:
-            for row in db.execute(
-                "SELECT * FROM jobs WHERE key = ? AND state IN ('queued', 'running')"
-                " ORDER BY seq DESC",
-                (key,),
-            ).fetchall():
-                found = self._job(row)
-                if alive(found):
-                    return found, False
-                self._fail_orphan(db, found)
-            job = JobRecord(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
-                kind=kind,
-                key=key,
-                request=request,
-                state=JobState.QUEUED,
-                done=0,
-                total=total,
-                stage="queued",
-                created=time.time(),
-                owner=owner,
-            )
-            job.heartbeat = job.created
-            cursor = db.execute(
-                "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
-                " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    kind,
-                    key,
-                    orjson.dumps(request),
-                    job.state,
-                    job.done,
-                    job.total,
-                    job.stage,
-                    job.created,
-                    owner,
-                    job.heartbeat,
-                ),
-            )
-            job.seq = cursor.lastrowid or 0
-        return job, True
-
-    @staticmethod
-    def _fail_orphan(db: sqlite3.Connection, job: JobRecord) -> None:
-        error = problem_of(
-            JobOrphanedError(
-                "the server process running this job stopped before it finished; "
-                "ask again to compute it"
-            )
-        )
-        db.execute(
-            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ?",
-            (time.time(), orjson.dumps(error), job.id),
-        )
-
-    def get(self, job_id: str) -> JobRecord | None:
-        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else self._job(row)
-
-    def save(self, job: JobRecord) -> bool:
-        """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process); a record that is gone is written whole again.
-        Returns whether it was written."""
-        error = None if job.error is None else orjson.dumps(job.error)
-        progress = (job.state, job.done, job.total, job.stage, job.started, job.finished, error)
-        with self._transaction() as db:
-            written = db.execute(
-                "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
-                " finished = ?, error = ?, heartbeat = ?"
-                " WHERE id = ? AND state IN ('queued', 'running')",
-                (*progress, time.time(), job.id),
-            ).rowcount
-            if not written:
-                written = db.execute(
-                    "INSERT OR IGNORE INTO jobs (state, done, total, stage, started, finished,"
-                    " error, heartbeat, seq, id, kind, key, request, created, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        *progress,
-                        time.time(),
-                        job.seq,
-                        job.id,
-                        job.kind,
-                        job.key,
-                        orjson.dumps(job.request),
-                        job.created,
-                        job.owner,
-                    ),
-                ).rowcount
-        return bool(written)
-
-    def beat(self, job_id: str, owner: str) -> str | None:
-        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET heartbeat = ? WHERE id = ? AND owner = ?",
-                (time.time(), job_id, owner),
-            )
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else str(row["state"])
-
-    def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
-        """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
-        only those whose id is in ``among`` when it is given."""
-        where: list[str] = []
-        args: list[Any] = []
-        if among is not None:
-            where.append(f"id IN ({', '.join('?' * len(among))})")
-            args.extend(among)
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        if before is not None:
-            where.append("seq < ?")
-            args.append(before)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self._connection().execute(sql, (*args, limit)).fetchall()
-        return [self._job(row) for row in rows]
-
-    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
-        """Active jobs whose process is gone, oldest first."""
-        rows = (
-            self._connection()
-            .execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq")
-            .fetchall()
-        )
-        return [job for job in map(self._job, rows) if not alive(job)]
-
-    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
-        """Take an orphaned job over, unless another process just did."""
-        with self._transaction() as db:
-            return bool(
-                db.execute(
-                    "UPDATE jobs SET owner = ?, heartbeat = ? WHERE id = ? AND owner = ?"
-                    " AND state IN ('queued', 'running')",
-                    (new_owner, time.time(), job_id, old_owner),
-                ).rowcount
-            )
-
-    def release(self, job_id: str, owner: str) -> bool:
-        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
-        :data:`RELEASED`, for any process to take over at once. Returns whether it was."""
-        with self._transaction() as db:
-            return bool(
-                db.execute(
-                    "UPDATE jobs SET owner = ?, heartbeat = 0, state = 'queued', stage = ?"
-                    " WHERE id = ? AND owner = ? AND state IN ('queued', 'running')",
-                    (RELEASED, RELEASED, job_id, owner),
-                ).rowcount
-            )
-
-    def prune(self, before: float, limit: int = 1000) -> list[str]:
-        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
-        with self._transaction() as db:
-            rows = db.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN"
-                " ('succeeded', 'failed', 'cancelled') AND finished < ? LIMIT ?) RETURNING id",
-                (before, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 @dataclass

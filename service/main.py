@@ -31,7 +31,8 @@ from service.engine import BenchmarkEngine
 from service.errors import SpaceWatch, StorageError
 from service.executors import DaskExecutor
 from service.formats import DataLimits
-from service.jobs import JobBackend, JobManager, JobStore
+from service.job_records import JobBackend, JobStore
+from service.jobs import JobManager
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.result_backend import ResultBackend

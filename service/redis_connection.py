@@ -4,11 +4,12 @@ Redis error raised as the problem it is for the client. Used by the result cache
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -137,3 +138,30 @@ class Guard:
             if probe:
                 with self._lock:
                     self._probing = False
+
+
+def newest_first(
+    guard: Guard,
+    client: Any,
+    key: str,
+    high: float | str,
+    *,
+    batch: int,
+    doing: str,
+    **options: Any,
+) -> Iterator[list[Any]]:
+    """The members of the sorted set ``key`` from score ``high`` down, ``batch`` at a time,
+    each batch read when it is asked for: for a page that filters as it goes. ``options``
+    go to ``ZREVRANGEBYSCORE`` (``withscores=True``)."""
+    offset = 0
+    while True:
+        chunk = guard.read(
+            doing,
+            functools.partial(
+                client.zrevrangebyscore, key, high, "-inf", start=offset, num=batch, **options
+            ),
+        )
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk

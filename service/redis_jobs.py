@@ -1,8 +1,9 @@
 """Job records in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
 
-The same interface as :class:`service.jobs.JobStore`. A job is one hash
-(``clusterbench:job:<id>``) holding every field of :class:`service.jobs.JobRecord` as JSON, so
-a field added to the dataclass later is stored and read back without a change here.
+The same interface as :class:`service.job_records.JobStore`. A job is one hash
+(``clusterbench:job:<id>``) holding every field of
+:class:`service.job_records.JobRecord` as JSON, so a field added to the dataclass later
+is stored and read back without a change here.
 Beside it: ``jobs`` (a sorted set of ids by sequence number, for listing),
 ``jobs-active`` (the ids of queued or running jobs, for the sweep for orphans),
 ``job-for:<key>`` (the latest job of a question, for joining) and ``job-seq``.
@@ -28,8 +29,8 @@ from typing import Any
 import orjson
 
 from service.errors import JobOrphanedError
-from service.jobs import RELEASED, JobRecord, problem_of
-from service.redis_connection import PREFIX, Guard, connect
+from service.job_records import RELEASED, JobRecord, problem_of
+from service.redis_connection import PREFIX, Guard, connect, newest_first
 from service.schemas import ACTIVE_STATES, JobState
 
 logger = logging.getLogger(__name__)
@@ -286,27 +287,21 @@ class RedisJobStore:
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
         high = "+inf" if before is None else f"({before}"
         out: list[JobRecord] = []
-        offset = 0
-        batch = max(limit, 16) + 1
-        while len(out) < limit:
-            ids = self._call.read(
-                "a job list",
-                functools.partial(
-                    self.redis.zrevrangebyscore,
-                    PREFIX + "jobs",
-                    high,
-                    "-inf",
-                    start=offset,
-                    num=batch,
-                ),
-            )
-            if not ids:
-                break
-            offset += len(ids)
+        batches = newest_first(
+            self._call,
+            self.redis,
+            PREFIX + "jobs",
+            high,
+            batch=max(limit, 16) + 1,
+            doing="a job list",
+        )
+        for ids in batches if limit > 0 else ():
             jobs = self._call.read(
                 "a job list", functools.partial(self._read, [i.decode() for i in ids])
             )
             out.extend(filter(keep, jobs))
+            if len(out) >= limit:
+                break
         return out[:limit]
 
     def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:

@@ -38,7 +38,6 @@ once Redis is back.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -52,7 +51,7 @@ from service import redis_scripts as scripts
 from service.benchmark import FittedModel
 from service.errors import StorageError
 from service.memory import MemoryLRU
-from service.redis_connection import PREFIX, Guard, connect, unavailable
+from service.redis_connection import PREFIX, Guard, connect, newest_first, unavailable
 from service.result_backend import ACCESS_RESOLUTION_S
 from service.store import StoredBenchmark, model_from_bytes, model_to_bytes
 
@@ -277,32 +276,24 @@ class RedisResultStore:
                 rows = [row for row in rows if row < before]
             return [(i, s) for s, i in rows[:limit]]
         out: list[tuple[str, float]] = []
-        offset = 0
         high: float | str = "+inf" if before is None else before[0]
-        batch = max(limit, 16) + 1
-        while len(out) < limit:
-            chunk = self._call.read(
-                "a list",
-                functools.partial(
-                    self.redis.zrevrangebyscore,
-                    key,
-                    high,
-                    "-inf",
-                    start=offset,
-                    num=batch,
-                    withscores=True,
-                ),
-            )
-            if not chunk:
-                break
-            offset += len(chunk)
+        batches = newest_first(
+            self._call,
+            self.redis,
+            key,
+            high,
+            batch=max(limit, 16) + 1,
+            doing="a list",
+            withscores=True,
+        )
+        for chunk in batches if limit > 0 else ():
             for member, score in chunk:
                 row = (float(score), member.decode())
                 if before is not None and row >= before:
                     continue
                 out.append((row[1], row[0]))
                 if len(out) == limit:
-                    break
+                    return out
         return out
 
     # -- plots and models ---------------------------------------------------------

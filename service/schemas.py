@@ -547,13 +547,13 @@ ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-def _iso_utc(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
     """``2026-01-01T12:00:00.000Z``: ISO 8601 in UTC, to the millisecond."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # A moment the API answers as ISO 8601 UTC text, and the client reads as a datetime.
-Timestamp = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+Timestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str)]
 
 # The API always sends every field of a job; a client reads one that says less (an older
 # service: a queued job with no progress yet) with these defaults. The schema says what the
@@ -583,7 +583,7 @@ class Job(BaseModel):
     """A long computation run in the background: poll it, follow its events, or cancel it."""
 
     # The API's answer, and what the client (service.client) returns for it. The job's
-    # stored record is service.jobs.JobRecord.
+    # stored record is service.job_records.JobRecord.
 
     model_config = _SENT_IN_FULL
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service.errors import storage_errors
 
@@ -48,6 +49,28 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
+
+
+# A condition of a page: a SQL clause and its arguments, or None where it was not asked.
+Condition = tuple[str, Sequence[Any]] | None
+
+
+def page_query(
+    select: str, conditions: Sequence[Condition], *, order: str, limit: int
+) -> tuple[str, tuple[Any, ...]]:
+    """``select`` narrowed by every condition given, in ``order``, at most ``limit`` rows:
+    the SQL and its arguments (a page of a listing, newest first)."""
+    asked = [condition for condition in conditions if condition is not None]
+    sql = select
+    if asked:
+        sql += " WHERE " + " AND ".join(clause for clause, _ in asked)
+    args = [arg for _, values in asked for arg in values]
+    return f"{sql} ORDER BY {order} LIMIT ?", (*args, limit)
+
+
+def one_of(column: str, values: Sequence[str] | None) -> Condition:
+    """The condition that ``column`` is one of ``values``; None (no condition) for None."""
+    return None if values is None else (f"{column} IN ({', '.join('?' * len(values))})", values)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import orjson
 from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
 from service.cache_db import CorruptPayloadError, sha256
 from service.result_backend import ACCESS_RESOLUTION_S
+from service.sqlite import one_of, page_query
 from service.store_documents import SQLiteDocuments
 from service.store_leases import SQLiteLeases
 from service.tables import Preprocessing
@@ -320,21 +321,18 @@ class ResultStore(SQLiteLeases, SQLiteDocuments):
     ) -> list[tuple[str, float]]:
         """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
         ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
-        where: list[str] = []
-        args: list[Any] = []
-        if among is not None:
-            where.append(f"id IN ({', '.join('?' * len(among))})")
-            args.extend(among)
-        if before is not None:
-            where.append("(created, id) < (?, ?)")
-            args.extend(before)
-        sql = "SELECT id, created FROM benchmarks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        sql, args = page_query(
+            "SELECT id, created FROM benchmarks",
+            [
+                one_of("id", among),
+                None if before is None else ("(created, id) < (?, ?)", before),
+            ],
+            order="created DESC, id DESC",
+            limit=limit,
+        )
 
         def read() -> list[tuple[str, float]]:
-            rows = self._connection().execute(sql, (*args, limit)).fetchall()
+            rows = self._connection().execute(sql, args).fetchall()
             return [(row[0], float(row[1])) for row in rows]
 
         return self._safely("list", read, [])

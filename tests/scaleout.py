@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from service.jobs import JobBackend, JobStore
+from service.job_records import JobBackend, JobStore
 from service.process import free_port
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore

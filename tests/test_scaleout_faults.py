@@ -18,7 +18,8 @@ from service import jobs as jobs_module
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine, document_flight
 from service.errors import StoreUnavailableError
-from service.jobs import JobBackend, JobManager, JobRecord, JobStore
+from service.job_records import JobBackend, JobRecord, JobStore
+from service.jobs import JobManager
 from service.process import free_port
 from service.questions import resolve_sweep
 from service.redis_jobs import RedisJobStore

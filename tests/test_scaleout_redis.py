@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from service.datasets import load_builtin
-from service.jobs import RELEASED, STALE_S
+from service.job_records import RELEASED, STALE_S
 from service.process import ServiceProcess
 from service.redis_jobs import RedisJobStore
 from tests.reference import assert_matches, seed_scores

@@ -25,7 +25,7 @@ from service import result_backend
 from service import sqlite as sqlite_helper
 from service.benchmark import FittedModel
 from service.errors import StoreUnavailableError
-from service.jobs import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
+from service.job_records import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
 from service.memory import MemoryLRU
 from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore

@@ -17,7 +17,8 @@ import pytest
 from service import benchmark as bm
 from service.datasets import DatasetStore
 from service.errors import JobFinishedError
-from service.jobs import STALE_S, JobManager, JobRecord, JobStore, _Running, owner_alive
+from service.job_records import STALE_S, JobRecord, JobStore, owner_alive
+from service.jobs import JobManager, _Running
 from tests.conftest import make_settings, serve
 from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
