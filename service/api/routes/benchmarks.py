@@ -36,6 +36,7 @@ from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
+from service.result_backend import ResultCache
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
 from service.tables import DEFAULT_MISSING
@@ -366,7 +367,7 @@ async def list_benchmarks(
     time; `next_cursor` leads to the next page."""
     before = None if cursor is None else _before(cursor)
     among = None if caller is None else await tenants.held_benchmarks(caller)
-    results = engine.results
+    results: ResultCache = engine.results
 
     def read() -> tuple[list[dict[str, Any]], str | None]:
         page = results.page(limit=limit + 1, before=before, among=among)
