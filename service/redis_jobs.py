@@ -135,7 +135,8 @@ def job_to_hash(job: JobRecord) -> dict[str, bytes]:
 def job_from_hash(data: dict[bytes, bytes]) -> JobRecord:
     """A job from its hash; fields this version does not know are left out."""
     values = {k.decode(): orjson.loads(v) for k, v in data.items()}
-    values["state"] = JobState(values["state"])
+    if "state" in values:
+        values["state"] = JobState(values["state"])
     return JobRecord(**{name: values[name] for name in FIELDS if name in values})
 
 
