@@ -767,7 +767,8 @@ def fit_strategy(
         t0 = time.perf_counter()
         estimator, fitted_on = _fit_steps(X, params)
         fit_kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
-        kmeans.fit(fitted_on, **fit_kwargs)
+        with blockwise.lean_tolerance():
+            kmeans.fit(fitted_on, **fit_kwargs)
         fit_time = time.perf_counter() - t0
         del fitted_on  # KMeans keeps no reference: the scaled copy goes here
         if estimator is not None:

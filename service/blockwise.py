@@ -19,7 +19,8 @@ code it replaces, with ``numpy.array_equal``.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,8 +39,9 @@ def column_sum(
     X: np.ndarray,
     transform: Callable[[np.ndarray], np.ndarray] = np.asarray,
     rows: np.ndarray | None = None,
+    dtype: type = np.float64,
 ) -> np.ndarray:
-    """``np.sum(transform(X[rows]), axis=0, dtype=float64)``, a block at a time.
+    """``np.sum(transform(X[rows]), axis=0, dtype=dtype)``, a block at a time.
 
     Parameters
     ----------
@@ -48,7 +50,14 @@ def column_sum(
         Applied to each block of rows (elementwise or row by row).
     rows : ndarray of int, optional
         The rows to sum, in this order (default: all of them).
+    dtype : type
+        The accumulator's.
     """
+    if X.shape[1] == 1 or (rows is None and not X.flags.c_contiguous):
+        # One column, or a Fortran-ordered matrix: numpy sums each column as one
+        # contiguous run, pairwise. The one-shot sum is the number, and its temporary is
+        # a column (or the whole of a rare layout).
+        return np.asarray(np.sum(transform(X if rows is None else X[rows]), axis=0, dtype=dtype))
     n = X.shape[0] if rows is None else len(rows)
     total: np.ndarray | None = None
     for start in range(0, n, BLOCK_ROWS):
@@ -56,9 +65,9 @@ def column_sum(
         part = transform(X[start:stop] if rows is None else X[rows[start:stop]])
         if total is not None:
             part = np.vstack([total[None, :], part])
-        total = np.asarray(np.sum(part, axis=0, dtype=np.float64))
+        total = np.asarray(np.sum(part, axis=0, dtype=dtype))
     if total is None:
-        return np.zeros(X.shape[1])
+        return np.zeros(X.shape[1], dtype=dtype)
     return total
 
 
@@ -194,6 +203,51 @@ def _pairwise_sum(values: Callable[[int, int], np.ndarray], lo: int, hi: int) ->
     half = n // 2
     half -= half % 8
     return _pairwise_sum(values, lo, lo + half) + _pairwise_sum(values, lo + half, hi)
+
+
+def kmeans_tolerance(X: Any, tol: float) -> Any:
+    """scikit-learn's ``KMeans`` tolerance, ``np.mean(np.var(X, axis=0)) * tol``, without
+    ``np.var``'s temporary ``X - mean`` (as large as the data); :func:`lean_tolerance`
+    puts it in scikit-learn's place."""
+    if tol == 0:
+        return 0
+    if not isinstance(X, np.ndarray):  # sparse: scikit-learn's own computation
+        from sklearn.utils.sparsefuncs import mean_variance_axis
+
+        return np.mean(mean_variance_axis(X, axis=0)[1]) * tol
+    if X.shape[1] == 1 or not X.flags.c_contiguous:
+        return np.mean(np.var(X, axis=0)) * tol
+    # np.var's steps: sums in X's own dtype, each divided in place by the count (an intp).
+    count = np.intp(X.shape[0])
+    mean = column_sum(X, dtype=X.dtype.type)
+    np.true_divide(mean, count, out=mean, casting="unsafe")
+    variances = column_sum(X, _squares_in_dtype(mean), dtype=X.dtype.type)
+    np.true_divide(variances, count, out=variances, casting="unsafe")
+    return np.mean(variances) * tol
+
+
+def _squares_in_dtype(mean: np.ndarray) -> Squares:
+    def squares(block: np.ndarray) -> np.ndarray:
+        deviations: np.ndarray = np.subtract(block, mean)
+        np.square(deviations, out=deviations)
+        return deviations
+
+    return squares
+
+
+@contextmanager
+def lean_tolerance() -> Iterator[None]:
+    """Within the block, KMeans (and MiniBatchKMeans, BisectingKMeans) compute their
+    tolerance with :func:`kmeans_tolerance`: the same number, one copy of the data
+    fewer at the start of every fit. A worker runs one fit at a time."""
+    from sklearn.cluster import _kmeans
+
+    original = _kmeans._tolerance
+    _kmeans._tolerance = kmeans_tolerance
+    try:
+        yield
+    finally:
+        _kmeans._tolerance = original
 
 
 def _as_float64(block: np.ndarray) -> np.ndarray:

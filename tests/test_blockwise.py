@@ -109,3 +109,40 @@ def test_calinski_harabasz_refuses_as_scikit_learn() -> None:
     X = _table(10, np.float64)
     with pytest.raises(ValueError, match="Number of labels is 1"):
         blockwise.calinski_harabasz_score(X, np.zeros(10, dtype=int))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_features", [1, 9])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_kmeans_tolerance_equals_scikit_learn(
+    block_rows: int, dtype: type, n_features: int, order: str
+) -> None:
+    from sklearn.cluster._kmeans import _tolerance
+
+    X = np.asarray(_table(3001, dtype)[:, :n_features], order=order)
+
+    assert blockwise.kmeans_tolerance(X, 1e-4) == _tolerance(X, 1e-4)
+    assert blockwise.kmeans_tolerance(X, 0) == 0
+
+
+def test_kmeans_tolerance_on_sparse_data_is_scikit_learns() -> None:
+    from scipy import sparse
+    from sklearn.cluster._kmeans import _tolerance
+
+    X = sparse.random(200, 30, density=0.1, format="csr", random_state=0)
+
+    assert blockwise.kmeans_tolerance(X, 1e-3) == _tolerance(X, 1e-3)
+
+
+def test_lean_tolerance_is_used_by_the_fit_and_put_back() -> None:
+    from sklearn.cluster import KMeans, _kmeans
+
+    original = _kmeans._tolerance
+    X = _table(400, np.float32)
+    expected = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
+    with blockwise.lean_tolerance():
+        assert _kmeans._tolerance is blockwise.kmeans_tolerance
+        fitted = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
+    assert _kmeans._tolerance is original
+    assert fitted._tol == expected._tol
+    assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
