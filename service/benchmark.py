@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from service import __version__
+from service import __version__, blockwise
 from service.errors import (
     InvalidCentersError,
     InvalidDataError,
@@ -706,6 +706,36 @@ def _run_strategy(
     return fit_strategy(X, y, strategy, params)[0]
 
 
+def _fit_steps(X: np.ndarray, params: BenchmarkParams) -> tuple[Pipeline | None, np.ndarray]:
+    """The fitted steps before the estimator (a Pipeline still without it, None when
+    there are none) and the matrix the estimator is fitted on.
+
+    As ``make_pipeline(*preprocessing_steps(params), kmeans).fit(X)`` computes it, with
+    one copy of ``X`` instead of up to four (README "Performance"): dense data is scaled
+    block-wise into the one copy (:func:`blockwise.fit_scaler`), a Normalizer works on
+    it in place, and KMeans centres it in place (``copy_x=False``, see make_kmeans).
+    """
+    from scipy import sparse
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import Normalizer
+
+    steps = preprocessing_steps(params)
+    if not steps:
+        return None, X
+    if sparse.issparse(X) or not params.scale:
+        pipeline = Pipeline([(type(s).__name__.lower(), s) for s in steps])
+        return pipeline, pipeline.fit_transform(X)
+    Z, scaler = blockwise.fit_scaler(X)
+    # The stored data's pages are read again only after the fit (scores, profiles).
+    blockwise.release_pages(X)
+    fitted: list[tuple[str, Any]] = [("standardscaler", scaler)]
+    if params.normalize == "l2":
+        normalizer = Normalizer().fit(Z)
+        Z = normalizer.transform(Z, copy=False)
+        fitted.append(("normalizer", normalizer))
+    return Pipeline(fitted), Z
+
+
 def fit_strategy(
     X: np.ndarray,
     y: np.ndarray | None,
@@ -729,25 +759,23 @@ def fit_strategy(
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
     same sample for every seed.
     """
-    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.pipeline import Pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
-        steps = preprocessing_steps(params)
-        estimator: Pipeline | KMeans | MiniBatchKMeans | BisectingKMeans = (
-            make_pipeline(*steps, kmeans) if steps else kmeans
-        )
-        weight: dict[str, np.ndarray] = {}
-        if sample_weight is not None:
-            last = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
-            weight = {"sample_weight" if last is None else f"{last}__sample_weight": sample_weight}
         t0 = time.perf_counter()
-        estimator.fit(X, **weight)
+        estimator, fitted_on = _fit_steps(X, params)
+        fit_kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+        with blockwise.lean_tolerance():
+            kmeans.fit(fitted_on, **fit_kwargs)
         fit_time = time.perf_counter() - t0
+        del fitted_on  # KMeans keeps no reference: the scaled copy goes here
+        if estimator is not None:
+            estimator.steps.append((type(kmeans).__name__.lower(), kmeans))
         labels = kmeans.labels_
         scored = X
-        if score_space == "clustered" and isinstance(estimator, Pipeline):
+        if score_space == "clustered" and estimator is not None:
             # Every step before KMeans, fitted: the points KMeans assigned.
             scored = estimator[:-1].transform(X)
         scores = score_labels(
@@ -757,15 +785,18 @@ def fit_strategy(
             params.silhouette_sample_size,
             params.random_state if sample_state is None else sample_state,
         )
+        del scored
     scaler = estimator[0] if params.scale and isinstance(estimator, Pipeline) else None
     n_iter = getattr(kmeans, "n_iter_", None)
     # Data past the magnitude bound overflows here too; _check_finite_results below
     # refuses such a fit by its inertia, so the overflow is not a warning of its own.
     with np.errstate(over="ignore", invalid="ignore"):
-        sizes, means, stds = profile_clusters(X, labels, params.n_clusters)
-        Z = estimator[:-1].transform(X) if isinstance(estimator, Pipeline) else X
-        own = np.sqrt(
-            ((np.asarray(Z, dtype=np.float64) - kmeans.cluster_centers_[labels]) ** 2).sum(1)
+        sizes, means, stds = blockwise.profile_clusters(X, labels, params.n_clusters)
+        own = blockwise.distances_to_centers(
+            X,
+            labels,
+            kmeans.cluster_centers_,
+            np.asarray if estimator is None else estimator[:-1].transform,
         )
     model = FittedModel(
         init=strategy.init,
@@ -798,32 +829,6 @@ def fit_strategy(
         warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
     )
     return outcome, np.asarray(labels)
-
-
-def profile_clusters(
-    X: np.ndarray, labels: np.ndarray, n_clusters: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each cluster's size, and its rows' per-feature mean and standard deviation.
-
-    As ``pandas.DataFrame(X).groupby(labels)`` computes them: the standard deviation
-    with ``ddof=1``, NaN for a cluster of fewer than two rows (the mean too when empty).
-
-    Returns
-    -------
-    sizes : ndarray of shape (n_clusters,)
-    means, stds : ndarrays of shape (n_clusters, n_features)
-    """
-    sizes = np.bincount(labels, minlength=n_clusters)
-    means = np.full((n_clusters, X.shape[1]), np.nan)
-    stds = np.full((n_clusters, X.shape[1]), np.nan)
-    order = np.argsort(labels, kind="stable")
-    for label, rows in enumerate(np.split(order, np.cumsum(sizes)[:-1])):
-        if len(rows):
-            members = np.asarray(X[rows], dtype=np.float64)
-            means[label] = members.mean(axis=0)
-            if len(rows) > 1:
-                stds[label] = members.std(axis=0, ddof=1)
-    return sizes, means, stds
 
 
 def score_labels(
@@ -872,9 +877,9 @@ def score_labels(
         _silhouette(X, labels, silhouette_sample_size, random_state) if defined else None
     )
     for name, metric in INTERNAL_METRICS.items():
-        scores[name] = (
-            _internal_score(name, getattr(metrics, metric), X, labels) if defined else None
-        )
+        # The same number as scikit-learn's, without its float64 copy of the data.
+        score = getattr(blockwise, metric, None) or getattr(metrics, metric)
+        scores[name] = _internal_score(name, score, X, labels) if defined else None
     return scores
 
 

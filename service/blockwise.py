@@ -1,0 +1,274 @@
+"""Whole-matrix statistics computed a block of rows at a time, with the numbers of the
+one-shot computations they replace.
+
+A benchmark's worker holds the stored data (memory-mapped) and the one scaled copy
+KMeans fits on; everything else it computes over all rows (the scaler's statistics,
+each row's distance to its centre, the clusters' means and deviations) is done here in
+blocks of :data:`BLOCK_ROWS` rows, so that no float64 temporary of the whole matrix is
+ever made. Measured on 1M x 32 float32 (128 MB): ``StandardScaler().fit_transform``
+peaks at 2.25x the data above what it starts with, :func:`fit_scaler` at 1.0x (the
+copy itself), in the same time.
+
+The sums are bit-for-bit those of the one-shot code: numpy adds the rows of a C-ordered
+matrix along axis 0 one after another (no pairwise summation across rows), so carrying
+the running sum into the next block as its first row continues the same sequence of
+additions (:func:`column_sum`). ``tests/test_blockwise.py`` holds each function to the
+code it replaces, with ``numpy.array_equal``.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import StandardScaler
+
+Squares = Callable[[np.ndarray], np.ndarray]
+
+# 32768 rows of 64 float64 values are 16 MB: small beside any matrix worth the care,
+# large enough that the per-block overhead does not show.
+BLOCK_ROWS = 1 << 15
+
+
+def column_sum(
+    X: np.ndarray,
+    transform: Callable[[np.ndarray], np.ndarray] = np.asarray,
+    rows: np.ndarray | None = None,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """``np.sum(transform(X[rows]), axis=0, dtype=dtype)``, a block at a time.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    transform : callable
+        Applied to each block of rows (elementwise or row by row).
+    rows : ndarray of int, optional
+        The rows to sum, in this order (default: all of them).
+    dtype : type
+        The accumulator's.
+    """
+    if X.shape[1] == 1 or (rows is None and not X.flags.c_contiguous):
+        # One column, or a Fortran-ordered matrix: numpy sums each column as one
+        # contiguous run, pairwise. The one-shot sum is the number, and its temporary is
+        # a column (or the whole of a rare layout).
+        return np.asarray(np.sum(transform(X if rows is None else X[rows]), axis=0, dtype=dtype))
+    n = X.shape[0] if rows is None else len(rows)
+    total: np.ndarray | None = None
+    for start in range(0, n, BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
+        part = transform(X[start:stop] if rows is None else X[rows[start:stop]])
+        if total is not None:
+            part = np.vstack([total[None, :], part])
+        total = np.asarray(np.sum(part, axis=0, dtype=dtype))
+    if total is None:
+        return np.zeros(X.shape[1], dtype=dtype)
+    return total
+
+
+def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, StandardScaler]:
+    """``StandardScaler().fit_transform(X)`` and the fitted scaler, with the scaled copy
+    the only array of the matrix's size made.
+
+    The statistics are those of scikit-learn's ``_incremental_mean_and_var`` (the
+    corrected two-pass algorithm) on a first fit; the scale that of
+    ``StandardScaler.partial_fit``; the copy keeps ``X``'s floating dtype as
+    ``transform`` does (float64 for anything else).
+    """
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
+
+    n_samples, n_features = X.shape
+    mean = column_sum(X) / n_samples
+    correction = column_sum(X, lambda block: block - mean)
+    squares = column_sum(X, lambda block: (block - mean) ** 2)
+    squares -= correction**2 / n_samples
+    var = squares / n_samples
+    scaler = StandardScaler()
+    scaler.n_features_in_ = n_features
+    scaler.n_samples_seen_ = np.int64(n_samples)
+    scaler.mean_ = mean
+    scaler.var_ = var
+    scaler.scale_ = _handle_zeros_in_scale(
+        np.sqrt(var), copy=False, constant_mask=_is_constant_feature(var, mean, n_samples)
+    )
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    scaled = np.empty(X.shape, dtype=dtype)
+    shift, scale = mean.astype(dtype), scaler.scale_.astype(dtype)
+    for start in range(0, n_samples, BLOCK_ROWS):
+        block = scaled[start : start + BLOCK_ROWS]
+        block[...] = X[start : start + BLOCK_ROWS]
+        block -= shift
+        block /= scale
+    return scaled, scaler
+
+
+def distances_to_centers(
+    X: np.ndarray,
+    labels: np.ndarray,
+    centers: np.ndarray,
+    transform: Callable[[np.ndarray], np.ndarray] = np.asarray,
+) -> np.ndarray:
+    """Each row's Euclidean distance to its own centre, in the space ``transform`` maps
+    the rows to (the fitted steps before the estimator), in float64."""
+    out = np.empty(X.shape[0])
+    for start in range(0, X.shape[0], BLOCK_ROWS):
+        stop = start + BLOCK_ROWS
+        block = np.asarray(transform(X[start:stop]), dtype=np.float64)
+        out[start:stop] = np.sqrt(((block - centers[labels[start:stop]]) ** 2).sum(1))
+    return out
+
+
+def profile_clusters(
+    X: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cluster's size, and its rows' per-feature mean and standard deviation.
+
+    As ``pandas.DataFrame(X).groupby(labels)`` computes them: the standard deviation
+    with ``ddof=1``, NaN for a cluster of fewer than two rows (the mean too when empty).
+    The numbers are those of ``X[rows].mean(axis=0)`` and ``.std(axis=0, ddof=1)``.
+
+    Returns
+    -------
+    sizes : ndarray of shape (n_clusters,)
+    means, stds : ndarrays of shape (n_clusters, n_features)
+    """
+    sizes = np.bincount(labels, minlength=n_clusters)
+    means = np.full((n_clusters, X.shape[1]), np.nan)
+    stds = np.full((n_clusters, X.shape[1]), np.nan)
+    order = np.argsort(labels, kind="stable")
+    for label, rows in enumerate(np.split(order, np.cumsum(sizes)[:-1])):
+        if len(rows):
+            means[label] = column_sum(X, _as_float64, rows) / len(rows)
+            if len(rows) > 1:
+                squares = column_sum(X, _squares_about(means[label]), rows)
+                stds[label] = np.sqrt(squares / (len(rows) - 1))
+    return sizes, means, stds
+
+
+def calinski_harabasz_score(X: np.ndarray, labels: np.ndarray) -> float:
+    """``sklearn.metrics.calinski_harabasz_score(X, labels)``, without its float64 copy
+    of ``X`` (twice float32 data) and the copy of each cluster's rows.
+
+    Each cluster's sum of squares is a sum over the flattened rows, which numpy adds
+    pairwise: :func:`_pairwise_sum` splits it where numpy's recursion does, and sums the
+    leaves with numpy, so the total is the same number.
+    """
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if not 1 < len(present) < X.shape[0]:
+        raise ValueError(
+            f"Number of labels is {len(present)}. Valid values are 2 to n_samples - 1 (inclusive)"
+        )
+    n_samples, n_features = X.shape
+    mean = column_sum(X, _as_float64) / n_samples
+    extra_disp, intra_disp = 0.0, 0.0
+    for label in present:
+        rows = np.flatnonzero(labels == label)
+        mean_k = column_sum(X, _as_float64, rows) / len(rows)
+        extra_disp += len(rows) * np.sum((mean_k - mean) ** 2)
+        squares = _squares_about(mean_k)
+
+        def leaf(lo: int, hi: int, rows: np.ndarray = rows, squares: Squares = squares) -> Any:
+            first, last = lo // n_features, -(-hi // n_features)
+            flat = squares(X[rows[first:last]]).ravel()
+            return flat[lo - first * n_features : hi - first * n_features]
+
+        intra_disp += _pairwise_sum(leaf, 0, len(rows) * n_features)
+    n_labels = len(present)
+    return float(
+        1.0
+        if intra_disp == 0.0
+        else extra_disp * (n_samples - n_labels) / (intra_disp * (n_labels - 1.0))
+    )
+
+
+# The longest run _pairwise_sum hands to numpy at once (8 MB of float64); at least
+# numpy's own shortest run, 128 values, which it adds with eight accumulators.
+_PAIRWISE_LEAF = 1 << 20
+
+
+def _pairwise_sum(values: Callable[[int, int], np.ndarray], lo: int, hi: int) -> float:
+    """``np.sum`` of the float64 values ``values(lo, hi)`` would give, for a range
+    too large to hold at once: numpy's pairwise summation halves a run at a multiple of
+    8 until it is short, so a range is the sum of its two halves' sums."""
+    n = hi - lo
+    if n <= _PAIRWISE_LEAF:
+        return np.sum(values(lo, hi))  # type: ignore[no-any-return]
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values, lo, lo + half) + _pairwise_sum(values, lo + half, hi)
+
+
+def kmeans_tolerance(X: Any, tol: float) -> Any:
+    """scikit-learn's ``KMeans`` tolerance, ``np.mean(np.var(X, axis=0)) * tol``, without
+    ``np.var``'s temporary ``X - mean`` (as large as the data); :func:`lean_tolerance`
+    puts it in scikit-learn's place."""
+    if tol == 0:
+        return 0
+    if not isinstance(X, np.ndarray):  # sparse: scikit-learn's own computation
+        from sklearn.utils.sparsefuncs import mean_variance_axis
+
+        return np.mean(mean_variance_axis(X, axis=0)[1]) * tol
+    if X.shape[1] == 1 or not X.flags.c_contiguous:
+        return np.mean(np.var(X, axis=0)) * tol
+    # np.var's steps: sums in X's own dtype, each divided in place by the count (an intp).
+    count = np.intp(X.shape[0])
+    mean = column_sum(X, dtype=X.dtype.type)
+    np.true_divide(mean, count, out=mean, casting="unsafe")
+    variances = column_sum(X, _squares_in_dtype(mean), dtype=X.dtype.type)
+    np.true_divide(variances, count, out=variances, casting="unsafe")
+    return np.mean(variances) * tol
+
+
+def _squares_in_dtype(mean: np.ndarray) -> Squares:
+    def squares(block: np.ndarray) -> np.ndarray:
+        deviations: np.ndarray = np.subtract(block, mean)
+        np.square(deviations, out=deviations)
+        return deviations
+
+    return squares
+
+
+@contextmanager
+def lean_tolerance() -> Iterator[None]:
+    """Within the block, KMeans (and MiniBatchKMeans, BisectingKMeans) compute their
+    tolerance with :func:`kmeans_tolerance`: the same number, one copy of the data
+    fewer at the start of every fit. A worker runs one fit at a time."""
+    from sklearn.cluster import _kmeans
+
+    original = _kmeans._tolerance
+    _kmeans._tolerance = kmeans_tolerance
+    try:
+        yield
+    finally:
+        _kmeans._tolerance = original
+
+
+def _as_float64(block: np.ndarray) -> np.ndarray:
+    return block.astype(np.float64)
+
+
+def _squares_about(mean: np.ndarray) -> Squares:
+    def squares(block: np.ndarray) -> np.ndarray:
+        deviations: np.ndarray = block.astype(np.float64) - mean
+        return deviations**2
+
+    return squares
+
+
+def release_pages(X: np.ndarray) -> None:
+    """Give back the resident pages of a memory-mapped ``X`` (they stay in the page cache
+    and are read again from there if touched): the worker then holds the scaled copy
+    alone while KMeans runs. A no-op on arrays in memory."""
+    base: object = X
+    while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
+        base = base.base
+    mapped = getattr(base, "_mmap", None)
+    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)

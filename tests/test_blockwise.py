@@ -1,0 +1,148 @@
+"""The block-wise statistics equal, bit for bit, the one-shot code they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from service import blockwise
+
+
+@pytest.fixture(params=[7, 1 << 15], ids=["blocks-of-7", "default-blocks"])
+def block_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Small blocks make every function run over many blocks on small data."""
+    monkeypatch.setattr(blockwise, "BLOCK_ROWS", request.param)
+    return int(request.param)
+
+
+def _table(n: int, dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 9)) * rng.uniform(0.01, 1e3, 9) + rng.uniform(-1e4, 1e4, 9)
+    X[:, 2] = 7.25  # a constant column: scale 1, as scikit-learn handles it
+    X[:, 4] = 0.0
+    return X.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("n", [1, 50, 1797])
+def test_fit_scaler_equals_standard_scaler(block_rows: int, dtype: type, n: int) -> None:
+    X = _table(n, dtype)
+    expected = StandardScaler()
+    Z_expected = expected.fit_transform(X)
+
+    Z, scaler = blockwise.fit_scaler(X)
+
+    assert Z.dtype == Z_expected.dtype
+    assert np.array_equal(Z, Z_expected)
+    for name in ("mean_", "var_", "scale_"):
+        assert np.array_equal(getattr(scaler, name), getattr(expected, name)), name
+    assert scaler.n_samples_seen_ == expected.n_samples_seen_
+    assert np.array_equal(scaler.transform(X[:5]), expected.transform(X[:5]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_profile_clusters_equals_group_means(block_rows: int, dtype: type) -> None:
+    X = _table(1000, dtype)
+    labels = np.random.default_rng(3).integers(0, 5, len(X))
+    labels[labels == 3] = 4  # an empty cluster
+    labels[0] = 3  # ... now a cluster of one row
+
+    sizes, means, stds = blockwise.profile_clusters(X, labels, 6)
+
+    assert sizes.tolist() == np.bincount(labels, minlength=6).tolist()
+    for label in range(6):
+        members = np.asarray(X[labels == label], dtype=np.float64)
+        if len(members) == 0:
+            assert np.isnan(means[label]).all()
+            assert np.isnan(stds[label]).all()
+            continue
+        assert np.array_equal(means[label], members.mean(axis=0))
+        if len(members) == 1:
+            assert np.isnan(stds[label]).all()
+        else:
+            assert np.array_equal(stds[label], members.std(axis=0, ddof=1))
+
+
+def test_distances_to_centers_equal_the_whole_matrix(block_rows: int) -> None:
+    X = _table(500, np.float32)
+    scaler = StandardScaler().fit(X)
+    centers = np.random.default_rng(4).standard_normal((4, X.shape[1]))
+    labels = np.random.default_rng(5).integers(0, 4, len(X))
+
+    own = blockwise.distances_to_centers(X, labels, centers, scaler.transform)
+
+    Z = np.asarray(scaler.transform(X), dtype=np.float64)
+    assert np.array_equal(own, np.sqrt(((Z - centers[labels]) ** 2).sum(1)))
+
+
+def test_release_pages_keeps_the_data(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    X = _table(2000, np.float64)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert np.array_equal(mapped, X)
+
+    blockwise.release_pages(mapped)
+    blockwise.release_pages(mapped[10:20])  # a view of the mapping
+    blockwise.release_pages(X)  # in memory: nothing to give back
+
+    assert np.array_equal(mapped, X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_labels", [2, 7])
+def test_calinski_harabasz_equals_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch, block_rows: int, dtype: type, n_labels: int
+) -> None:
+    from sklearn.metrics import calinski_harabasz_score
+
+    # numpy's own shortest run (128 values): every cluster's sum runs over many levels
+    # of the recursion.
+    monkeypatch.setattr(blockwise, "_PAIRWISE_LEAF", 128)
+    X = _table(3000, dtype)
+    labels = np.random.default_rng(n_labels).integers(0, n_labels, len(X)) * 3  # not 0..k-1
+
+    assert blockwise.calinski_harabasz_score(X, labels) == calinski_harabasz_score(X, labels)
+
+
+def test_calinski_harabasz_refuses_as_scikit_learn() -> None:
+    X = _table(10, np.float64)
+    with pytest.raises(ValueError, match="Number of labels is 1"):
+        blockwise.calinski_harabasz_score(X, np.zeros(10, dtype=int))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_features", [1, 9])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_kmeans_tolerance_equals_scikit_learn(
+    block_rows: int, dtype: type, n_features: int, order: str
+) -> None:
+    from sklearn.cluster._kmeans import _tolerance
+
+    X = np.asarray(_table(3001, dtype)[:, :n_features], order=order)
+
+    assert blockwise.kmeans_tolerance(X, 1e-4) == _tolerance(X, 1e-4)
+    assert blockwise.kmeans_tolerance(X, 0) == 0
+
+
+def test_kmeans_tolerance_on_sparse_data_is_scikit_learns() -> None:
+    from scipy import sparse
+    from sklearn.cluster._kmeans import _tolerance
+
+    X = sparse.random(200, 30, density=0.1, format="csr", random_state=0)
+
+    assert blockwise.kmeans_tolerance(X, 1e-3) == _tolerance(X, 1e-3)
+
+
+def test_lean_tolerance_is_used_by_the_fit_and_put_back() -> None:
+    from sklearn.cluster import KMeans, _kmeans
+
+    original = _kmeans._tolerance
+    X = _table(400, np.float32)
+    expected = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
+    with blockwise.lean_tolerance():
+        assert _kmeans._tolerance is blockwise.kmeans_tolerance
+        fitted = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
+    assert _kmeans._tolerance is original
+    assert fitted._tol == expected._tol
+    assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
