@@ -24,14 +24,13 @@ from anyio import to_thread
 from pydantic import BaseModel
 
 from service import benchmark as bm
-from service import processes
+from service import processes, tasks
 from service.compute import ComputePool, timed_out
 from service.datasets import (
     BUILTIN_LOADERS,
     DatasetInfo,
     DatasetStore,
     is_id,
-    store_builtin,
     unknown_dataset,
 )
 from service.errors import (
@@ -47,17 +46,9 @@ from service.errors import (
     WorkerDiedError,
 )
 from service.executors import Executor, LocalExecutor
-from service.formats import DataLimits, Upload, import_upload
-from service.inline import (
-    anomalies_in_worker,
-    benchmark_body_in_worker,
-    predict_in_worker,
-    request_body_in_worker,
-    store_inline,
-    validate,
-)
-from service.onnx_export import model_to_onnx
-from service.plotting import PanelSpec, render_boundaries_from_file
+from service.formats import DataLimits, Upload
+from service.inline import store_inline, validate
+from service.plotting import PanelSpec
 from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
 from service.store import ResultBackend, StoredBenchmark
 from service.tables import DEFAULT_MISSING, check_missing
@@ -259,7 +250,7 @@ class BenchmarkEngine:
             request = validate(BenchmarkRequest, body)
             return await self.resolve(request, may_use=may_use)
         request, dataset = await self.data_pool.run(
-            benchmark_body_in_worker,
+            tasks.benchmark_body,
             body,
             self.datasets.root,
             self.limits,
@@ -358,7 +349,7 @@ class BenchmarkEngine:
             request = validate(model, body)
             return request, await self._resolve_dataset(cast(DataSource, request), may_use)
         request, dataset = await self.data_pool.run(
-            request_body_in_worker, model, body, self.datasets.root, self.limits, may_use is None
+            tasks.request_body, model, body, self.datasets.root, self.limits, may_use is None
         )
         if dataset is None:
             dataset = await self._resolve_dataset(cast(DataSource, request), may_use)
@@ -492,7 +483,7 @@ class BenchmarkEngine:
             return info
 
         async def store() -> DatasetInfo:
-            stored = await self.data_pool.run(store_builtin, self.datasets.root, name)
+            stored = await self.data_pool.run(tasks.store_builtin, self.datasets.root, name)
             self.datasets.remember_builtin(name, stored)
             return stored
 
@@ -518,7 +509,7 @@ class BenchmarkEngine:
         """
         return await self.data_pool.run(
             functools.partial(
-                import_upload,
+                tasks.import_upload,
                 private=private,
                 max_expansion=self.limits.max_expansion,
                 datasets_max_bytes=self.limits.datasets_max_bytes,
@@ -541,15 +532,13 @@ class BenchmarkEngine:
         would otherwise be computed in the server process.
         """
         model = await self.get_model(model_id)
-        return await self.data_pool.run(predict_in_worker, body, model, self.predict_max_distances)
+        return await self.data_pool.run(tasks.predict, body, model, self.predict_max_distances)
 
     async def anomalies(self, model_id: str, body: bytes | Path) -> bytes:
         """The JSON answer of ``model_id`` to an anomalies request's body, in a data-lane
         worker and bounded as :meth:`predict` is."""
         model = await self.get_model(model_id)
-        return await self.data_pool.run(
-            anomalies_in_worker, body, model, self.predict_max_distances
-        )
+        return await self.data_pool.run(tasks.anomalies, body, model, self.predict_max_distances)
 
     async def get_or_export_onnx(self, model_id: str) -> bytes:
         """``model_id``'s pipeline as ONNX bytes: converted once, in a worker, then kept in
@@ -557,7 +546,7 @@ class BenchmarkEngine:
         model = await self.get_model(model_id)
 
         async def export(_: Progress) -> bytes:  # one step: nobody follows its progress
-            onnx: bytes = await self.pool.run(model_to_onnx, model)
+            onnx: bytes = await self.pool.run(tasks.export_onnx, model)
             return onnx
 
         onnx, _ = await self.get_or_compute_document(ONNX_KIND, model_id, export)
@@ -715,7 +704,7 @@ class BenchmarkEngine:
         X_path, _ = self.datasets.files(info)
         png = await self.pool.run(
             functools.partial(
-                render_boundaries_from_file,
+                tasks.render_boundaries_from_file,
                 n_clusters=body["n_clusters"],
                 random_state=body["params"]["random_state"],
                 dataset_name=info.name,
@@ -784,7 +773,7 @@ class BenchmarkEngine:
     ) -> list[bm.StrategyOutcome]:
         """One executor task per strategy, in order, within one timeout for them all."""
         steps = [
-            Step(strategy.init, bm.run_strategy_from_files, (X_path, y_path, job.params, index))
+            Step(strategy.init, tasks.run_strategy_from_files, (X_path, y_path, job.params, index))
             for index, strategy in enumerate(job.params.strategies)
         ]
         return await self.run_steps(

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import sweeps
+from service import sweeps, tasks
 from service.api.auth import Caller
 from service.api.body import body_openapi, json_body
 from service.api.deps import (
@@ -198,7 +198,7 @@ async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) ->
     """The sweep's plot, drawn once and kept."""
 
     async def render(_: Progress) -> bytes:  # one step: nobody follows its progress
-        png: bytes = await engine.pool.run(sweeps.render_sweep, data)
+        png: bytes = await engine.pool.run(tasks.render_sweep, data)
         return png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
