@@ -84,3 +84,47 @@ def test_service_modules_import_no_cycle() -> None:
     graph = service_imports()
     assert "service.benchmark" in graph["service.engine"]
     assert cycles(graph) == KNOWN
+
+
+def submitted_functions() -> list[tuple[str, str]]:
+    """Each function handed to a worker in ``service`` (``pool.run``, ``data_pool.run``,
+    ``executor.submit`` and a ``Step``'s function; through ``functools.partial`` too),
+    as its module and the source naming it."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func
+            if isinstance(called, ast.Name) and called.id == "Step" and len(node.args) > 1:
+                fn = node.args[1]
+            elif (
+                isinstance(called, ast.Attribute)
+                and isinstance(called.value, ast.Attribute | ast.Name)
+                and (called.attr, ast.unparse(called.value).split(".")[-1])
+                in {("run", "pool"), ("run", "data_pool"), ("submit", "executor")}
+                and node.args
+            ):
+                fn = node.args[0]
+            else:
+                continue
+            if isinstance(fn, ast.Call) and ast.unparse(fn.func) == "functools.partial":
+                fn = fn.args[0]
+            found.append((module_name(path), ast.unparse(fn)))
+    return found
+
+
+def test_workers_run_only_functions_of_tasks() -> None:
+    # Check that every function a worker runs is one of service.tasks (where the workers'
+    # preload comes from), named as tasks.<function>. The executors run the function they
+    # are given, and the engine's generic step runner the Step's: checked where each is made.
+    runners = {"service.compute", "service.executors", "service.daskworker"}
+    submitted = [(m, fn) for m, fn in submitted_functions() if m not in runners and fn != "step.fn"]
+    assert len(submitted) >= 13
+    elsewhere = [(m, fn) for m, fn in submitted if not fn.startswith("tasks.")]
+    assert elsewhere == []
+    from service import tasks
+
+    assert all(callable(getattr(tasks, fn.removeprefix("tasks."))) for _, fn in submitted)
+    assert tasks.PRELOAD[0] == "service.workerenv"
+    assert tasks.PRELOAD[-1] == "service.tasks"
