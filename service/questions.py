@@ -21,16 +21,9 @@ import orjson
 from service import benchmark as bm
 from service import stability, sweeps, tasks
 from service.datasets import DatasetInfo
-from service.engine import (
-    BenchmarkEngine,
-    MayUse,
-    Progress,
-    ResolvedBenchmark,
-    Step,
-    document_flight,
-    strategies_of,
-)
+from service.engine import BenchmarkEngine, MayUse, ResolvedBenchmark, strategies_of
 from service.errors import DatasetNotFoundError, JobOrphanedError
+from service.runtime import Progress, Step, document_flight
 from service.schemas import StabilityRequest, SweepRequest
 from service.tables import check_missing
 

@@ -128,3 +128,38 @@ def test_workers_run_only_functions_of_tasks() -> None:
     assert all(callable(getattr(tasks, fn.removeprefix("tasks."))) for _, fn in submitted)
     assert tasks.PRELOAD[0] == "service.workerenv"
     assert tasks.PRELOAD[-1] == "service.tasks"
+
+
+def test_the_runtime_knows_no_kind() -> None:
+    # Check that the generic runtime (single flight, leases, failure memory, steps)
+    # imports no module of a kind of question, nor what computes one.
+    kinds = {
+        "service.benchmark",
+        "service.sweeps",
+        "service.stability",
+        "service.questions",
+        "service.engine",
+        "service.plotting",
+        "service.tasks",
+        "service.schemas",
+    }
+    graph = service_imports()
+    assert graph["service.runtime"] & kinds == set()
+    assert "service.runtime" in graph["service.engine"]
+
+
+def test_one_lease_loop() -> None:
+    # Check that one function takes a lease on a question and waits for it (benchmarks
+    # and documents had one loop each), and one renews it.
+    takers: dict[str, set[str]] = {"try_lease": set(), "renew_lease": set()}
+    for path in ROOT.rglob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Attribute) and node.attr in takers:
+                    takers[node.attr].add(f"{module_name(path)}.{function.name}")
+    assert takers == {
+        "try_lease": {"service.runtime._leased"},
+        "renew_lease": {"service.runtime._renew_lease"},
+    }

@@ -27,10 +27,11 @@ from service.api.deps import (
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
-from service.engine import BenchmarkEngine, Progress
+from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion, resolve_sweep
 from service.report import render_sweep_report
+from service.runtime import Progress
 from service.schemas import SweepRequest, SweepResult
 from service.tenants import SWEEP, Tenancy
 
