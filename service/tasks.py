@@ -11,7 +11,6 @@ modules import them where they use them), so the API process may name these func
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -131,27 +130,11 @@ def render_sweep(body: dict[str, Any]) -> bytes:
 
 
 def render_boundaries_from_file(
-    X_path: Path,
-    specs: list[plotting.PanelSpec],
-    *,
-    n_clusters: int,
-    random_state: int,
-    dataset_name: str | None,
-    dataset_id: str = "",
-    feature_names: Sequence[str] | None = None,
-    missing: str,
+    X_path: Path, specs: list[plotting.PanelSpec], **options: Any
 ) -> bytes:
-    """A benchmark's boundary plot as PNG bytes, drawn from the stored dataset."""
-    return plotting.render_boundaries_from_file(
-        X_path,
-        specs,
-        n_clusters=n_clusters,
-        random_state=random_state,
-        dataset_name=dataset_name,
-        dataset_id=dataset_id,
-        feature_names=feature_names,
-        missing=missing,
-    )
+    """A benchmark's boundary plot as PNG bytes, drawn from the stored dataset (``options``
+    as :func:`service.plotting.render_boundaries_from_file` takes them)."""
+    return plotting.render_boundaries_from_file(X_path, specs, **options)
 
 
 def store_builtin(root: Path, name: str) -> DatasetInfo:

@@ -163,3 +163,17 @@ def test_one_lease_loop() -> None:
         "try_lease": {"service.runtime._leased"},
         "renew_lease": {"service.runtime._renew_lease"},
     }
+
+
+def test_the_create_sequence_is_written_once() -> None:
+    # Check that the steps of a kind's POST (304 to If-None-Match, async job) are called
+    # from one module, create, not once per route.
+    steps = {"answer_not_modified", "prefers_async", "respond_async"}
+    callers: dict[str, set[str]] = {step: set() for step in steps}
+    for path in (ROOT / "api").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func).split(".")[-1]
+                if name in steps:
+                    callers[name].add(module_name(path))
+    assert callers == {step: {"service.api.create"} for step in steps}
