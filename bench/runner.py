@@ -45,10 +45,10 @@ from service.benchmark import (
     Strategy,
     run_benchmark,
 )
-from service.benchmark import run_strategy_from_files as bm_run_strategy
 from service.datasets import load_builtin
 from service.lazy import WORKER_ONLY
 from service.process import ServiceProcess
+from service.tasks import run_strategy_from_files as bm_run_strategy
 from tests.scaleout import RedisServer
 
 HERE = Path(__file__).resolve().parent

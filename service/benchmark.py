@@ -15,7 +15,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -32,7 +31,6 @@ from service.tables import (
     DEFAULT_NORMALIZE,
     TABLE_DEFAULTS,
     Preprocessing,
-    load_design,
     table_fields,
 )
 
@@ -678,28 +676,6 @@ def run_benchmark(
     return [_run_strategy(X, y, strategy, params) for strategy in params.strategies]
 
 
-def run_strategy_from_files(
-    X_path: Path, y_path: Path | None, params: BenchmarkParams, index: int
-) -> StrategyOutcome:
-    """Worker entry point for one strategy, ``params.strategies[index]``, on the stored
-    (memory-mapped) dataset.
-
-    Each strategy's fit depends only on the data and ``params`` (every one starts from
-    ``random_state``), so running them one task at a time gives the numbers
-    :func:`run_benchmark` gives, and lets a job report progress and stop between them.
-    """
-    data = load_design(X_path, y_path, params.missing)
-    check_magnitude(data.X)  # as run_benchmark does: a few ms per 10 million values
-    return fit_strategy(
-        data.X,
-        data.y,
-        params.strategies[index],
-        params,
-        sample_weight=data.sample_weight,
-        preprocessing=data.preprocessing,
-    )[0]
-
-
 def _run_strategy(
     X: np.ndarray, y: np.ndarray | None, strategy: Strategy, params: BenchmarkParams
 ) -> StrategyOutcome:
@@ -932,25 +908,6 @@ def _silhouette(
     except ValueError as exc:  # the sample drew fewer than 2 clusters
         warnings.warn(f"silhouette not computed: {exc}", UserWarning, stacklevel=2)
         return None
-
-
-def warm_up() -> None:
-    """Run the whole job once on tiny data, so that one-time costs (OpenMP and BLAS
-    thread pools, lazy imports) are not charged to the first strategy's ``fit_time``."""
-    X = np.random.default_rng(0).normal(size=(64, 4))
-    y = np.repeat([0, 1], 32)
-    params = BenchmarkParams(
-        dataset="warm-up",
-        n_clusters=2,
-        strategies=tuple(Strategy(init, 1) for init in DEFAULT_STRATEGIES),
-    )
-    run_benchmark(X, y, params)
-    from service.plotting import PanelSpec, render_boundaries
-
-    # matplotlib's first figure in a process loads fonts: pay it here, not in a request.
-    render_boundaries(
-        X, [PanelSpec("random", 1)], n_clusters=2, random_state=0, dataset_name="warm-up"
-    )
 
 
 TABLE_RULE = 82 * "_"

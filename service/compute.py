@@ -31,35 +31,11 @@ from service.errors import (
     TenantBusyError,
     WorkerDiedError,
 )
+from service.tasks import PRELOAD
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# workerenv first: it sets the OpenMP environment before scikit-learn loads libgomp. The
-# service's modules import scikit-learn, matplotlib and pyarrow where they use them (the
-# API process never loads them): named here, the forkserver loads them once for every
-# worker it forks, whose pages they share.
-_PRELOAD = [
-    "service.workerenv",
-    "sklearn.cluster",
-    "sklearn.decomposition",
-    "sklearn.metrics",
-    "sklearn.pipeline",
-    "sklearn.preprocessing",
-    "matplotlib.backends.backend_agg",
-    "matplotlib.figure",
-    "PIL.Image",
-    "pyarrow.compute",
-    "pyarrow.csv",
-    "pyarrow.parquet",
-    "kneed",
-    "service.benchmark",
-    "service.plotting",
-    "service.formats",
-    "service.inline",
-]
-
 
 _controller: Any = None
 
@@ -71,7 +47,7 @@ def _init_worker(warm: bool = True) -> None:
     # Inspecting the loaded BLAS/OpenMP libraries takes milliseconds: once per worker.
     _controller = ThreadpoolController()
     if warm:
-        from service.benchmark import warm_up
+        from service.tasks import warm_up
 
         warm_up()
 
@@ -235,7 +211,7 @@ class ComputePool:
         # Retry-After is made of.
         self.place_s: float | None = None
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(_PRELOAD)
+        self._context.set_forkserver_preload(list(PRELOAD))
         self._closed = False
         self._pool = self._start()
 

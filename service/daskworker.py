@@ -31,6 +31,7 @@ from distributed import get_worker
 
 from service import compute
 from service.errors import ComputeUnavailableError, WorkerDiedError
+from service.tasks import PRELOAD
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _children(n: int) -> pebble.ProcessPool:
             raise ComputeUnavailableError("this Dask worker is closing; ask again")
         if _pool is None or not _pool.active:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(compute._PRELOAD)
+            context.set_forkserver_preload(list(PRELOAD))
             _pool = pebble.ProcessPool(max_workers=n, initializer=_init_child, context=context)
         return _pool
 

@@ -19,18 +19,11 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from service import benchmark as bm
-from service import stability, sweeps
+from service import stability, sweeps, tasks
 from service.datasets import DatasetInfo
-from service.engine import (
-    BenchmarkEngine,
-    MayUse,
-    Progress,
-    ResolvedBenchmark,
-    Step,
-    document_flight,
-    strategies_of,
-)
+from service.engine import BenchmarkEngine, MayUse, ResolvedBenchmark, strategies_of
 from service.errors import DatasetNotFoundError, JobOrphanedError
+from service.runtime import Progress, Step, document_flight
 from service.schemas import StabilityRequest, SweepRequest
 from service.tables import check_missing
 
@@ -158,7 +151,7 @@ class SweepQuestion(_Document):
         steps = [
             Step(
                 f"k={k} {strategies[index].init}",
-                sweeps.run_step_from_files,
+                tasks.run_step_from_files,
                 (X_path, y_path, self.params, k, index),
             )
             for k, index in sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing))
@@ -169,7 +162,7 @@ class SweepQuestion(_Document):
         # The elbow's kneed loads scipy and matplotlib: assembled where the steps ran, not
         # in the API process (README "Performance").
         body = await engine.executor.submit(
-            sweeps.build_body,
+            tasks.build_sweep_body,
             self.id,
             self.dataset.public(missing),
             self.params,
@@ -202,7 +195,7 @@ class StabilityQuestion(_Document):
     async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
         X_path, y_path = engine.datasets.files(self.dataset)
         steps = [
-            Step(strategy.init, stability.run_strategy_from_files, (X_path, y_path, self.params, i))
+            Step(strategy.init, tasks.run_seeds_from_files, (X_path, y_path, self.params, i))
             for i, strategy in enumerate(self.params.benchmark.strategies)
         ]
         results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ import numpy as np
 from service import benchmark as bm
 from service.errors import PayloadTooLargeError
 from service.sweeps import SCORE_SPACE
-from service.tables import load_design
 
 MAX_SEEDS = 100
 # Salted into the id: 2 since the internal scores are measured in SCORE_SPACE and the
@@ -123,10 +121,10 @@ def run_stability(
         (each seed's inertia and scores) and ``warnings``.
     """
     bm.check_magnitude(X)
-    return [_over_seeds(X, y, params, index) for index in range(len(params.benchmark.strategies))]
+    return [over_seeds(X, y, params, index) for index in range(len(params.benchmark.strategies))]
 
 
-def _over_seeds(
+def over_seeds(
     X: np.ndarray,
     y: np.ndarray | None,
     params: StabilityParams,
@@ -179,22 +177,6 @@ def _over_seeds(
         "per_seed": rows,
         "warnings": list(warned),
     }
-
-
-def run_strategy_from_files(
-    X_path: Path, y_path: Path | None, params: StabilityParams, index: int
-) -> dict[str, Any]:
-    """Worker entry point for one strategy under every seed, on the stored
-    (memory-mapped) dataset.
-
-    A strategy's seeds stay in one task: the adjusted Rand index between them needs
-    every seed's labels, which would otherwise travel back from the workers. Strategies
-    do not depend on one another, so one task per strategy gives the numbers
-    :func:`run_stability` gives, and lets a job report progress and stop between them.
-    """
-    data = load_design(X_path, y_path, params.benchmark.missing)
-    bm.check_magnitude(data.X)  # as run_stability does
-    return _over_seeds(data.X, data.y, params, index, data.sample_weight)
 
 
 def build_body(

@@ -27,14 +27,13 @@ import io
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service import benchmark as bm
 from service.errors import InvalidParameterError, ServiceError
-from service.tables import DEFAULT_MISSING, DEFAULT_NORMALIZE, load_design, table_fields
+from service.tables import DEFAULT_MISSING, DEFAULT_NORMALIZE, table_fields
 
 # matplotlib and kneed (which loads SciPy) run in the workers only (README "Performance").
 if TYPE_CHECKING:
@@ -191,10 +190,10 @@ def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[
         ``n_init``, ``inertia``, ``n_iter``, the scores, ``fit_time`` and ``warnings``.
     """
     bm.check_magnitude(X)
-    return [_row(X, y, params, k, index) for k, index in steps(params, *X.shape)]
+    return [fit_step(X, y, params, k, index) for k, index in steps(params, *X.shape)]
 
 
-def _row(
+def fit_step(
     X: np.ndarray,
     y: np.ndarray | None,
     params: SweepParams,
@@ -235,20 +234,6 @@ def steps(params: SweepParams, n_samples: int, n_features: int) -> list[tuple[in
         for index, strategy in enumerate(params.strategies)
         if k not in skips.get(strategy.init, ())
     ]
-
-
-def run_step_from_files(
-    X_path: Path, y_path: Path | None, params: SweepParams, k: int, index: int
-) -> dict[str, Any]:
-    """Worker entry point for one (k, strategy) on the stored (memory-mapped) dataset.
-
-    Each fit depends only on the data, k and the strategy (every one starts from
-    ``random_state``), so one task per step gives the numbers :func:`run_sweep` gives,
-    and lets a job report progress and stop between them.
-    """
-    data = load_design(X_path, y_path, params.missing)
-    bm.check_magnitude(data.X)  # as run_sweep does: a few ms per 10 million values
-    return _row(data.X, data.y, params, k, index, data.sample_weight)
 
 
 def elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -15,13 +15,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.auth import Caller
-from service.api.body import body_openapi, json_body
+from service.api.body import body_openapi
+from service.api.create import Kind, create, not_modified
 from service.api.deps import (
     PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
-    answer_not_modified,
     described_dataset,
     etag_matches,
     html_page,
@@ -30,9 +30,10 @@ from service.api.deps import (
     png_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED, prefers_async, respond_async
+from service.api.routes.jobs import JOB_ACCEPTED
 from service.benchmark import format_table
-from service.engine import BenchmarkEngine
+from service.datasets import DatasetInfo
+from service.engine import BenchmarkEngine, ResolvedBenchmark
 from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
@@ -187,8 +188,41 @@ async def _held_entry(
     return entry
 
 
-def _not_modified(benchmark_id: str) -> Response:
-    return Response(status_code=304, headers={"ETag": f'"{benchmark_id}"', "Vary": "Accept"})
+class _BenchmarkKind(Kind[ResolvedBenchmark, BenchmarkQuestion, StoredBenchmark]):
+    """A benchmark in the create sequence: answered from memory when its body's bytes
+    were seen before; its answer holds its models."""
+
+    async def hit(self, body: bytes | Path) -> tuple[str, StoredBenchmark] | None:
+        # The same bytes asked again: answer from memory without parsing or hashing them.
+        hot = self.engine.hot_hit(body) if isinstance(body, bytes) else None
+        # A hit crosses tenants only to one that holds the data too: else the whole way.
+        if (
+            hot is not None
+            and self.caller is not None
+            and not await self.tenants.may_use_dataset(self.caller, hot.data["dataset"]["id"])
+        ):
+            hot = None
+        return None if hot is None else (hot.id, hot)
+
+    async def read(self, body: bytes | Path) -> ResolvedBenchmark:
+        job = await self.engine.resolve_body(body, may_use=self.may_use)
+        if isinstance(body, bytes):
+            self.engine.remember(body, job)
+        return job
+
+    def dataset(self, read: ResolvedBenchmark) -> DatasetInfo:
+        return read.dataset
+
+    async def question(self, read: ResolvedBenchmark) -> BenchmarkQuestion:
+        return BenchmarkQuestion(read)
+
+    async def answer(self, question: BenchmarkQuestion) -> tuple[StoredBenchmark, bool]:
+        return await self.engine.get_or_compute(question.resolved)
+
+    async def claim(
+        self, answer: StoredBenchmark, question: BenchmarkQuestion | None = None
+    ) -> None:
+        await _claim(self.tenants, self.caller, answer, self.engine)
 
 
 @router.post(
@@ -212,41 +246,11 @@ async def create_benchmark(
     """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    if_none_match = request.headers.get("if-none-match")
-    async with json_body(request, engine) as body:
-        # The same bytes asked again: answer from memory without parsing or hashing them.
-        hot = engine.hot_hit(body) if isinstance(body, bytes) else None
-        # A hit crosses tenants only to one that holds the data too: else the whole way.
-        if (
-            hot is not None
-            and caller is not None
-            and not await tenants.may_use_dataset(caller, hot.data["dataset"]["id"])
-        ):
-            hot = None
-        if hot is not None:
-            if etag_matches(if_none_match, f'"{hot.id}"'):
-                return _not_modified(hot.id)
-            await _claim(tenants, caller, hot, engine)
-            return _respond(hot, cached=True, accept=accept)
-        may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
-        job = await engine.resolve_body(body, may_use=may_use)
-        if isinstance(body, bytes):
-            engine.remember(body, job)
-        # The data sent inline is the caller's now (within its quota); named data it held.
-        await tenants.claim_dataset(
-            caller, job.dataset.id, store_again=lambda: engine.resolve_body(body, may_use=may_use)
-        )
-    if await answer_not_modified(request, BenchmarkQuestion(job), engine):
-        return _not_modified(job.id)
-    if caller is not None and not await tenants.holds(caller, BENCHMARK, job.id):
-        await tenants.check_quota(caller)
-    if prefers_async(request):
-        accepted = await respond_async(request, BenchmarkQuestion(job), caller, tenants)
-        if accepted is not None:
-            return accepted
-    entry, cached = await engine.get_or_compute(job)
-    await _claim(tenants, caller, entry, engine)
-    return _respond(entry, cached=cached, accept=accept)
+    return await create(
+        request,
+        _BenchmarkKind(engine, tenants, caller),
+        lambda _, entry, cached: _respond(entry, cached=cached, accept=accept),
+    )
 
 
 @router.get(
@@ -263,7 +267,7 @@ async def get_benchmark(
     negotiate(accept, REPRESENTATIONS)
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
-        return _not_modified(benchmark_id)
+        return not_modified(benchmark_id)
     return _respond(
         entry,
         cached=True,

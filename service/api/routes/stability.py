@@ -11,12 +11,12 @@ from starlette.responses import Response
 
 from service import stability
 from service.api.auth import Caller
-from service.api.body import body_openapi, json_body
+from service.api.body import body_openapi
+from service.api.create import Stability, create, not_modified
 from service.api.deps import (
     BenchmarkId,
     Engine,
     Tenants,
-    answer_not_modified,
     described_dataset,
     etag_matches,
     html_page,
@@ -24,13 +24,13 @@ from service.api.deps import (
     negotiate,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
+from service.api.routes.jobs import JOB_ACCEPTED, held_result
 from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
-from service.questions import StabilityQuestion, resolve_stability
+from service.questions import StabilityQuestion
 from service.report import render_stability_report
 from service.schemas import StabilityRequest, StabilityResult
-from service.tenants import STABILITY, Tenancy
+from service.tenants import Tenancy
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
@@ -73,10 +73,10 @@ async def _held(
 
 
 def _respond(
-    body: bytes,
     result_id: str,
-    *,
+    body: bytes,
     cached: bool,
+    *,
     accept: str | None,
     extra: dict[str, str] | None = None,
 ) -> Response:
@@ -112,27 +112,11 @@ async def create_stability(
     """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
-    async with json_body(request, engine) as raw:
-        parsed, dataset = await engine.resolve_data(StabilityRequest, raw, may_use=may_use)
-        await tenants.claim_dataset(
-            caller,
-            dataset.id,
-            store_again=lambda: engine.resolve_data(StabilityRequest, raw, may_use=may_use),
-        )
-    question = await resolve_stability(engine, parsed, dataset, may_use=may_use)
-    result_id = question.id
-    if await answer_not_modified(request, question, engine):
-        return Response(status_code=304, headers={"ETag": f'"{result_id}"', "Vary": "Accept"})
-    if caller is not None and not await tenants.holds(caller, STABILITY, result_id):
-        await tenants.check_quota(caller)
-    if prefers_async(request):
-        accepted = await respond_async(request, question, caller, tenants)
-        if accepted is not None:
-            return accepted
-    body, cached = await question.get_or_compute(engine)
-    await tenants.claim_result(caller, STABILITY, result_id, dataset.id, len(body))
-    return _respond(body, result_id, cached=cached, accept=accept)
+    return await create(
+        request,
+        Stability(engine, tenants, caller),
+        functools.partial(_respond, accept=accept),
+    )
 
 
 @router.get(
@@ -149,10 +133,8 @@ async def get_stability(
     negotiate(accept, REPRESENTATIONS)
     body = await _held(engine, tenants, caller, stability_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{stability_id}"'):
-        return Response(status_code=304, headers={"ETag": f'"{stability_id}"', "Vary": "Accept"})
-    return _respond(
-        body, stability_id, cached=True, accept=accept, extra={"Cache-Control": IMMUTABLE}
-    )
+        return not_modified(stability_id)
+    return _respond(stability_id, body, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
 
 
 @router.get(

@@ -9,15 +9,15 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import sweeps
+from service import sweeps, tasks
 from service.api.auth import Caller
-from service.api.body import body_openapi, json_body
+from service.api.body import body_openapi
+from service.api.create import Sweep, create, not_modified
 from service.api.deps import (
     PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
-    answer_not_modified,
     described_dataset,
     etag_matches,
     html_page,
@@ -26,11 +26,12 @@ from service.api.deps import (
     png_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED, held_result, prefers_async, respond_async
-from service.engine import BenchmarkEngine, Progress
+from service.api.routes.jobs import JOB_ACCEPTED, held_result
+from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
-from service.questions import SweepQuestion, resolve_sweep
+from service.questions import SweepQuestion
 from service.report import render_sweep_report
+from service.runtime import Progress
 from service.schemas import SweepRequest, SweepResult
 from service.tenants import SWEEP, Tenancy
 
@@ -73,10 +74,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _respond(
-    body: bytes,
     sweep_id: str,
-    *,
+    body: bytes,
     cached: bool,
+    *,
     accept: str | None,
     extra: dict[str, str] | None = None,
 ) -> Response:
@@ -94,10 +95,6 @@ def _respond(
             sweeps.format_table(orjson.loads(body)), headers=headers, media_type=media_type
         )
     return Response(body, headers=headers, media_type=media_type)
-
-
-def _not_modified(sweep_id: str) -> Response:
-    return Response(status_code=304, headers={"ETag": f'"{sweep_id}"', "Vary": "Accept"})
 
 
 async def _held(
@@ -126,27 +123,11 @@ async def create_sweep(
     """
     accept = request.headers.get("accept")
     negotiate(accept, REPRESENTATIONS)
-    may_use = None if caller is None else functools.partial(tenants.may_use_dataset, caller)
-    async with json_body(request, engine) as raw:
-        sweep_request, dataset = await engine.resolve_data(SweepRequest, raw, may_use=may_use)
-        await tenants.claim_dataset(
-            caller,
-            dataset.id,
-            store_again=lambda: engine.resolve_data(SweepRequest, raw, may_use=may_use),
-        )
-    question = resolve_sweep(sweep_request, dataset)
-    sweep_id = question.id
-    if await answer_not_modified(request, question, engine):
-        return _not_modified(sweep_id)
-    if caller is not None and not await tenants.holds(caller, SWEEP, sweep_id):
-        await tenants.check_quota(caller)
-    if prefers_async(request):
-        accepted = await respond_async(request, question, caller, tenants)
-        if accepted is not None:
-            return accepted
-    body, cached = await question.get_or_compute(engine)
-    await tenants.claim_result(caller, SWEEP, sweep_id, dataset.id, len(body))
-    return _respond(body, sweep_id, cached=cached, accept=accept)
+    return await create(
+        request,
+        Sweep(engine, tenants, caller),
+        functools.partial(_respond, accept=accept),
+    )
 
 
 @router.get(
@@ -163,8 +144,8 @@ async def get_sweep(
     negotiate(accept, REPRESENTATIONS)
     body = await _held(engine, tenants, caller, sweep_id)
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
-        return _not_modified(sweep_id)
-    return _respond(body, sweep_id, cached=True, accept=accept, extra={"Cache-Control": IMMUTABLE})
+        return not_modified(sweep_id)
+    return _respond(sweep_id, body, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
 
 
 @router.get(
@@ -198,7 +179,7 @@ async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) ->
     """The sweep's plot, drawn once and kept."""
 
     async def render(_: Progress) -> bytes:  # one step: nobody follows its progress
-        png: bytes = await engine.pool.run(sweeps.render_sweep, data)
+        png: bytes = await engine.pool.run(tasks.render_sweep, data)
         return png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
