@@ -42,7 +42,7 @@ ALL_STRATEGIES = frozenset({"k-means++", "random", "pca", "custom"})
 # centres, so neither pca nor custom centres; MiniBatchKMeans has no `algorithm`.
 ESTIMATORS: dict[str, EstimatorSpec] = {
     "kmeans": EstimatorSpec("KMeans", ALL_STRATEGIES, ("algorithm",), copy_x=True),
-    "minibatch": EstimatorSpec("MiniBatchKMeans", ALL_STRATEGIES, (), copy_x=False),
+    "minibatch": EstimatorSpec("MiniBatchKMeans", ALL_STRATEGIES, ("batch_size",), copy_x=False),
     "bisecting": EstimatorSpec(
         "BisectingKMeans",
         frozenset({"k-means++", "random"}),
@@ -161,6 +161,12 @@ class LaterParams(BaseModel):
 
     missing: MissingPolicy = DEFAULT_MISSING
     normalize: NormalizeName = DEFAULT_NORMALIZE
+    batch_size: int = Field(
+        1024,
+        ge=1,
+        le=2**31 - 1,
+        description="MiniBatchKMeans' mini-batch size (estimator `minibatch` only).",
+    )
 
 
 # Left out of the ids (not of stored forms) at its default: every stored form has had it.
