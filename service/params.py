@@ -46,7 +46,7 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     "bisecting": EstimatorSpec(
         "BisectingKMeans",
         frozenset({"k-means++", "random"}),
-        ("algorithm",),
+        ("algorithm", "bisecting_strategy"),
         copy_x=True,
     ),
 }
@@ -166,6 +166,12 @@ class LaterParams(BaseModel):
         ge=1,
         le=2**31 - 1,
         description="MiniBatchKMeans' mini-batch size (estimator `minibatch` only).",
+    )
+    bisecting_strategy: Literal["biggest_inertia", "largest_cluster"] = Field(
+        "biggest_inertia",
+        description="Which cluster BisectingKMeans splits next: the one of the largest SSE "
+        "(`biggest_inertia`) or of the most points (`largest_cluster`); estimator "
+        "`bisecting` only.",
     )
 
 

@@ -30,7 +30,7 @@ from tests.reference import assert_all_match, family_scores
 
 N_INIT = {"k-means++": 4, "random": 4, "pca": 1}
 # Each new parameter, its estimator and a value other than its default.
-NEW = [("batch_size", "minibatch", 50)]
+NEW = [("batch_size", "minibatch", 50), ("bisecting_strategy", "bisecting", "largest_cluster")]
 
 
 def strategies(*inits: str) -> tuple[Strategy, ...]:
@@ -109,6 +109,8 @@ def test_new_parameters_are_in_ids_only_when_set(field: str, estimator: str, val
     [
         ("kmeans", "batch_size", 50, "'minibatch'"),
         ("bisecting", "batch_size", 50, "'minibatch'"),
+        ("kmeans", "bisecting_strategy", "largest_cluster", "'bisecting'"),
+        ("minibatch", "bisecting_strategy", "largest_cluster", "'bisecting'"),
         ("minibatch", "algorithm", "elkan", "'kmeans' and 'bisecting'"),
     ],
 )
@@ -131,7 +133,7 @@ def test_each_field_is_declared_once_and_reaches_every_request() -> None:
     # Check that the three requests, the resolved parameters, the client and the command
     # take every fit parameter from the one model, and sweeps' strategies are a benchmark's.
     fields = set(FitParams.model_fields)
-    assert {"batch_size"} <= set(LaterParams.model_fields) <= fields
+    assert {"batch_size", "bisecting_strategy"} <= set(LaterParams.model_fields) <= fields
     for model in (BenchmarkRequest, SweepRequest, StabilityRequest, BenchmarkParams, SweepParams):
         assert fields <= set(model.model_fields), model
     assert (
@@ -142,7 +144,9 @@ def test_each_field_is_declared_once_and_reaches_every_request() -> None:
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for command, kind in (("run", "benchmark"), ("sweep", "sweep"), ("stability", "stability")):
-        args = commands[command].parse_args(["--batch-size", "50"])
+        args = commands[command].parse_args(
+            ["--batch-size", "50", "--bisecting-strategy", "largest_cluster"]
+        )
         sent = cli.request_fields(args, KINDS[kind])
-        assert sent == {"batch_size": 50}
+        assert sent == {"batch_size": 50, "bisecting_strategy": "largest_cluster"}
         KINDS[kind].request.model_validate(sent)

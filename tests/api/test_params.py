@@ -18,6 +18,7 @@ pytestmark = pytest.mark.anyio
 X, Y = make_blobs(n_samples=90, centers=4, n_features=3, random_state=5)
 NEW = [
     ({"estimator": "minibatch", "batch_size": 20}, "minibatch"),
+    ({"estimator": "bisecting", "bisecting_strategy": "largest_cluster"}, "bisecting"),
 ]
 
 
@@ -67,6 +68,9 @@ async def test_new_parameters_over_http(
         ("/v1/benchmarks", {"batch_size": 50},
          "estimator 'kmeans' (KMeans) has no batch_size parameter: batch_size=50 applies to "
          "'minibatch' only"),
+        ("/v1/sweeps", {"estimator": "minibatch", "bisecting_strategy": "largest_cluster"},
+         "has no bisecting_strategy parameter: bisecting_strategy='largest_cluster' applies "
+         "to 'bisecting' only"),
         ("/v1/stability", {"estimator": "bisecting", "batch_size": 7},
          "estimator 'bisecting' (BisectingKMeans) has no batch_size parameter"),
     ],
