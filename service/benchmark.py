@@ -14,10 +14,11 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict
 
 from service import __version__, blockwise
 from service.errors import (
@@ -26,13 +27,9 @@ from service.errors import (
     InvalidParameterError,
     UnsupportedStrategyError,
 )
-from service.tables import (
-    DEFAULT_MISSING,
-    DEFAULT_NORMALIZE,
-    TABLE_DEFAULTS,
-    Preprocessing,
-    table_fields,
-)
+from service.params import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR
+from service.params import ESTIMATORS, FitParams, estimators_taking, fit_form
+from service.tables import Preprocessing
 
 # scikit-learn loads in the workers only: the API process checks, hashes and answers
 # requests with the names and tables below (README "Performance").
@@ -49,13 +46,10 @@ EXPLICIT_CENTERS = ("pca", "custom")
 # The seed prints the PCA strategy under this name.
 TABLE_NAMES = {"k-means++": "k-means++", "random": "random", "pca": "PCA-based"}
 
-# The name of each estimator's scikit-learn class (sklearn.cluster), see estimator_class.
-ESTIMATOR_NAMES = {
-    "kmeans": "KMeans",
-    "minibatch": "MiniBatchKMeans",
-    "bisecting": "BisectingKMeans",
-}
-DEFAULT_ESTIMATOR = "kmeans"
+# The name of each estimator's scikit-learn class (sklearn.cluster), see estimator_class,
+# and the init each accepts: both from the estimator table (service.params.ESTIMATORS).
+ESTIMATOR_NAMES = {name: spec.cls for name, spec in ESTIMATORS.items()}
+ALLOWED_STRATEGIES = {name: spec.strategies for name, spec in ESTIMATORS.items()}
 
 
 def estimator_class(estimator: str) -> type[KMeans | MiniBatchKMeans | BisectingKMeans]:
@@ -67,16 +61,6 @@ def estimator_class(estimator: str) -> type[KMeans | MiniBatchKMeans | Bisecting
     )
     return cls
 
-
-# The init each estimator accepts: BisectingKMeans takes only a name ("k-means++" or
-# "random"), never an array of centres, so neither pca nor custom centres.
-ALLOWED_STRATEGIES = {
-    "kmeans": frozenset(STRATEGIES),
-    "minibatch": frozenset(STRATEGIES),
-    "bisecting": frozenset({"k-means++", "random"}),
-}
-# ``algorithm`` is a parameter of KMeans and BisectingKMeans; MiniBatchKMeans has none.
-ALGORITHM_ESTIMATORS = frozenset({"kmeans", "bisecting"})
 
 # Where the internal scores (silhouette, Davies-Bouldin, Calinski-Harabasz) are measured:
 # on the data as given (the seed's benchmark), or in the space KMeans clustered, after
@@ -173,46 +157,36 @@ class Strategy:
         return out
 
 
-@dataclass(frozen=True)
-class BenchmarkParams:
-    """A benchmark request after defaults were applied; ``dataset`` is a content id."""
+class BenchmarkParams(FitParams):
+    """A benchmark request after defaults were applied; ``dataset`` is a content id. The
+    fit's fields and their defaults are :class:`service.params.FitParams`'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
     n_clusters: int
     strategies: tuple[Strategy, ...]
-    random_state: int = 0
-    scale: bool = True
-    algorithm: str = "lloyd"
-    max_iter: int = 300
-    tol: float = 1e-4
-    silhouette_sample_size: int | None = 300
-    estimator: str = DEFAULT_ESTIMATOR
     # Default strategies that cannot run on this data or estimator (see :func:`cannot_run`),
     # left out of ``strategies`` with a warning.
     left_out: tuple[str, ...] = ()
-    # What to do with missing cells, and whether rows are scaled to unit length after
-    # scaling (see service.tables).
-    missing: str = DEFAULT_MISSING
-    normalize: str = DEFAULT_NORMALIZE
 
-    def as_dict(self) -> dict[str, Any]:
-        params = asdict(self)
-        params["strategies"] = [s.as_dict() for s in self.strategies]
+    def as_dict(self, *, ids: bool = False) -> dict[str, Any]:
+        """The stored form (with ``ids``, the hashed one: see :func:`fit_form`)."""
+        params: dict[str, Any] = {
+            "dataset": self.dataset,
+            "n_clusters": self.n_clusters,
+            "strategies": [s.as_dict() for s in self.strategies],
+            **fit_form(self, ids=ids),
+        }
         # Only when some were: requests made before keep their form (and their ids).
-        params["left_out"] = list(self.left_out)
-        if not self.left_out:
-            del params["left_out"]
-        for name in TABLE_DEFAULTS:
-            del params[name]
-        return {**params, **table_fields(self)}
+        if self.left_out:
+            params["left_out"] = list(self.left_out)
+        return params
 
     def hashed_form(self) -> dict[str, Any]:
         """:meth:`as_dict` without a default ``estimator``: requests made before there was
         a choice of estimator keep their ids (and their cached answers)."""
-        params = self.as_dict()
-        if params["estimator"] == DEFAULT_ESTIMATOR:
-            del params["estimator"]
-        return params
+        return self.as_dict(ids=True)
 
     def warnings(self, n_samples: int, n_features: int) -> list[str]:
         """Why each strategy of ``left_out`` was left out of the defaults."""
@@ -422,23 +396,17 @@ def benchmark_id(params: BenchmarkParams) -> str:
 
 def model_id(params: BenchmarkParams, strategy: Strategy) -> str:
     """A model's hash: only what changes the fit, so benchmarks share equal models."""
-    key = {
+    # The fit's fields as the model form has them (a later field only when not its
+    # default, so the models of default requests keep their ids).
+    key: dict[str, Any] = {
         "dataset": params.dataset,
         "n_clusters": params.n_clusters,
         "init": strategy.init,
         "n_init": strategy.n_init,
-        "random_state": params.random_state,
-        "scale": params.scale,
-        "algorithm": params.algorithm,
-        "max_iter": params.max_iter,
-        "tol": params.tol,
+        **fit_form(params, ids=True, fit_only=True),
     }
-    # Added only when set, so the models of default requests keep their ids.
-    if params.estimator != DEFAULT_ESTIMATOR:
-        key["estimator"] = params.estimator
     if strategy.centers is not None:
         key["centers"] = [list(row) for row in strategy.centers]
-    key.update(table_fields(params))
     return hashlib.sha256(canonical_json({"model": key, "versions": VERSIONS})).hexdigest()
 
 
@@ -460,7 +428,8 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
             f"n_clusters={params.n_clusters} is larger than n_samples={n_samples}",
             errors=[{"loc": ["n_clusters"], "msg": f"must be <= n_samples ({n_samples})"}],
         )
-    check_estimator(params.estimator, params.strategies, params.algorithm)
+    check_estimator(params.estimator, params.strategies)
+    check_estimator_params(params)
     limit = min(n_samples, n_features)
     for i, strategy in enumerate(params.strategies):
         reason = cannot_run(
@@ -480,7 +449,7 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
             check_centers(strategy.centers, i, params.n_clusters, n_features)
 
 
-def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm: str) -> None:
+def check_estimator(estimator: str, strategies: tuple[Strategy, ...]) -> None:
     """Refuse the (estimator, strategy) pairs scikit-learn does not take, naming the pair."""
     allowed = ALLOWED_STRATEGIES[estimator]
     for i, strategy in enumerate(strategies):
@@ -496,12 +465,22 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...], algorithm:
                     }
                 ],
             )
-    if algorithm != "lloyd" and estimator not in ALGORITHM_ESTIMATORS:
-        name = ESTIMATOR_NAMES[estimator]
+
+
+def check_estimator_params(params: FitParams) -> None:
+    """Refuse a field the estimator is not passed (:data:`service.params.ESTIMATORS`) set
+    to other than its default, naming the field and the estimators that take it."""
+    spec = ESTIMATORS[params.estimator]
+    for name, info in type(params).model_fields.items():
+        takers = estimators_taking(name)
+        value = getattr(params, name)
+        if not takers or name in spec.params or value == info.default:
+            continue
+        estimator = params.estimator
         raise InvalidParameterError(
-            f"estimator {estimator!r} ({name}) has no algorithm parameter: "
-            f"algorithm={algorithm!r} applies to 'kmeans' and 'bisecting' only",
-            errors=[{"loc": ["algorithm"], "msg": f"{name} has no algorithm; leave it 'lloyd'"}],
+            f"estimator {estimator!r} ({spec.cls}) has no {name} parameter: "
+            f"{name}={value!r} applies to {' and '.join(map(repr, takers))} only",
+            errors=[{"loc": [name], "msg": f"{spec.cls} has no {name}; leave it {info.default!r}"}],
         )
 
 
@@ -622,29 +601,24 @@ def make_kmeans(
     X: np.ndarray, strategy: Strategy, params: BenchmarkParams
 ) -> KMeans | MiniBatchKMeans | BisectingKMeans:
     """The estimator for one strategy (``pca`` and ``custom`` starts are computed here)."""
-    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-
     explicit = start_centers(X, strategy, params)
     init: str | np.ndarray = strategy.init if explicit is None else explicit
-    common: dict[str, Any] = {
+    spec = ESTIMATORS[params.estimator]
+    kwargs: dict[str, Any] = {
         "n_clusters": params.n_clusters,
         "init": init,
         "n_init": strategy.n_init,
         "max_iter": params.max_iter,
         "tol": params.tol,
         "random_state": params.random_state,
+        # The fields the estimator table passes to this estimator (e.g. `algorithm`).
+        **{name: getattr(params, name) for name in spec.params},
     }
-    if params.estimator == "minibatch":
-        return MiniBatchKMeans(**common)
-    if params.estimator == "bisecting":
-        return BisectingKMeans(**common, algorithm=params.algorithm, copy_x=not params.scale)
-    return KMeans(
-        **common,
-        algorithm=params.algorithm,
+    if spec.copy_x:
         # Behind the scaler KMeans gets a fresh array of its own: centring it in place
         # instead of on a copy gives the same clustering with one copy of X fewer.
-        copy_x=not params.scale,
-    )
+        kwargs["copy_x"] = not params.scale
+    return estimator_class(params.estimator)(**kwargs)
 
 
 def run_benchmark(

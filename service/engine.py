@@ -199,16 +199,8 @@ class BenchmarkEngine(Runtime):
             dataset=dataset.id,
             n_clusters=n_clusters,
             strategies=strategies,
-            random_state=request.random_state,
-            scale=request.scale,
-            algorithm=request.algorithm,
-            max_iter=request.max_iter,
-            tol=float(request.tol),
-            silhouette_sample_size=request.silhouette_sample_size,
-            estimator=request.estimator,
             left_out=left_out,
-            missing=request.missing,
-            normalize=request.normalize,
+            **request.fit_params(),
         )
         check_missing(dataset.table_columns(), params.missing, dataset.n_samples)
         bm.check_params(params, *dataset.fit_shape(params.missing))

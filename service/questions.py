@@ -221,15 +221,7 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
         dataset=dataset.id,
         k=sweeps.k_values(request.k_list()),
         strategies=strategies_of(request.strategies),
-        random_state=request.random_state,
-        scale=request.scale,
-        estimator=request.estimator,
-        algorithm=request.algorithm,
-        max_iter=request.max_iter,
-        tol=float(request.tol),
-        silhouette_sample_size=request.silhouette_sample_size,
-        missing=request.missing,
-        normalize=request.normalize,
+        **request.fit_params(),
     )
     check_missing(dataset.table_columns(), params.missing, dataset.n_samples)
     sweeps.check_sweep(params, *dataset.fit_shape(params.missing))

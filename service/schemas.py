@@ -9,19 +9,24 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     PlainSerializer,
     PlainValidator,
-    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-StrategyName = Literal["k-means++", "random", "pca", "custom"]
-EstimatorName = Literal["kmeans", "minibatch", "bisecting"]
+from service.params import DEFAULT_STRATEGIES as DEFAULT_STRATEGIES
+from service.params import STRATEGY_TAGS as STRATEGY_TAGS
+from service.params import EstimatorName as EstimatorName
+from service.params import FitParams, KMeansParams, LaterParams, Strategies
+from service.params import MissingPolicy as MissingPolicy
+from service.params import NormalizeName as NormalizeName
+from service.params import Strategy as Strategy
+from service.params import StrategyName as StrategyName
+from service.params import StrategySpec as StrategySpec
 
 # strict: a JSON string such as "1.5" is not a number; NaN and infinity are refused.
 # Data matrices are checked and converted by NumPy (service.datasets.as_feature_matrix),
@@ -54,21 +59,6 @@ Rows = Annotated[
         }
     ),
 ]
-MissingPolicy = Annotated[
-    Literal["error", "drop", "impute"],
-    Field(
-        description="Rows with missing cells: `error` (422 saying how many, where), `drop` "
-        "(left out; `n_samples` counts the rows used) or `impute` (SimpleImputer inside the "
-        "pipeline: mean for numbers, most frequent for categories).",
-    ),
-]
-NormalizeName = Annotated[
-    Literal["none", "l2"],
-    Field(
-        description="`l2`: a Normalizer after scaling, so KMeans clusters directions "
-        "(cosine k-means, as for text); `none` leaves rows as they are.",
-    ),
-]
 
 
 def _label(value: object) -> int | str:
@@ -94,52 +84,6 @@ Label = Annotated[
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class StrategySpec(BaseModel):
-    """One init strategy, optionally with its own ``n_init``."""
-
-    model_config = STRICT
-
-    init: StrategyName = Field(description="The init strategy.", examples=["k-means++"])
-    n_init: int | None = Field(
-        None,
-        ge=1,
-        le=1000,
-        description="Number of KMeans runs with different seeds; default 4 (1 for `pca` and "
-        "`custom`, which start from fixed centres and take only 1).",
-        examples=[4],
-    )
-    centers: list[list[float]] | None = Field(
-        None,
-        description="For `custom` only: the initial centres, n_clusters rows of n_features "
-        "numbers in the data's own feature space (scaled with the data when `scale` is true).",
-        examples=[[[0.0, 0.1], [5.0, 5.0]]],
-    )
-
-
-def _strategy_kind(value: object) -> str | None:
-    if isinstance(value, str):
-        return "name"
-    if isinstance(value, dict | StrategySpec):
-        return "spec"
-    return None
-
-
-# The tags pydantic puts in an error's location; they are not the API's words, and
-# service.inline drops them. One branch is tried, chosen by the JSON type, so a typo in
-# a name is reported once, as a name, and a bad n_init as the n_init it is.
-STRATEGY_TAGS = frozenset({"name", "spec"})
-Strategy = Annotated[
-    Annotated[StrategyName, Tag("name")] | Annotated[StrategySpec, Tag("spec")],
-    Discriminator(
-        _strategy_kind,
-        custom_error_type="strategy_type",
-        custom_error_message="a strategy is a name ('k-means++', 'random', 'pca') or an "
-        'object {"init": name, "n_init": count}',
-    ),
-]
-
-DEFAULT_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++", "random", "pca")
-
 LeftOut = Annotated[
     list[StrategyName],
     Field(
@@ -157,13 +101,8 @@ ResultWarnings = Annotated[
 ]
 
 
-class BenchmarkRequest(BaseModel):
-    """What to benchmark: a dataset, the init strategies to compare, and KMeans' parameters.
-
-    Every field is optional: `{}` runs scikit-learn's digits example.
-    """
-
-    model_config = STRICT
+class BenchmarkSource(BaseModel):
+    """The data a benchmark (or a stability run) clusters."""
 
     dataset: str | None = Field(
         None,
@@ -182,48 +121,15 @@ class BenchmarkRequest(BaseModel):
         description="Inline ground-truth labels for `X` (integers or strings), optional.",
         examples=[[0, 0, 1, 1]],
     )
-    n_clusters: int | None = Field(
-        None,
-        ge=2,
-        description="Number of clusters; default the number of distinct labels. "
-        "Required when the data has no labels.",
-        examples=[10],
-    )
-    strategies: list[Strategy] = Field(
-        default_factory=lambda: list(DEFAULT_STRATEGIES),
-        min_length=1,
-        max_length=16,
-        description='Init strategies to compare, each a name or `{"init", "n_init"}`, or '
-        '`{"init": "custom", "centers": [[...], ...]}`.',
-        examples=[["k-means++", "random", "pca"]],
-    )
-    estimator: EstimatorName = Field(
-        "kmeans",
-        description="`kmeans` (KMeans), `minibatch` (MiniBatchKMeans) or `bisecting` "
-        "(BisectingKMeans, whose init is `k-means++` or `random` only).",
-    )
-    random_state: int = Field(
-        0, ge=0, le=2**32 - 1, description="Seeds KMeans and the silhouette sample."
-    )
-    scale: bool = Field(True, description="Put a StandardScaler before KMeans, as the seed does.")
-    algorithm: Literal["lloyd", "elkan"] = Field("lloyd", description="Passed to KMeans.")
-    max_iter: int = Field(300, ge=1, le=100_000, description="Passed to KMeans.")
-    tol: float = Field(1e-4, ge=0, allow_inf_nan=False, description="Passed to KMeans.")
-    silhouette_sample_size: int | None = Field(
-        300,
-        ge=2,
-        # An index: past 64 bits scikit-learn's slicing overflows (and orjson cannot write it).
-        le=2**63 - 1,
-        description="Samples drawn to score the silhouette; null scores all.",
-    )
-    missing: MissingPolicy = "error"
-    normalize: NormalizeName = "none"
 
-    @field_validator("tol")
-    @classmethod
-    def _no_negative_zero(cls, tol: float) -> float:
-        # -0.0 passes ge=0 and fits like 0.0, but would hash as another benchmark.
-        return float(tol) + 0.0
+
+class BenchmarkRequest(KMeansParams, BenchmarkSource):
+    """What to benchmark: a dataset, the init strategies to compare, and KMeans' parameters.
+
+    Every field is optional: `{}` runs scikit-learn's digits example.
+    """
+
+    model_config = STRICT
 
     @field_validator("y")
     @classmethod
@@ -321,7 +227,7 @@ class StrategyParams(BaseModel):
     )
 
 
-class BenchmarkParams(BaseModel):
+class BenchmarkParams(LaterParams):
     """The request after defaults were applied; `dataset` is the content id."""
 
     dataset: str
@@ -334,9 +240,7 @@ class BenchmarkParams(BaseModel):
     tol: float
     silhouette_sample_size: int | None
     estimator: EstimatorName = "kmeans"
-    left_out: LeftOut = []
-    missing: MissingPolicy = "error"
-    normalize: NormalizeName = "none"
+    left_out: LeftOut = []  # noqa: RUF012 (pydantic copies a default: it is not shared)
 
 
 class StrategyResult(BaseModel):
@@ -653,10 +557,8 @@ MAX_K_VALUES = 50
 SWEEP_STRATEGIES: tuple[StrategyName | StrategySpec, ...] = ("k-means++",)
 
 
-class SweepRequest(BaseModel):
-    """A range of k to compare: the same fit and scores as a benchmark for each k."""
-
-    model_config = STRICT
+class SweepSource(BaseModel):
+    """The data a sweep clusters, its values of k and its strategies."""
 
     dataset: str | None = Field(
         None,
@@ -672,29 +574,17 @@ class SweepRequest(BaseModel):
         f"default 2..10; at most {MAX_K_VALUES} values, each <= n_samples - 1.",
         examples=[{"min": 2, "max": 8}],
     )
-    strategies: list[StrategyName | StrategySpec] = Field(
+    strategies: Strategies = Field(
         default_factory=lambda: list(SWEEP_STRATEGIES),
-        min_length=1,
-        max_length=16,
         description="Init strategies (not `custom`: its centres fit one k); default "
         '`["k-means++"]`.',
     )
-    estimator: EstimatorName = Field("kmeans", description="As in a benchmark.")
-    random_state: int = Field(0, ge=0, le=2**32 - 1, description="Seeds each fit and sample.")
-    scale: bool = Field(True, description="Put a StandardScaler before the estimator.")
-    algorithm: Literal["lloyd", "elkan"] = Field("lloyd", description="As in a benchmark.")
-    max_iter: int = Field(300, ge=1, le=100_000, description="As in a benchmark.")
-    tol: float = Field(1e-4, ge=0, allow_inf_nan=False, description="As in a benchmark.")
-    silhouette_sample_size: int | None = Field(
-        300, ge=2, le=2**63 - 1, description="Samples drawn to score the silhouette."
-    )
-    missing: MissingPolicy = "error"
-    normalize: NormalizeName = "none"
 
-    @field_validator("tol")
-    @classmethod
-    def _no_negative_zero(cls, tol: float) -> float:
-        return float(tol) + 0.0
+
+class SweepRequest(FitParams, SweepSource):
+    """A range of k to compare: the same fit and scores as a benchmark for each k."""
+
+    model_config = STRICT
 
     @model_validator(mode="after")
     def _check(self) -> SweepRequest:
@@ -732,7 +622,7 @@ class SweepRequest(BaseModel):
         return self.k
 
 
-class SweepParams(BaseModel):
+class SweepParams(LaterParams):
     """The request after defaults were applied; `dataset` is the content id."""
 
     dataset: str
@@ -745,8 +635,6 @@ class SweepParams(BaseModel):
     max_iter: int
     tol: float
     silhouette_sample_size: int | None
-    missing: MissingPolicy = "error"
-    normalize: NormalizeName = "none"
 
 
 class SweepPoint(BaseModel):
@@ -889,7 +777,7 @@ class StrategyStability(BaseModel):
     warnings: list[str]
 
 
-class StabilityParams(BaseModel):
+class StabilityParams(LaterParams):
     """The request after defaults were applied; `dataset` is the content id."""
 
     dataset: str
@@ -902,9 +790,7 @@ class StabilityParams(BaseModel):
     tol: float
     silhouette_sample_size: int | None
     estimator: EstimatorName
-    left_out: LeftOut = []
-    missing: MissingPolicy = "error"
-    normalize: NormalizeName = "none"
+    left_out: LeftOut = []  # noqa: RUF012 (pydantic copies a default: it is not shared)
 
 
 class StabilityResult(BaseModel):

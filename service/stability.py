@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -139,7 +139,7 @@ def over_seeds(
     labelings: list[np.ndarray] = []
     warned: dict[str, None] = {}
     for seed in params.seeds:
-        run = replace(params.benchmark, random_state=seed)
+        run = params.benchmark.model_copy(update={"random_state": seed})
         outcome, labels = bm.fit_strategy(
             X,
             y,

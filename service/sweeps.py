@@ -26,14 +26,14 @@ import hashlib
 import io
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ConfigDict
 
 from service import benchmark as bm
 from service.errors import InvalidParameterError, ServiceError
-from service.tables import DEFAULT_MISSING, DEFAULT_NORMALIZE, table_fields
+from service.params import FitParams, fit_form
 
 # matplotlib and kneed (which loads SciPy) run in the workers only (README "Performance").
 if TYPE_CHECKING:
@@ -49,53 +49,28 @@ REVISION = 3
 CRITERIA: dict[str, bool] = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
 
 
-@dataclass(frozen=True)
-class SweepParams:
-    """A sweep request after defaults were applied; ``dataset`` is a content id."""
+class SweepParams(FitParams):
+    """A sweep request after defaults were applied; ``dataset`` is a content id. The
+    fit's fields and their defaults are :class:`service.params.FitParams`'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
     k: tuple[int, ...]
     strategies: tuple[bm.Strategy, ...]
-    random_state: int = 0
-    scale: bool = True
-    estimator: str = bm.DEFAULT_ESTIMATOR
-    algorithm: str = "lloyd"
-    max_iter: int = 300
-    tol: float = 1e-4
-    silhouette_sample_size: int | None = 300
-    missing: str = DEFAULT_MISSING
-    normalize: str = DEFAULT_NORMALIZE
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "k": list(self.k),
             "strategies": [s.as_dict() for s in self.strategies],
-            "random_state": self.random_state,
-            "scale": self.scale,
-            "estimator": self.estimator,
-            "algorithm": self.algorithm,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "silhouette_sample_size": self.silhouette_sample_size,
-            **table_fields(self),
+            **fit_form(self),
         }
 
     def benchmark_at(self, k: int) -> bm.BenchmarkParams:
         """The one benchmark this sweep runs at ``k``."""
         return bm.BenchmarkParams(
-            dataset=self.dataset,
-            n_clusters=k,
-            strategies=self.strategies,
-            random_state=self.random_state,
-            scale=self.scale,
-            algorithm=self.algorithm,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            silhouette_sample_size=self.silhouette_sample_size,
-            estimator=self.estimator,
-            missing=self.missing,
-            normalize=self.normalize,
+            dataset=self.dataset, n_clusters=k, strategies=self.strategies, **self.fit_params()
         )
 
 
@@ -142,7 +117,9 @@ def check_sweep(params: SweepParams, n_samples: int, n_features: int) -> None:
         benchmark = params.benchmark_at(k)
         running = tuple(s for s in benchmark.strategies if k not in skips.get(s.init, ()))
         try:
-            bm.check_params(replace(benchmark, strategies=running), n_samples, n_features)
+            bm.check_params(
+                benchmark.model_copy(update={"strategies": running}), n_samples, n_features
+            )
         except ServiceError as exc:
             raise type(exc)(f"at k={k}: {exc.detail}", errors=exc.errors) from None
 

@@ -35,18 +35,6 @@ Normalize = Literal["none", "l2"]
 DEFAULT_MISSING: Missing = "error"
 DEFAULT_NORMALIZE: Normalize = "none"
 ColumnKind = Literal["numeric", "categorical", "label", "weight"]
-TABLE_DEFAULTS = {"missing": DEFAULT_MISSING, "normalize": DEFAULT_NORMALIZE}
-
-
-def table_fields(params: Any) -> dict[str, str]:
-    """``params``' ``missing`` and ``normalize`` where they are not the default: left out
-    of every form (hashed or stored) at their defaults, so that every id made before they
-    existed stays the same."""
-    return {
-        name: getattr(params, name)
-        for name, default in TABLE_DEFAULTS.items()
-        if getattr(params, name) != default
-    }
 
 
 @dataclass(frozen=True)

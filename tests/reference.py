@@ -89,12 +89,14 @@ def family_scores(
     silhouette_sample_size: int | None = 300,
     score_space: str = "input",
     sample_state: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One strategy of KMeans, MiniBatchKMeans or BisectingKMeans, written out with
     scikit-learn, with every score the service reports (Davies-Bouldin and
     Calinski-Harabasz too): the internal scores on the data as given (``"input"``) or on
     the data KMeans clustered (``"clustered"``: scaled when ``scale``), the silhouette's
-    sample drawn from ``sample_state`` (default ``random_state``)."""
+    sample drawn from ``sample_state`` (default ``random_state``); ``options`` are passed
+    to the estimator's class as they are (e.g. ``batch_size``)."""
     n_init = n_init or {**DEFAULT_N_INIT, "custom": 1}[init]
     start: Any = init
     if init == "pca":
@@ -110,6 +112,7 @@ def family_scores(
         "random_state": random_state,
         "max_iter": max_iter,
         "tol": tol,
+        **(options or {}),
     }
     model: Any
     if estimator == "kmeans":
