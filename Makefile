@@ -68,7 +68,7 @@ bench-record: install redis
 lock: install
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.5,<1'
 	$(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" \
-	| $(BIN)/uv pip compile pyproject.toml - --quiet --generate-hashes --python-version 3.11 \
+	| $(BIN)/uv pip compile pyproject.toml - --extra onedal --quiet --generate-hashes --python-version 3.11 \
 	    --python-platform linux --custom-compile-command 'make lock' --output-file requirements.lock
 
 clean:

@@ -28,7 +28,7 @@ from service.errors import (
     UnsupportedStrategyError,
 )
 from service.params import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR
-from service.params import ESTIMATORS, FitParams, estimators_taking, fit_form
+from service.params import ESTIMATORS, IMPLEMENTATIONS, FitParams, estimators_taking, fit_form
 from service.tables import Preprocessing
 
 # scikit-learn loads in the workers only: the API process checks, hashes and answers
@@ -52,12 +52,14 @@ ESTIMATOR_NAMES = {name: spec.cls for name, spec in ESTIMATORS.items()}
 ALLOWED_STRATEGIES = {name: spec.strategies for name, spec in ESTIMATORS.items()}
 
 
-def estimator_class(estimator: str) -> type[KMeans | MiniBatchKMeans | BisectingKMeans]:
-    """The scikit-learn class of ``estimator`` (a key of :data:`ESTIMATOR_NAMES`)."""
-    from sklearn import cluster
-
+def estimator_class(
+    estimator: str, implementation: str = "sklearn"
+) -> type[KMeans | MiniBatchKMeans | BisectingKMeans]:
+    """The class of ``estimator`` (a key of :data:`ESTIMATOR_NAMES`) in ``implementation``
+    (a key of :data:`service.params.IMPLEMENTATIONS`)."""
+    module = importlib.import_module(IMPLEMENTATIONS[implementation][1])
     cls: type[KMeans | MiniBatchKMeans | BisectingKMeans] = getattr(
-        cluster, ESTIMATOR_NAMES[estimator]
+        module, ESTIMATOR_NAMES[estimator]
     )
     return cls
 
@@ -75,6 +77,16 @@ VERSIONS = {
     "scikit-learn": importlib.metadata.version("scikit-learn"),
     "numpy": np.__version__,
 }
+
+
+def versions(params: FitParams) -> dict[str, str]:
+    """The versions an answer is computed with (and its id hashes): :data:`VERSIONS`, and
+    the package of a non-default implementation."""
+    if params.implementation == "sklearn":
+        return VERSIONS
+    package = IMPLEMENTATIONS[params.implementation][0]
+    return {**VERSIONS, package: importlib.metadata.version(package)}
+
 
 # The function of sklearn.metrics behind each score.
 LABEL_METRICS = {
@@ -390,7 +402,7 @@ def canonical_json(value: Any) -> bytes:
 def benchmark_id(params: BenchmarkParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
-        canonical_json({"benchmark": params.hashed_form(), "versions": VERSIONS})
+        canonical_json({"benchmark": params.hashed_form(), "versions": versions(params)})
     ).hexdigest()
 
 
@@ -407,7 +419,7 @@ def model_id(params: BenchmarkParams, strategy: Strategy) -> str:
     }
     if strategy.centers is not None:
         key["centers"] = [list(row) for row in strategy.centers]
-    return hashlib.sha256(canonical_json({"model": key, "versions": VERSIONS})).hexdigest()
+    return hashlib.sha256(canonical_json({"model": key, "versions": versions(params)})).hexdigest()
 
 
 def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> None:
@@ -469,8 +481,26 @@ def check_estimator(estimator: str, strategies: tuple[Strategy, ...]) -> None:
 
 def check_estimator_params(params: FitParams) -> None:
     """Refuse a field the estimator is not passed (:data:`service.params.ESTIMATORS`) set
-    to other than its default, naming the field and the estimators that take it."""
+    to other than its default, naming the field and the estimators that take it, and an
+    implementation the estimator has not or this server has not installed."""
     spec = ESTIMATORS[params.estimator]
+    implementation = params.implementation
+    if implementation not in spec.implementations:
+        takers = [name for name, e in ESTIMATORS.items() if implementation in e.implementations]
+        raise InvalidParameterError(
+            f"implementation {implementation!r} has no {spec.cls}: it runs estimator "
+            f"{' and '.join(map(repr, takers))} only",
+            errors=[{"loc": ["implementation"], "msg": f"no {spec.cls} in {implementation}"}],
+        )
+    package = IMPLEMENTATIONS[implementation][0]
+    try:
+        importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise InvalidParameterError(
+            f"implementation {implementation!r} needs the package {package}, which this "
+            "server has not installed (pip install 'clusterbench[onedal]')",
+            errors=[{"loc": ["implementation"], "msg": f"{package} is not installed here"}],
+        ) from None
     for name, info in type(params).model_fields.items():
         takers = estimators_taking(name)
         value = getattr(params, name)
@@ -618,7 +648,7 @@ def make_kmeans(
         # Behind the scaler KMeans gets a fresh array of its own: centring it in place
         # instead of on a copy gives the same clustering with one copy of X fewer.
         kwargs["copy_x"] = not params.scale
-    return estimator_class(params.estimator)(**kwargs)
+    return estimator_class(params.estimator, params.implementation)(**kwargs)
 
 
 def run_benchmark(

@@ -516,6 +516,6 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
             if job.dataset.fit_shape(job.params.missing)[1] >= 2
             else None
         ),
-        "versions": dict(bm.VERSIONS),
+        "versions": dict(bm.versions(job.params)),
     }
     return StoredBenchmark.from_body(job.id, orjson.dumps(body), models)

@@ -63,7 +63,11 @@ def stability_id(params: StabilityParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
         bm.canonical_json(
-            {"stability": params.as_dict(), "versions": bm.VERSIONS, "revision": REVISION}
+            {
+                "stability": params.as_dict(),
+                "versions": bm.versions(params.benchmark),
+                "revision": REVISION,
+            }
         )
     ).hexdigest()
 
@@ -201,7 +205,7 @@ def build_body(
         "score_space": SCORE_SPACE,
         "results": results,
         "warnings": params.benchmark.warnings(*shape),
-        "versions": dict(bm.VERSIONS),
+        "versions": dict(bm.versions(params.benchmark)),
     }
 
 

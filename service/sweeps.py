@@ -78,7 +78,7 @@ def sweep_id(params: SweepParams) -> str:
     """The request hash: params after defaults, dataset by content, versions salted in."""
     return hashlib.sha256(
         bm.canonical_json(
-            {"sweep": params.as_dict(), "versions": bm.VERSIONS, "revision": REVISION}
+            {"sweep": params.as_dict(), "versions": bm.versions(params), "revision": REVISION}
         )
     ).hexdigest()
 
@@ -274,7 +274,7 @@ def build_body(
         "recommended_k": by_strategy[params.strategies[0].init],
         "recommended_k_by_strategy": by_strategy,
         "plot_url": f"/v1/sweeps/{sweep}/plot.png",
-        "versions": dict(bm.VERSIONS),
+        "versions": dict(bm.versions(params)),
     }
 
 

@@ -90,13 +90,15 @@ def family_scores(
     score_space: str = "input",
     sample_state: int | None = None,
     options: dict[str, Any] | None = None,
+    implementation: str = "sklearn",
 ) -> dict[str, Any]:
     """One strategy of KMeans, MiniBatchKMeans or BisectingKMeans, written out with
     scikit-learn, with every score the service reports (Davies-Bouldin and
     Calinski-Harabasz too): the internal scores on the data as given (``"input"``) or on
     the data KMeans clustered (``"clustered"``: scaled when ``scale``), the silhouette's
     sample drawn from ``sample_state`` (default ``random_state``); ``options`` are passed
-    to the estimator's class as they are (e.g. ``batch_size``)."""
+    to the estimator's class as they are (e.g. ``batch_size``); ``implementation="onedal"``
+    fits ``sklearnex.cluster.KMeans`` instead of scikit-learn's."""
     n_init = n_init or {**DEFAULT_N_INIT, "custom": 1}[init]
     start: Any = init
     if init == "pca":
@@ -115,7 +117,11 @@ def family_scores(
         **(options or {}),
     }
     model: Any
-    if estimator == "kmeans":
+    if estimator == "kmeans" and implementation == "onedal":
+        from sklearnex.cluster import KMeans as OneDALKMeans
+
+        model = OneDALKMeans(algorithm=algorithm, **common)
+    elif estimator == "kmeans":
         model = KMeans(algorithm=algorithm, **common)
     elif estimator == "minibatch":
         model = MiniBatchKMeans(**common)
