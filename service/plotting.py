@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.text import Text
     from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
     from sklearn.decomposition import PCA
+
+T = TypeVar("T")
 
 PANEL_WIDTH_IN = 5.0
 HEIGHT_IN = 5.0
@@ -56,6 +58,23 @@ PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
 # Text may take this share of the width it is given (the figure's, or a panel's).
 TEXT_WIDTH_SHARE = 0.96
 ELLIPSIS = "\u2026"
+# The same titles and labels come back plot after plot (one dataset, one set of
+# strategies): their widths, and their drawn pixels, are kept per worker process rather
+# than laid out and rasterised again (a third of a digits render's time).
+TEXT_CACHE_SIZE = 64
+_text_widths: dict[tuple[Any, ...], float] = {}
+_text_layers: dict[tuple[Any, ...], tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
+
+
+def _cached(cache: dict[tuple[Any, ...], T], key: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """``cache[key]``, made by ``make`` when missing; the oldest entry goes past
+    TEXT_CACHE_SIZE."""
+    if key in cache:
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > TEXT_CACHE_SIZE:
+        del cache[next(iter(cache))]
+    return value
 
 
 def subject(dataset_name: str | None, dataset_id: str = "") -> str:
@@ -90,12 +109,17 @@ def _fit(artist: Text, compose: Callable[[str], str], part: str, max_px: float) 
     assert isinstance(figure, Figure)
     renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
 
-    def width(text: str) -> float:
+    def measured(text: str) -> float:
         artist.set_text(text)
         extent = artist.get_window_extent(renderer)
         return float(extent.height if artist.get_rotation() % 180 else extent.width)
 
+    def width(text: str) -> float:
+        style = (artist.get_fontproperties(), artist.get_rotation(), figure.dpi)
+        return _cached(_text_widths, (text, *style), lambda: measured(text))
+
     if width(compose(part)) <= max_px:
+        artist.set_text(compose(part))
         return False
     lo, hi = 0, len(part) - 1  # the longest shortening that fits, by bisection
     while lo < hi:
@@ -374,7 +398,9 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
 
     matplotlib draws everything but the regions (text, frames, points, crosses) on a
     transparent canvas; the regions, one colour per pixel, are laid under it with NumPy.
-    Same picture as ``imshow``, without resampling an image the size of the axes.
+    Same picture as ``imshow``, without resampling an image the size of the axes. The
+    texts are drawn in a layer of their own, kept for the next plot with the same texts
+    (they never overlap the panels: the same pixels as one drawing).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -387,8 +413,38 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
         figure = compose(frame, panels, title_subject=title_subject, random_state=random_state)
         canvas = figure.canvas
         assert isinstance(canvas, FigureCanvasAgg)
-        canvas.draw()  # type: ignore[no-untyped-call]
-    overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
+        texts = list(figure.texts)
+        shapes = [*figure.artists, *figure.lines, *figure.patches]
+
+        def layer(shown: list[Any], hidden: list[Any]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+            """The pixels that ``shown`` covers (their indices and RGBA), drawn alone."""
+            for artist in hidden:
+                artist.set_visible(False)
+            for artist in shown:
+                artist.set_visible(True)
+            canvas.draw()  # type: ignore[no-untyped-call]
+            overlay = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
+            covered = np.nonzero(overlay[..., 3])
+            return covered, overlay[covered]
+
+        drawing = layer(shapes, texts)
+        text_key = (
+            width_px,
+            height_px,
+            DPI,
+            *[
+                (
+                    t.get_text(),
+                    t.get_position(),
+                    t.get_fontproperties(),
+                    t.get_rotation(),
+                    t.get_horizontalalignment(),
+                    t.get_verticalalignment(),
+                )
+                for t in texts
+            ],
+        )
+        lettering = _cached(_text_layers, text_key, lambda: layer(texts, shapes))
 
     pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     top = height_px - round(bottom * height_px) - frame.height_px
@@ -401,12 +457,12 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
             ::-1
         ]  # row 0 on top
         np.take(colours, panel.labels, axis=0, out=regions)
-    # Alpha-blend the drawing over the regions where it covers anything: a small share
-    # of the pixels, so index them rather than blend the whole image.
-    covered = np.nonzero(overlay[..., 3])
-    alpha = overlay[..., 3][covered][:, None].astype(np.uint16)  # 255 * 255 + 127 fits
-    blended = overlay[covered][:, :3] * alpha + pixels[covered] * (255 - alpha)
-    pixels[covered] = ((blended + 127) // 255).astype(np.uint8)
+    # Alpha-blend the drawing, then the texts, over the regions where they cover anything:
+    # a small share of the pixels, so index them rather than blend the whole image.
+    for covered, rgba in (drawing, lettering):
+        alpha = rgba[:, 3:].astype(np.uint16)  # 255 * 255 + 127 fits
+        blended = rgba[:, :3] * alpha + pixels[covered] * (255 - alpha)
+        pixels[covered] = ((blended + 127) // 255).astype(np.uint8)
     return encode_png(pixels)
 
 
