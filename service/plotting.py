@@ -257,9 +257,11 @@ def fit_panel(frame: Frame, spec: PanelSpec, *, n_clusters: int, random_state: i
         warnings.simplefilter("ignore")
         kmeans.fit(frame.reduced)
     xs, ys = pixel_centres(frame)
-    xx, yy = np.meshgrid(xs, ys)
-    labels = kmeans.predict(np.column_stack([xx.ravel(), yy.ravel()]))
-    return Panel(spec=spec, kmeans=kmeans, labels=labels.reshape(xx.shape), title=title)
+    centres = np.empty((len(ys), len(xs), 2))  # the mesh, built in place
+    centres[..., 0] = xs
+    centres[..., 1] = ys[:, None]
+    labels = kmeans.predict(centres.reshape(-1, 2))
+    return Panel(spec=spec, kmeans=kmeans, labels=labels.reshape(len(ys), len(xs)), title=title)
 
 
 def matched_labels(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
