@@ -40,11 +40,24 @@ T = TypeVar("T")
 _controller: Any = None
 
 
+def thread_limit(n_threads: int) -> contextlib.AbstractContextManager[Any]:
+    """BLAS and OpenMP capped at ``n_threads`` threads in this process, within the block.
+
+    Inspecting the loaded BLAS/OpenMP libraries takes milliseconds (``threadpool_limits``
+    does it on every call): once per process, here.
+    """
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=n_threads)  # type: ignore[no-any-return]
+
+
 def _init_worker(warm: bool = True) -> None:
     global _controller
     from threadpoolctl import ThreadpoolController
 
-    # Inspecting the loaded BLAS/OpenMP libraries takes milliseconds: once per worker.
     _controller = ThreadpoolController()
     if warm:
         from service.tasks import warm_up
@@ -54,7 +67,7 @@ def _init_worker(warm: bool = True) -> None:
 
 def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` with BLAS and OpenMP capped at ``n_threads`` threads."""
-    with _controller.limit(limits=n_threads):
+    with thread_limit(n_threads):
         return fn(*args)
 
 

@@ -78,10 +78,11 @@ def test_api_process_serves_without_worker_packages(server: ServiceProcess) -> N
 
 
 def has_drawn_a_png() -> bool:
-    """In a worker: whether it has saved an image. Pillow's first save imports its
-    common plugins (Image.preinit: BMP, GIF, JPEG, PPM); the forkserver preloads none of
-    them (matplotlib needs only the PNG one), and warm_up saves a plot's PNG."""
-    return "PIL.BmpImagePlugin" in sys.modules
+    """In a worker: whether it has drawn a plot. A plot keeps its texts' drawn pixels
+    (plotting._text_layers); the forkserver imports plotting but draws nothing, and
+    warm_up draws a plot."""
+    plotting = sys.modules.get("service.plotting")
+    return plotting is not None and bool(plotting._text_layers)
 
 
 @pytest.mark.anyio

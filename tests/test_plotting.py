@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 
+from service import plotting
 from service.benchmark import BenchmarkParams, Strategy, run_benchmark
 from service.datasets import load_builtin
 from service.plotting import (
@@ -27,6 +29,7 @@ from service.plotting import (
     PanelSpec,
     compose,
     draw,
+    encode_png,
     figure_size_px,
     fit_panel,
     make_frame,
@@ -249,3 +252,77 @@ def test_the_same_partition_has_the_same_colours_in_every_panel() -> None:
     assert len(np.unique(panels[0].reshape(-1, 3), axis=0)) >= 3
     order = matched_labels(first.kmeans.labels_, second.kmeans.labels_, 3)
     assert order.tolist() == [2, 1, 0]
+
+
+def test_png_holds_the_pixels_and_no_timestamp() -> None:
+    # Check that the PNG the service writes itself decodes to exactly the pixels given.
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    png = encode_png(pixels)
+    assert png_size(png) == (5, 7)
+    assert b"tIME" not in png
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), pixels)
+
+
+def test_texts_are_laid_out_and_drawn_once_per_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Check that a second plot with the same texts rasterises no text (its text layer and
+    # widths are kept) yet gives the same PNG as a render from empty caches, and that a
+    # plot with another name draws its texts again.
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    drawn: list[str] = []
+    draw_text = RendererAgg.draw_text
+
+    def counting(self: RendererAgg, *args: Any, **kwargs: Any) -> None:
+        drawn.append(args[3])  # gc, x, y, s, ...
+        draw_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(RendererAgg, "draw_text", counting)
+    X, _ = make_blobs(n_samples=60, centers=3, n_features=3, random_state=0)
+    specs = [PanelSpec("k-means++", 2), PanelSpec("random", 2)]
+
+    def render(name: str, random_state: int = 0) -> bytes:
+        return render_boundaries(
+            X, specs, n_clusters=3, random_state=random_state, dataset_name=name
+        )
+
+    first = render("cached-name.csv")
+    assert any("cached-name.csv" in text for text in drawn)
+    drawn.clear()
+    assert render("cached-name.csv") == first
+    assert render("cached-name.csv", random_state=1)
+    assert drawn == []
+    render("another-name.csv")
+    assert any("another-name.csv" in text for text in drawn)
+    monkeypatch.setattr(plotting, "_text_layers", {})
+    monkeypatch.setattr(plotting, "_text_widths", {})
+    assert render("cached-name.csv") == first
+
+
+def test_small_data_is_reduced_and_fitted_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Check that the PCA and the 2-D fits of small data run with BLAS and OpenMP capped at
+    # one thread (their wake-ups cost more than the work), and that the cap is lifted after.
+    from threadpoolctl import threadpool_info
+
+    def threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info()}
+
+    seen: list[set[int]] = []
+    make, fit = plotting.make_frame, plotting.fit_panel
+
+    def recording_make(*args: object, **kwargs: object) -> Frame:
+        seen.append(threads())
+        return make(*args, **kwargs)  # type: ignore[arg-type]
+
+    def recording_fit(*args: object, **kwargs: object) -> Panel:
+        seen.append(threads())
+        return fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plotting, "make_frame", recording_make)
+    monkeypatch.setattr(plotting, "fit_panel", recording_fit)
+    before = threads()
+    X, _ = load_builtin("digits")
+    render_boundaries(
+        X, [PanelSpec("k-means++", 1)], n_clusters=10, random_state=0, dataset_name="digits"
+    )
+    assert seen == [{1}, {1}]
+    assert threads() == before
