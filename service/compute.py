@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pebble
 
+from service import threads
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -32,33 +33,15 @@ from service.errors import (
     WorkerDiedError,
 )
 from service.tasks import PRELOAD
+from service.threads import thread_limit
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_controller: Any = None
-
-
-def thread_limit(n_threads: int) -> contextlib.AbstractContextManager[Any]:
-    """BLAS and OpenMP capped at ``n_threads`` threads in this process, within the block.
-
-    Inspecting the loaded BLAS/OpenMP libraries takes milliseconds (``threadpool_limits``
-    does it on every call): once per process, here.
-    """
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=n_threads)  # type: ignore[no-any-return]
-
 
 def _init_worker(warm: bool = True) -> None:
-    global _controller
-    from threadpoolctl import ThreadpoolController
-
-    _controller = ThreadpoolController()
+    threads.refresh()
     if warm:
         from service.tasks import warm_up
 

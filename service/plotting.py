@@ -524,7 +524,7 @@ def render_boundaries(
     InvalidDataError
         Values so large that the sums of squares of PCA and KMeans would overflow.
     """
-    from service.compute import thread_limit
+    from service.threads import thread_limit
 
     check_magnitude(X)
     with thread_limit(1) if len(X) <= SERIAL_MAX_SAMPLES else contextlib.nullcontext():
