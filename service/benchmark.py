@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import ConfigDict
 
-from service import __version__, blockwise
+from service import __version__, blockwise, threads
 from service.errors import (
     InvalidCentersError,
     InvalidDataError,
@@ -602,7 +602,8 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     from sklearn.pipeline import make_pipeline
 
     if strategy.init == "pca":
-        components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
+        with threads.serial_when_small(X.shape[0]):
+            components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
         return components
     if strategy.init == "custom" and strategy.centers is not None:
         centers = np.asarray(strategy.centers, dtype=np.float64)

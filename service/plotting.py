@@ -9,7 +9,6 @@ Agg canvas only, never pyplot's global state, so renders are safe in any process
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import warnings
 import zlib
@@ -40,11 +39,6 @@ DPI = 100
 # Axes position inside each panel, as fractions of the panel (left, bottom, width, height).
 AXES_BOX = (0.04, 0.06, 0.92, 0.74)
 MAX_POINTS = 20_000
-# The PCA, the 2-D fits and the predictions on the pixels of data up to this many points
-# run on one thread: for digits (1,797 points) the BLAS and OpenMP wake-ups cost more than
-# the work (in a worker, PCA's 64 x 64 eigh took 20 ms, and the three panels' fits 120 ms
-# on 2 threads against 25 ms on one).
-SERIAL_MAX_SAMPLES = 100_000
 # zlib level of the PNG: 5 ms for the three digits panels (83 KB), where Pillow's
 # compress_level=1 took 14 ms (110 KB) and its default 6 took 60 ms.
 PNG_LEVEL = 3
@@ -524,10 +518,12 @@ def render_boundaries(
     InvalidDataError
         Values so large that the sums of squares of PCA and KMeans would overflow.
     """
-    from service.threads import thread_limit
+    from service.threads import serial_when_small
 
     check_magnitude(X)
-    with thread_limit(1) if len(X) <= SERIAL_MAX_SAMPLES else contextlib.nullcontext():
+    # For digits (1,797 points) the BLAS and OpenMP wake-ups cost more than the work: the
+    # three panels' fits took 120 ms on 2 threads in a worker, 25 ms on one.
+    with serial_when_small(len(X)):
         frame = make_frame(X, feature_names)
         panels = [
             fit_panel(frame, spec, n_clusters=n_clusters, random_state=random_state)
