@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service import jobs as jobs_module
 from service.datasets import DatasetStore
-from service.engine import BenchmarkEngine, document_flight
+from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
 from service.job_records import JobBackend, JobRecord, JobStore
 from service.jobs import JobManager
@@ -24,6 +24,7 @@ from service.process import free_port
 from service.questions import resolve_sweep
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
+from service.runtime import document_flight
 from service.schemas import ACTIVE_STATES, SweepRequest
 from service.settings import MIB, Settings
 from service.store import ResultStore
