@@ -83,6 +83,10 @@ class DatasetInfo:
     categories: list[list[str]] | None = None
     complete_rows: int | None = None
     n_encoded: int | None = None
+    # X stored as CSR arrays (text/x-libsvm, application/x-scipy-sparse uploads): its
+    # share of stored (non-zero) cells, nnz / (n_samples * n_features).
+    sparse: bool = False
+    density: float | None = None
 
     @property
     def width(self) -> int:
@@ -121,6 +125,8 @@ class DatasetInfo:
             "dtype": self.dtype,
             "feature_names": self.feature_names,
             "columns": self.columns,
+            "sparse": self.sparse,
+            **({"density": self.density} if self.sparse else {}),
             # What an upload's reader did to the file: only the upload's answer has any.
             "warnings": [],
         }
@@ -641,9 +647,37 @@ def store_builtin(root: Path, name: str) -> DatasetInfo:
     return DatasetStore(root).builtin(name)
 
 
-def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Memory-map a stored dataset (never unpickling anything)."""
-    X = np.load(X_path, mmap_mode="r", allow_pickle=False)
+# The files of a stored sparse X, in place of X.npy: its CSR arrays (canonical: sorted
+# indices, no duplicates), memory-mapped in the workers and never densified.
+SPARSE_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy")
+
+
+def is_sparse_folder(folder: Path) -> bool:
+    """Whether the dataset stored in ``folder`` holds a sparse X (its CSR arrays)."""
+    return (folder / SPARSE_FILES[0]).exists()
+
+
+def load_arrays(X_path: Path, y_path: Path | None) -> tuple[Any, np.ndarray | None]:
+    """Memory-map a stored dataset (never unpickling anything).
+
+    ``X_path`` is the folder's ``X.npy``; a sparse dataset's folder holds its CSR arrays
+    instead, and X is then a ``scipy.sparse.csr_matrix`` over the memory-mapped arrays.
+    """
+    folder = X_path.parent
+    X: Any
+    if is_sparse_folder(folder):
+        import scipy.sparse
+
+        data, indices, indptr = (
+            np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in SPARSE_FILES
+        )
+        shape = read_meta(folder)["sparse"]["shape"]
+        # The arrays were checked when stored: no copy, no re-check of their order.
+        X = scipy.sparse.csr_matrix((data, indices, indptr), shape=tuple(shape), copy=False)
+        X.has_sorted_indices = True
+        X.has_canonical_format = True
+    else:
+        X = np.load(X_path, mmap_mode="r", allow_pickle=False)
     y = None if y_path is None else np.load(y_path, allow_pickle=False)
     return X, y
 
