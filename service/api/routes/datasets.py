@@ -179,7 +179,9 @@ async def upload_dataset(
         if caller is not None:
             # New to this tenant is what it is told: whether another holds it stays unsaid,
             # and so do the name and columns another sent it with.
-            sent = DatasetMeta(name, fmt, upload.feature_names, columns=upload.columns)
+            sent = DatasetMeta(
+                name, upload.info.format, upload.feature_names, columns=upload.columns
+            )
             created = await tenants.claim_dataset(caller, upload.info.id, sent, store_again=store)
         else:
             created = upload.created
