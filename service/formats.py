@@ -1182,7 +1182,7 @@ _INDEX = np.dtype(np.int32)
 def _is_save_npz(archive: zipfile.ZipFile) -> bool:
     """Whether a zip holds what scipy.sparse.save_npz writes (no 'X' member)."""
     names = {_array_name(info.filename) for info in archive.infolist()}
-    return "X" not in names and {"format", "shape", "indptr"} <= names
+    return "X" not in names and {"format", "shape"} <= names
 
 
 def _read_scipy_sparse(
@@ -1255,11 +1255,14 @@ def _read_scipy_sparse(
     _check_compressed(pointers, minor, n_features if layout == "csr" else n_samples)
     matrix_type = scipy.sparse.csr_matrix if layout == "csr" else scipy.sparse.csc_matrix
     dtype = np.float32 if values.dtype == np.float32 else np.float64
-    X = matrix_type(
-        (values.astype(dtype, copy=False), minor, pointers), shape=(n_samples, n_features)
-    )
+    try:
+        X = matrix_type(
+            (values.astype(dtype, copy=False), minor, pointers), shape=(n_samples, n_features)
+        ).tocsr()
+    except ValueError as exc:  # what SciPy's own check finds that the ones above did not
+        raise InvalidDataError(f"{what} does not hold a valid matrix: {exc}") from None
     notes.format = "scipy-sparse"
-    return _canonical(X.tocsr()), None
+    return _canonical(X), None
 
 
 def _check_compressed(indptr: np.ndarray, indices: np.ndarray, n_minor: int) -> None:
@@ -1378,7 +1381,7 @@ def _read_libsvm(
     try:
         y = as_labels(targets, X.shape[0])
     except InvalidDataError:
-        row = int(np.argmax(targets != np.round(targets)))
+        row = int(np.argmax(~np.isfinite(targets) | (targets != np.round(targets))))
         raise InvalidDataError(
             f"the target of row {row} is {targets[row]!r}: targets are read as labels and "
             "must be integers",

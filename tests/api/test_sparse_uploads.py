@@ -325,3 +325,15 @@ async def test_sparse_stored_bytes_are_counted_in_stored_values() -> None:
     tight = dataclasses.replace(bounds, max_dataset_bytes=stored - 1)
     with pytest.raises(PayloadTooLargeError, match="CLUSTERBENCH_MAX_DATASET_BYTES"):
         check_sparse_size((100_000, 50_000), 5_000_000, 8, 4, 0, tight)
+
+
+async def test_save_npz_of_another_layout_is_422(
+    sparse_client: tuple[httpx.AsyncClient, Path],
+) -> None:
+    # Check that a COO matrix's save_npz (row and col, no indptr) is a 422 naming the
+    # members it holds and the layouts read, and that nothing is stored.
+    client, _ = sparse_client
+    before = await listed(client)
+    response, _ = await post(client, SPARSE, save_npz_bytes(MATRIX.tocoo()))
+    assert_problem(response, 422, "CSR or CSC", "'col', 'data', 'format', 'row', 'shape'")
+    assert await listed(client) == before
