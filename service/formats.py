@@ -321,9 +321,9 @@ def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the data
     # Python integers: a declared shape such as (10**12, 10**12) must not wrap around.
     cells = math.prod(shape) if shape else 0
     if cells > max_cells:
+        product = "" if len(shape) == 1 else f"{' x '.join(f'{n:,}' for n in shape)} = "
         raise PayloadTooLargeError(
-            f"{what} {' x '.join(f'{n:,}' for n in shape)} = {cells:,} values; "
-            f"the limit is {max_cells:,} (CLUSTERBENCH_MAX_CELLS)"
+            f"{what} {product}{cells:,} values; the limit is {max_cells:,} (CLUSTERBENCH_MAX_CELLS)"
         )
 
 
