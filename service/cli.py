@@ -342,9 +342,22 @@ def _data_file(value: str) -> Path | None:
     return None
 
 
-def _upload(client: Client, path: Path, label_column: str | None, name: str | None) -> Any:
+def _upload(
+    client: Client,
+    path: Path,
+    label_column: str | None,
+    name: str | None,
+    categorical: str | None = None,
+    weight_column: str | None = None,
+) -> Any:
     try:
-        return client.upload(path, label_column=label_column, name=name)
+        return client.upload(
+            path,
+            label_column=label_column,
+            name=name,
+            categorical=categorical,
+            weight_column=weight_column,
+        )
     except ValueError as exc:  # an extension that names no format
         raise CommandError(str(exc)) from None
     except OSError as exc:
@@ -424,7 +437,9 @@ def upload(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CommandError(f"no such file: {args.file}")
     with _client(args) as client:
-        info = _upload(client, path, args.label_column, args.name)
+        info = _upload(
+            client, path, args.label_column, args.name, args.categorical, args.weight_column
+        )
     if args.json:
         _print_json(info)
     else:
@@ -692,6 +707,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-column",
         metavar="NAME",
         help="for a CSV or Parquet file: the column holding the labels",
+    )
+    upload_parser.add_argument(
+        "--categorical",
+        metavar="NAMES",
+        help="for a CSV or Parquet file: columns (comma-separated) to treat as categories "
+        "whatever they hold; one-hot encoded when fitted",
+    )
+    upload_parser.add_argument(
+        "--weight-column",
+        metavar="NAME",
+        help="for a CSV or Parquet file: the column holding each row's sample_weight",
     )
     upload_parser.add_argument(
         "--name", help="the dataset's name (default: the file's name; '' for none)"

@@ -27,7 +27,7 @@ import io
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,7 +79,11 @@ MEDIA_TYPES = {
     ".parquet": "application/vnd.apache.parquet",
     ".pq": "application/vnd.apache.parquet",
     ".json": "application/json",
+    ".svm": "text/x-libsvm",
+    ".libsvm": "text/x-libsvm",
 }
+# A scipy.sparse matrix is sent as scipy.sparse.save_npz writes it.
+SCIPY_SPARSE = "application/x-scipy-sparse"
 DATASETS_PATH = "/v1/datasets"
 RETRY_STATUSES = frozenset({429, 503})
 # Connections refused or reset before a request was sent; httpx retries those itself.
@@ -273,8 +277,15 @@ def _plain(value: Any) -> Any:
 
 
 def _as_file(data: Any, name: str | None) -> tuple[bytes, str, str | None]:
-    """A NumPy array (as ``.npy``) or a pandas DataFrame (as Parquet, its column names
-    kept): its bytes, media type and the name it is sent with."""
+    """A NumPy array (as ``.npy``), a pandas DataFrame (as Parquet, its column names
+    kept) or a scipy.sparse matrix (as ``save_npz`` writes it, CSR: it stays sparse): its
+    bytes, media type and the name it is sent with."""
+    if hasattr(data, "tocsr") and hasattr(data, "nnz"):
+        import scipy.sparse
+
+        buffer = io.BytesIO()
+        scipy.sparse.save_npz(buffer, data.tocsr())
+        return buffer.getvalue(), SCIPY_SPARSE, name
     if hasattr(data, "to_parquet") and hasattr(data, "columns"):
         buffer = io.BytesIO()
         data.to_parquet(buffer, index=False)
@@ -287,8 +298,8 @@ def _as_file(data: Any, name: str | None) -> tuple[bytes, str, str | None]:
         suffix = ".npy"
     else:
         raise TypeError(
-            "upload takes a file path, bytes, a NumPy array or a pandas DataFrame, not "
-            f"{type(data).__name__}"
+            "upload takes a file path, bytes, a NumPy array, a pandas DataFrame or a "
+            f"scipy.sparse matrix, not {type(data).__name__}"
         )
     return buffer.getvalue(), MEDIA_TYPES[suffix], name
 
@@ -490,8 +501,22 @@ class _Operations:
         media_type: str | None,
         label_column: str | None,
         name: str | None,
+        categorical: Sequence[str] | None = None,
+        weight_column: str | None = None,
     ) -> _Flow[DatasetInfo]:
-        params = None if label_column is None else {"label_column": label_column}
+        query = {
+            "label_column": label_column,
+            # Names, comma-separated as the route takes them (a str is one or more names).
+            "categorical": (
+                None
+                if not categorical
+                else categorical
+                if isinstance(categorical, str)
+                else ",".join(categorical)
+            ),
+            "weight_column": weight_column,
+        }
+        params = {key: value for key, value in query.items() if value is not None} or None
         if isinstance(data, str | os.PathLike):
             path = Path(data)
             size = path.stat().st_size  # FileNotFoundError here, before any request
@@ -513,7 +538,7 @@ class _Operations:
                 if media_type is None:
                     raise ValueError(
                         "give the media_type of raw bytes, one of "
-                        f"{sorted(set(MEDIA_TYPES.values()))}"
+                        f"{sorted({*MEDIA_TYPES.values(), SCIPY_SPARSE})}"
                     )
             else:
                 content, media_type, file_name = _as_file(data, name)
@@ -852,11 +877,17 @@ class Client(_Operations):
         media_type: str | None = None,
         label_column: str | None = None,
         name: str | None = None,
+        categorical: Sequence[str] | None = None,
+        weight_column: str | None = None,
     ) -> DatasetInfo:
         """Upload a data file (its media type from its extension, its name the file's),
-        raw bytes of ``media_type``, a NumPy array or a pandas DataFrame; ``name`` names
-        the dataset."""
-        return self._run(self._upload(data, media_type, label_column, name))
+        raw bytes of ``media_type``, a NumPy array, a pandas DataFrame or a scipy.sparse
+        matrix (kept sparse); ``name`` names the dataset. For CSV and Parquet,
+        ``categorical`` names columns to treat as categories and ``weight_column`` the
+        column of each row's ``sample_weight``."""
+        return self._run(
+            self._upload(data, media_type, label_column, name, categorical, weight_column)
+        )
 
     def datasets(self) -> list[DatasetInfo]:
         """The built-in datasets and every uploaded one."""
@@ -1108,11 +1139,17 @@ class AsyncClient(_Operations):
         media_type: str | None = None,
         label_column: str | None = None,
         name: str | None = None,
+        categorical: Sequence[str] | None = None,
+        weight_column: str | None = None,
     ) -> DatasetInfo:
         """Upload a data file (its media type from its extension, its name the file's),
-        raw bytes of ``media_type``, a NumPy array or a pandas DataFrame; ``name`` names
-        the dataset."""
-        return await self._run(self._upload(data, media_type, label_column, name))
+        raw bytes of ``media_type``, a NumPy array, a pandas DataFrame or a scipy.sparse
+        matrix (kept sparse); ``name`` names the dataset. For CSV and Parquet,
+        ``categorical`` names columns to treat as categories and ``weight_column`` the
+        column of each row's ``sample_weight``."""
+        return await self._run(
+            self._upload(data, media_type, label_column, name, categorical, weight_column)
+        )
 
     async def datasets(self) -> list[DatasetInfo]:
         """The built-in datasets and every uploaded one."""

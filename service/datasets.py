@@ -41,6 +41,11 @@ BUILTIN_LOADERS: dict[str, str] = {
     "breast_cancer": "load_breast_cancer",
 }
 
+# The files of a stored sparse X, in place of X.npy: its CSR arrays (canonical: sorted
+# indices, no duplicates), memory-mapped in the workers and never densified.
+SPARSE_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy")
+
+
 # Ids are sha256 hex digests; anything else never reaches the file system.
 _ID_CHARS = frozenset("0123456789abcdef")
 
@@ -83,6 +88,34 @@ class DatasetInfo:
     categories: list[list[str]] | None = None
     complete_rows: int | None = None
     n_encoded: int | None = None
+    # X stored as CSR arrays (text/x-libsvm, application/x-scipy-sparse uploads) and
+    # how many values it stores (meta.json holds both as "sparse": {"shape", "nnz"}).
+    sparse: bool = False
+    nnz: int | None = None
+
+    @property
+    def density(self) -> float | None:
+        """Sparse data only: the share of stored (non-zero) cells, nnz / (n * d)."""
+        if self.nnz is None:
+            return None
+        return self.nnz / max(self.n_samples * self.n_features, 1)
+
+    def meta(self) -> dict[str, Any]:
+        """The info as meta.json holds it."""
+        meta = asdict(self)
+        nnz = meta.pop("nnz")
+        meta["sparse"] = (
+            {"shape": [self.n_samples, self.n_features], "nnz": nnz} if self.sparse else False
+        )
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> DatasetInfo:
+        """The info of a meta.json (:meth:`meta`)."""
+        sparse = meta.pop("sparse", False)
+        if isinstance(sparse, dict):
+            return cls(**meta, sparse=True, nnz=int(sparse["nnz"]))
+        return cls(**meta)
 
     @property
     def width(self) -> int:
@@ -121,6 +154,8 @@ class DatasetInfo:
             "dtype": self.dtype,
             "feature_names": self.feature_names,
             "columns": self.columns,
+            "sparse": self.sparse,
+            **({"density": self.density} if self.sparse else {}),
             # What an upload's reader did to the file: only the upload's answer has any.
             "warnings": [],
         }
@@ -287,17 +322,45 @@ def as_labels(y: Any, n_samples: int) -> np.ndarray:
     )
 
 
-def content_hash(X: np.ndarray, y: np.ndarray | None, parts: TableParts | None = None) -> str:
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a SciPy CSR matrix (told without importing SciPy)."""
+    return getattr(X, "format", None) == "csr"
+
+
+def csr_arrays(X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR matrix's stored arrays, in the order of :data:`SPARSE_FILES`."""
+    return X.data, X.indices, X.indptr
+
+
+def stored_nbytes(X: Any) -> int:
+    """The bytes X takes stored: its values, or a sparse X's CSR arrays."""
+    if is_sparse(X):
+        return sum(a.nbytes for a in csr_arrays(X))
+    return int(X.nbytes)
+
+
+def content_hash(X: Any, y: np.ndarray | None, parts: TableParts | None = None) -> str:
     """sha256 of the dtype, shape and values of ``X`` and ``y`` (and of a table's
-    columns, categories and weights, when it has more than numbers): the dataset id."""
+    columns, categories and weights, when it has more than numbers): the dataset id.
+
+    A sparse X (canonical CSR) is hashed by its shape and CSR arrays under another
+    header key, so that its id never equals a dense dataset's."""
+    dtype = np.dtype(X.dtype).newbyteorder("<")
     header = {
-        "X": [np.dtype(X.dtype).newbyteorder("<").str, list(X.shape)],
+        "sparse" if is_sparse(X) else "X": [dtype.str, list(X.shape)],
         "y": None if y is None else ["str" if y.dtype.kind == "U" else "int64", len(y)],
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    little_endian = np.ascontiguousarray(X, dtype=X.dtype.newbyteorder("<"))
-    if little_endian.size:  # a table of categories alone has no numbers (nothing to cast)
-        digest.update(little_endian.data.cast("B"))
+    if is_sparse(X):
+        data, indices, indptr = csr_arrays(X)
+        # Indices as 64-bit: the same matrix has one id whatever index width it came with.
+        digest.update(np.ascontiguousarray(data, dtype=dtype).data.cast("B"))
+        digest.update(np.ascontiguousarray(indices, dtype="<i8").data.cast("B"))
+        digest.update(np.ascontiguousarray(indptr, dtype="<i8").data.cast("B"))
+    else:
+        little_endian = np.ascontiguousarray(X, dtype=dtype)
+        if little_endian.size:  # a table of categories alone has no numbers (nothing to cast)
+            digest.update(little_endian.data.cast("B"))
     if y is not None:
         if y.dtype.kind == "U":
             digest.update(json.dumps(y.tolist()).encode())
@@ -363,7 +426,7 @@ class DatasetStore:
 
     def put(
         self,
-        X: np.ndarray,
+        X: Any,
         y: np.ndarray | None,
         *,
         name: str | None,
@@ -376,7 +439,8 @@ class DatasetStore:
 
         The same numbers sent again keep the name and feature names they were first
         stored with (the id is the numbers' alone). ``parts``: a table's columns,
-        categorical codes and weights (see :mod:`service.tables`).
+        categorical codes and weights (see :mod:`service.tables`). A sparse X (a canonical
+        CSR matrix) is stored as its three arrays (:data:`SPARSE_FILES`), never densified.
         """
         dataset_id = content_hash(X, y, parts)
         final = self.root / dataset_id
@@ -405,6 +469,8 @@ class DatasetStore:
             format=format,
             inline=inline,
             feature_names=feature_names,
+            sparse=is_sparse(X),
+            nnz=int(X.nnz) if is_sparse(X) else None,
             **table,
         )
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
@@ -412,14 +478,18 @@ class DatasetStore:
             with storage_errors(f"storing dataset {dataset_id}", self.root):
                 # A tenant's data is readable by this service's user only, not 0644 by any.
                 tmp.mkdir(mode=0o700)
-                np.save(tmp / "X.npy", X, allow_pickle=False)
+                if is_sparse(X):
+                    for file, array in zip(SPARSE_FILES, csr_arrays(X), strict=True):
+                        np.save(tmp / file, array, allow_pickle=False)
+                else:
+                    np.save(tmp / "X.npy", X, allow_pickle=False)
                 if y is not None:
                     np.save(tmp / "y.npy", y, allow_pickle=False)
                 if parts is not None and parts.codes is not None:
                     np.save(tmp / "C.npy", parts.codes, allow_pickle=False)
                 if parts is not None and parts.sample_weight is not None:
                     np.save(tmp / "w.npy", parts.sample_weight, allow_pickle=False)
-                (tmp / "meta.json").write_text(json.dumps(asdict(info)))
+                (tmp / "meta.json").write_text(json.dumps(info.meta()))
                 for child in tmp.iterdir():
                     child.chmod(0o600)
                     _fsync(child)
@@ -445,7 +515,7 @@ class DatasetStore:
             stamp = _stamp(meta)
             if known is not None and known[0] == stamp:
                 return known[1]
-            info = DatasetInfo(**json.loads(meta.read_text()))
+            info = DatasetInfo.from_meta(json.loads(meta.read_text()))
         except FileNotFoundError:
             raise DatasetNotFoundError(f"no dataset with id {dataset_id}") from None
         with self._lock:
@@ -523,7 +593,7 @@ class DatasetStore:
         tmp = folder / f".meta-{uuid.uuid4().hex}"
         try:
             with storage_errors(f"updating dataset {info.id}", folder):
-                tmp.write_text(json.dumps(asdict(info)))
+                tmp.write_text(json.dumps(info.meta()))
                 tmp.replace(folder / "meta.json")
         finally:
             with contextlib.suppress(OSError):  # read-only: unlink fails even when missing
@@ -568,7 +638,7 @@ class DatasetStore:
 
     def check_room(
         self,
-        X: np.ndarray,
+        X: Any,
         y: np.ndarray | None,
         max_bytes: int,
         parts: TableParts | None = None,
@@ -578,7 +648,8 @@ class DatasetStore:
         A table's codes, categories and weights count with its numbers."""
         if (self.root / content_hash(X, y, parts) / "meta.json").exists():
             return
-        adding = X.nbytes + (0 if y is None else y.nbytes) + (0 if parts is None else parts.nbytes)
+        adding = stored_nbytes(X) + (0 if y is None else y.nbytes)
+        adding += 0 if parts is None else parts.nbytes
         stored = 0
         for folder in self.root.iterdir():
             try:
@@ -641,9 +712,32 @@ def store_builtin(root: Path, name: str) -> DatasetInfo:
     return DatasetStore(root).builtin(name)
 
 
-def load_arrays(X_path: Path, y_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Memory-map a stored dataset (never unpickling anything)."""
-    X = np.load(X_path, mmap_mode="r", allow_pickle=False)
+def is_sparse_folder(folder: Path) -> bool:
+    """Whether the dataset stored in ``folder`` holds a sparse X (its CSR arrays)."""
+    return (folder / SPARSE_FILES[0]).exists()
+
+
+def load_arrays(X_path: Path, y_path: Path | None) -> tuple[Any, np.ndarray | None]:
+    """Memory-map a stored dataset (never unpickling anything).
+
+    ``X_path`` is the folder's ``X.npy``; a sparse dataset's folder holds its CSR arrays
+    instead, and X is then a ``scipy.sparse.csr_matrix`` over the memory-mapped arrays.
+    """
+    folder = X_path.parent
+    X: Any
+    if is_sparse_folder(folder):
+        import scipy.sparse
+
+        data, indices, indptr = (
+            np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in SPARSE_FILES
+        )
+        shape = read_meta(folder)["sparse"]["shape"]
+        # The arrays were checked when stored: no copy, no re-check of their order.
+        X = scipy.sparse.csr_matrix((data, indices, indptr), shape=tuple(shape), copy=False)
+        X.has_sorted_indices = True
+        X.has_canonical_format = True
+    else:
+        X = np.load(X_path, mmap_mode="r", allow_pickle=False)
     y = None if y_path is None else np.load(y_path, allow_pickle=False)
     return X, y
 

@@ -279,6 +279,7 @@ class BenchmarkEngine(Runtime):
                 private=private,
                 max_expansion=self.limits.max_expansion,
                 datasets_max_bytes=self.limits.datasets_max_bytes,
+                max_sparse_features=self.limits.max_sparse_features,
                 categorical=categorical,
                 weight_column=weight_column,
             ),

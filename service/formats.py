@@ -1,8 +1,10 @@
-"""Reading uploaded files into (X, y): CSV, NPY, NPZ, Parquet and JSON.
+"""Reading uploaded files into (X, y): CSV, NPY, NPZ, Parquet, JSON, and sparse data
+(libsvm text, ``scipy.sparse.save_npz`` files) as a CSR matrix.
 
 Each reader uses the library made for its format (pyarrow for CSV and Parquet, NumPy
-for ``.npy``/``.npz`` with ``allow_pickle=False``, orjson for JSON) and turns every
-problem into an :class:`InvalidDataError` that says what is wrong and where.
+for ``.npy``/``.npz`` with ``allow_pickle=False``, orjson for JSON, scikit-learn's
+``load_svmlight_file`` for libsvm) and turns every problem into an
+:class:`InvalidDataError` that says what is wrong and where.
 """
 
 from __future__ import annotations
@@ -21,20 +23,31 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from service.datasets import DatasetInfo, DatasetStore, as_feature_matrix, as_labels
+from service.datasets import (
+    DatasetInfo,
+    DatasetStore,
+    as_feature_matrix,
+    as_labels,
+    is_sparse,
+)
 from service.errors import InvalidDataError, PayloadTooLargeError
 from service.lazy import LazyModule
 from service.settings import Settings
 from service.tables import Column, TableParts
 
-# pyarrow reads CSV and Parquet in the data workers: the API process never loads it.
+# pyarrow reads CSV and Parquet, SciPy and scikit-learn sparse data, in the data workers:
+# the API process never loads them.
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.compute
     import pyarrow.csv
     import pyarrow.parquet
+    import scipy.sparse
+    import sklearn.datasets
 else:
     pa = pyarrow = LazyModule("pyarrow", "compute", "csv", "parquet")
+    scipy = LazyModule("scipy", "sparse")
+    sklearn = LazyModule("sklearn", "datasets")
 
 # One place for the default: the setting's own (uploads are bounded even when a caller
 # does not pass the bound).
@@ -50,6 +63,7 @@ class DataLimits:
     inline_max_bytes: int = Settings.model_fields["inline_max_bytes"].default
     max_expansion: float = Settings.model_fields["max_expansion"].default
     datasets_max_bytes: int = Settings.model_fields["datasets_max_bytes"].default
+    max_sparse_features: int = Settings.model_fields["max_sparse_features"].default
 
 
 MEDIA_TYPES = {
@@ -58,6 +72,8 @@ MEDIA_TYPES = {
     "application/x-npz": "npz",
     "application/vnd.apache.parquet": "parquet",
     "application/json": "json",
+    "text/x-libsvm": "libsvm",
+    "application/x-scipy-sparse": "scipy-sparse",
 }
 EXTENSIONS = {
     ".csv": "csv",
@@ -66,6 +82,8 @@ EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".json": "json",
+    ".svm": "libsvm",
+    ".libsvm": "libsvm",
 }
 TABLE_FORMATS = frozenset({"csv", "parquet"})
 
@@ -93,6 +111,9 @@ class ReadNotes:
     parts: TableParts | None = None
     categorical: frozenset[str] = frozenset()
     weight_column: str | None = None
+    # The format the reader found, when the file was another than its name said (an
+    # .npz written by scipy.sparse.save_npz is sparse data).
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,13 +138,19 @@ class Bounds:
     # The upload's own size, and how many times that its dataset may take stored.
     sent_bytes: int | None = None
     max_expansion: float = Settings.model_fields["max_expansion"].default
+    max_sparse_features: int = Settings.model_fields["max_sparse_features"].default
 
     def check_expansion(self, shape: tuple[int, ...], x_itemsize: int, y_bytes: int) -> None:
         """Refuse (413) an upload whose dataset would take more than ``max_expansion``
         times its own bytes: a small compressed file must not become a huge dataset."""
         if self.sent_bytes is None:
             return
-        stored = math.prod(shape) * x_itemsize + y_bytes
+        self.check_stored_expansion(math.prod(shape) * x_itemsize + y_bytes)
+
+    def check_stored_expansion(self, stored: int) -> None:
+        """:meth:`check_expansion` of a dataset taking ``stored`` bytes."""
+        if self.sent_bytes is None:
+            return
         if stored > self.max_expansion * max(self.sent_bytes, 1):
             raise PayloadTooLargeError(
                 f"the upload of {_size(self.sent_bytes)} would expand to {_size(stored)} "
@@ -141,7 +168,8 @@ def read_dataset(
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
     notes: ReadNotes | None = None,
     max_expansion: float | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    max_sparse_features: int = DataLimits.max_sparse_features,
+) -> tuple[Any, np.ndarray | None]:
     """Read an uploaded file as validated arrays.
 
     Shapes and sizes are checked against the bounds from what each format declares
@@ -151,7 +179,7 @@ def read_dataset(
     ----------
     path : Path
         The uploaded bytes, on disk.
-    fmt : {"csv", "npy", "npz", "parquet", "json"}
+    fmt : {"csv", "npy", "npz", "parquet", "json", "libsvm", "scipy-sparse"}
         The file's format.
     label_column : str, optional
         For CSV and Parquet, the column holding the labels.
@@ -164,10 +192,13 @@ def read_dataset(
         Filled with the feature names and warnings, when given.
     max_expansion : float, optional
         Largest ratio of the stored size to the file's size; unbounded when None.
+    max_sparse_features : int
+        Largest n_features of sparse data, whose size is counted in stored values.
 
     Returns
     -------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray or scipy.sparse.csr_matrix of shape (n_samples, n_features)
+        A CSR matrix (canonical, explicit zeros removed) for sparse formats.
     y : ndarray of shape (n_samples,) or None
     """
     if label_column is not None and fmt not in TABLE_FORMATS:
@@ -187,11 +218,21 @@ def read_dataset(
         "npy": _read_npy,
         "npz": _read_npz,
         "json": _read_json,
+        "libsvm": _read_libsvm,
+        "scipy-sparse": _read_scipy_sparse,
     }
-    bounds = Bounds(max_cells, max_dataset_bytes)
+    bounds = Bounds(max_cells, max_dataset_bytes, max_sparse_features=max_sparse_features)
     if max_expansion is not None:
-        bounds = Bounds(max_cells, max_dataset_bytes, path.stat().st_size, max_expansion)
+        bounds = dataclasses.replace(
+            bounds, sent_bytes=path.stat().st_size, max_expansion=max_expansion
+        )
     X, y = readers[fmt](path, label_column, bounds, notes)
+    if is_sparse(X):
+        # Counted in stored values, not rows times columns (each reader checked the same
+        # from what the file declares, before decoding).
+        y_bytes = 0 if y is None else y.nbytes
+        check_sparse_size(X.shape, X.nnz, X.dtype.itemsize, X.indices.itemsize, y_bytes, bounds)
+        return X, y
     check_cells(X.shape, max_cells)
     y_bytes = 0 if y is None else y.nbytes
     table_bytes = 0 if notes.parts is None else notes.parts.nbytes
@@ -231,6 +272,7 @@ def import_upload(
     datasets_max_bytes: int | None = None,
     categorical: frozenset[str] = frozenset(),
     weight_column: str | None = None,
+    max_sparse_features: int = DataLimits.max_sparse_features,
 ) -> Upload:
     """Read an uploaded file and store it (in a compute worker), with the reader's warnings.
 
@@ -247,7 +289,9 @@ def import_upload(
         max_dataset_bytes=max_dataset_bytes,
         notes=notes,
         max_expansion=max_expansion,
+        max_sparse_features=max_sparse_features,
     )
+    fmt = notes.format or fmt
     store = DatasetStore(datasets_root)
     if datasets_max_bytes is not None:
         store.check_room(X, y, datasets_max_bytes, notes.parts)
@@ -277,10 +321,41 @@ def check_cells(shape: tuple[int, ...], max_cells: int, *, what: str = "the data
     # Python integers: a declared shape such as (10**12, 10**12) must not wrap around.
     cells = math.prod(shape) if shape else 0
     if cells > max_cells:
+        product = "" if len(shape) == 1 else f"{' x '.join(f'{n:,}' for n in shape)} = "
         raise PayloadTooLargeError(
-            f"{what} {' x '.join(f'{n:,}' for n in shape)} = {cells:,} values; "
-            f"the limit is {max_cells:,} (CLUSTERBENCH_MAX_CELLS)"
+            f"{what} {product}{cells:,} values; the limit is {max_cells:,} (CLUSTERBENCH_MAX_CELLS)"
         )
+
+
+def check_sparse_size(
+    shape: tuple[int, ...],
+    nnz: int,
+    itemsize: int,
+    index_itemsize: int,
+    y_bytes: int,
+    bounds: Bounds,
+) -> None:
+    """Refuse (413) sparse data past the bounds, counted as it is stored: ``nnz`` values
+    (``itemsize`` bytes each) and their column indices, a row pointer per row, and the
+    labels; its width past ``max_sparse_features``. Rows times columns never counts: a
+    100,000 x 50,000 matrix at 0.1 % takes what its 5 million values take."""
+    n_samples, n_features = shape
+    if n_features > bounds.max_sparse_features:
+        raise PayloadTooLargeError(
+            f"the sparse data has {n_features:,} features; the limit is "
+            f"{bounds.max_sparse_features:,} (CLUSTERBENCH_MAX_SPARSE_FEATURES): the "
+            "fitted centres are dense, n_clusters x n_features"
+        )
+    check_cells((nnz,), bounds.max_cells, what="the sparse data stores")
+    stored = nnz * (itemsize + index_itemsize) + (n_samples + 1) * index_itemsize + y_bytes
+    if stored > bounds.max_dataset_bytes:
+        raise PayloadTooLargeError(
+            f"the sparse data would take {_size(stored)} stored ({nnz:,} values of "
+            f"{itemsize} bytes and their {index_itemsize}-byte indices, {n_samples:,} rows"
+            f"{' and their labels' if y_bytes else ''}); the limit is "
+            f"{_size(bounds.max_dataset_bytes)} (CLUSTERBENCH_MAX_DATASET_BYTES)"
+        )
+    bounds.check_stored_expansion(stored)
 
 
 def check_stored_bytes(
@@ -1055,6 +1130,8 @@ def _read_npz(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with zipfile.ZipFile(path) as archive:
+            if _is_save_npz(archive):
+                return _read_scipy_sparse(path, label_column, bounds, notes)
             members = {_array_name(info.filename): info for info in archive.infolist()}
             if "X" not in members:
                 raise InvalidDataError(
@@ -1092,6 +1169,265 @@ def _read_npz(
     X = as_feature_matrix(X, allow_missing=True)
     notes.parts = _numeric_parts(X)
     return X, (None if y is None else as_labels(y, X.shape[0]))
+
+
+# -- sparse data ----------------------------------------------------------------------------
+
+# The members scipy.sparse.save_npz writes for a CSR or CSC matrix.
+SAVE_NPZ_MEMBERS = frozenset({"format", "shape", "data", "indices", "indptr"})
+# Bytes per column index and row pointer as stored: int32 while the values fit.
+_INDEX = np.dtype(np.int32)
+
+
+def _is_save_npz(archive: zipfile.ZipFile) -> bool:
+    """Whether a zip holds what scipy.sparse.save_npz writes (no 'X' member)."""
+    names = {_array_name(info.filename) for info in archive.infolist()}
+    return "X" not in names and {"format", "shape"} <= names
+
+
+def _read_scipy_sparse(
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
+) -> tuple[Any, np.ndarray | None]:
+    """A ``scipy.sparse.save_npz`` file (CSR, or CSC converted) as a canonical CSR
+    matrix. Every member's header is checked against the zip directory and the bounds,
+    and the shape it declares against the arrays, before a value is decoded."""
+    what = "the save_npz file"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {_array_name(info.filename): info for info in archive.infolist()}
+            if set(members) != SAVE_NPZ_MEMBERS:
+                found = ", ".join(map(repr, sorted(members))) or "nothing"
+                raise InvalidDataError(
+                    f"{what} must hold the members scipy.sparse.save_npz writes for a CSR or "
+                    f"CSC matrix (format, shape, data, indices, indptr); it holds {found}",
+                    errors=[{"loc": ["file"], "msg": "not a save_npz CSR or CSC matrix"}],
+                )
+            headers = {}
+            for name, info in members.items():
+                header = _member_header(archive, info, f"{name!r} in {what}")
+                # Inflating can produce no more than the zip directory says: exactly the
+                # header's declared bytes, counted before anything is decoded.
+                _check_size(header, f"{name!r} in {what}", info.file_size)
+                headers[name] = header
+            for name in ("format", "shape"):
+                if headers[name].nbytes > 64:
+                    raise _sparse_error(f"{name!r} in {what} declares {headers[name].shape}")
+            kind = _read_member(archive, members["format"])
+            shape = _read_member(archive, members["shape"])
+            layout = kind.item().decode() if kind.dtype.kind == "S" else str(kind.item())
+            if layout not in ("csr", "csc") or kind.shape != ():
+                raise _sparse_error(
+                    f"{what} holds a {layout!r} matrix; CSR and CSC are read (convert with "
+                    ".tocsr() before save_npz)",
+                    loc="format",
+                )
+            if shape.dtype.kind not in "iu" or shape.shape != (2,) or (shape < 0).any():
+                raise _sparse_error(f"'shape' in {what} is {shape.tolist()!r}", loc="shape")
+            n_samples, n_features = (int(n) for n in shape)
+            n_major = n_samples if layout == "csr" else n_features
+            data, indices, indptr = headers["data"], headers["indices"], headers["indptr"]
+            if data.dtype.kind not in "iuf" or len(data.shape) != 1:
+                raise _sparse_error(
+                    f"'data' in {what} holds {data.dtype} values of shape {data.shape}; "
+                    "a 1-dimensional array of numbers is read",
+                    loc="data",
+                )
+            nnz = data.shape[0]
+            for name, header, length in (
+                ("indices", indices, nnz),
+                ("indptr", indptr, n_major + 1),
+            ):
+                if header.dtype.kind not in "iu" or header.shape != (length,):
+                    raise _sparse_error(
+                        f"'{name}' in {what} holds {header.dtype} values of shape "
+                        f"{header.shape}; the declared shape ({n_samples:,} x {n_features:,}, "
+                        f"{layout}) with {nnz:,} values needs {length:,} integers",
+                        loc=name,
+                    )
+            itemsize = _stored_itemsize(data.dtype)
+            check_sparse_size((n_samples, n_features), nnz, itemsize, _INDEX.itemsize, 0, bounds)
+            # Every size is now known to be within the bounds: only now are values read.
+            values = _read_member(archive, members["data"])
+            minor = _read_member(archive, members["indices"])
+            pointers = _read_member(archive, members["indptr"])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise InvalidDataError(f"not a readable save_npz file: {exc}") from None
+    _check_compressed(pointers, minor, n_features if layout == "csr" else n_samples)
+    matrix_type = scipy.sparse.csr_matrix if layout == "csr" else scipy.sparse.csc_matrix
+    dtype = np.float32 if values.dtype == np.float32 else np.float64
+    try:
+        X = matrix_type(
+            (values.astype(dtype, copy=False), minor, pointers), shape=(n_samples, n_features)
+        ).tocsr()
+    except ValueError as exc:  # what SciPy's own check finds that the ones above did not
+        raise InvalidDataError(f"{what} does not hold a valid matrix: {exc}") from None
+    notes.format = "scipy-sparse"
+    return _canonical(X), None
+
+
+def _check_compressed(indptr: np.ndarray, indices: np.ndarray, n_minor: int) -> None:
+    """The row pointers and column indices of a CSR matrix of ``n_minor`` columns (a CSC
+    matrix's transposed) must agree with its declared shape."""
+    nnz = len(indices)
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise _sparse_error(
+            f"'indptr' runs from {int(indptr[0]):,} to {int(indptr[-1]):,}; it must run from 0 "
+            f"to the number of stored values, {nnz:,}",
+            loc="indptr",
+        )
+    steps = np.diff(indptr.astype(np.int64))
+    if (steps < 0).any():
+        k = int(np.argmax(steps < 0))
+        raise _sparse_error(
+            f"'indptr' decreases at {k + 1} ({int(indptr[k]):,} then {int(indptr[k + 1]):,}): "
+            "row pointers never decrease",
+            loc=["indptr", k + 1],
+        )
+    bad = (indices < 0) | (indices >= n_minor)
+    if bad.any():
+        k = int(np.argmax(bad))
+        row = int(np.searchsorted(indptr, k, side="right")) - 1
+        raise _sparse_error(
+            f"'indices'[{k}] is {int(indices[k]):,} (row {row}), outside the declared "
+            f"{n_minor:,} columns",
+            loc=["indices", k],
+        )
+
+
+def _sparse_error(message: str, *, loc: str | list[Any] = "file") -> InvalidDataError:
+    path = loc if isinstance(loc, list) else [loc]
+    return InvalidDataError(message, errors=[{"loc": path, "msg": message}])
+
+
+def _canonical(X: Any) -> Any:
+    """A CSR matrix in one form per matrix: sorted indices, duplicates summed, explicit
+    zeros dropped, int32 indices while they fit; its values finite, at least 2 rows."""
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    n_samples, n_features = X.shape
+    if n_samples < 2:
+        raise InvalidDataError(
+            f"X must have at least 2 samples; got {n_samples}",
+            errors=[{"loc": ["X"], "msg": f"{n_samples} sample(s), 2 needed"}],
+        )
+    if n_features < 1:
+        raise InvalidDataError(
+            "X must have at least 1 feature", errors=[{"loc": ["X"], "msg": "no features"}]
+        )
+    bad = ~np.isfinite(X.data)
+    if bad.any():
+        k = int(np.argmax(bad))
+        row = int(np.searchsorted(X.indptr, k, side="right")) - 1
+        col = int(X.indices[k])
+        kind = "NaN" if np.isnan(X.data[k]) else "infinity"
+        raise InvalidDataError(
+            f"X[{row}][{col}] is {kind} (row {row}, column {col}): values must be finite",
+            errors=[{"loc": ["X", row, col], "msg": f"{kind} is not allowed"}],
+        )
+    if max(X.nnz, n_features) < np.iinfo(_INDEX).max:
+        X.indices = X.indices.astype(_INDEX, copy=False)
+        X.indptr = X.indptr.astype(_INDEX, copy=False)
+    X.has_canonical_format = True
+    return X
+
+
+def _read_libsvm(
+    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
+) -> tuple[Any, np.ndarray | None]:
+    """svmlight / libsvm text as ``sklearn.datasets.load_svmlight_file`` reads it
+    (``zero_based="auto"``): a CSR matrix and its targets as labels.
+
+    Before parsing, the stored size is bounded from the bytes: each value stored has its
+    ``:`` in the text, each row its line. A line the parser refuses is found and named.
+    """
+    if _blank(path):
+        raise _no_rows()
+    values, rows = 0, 1
+    with path.open("rb") as handle:
+        # A part at a time: the text is never held whole before it is known to fit.
+        tail = b""
+        while part := handle.read(1 << 24):
+            qid = (tail + part).find(b"qid:")
+            if qid >= 0:
+                line = rows + (tail + part).count(b"\n", len(tail), qid)
+                raise InvalidDataError(
+                    f"line {line} has a qid (a ranking query id): ranking files are not "
+                    "read; send the lines without their qid:<n> fields",
+                    errors=[{"loc": ["line", line], "msg": "qid is not supported"}],
+                )
+            values += part.count(b":")
+            rows += part.count(b"\n")
+            tail = part[-3:]
+    # An upper bound (a comment may hold a colon), 8-byte values and labels.
+    check_cells((values,), bounds.max_cells, what="the libsvm text may store")
+    stored = values * (8 + _INDEX.itemsize) + rows * (8 + _INDEX.itemsize)
+    if stored > bounds.max_dataset_bytes:
+        raise PayloadTooLargeError(
+            f"the libsvm text holds {values:,} index:value pairs on {rows:,} lines, "
+            f"{_size(stored)} once stored; the limit is {_size(bounds.max_dataset_bytes)} "
+            "(CLUSTERBENCH_MAX_DATASET_BYTES)"
+        )
+    try:
+        X, targets = sklearn.datasets.load_svmlight_file(
+            str(path), zero_based="auto", dtype=np.float64
+        )
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise _libsvm_culprit(path) or InvalidDataError(
+            f"the libsvm text cannot be read: {exc}"
+        ) from None
+    if X.shape[1] > bounds.max_sparse_features:
+        check_sparse_size(X.shape, X.nnz, 8, _INDEX.itemsize, 0, bounds)
+    X = _canonical(X)
+    try:
+        y = as_labels(targets, X.shape[0])
+    except InvalidDataError:
+        row = int(np.argmax(~np.isfinite(targets) | (targets != np.round(targets))))
+        raise InvalidDataError(
+            f"the target of row {row} is {targets[row]!r}: targets are read as labels and "
+            "must be integers",
+            errors=[{"loc": ["row", row, "target"], "msg": "non-integer target"}],
+        ) from None
+    return X, y
+
+
+def _libsvm_culprit(path: Path) -> InvalidDataError | None:
+    """The first line of a libsvm file the parser refused, named with what is wrong."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.split(b"#", 1)[0].split()
+            if not line:
+                continue
+            problem = _libsvm_line_problem(line)
+            if problem is not None:
+                token, why = problem
+                shown = repr(token.decode("utf-8", "replace")[:40])
+                return InvalidDataError(
+                    f"line {number} of the libsvm text: {shown} {why}",
+                    errors=[{"loc": ["line", number], "msg": f"{shown} {why}"}],
+                )
+    return None
+
+
+def _libsvm_line_problem(tokens: list[bytes]) -> tuple[bytes, str] | None:
+    """What is wrong with a libsvm line's tokens (the target, then index:value pairs)."""
+    if not _is_number(tokens[0].decode("utf-8", "replace")):
+        return tokens[0], "is not a target: a line starts with a number (its label)"
+    previous = -1
+    for token in tokens[1:]:
+        index, colon, value = token.partition(b":")
+        if not colon:
+            return token, "is not an index:value pair"
+        if not index.strip(b"+-").isdigit():
+            return token, "has an index that is not an integer"
+        position = int(index)
+        if position < 0:
+            return token, "has a negative index"
+        if position <= previous:
+            return token, "has an index not greater than the one before: indices increase"
+        if not _is_number(value.decode("utf-8", "replace")):
+            return token, "has a value that is not a number"
+        previous = position
+    return None
 
 
 def _numeric_parts(X: np.ndarray) -> TableParts:

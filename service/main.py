@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 inline_max_bytes=settings.inline_max_bytes,
                 max_expansion=settings.max_expansion,
                 datasets_max_bytes=settings.datasets_max_bytes,
+                max_sparse_features=settings.max_sparse_features,
             ),
             results=result_store(settings),
             pool=pool,

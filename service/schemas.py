@@ -194,7 +194,9 @@ class DatasetInfo(DatasetSummary):
     """A stored dataset."""
 
     format: str = Field(
-        description="How it arrived: builtin, csv, npy, npz, parquet or json.", examples=["csv"]
+        description="How it arrived: builtin, csv, npy, npz, parquet, json, libsvm or "
+        "scipy-sparse.",
+        examples=["csv"],
     )
     dtype: str = Field(description="float64, or float32 when sent as float32.")
     feature_names: list[str] | None = Field(
@@ -207,6 +209,16 @@ class DatasetInfo(DatasetSummary):
         None,
         description="A table's columns in the file's order, each with its kind and "
         "missing cells; null for data of complete numbers.",
+    )
+    sparse: bool = Field(
+        False,
+        description="Whether X is stored sparse (CSR; a text/x-libsvm or "
+        "application/x-scipy-sparse upload): never densified.",
+    )
+    density: float | None = Field(
+        None,
+        description="Sparse data only: the share of stored cells, nnz / (n_samples * n_features).",
+        examples=[0.001],
     )
     warnings: list[str] = Field(
         default_factory=list,

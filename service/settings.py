@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         ge=4,
         description="Largest dataset accepted, in values (n_samples times n_features).",
     )
+    max_sparse_features: int = Field(
+        1 << 20,
+        ge=1,
+        description="Largest n_features of sparse data (text/x-libsvm, "
+        "application/x-scipy-sparse), whose size is counted in stored values, not rows "
+        "times columns: the fitted centres are dense, k times n_features; larger is 413. "
+        "The default is HashingVectorizer's 2**20.",
+    )
     max_dataset_bytes: int = Field(
         1024 * MIB,
         ge=1,

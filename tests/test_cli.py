@@ -130,6 +130,36 @@ def test_upload_prints_the_id_and_shape(server: ServiceProcess, tmp_path: Path) 
 
 
 @pytest.mark.server
+def test_upload_a_libsvm_file_and_a_weighted_table(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that `clusterbench upload` sends a .svm file as libsvm (kept sparse) and a CSV
+    # with --categorical and --weight-column (it had neither flag nor the extension).
+    svm = tmp_path / "words.svm"
+    svm.write_text("".join(f"{i % 2} {i % 5}:1.5 {5 + i % 3}:0.5\n" for i in range(20)))
+    table = tmp_path / "weighted.csv"
+    table.write_text("size,code,w\n" + "".join(f"{i},{i % 3},{1 + i % 2}\n" for i in range(12)))
+    url = ("--url", server.url)
+    done = clusterbench("upload", str(svm), "--json", *url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    info = orjson.loads(done.stdout)
+    assert (info["format"], info["sparse"], info["n_features"]) == ("libsvm", True, 8)
+    assert info["density"] == pytest.approx(40 / (20 * 8))
+    done = clusterbench(
+        "upload",
+        str(table),
+        "--categorical",
+        "code",
+        "--weight-column",
+        "w",
+        "--json",
+        *url,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    kinds = {c["name"]: c["kind"] for c in orjson.loads(done.stdout)["columns"]}
+    assert kinds == {"size": "numeric", "code": "categorical", "w": "weight"}
+
+
+@pytest.mark.server
 def test_plot_writes_the_services_png(server: ServiceProcess, tmp_path: Path) -> None:
     # Check `clusterbench plot ID -o FILE`, whole and with --init.
     with Client(server.url) as client:

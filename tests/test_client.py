@@ -547,6 +547,30 @@ def test_upload_an_array_or_a_dataframe_named(server: ServiceProcess, tmp_path: 
             client.benchmark("iris", k=3)
 
 
+def test_upload_sparse_categorical_and_weighted(server: ServiceProcess, tmp_path: Path) -> None:
+    # Check that the client uploads a scipy.sparse matrix (CSC too) as sparse data, the
+    # same matrix as a libsvm file by its .svm extension, and a CSV with a column forced
+    # categorical and a weight column (it had neither parameter).
+    import scipy.sparse
+    from sklearn.datasets import dump_svmlight_file
+
+    lil = scipy.sparse.random(30, 50, density=0.1, format="lil", random_state=5)
+    lil[0, 0] = lil[1, 49] = 1.0  # libsvm's width: its largest index, zero-based with a 0
+    X = lil.tocsr()
+    path = tmp_path / "words.svm"
+    dump_svmlight_file(X, np.zeros(30), str(path), zero_based=True)
+    frame = "size,code,w\n" + "".join(f"{i},{i % 3},{1 + i % 2}\n" for i in range(12))
+    with Client(server.url) as client:
+        sparse = client.upload(X.tocsc(), name="words")
+        assert (sparse.format, sparse.sparse, sparse.n_features) == ("scipy-sparse", True, 50)
+        assert sparse.density == pytest.approx(X.nnz / (30 * 50))
+        libsvm = client.upload(path)
+        assert (libsvm.format, libsvm.sparse, libsvm.has_labels) == ("libsvm", True, True)
+        table = client.upload(frame.encode(), "text/csv", categorical=["code"], weight_column="w")
+    kinds = {c.name: c.kind for c in table.columns or []}
+    assert kinds == {"size": "numeric", "code": "categorical", "w": "weight"}
+
+
 @pytest.mark.parametrize("state", ["queued", "running", "succeeded", "failed", "cancelled"])
 def test_the_client_reads_a_job_with_the_api_s_own_model(state: str) -> None:
     # Check that the client's Job is the API's response model, with its one enum of

@@ -35,7 +35,9 @@ UPLOAD_BODY: dict[str, Any] = {
         "required": True,
         "description": "The data: a multipart form with field `file`, or the raw bytes with "
         "their media type. CSV has a header row; `.npz` holds `X` and optionally `y`; "
-        'JSON is `{"X": [[...]], "y": [...]}`.',
+        'JSON is `{"X": [[...]], "y": [...]}`; `text/x-libsvm` is svmlight / libsvm text '
+        "(its targets the labels) and `application/x-scipy-sparse` a `scipy.sparse.save_npz` "
+        "file (CSR or CSC): both stay sparse.",
         "content": {
             "multipart/form-data": {
                 "schema": {
@@ -48,6 +50,7 @@ UPLOAD_BODY: dict[str, Any] = {
             # below with their examples.
             **dict.fromkeys(MEDIA_TYPES, _BINARY),
             "text/csv": {**_BINARY, "example": "a,b,label\n1,2,x\n3,4,y\n"},
+            "text/x-libsvm": {**_BINARY, "example": "1 1:0.8 4:0.3\n2 3:0.9 5:0.4\n"},
             "application/json": {
                 "schema": {
                     "type": "object",
@@ -92,7 +95,8 @@ async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]
                 raise UnsupportedMediaTypeError(
                     f"cannot tell the format of {clip(upload.filename or '')} "
                     f"({clip(upload.content_type or '')}): "
-                    f"use a .csv, .npy, .npz, .parquet or .json file, or one of {SUPPORTED}"
+                    f"use a .csv, .npy, .npz, .parquet, .json, .svm or .libsvm file, or one of "
+                    f"{SUPPORTED}"
                 )
 
             def copy() -> None:
@@ -179,7 +183,9 @@ async def upload_dataset(
         if caller is not None:
             # New to this tenant is what it is told: whether another holds it stays unsaid,
             # and so do the name and columns another sent it with.
-            sent = DatasetMeta(name, fmt, upload.feature_names, columns=upload.columns)
+            sent = DatasetMeta(
+                name, upload.info.format, upload.feature_names, columns=upload.columns
+            )
             created = await tenants.claim_dataset(caller, upload.info.id, sent, store_again=store)
         else:
             created = upload.created
