@@ -365,6 +365,39 @@ def upload_200k(client: httpx.Client, repeats: int) -> Case:
     )
 
 
+def onedal_speed(client: httpx.Client, repeats: int) -> Case:
+    """k-means++ on 200k x 64 float32 through the service, oneDAL's K-Means against
+    scikit-learn's on the same uploaded data (a new random_state each time: no hit)."""
+    X = blobs(200_000, 64, np.float32, seed=7)
+    uploaded = client.post(
+        "/v1/datasets", content=npy_bytes(X), headers={"content-type": "application/x-npy"}
+    )
+    uploaded.raise_for_status()
+    dataset = uploaded.json()["id"]
+
+    def run(implementation: str, seed: int) -> float:
+        body = {
+            "dataset": dataset,
+            "n_clusters": 8,
+            "strategies": ["k-means++"],
+            "random_state": seed,
+            "implementation": implementation,
+        }
+        return timed(lambda: client.post("/v1/benchmarks", json=body).raise_for_status())
+
+    stock, onedal = alternate(lambda i: run("sklearn", i), lambda i: run("onedal", i), repeats)
+    return check(
+        "implementation onedal: k-means++ on 200k x 64 float32",
+        "onedal / sklearn, over HTTP",
+        median(onedal) / median(stock),
+        "<=",
+        0.5,
+        onedal_p50_s=round(median(onedal), 3),
+        sklearn_p50_s=round(median(stock), 3),
+        repeats=repeats,
+    )
+
+
 def scaling(client: httpx.Client, sizes: list[int], repeats: int) -> Case:
     per_sample: dict[int, float] = {}
     for size in sizes:
@@ -893,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("plot", lambda: plot_first_render(client, 3 if quick else 7)),
                 ("upload", lambda: upload_200k(client, 1 if quick else 3)),
+                ("onedal", lambda: onedal_speed(client, 1 if quick else 3)),
                 ("scaling", lambda: scaling(client, sizes, 1 if quick else 2)),
                 ("memory", lambda: memory(client, server, 200_000 if quick else 1_000_000)),
                 ("sweep", lambda: sweep_digits(client, 2 if quick else 5)),
