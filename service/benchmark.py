@@ -602,12 +602,27 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     from sklearn.pipeline import make_pipeline
 
     if strategy.init == "pca":
+        # PCA takes sparse data with the ARPACK solver only (it centres implicitly),
+        # which finds fewer components than min(n_samples, n_features).
+        solver = "arpack" if blockwise.is_sparse(X) else "auto"
+        if solver == "arpack" and params.n_clusters >= min(X.shape):
+            raise InvalidParameterError(
+                f"strategy 'pca' on sparse data takes n_clusters={params.n_clusters} "
+                "components from ARPACK, which finds fewer than min(n_samples, n_features)"
+                f"={min(X.shape)}: ask for fewer clusters or another strategy",
+                errors=[{"loc": ["n_clusters"], "msg": "too many components for ARPACK"}],
+            )
         with threads.serial_when_small(X.shape[0]):
-            components: np.ndarray = PCA(n_components=params.n_clusters).fit(X).components_
+            pca = PCA(
+                n_components=params.n_clusters,
+                svd_solver=solver,
+                random_state=params.random_state if solver == "arpack" else None,
+            ).fit(X)
+        components: np.ndarray = pca.components_
         return components
     if strategy.init == "custom" and strategy.centers is not None:
         centers = np.asarray(strategy.centers, dtype=np.float64)
-        steps = preprocessing_steps(params)
+        steps = preprocessing_steps(params, blockwise.is_sparse(X))
         if steps:
             moved: np.ndarray = make_pipeline(*steps).fit(X).transform(centers)
             return moved
@@ -615,14 +630,17 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
     return None
 
 
-def preprocessing_steps(params: BenchmarkParams) -> list[StandardScaler | Normalizer]:
-    """The steps before the estimator: the StandardScaler (``scale``), then a Normalizer
+def preprocessing_steps(
+    params: BenchmarkParams, sparse: bool = False
+) -> list[StandardScaler | Normalizer]:
+    """The steps before the estimator: the StandardScaler (``scale``; without centring on
+    ``sparse`` data, which centring would make dense), then a Normalizer
     (``normalize="l2"``)."""
     from sklearn.preprocessing import Normalizer, StandardScaler
 
     steps: list[StandardScaler | Normalizer] = []
     if params.scale:
-        steps.append(StandardScaler())
+        steps.append(StandardScaler(with_mean=not sparse))
     if params.normalize == "l2":
         steps.append(Normalizer())
     return steps
@@ -700,7 +718,7 @@ def _fit_steps(X: np.ndarray, params: BenchmarkParams) -> tuple[Pipeline | None,
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer
 
-    steps = preprocessing_steps(params)
+    steps = preprocessing_steps(params, sparse.issparse(X))
     if not steps:
         return None, X
     if sparse.issparse(X) or not params.scale:
@@ -784,7 +802,14 @@ def fit_strategy(
         n_clusters=params.n_clusters,
         n_features=int(X.shape[1]),
         cluster_centers=np.asarray(kmeans.cluster_centers_),
-        scaler_mean=None if scaler is None else np.asarray(scaler.mean_),
+        # Without centring (sparse data) the scaler subtracts nothing.
+        scaler_mean=(
+            None
+            if scaler is None
+            else np.asarray(scaler.mean_)
+            if scaler.with_mean
+            else np.zeros(X.shape[1])
+        ),
         scaler_scale=None if scaler is None else np.asarray(scaler.scale_),
         inertia=float(kmeans.inertia_),
         n_iter=None if n_iter is None else int(n_iter),

@@ -35,6 +35,28 @@ Squares = Callable[[np.ndarray], np.ndarray]
 BLOCK_ROWS = 1 << 15
 
 
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a scipy.sparse matrix (without importing scipy)."""
+    return not isinstance(X, np.ndarray) and hasattr(X, "tocsr")
+
+
+def _sparse_sums(
+    X: Any, labels: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cluster's size, sum of rows and sum of squared rows (float64), of sparse ``X``,
+    with a one-hot sparse matrix of the labels: nothing of X's size is made dense."""
+    from scipy import sparse
+
+    n_samples = X.shape[0]
+    members = sparse.csr_matrix(
+        (np.ones(n_samples), (labels, np.arange(n_samples))), shape=(n_clusters, n_samples)
+    )
+    data = X.astype(np.float64)
+    sums = np.asarray((members @ data).todense())
+    squares = np.asarray((members @ data.multiply(data)).todense())
+    return np.bincount(labels, minlength=n_clusters), sums, squares
+
+
 def column_sum(
     X: np.ndarray,
     transform: Callable[[np.ndarray], np.ndarray] = np.asarray,
@@ -116,6 +138,14 @@ def distances_to_centers(
 ) -> np.ndarray:
     """Each row's Euclidean distance to its own centre, in the space ``transform`` maps
     the rows to (the fitted steps before the estimator), in float64."""
+    if is_sparse(X):
+        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, with z sparse: nothing of X's size dense.
+        Z: Any = (X if transform is np.asarray else transform(X)).astype(np.float64)
+        norms = np.asarray(Z.multiply(Z).sum(axis=1)).ravel()
+        dots = np.asarray(Z @ centers.T)[np.arange(Z.shape[0]), labels]
+        squared = norms - 2 * dots + (centers**2).sum(axis=1)[labels]
+        distances: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
+        return distances
     out = np.empty(X.shape[0])
     for start in range(0, X.shape[0], BLOCK_ROWS):
         stop = start + BLOCK_ROWS
@@ -138,6 +168,16 @@ def profile_clusters(
     sizes : ndarray of shape (n_clusters,)
     means, stds : ndarrays of shape (n_clusters, n_features)
     """
+    if is_sparse(X):
+        # Sums of rows and of squares: the same numbers to rounding, never dense.
+        sizes, sums, squares = _sparse_sums(X, labels, n_clusters)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = sums / sizes[:, None]
+            spread = np.maximum(squares - sizes[:, None] * means**2, 0.0)
+            stds = np.sqrt(spread / (sizes[:, None] - 1))
+        means[sizes == 0] = np.nan
+        stds[sizes < 2] = np.nan
+        return sizes, means, stds
     sizes = np.bincount(labels, minlength=n_clusters)
     means = np.full((n_clusters, X.shape[1]), np.nan)
     stds = np.full((n_clusters, X.shape[1]), np.nan)
@@ -166,6 +206,8 @@ def calinski_harabasz_score(X: np.ndarray, labels: np.ndarray) -> float:
             f"Number of labels is {len(present)}. Valid values are 2 to n_samples - 1 (inclusive)"
         )
     n_samples, n_features = X.shape
+    if is_sparse(X):
+        return _sparse_calinski_harabasz(X, labels, present)
     mean = column_sum(X, _as_float64) / n_samples
     extra_disp, intra_disp = 0.0, 0.0
     for label in present:
@@ -186,6 +228,49 @@ def calinski_harabasz_score(X: np.ndarray, labels: np.ndarray) -> float:
         if intra_disp == 0.0
         else extra_disp * (n_samples - n_labels) / (intra_disp * (n_labels - 1.0))
     )
+
+
+def _sparse_calinski_harabasz(X: Any, labels: np.ndarray, present: np.ndarray) -> float:
+    """Calinski-Harabasz on sparse data, from each cluster's sums (scikit-learn's takes
+    dense data only): the within-cluster dispersion is the sum of squares minus each
+    cluster's size times its squared mean."""
+    codes = np.searchsorted(present, labels)
+    sizes, sums, squares = _sparse_sums(X, codes, len(present))
+    n_samples, n_labels = X.shape[0], len(present)
+    mean = sums.sum(axis=0) / n_samples
+    means = sums / sizes[:, None]
+    extra_disp = float(np.sum(sizes * ((means - mean) ** 2).sum(axis=1)))
+    intra_disp = float(np.sum(squares) - np.sum(sizes * (means**2).sum(axis=1)))
+    if intra_disp <= 0.0:
+        return 1.0
+    return float(extra_disp * (n_samples - n_labels) / (intra_disp * (n_labels - 1.0)))
+
+
+def davies_bouldin_score(X: Any, labels: np.ndarray) -> float:
+    """``sklearn.metrics.davies_bouldin_score``; on sparse data (which scikit-learn's
+    refuses) the same formula from each row's distance to its centroid, computed as
+    ``|x|^2 - 2 x.c + |c|^2`` so that nothing of X's size is made dense."""
+    if not is_sparse(X):
+        from sklearn.metrics import davies_bouldin_score as dense
+
+        return float(dense(X, labels))
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if not 1 < len(present) < X.shape[0]:
+        raise ValueError(
+            f"Number of labels is {len(present)}. Valid values are 2 to n_samples - 1 (inclusive)"
+        )
+    codes = np.searchsorted(present, labels)
+    sizes, sums, _ = _sparse_sums(X, codes, len(present))
+    centroids = sums / sizes[:, None]
+    distances = distances_to_centers(X, codes, centroids)
+    intra = np.bincount(codes, weights=distances, minlength=len(present)) / sizes
+    gaps = np.sqrt(((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2))
+    if np.allclose(intra, 0) or np.allclose(gaps, 0):
+        return 0.0
+    gaps[gaps == 0] = np.inf
+    combined = intra[:, None] + intra
+    return float(np.mean(np.max(combined / gaps, axis=1)))
 
 
 # The longest run _pairwise_sum hands to numpy at once (8 MB of float64); at least

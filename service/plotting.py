@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.text import Text
     from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA, TruncatedSVD
 
 T = TypeVar("T")
 
@@ -159,7 +159,7 @@ class Frame:
     width_px: int
     height_px: int
     axis_labels: tuple[str, str]
-    projection: PCA | None
+    projection: PCA | TruncatedSVD | None
 
 
 def figure_size_px(n_panels: int) -> tuple[int, int]:
@@ -179,23 +179,28 @@ def make_frame(X: np.ndarray, feature_names: Sequence[str] | None = None) -> Fra
     else they are the first two principal components, each with the two columns of
     largest absolute loading when ``feature_names`` are given.
     """
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA, TruncatedSVD
 
+    from service.blockwise import is_sparse
+
+    sparse = is_sparse(X)
     if X.shape[1] == 2:
-        reduced = np.asarray(X, dtype=np.float64)
+        reduced = np.asarray(X.toarray() if sparse else X, dtype=np.float64)  # type: ignore[attr-defined]
         projection = None
         if feature_names is not None and len(feature_names) == 2:
             axis_labels = (feature_names[0], feature_names[1])
         else:
             axis_labels = ("feature 0 (2 features: no PCA needed)", "feature 1")
     else:
-        projection = PCA(n_components=2).fit(X)
+        # Sparse data is projected without centring, which would make it dense.
+        projection = TruncatedSVD(2, random_state=0) if sparse else PCA(n_components=2)
+        projection.fit(X)
         reduced = projection.transform(X).astype(np.float64)
-        axis_labels = ("PC1", "PC2")
+        axis_labels = ("SVD1", "SVD2") if sparse else ("PC1", "PC2")
         if feature_names is not None and len(feature_names) == X.shape[1]:
             # Each component named by the columns that weigh most in it.
             axis_labels = tuple(  # type: ignore[assignment]
-                f"PC{c + 1} (largest loadings: "
+                f"{axis_labels[c]} (largest loadings: "
                 + ", ".join(feature_names[j] for j in np.argsort(-np.abs(loadings))[:2])
                 + ")"
                 for c, loadings in enumerate(projection.components_)
@@ -299,7 +304,10 @@ def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_sta
         note = f" ({MAX_POINTS:,} of {len(reduced):,} points shown)"
     else:
         points, note = reduced, ""
-    kind = f"({'PCA-reduced data' if frame.projection is not None else '2 features'}){note}"
+    reduction = "SVD" if type(frame.projection).__name__ == "TruncatedSVD" else "PCA"
+    kind = (
+        f"({reduction + '-reduced data' if frame.projection is not None else '2 features'}){note}"
+    )
     title = figure.suptitle("", fontsize=11, **PLAIN_TEXT)
     max_title_px = TEXT_WIDTH_SHARE * width_px
     marker = "Centroids are marked with white cross"
@@ -523,7 +531,7 @@ def render_boundaries(
     check_magnitude(X)
     # For digits (1,797 points) the BLAS and OpenMP wake-ups cost more than the work: the
     # three panels' fits took 120 ms on 2 threads in a worker, 25 ms on one.
-    with serial_when_small(len(X)):
+    with serial_when_small(X.shape[0]):
         frame = make_frame(X, feature_names)
         panels = [
             fit_panel(frame, spec, n_clusters=n_clusters, random_state=random_state)
