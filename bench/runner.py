@@ -544,6 +544,76 @@ def memory(client: httpx.Client, server: ServiceProcess, n_samples: int) -> Case
     )
 
 
+def tfidf_like(n_samples: int, n_features: int, density: float, seed: int) -> Any:
+    """A sparse CSR matrix shaped like TF-IDF: non-negative, rows of unit l2 norm."""
+    from scipy import sparse
+    from sklearn.preprocessing import normalize
+
+    rng = np.random.default_rng(seed)
+    X = sparse.random(n_samples, n_features, density=density, format="csr", rng=rng)
+    return normalize(X)
+
+
+def sparse_tfidf(client: httpx.Client, server: ServiceProcess, n_samples: int) -> list[Case]:
+    """A 0.1 %-dense TF-IDF-like matrix (100k x 50k by default) uploaded as save_npz and
+    benchmarked (k-means++ and random) through the service, against the same benchmark in
+    process; and the server's peak RSS against the same benchmark of a dense matrix of as
+    many values (n x 50 float64)."""
+    import io
+
+    from scipy import sparse
+
+    X = tfidf_like(n_samples, 50_000, 0.001, seed=3)
+    buffer = io.BytesIO()
+    sparse.save_npz(buffer, X)
+    strategies = ["k-means++", "random"]
+
+    def in_process() -> None:
+        params = BenchmarkParams(
+            dataset="-", n_clusters=8, strategies=tuple(Strategy(i, 4) for i in strategies)
+        )
+        run_benchmark(X, None, params)
+
+    def over_http(content: bytes, media_type: str) -> None:
+        uploaded = client.post(
+            "/v1/datasets", content=content, headers={"content-type": media_type}
+        )
+        uploaded.raise_for_status()
+        body = {"dataset": uploaded.json()["id"], "n_clusters": 8, "strategies": strategies}
+        client.post("/v1/benchmarks", json=body).raise_for_status()
+
+    local = timed(in_process)
+    with PeakRSS(server) as rss:
+        remote = timed(lambda: over_http(buffer.getvalue(), "application/x-scipy-sparse"))
+    # The dense twin: as many values (50 a row), as a dense n_samples x 50 float64 matrix.
+    twin = blobs(n_samples, 50, np.float64, seed=3)
+    with PeakRSS(server) as dense:
+        over_http(npy_bytes(twin), "application/x-npy")
+    return [
+        check(
+            f"sparse: {n_samples // 1000}k x 50k at 0.1 %, upload + benchmark",
+            "end to end / the same benchmark in-process",
+            remote / local,
+            "<=",
+            1.3,
+            http_s=round(remote, 3),
+            in_process_s=round(local, 3),
+            nnz=int(X.nnz),
+        ),
+        check(
+            f"sparse: {n_samples // 1000}k x 50k at 0.1 %, memory",
+            "peak RSS above idle / that of a dense n x 50 float64 benchmark",
+            (rss.peak - rss.idle) / max(dense.peak - dense.idle, 1),
+            "<=",
+            1.5,
+            csr_mb=round((X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**20, 1),
+            dense_mb=round(twin.nbytes / 2**20, 1),
+            sparse_peak_above_idle_mb=round((rss.peak - rss.idle) / 2**20, 1),
+            dense_peak_above_idle_mb=round((dense.peak - dense.idle) / 2**20, 1),
+        ),
+    ]
+
+
 # -- Dask: the same questions on a Dask cluster and on the local pool -------------------------
 
 
@@ -927,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("plot", lambda: plot_first_render(client, 3 if quick else 7)),
                 ("upload", lambda: upload_200k(client, 1 if quick else 3)),
                 ("onedal", lambda: onedal_speed(client, 1 if quick else 3)),
+                ("sparse", lambda: sparse_tfidf(client, server, 20_000 if quick else 100_000)),
                 ("scaling", lambda: scaling(client, sizes, 1 if quick else 2)),
                 ("memory", lambda: memory(client, server, 200_000 if quick else 1_000_000)),
                 ("sweep", lambda: sweep_digits(client, 2 if quick else 5)),
