@@ -226,6 +226,12 @@ def cannot_run(
     return None
 
 
+# A fitted model's centres, and its clusters' means and deviations, are dense
+# n_clusters x n_features tables: a sparse upload of a few bytes and a million columns would
+# otherwise make models of hundreds of MB (measured: 1 KB of save_npz, 10 rows x 2**20
+# columns, k=5, wrote 548 MB and a 180 MB model page). 2**22 values are 32 MB a table.
+MAX_MODEL_VALUES = 1 << 22
+
 # Bytes of the samples-by-centres distance block a prediction holds at once.
 PREDICT_BLOCK_BYTES = 32 * 1024 * 1024
 
@@ -439,6 +445,16 @@ def check_params(params: BenchmarkParams, n_samples: int, n_features: int) -> No
         raise InvalidParameterError(
             f"n_clusters={params.n_clusters} is larger than n_samples={n_samples}",
             errors=[{"loc": ["n_clusters"], "msg": f"must be <= n_samples ({n_samples})"}],
+        )
+    if params.n_clusters * n_features > MAX_MODEL_VALUES:
+        raise InvalidParameterError(
+            f"n_clusters={params.n_clusters} x n_features={n_features} is "
+            f"{params.n_clusters * n_features:,} values per centre table, past the "
+            f"{MAX_MODEL_VALUES:,} a model may hold (its centres and cluster profiles are "
+            "dense, even for sparse data): ask for fewer clusters or fewer features",
+            errors=[
+                {"loc": ["n_clusters"], "msg": f"n_clusters x n_features <= {MAX_MODEL_VALUES}"}
+            ],
         )
     check_estimator(params.estimator, params.strategies)
     check_estimator_params(params)

@@ -259,3 +259,27 @@ async def test_pca_past_arpacks_reach_is_a_422(client: httpx.AsyncClient) -> Non
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert "ARPACK" in answer.json()["detail"]
+
+
+async def test_a_model_past_its_bound_is_a_422_before_any_work(client: httpx.AsyncClient) -> None:
+    # Check that a few bytes of sparse data with a million columns cannot make models of
+    # hundreds of MB: n_clusters x n_features past MAX_MODEL_VALUES is a 422 naming both,
+    # for a benchmark and a sweep, and nothing is computed or stored.
+    from service.benchmark import MAX_MODEL_VALUES
+
+    width = 1 << 20
+    rows, cols = np.arange(20) % 10, np.arange(20) * 50_000
+    wide = scipy.sparse.csr_matrix((np.ones(20), (rows, cols)), shape=(10, width))
+    dataset = await upload(client, npz_bytes(wide), "application/x-scipy-sparse")
+    n_clusters = MAX_MODEL_VALUES // width + 1
+    for path, body in (
+        ("/v1/benchmarks", {"dataset": dataset, "n_clusters": n_clusters}),
+        ("/v1/sweeps", {"dataset": dataset, "k": [2, n_clusters]}),
+    ):
+        answer = await client.post(path, json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert f"n_features={width}" in answer.json()["detail"]
+    listed = await client.get("/v1/benchmarks")
+    assert listed.status_code == 200, listed.text
+    assert all(b["dataset"]["id"] != dataset for b in listed.json()["benchmarks"])
