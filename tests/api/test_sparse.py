@@ -264,7 +264,7 @@ async def test_pca_past_arpacks_reach_is_a_422(client: httpx.AsyncClient) -> Non
 async def test_a_model_past_its_bound_is_a_422_before_any_work(client: httpx.AsyncClient) -> None:
     # Check that a few bytes of sparse data with a million columns cannot make models of
     # hundreds of MB: n_clusters x n_features past MAX_MODEL_VALUES is a 422 naming both,
-    # for a benchmark and a sweep, and nothing is computed or stored.
+    # for a benchmark, a sweep and a stability run, and nothing is computed or stored.
     from service.benchmark import MAX_MODEL_VALUES
 
     width = 1 << 20
@@ -275,6 +275,7 @@ async def test_a_model_past_its_bound_is_a_422_before_any_work(client: httpx.Asy
     for path, body in (
         ("/v1/benchmarks", {"dataset": dataset, "n_clusters": n_clusters}),
         ("/v1/sweeps", {"dataset": dataset, "k": [2, n_clusters]}),
+        ("/v1/stability", {"dataset": dataset, "n_clusters": n_clusters, "seeds": [0, 1]}),
     ):
         answer = await client.post(path, json=body)
         assert answer.status_code == 422, answer.text
