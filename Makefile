@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 RUN_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: install run test lint format openapi bench bench-record browser redis lock clean
+.PHONY: install run test test-fast lint format openapi bench bench-record browser redis lock clean
 
 # `make run` needs only the runtime dependencies; everything else needs the dev extras too.
 $(RUN_STAMP): pyproject.toml
@@ -40,6 +40,11 @@ redis:
 
 test: install lint browser redis
 	$(BIN)/python -m pytest
+
+# The in-process tier alone: no uvicorn, redis-server, Dask, chromium or docker (a test that
+# starts one without the `server` mark fails here, naming it).
+test-fast: install
+	CLUSTERBENCH_TEST_TIER=fast $(BIN)/python -m pytest -m "not server" -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check service tests bench

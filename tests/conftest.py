@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,50 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# What the fast tier does not start: servers of their own, and the tools that run them.
+SLOW_PROGRAMS = frozenset({"redis-server", "dask", "chromium", "docker", "make", "hadolint"})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tier_starts_no_server() -> Iterator[None]:
+    """``make test-fast`` (CLUSTERBENCH_TEST_TIER=fast) runs the tests not marked ``server``
+    and refuses a server started by any of them (uvicorn through ServiceProcess,
+    redis-server, a Dask scheduler or worker, chromium, docker, make): a test that starts
+    one without the mark fails here, naming it, instead of slowing the fast tier unseen.
+    Short commands (``python -m service --help``, git, loky's look at /proc/cpuinfo) and
+    the app's own worker pools stay allowed."""
+    if os.environ.get("CLUSTERBENCH_TEST_TIER") != "fast":
+        yield
+        return
+    from tests.daskcluster import DaskCluster
+    from tests.scaleout import RedisServer
+
+    def refuse(what: str) -> Any:
+        def refused(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError(
+                f"the fast tier starts no {what}: mark this test @pytest.mark.server "
+                "(make test runs it)"
+            )
+
+        return refused
+
+    popen = subprocess.Popen.__init__
+
+    def checked_popen(self: subprocess.Popen[Any], args: Any, *rest: Any, **options: Any) -> None:
+        program = Path(str(args[0] if isinstance(args, list | tuple) else args).split()[0]).name
+        if program in SLOW_PROGRAMS:
+            refuse(program)()
+        popen(self, args, *rest, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ServiceProcess, "start", refuse("uvicorn server (ServiceProcess)"))
+        patch.setattr(RedisServer, "start", refuse("redis-server"))
+        patch.setattr(DaskCluster, "start_scheduler", refuse("Dask scheduler"))
+        patch.setattr(DaskCluster, "start_worker", refuse("Dask worker"))
+        patch.setattr(subprocess.Popen, "__init__", checked_popen)
+        yield
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

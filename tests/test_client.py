@@ -521,6 +521,7 @@ def test_benchmark_follows_a_job_with_progress(server: ServiceProcess) -> None:
     assert done[-1] == seen[-1].progress.total
 
 
+@pytest.mark.server
 def test_upload_an_array_or_a_dataframe_named(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that the client uploads a NumPy array and a pandas DataFrame (it refused both),
     # the DataFrame with its column names, and names an upload after its file.
@@ -547,6 +548,7 @@ def test_upload_an_array_or_a_dataframe_named(server: ServiceProcess, tmp_path: 
             client.benchmark("iris", k=3)
 
 
+@pytest.mark.server
 def test_upload_sparse_categorical_and_weighted(server: ServiceProcess, tmp_path: Path) -> None:
     # Check that the client uploads a scipy.sparse matrix (CSC too) as sparse data, the
     # same matrix as a libsvm file by its .svm extension, and a CSV with a column forced

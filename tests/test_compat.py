@@ -23,6 +23,8 @@ import pytest
 
 from service.process import ServiceProcess
 
+pytestmark = pytest.mark.server
+
 FIXTURE = Path(__file__).parent / "fixtures" / "compat"
 MANIFEST = json.loads((FIXTURE / "manifest.json").read_text())
 

@@ -39,6 +39,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = ROOT / "requirements.lock"
 
 
+@pytest.mark.server
 def test_hadolint_passes() -> None:
     # Check the Dockerfile with hadolint (installed from PyPI with the dev extras).
     hadolint = shutil.which("hadolint", path=sysconfig.get_path("scripts"))

@@ -155,6 +155,7 @@ def _make_dry_run(*targets: str) -> str:
     ).stdout
 
 
+@pytest.mark.server
 def test_make_run_installs_only_the_runtime_dependencies() -> None:
     # Check that `make run` installs the package without its dev extras (an 818 MB venv
     # of test tools was installed just to serve), and `make test` installs them.
@@ -164,6 +165,7 @@ def test_make_run_installs_only_the_runtime_dependencies() -> None:
     assert "-e '.[dev]'" in _make_dry_run("install")
 
 
+@pytest.mark.server
 def test_make_bench_records_only_when_asked() -> None:
     # Check that `make bench` writes its results where git does not track them, and only
     # `make bench-record` (--record) rewrites the tracked bench/results.*.

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import make_settings, serve
 from tests.scaleout import RedisServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
 
 @pytest.fixture

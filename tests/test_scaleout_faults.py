@@ -29,8 +29,11 @@ from service.schemas import ACTIVE_STATES, SweepRequest
 from service.settings import MIB, Settings
 from service.store import ResultStore
 from tests.conftest import make_settings, serve
-from tests.scaleout import RedisServer, require_redis
+from tests.scaleout import BACKENDS, RedisServer, require_redis
 from tests.test_store import make_entry
+
+# Replicas, stores and their faults: real servers (Redis, uvicorn) throughout.
+pytestmark = pytest.mark.server
 
 
 class _FlakyLeases:
@@ -159,7 +162,7 @@ def test_a_redis_url_redis_cannot_use_is_a_settings_error(url: str) -> None:
     assert Settings(redis_url=" ").redis_url is None
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BACKENDS)
 def job_records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobBackend]:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")

@@ -306,7 +306,7 @@ def test_documents_round_trip_and_stay_bounded(backend: Backend) -> None:
 
 
 # Replicas share only the Redis store: the embedded store's memory layer is per process.
-@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+@pytest.mark.parametrize("backend", BACKENDS[1:], indirect=True)
 def test_a_benchmark_deleted_by_another_replica_is_not_served(backend: Backend) -> None:
     # Check that once another replica deleted a benchmark, a store that served it from
     # its memory layer before no longer does (the delete's invalidation reaches it).
@@ -329,6 +329,7 @@ def test_a_benchmark_deleted_by_another_replica_is_not_served(backend: Backend) 
     assert mine.get_model(next(iter(entry.models))) is None
 
 
+@pytest.mark.server
 def test_redis_away_is_a_503_and_back_by_itself(tmp_path: Path) -> None:
     # Check that every call to a Redis that is stopped fails within its timeout as
     # StoreUnavailableError (503, Retry-After), readiness says why, and the same store
