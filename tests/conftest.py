@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from asgi_lifespan import LifespanManager
 from service.main import create_app
 from service.process import ServiceProcess
 from service.settings import Settings
+from tests.helpers import start_server
+from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +43,6 @@ def _fast_tier_starts_no_server() -> Iterator[None]:
         yield
         return
     from tests.daskcluster import DaskCluster
-    from tests.scaleout import RedisServer
 
     def refuse(what: str) -> Any:
         def refused(*args: Any, **kwargs: Any) -> None:
@@ -98,8 +99,42 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[http
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A real server shared by the end-to-end tests."""
-    instance = ServiceProcess(tmp_path_factory.mktemp("server") / "data")
-    instance.data_dir.mkdir(parents=True)
-    instance.start()
+    instance = start_server(tmp_path_factory, "server")
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Real servers of a module's own settings: ``make_server(name, **options)`` starts one
+    as :func:`tests.helpers.start_server` does; each is stopped at the module's end.
+
+    A module whose tests all want other settings overrides ``server`` with one of these.
+    """
+    started: list[ServiceProcess] = []
+
+    def make(name: str = "server", **options: Any) -> ServiceProcess:
+        started.append(start_server(tmp_path_factory, name, **options))
+        return started[-1]
+
+    yield make
+    for instance in reversed(started):
+        instance.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the module's tests (tests/scaleout.py); a test that needs it
+    empty flushes it."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as instance:
+        yield instance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each store backend in turn: SQLite in ``tmp_path``, and Redis on ``redis_server``."""
+    chosen = backend_of(request, tmp_path)
+    yield chosen
+    chosen.close()

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from service.job_records import JobBackend, JobStore
-from service.process import free_port
+from service.process import ServiceProcess, free_port
 from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.result_backend import ResultBackend
@@ -224,10 +225,63 @@ BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.server)]
 
 
 def backend_of(request: pytest.FixtureRequest, root: Path) -> Backend:
-    """The Backend named by ``request.param``; the Redis one needs a fixture named
-    ``redis_server`` (a RedisServer) in the requesting module."""
+    """The Backend named by ``request.param``; the Redis one is on the ``redis_server``
+    fixture (tests/conftest.py), emptied first."""
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flush()
         return Backend("redis", root, server.url)
     return Backend("sqlite", root)
+
+
+# -- API replicas on one shared data directory and one Redis ---------------------------
+
+
+def replica(data_dir: Path, redis: RedisServer, **options: Any) -> ServiceProcess:
+    """One API replica: the shared data directory, the shared Redis, one worker;
+    ``options`` add or override settings, or are what :class:`ServiceProcess` takes."""
+    settings: dict[str, Any] = {
+        "CLUSTERBENCH_REDIS_URL": redis.url,
+        "CLUSTERBENCH_WORKERS": "1",
+        "CLUSTERBENCH_REDIS_TIMEOUT_S": "1",
+        **options,
+    }
+    return ServiceProcess(data_dir, **settings)
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    a: ServiceProcess
+    b: ServiceProcess
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def poll(
+    url: str,
+    job_id: str,
+    states: tuple[str, ...],
+    deadline_s: float,
+    *,
+    headers: dict[str, str] | None = None,
+    missing_ok: bool = False,
+) -> dict[str, Any]:
+    """The job as ``url`` reports it, once it is in one of ``states``; with
+    ``missing_ok``, a 404 meanwhile is waited through."""
+    deadline = time.monotonic() + deadline_s
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+        if not (missing_ok and answer.status_code == 404):
+            assert answer.status_code == 200, answer.text
+            job = answer.json()
+            if job["state"] in states:
+                return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states} on {url}: {job}")

@@ -18,7 +18,7 @@ from service.datasets import DatasetInfo, DatasetStore
 from service.errors import QuotaExceededError
 from service.process import ServiceProcess
 from service.tenants import Tenancy, TenantStore
-from tests.test_tenants import A, B, csv, start, upload
+from tests.helpers import A, B, csv, start_tenants_server, upload
 
 pytestmark = pytest.mark.server
 
@@ -68,7 +68,7 @@ QUOTA = 20_000
 
 @pytest.fixture(scope="module")
 def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    server = start(
+    server = start_tenants_server(
         tmp_path_factory,
         "claims-quota",
         CLUSTERBENCH_TENANT_QUOTA_BYTES=str(QUOTA),
@@ -107,7 +107,7 @@ def test_concurrent_results_and_plots_are_counted_when_stored(
     # Check that benchmarks finishing together cannot each pass the quota check and
     # together pass the quota, and that a plot is counted when it is stored: past the
     # quota it is 403, and the tenant never holds more than its quota.
-    server = start(
+    server = start_tenants_server(
         tmp_path_factory,
         "claims-overshoot",
         CLUSTERBENCH_TENANT_QUOTA_BYTES="5000",
@@ -151,7 +151,9 @@ def run_as(http: httpx.Client, headers: dict[str, str], dataset_id: str) -> http
 
 @pytest.fixture(scope="module")
 def inline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    server = start(tmp_path_factory, "claims-inline", CLUSTERBENCH_INLINE_MAX_BYTES="3000")
+    server = start_tenants_server(
+        tmp_path_factory, "claims-inline", CLUSTERBENCH_INLINE_MAX_BYTES="3000"
+    )
     yield server
     server.stop()
 

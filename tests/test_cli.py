@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +15,8 @@ from service import cli
 from service.cli import build_parser
 from service.client import Client
 from service.process import ServiceProcess, free_port
-from tests.test_client import ID, Script, _job_script
-
-
-def clusterbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERBENCH_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+from tests.helpers import clusterbench
+from tests.scripted import ID, Script, job_script
 
 
 def _csv(path: Path) -> Path:
@@ -254,7 +239,7 @@ def test_run_follows_a_job_with_a_progress_bar(
     # Check that `run` follows a job to its end, drawing a progress bar on a terminal,
     # sends $CLUSTERBENCH_API_KEY, then prints the result's table.
     table = "_" * 82 + "\ninit\t\ttime\n" + "_" * 82 + "\n"
-    script = _job_script()
+    script = job_script()
     script.answers.append(httpx.Response(200, text=table))
     _scripted(monkeypatch, script)
     drawn = io.StringIO()

@@ -13,7 +13,7 @@ from service.client import Client
 from service.datasets import load_builtin
 from service.process import ServiceProcess
 from service.report import profile_table
-from tests.test_cli import clusterbench
+from tests.helpers import clusterbench
 
 
 @pytest.mark.server

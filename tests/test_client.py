@@ -26,105 +26,17 @@ from service.client import (
 from service.formats import EXTENSIONS, MEDIA_TYPES
 from service.process import ServiceProcess, free_port
 from service.schemas import BenchmarkResult
-
-ID = "ab" * 32
-RESULT: dict[str, Any] = {
-    "id": ID,
-    "cached": False,
-    "dataset": {
-        "id": "cd" * 32,
-        "name": "iris",
-        "n_samples": 150,
-        "n_features": 4,
-        "has_labels": True,
-    },
-    "n_clusters": 3,
-    "params": {
-        "dataset": "cd" * 32,
-        "n_clusters": 3,
-        "strategies": [{"init": "random", "n_init": 4}],
-        "random_state": 0,
-        "scale": True,
-        "algorithm": "lloyd",
-        "max_iter": 300,
-        "tol": 0.0001,
-        "silhouette_sample_size": 300,
-    },
-    "results": [
-        {
-            "init": "random",
-            "n_init": 4,
-            "fit_time": 0.01,
-            "inertia": 139.8,
-            "n_iter": 5,
-            "homogeneity": 0.66,
-            "completeness": 0.66,
-            "v_measure": 0.66,
-            "ari": 0.62,
-            "ami": 0.66,
-            "silhouette": 0.46,
-            "model_id": "ef" * 32,
-            "warnings": [],
-        }
-    ],
-    "plot_url": f"/v1/benchmarks/{ID}/plot.png",
-    "versions": {"service": "0.1.0"},
-}
-PROBLEM = {
-    "type": "urn:clusterbench:problem:invalid-request",
-    "title": "Invalid request",
-    "status": 422,
-    "detail": "strategies[0]: unknown strategy 'nope'",
-    "errors": [{"loc": ["strategies", 0], "msg": "unknown strategy 'nope'"}],
-}
-
-
-def _json(status: int, body: Any, **headers: str) -> httpx.Response:
-    content_type = "application/problem+json" if status >= 400 else "application/json"
-    return httpx.Response(
-        status, content=orjson.dumps(body), headers={"content-type": content_type, **headers}
-    )
-
-
-def _job(state: str, done: int, total: int = 3, **more: Any) -> dict[str, Any]:
-    return {
-        "id": "job1",
-        "kind": "benchmark",
-        "state": state,
-        "progress": {"done": done, "total": total, "stage": f"fitting {done}/{total}"},
-        "created_at": "2026-11-29T00:00:00Z",
-        "started_at": None,
-        "finished_at": None,
-        "result_url": None,
-        "error": None,
-        **more,
-    }
-
-
-class Script:
-    """A fake service: answers in order, and the requests it was sent."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return answer(request) if callable(answer) else answer
-
-    def client(self, **options: Any) -> Client:
-        return Client("http://test", transport=httpx.MockTransport(self), **options)
+from tests.scripted import ID, PROBLEM, RESULT, Script, job_body, job_script, json_response
 
 
 def test_a_503_is_retried_after_its_retry_after() -> None:
     # Check that 503s with Retry-After are sent again until the answer comes.
     script = Script(
-        _json(
+        json_response(
             503, {**PROBLEM, "status": 503, "title": "Compute pool busy"}, **{"Retry-After": "0"}
         ),
-        _json(503, {**PROBLEM, "status": 503}, **{"Retry-After": "0"}),
-        _json(200, RESULT),
+        json_response(503, {**PROBLEM, "status": 503}, **{"Retry-After": "0"}),
+        json_response(200, RESULT),
     )
     with script.client() as client:
         result = client.get_benchmark(ID)
@@ -135,14 +47,14 @@ def test_a_503_is_retried_after_its_retry_after() -> None:
 def test_retries_are_bounded_in_number_and_in_time() -> None:
     # Check that a service busy for ever is reported as its problem, after max_retries
     # retries, and at once when its Retry-After is past the client's max_retry_wait.
-    busy = _json(503, {**PROBLEM, "status": 503, "title": "Busy"}, **{"Retry-After": "0"})
+    busy = json_response(503, {**PROBLEM, "status": 503, "title": "Busy"}, **{"Retry-After": "0"})
     script = Script(busy)
     with script.client(max_retries=3) as client, pytest.raises(ClusterbenchError) as caught:
         client.get_benchmark(ID)
     assert len(script.requests) == 4
     assert (caught.value.status, caught.value.title, caught.value.retry_after) == (503, "Busy", 0)
 
-    later = Script(_json(503, {**PROBLEM, "status": 503}, **{"Retry-After": "3600"}))
+    later = Script(json_response(503, {**PROBLEM, "status": 503}, **{"Retry-After": "3600"}))
     t0 = time.monotonic()
     with later.client(max_retry_wait=60) as client, pytest.raises(ClusterbenchError) as caught:
         client.get_benchmark(ID)
@@ -167,7 +79,10 @@ def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
 def test_a_problem_is_raised_with_its_fields() -> None:
     # Check that a problem+json answer becomes ClusterbenchError with its fields, and that
     # an answer that is not the service's own (a proxy's page) still says what came.
-    with Script(_json(422, PROBLEM)).client() as client, pytest.raises(ClusterbenchError) as caught:
+    with (
+        Script(json_response(422, PROBLEM)).client() as client,
+        pytest.raises(ClusterbenchError) as caught,
+    ):
         client.benchmark(strategies=["nope"])
     error = caught.value
     assert (error.status, error.title, error.detail, error.type, error.errors) == (
@@ -189,7 +104,7 @@ def test_a_problem_is_raised_with_its_fields() -> None:
 def test_request_carries_fields_key_and_prefer() -> None:
     # Check the request a benchmark sends: only the fields given (NumPy arrays as lists),
     # the API key as a bearer token, and Prefer: respond-async.
-    script = Script(_json(200, RESULT))
+    script = Script(json_response(200, RESULT))
     with script.client(api_key="s3cret") as client:
         client.benchmark(
             "iris",
@@ -208,21 +123,10 @@ def test_request_carries_fields_key_and_prefer() -> None:
     }
 
 
-def _job_script() -> Script:
-    return Script(
-        _json(202, _job("queued", 0), Location="/v1/jobs/job1", **{"Retry-After": "0"}),
-        _json(200, _job("running", 1), **{"Retry-After": "0"}),
-        _json(200, _job("running", 1), **{"Retry-After": "0"}),
-        _json(200, _job("running", 2), **{"Retry-After": "0"}),
-        _json(200, _job("succeeded", 3, result_url=f"/v1/benchmarks/{ID}")),
-        _json(200, RESULT),
-    )
-
-
 def test_benchmark_follows_a_scripted_job() -> None:
     # Check the job path against a scripted service: 202, polls honouring Retry-After,
     # progress reported at each change only, then the result fetched from result_url.
-    script = _job_script()
+    script = job_script()
     seen: list[tuple[str, int]] = []
     with script.client() as client:
         result = client.benchmark(progress=lambda job: seen.append((job.state, job.progress.done)))
@@ -238,7 +142,7 @@ def test_benchmark_follows_a_scripted_job() -> None:
 @pytest.mark.anyio
 async def test_async_client_follows_a_scripted_job_with_a_coroutine_callback() -> None:
     # Check the same with AsyncClient, whose progress callback may be a coroutine function.
-    script = _job_script()
+    script = job_script()
     seen: list[int] = []
 
     async def progress(job: Job) -> None:
@@ -254,21 +158,23 @@ def test_a_failed_job_raises_its_error_and_wait_false_returns_the_job() -> None:
     # Check that a job that failed raises its problem; that wait=False gives the job at
     # once; and that a job past wait_timeout is reported, not waited on for ever.
     failed = Script(
-        _json(202, _job("queued", 0), **{"Retry-After": "0"}),
-        _json(200, _job("failed", 1, error={**PROBLEM, "status": 504, "title": "Too long"})),
+        json_response(202, job_body("queued", 0), **{"Retry-After": "0"}),
+        json_response(
+            200, job_body("failed", 1, error={**PROBLEM, "status": 504, "title": "Too long"})
+        ),
     )
     with failed.client() as client, pytest.raises(ClusterbenchError) as caught:
         client.benchmark()
     assert (caught.value.status, caught.value.title) == (504, "Too long")
     assert failed.requests[1].url.path == "/v1/jobs/job1"  # no Location: the job's id
 
-    with Script(_json(202, _job("queued", 0))).client() as client:
+    with Script(json_response(202, job_body("queued", 0))).client() as client:
         job = client.benchmark(wait=False)
     assert isinstance(job, Job)
     assert job.state == "queued"
     assert Job.model_validate({"id": "j", "state": "queued", "progress": None}).progress.done == 0
 
-    stuck = Script(_json(202, _job("running", 1)))
+    stuck = Script(json_response(202, job_body("running", 1)))
     with stuck.client() as client, pytest.raises(ClusterbenchError) as caught:
         client.benchmark(wait_timeout=0.5)
     assert "still running after 0.5 s" in caught.value.detail
@@ -293,7 +199,7 @@ def test_upload_media_types_agree_with_the_service(tmp_path: Path) -> None:
         assert MEDIA_TYPES[media_type_of(f"data{extension.upper()}")] == fmt
     with pytest.raises(ValueError, match=r"'data\.txt'"):
         media_type_of("data.txt")
-    script = Script(_json(200, {}))
+    script = Script(json_response(200, {}))
     (tmp_path / "data.txt").write_text("1,2\n")
     with script.client() as client, pytest.raises(ValueError, match="media_type"):
         client.upload(tmp_path / "data.txt")

@@ -14,7 +14,7 @@ import pytest
 
 from service.process import ServiceProcess
 from service.protocol import HEALTH_HEADROOM
-from tests.test_limits import _read_all, _status_and_body
+from tests.helpers import read_all, status_and_body
 
 pytestmark = pytest.mark.server
 
@@ -55,7 +55,7 @@ def _get_from(server: ServiceProcess, address: str, path: str) -> int:
     with _connect_from(server, address) as sock:
         request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         sock.sendall(request.encode())
-        answer = _read_all(sock)
+        answer = read_all(sock)
     return int(answer.split(b" ", 2)[1])
 
 
@@ -92,7 +92,7 @@ def test_a_trickled_body_is_cut_at_the_minimum_rate(guarded_server: ServiceProce
         b"Content-Length: 100000\r\n\r\na,b\n"
     )
     with _connect_from(guarded_server, "127.0.0.1") as sock:
-        status, problem = _status_and_body(_trickle_until_closed(sock, head))
+        status, problem = status_and_body(_trickle_until_closed(sock, head))
     assert status == 408
     assert f"slower than {BODY_MIN_RATE} bytes/s" in str(problem["detail"])
     scratch = guarded_server.data_dir / "tmp"
@@ -113,7 +113,7 @@ def test_one_address_holds_a_bounded_share_and_probes_always_answer(
     try:
         held += [_connect_from(guarded_server, "127.0.0.2") for _ in range(MAX_CLIENT_CONNECTIONS)]
         with _connect_from(guarded_server, "127.0.0.2") as extra:
-            status, problem = _status_and_body(_read_all(extra))
+            status, problem = status_and_body(read_all(extra))
         assert status == 429
         assert "CLUSTERBENCH_MAX_CLIENT_CONNECTIONS" in str(problem["detail"])
         assert _get_from(guarded_server, "127.0.0.3", "/healthz") == 200
@@ -130,7 +130,7 @@ def test_one_address_holds_a_bounded_share_and_probes_always_answer(
             address = f"127.0.3.{len(held) // MAX_CLIENT_CONNECTIONS}"
             held.append(_connect_from(guarded_server, address))
         with _connect_from(guarded_server, "127.0.4.1") as extra:
-            status, problem = _status_and_body(_read_all(extra))
+            status, problem = status_and_body(read_all(extra))
         assert status == 503
         assert "CLUSTERBENCH_MAX_CONNECTIONS" in str(problem["detail"])
     finally:

@@ -14,7 +14,7 @@ import pickle
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from service.errors import ComputeTimeoutError, ComputeUnavailableError
 from service.executors import DaskExecutor
 from service.process import ServiceProcess, free_port
 from tests.daskcluster import DaskCluster
+from tests.helpers import FINISHED, cpu_seconds, cpu_stopped, long_job, submit, wait_for
 from tests.reference import assert_matches, seed_scores
-from tests.test_jobs import FINISHED, _cpu, cpu_stopped, long_job, submit, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -46,18 +46,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    cluster: DaskCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    instance = ServiceProcess(
-        tmp_path_factory.mktemp("dask") / "data",
+def server(cluster: DaskCluster, make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
+    return make_server(
+        "dask",
         CLUSTERBENCH_DASK_SCHEDULER=cluster.address,
         CLUSTERBENCH_DASK_CONNECT_TIMEOUT_S="2",
         CLUSTERBENCH_WORKERS="1",
     )
-    instance.data_dir.mkdir(parents=True)
-    with instance:
-        yield instance
 
 
 def _fits_seen(dask_scheduler: Any) -> int:
@@ -86,9 +81,9 @@ def busiest(root: psutil.Process, deadline_s: float = 30) -> psutil.Process:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         members = [root, *root.children(recursive=True)]
-        before = {p.pid: (p, _cpu(p)) for p in members}
+        before = {p.pid: (p, cpu_seconds(p)) for p in members}
         time.sleep(0.3)
-        grown = {pid: _cpu(p) - used for pid, (p, used) in before.items()}
+        grown = {pid: cpu_seconds(p) - used for pid, (p, used) in before.items()}
         pid = max(grown, key=grown.__getitem__)
         if grown[pid] >= 0.15:
             return before[pid][0]

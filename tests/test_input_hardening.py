@@ -21,8 +21,8 @@ from service.errors import InvalidDataError
 from service.plotting import PanelSpec, figure_size_px, render_boundaries
 from service.store import ResultStore
 from tests.conftest import make_settings, serve
+from tests.helpers import png_size
 from tests.reference import assert_matches, seed_scores
-from tests.test_plotting import png_size
 
 # Python converts at most 4,300 digits from a string to an int (sys.int_info).
 HUGE = "1" + "0" * 4400

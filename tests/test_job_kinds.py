@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,9 @@ import psutil
 import pytest
 
 from service.process import ServiceProcess
-from tests.test_jobs import FINISHED, busy_worker, cpu_stopped, read_events, wait_for
+from tests.helpers import ASYNC, FINISHED, busy_worker, cpu_stopped, read_events, wait_for
 
 pytestmark = pytest.mark.server
-
-ASYNC = {"Prefer": "respond-async"}
 
 # Per kind: the route, a question on digits of three steps of about a second each, and
 # one of minutes (cancelled or killed long before it ends).
@@ -53,16 +51,8 @@ kinds = pytest.mark.parametrize("kind", list(KINDS))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    instance = ServiceProcess(
-        tmp_path_factory.mktemp("job-kinds") / "data", CLUSTERBENCH_EVENTS_PING_S="0.5"
-    )
-    instance.data_dir.mkdir(parents=True)
-    instance.start()
-    # The built-in digits stored once, so that jobs start computing at once.
-    httpx.post(f"{instance.url}/v1/benchmarks", json={"strategies": ["pca"]}, timeout=60)
-    yield instance
-    instance.stop()
+def server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
+    return make_server("job-kinds", digits=True, CLUSTERBENCH_EVENTS_PING_S="0.5")
 
 
 def submit(client: httpx.Client, kind: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,23 @@ import psutil
 import pytest
 
 from service.process import ServiceProcess
+from tests.helpers import (
+    ASYNC,
+    FINISHED,
+    busy_worker,
+    cpu_stopped,
+    long_job,
+    read_events,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.server
 
-ASYNC = {"Prefer": "respond-async"}
-FINISHED = ("succeeded", "failed", "cancelled")
 
-
-def long_job(random_state: int, n_init: int = 1000) -> dict[str, Any]:
-    """Seconds of work on digits (about 8 s for 1000 random inits, no early stop)."""
-    return {
-        "strategies": [{"init": "random", "n_init": n_init}],
-        "tol": 0.0,
-        "random_state": random_state,
-    }
+@pytest.fixture(scope="module")
+def server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
+    return make_server("jobs", digits=True, CLUSTERBENCH_EVENTS_PING_S="0.5")
 
 
 # Three strategies, about a second each: progress has steps to show.
@@ -43,93 +45,11 @@ STEPPED = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    instance = ServiceProcess(
-        tmp_path_factory.mktemp("jobs") / "data", CLUSTERBENCH_EVENTS_PING_S="0.5"
-    )
-    instance.data_dir.mkdir(parents=True)
-    instance.start()
-    # The built-in digits stored once, so that jobs start computing at once.
-    httpx.post(f"{instance.url}/v1/benchmarks", json={"strategies": ["pca"]}, timeout=60)
-    yield instance
-    instance.stop()
-
-
-def submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    answer = client.post("/v1/benchmarks", json=body, headers=ASYNC)
-    assert answer.status_code == 202, answer.text
-    job: dict[str, Any] = answer.json()
-    assert answer.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert answer.headers["preference-applied"] == "respond-async"
-    return job
-
-
-def wait_for(
-    client: httpx.Client, job_id: str, states: tuple[str, ...], deadline_s: float = 60
-) -> list[dict[str, Any]]:
-    """Poll the job until it is in one of ``states``; every answer seen, in order."""
-    seen = []
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        seen.append(job)
-        if job["state"] in states:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {states}: {seen[-1]}")
-
-
 def metric(client: httpx.Client, name: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"no metric {name}")
-
-
-def busy_worker(server: ServiceProcess, deadline_s: float = 30) -> psutil.Process:
-    """The server's child process that computes now: the one using the most CPU in three
-    windows of 0.3 s running (a worker starting up, warming up for under a second, is not
-    taken for it)."""
-    assert server.process is not None
-    root = psutil.Process(server.process.pid)
-    deadline = time.monotonic() + deadline_s
-    leader, streak = None, 0
-    while time.monotonic() < deadline:
-        before = {p.pid: (p, _cpu(p)) for p in root.children(recursive=True)}
-        time.sleep(0.3)
-        grown = {pid: _cpu(p) - used for pid, (p, used) in before.items()}
-        pid = max(grown, key=grown.__getitem__, default=None)
-        if pid is None or grown[pid] < 0.05:
-            leader, streak = None, 0
-            continue
-        streak = streak + 1 if pid == leader else 1
-        leader = pid
-        if streak == 3:
-            return before[pid][0]
-    raise AssertionError("no worker computed for a second")
-
-
-def _cpu(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return -1.0
-    return float(times.user + times.system)
-
-
-def cpu_stopped(process: psutil.Process, deadline_s: float) -> float:
-    """Seconds until ``process`` has exited or stopped using CPU (under 0.02 s in 0.2 s)."""
-    began = time.monotonic()
-    while time.monotonic() - began < deadline_s:
-        used = _cpu(process)
-        if used < 0:
-            return time.monotonic() - began
-        time.sleep(0.2)
-        later = _cpu(process)
-        if later < 0 or later - used < 0.02:
-            return time.monotonic() - began
-    raise AssertionError(f"worker {process.pid} still computes after {deadline_s} s")
 
 
 def test_202_location_progress_and_result(server: ServiceProcess) -> None:
@@ -182,19 +102,6 @@ def test_sync_and_async_answers_are_identical(server: ServiceProcess, tmp_path: 
         theirs.pop("fit_time")
         assert mine == theirs
     assert fresh["id"] == sync.json()["id"]
-
-
-def read_events(response: httpx.Response, into: list[tuple[str, Any]]) -> None:
-    """Server-sent events as (name, data), comments as ("comment", text), until the end."""
-    name = None
-    for line in response.iter_lines():
-        if line.startswith(":"):
-            into.append(("comment", line))
-        elif line.startswith("event:"):
-            name = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            into.append((name or "message", json.loads(line.partition(":")[2])))
-            name = None
 
 
 def test_events_arrive_in_order_and_the_stream_ends(server: ServiceProcess) -> None:

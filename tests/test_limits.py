@@ -22,6 +22,7 @@ from numpy.testing import assert_array_equal
 from service.benchmark import PREDICT_BLOCK_BYTES, FittedModel
 from service.process import ServiceProcess
 from tests.conftest import make_settings, serve
+from tests.helpers import read_all, status_and_body
 
 pytestmark = pytest.mark.server
 
@@ -48,32 +49,6 @@ def _connect(server: ServiceProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=15)
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (or 15 s pass)."""
-    received = b""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            break
-        if not chunk:
-            break
-        received += chunk
-    else:
-        raise AssertionError("the server kept the connection open")
-    return received
-
-
-def _status_and_body(answer: bytes) -> tuple[int, dict[str, object]]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    assert b"application/problem+json" in head.lower()
-    problem = orjson.loads(body)
-    assert problem["status"] == status
-    return status, problem
-
-
 def test_oversized_headers_get_431_without_echo(strict_server: ServiceProcess) -> None:
     # Check that headers past CLUSTERBENCH_MAX_HEADER_BYTES are refused with 431 as they
     # arrive (not buffered whole), and that nothing of them is echoed back.
@@ -84,8 +59,8 @@ def test_oversized_headers_get_431_without_echo(strict_server: ServiceProcess) -
                 sock.sendall(b"A" * 65536)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answer = _read_all(sock)
-    status, problem = _status_and_body(answer)
+        answer = read_all(sock)
+    status, problem = status_and_body(answer)
     assert status == 431
     assert "16384" in str(problem["detail"])
     assert b"AAAA" not in answer
@@ -106,11 +81,11 @@ def test_slow_headers_get_408(strict_server: ServiceProcess) -> None:
     # disconnected after CLUSTERBENCH_HEADER_TIMEOUT_S, and so does one that sends nothing.
     with _connect(strict_server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        status, problem = _status_and_body(_read_all(sock))
+        status, problem = status_and_body(read_all(sock))
     assert status == 408
     assert "headers" in str(problem["detail"])
     with _connect(strict_server) as idle:
-        status, _ = _status_and_body(_read_all(idle))
+        status, _ = status_and_body(read_all(idle))
     assert status == 408
 
 
@@ -126,7 +101,7 @@ def test_a_stalled_body_gets_408_and_leaves_no_scratch_file(
             + f"Content-Length: {len(start) * 2}\r\n\r\n".encode()
             + start
         )
-        status, problem = _status_and_body(_read_all(sock))
+        status, problem = status_and_body(read_all(sock))
     assert status == 408
     assert "body" in str(problem["detail"])
     scratch = strict_server.data_dir / "tmp"

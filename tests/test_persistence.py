@@ -132,7 +132,7 @@ def test_killed_writer_leaves_whole_entries(tmp_path: Path) -> None:
         from pathlib import Path
         import orjson
         from service.store import ResultStore, StoredBenchmark
-        from tests.test_store import make_model
+        from tests.helpers import make_model
         store = ResultStore(Path({str(path)!r}), max_bytes=10**9, memory_bytes=0)
         i = 0
         while True:

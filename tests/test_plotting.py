@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
 from typing import Any
 
 import numpy as np
@@ -38,12 +37,7 @@ from service.plotting import (
     render_boundaries,
     subject,
 )
-
-
-def png_size(png: bytes) -> tuple[int, int]:
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", png[16:24])
-    return width, height
+from tests.helpers import png_size
 
 
 def pca_centres(X: np.ndarray, y: np.ndarray, n_clusters: int) -> np.ndarray:

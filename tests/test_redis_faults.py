@@ -15,9 +15,8 @@ import httpx
 import pytest
 import redis
 
-from tests.scaleout import RedisServer, require_redis
-from tests.test_scaleout_redis import ASYNC, FINISHED, Cluster, metric, poll, replica
-from tests.test_tenants import KEY_A, KEY_B
+from tests.helpers import ASYNC, FINISHED, KEY_A, KEY_B
+from tests.scaleout import Cluster, RedisServer, metric, poll, replica, require_redis
 
 pytestmark = pytest.mark.server
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,6 @@ from tests.conftest import make_settings, serve
 from tests.scaleout import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 async def test_two_replicas_share_one_rate_limit(tmp_path: Path, redis_server: RedisServer) -> None:

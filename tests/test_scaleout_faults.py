@@ -29,8 +29,8 @@ from service.schemas import ACTIVE_STATES, SweepRequest
 from service.settings import MIB, Settings
 from service.store import ResultStore
 from tests.conftest import make_settings, serve
-from tests.scaleout import BACKENDS, RedisServer, require_redis
-from tests.test_store import make_entry
+from tests.helpers import make_entry
+from tests.scaleout import BACKENDS, RedisServer
 
 # Replicas, stores and their faults: real servers (Redis, uvicorn) throughout.
 pytestmark = pytest.mark.server
@@ -69,13 +69,6 @@ def test_lease_renewal_survives_a_store_outage() -> None:
         assert store.renewals >= 3
 
     asyncio.run(main())
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    require_redis()
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
 
 
 def test_a_job_taken_over_meanwhile_is_joined_not_failed(redis_server: RedisServer) -> None:

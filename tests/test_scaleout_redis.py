@@ -13,9 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -26,50 +24,29 @@ from service.datasets import load_builtin
 from service.job_records import RELEASED, STALE_S
 from service.process import ServiceProcess
 from service.redis_jobs import RedisJobStore
+from tests.helpers import ASYNC, FINISHED
 from tests.reference import assert_matches, seed_scores
-from tests.scaleout import RedisServer, on_another_host, require_redis
+from tests.scaleout import (
+    Cluster,
+    RedisServer,
+    metric,
+    on_another_host,
+    poll,
+    replica,
+)
 
 pytestmark = pytest.mark.server
 
-ASYNC = {"Prefer": "respond-async"}
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def replica(data_dir: Path, redis: RedisServer, **options: Any) -> ServiceProcess:
-    """One API replica: the shared data directory, the shared Redis, one worker;
-    ``options`` add or override settings, or are what :class:`ServiceProcess` takes."""
-    settings: dict[str, Any] = {
-        "CLUSTERBENCH_REDIS_URL": redis.url,
-        "CLUSTERBENCH_WORKERS": "1",
-        "CLUSTERBENCH_REDIS_TIMEOUT_S": "1",
-        **options,
-    }
-    return ServiceProcess(data_dir, **settings)
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer
-    a: ServiceProcess
-    b: ServiceProcess
-
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Cluster]:
     """Redis, then replicas A and B on one data directory."""
-    require_redis()
-    root = tmp_path_factory.mktemp("scaleout")
-    data = root / "data"
+    data = tmp_path_factory.mktemp("scaleout") / "data"
     data.mkdir()
-    with RedisServer(root / "redis") as redis, replica(data, redis) as a, replica(data, redis) as b:
-        yield Cluster(redis, a, b)
-
-
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
+    with replica(data, redis_server) as a, replica(data, redis_server) as b:
+        yield Cluster(redis_server, a, b)
 
 
 def test_a_benchmark_posted_to_a_is_a_hit_on_b(cluster: Cluster) -> None:
@@ -147,30 +124,6 @@ def test_results_equal_scikit_learn(cluster: Cluster, init: str) -> None:
     assert_matches(
         result, seed_scores(X, y, init, n_clusters=int(np.unique(y).size), random_state=23)
     )
-
-
-def poll(
-    url: str,
-    job_id: str,
-    states: tuple[str, ...],
-    deadline_s: float,
-    *,
-    headers: dict[str, str] | None = None,
-    missing_ok: bool = False,
-) -> dict[str, Any]:
-    """The job as ``url`` reports it, once it is in one of ``states``; with
-    ``missing_ok``, a 404 meanwhile is waited through."""
-    deadline = time.monotonic() + deadline_s
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30)
-        if not (missing_ok and answer.status_code == 404):
-            assert answer.status_code == 200, answer.text
-            job = answer.json()
-            if job["state"] in states:
-                return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {states} on {url}: {job}")
 
 
 def test_a_job_whose_replica_is_killed_is_finished_by_another(

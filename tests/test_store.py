@@ -12,7 +12,6 @@ import inspect
 import io
 import sqlite3
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import redis
 
 from service import result_backend
 from service import sqlite as sqlite_helper
-from service.benchmark import FittedModel
 from service.errors import StoreUnavailableError
 from service.job_records import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
 from service.memory import MemoryLRU
@@ -31,49 +29,15 @@ from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
 from service.tenants import TenantStore
-from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
+from tests.helpers import make_entry, make_model
+from tests.scaleout import BACKENDS, Backend, RedisServer
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    chosen = backend_of(request, tmp_path)
-    yield chosen
-    chosen.close()
 
 
 def make_store(tmp_path: Path, **kwargs: int) -> ResultStore:
     options = {"max_bytes": 64 * MIB, "memory_bytes": MIB, **kwargs}
     return ResultStore(tmp_path / "cache.sqlite3", **options)
-
-
-def make_model(seed: int = 0, scaled: bool = True) -> FittedModel:
-    rng = np.random.default_rng(seed)
-    return FittedModel(
-        init="k-means++",
-        n_clusters=3,
-        n_features=4,
-        cluster_centers=rng.normal(size=(3, 4)),
-        scaler_mean=rng.normal(size=4) if scaled else None,
-        scaler_scale=rng.uniform(1, 2, size=4) if scaled else None,
-        inertia=12.5,
-        n_iter=7,
-    )
-
-
-def make_entry(index: int, *, padding: int = 0, models: int = 1) -> StoredBenchmark:
-    benchmark_id = f"{index:064x}"
-    body = orjson.dumps({"id": benchmark_id, "cached": False, "pad": "x" * padding})
-    return StoredBenchmark.from_body(
-        benchmark_id, body, {f"{index:063x}{m}": make_model(index * 10 + m) for m in range(models)}
-    )
 
 
 def test_round_trip_and_hit_body(backend: Backend) -> None:

@@ -32,7 +32,7 @@ from service.schemas import BenchmarkRequest
 from service.store import ResultStore
 from service.tenants import TenantStore
 from tests.conftest import make_settings, serve
-from tests.test_store import make_entry
+from tests.helpers import make_entry
 
 MIB = 1024 * 1024
 # Computes for a few seconds: long enough to be killed in the middle.

@@ -27,8 +27,8 @@ from service.sweeps import (
     run_sweep,
     sweep_id,
 )
+from tests.helpers import png_size
 from tests.reference import assert_all_match, family_scores
-from tests.test_plotting import png_size
 
 
 def params(ks: range | list[int], *inits: str, **kwargs: object) -> SweepParams:

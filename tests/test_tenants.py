@@ -17,53 +17,18 @@ import pytest
 
 from service.datasets import is_id
 from service.process import ServiceProcess, free_port
+from tests.helpers import FINISHED, KEY_A, KEY_B, A, B, csv, start_tenants_server, upload
 
 pytestmark = pytest.mark.server
-
-KEY_A = "key-of-alice-0123456789ab"
-KEY_B = "key-of-bob-9876543210abcd"
-A = {"Authorization": f"Bearer {KEY_A}"}
-B = {"X-API-Key": KEY_B}
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def csv(n: int, shift: float = 0.0) -> bytes:
-    """A small labelled CSV: two blobs of ``n // 2`` points each."""
-    rows = ["a,b,label"]
-    for i in range(n):
-        centre = 0.0 if i % 2 else 6.0
-        rows.append(f"{centre + shift + (i % 7) * 0.1},{centre - (i % 5) * 0.1},{i % 2}")
-    return ("\n".join(rows) + "\n").encode()
-
-
-def upload(client: httpx.Client, headers: dict[str, str], data: bytes) -> httpx.Response:
-    return client.post(
-        "/v1/datasets?label_column=label",
-        content=data,
-        headers={**headers, "Content-Type": "text/csv"},
-    )
 
 
 def dataset_dirs(server: ServiceProcess) -> set[str]:
     return {p.name for p in (server.data_dir / "datasets").iterdir() if is_id(p.name)}
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> ServiceProcess:
-    data_dir = tmp_path_factory.mktemp(name) / "data"
-    data_dir.mkdir()
-    server = ServiceProcess(
-        data_dir,
-        CLUSTERBENCH_API_KEYS=f"alice:{KEY_A},bob:{KEY_B}",
-        CLUSTERBENCH_WORKERS="1",
-        **env,
-    )
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="module")
 def tenants_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    server = start(tmp_path_factory, "tenants")
+    server = start_tenants_server(tmp_path_factory, "tenants")
     yield server
     server.stop()
 
@@ -330,7 +295,7 @@ QUOTA = 6000
 
 @pytest.fixture(scope="module")
 def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    server = start(
+    server = start_tenants_server(
         tmp_path_factory,
         "quota",
         CLUSTERBENCH_TENANT_QUOTA_BYTES=str(QUOTA),
@@ -394,7 +359,7 @@ def test_rate_limit_answers_429_with_its_headers(quota_server: ServiceProcess) -
 def test_datasets_unused_past_their_ttl_expire(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Check that an upload unused for CLUSTERBENCH_DATASET_TTL_S goes, with the benchmarks
     # and models made from it, and its bytes once nobody holds them.
-    server = start(tmp_path_factory, "ttl", CLUSTERBENCH_DATASET_TTL_S="2")
+    server = start_tenants_server(tmp_path_factory, "ttl", CLUSTERBENCH_DATASET_TTL_S="2")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             dataset_id = upload(http, A, csv(20)).json()["id"]
@@ -581,7 +546,7 @@ def test_one_tenants_flood_of_jobs_does_not_starve_another(
     # synchronous benchmark still answers 200 and its job starts in its turn (measured
     # before: 99 x 202 filled CLUSTERBENCH_MAX_JOBS and the pool, and every other
     # tenant got 503 until those jobs ended).
-    server = start(tmp_path_factory, "flood")
+    server = start_tenants_server(tmp_path_factory, "flood")
     try:
         flood = [{"dataset": "digits", "random_state": 1000 + i} for i in range(130)]
 
@@ -649,7 +614,7 @@ def test_a_tenant_holds_at_most_its_share_of_the_pool(
     # Check that one tenant's synchronous computations at once hold at most half the
     # pool's places (1 worker + 4 queued: 2), the others getting 429 with Retry-After,
     # while another tenant is still admitted beside them.
-    server = start(tmp_path_factory, "share")
+    server = start_tenants_server(tmp_path_factory, "share")
     try:
         heavy = [
             {"strategies": [{"init": "k-means++", "n_init": 40}], "random_state": i}

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sklearn.datasets import make_blobs
 
-from service.report import CONTENT_SECURITY_POLICY, render_report, result_cells
+from service.report import render_report, result_cells
 from service.store import ResultStore
-from tests.test_plotting import png_size
+from tests.helpers import png_size
 
 pytestmark = pytest.mark.anyio
 
@@ -107,17 +107,6 @@ async def test_delete_keeps_a_model_another_benchmark_uses(client: httpx.AsyncCl
     assert (await client.get(model_url)).status_code == 200
     assert (await client.delete(f"/v1/benchmarks/{two['id']}")).status_code == 204
     assert (await client.get(model_url)).status_code == 404
-
-
-def report_page(report: httpx.Response) -> str:
-    """The text of a report page, checked to be one self-contained HTML page."""
-    assert report.status_code == 200, report.text
-    assert report.headers["content-type"] == "text/html; charset=utf-8"
-    assert report.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    page = report.text
-    assert "http://" not in page
-    assert "https://" not in page
-    return page
 
 
 async def test_report_is_self_contained(client: httpx.AsyncClient) -> None:

@@ -11,7 +11,7 @@ import pytest
 from service.main import create_app
 from service.plotting import figure_size_px
 from tests.conftest import ROOT
-from tests.test_plotting import png_size
+from tests.helpers import png_size
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from service.plotting import figure_size_px
+from tests.helpers import png_size
 from tests.reference import assert_all_match, family_scores
-from tests.test_plotting import png_size
 
 pytestmark = pytest.mark.anyio
 

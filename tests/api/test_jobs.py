@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +20,7 @@ from service.errors import JobFinishedError
 from service.job_records import STALE_S, JobRecord, JobStore, owner_alive
 from service.jobs import JobManager, _Running
 from tests.conftest import make_settings, serve
-from tests.scaleout import BACKENDS, Backend, RedisServer, backend_of
+from tests.scaleout import Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -127,19 +127,6 @@ async def test_deleting_a_finished_job_is_409(jobs_client: httpx.AsyncClient) ->
     assert refused.status_code == 409
     assert refused.json()["type"].endswith("job-finished")
     assert (await jobs_client.get(f"/v1/jobs/{job['id']}")).json()["state"] == "succeeded"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    chosen = backend_of(request, tmp_path)
-    yield chosen
-    chosen.close()
 
 
 def orphan(backend: Backend, params: bm.BenchmarkParams, *, key: str | None = None) -> str:

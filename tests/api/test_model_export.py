@@ -19,7 +19,7 @@ from service.datasets import load_builtin
 from service.errors import InvalidParameterError
 from service.report import profile_table
 from service.store import model_from_bytes, model_to_bytes
-from tests.api.test_models import model_ids
+from tests.helpers import model_ids
 
 pytestmark = pytest.mark.anyio
 

@@ -11,14 +11,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.datasets import load_builtin
+from tests.helpers import model_ids
 
 pytestmark = pytest.mark.anyio
-
-
-async def model_ids(client: httpx.AsyncClient, request: dict[str, object]) -> dict[str, str]:
-    response = await client.post("/v1/benchmarks", json=request)
-    assert response.status_code == 200, response.text
-    return {r["init"]: r["model_id"] for r in response.json()["results"]}
 
 
 @pytest.mark.parametrize("init", ["k-means++", "random", "pca"])

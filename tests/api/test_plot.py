@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from service.plotting import figure_size_px
-from tests.test_plotting import png_size
+from tests.helpers import png_size
 
 pytestmark = pytest.mark.anyio
 

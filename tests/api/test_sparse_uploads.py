@@ -19,7 +19,7 @@ from service.datasets import SPARSE_FILES, csr_arrays, load_arrays
 from service.errors import PayloadTooLargeError
 from service.formats import Bounds, check_sparse_size
 from tests.conftest import make_settings, serve
-from tests.test_upload_bounds import (
+from tests.uploads import (
     assert_problem,
     npy_bytes,
     npy_header,

@@ -11,7 +11,7 @@ import pytest
 
 from service import stability
 from service.datasets import load_builtin
-from tests.api.test_browse import report_page
+from tests.helpers import report_page
 from tests.reference import family_scores
 
 pytestmark = pytest.mark.anyio

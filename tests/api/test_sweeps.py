@@ -13,9 +13,8 @@ from sklearn.datasets import make_blobs
 
 from service import sweeps
 from service.datasets import load_builtin
-from tests.api.test_browse import report_page
+from tests.helpers import png_size, report_page
 from tests.reference import assert_all_match, family_scores
-from tests.test_plotting import png_size
 
 pytestmark = pytest.mark.anyio
 
@@ -143,9 +142,9 @@ async def test_sweeps_and_stability_are_their_tenants_only(
 ) -> None:
     # Check that B cannot read or plot A's sweep or read A's stability run (404 as if it
     # did not exist), nor sweep A's uploaded data, while A can.
-    from tests.test_tenants import A, B, csv, start
+    from tests.helpers import A, B, csv, start_tenants_server
 
-    server = start(tmp_path_factory, "sweep-tenants")
+    server = start_tenants_server(tmp_path_factory, "sweep-tenants")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
             made = await http.post(
