@@ -233,20 +233,30 @@ def status_and_body(answer: bytes) -> tuple[int, dict[str, object]]:
     return status, problem
 
 
-# -- The console command, run as users run it -------------------------------------------
+# -- Commands, run as users run them ----------------------------------------------------
 
 
-def clusterbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERBENCH_")}
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in ``cwd``, with none of this process's CLUSTERBENCH_*
+    settings (``env`` adds some), its output captured as text."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERBENCH_")}
+    environ.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=env,
-        timeout=120,
+        env=environ,
+        timeout=timeout,
         check=False,
     )
+
+
+def clusterbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The ``clusterbench`` console command."""
+    return run_module("service.cli", *args, cwd=cwd)
 
 
 # -- Stored entries -----------------------------------------------------------------------

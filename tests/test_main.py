@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.process import ServiceProcess
+from tests.helpers import run_module
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m service ARGS`` that must exit by itself within seconds."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERBENCH_")}
-    environ.update(CLUSTERBENCH_DATA_DIR=str(tmp_path / "data"), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    data_dir = str(tmp_path / "data")
+    return run_module(
+        "service", *args, cwd=tmp_path, timeout=60, **{"CLUSTERBENCH_DATA_DIR": data_dir, **env}
     )
 
 
