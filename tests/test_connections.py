@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -25,21 +25,18 @@ MAX_CLIENT_CONNECTIONS = 8
 
 
 @pytest.fixture(scope="module")
-def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def guarded_server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
     """A real server with a small connection limit and a short body deadline; idle
     connections are held for a minute, so that the test decides when they go."""
-    data_dir = tmp_path_factory.mktemp("connections") / "data"
-    data_dir.mkdir()
-    with ServiceProcess(
-        data_dir,
+    return make_server(
+        "connections",
         CLUSTERBENCH_HEADER_TIMEOUT_S="60",
         CLUSTERBENCH_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
         CLUSTERBENCH_BODY_MIN_RATE=str(BODY_MIN_RATE),
         CLUSTERBENCH_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
         CLUSTERBENCH_MAX_CLIENT_CONNECTIONS=str(MAX_CLIENT_CONNECTIONS),
         CLUSTERBENCH_WORKERS="1",
-    ) as server:
-        yield server
+    )
 
 
 def _connect_from(server: ServiceProcess, address: str) -> socket.socket:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,21 +28,16 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def fuzzed_server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
     """A real server with small bounds, so that generated requests stay cheap."""
-    data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
-    data_dir.mkdir()
-    server = ServiceProcess(
-        data_dir,
+    return make_server(
+        "fuzz",
         CLUSTERBENCH_TIMEOUT_S="5",
         CLUSTERBENCH_WORKERS="2",
         CLUSTERBENCH_QUEUE_SIZE="64",
         CLUSTERBENCH_MAX_BODY_BYTES=str(1 << 20),
         CLUSTERBENCH_MAX_CELLS="20000",
     )
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -31,18 +31,15 @@ BODY_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def strict_server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
     """A real server with short read deadlines and a small header bound."""
-    data_dir = tmp_path_factory.mktemp("limits") / "data"
-    data_dir.mkdir()
-    with ServiceProcess(
-        data_dir,
+    return make_server(
+        "limits",
         CLUSTERBENCH_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
         CLUSTERBENCH_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
         CLUSTERBENCH_MAX_HEADER_BYTES="16384",
         CLUSTERBENCH_WORKERS="1",
-    ) as server:
-        yield server
+    )
 
 
 def _connect(server: ServiceProcess) -> socket.socket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -52,19 +52,14 @@ def test_healthz_is_instant_during_a_long_benchmark(server: ServiceProcess) -> N
 
 
 @pytest.fixture(scope="module")
-def uvicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def uvicorn_server(make_server: Callable[..., ServiceProcess]) -> ServiceProcess:
     """`uvicorn service.main:app`, with a small body limit from the environment."""
-    data_dir = tmp_path_factory.mktemp("uvicorn") / "data"
-    data_dir.mkdir()
-    instance = ServiceProcess(
-        data_dir,
-        ["-m", "uvicorn", "service.main:app", "--port", "{port}"],
+    return make_server(
+        "uvicorn",
+        args=["-m", "uvicorn", "service.main:app", "--port", "{port}"],
         CLUSTERBENCH_MAX_BODY_BYTES="2000",
         CLUSTERBENCH_WORKERS="1",
     )
-    instance.start()
-    yield instance
-    instance.stop()
 
 
 def test_uvicorn_app_reads_settings(uvicorn_server: ServiceProcess) -> None:
