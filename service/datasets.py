@@ -728,8 +728,11 @@ def load_arrays(X_path: Path, y_path: Path | None) -> tuple[Any, np.ndarray | No
     if is_sparse_folder(folder):
         import scipy.sparse
 
+        # Copy-on-write: scikit-learn's Cython k-means declares the arrays writable
+        # buffers (MiniBatchKMeans the values too) though it never writes them, so no
+        # page is copied, and a scaled copy of the values shares the indices and pointers.
         data, indices, indptr = (
-            np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in SPARSE_FILES
+            np.load(folder / name, mmap_mode="c", allow_pickle=False) for name in SPARSE_FILES
         )
         shape = read_meta(folder)["sparse"]["shape"]
         # The arrays were checked when stored: no copy, no re-check of their order.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 from sklearn import metrics
-from sklearn.cluster import KMeans
+from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import make_pipeline
@@ -141,6 +141,38 @@ async def test_benchmark_on_sparse_equals_the_pipeline(
         predicted = await client.post(f"/v1/models/{result['model_id']}/predict", json={"X": rows})
         assert predicted.status_code == 200, predicted.text
         assert predicted.json()["labels"] == model.predict(X[:7]).tolist()
+
+
+@pytest.mark.parametrize("scale", [False, True], ids=["unscaled", "scaled"])
+@pytest.mark.parametrize(
+    ("estimator", "cls"), [("minibatch", MiniBatchKMeans), ("bisecting", BisectingKMeans)]
+)
+async def test_other_estimators_on_sparse_equal_scikit_learn(
+    client: httpx.AsyncClient, estimator: str, cls: type, scale: bool
+) -> None:
+    # Check MiniBatchKMeans and BisectingKMeans on a stored sparse matrix, scaled and not,
+    # against scikit-learn's pipeline. The stored arrays are memory maps, and
+    # MiniBatchKMeans' Cython takes them as writable buffers: unscaled, it was a 500.
+    dataset = await upload(client, npz_bytes(X), "application/x-scipy-sparse")
+    body = {
+        "dataset": dataset,
+        "n_clusters": 4,
+        "estimator": estimator,
+        "scale": scale,
+        "strategies": ["k-means++", "random"],
+    }
+    answer = await client.post("/v1/benchmarks", json=body)
+    assert answer.status_code == 200, answer.text
+    for result in answer.json()["results"]:
+        kmeans = cls(n_clusters=4, init=result["init"], n_init=4, random_state=0)
+        steps = [StandardScaler(with_mean=False)] if scale else []
+        make_pipeline(*steps, kmeans).fit(X)
+        assert result["inertia"] == pytest.approx(kmeans.inertia_, rel=1e-9)
+        labels = kmeans.labels_
+        assert result["ari"] is None  # save_npz carries no labels
+        assert result["calinski_harabasz"] == pytest.approx(
+            metrics.calinski_harabasz_score(X.toarray(), labels), rel=1e-9
+        )
 
 
 async def test_libsvm_upload_plot_profiles_and_anomalies(client: httpx.AsyncClient) -> None:
