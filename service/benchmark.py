@@ -682,7 +682,8 @@ def make_kmeans(
     if spec.copy_x:
         # Behind the scaler KMeans gets a fresh array of its own: centring it in place
         # instead of on a copy gives the same clustering with one copy of X fewer.
-        kwargs["copy_x"] = not params.scale
+        # Sparse data KMeans never centres, so never needs a copy.
+        kwargs["copy_x"] = not params.scale and not blockwise.is_sparse(X)
     return estimator_class(params.estimator, params.implementation)(**kwargs)
 
 
@@ -727,17 +728,20 @@ def _fit_steps(X: np.ndarray, params: BenchmarkParams) -> tuple[Pipeline | None,
 
     As ``make_pipeline(*preprocessing_steps(params), kmeans).fit(X)`` computes it, with
     one copy of ``X`` instead of up to four (README "Performance"): dense data is scaled
-    block-wise into the one copy (:func:`blockwise.fit_scaler`), a Normalizer works on
-    it in place, and KMeans centres it in place (``copy_x=False``, see make_kmeans).
+    block-wise into the one copy (:func:`blockwise.fit_scaler`), sparse data's values
+    only (:func:`blockwise.scale_sparse_columns`), a Normalizer works on it in place,
+    and KMeans centres it in place (``copy_x=False``, see make_kmeans).
     """
     from scipy import sparse
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer
 
-    steps = preprocessing_steps(params, sparse.issparse(X))
+    if sparse.issparse(X):
+        return _fit_sparse_steps(X, params)
+    steps = preprocessing_steps(params)
     if not steps:
         return None, X
-    if sparse.issparse(X) or not params.scale:
+    if not params.scale:
         pipeline = Pipeline([(type(s).__name__.lower(), s) for s in steps])
         return pipeline, pipeline.fit_transform(X)
     Z, scaler = blockwise.fit_scaler(X)
@@ -749,6 +753,27 @@ def _fit_steps(X: np.ndarray, params: BenchmarkParams) -> tuple[Pipeline | None,
         Z = normalizer.transform(Z, copy=False)
         fitted.append(("normalizer", normalizer))
     return Pipeline(fitted), Z
+
+
+def _fit_sparse_steps(X: Any, params: BenchmarkParams) -> tuple[Pipeline | None, Any]:
+    """:func:`_fit_steps` of CSR data: the StandardScaler (without centring) fitted as
+    scikit-learn fits it, its transform made as a copy of the values alone, and the
+    Normalizer applied to that copy in place."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import Normalizer
+    from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
+
+    fitted: list[tuple[str, Any]] = []
+    Z = X
+    for step in preprocessing_steps(params, sparse=True):
+        step.fit(Z)
+        if isinstance(step, Normalizer):
+            Z = Z if Z is not X else blockwise.with_values(X, X.data.copy())
+            inplace_csr_row_normalize_l2(Z)  # Normalizer's transform, on the copy
+        else:
+            Z = blockwise.scale_sparse_columns(X, 1 / step.scale_)
+        fitted.append((type(step).__name__.lower(), step))
+    return (Pipeline(fitted) if fitted else None), Z
 
 
 def fit_strategy(

@@ -35,6 +35,15 @@ Squares = Callable[[np.ndarray], np.ndarray]
 BLOCK_ROWS = 1 << 15
 
 
+def block_rows(X: Any) -> int:
+    """Rows a block of ``X`` takes: :data:`BLOCK_ROWS`, or for sparse data as many rows
+    as hold about ``BLOCK_ROWS * 8`` stored values (2 MB of float64; a block of rows
+    is copied whole when sliced)."""
+    if not is_sparse(X) or X.nnz == 0:
+        return BLOCK_ROWS
+    return max(1, BLOCK_ROWS * 8 * int(X.shape[0]) // int(X.nnz))
+
+
 def is_sparse(X: Any) -> bool:
     """Whether ``X`` is a scipy.sparse matrix (without importing scipy)."""
     return not isinstance(X, np.ndarray) and hasattr(X, "tocsr")
@@ -44,17 +53,54 @@ def _sparse_sums(
     X: Any, labels: np.ndarray, n_clusters: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each cluster's size, sum of rows and sum of squared rows (float64), of sparse ``X``,
-    with a one-hot sparse matrix of the labels: nothing of X's size is made dense."""
+    a block of rows at a time (:func:`block_rows`) with a one-hot sparse matrix of the
+    block's labels: nothing of X's size is made, dense or sparse."""
     from scipy import sparse
 
-    n_samples = X.shape[0]
-    members = sparse.csr_matrix(
-        (np.ones(n_samples), (labels, np.arange(n_samples))), shape=(n_clusters, n_samples)
-    )
-    data = X.astype(np.float64)
-    sums = np.asarray((members @ data).todense())
-    squares = np.asarray((members @ data.multiply(data)).todense())
+    sums = np.zeros((n_clusters, X.shape[1]))
+    squares = np.zeros((n_clusters, X.shape[1]))
+    step = block_rows(X)
+    for start in range(0, X.shape[0], step):
+        block = X[start : start + step].astype(np.float64, copy=False)
+        own = labels[start : start + step]
+        n = block.shape[0]
+        members = sparse.csr_matrix((np.ones(n), (own, np.arange(n))), shape=(n_clusters, n))
+        sums += (members @ block).toarray()
+        squares += (members @ with_values(block, np.square(block.data))).toarray()
     return np.bincount(labels, minlength=n_clusters), sums, squares
+
+
+def with_values(X: Any, values: np.ndarray) -> Any:
+    """A CSR matrix of ``X``'s shape and sparsity structure holding ``values``: it shares
+    X's column indices and row pointers, as scipy's own ``_with_data`` (which copies
+    them) does not."""
+    from scipy import sparse
+
+    Z = sparse.csr_matrix((values, X.indices, X.indptr), shape=X.shape, copy=False)
+    Z.has_sorted_indices = X.has_sorted_indices
+    return Z
+
+
+def scale_sparse_columns(X: Any, factor: np.ndarray) -> Any:
+    """What ``StandardScaler(with_mean=False).transform`` makes of CSR ``X``: a copy with
+    each value multiplied by its column's ``factor`` (``inplace_csr_column_scale``'s
+    ``X.data *= factor.take(X.indices)``, in X's dtype). Only the values are new: the
+    copy shares X's column indices and row pointers, and each block of stored values
+    gives its pages back once scaled (:func:`release_pages`), so the worker holds the
+    stored values or their scaled copy, never both whole. Measured on 100k x 50k at
+    0.1 % (5 M values): 40 MB made, where the transform copies 60 MB."""
+    values = np.empty(X.data.shape, X.data.dtype)
+    step = BLOCK_ROWS * 64
+    for start in range(0, len(values), step):
+        stop = start + step
+        np.multiply(
+            X.data[start:stop],
+            factor.take(X.indices[start:stop], mode="clip"),
+            out=values[start:stop],
+            casting="same_kind",
+        )
+        release_pages(X.data[start:stop])
+    return with_values(X, values)
 
 
 def column_sum(
@@ -138,19 +184,22 @@ def distances_to_centers(
 ) -> np.ndarray:
     """Each row's Euclidean distance to its own centre, in the space ``transform`` maps
     the rows to (the fitted steps before the estimator), in float64."""
-    if is_sparse(X):
-        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, with z sparse: nothing of X's size dense.
-        Z: Any = (X if transform is np.asarray else transform(X)).astype(np.float64)
-        norms = np.asarray(Z.multiply(Z).sum(axis=1)).ravel()
-        dots = np.asarray(Z @ centers.T)[np.arange(Z.shape[0]), labels]
-        squared = norms - 2 * dots + (centers**2).sum(axis=1)[labels]
-        distances: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
-        return distances
     out = np.empty(X.shape[0])
-    for start in range(0, X.shape[0], BLOCK_ROWS):
-        stop = start + BLOCK_ROWS
+    center_norms = (centers**2).sum(axis=1)
+    step = block_rows(X)
+    for start in range(0, X.shape[0], step):
+        stop = start + step
+        own = labels[start:stop]
+        if is_sparse(X):
+            # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, with z sparse: nothing dense of z's size.
+            Z: Any = X[start:stop] if transform is np.asarray else transform(X[start:stop])
+            Z = Z.astype(np.float64, copy=False)
+            norms = np.asarray(Z.multiply(Z).sum(axis=1)).ravel()
+            dots = np.asarray(Z @ centers.T)[np.arange(Z.shape[0]), own]
+            out[start:stop] = np.sqrt(np.maximum(norms - 2 * dots + center_norms[own], 0.0))
+            continue
         block = np.asarray(transform(X[start:stop]), dtype=np.float64)
-        out[start:stop] = np.sqrt(((block - centers[labels[start:stop]]) ** 2).sum(1))
+        out[start:stop] = np.sqrt(((block - centers[own]) ** 2).sum(1))
     return out
 
 
@@ -350,10 +399,23 @@ def _squares_about(mean: np.ndarray) -> Squares:
 def release_pages(X: np.ndarray) -> None:
     """Give back the resident pages of a memory-mapped ``X`` (they stay in the page cache
     and are read again from there if touched): the worker then holds the scaled copy
-    alone while KMeans runs. A no-op on arrays in memory."""
+    alone while KMeans runs. ``X`` may be a contiguous slice of the mapping: only the
+    pages it covers whole are given back. A no-op on arrays in memory."""
     base: object = X
     while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
         base = base.base
     mapped = getattr(base, "_mmap", None)
-    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    if not X.flags.c_contiguous:
         mapped.madvise(mmap.MADV_DONTNEED)
+        return
+    # A slice of a memory map is itself an np.memmap over the whole mapping: its own
+    # pages are found from its address.
+    origin = np.frombuffer(mapped, dtype=np.uint8).ctypes.data
+    first = X.ctypes.data - origin
+    page = mmap.PAGESIZE
+    start = -(-first // page) * page
+    stop = (first + X.nbytes) // page * page
+    if stop > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)

@@ -146,3 +146,47 @@ def test_lean_tolerance_is_used_by_the_fit_and_put_back() -> None:
     assert _kmeans._tolerance is original
     assert fitted._tol == expected._tol
     assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_sparse_columns_equals_the_scalers_transform(tmp_path, dtype: type) -> None:  # type: ignore[no-untyped-def]
+    from scipy import sparse
+
+    X = sparse.random(3000, 400, density=0.02, format="csr", random_state=3, dtype=dtype)
+    np.save(tmp_path / "data.npy", X.data)
+    data = np.load(tmp_path / "data.npy", mmap_mode="r")
+    stored = sparse.csr_matrix((data, X.indices, X.indptr), shape=X.shape)
+    scaler = StandardScaler(with_mean=False).fit(stored)
+
+    Z = blockwise.scale_sparse_columns(stored, 1 / scaler.scale_)
+
+    want = scaler.transform(X)
+    assert Z.dtype == want.dtype == dtype
+    assert np.array_equal(Z.data, want.data)
+    # Only the values are new; the stored values are untouched by giving back pages.
+    assert np.shares_memory(Z.indices, stored.indices)
+    assert np.shares_memory(Z.indptr, stored.indptr)
+    assert np.array_equal(stored.data, X.data)
+
+
+def test_sparse_statistics_in_blocks_equal_the_dense_ones(block_rows: int) -> None:
+    from scipy import sparse
+
+    X = sparse.random(700, 60, density=0.1, format="csr", random_state=5)
+    dense = X.toarray()
+    labels = np.random.default_rng(6).integers(0, 4, X.shape[0])
+    centers = np.random.default_rng(7).standard_normal((4, X.shape[1]))
+    scaler = StandardScaler(with_mean=False).fit(X)
+    assert blockwise.block_rows(X) < X.shape[0] or block_rows > 7
+
+    for got, want in zip(
+        blockwise.profile_clusters(X, labels, 4),
+        blockwise.profile_clusters(dense, labels, 4),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        blockwise.distances_to_centers(X, labels, centers, scaler.transform),
+        blockwise.distances_to_centers(dense, labels, centers, scaler.transform),
+        rtol=1e-9,
+    )
