@@ -189,7 +189,7 @@ def test_run_benchmark_and_the_plot_refuse_huge_data() -> None:
 
 def test_a_non_finite_result_is_refused_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
     # Check the last guard: were the bound missed, a non-finite inertia is an error.
-    monkeypatch.setattr(bm, "check_magnitude", lambda X: None)
+    monkeypatch.setattr(bm.kernel, "check_magnitude", lambda X: None)
     params = bm.BenchmarkParams(
         dataset="x", n_clusters=2, strategies=(bm.Strategy("random", 1),), scale=False
     )

@@ -144,7 +144,11 @@ def test_the_runtime_knows_no_kind() -> None:
         "service.schemas",
     }
     graph = service_imports()
-    assert graph["service.runtime"] & kinds == set()
+    # A kind's package counts with its modules (service.benchmark.kernel, ...).
+    of_a_kind = [
+        m for m in graph["service.runtime"] if any(m.startswith(k + ".") or m == k for k in kinds)
+    ]
+    assert of_a_kind == []
     assert "service.runtime" in graph["service.engine"]
 
 
