@@ -14,14 +14,12 @@ import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from service.benchmark import DEFAULT_ESTIMATOR, check_magnitude, estimator_class
 from service.datasets import BUILTIN_LOADERS
-from service.tables import DEFAULT_MISSING, load_design
 
 # matplotlib, Pillow and scikit-learn load in the workers that draw, never in the API
 # process, which imports this module for PanelSpec (README "Performance").
@@ -542,31 +540,4 @@ def render_boundaries(
         panels,
         title_subject=subject(dataset_name, dataset_id),
         random_state=random_state,
-    )
-
-
-def render_boundaries_from_file(
-    X_path: Path,
-    specs: list[PanelSpec],
-    *,
-    n_clusters: int,
-    random_state: int,
-    dataset_name: str | None,
-    dataset_id: str = "",
-    feature_names: Sequence[str] | None = None,
-    missing: str = DEFAULT_MISSING,
-) -> bytes:
-    """Worker entry point: memory-map the stored dataset and render (a table as its
-    benchmark fitted it: imputed, one-hot encoded, with ``missing``)."""
-    data = load_design(X_path, None, missing)
-    if data.preprocessing is not None:
-        feature_names = data.preprocessing.design_names()
-    return render_boundaries(
-        data.X,
-        specs,
-        n_clusters=n_clusters,
-        random_state=random_state,
-        dataset_name=dataset_name,
-        dataset_id=dataset_id,
-        feature_names=feature_names,
     )

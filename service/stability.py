@@ -109,10 +109,8 @@ def run_stability(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Validated, finite data.
-    y : ndarray of shape (n_samples,) or None
-        Ground-truth labels; without them the label scores are None.
+    X, y : ndarray
+        As :func:`service.benchmark.run_benchmark` takes them.
     params : StabilityParams
         The benchmark already checked against the data's shape.
 

@@ -153,10 +153,8 @@ def run_sweep(X: np.ndarray, y: np.ndarray | None, params: SweepParams) -> list[
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Validated, finite data.
-    y : ndarray of shape (n_samples,) or None
-        Ground-truth labels; without them the label scores are None.
+    X, y : ndarray
+        As :func:`service.benchmark.run_benchmark` takes them.
     params : SweepParams
         Already checked against the data's shape (:func:`check_sweep`).
 

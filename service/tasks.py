@@ -18,7 +18,7 @@ import numpy as np
 
 from service import benchmark as bm
 from service import datasets, formats, inline, onnx_export, plotting, stability, sweeps
-from service.tables import load_design
+from service.tables import DEFAULT_MISSING, load_design
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -130,11 +130,19 @@ def render_sweep(body: dict[str, Any]) -> bytes:
 
 
 def render_boundaries_from_file(
-    X_path: Path, specs: list[plotting.PanelSpec], **options: Any
+    X_path: Path,
+    specs: list[plotting.PanelSpec],
+    missing: str = DEFAULT_MISSING,
+    **options: Any,
 ) -> bytes:
-    """A benchmark's boundary plot as PNG bytes, drawn from the stored dataset (``options``
-    as :func:`service.plotting.render_boundaries_from_file` takes them)."""
-    return plotting.render_boundaries_from_file(X_path, specs, **options)
+    """A benchmark's boundary plot as PNG bytes, drawn from the stored dataset as its
+    benchmark fitted it (a table imputed with ``missing`` and one-hot encoded, its
+    design's column names on the axes); ``options`` as
+    :func:`service.plotting.render_boundaries` takes them."""
+    data = load_design(X_path, None, missing)
+    if data.preprocessing is not None:
+        options["feature_names"] = data.preprocessing.design_names()
+    return plotting.render_boundaries(data.X, specs, **options)
 
 
 def store_builtin(root: Path, name: str) -> DatasetInfo:
