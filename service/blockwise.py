@@ -35,13 +35,13 @@ Squares = Callable[[np.ndarray], np.ndarray]
 BLOCK_ROWS = 1 << 15
 
 
-def block_rows(X: Any) -> int:
+def block_rows(X: Any, per_row: int = 8) -> int:
     """Rows a block of ``X`` takes: :data:`BLOCK_ROWS`, or for sparse data as many rows
-    as hold about ``BLOCK_ROWS * 8`` stored values (2 MB of float64; a block of rows
-    is copied whole when sliced)."""
+    as hold about ``BLOCK_ROWS * per_row`` stored values (by default 2 MB of float64:
+    a block of rows is copied whole when sliced)."""
     if not is_sparse(X) or X.nnz == 0:
         return BLOCK_ROWS
-    return max(1, BLOCK_ROWS * 8 * int(X.shape[0]) // int(X.nnz))
+    return max(1, BLOCK_ROWS * per_row * int(X.shape[0]) // int(X.nnz))
 
 
 def is_sparse(X: Any) -> bool:
@@ -52,22 +52,26 @@ def is_sparse(X: Any) -> bool:
 def _sparse_sums(
     X: Any, labels: np.ndarray, n_clusters: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each cluster's size, sum of rows and sum of squared rows (float64), of sparse ``X``,
-    a block of rows at a time (:func:`block_rows`) with a one-hot sparse matrix of the
-    block's labels: nothing of X's size is made, dense or sparse."""
-    from scipy import sparse
-
-    sums = np.zeros((n_clusters, X.shape[1]))
-    squares = np.zeros((n_clusters, X.shape[1]))
-    step = block_rows(X)
-    for start in range(0, X.shape[0], step):
-        block = X[start : start + step].astype(np.float64, copy=False)
-        own = labels[start : start + step]
-        n = block.shape[0]
-        members = sparse.csr_matrix((np.ones(n), (own, np.arange(n))), shape=(n_clusters, n))
-        sums += (members @ block).toarray()
-        squares += (members @ with_values(block, np.square(block.data))).toarray()
-    return np.bincount(labels, minlength=n_clusters), sums, squares
+    """Each cluster's size, sum of rows and sum of squared rows (float64), of sparse ``X``
+    (CSR), from its stored values a block of rows at a time: each value is counted
+    into its (cluster, column) cell by ``np.bincount``, over X's own arrays (a block
+    is never copied). Nothing of X's size is made, dense or sparse."""
+    n_samples, n_features = X.shape
+    cells = n_clusters * n_features
+    sums, squares = np.zeros(cells), np.zeros(cells)
+    step = block_rows(X, per_row=32)  # 1 M values, 24 MB of keys, values and squares
+    for start in range(0, n_samples, step):
+        stop = min(start + step, n_samples)
+        pointers = X.indptr[start : stop + 1]
+        first, last = int(pointers[0]), int(pointers[-1])
+        values = X.data[first:last].astype(np.float64, copy=False)
+        row_cells = labels[start:stop].astype(np.int64) * n_features
+        keys = np.repeat(row_cells, np.diff(pointers)) + X.indices[first:last]
+        sums += np.bincount(keys, weights=values, minlength=cells)
+        squares += np.bincount(keys, weights=values * values, minlength=cells)
+    shape = (n_clusters, n_features)
+    sizes = np.bincount(labels, minlength=n_clusters)
+    return sizes, sums.reshape(shape), squares.reshape(shape)
 
 
 def with_values(X: Any, values: np.ndarray) -> Any:
