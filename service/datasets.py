@@ -32,7 +32,7 @@ from service.errors import (
     clip,
     storage_errors,
 )
-from service.tables import Column, TableParts
+from service.tables import Column, Design, TableParts, design
 
 BUILTIN_LOADERS: dict[str, str] = {
     "digits": "load_digits",
@@ -760,3 +760,17 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_design(X_path: Path, y_path: Path | None, missing: str) -> Design:
+    """The stored dataset at ``X_path`` (with ``C.npy``, ``w.npy`` and its meta beside
+    it) as a :class:`Design`, rows and cells handled as ``missing`` says."""
+    X, y = load_arrays(X_path, y_path)
+    folder = X_path.parent
+    meta = read_meta(folder)
+    columns = meta.get("columns")
+    if not columns:
+        return Design(X, y, None, None)
+    codes = np.load(folder / "C.npy", allow_pickle=False) if (folder / "C.npy").exists() else None
+    weights = np.load(folder / "w.npy", allow_pickle=False) if (folder / "w.npy").exists() else None
+    return design(X, y, codes, meta.get("categories") or [], weights, columns, missing)

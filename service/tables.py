@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -234,22 +233,6 @@ class Design:
     y: np.ndarray | None
     sample_weight: np.ndarray | None
     preprocessing: Preprocessing | None
-
-
-def load_design(X_path: Path, y_path: Path | None, missing: str) -> Design:
-    """The stored dataset at ``X_path`` (with ``C.npy``, ``w.npy`` and its meta beside
-    it) as a :class:`Design`, rows and cells handled as ``missing`` says."""
-    from service.datasets import load_arrays, read_meta
-
-    X, y = load_arrays(X_path, y_path)
-    folder = X_path.parent
-    meta = read_meta(folder)
-    columns = meta.get("columns")
-    if not columns:
-        return Design(X, y, None, None)
-    codes = np.load(folder / "C.npy", allow_pickle=False) if (folder / "C.npy").exists() else None
-    weights = np.load(folder / "w.npy", allow_pickle=False) if (folder / "w.npy").exists() else None
-    return design(X, y, codes, meta.get("categories") or [], weights, columns, missing)
 
 
 def design(

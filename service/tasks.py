@@ -18,7 +18,8 @@ import numpy as np
 
 from service import benchmark as bm
 from service import datasets, formats, inline, onnx_export, plotting, stability, sweeps
-from service.tables import DEFAULT_MISSING, load_design
+from service.datasets import load_design
+from service.tables import DEFAULT_MISSING
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

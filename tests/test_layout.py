@@ -73,17 +73,12 @@ def test_cycles_are_found() -> None:
     assert cycles(graph) == [["a", "b", "c", "a"]]
 
 
-# tables.load_design reads a stored dataset through datasets, which imports tables: left
-# to the change that reworks how datasets are stored (sparse data), then removed from here.
-KNOWN = [["service.datasets", "service.tables", "service.datasets"]]
-
-
 def test_service_modules_import_no_cycle() -> None:
     # Check that no module of service imports itself back, even through a function-level
     # import (benchmark <-> plotting did, through warm_up; worker tasks now live in tasks).
     graph = service_imports()
     assert "service.benchmark" in graph["service.engine"]
-    assert cycles(graph) == KNOWN
+    assert cycles(graph) == []
 
 
 def submitted_functions() -> list[tuple[str, str]]:
