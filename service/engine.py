@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from service import benchmark as bm
 from service import tasks
+from service.benchmark import ResolvedBenchmark
 from service.compute import ComputePool
 from service.datasets import (
     BUILTIN_LOADERS,
@@ -37,7 +38,7 @@ from service.inline import store_inline, validate
 from service.plotting import PanelSpec
 from service.result_backend import ResultBackend
 from service.runtime import Progress, Runtime, Step
-from service.schemas import BenchmarkRequest, StrategyName, StrategySpec
+from service.schemas import BenchmarkRequest
 from service.store import StoredBenchmark
 from service.tables import DEFAULT_MISSING, check_missing
 
@@ -67,13 +68,6 @@ class EngineStats:
     hits: int = 0
     misses: int = 0
     computations: int = 0
-
-
-@dataclass(frozen=True)
-class ResolvedBenchmark:
-    id: str
-    dataset: DatasetInfo
-    params: bm.BenchmarkParams
 
 
 class BenchmarkEngine(Runtime):
@@ -182,7 +176,7 @@ class BenchmarkEngine(Runtime):
         if dataset is None:
             dataset = await self._resolve_dataset(request, may_use)
         n_clusters = bm.default_n_clusters(request.n_clusters, dataset.n_labels)
-        strategies = strategies_of(request.strategies)
+        strategies = bm.strategies_of(request.strategies)
         left_out: tuple[str, ...] = ()
         if "strategies" not in request.model_fields_set:
             # Defaults the client never asked for must not fail the request: those that
@@ -461,23 +455,6 @@ class BenchmarkEngine(Runtime):
         if model is None:
             raise ModelNotFoundError(f"no model with id {model_id}")
         return model
-
-
-def strategies_of(items: list[StrategyName | StrategySpec]) -> tuple[bm.Strategy, ...]:
-    """The request's strategies with their defaults applied."""
-    return tuple(
-        bm.Strategy(init=s, n_init=bm.DEFAULT_N_INIT[s])
-        if isinstance(s, str)
-        else bm.Strategy(
-            init=s.init,
-            n_init=s.n_init or bm.DEFAULT_N_INIT[s.init],
-            # + 0.0: -0.0 starts KMeans where 0.0 does, and must hash the same.
-            centers=None
-            if s.centers is None
-            else tuple(tuple(v + 0.0 for v in row) for row in s.centers),
-        )
-        for s in items
-    )
 
 
 def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> StoredBenchmark:

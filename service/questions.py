@@ -20,8 +20,9 @@ import orjson
 
 from service import benchmark as bm
 from service import stability, sweeps, tasks
+from service.benchmark import ResolvedBenchmark
 from service.datasets import DatasetInfo
-from service.engine import BenchmarkEngine, MayUse, ResolvedBenchmark, strategies_of
+from service.engine import BenchmarkEngine, MayUse
 from service.errors import DatasetNotFoundError, JobOrphanedError
 from service.runtime import Progress, Step, document_flight
 from service.schemas import StabilityRequest, SweepRequest
@@ -220,7 +221,7 @@ def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
     params = sweeps.SweepParams(
         dataset=dataset.id,
         k=sweeps.k_values(request.k_list()),
-        strategies=strategies_of(request.strategies),
+        strategies=bm.strategies_of(request.strategies),
         **request.fit_params(),
     )
     check_missing(dataset.table_columns(), params.missing, dataset.n_samples)

@@ -15,8 +15,9 @@ from sklearn.datasets import make_blobs
 
 from service import benchmark as bm
 from service.api.body import SMALL_BODY_BYTES
+from service.benchmark import ResolvedBenchmark
 from service.datasets import DatasetStore
-from service.engine import ResolvedBenchmark, build_entry
+from service.engine import build_entry
 from service.errors import InvalidDataError
 from service.plotting import PanelSpec, figure_size_px, render_boundaries
 from service.store import ResultStore

@@ -19,6 +19,7 @@ from service.benchmark.spec import (
     TABLE_NAMES,
     VERSIONS,
     BenchmarkParams,
+    ResolvedBenchmark,
     ScoreSpace,
     Strategy,
     benchmark_id,
@@ -31,6 +32,7 @@ from service.benchmark.spec import (
     estimator_class,
     magnitude_bound,
     model_id,
+    strategies_of,
     versions,
 )
 from service.benchmark.table import TABLE_HEADER, format_table
@@ -47,6 +49,7 @@ __all__ = [
     "VERSIONS",
     "BenchmarkParams",
     "FittedModel",
+    "ResolvedBenchmark",
     "ScoreSpace",
     "Strategy",
     "StrategyOutcome",
@@ -63,5 +66,6 @@ __all__ = [
     "magnitude_bound",
     "model_id",
     "run_benchmark",
+    "strategies_of",
     "versions",
 ]

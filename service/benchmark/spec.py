@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import ConfigDict
 
 from service import __version__
+from service.datasets import DatasetInfo
 from service.errors import (
     InvalidCentersError,
     InvalidDataError,
@@ -24,7 +25,15 @@ from service.errors import (
     UnsupportedStrategyError,
 )
 from service.params import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR
-from service.params import ESTIMATORS, IMPLEMENTATIONS, FitParams, estimators_taking, fit_form
+from service.params import (
+    ESTIMATORS,
+    IMPLEMENTATIONS,
+    FitParams,
+    StrategyName,
+    StrategySpec,
+    estimators_taking,
+    fit_form,
+)
 
 # scikit-learn loads in the workers only: the API process checks, hashes and answers
 # requests with the names and tables below (README "Performance").
@@ -432,3 +441,30 @@ def check_centers(
             f"{where}[{row}][{col}] is {value:.6g}: {detail}",
             errors=[{"loc": [*loc, row, col], "msg": msg}],
         )
+
+
+def strategies_of(items: list[StrategyName | StrategySpec]) -> tuple[Strategy, ...]:
+    """The request's strategies with their defaults applied."""
+    return tuple(
+        Strategy(init=s, n_init=DEFAULT_N_INIT[s])
+        if isinstance(s, str)
+        else Strategy(
+            init=s.init,
+            n_init=s.n_init or DEFAULT_N_INIT[s.init],
+            # + 0.0: -0.0 starts KMeans where 0.0 does, and must hash the same.
+            centers=None
+            if s.centers is None
+            else tuple(tuple(v + 0.0 for v in row) for row in s.centers),
+        )
+        for s in items
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedBenchmark:
+    """A benchmark request after defaults: its id, the dataset it names (resolved) and
+    its parameters. What is computed, stored and answered under ``id``."""
+
+    id: str
+    dataset: DatasetInfo
+    params: BenchmarkParams

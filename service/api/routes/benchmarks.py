@@ -31,9 +31,9 @@ from service.api.deps import (
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED
-from service.benchmark import format_table
+from service.benchmark import ResolvedBenchmark, format_table
 from service.datasets import DatasetInfo
-from service.engine import BenchmarkEngine, ResolvedBenchmark
+from service.engine import BenchmarkEngine
 from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
