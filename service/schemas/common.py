@@ -1,0 +1,106 @@
+"""The types every resource's models share: data matrices, labels, warnings, and the
+problem and health bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+)
+
+from service.params import (
+    StrategyName,
+)
+
+# strict: a JSON string such as "1.5" is not a number; NaN and infinity are refused.
+# Data matrices are checked and converted by NumPy (service.datasets.as_feature_matrix),
+# which names the row and column of a bad value, far faster than per-item validation.
+Matrix = Annotated[
+    Any,
+    WithJsonSchema({"type": "array", "items": {"type": "array", "items": {"type": "number"}}}),
+]
+
+
+# Rows a model predicts: numbers, or a table's raw cells (strings, booleans and nulls) in
+# its column order, or objects keyed by column name; checked by the model's preprocessing.
+Rows = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": ["number", "string", "boolean", "null"]},
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+                    },
+                ]
+            },
+        }
+    ),
+]
+
+
+def _label(value: object) -> int | str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("an integer label must fit in 64 bits")
+        return value
+    raise ValueError(f"a label must be an integer or a string, not {type(value).__name__}")
+
+
+Label = Annotated[
+    int | str,
+    PlainValidator(_label),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+
+
+# Request models are strict, as an API for programs should be: "2" is not an integer,
+# 1.0 is not an integer and "yes" is not a boolean. A float field still takes a JSON
+# integer (``"tol": 0``), which is a number.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+LeftOut = Annotated[
+    list[StrategyName],
+    Field(
+        description="Default strategies left out because they cannot run here (`pca` when "
+        "n_clusters > min(n_samples, n_features), or with `bisecting`); `warnings` says why. "
+        "A strategy the request names is never left out: it gets 422.",
+    ),
+]
+ResultWarnings = Annotated[
+    list[str],
+    Field(
+        description="What the service left out or skipped, and why (scikit-learn's own "
+        "warnings are in each result's `warnings`).",
+    ),
+]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = Field(examples=["urn:clusterbench:problem:invalid-data"])
+    title: str = Field(examples=["Invalid data"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["X is ragged: row 2 has 3 values, row 0 has 2"])
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="One entry per problem: `loc` (where) and `msg`."
+    )
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
