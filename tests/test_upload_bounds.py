@@ -20,7 +20,7 @@ import pytest
 
 from service.datasets import is_id
 from service.errors import PayloadTooLargeError, ServiceError
-from service.formats import import_dataset, import_upload, read_dataset
+from service.formats import import_upload, read_dataset
 from service.settings import Settings
 from tests.conftest import make_settings, serve
 from tests.uploads import assert_problem, npy_bytes, npy_header, patch_directory, post, zip_bytes
@@ -303,18 +303,19 @@ def write_uploads(tmp_path: Path) -> dict[str, tuple[Path, str | None]]:
 
 @pytest.mark.parametrize("fmt", ["csv", "npy", "npz", "parquet", "json"])
 def test_stored_bytes_are_bounded_in_every_format(tmp_path: Path, fmt: str) -> None:
-    # Check that import_dataset refuses a dataset over max_dataset_bytes in every format,
+    # Check that import_upload refuses a dataset over max_dataset_bytes in every format,
     # saying the bound and its setting, and stores it when it fits.
     path, label_column = write_uploads(tmp_path)[fmt]
     stored = 3200 + (0 if fmt == "npy" else 800)
     root = tmp_path / "datasets"
     with pytest.raises(PayloadTooLargeError) as refused:
-        import_dataset(path, fmt, label_column, None, root, 10**6, stored - 1)
+        import_upload(path, fmt, label_column, None, root, 10**6, stored - 1)
     assert refused.value.status == 413
     assert f"the limit is {stored - 1:,} bytes (CLUSTERBENCH_MAX_DATASET_BYTES)" in str(
         refused.value
     )
-    info, created = import_dataset(path, fmt, label_column, None, root, 10**6, stored)
+    upload = import_upload(path, fmt, label_column, None, root, 10**6, stored)
+    info, created = upload.info, upload.created
     assert created
     assert (info.n_samples, info.n_features) == (100, 4)
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from service.datasets import (
-    DatasetInfo,
     DatasetStore,
     is_sparse,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "check_sparse_size",
     "check_stored_bytes",
     "format_of",
-    "import_dataset",
     "import_upload",
     "label_bytes",
     "read_dataset",
@@ -171,23 +169,6 @@ def read_dataset(
     check_stored_bytes(X.shape, X.dtype.itemsize, y_bytes, max_dataset_bytes, table_bytes)
     bounds.check_expansion(X.shape, X.dtype.itemsize, y_bytes + table_bytes)
     return X, y
-
-
-def import_dataset(
-    path: Path,
-    fmt: str,
-    label_column: str | None,
-    name: str | None,
-    datasets_root: Path,
-    max_cells: int,
-    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
-) -> tuple[DatasetInfo, bool]:
-    """Read an uploaded file and store it (in a compute worker); returns the info and
-    whether the dataset is new."""
-    upload = import_upload(
-        path, fmt, label_column, name, datasets_root, max_cells, max_dataset_bytes
-    )
-    return upload.info, upload.created
 
 
 def import_upload(
