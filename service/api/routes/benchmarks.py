@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from service.api.answers import IMMUTABLE, REPRESENTATIONS, respond_answer
 from service.api.auth import Caller
 from service.api.body import body_openapi
 from service.api.create import Kind, create, not_modified
@@ -46,10 +47,6 @@ from service.tenants import BENCHMARK, Tenancy
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
 
 MAX_PAGE = 100
-
-REPRESENTATIONS = ("application/json", "text/plain")
-# A benchmark's id names its content for good: caches may keep it.
-IMMUTABLE = "public, max-age=31536000, immutable"
 
 EXAMPLES: dict[str, Any] = {
     "digits": {
@@ -128,20 +125,12 @@ BENCHMARK_RESPONSE: dict[int | str, dict[str, Any]] = {
 def _respond(
     entry: StoredBenchmark, *, cached: bool, accept: str | None, extra: dict[str, str] | None = None
 ) -> Response:
-    media_type = negotiate(accept, REPRESENTATIONS)
-    headers = {
-        "ETag": f'"{entry.id}"',
-        "X-Cache": "hit" if cached else "miss",
-        "Vary": "Accept",
-        **(extra or {}),
-    }
-    if media_type == "text/plain":
+    def table() -> str:
         data = entry.data
-        table = format_table(data["results"], data["params"].get("estimator", "kmeans"))
-        return Response(table, headers=headers, media_type=media_type)
-    return Response(
-        entry.hit_body if cached else entry.body, headers=headers, media_type=media_type
-    )
+        return format_table(data["results"], data["params"].get("estimator", "kmeans"))
+
+    body = entry.hit_body if cached else entry.body
+    return respond_answer(entry.id, body, cached, accept=accept, table=table, extra=extra)
 
 
 async def _claim(

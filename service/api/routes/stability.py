@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import stability
+from service.api.answers import IMMUTABLE, REPRESENTATIONS, held_document, respond_document
 from service.api.auth import Caller
 from service.api.body import body_openapi
 from service.api.create import Stability, create, not_modified
@@ -24,7 +25,7 @@ from service.api.deps import (
     negotiate,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED, held_result
+from service.api.routes.jobs import JOB_ACCEPTED
 from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion
@@ -34,8 +35,6 @@ from service.tenants import Tenancy
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
-REPRESENTATIONS = ("application/json", "text/plain")
-IMMUTABLE = "public, max-age=31536000, immutable"
 KIND = StabilityQuestion.kind
 
 EXAMPLES: dict[str, Any] = {
@@ -63,36 +62,17 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+_respond = functools.partial(respond_document, table=stability.format_table)
+
+
+def _missing(result_id: str) -> StabilityNotFoundError:
+    return StabilityNotFoundError(f"no stability run with id {result_id}")
+
+
 async def _held(
-    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, stability_id: str
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, result_id: str
 ) -> bytes:
-    body = await held_result(engine, tenants, caller, KIND, stability_id)
-    if body is None:
-        raise StabilityNotFoundError(f"no stability run with id {stability_id}")
-    return body
-
-
-def _respond(
-    result_id: str,
-    body: bytes,
-    cached: bool,
-    *,
-    accept: str | None,
-    extra: dict[str, str] | None = None,
-) -> Response:
-    media_type = negotiate(accept, REPRESENTATIONS)
-    headers = {
-        "ETag": f'"{result_id}"',
-        "X-Cache": "hit" if cached else "miss",
-        "Vary": "Accept",
-        **(extra or {}),
-    }
-    if cached:
-        body = body.replace(b'"cached":false', b'"cached":true', 1)
-    if media_type == "text/plain":
-        table = stability.format_table(orjson.loads(body))
-        return Response(table, headers=headers, media_type=media_type)
-    return Response(body, headers=headers, media_type=media_type)
+    return await held_document(engine, tenants, caller, KIND, result_id, _missing)
 
 
 @router.post(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import sweeps, tasks
+from service.api.answers import IMMUTABLE, REPRESENTATIONS, held_document, respond_document
 from service.api.auth import Caller
 from service.api.body import body_openapi
 from service.api.create import Sweep, create, not_modified
@@ -26,7 +27,7 @@ from service.api.deps import (
     png_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED, held_result
+from service.api.routes.jobs import JOB_ACCEPTED
 from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion
@@ -37,8 +38,6 @@ from service.tenants import SWEEP, Tenancy
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
-IMMUTABLE = "public, max-age=31536000, immutable"
-REPRESENTATIONS = ("application/json", "text/plain")
 KIND = SweepQuestion.kind
 PLOT_KIND = "sweep-plot"
 
@@ -73,37 +72,17 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _respond(
-    sweep_id: str,
-    body: bytes,
-    cached: bool,
-    *,
-    accept: str | None,
-    extra: dict[str, str] | None = None,
-) -> Response:
-    media_type = negotiate(accept, REPRESENTATIONS)
-    if cached:
-        body = body.replace(b'"cached":false', b'"cached":true', 1)
-    headers = {
-        "ETag": f'"{sweep_id}"',
-        "X-Cache": "hit" if cached else "miss",
-        "Vary": "Accept",
-        **(extra or {}),
-    }
-    if media_type == "text/plain":
-        return Response(
-            sweeps.format_table(orjson.loads(body)), headers=headers, media_type=media_type
-        )
-    return Response(body, headers=headers, media_type=media_type)
+_respond = functools.partial(respond_document, table=sweeps.format_table)
+
+
+def _missing(result_id: str) -> SweepNotFoundError:
+    return SweepNotFoundError(f"no sweep with id {result_id}")
 
 
 async def _held(
-    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, sweep_id: str
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, result_id: str
 ) -> bytes:
-    body = await held_result(engine, tenants, caller, KIND, sweep_id)
-    if body is None:
-        raise SweepNotFoundError(f"no sweep with id {sweep_id}")
-    return body
+    return await held_document(engine, tenants, caller, KIND, result_id, _missing)
 
 
 @router.post(
