@@ -149,6 +149,8 @@ def dataset_shown(data: dict[str, Any], described: dict[str, Any] | None) -> dic
         shown["format"] = described.get("format")
         if described.get("feature_names"):
             shown["columns"] = described["feature_names"]
+        if described.get("sparse"):
+            shown["density"] = described["density"]
     return shown
 
 

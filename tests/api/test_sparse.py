@@ -193,6 +193,14 @@ async def test_libsvm_upload_plot_profiles_and_anomalies(client: httpx.AsyncClie
     assert plot.status_code == 200, plot.text
     assert plot.content.startswith(b"\x89PNG")
 
+    # The report says what was sent: the format, and the density of sparse data.
+    report = await client.get(f"/v1/benchmarks/{answer.json()['id']}/report")
+    assert report.status_code == 200, report.text
+    assert report.headers["content-type"].startswith("text/html")
+    assert "<td>libsvm</td>" in report.text
+    density = X.nnz / (X.shape[0] * X.shape[1])
+    assert f"<th>density</th><td>{density}</td>" in report.text
+
     page = await client.get(f"/v1/models/{result['model_id']}")
     assert page.status_code == 200, page.text
     labels = model[-1].labels_
@@ -236,6 +244,9 @@ async def test_sweep_and_stability_on_sparse(client: httpx.AsyncClient) -> None:
         "/v1/sweeps", json={"dataset": dataset, "k": [3, 4], "strategies": ["k-means++"]}
     )
     assert sweep.status_code == 200, sweep.text
+    for page in ("plot.png", "report"):
+        shown = await client.get(f"/v1/sweeps/{sweep.json()['id']}/{page}")
+        assert shown.status_code == 200, shown.text
     for point in sweep.json()["results"]:
         kmeans = KMeans(n_clusters=point["k"], n_init=4, random_state=0)
         make_pipeline(StandardScaler(with_mean=False), kmeans).fit(X)
@@ -246,6 +257,8 @@ async def test_sweep_and_stability_on_sparse(client: httpx.AsyncClient) -> None:
         json={"dataset": dataset, "n_clusters": 4, "seeds": [0, 1], "strategies": ["random"]},
     )
     assert stability.status_code == 200, stability.text
+    shown = await client.get(f"/v1/stability/{stability.json()['id']}/report")
+    assert shown.status_code == 200, shown.text
     inertias = []
     for seed in (0, 1):
         kmeans = KMeans(n_clusters=4, init="random", n_init=4, random_state=seed)
