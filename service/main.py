@@ -28,7 +28,7 @@ from service.api.routes import benchmarks, datasets, health, jobs, models, stabi
 from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
-from service.errors import SpaceWatch, StorageError
+from service.errors import StorageError
 from service.executors import DaskExecutor
 from service.formats import DataLimits
 from service.job_records import JobBackend, JobStore
@@ -37,6 +37,7 @@ from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.result_backend import ResultBackend
 from service.settings import Settings
+from service.space import SpaceWatch
 from service.store import ResultStore
 from service.tenants import Tenancy, TenantStore, parse_keys
 

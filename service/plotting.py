@@ -9,23 +9,22 @@ Agg canvas only, never pyplot's global state, so renders are safe in any process
 
 from __future__ import annotations
 
-import struct
 import warnings
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from service import plot_text
 from service.benchmark import DEFAULT_ESTIMATOR, check_magnitude, estimator_class
-from service.datasets import BUILTIN_LOADERS
+from service.plot_text import PLAIN_TEXT, TEXT_WIDTH_SHARE, fit_text, subject
+from service.png import encode_png
 
 # matplotlib, Pillow and scikit-learn load in the workers that draw, never in the API
 # process, which imports this module for PanelSpec (README "Performance").
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-    from matplotlib.text import Text
     from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
     from sklearn.decomposition import PCA, TruncatedSVD
 
@@ -37,91 +36,10 @@ DPI = 100
 # Axes position inside each panel, as fractions of the panel (left, bottom, width, height).
 AXES_BOX = (0.04, 0.06, 0.92, 0.74)
 MAX_POINTS = 20_000
-# zlib level of the PNG: 5 ms for the three digits panels (83 KB), where Pillow's
-# compress_level=1 took 14 ms (110 KB) and its default 6 took 60 ms.
-PNG_LEVEL = 3
 # matplotlib's "Paired" colormap (ColorBrewer), its 12 colours as RGB bytes.
 PAIRED = "a6cee3 1f78b4 b2df8a 33a02c fb9a99 e31a1c fdbf6f ff7f00 cab2d6 6a3d9a ffff99 b15928"
 PALETTE_RGB = np.array([list(bytes.fromhex(colour)) for colour in PAIRED.split()], dtype=np.uint8)
 PALETTE = PALETTE_RGB / 255.0
-# Titles hold client text (an uploaded file's name): drawn as given, never parsed as
-# mathtext ("$\\foo$" failed the whole plot) nor handed to TeX, whatever the rcParams.
-PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
-# Text may take this share of the width it is given (the figure's, or a panel's).
-TEXT_WIDTH_SHARE = 0.96
-ELLIPSIS = "\u2026"
-# The same titles and labels come back plot after plot (one dataset, one set of
-# strategies): their widths, and their drawn pixels, are kept per worker process rather
-# than laid out and rasterised again (a third of a digits render's time).
-TEXT_CACHE_SIZE = 64
-_text_widths: dict[tuple[Any, ...], float] = {}
-_text_layers: dict[tuple[Any, ...], tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
-
-
-def _cached(cache: dict[tuple[Any, ...], T], key: tuple[Any, ...], make: Callable[[], T]) -> T:
-    """``cache[key]``, made by ``make`` when missing; the oldest entry goes past
-    TEXT_CACHE_SIZE."""
-    if key in cache:
-        return cache[key]
-    value = cache[key] = make()
-    while len(cache) > TEXT_CACHE_SIZE:
-        del cache[next(iter(cache))]
-    return value
-
-
-def subject(dataset_name: str | None, dataset_id: str = "") -> str:
-    """How a title calls the data: ``the iris dataset``, ``iris.csv``, or
-    ``uploaded data (38ea2481)`` for data without a name."""
-    if dataset_name in BUILTIN_LOADERS:
-        return f"the {dataset_name} dataset"
-    if dataset_name:
-        return dataset_name
-    return f"uploaded data ({dataset_id[:8]})" if dataset_id else "uploaded data"
-
-
-def _shortened(text: str, keep: int) -> str:
-    """``text`` cut to ``keep`` characters, the middle replaced by an ellipsis (the end of
-    a file name, its extension, stays)."""
-    if keep >= len(text):
-        return text
-    head = (keep + 1) // 2
-    tail = keep - head
-    return text[:head] + ELLIPSIS + (text[len(text) - tail :] if tail else "")
-
-
-def _fit(artist: Text, compose: Callable[[str], str], part: str, max_px: float) -> bool:
-    """Set ``artist``'s text to ``compose(part)``, ``part`` shortened with an ellipsis until
-    the rendered text is at most ``max_px`` wide (measured by the figure's renderer).
-
-    Returns whether ``part`` had to be shortened.
-    """
-    from matplotlib.figure import Figure
-
-    figure = artist.get_figure()
-    assert isinstance(figure, Figure)
-    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
-
-    def measured(text: str) -> float:
-        artist.set_text(text)
-        extent = artist.get_window_extent(renderer)
-        return float(extent.height if artist.get_rotation() % 180 else extent.width)
-
-    def width(text: str) -> float:
-        style = (artist.get_fontproperties(), artist.get_rotation(), figure.dpi)
-        return _cached(_text_widths, (text, *style), lambda: measured(text))
-
-    if width(compose(part)) <= max_px:
-        artist.set_text(compose(part))
-        return False
-    lo, hi = 0, len(part) - 1  # the longest shortening that fits, by bisection
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if width(compose(_shortened(part, mid))) <= max_px:
-            lo = mid
-        else:
-            hi = mid - 1
-    artist.set_text(compose(_shortened(part, lo)))
-    return True
 
 
 @dataclass(frozen=True)
@@ -309,7 +227,7 @@ def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_sta
     title = figure.suptitle("", fontsize=11, **PLAIN_TEXT)
     max_title_px = TEXT_WIDTH_SHARE * width_px
     marker = "Centroids are marked with white cross"
-    if _fit(
+    if fit_text(
         title,
         lambda name: f"K-means clustering on {name} {kind}\n{marker}",
         title_subject,
@@ -317,7 +235,7 @@ def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_sta
     ):
         # Too wide: the data's description gets a line of its own before the name is
         # shortened.
-        _fit(
+        fit_text(
             title,
             lambda name: f"K-means clustering on {name}\n{kind}\n{marker}",
             title_subject,
@@ -379,7 +297,7 @@ def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_sta
         x_label = figure.text(
             centre_x, bottom - 0.01, "", ha="center", va="top", fontsize=9, **PLAIN_TEXT
         )
-        _fit(x_label, str, frame.axis_labels[0], max_label_px)
+        fit_text(x_label, str, frame.axis_labels[0], max_label_px)
         if i == 0:
             y_label = figure.text(
                 (i + left) / n - 0.005,
@@ -391,7 +309,7 @@ def compose(frame: Frame, panels: list[Panel], *, title_subject: str, random_sta
                 fontsize=9,
                 **PLAIN_TEXT,
             )
-            _fit(y_label, str, frame.axis_labels[1], TEXT_WIDTH_SHARE * frame.height_px)
+            fit_text(y_label, str, frame.axis_labels[1], TEXT_WIDTH_SHARE * frame.height_px)
     return figure
 
 
@@ -446,7 +364,7 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
                 for t in texts
             ],
         )
-        lettering = _cached(_text_layers, text_key, lambda: layer(texts, shapes))
+        lettering = plot_text.cached(plot_text.text_layers, text_key, lambda: layer(texts, shapes))
 
     pixels = np.full((height_px, width_px, 3), 255, dtype=np.uint8)
     top = height_px - round(bottom * height_px) - frame.height_px
@@ -466,29 +384,6 @@ def draw(frame: Frame, panels: list[Panel], *, title_subject: str, random_state:
         blended = rgba[:, :3] * alpha + pixels[covered] * (255 - alpha)
         pixels[covered] = ((blended + 127) // 255).astype(np.uint8)
     return encode_png(pixels)
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """The PNG of ``pixels`` (height, width, 3) uint8: 8-bit RGB, no filter, no ancillary
-    chunk (no timestamp). Unfiltered rows compress well here (flat regions, few colours)
-    and cost nothing to prepare, unlike Pillow's per-row adaptive filtering."""
-    height, width, _ = pixels.shape
-    rows = np.empty((height, 1 + 3 * width), dtype=np.uint8)
-    rows[:, 0] = 0  # filter type None
-    rows[:, 1:] = pixels.reshape(height, 3 * width)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_LEVEL))
-        + chunk(b"IEND", b"")
-    )
 
 
 def render_boundaries(

@@ -16,7 +16,7 @@ from typing import Any
 
 from service import stability, sweeps
 from service.benchmark import TABLE_NAMES
-from service.plotting import subject
+from service.plot_text import subject
 
 # Nothing but the page itself, its inline style and its data: images.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -376,7 +376,8 @@ def compose_sweep(body: dict[str, Any]) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from service.plotting import PALETTE, PLAIN_TEXT, _shortened, subject
+    from service.plot_text import PLAIN_TEXT, shortened, subject
+    from service.plotting import PALETTE
 
     results = body["results"]
     picks = body["recommended_k_by_strategy"]
@@ -386,7 +387,7 @@ def compose_sweep(body: dict[str, Any]) -> Figure:
         figsize=(PANEL_SIZE_IN * len(PANELS), PANEL_SIZE_IN + 0.8), dpi=DPI, layout="constrained"
     )
     FigureCanvasAgg(figure)
-    name = _shortened(subject(dataset.get("name"), dataset.get("id", "")), 80)
+    name = shortened(subject(dataset.get("name"), dataset.get("id", "")), 80)
     figure.suptitle(
         f"Choosing k on {name}: each strategy's recommended k is a dashed line",
         fontsize=11,

@@ -79,10 +79,10 @@ def test_api_process_serves_without_worker_packages(server: ServiceProcess) -> N
 
 def has_drawn_a_png() -> bool:
     """In a worker: whether it has drawn a plot. A plot keeps its texts' drawn pixels
-    (plotting._text_layers); the forkserver imports plotting but draws nothing, and
+    (plot_text.text_layers); the forkserver imports plotting but draws nothing, and
     warm_up draws a plot."""
-    plotting = sys.modules.get("service.plotting")
-    return plotting is not None and bool(plotting._text_layers)
+    plot_text = sys.modules.get("service.plot_text")
+    return plot_text is not None and bool(plot_text.text_layers)
 
 
 @pytest.mark.anyio

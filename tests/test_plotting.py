@@ -14,9 +14,10 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 
-from service import plotting
+from service import plot_text, plotting
 from service.benchmark import BenchmarkParams, Strategy, run_benchmark
 from service.datasets import load_builtin
+from service.plot_text import subject
 from service.plotting import (
     AXES_BOX,
     DPI,
@@ -28,15 +29,14 @@ from service.plotting import (
     PanelSpec,
     compose,
     draw,
-    encode_png,
     figure_size_px,
     fit_panel,
     make_frame,
     matched_labels,
     pixel_centres,
     render_boundaries,
-    subject,
 )
+from service.png import encode_png
 from tests.helpers import png_size
 
 
@@ -287,8 +287,8 @@ def test_texts_are_laid_out_and_drawn_once_per_wording(monkeypatch: pytest.Monke
     assert drawn == []
     render("another-name.csv")
     assert any("another-name.csv" in text for text in drawn)
-    monkeypatch.setattr(plotting, "_text_layers", {})
-    monkeypatch.setattr(plotting, "_text_widths", {})
+    monkeypatch.setattr(plot_text, "text_layers", {})
+    monkeypatch.setattr(plot_text, "text_widths", {})
     assert render("cached-name.csv") == first
 
 

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from service.api.deps import Engine, problems
 from service.api.problems import problem_response
 from service.engine import BenchmarkEngine
-from service.errors import SpaceWatch
 from service.schemas import Health
+from service.space import SpaceWatch
 
 router = APIRouter(tags=["operations"])
 
