@@ -13,7 +13,8 @@ from rich.console import Console
 
 from service import cli
 from service.cli import build_parser
-from service.client import Client
+from service.cli_flags import DATA_FIELDS, flag_of
+from service.client import KINDS, Client
 from service.process import ServiceProcess, free_port
 from tests.helpers import clusterbench
 from tests.scripted import ID, Script, job_script
@@ -336,9 +337,9 @@ def test_request_flags_are_the_request_models_fields() -> None:
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for command, kind in (("run", "benchmark"), ("sweep", "sweep"), ("stability", "stability")):
         flags = set(commands[command]._option_string_actions)
-        model = cli.KINDS[kind].request
+        model = KINDS[kind].request
         for name in model.model_json_schema()["properties"]:
-            if name not in cli.DATA_FIELDS:
-                assert cli.flag_of(name) in flags, (command, name)
+            if name not in DATA_FIELDS:
+                assert flag_of(name) in flags, (command, name)
     assert "--random-state" not in set(commands["stability"]._option_string_actions)
     assert "--log-level" in commands["serve"]._option_string_actions
