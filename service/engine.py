@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
-import orjson
 from anyio import to_thread
 from pydantic import BaseModel
 
@@ -38,9 +37,9 @@ from service.inline import store_inline, validate
 from service.plotting import PanelSpec
 from service.result_backend import ResultBackend
 from service.runtime import Progress, Runtime, Step
-from service.schemas import BenchmarkRequest
+from service.schemas import BenchmarkRequest, BenchmarkResult
 from service.store import StoredBenchmark
-from service.tables import DEFAULT_MISSING, check_missing
+from service.tables import check_missing
 
 # The store's kind for a model's ONNX export, keyed by model id.
 ONNX_KIND = "onnx"
@@ -306,9 +305,9 @@ class BenchmarkEngine(Runtime):
         the store as a document (as a sweep's plot is)."""
         model = await self.get_model(model_id)
 
-        async def export(_: Progress) -> bytes:  # one step: nobody follows its progress
+        async def export(_: Progress) -> tuple[bytes, bytes]:  # one step: nobody follows it
             onnx: bytes = await self.pool.run(tasks.export_onnx, model)
-            return onnx
+            return onnx, onnx
 
         onnx, _ = await self.get_or_compute_document(ONNX_KIND, model_id, export)
         return onnx
@@ -352,11 +351,11 @@ class BenchmarkEngine(Runtime):
 
     async def get_or_render_plot(self, entry: StoredBenchmark, init: str | None) -> bytes:
         """The PNG of ``entry``'s boundary plot (all panels, or the ``init`` one), cached."""
-        results = entry.data["results"]
-        if init is not None and init not in {r["init"] for r in results}:
+        inits = [r.init for r in entry.answer.results]
+        if init is not None and init not in inits:
             raise StrategyNotInBenchmarkError(
                 f"benchmark {entry.id} has no strategy {init!r}; it has "
-                + ", ".join(repr(r["init"]) for r in results)
+                + ", ".join(map(repr, inits))
             )
         key = init or "all"
         png = await to_thread.run_sync(self.results.get_plot, entry.id, key)
@@ -367,13 +366,12 @@ class BenchmarkEngine(Runtime):
         return await self._once(flight, lambda: self._admitted(flight, self._render(entry, init)))
 
     async def _render(self, entry: StoredBenchmark, init: str | None) -> bytes:
-        body = entry.data
-        dataset = body["dataset"]
+        answer = entry.answer
         try:
-            info = self.datasets.get(dataset["id"])
+            info = self.datasets.get(answer.dataset.id)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(
-                f"the dataset {dataset['id']} of this benchmark was deleted: "
+                f"the dataset {answer.dataset.id} of this benchmark was deleted: "
                 "the plot cannot be drawn"
             ) from None
         width = info.fit_shape()[1]  # a table's categories one-hot encoded
@@ -382,28 +380,28 @@ class BenchmarkEngine(Runtime):
                 f"the boundary plot needs at least 2 features; this dataset has {width}",
                 errors=[{"loc": ["dataset"], "msg": f"{width} feature"}],
             )
-        estimator = body["params"].get("estimator", bm.DEFAULT_ESTIMATOR)
-        given = {s["init"]: s.get("centers") for s in body["params"]["strategies"]}
+        params = answer.params
+        given = {s.init: s.centers for s in params.strategies}
         specs = [
             PanelSpec(
-                init=r["init"],
-                n_init=r["n_init"],
-                start_centers=await self._panel_start(r, given.get(r["init"])),
-                estimator=estimator,
+                init=r.init,
+                n_init=r.n_init,
+                start_centers=await self._panel_start(r.init, r.model_id, given.get(r.init)),
+                estimator=params.estimator,
             )
-            for r in body["results"]
-            if init is None or r["init"] == init
+            for r in answer.results
+            if init is None or r.init == init
         ]
         X_path, _ = self.datasets.files(info)
         png = await self.pool.run(
             functools.partial(
                 tasks.render_boundaries_from_file,
-                n_clusters=body["n_clusters"],
-                random_state=body["params"]["random_state"],
+                n_clusters=answer.n_clusters,
+                random_state=params.random_state,
                 dataset_name=info.name,
                 dataset_id=info.id,
                 feature_names=info.feature_names,
-                missing=body["params"].get("missing", DEFAULT_MISSING),
+                missing=params.missing,
             ),
             X_path,
             specs,
@@ -412,13 +410,13 @@ class BenchmarkEngine(Runtime):
         return png
 
     async def _panel_start(
-        self, result: dict[str, Any], centers: list[list[float]] | None
+        self, init: str, model_id: str, centers: list[list[float]] | None
     ) -> np.ndarray | None:
         """Where a panel's 2-D fit starts: the model's centres for ``pca`` (as before),
         the given centres for ``custom``, in the feature space; None for the others."""
-        if result["init"] == "pca":
-            return (await self.get_model(result["model_id"])).centers_in_feature_space()
-        if result["init"] == "custom" and centers is not None:
+        if init == "pca":
+            return (await self.get_model(model_id)).centers_in_feature_space()
+        if init == "custom" and centers is not None:
             return np.asarray(centers, dtype=np.float64)
         return None
 
@@ -496,4 +494,4 @@ def build_entry(job: ResolvedBenchmark, outcomes: list[bm.StrategyOutcome]) -> S
         ),
         "versions": dict(bm.versions(job.params)),
     }
-    return StoredBenchmark.from_body(job.id, orjson.dumps(body), models)
+    return StoredBenchmark.from_answer(BenchmarkResult.model_validate(body), models)

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import orjson
-
 from service import benchmark as bm
 from service import stability, sweeps, tasks
 from service.benchmark import ResolvedBenchmark
@@ -25,7 +23,8 @@ from service.datasets import DatasetInfo
 from service.engine import BenchmarkEngine, MayUse
 from service.errors import DatasetNotFoundError, JobOrphanedError
 from service.runtime import Progress, Step, document_flight
-from service.schemas import StabilityRequest, SweepRequest
+from service.schemas import StabilityRequest, StabilityResult, SweepRequest, SweepResult
+from service.schemas.common import answer_forms
 from service.tables import check_missing
 
 
@@ -125,8 +124,9 @@ class _Document:
             self.kind, self.id, functools.partial(self.compute, engine)
         )
 
-    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
-        """The answer's JSON bytes, one executor task per step, ``report`` hearing each."""
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
+        """The answer's JSON as first answered and as stored (:func:`answer_forms`), one
+        executor task per step, ``report`` hearing each."""
         raise NotImplementedError
 
 
@@ -146,7 +146,7 @@ class SweepQuestion(_Document):
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
 
-    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
         X_path, y_path = engine.datasets.files(self.dataset)
         strategies = self.params.strategies
         steps = [
@@ -170,7 +170,7 @@ class SweepQuestion(_Document):
             rows,
             self.dataset.fit_shape(missing),
         )
-        return orjson.dumps(body)
+        return answer_forms(SweepResult.model_validate(body))
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class StabilityQuestion(_Document):
             "seeds": list(self.params.seeds),
         }
 
-    async def compute(self, engine: BenchmarkEngine, report: Progress) -> bytes:
+    async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
         X_path, y_path = engine.datasets.files(self.dataset)
         steps = [
             Step(strategy.init, tasks.run_seeds_from_files, (X_path, y_path, self.params, i))
@@ -209,7 +209,7 @@ class StabilityQuestion(_Document):
             results,
             self.dataset.fit_shape(missing),
         )
-        return orjson.dumps(body)
+        return answer_forms(StabilityResult.model_validate(body))
 
 
 def _seconds_over_seeds(result: dict[str, Any]) -> float:

@@ -52,7 +52,9 @@ T = TypeVar("T")
 # Hears a computation's steps: (steps done, steps in all, stage).
 Progress = Callable[[int, int, str], None]
 # Computes a sweep's or a stability run's JSON answer, telling a Progress its steps.
-ComputeDocument = Callable[[Progress], Awaitable[bytes]]
+# A document computed: the bytes to answer with now and the bytes to store (the same for a
+# blob, a plot or an ONNX model; an answer's first and hit forms, service.schemas.answer_forms).
+ComputeDocument = Callable[[Progress], Awaitable[tuple[bytes, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -230,9 +232,9 @@ class Runtime:
         flight = document_flight(kind, key)
 
         async def compute_and_store() -> bytes:
-            body = await compute(functools.partial(self._report, flight))
-            await to_thread.run_sync(store.put_document, kind, key, body)
-            return body
+            first, stored = await compute(functools.partial(self._report, flight))
+            await to_thread.run_sync(store.put_document, kind, key, stored)
+            return first
 
         stored = functools.partial(store.get_document, kind, key)
         return await self._leased(flight, f"{kind} {key}", stored, compute_and_store)

@@ -31,6 +31,8 @@ import orjson
 from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
 from service.cache_db import CorruptPayloadError, sha256
 from service.result_backend import ACCESS_RESOLUTION_S
+from service.schemas import BenchmarkResult
+from service.schemas.common import answer_forms, hit_form
 from service.sqlite import one_of, page_query
 from service.store_documents import SQLiteDocuments
 from service.store_leases import SQLiteLeases
@@ -41,31 +43,62 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StoredBenchmark:
-    """A computed benchmark: its response body (as first computed) and fitted models.
+    """A computed benchmark: its answer and its fitted models.
 
-    ``body`` is the JSON response with ``"cached": false``; ``hit_body`` the same with
-    ``"cached": true``. ``models`` is filled when the entry was just computed.
+    The answer is the :class:`~service.schemas.BenchmarkResult`'s JSON, dumped when it is
+    computed in two forms: as first answered (``first_body``, ``"cached": false``) and as
+    stored (``body``, ``"cached": true``), which every hit sends as it is, unparsed
+    (``hit_body``). ``models`` is filled when the entry was just computed; :attr:`answer`
+    is the model, parsed from the stored bytes when an entry is read back.
     """
 
     id: str
     body: bytes
     hit_body: bytes
     models: dict[str, FittedModel] = field(default_factory=dict)
+    first_body: bytes | None = None
+    _answer: BenchmarkResult | None = field(default=None, repr=False)
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_answer(
+        cls, answer: BenchmarkResult, models: dict[str, FittedModel] | None = None
+    ) -> StoredBenchmark:
+        """A just-computed answer (``cached`` false) with its models."""
+        first, stored = answer_forms(answer)
+        return cls(
+            id=answer.id,
+            body=stored,
+            hit_body=stored,
+            models=models or {},
+            first_body=first,
+            _answer=answer,
+        )
 
     @classmethod
     def from_body(
         cls, benchmark_id: str, body: bytes, models: dict[str, FittedModel] | None = None
     ) -> StoredBenchmark:
-        # "id" is the body's first key and holds only hex, so the first "cached" is its own.
-        hit_body = body.replace(b'"cached":false', b'"cached":true', 1)
-        return cls(id=benchmark_id, body=body, hit_body=hit_body, models=models or {})
+        """An entry as the store holds it, sent on a hit as :func:`hit_form` says."""
+        hit = hit_form(benchmark_id, body)
+        return cls(id=benchmark_id, body=body, hit_body=hit, models=models or {})
+
+    def answered(self, cached: bool) -> bytes:
+        """The bytes to send: the stored form on a hit, else the first answer."""
+        return self.hit_body if cached or self.first_body is None else self.first_body
+
+    @property
+    def answer(self) -> BenchmarkResult:
+        """The answer as its model (parsed once from the stored bytes)."""
+        if self._answer is None:
+            self._answer = BenchmarkResult.model_validate_json(self.hit_body)
+        return self._answer
 
     @property
     def data(self) -> dict[str, Any]:
-        """The body parsed (once), for the routes that need its fields."""
+        """The stored answer as plain JSON values, for the HTML report's template."""
         if self._parsed is None:
-            self._parsed = orjson.loads(self.body)
+            self._parsed = orjson.loads(self.hit_body)
         return self._parsed
 
 

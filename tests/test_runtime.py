@@ -43,12 +43,12 @@ async def test_two_runtimes_on_one_store_compute_a_document_once(tmp_path: Path)
     started, go = asyncio.Event(), asyncio.Event()
     calls: list[str] = []
 
-    async def compute(report: Progress) -> bytes:
+    async def compute(report: Progress) -> tuple[bytes, bytes]:
         calls.append("computed")
         report(0, 1, "drawing")
         started.set()
         await go.wait()
-        return b'{"answer": 42}'
+        return b'{"answer": 42}', b'{"answer": 42}'  # answered now, stored
 
     heard: list[tuple[int, int, str]] = []
     try:

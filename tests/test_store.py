@@ -14,6 +14,7 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -27,8 +28,10 @@ from service.job_records import RELEASED, JobBackend, JobRecord, JobStore, owner
 from service.memory import MemoryLRU
 from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore
+from service.schemas import BenchmarkResult, StabilityResult, SweepResult
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
 from service.tenants import TenantStore
+from tests.conftest import make_settings, serve
 from tests.helpers import make_entry, make_model
 from tests.scaleout import BACKENDS, Backend, RedisServer
 
@@ -54,6 +57,60 @@ def test_round_trip_and_hit_body(backend: Backend) -> None:
     assert model is not None
     np.testing.assert_array_equal(model.cluster_centers, entry.models[model_id].cluster_centers)
     assert store.get("f" * 64) is None
+
+
+@pytest.mark.anyio
+async def test_an_answer_is_its_models_json_stored_in_its_hit_form(tmp_path: Path) -> None:
+    # Check that a computed benchmark is stored as BenchmarkResult's own JSON with
+    # "cached": true, which a hit sends as stored, and that the first answer is the same
+    # model's JSON with "cached": false: no byte of either is edited.
+    data_dir = tmp_path / "data"
+    async with serve(make_settings(data_dir, workers=1)) as client:
+        first = await client.post(
+            "/v1/benchmarks", json={"dataset": "iris", "strategies": ["k-means++", "random"]}
+        )
+        assert first.status_code == 200, first.text
+        hit = await client.get(f"/v1/benchmarks/{first.json()['id']}")
+    with closing(sqlite3.connect(data_dir / "cache.sqlite3")) as db:
+        (stored,) = db.execute(
+            "SELECT body FROM benchmarks WHERE id = ?", (first.json()["id"],)
+        ).fetchone()
+    answer = BenchmarkResult.model_validate_json(stored)
+    assert answer.cached is True
+    assert stored == answer.model_dump_json(exclude_unset=True).encode()
+    assert hit.content == stored
+    first_answer = answer.model_copy(update={"cached": False})
+    assert first.content == first_answer.model_dump_json(exclude_unset=True).encode()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kind", "path", "model", "body"),
+    [
+        ("sweep", "/v1/sweeps", SweepResult, {"dataset": "iris", "k": [2, 3]}),
+        ("stability", "/v1/stability", StabilityResult, {"dataset": "iris", "seeds": 2}),
+    ],
+)
+async def test_a_documents_answer_is_its_models_json_stored_in_its_hit_form(
+    tmp_path: Path, kind: str, path: str, model: type[Any], body: dict[str, Any]
+) -> None:
+    # Check the same of a sweep and of a stability run: stored as the model's JSON with
+    # "cached": true and sent as stored on a hit; first answered with "cached": false.
+    data_dir = tmp_path / "data"
+    async with serve(make_settings(data_dir, workers=1)) as client:
+        first = await client.post(path, json=body)
+        assert first.status_code == 200, first.text
+        hit = await client.get(f"{path}/{first.json()['id']}")
+    with closing(sqlite3.connect(data_dir / "cache.sqlite3")) as db:
+        (stored,) = db.execute(
+            "SELECT data FROM documents WHERE kind = ? AND key = ?", (kind, first.json()["id"])
+        ).fetchone()
+    answer = model.model_validate_json(stored)
+    assert answer.cached is True
+    assert stored == answer.model_dump_json(exclude_unset=True).encode()
+    assert hit.content == stored
+    first_answer = answer.model_copy(update={"cached": False})
+    assert first.content == first_answer.model_dump_json(exclude_unset=True).encode()
 
 
 @pytest.mark.parametrize("scaled", [True, False])

@@ -13,6 +13,7 @@ from service.api.deps import negotiate
 from service.api.routes.jobs import held_result
 from service.engine import BenchmarkEngine
 from service.errors import ServiceError
+from service.schemas.common import hit_form
 from service.tenants import Tenancy
 
 REPRESENTATIONS = ("application/json", "text/plain")
@@ -51,9 +52,9 @@ def respond_document(
     table: Callable[[dict[str, Any]], str],
     extra: dict[str, str] | None = None,
 ) -> Response:
-    """A sweep's or a stability run's stored JSON (``"cached": true`` on a hit)."""
+    """A sweep's or a stability run's answer: as first answered, or on a hit as stored."""
     if cached:
-        body = body.replace(b'"cached":false', b'"cached":true', 1)
+        body = hit_form(result_id, body)
     return respond_answer(
         result_id,
         body,

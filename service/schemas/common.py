@@ -3,7 +3,7 @@ problem and health bodies."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     BaseModel,
@@ -104,3 +104,35 @@ class Problem(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+class Answer(Protocol):
+    """A computed answer's model: its ``id`` and whether it came from the cache."""
+
+    id: str
+    cached: bool
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
+
+    def model_dump_json(self, *, exclude_unset: bool = False) -> str: ...
+
+
+def answer_forms(answer: Answer) -> tuple[bytes, bytes]:
+    """An answer's JSON as first answered (``"cached": false``) and as stored and sent on
+    every hit (``"cached": true``): both dumped from the model, once."""
+    stored = answer.model_copy(update={"cached": True})
+    return (
+        answer.model_dump_json(exclude_unset=True).encode(),
+        stored.model_dump_json(exclude_unset=True).encode(),
+    )
+
+
+def hit_form(answer_id: str, stored: bytes) -> bytes:
+    """Stored answer bytes as a hit sends them: as they are. Stores written before answers
+    were stored in their hit form hold the first answer (``"cached": false``, the second
+    key after the hex ``id``): such an answer is sent with the one flag turned, the bytes
+    it was always sent with."""
+    first = b'{"id":"' + answer_id.encode() + b'","cached":false'
+    if stored.startswith(first):
+        return b'{"id":"' + answer_id.encode() + b'","cached":true' + stored[len(first) :]
+    return stored

@@ -41,7 +41,6 @@ from service.report import render_report
 from service.result_backend import ResultCache
 from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
 from service.store import StoredBenchmark
-from service.tables import DEFAULT_MISSING
 from service.tenants import BENCHMARK, Tenancy
 
 router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"])
@@ -126,11 +125,12 @@ def _respond(
     entry: StoredBenchmark, *, cached: bool, accept: str | None, extra: dict[str, str] | None = None
 ) -> Response:
     def table() -> str:
-        data = entry.data
-        return format_table(data["results"], data["params"].get("estimator", "kmeans"))
+        answer = entry.answer
+        return format_table([r.model_dump() for r in answer.results], answer.params.estimator)
 
-    body = entry.hit_body if cached else entry.body
-    return respond_answer(entry.id, body, cached, accept=accept, table=table, extra=extra)
+    return respond_answer(
+        entry.id, entry.answered(cached), cached, accept=accept, table=table, extra=extra
+    )
 
 
 async def _claim(
@@ -139,24 +139,22 @@ async def _claim(
     """Give the caller the benchmark it was answered, with its models."""
     if caller is None:
         return
-    data = entry.data
+    answer = entry.answer
     # The estimator's width: a table's one-hot encoded columns, not its column count.
-    n_features = data["dataset"]["n_features"]
+    n_features = answer.dataset.n_features
     with contextlib.suppress(DatasetNotFoundError):
-        dataset = engine.datasets.get(data["dataset"]["id"])
-        n_features = dataset.fit_shape(data["params"].get("missing", DEFAULT_MISSING))[1]
-    k = data["n_clusters"]
+        dataset = engine.datasets.get(answer.dataset.id)
+        n_features = dataset.fit_shape(answer.params.missing)[1]
+    k = answer.n_clusters
     # A model's arrays, in float64: the centres, the clusters' means and stds, the scaler's
     # mean and scale, the cluster sizes, and the upper half of the training distances.
-    model_bytes = 8 * (
-        3 * k * n_features + 2 * n_features + k + data["dataset"]["n_samples"] // 2 + 1
-    )
+    model_bytes = 8 * (3 * k * n_features + 2 * n_features + k + answer.dataset.n_samples // 2 + 1)
     await tenants.claim_benchmark(
         caller,
         entry.id,
-        data["dataset"]["id"],
+        answer.dataset.id,
         len(entry.body),
-        {r["model_id"]: model_bytes for r in data["results"]},
+        {r.model_id: model_bytes for r in answer.results},
     )
 
 
@@ -188,7 +186,7 @@ class _BenchmarkKind(Kind[ResolvedBenchmark, BenchmarkQuestion, StoredBenchmark]
         if (
             hot is not None
             and self.caller is not None
-            and not await self.tenants.may_use_dataset(self.caller, hot.data["dataset"]["id"])
+            and not await self.tenants.may_use_dataset(self.caller, hot.answer.dataset.id)
         ):
             hot = None
         return None if hot is None else (hot.id, hot)
@@ -328,14 +326,14 @@ def _iso(moment: float) -> str:
 
 
 def _summary(entry: StoredBenchmark, created: float) -> dict[str, Any]:
-    data = entry.data
+    answer = entry.answer
     return {
         "id": entry.id,
-        "dataset": {"id": data["dataset"]["id"], "name": data["dataset"]["name"]},
-        "n_clusters": data["n_clusters"],
-        "strategies": [r["init"] for r in data["results"]],
+        "dataset": {"id": answer.dataset.id, "name": answer.dataset.name},
+        "n_clusters": answer.n_clusters,
+        "strategies": [r.init for r in answer.results],
         "created_at": _iso(created),
-        "plot_url": data["plot_url"],
+        "plot_url": answer.plot_url,
         "url": f"/v1/benchmarks/{entry.id}",
     }
 
@@ -388,7 +386,7 @@ async def _shared_models(
     entry = await engine.cached(benchmark_id)
     if entry is None:
         return {}
-    model_ids = [r["model_id"] for r in entry.data["results"]]
+    model_ids = [r.model_id for r in entry.answer.results]
     users = await to_thread.run_sync(engine.results.users_of, model_ids)
     held = set(await tenants.held_benchmarks(caller)) - {benchmark_id}
     return {model_id: min(others & held) for model_id, others in users.items() if others & held}
@@ -435,12 +433,13 @@ async def get_benchmark_report(
     """The seed's table, the decision-boundary plot (the same PNG as `plot.png`), the
     dataset, parameters and versions, as one HTML page with no external URL."""
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
+    answer = entry.answer
     png: bytes | None = None
-    if entry.data.get("plot_url") is not None:  # the plot needs two features
+    if answer.plot_url is not None:  # the plot needs two features
         png = await engine.get_or_render_plot(entry, None)
         await tenants.claim_plot(caller, benchmark_id, "all", len(png))
-    profiles = {
-        r["init"]: (await engine.get_model(r["model_id"])).profiles() for r in entry.data["results"]
+    profiles: dict[str, Any] = {
+        r.init: (await engine.get_model(r.model_id)).profiles() for r in answer.results
     }
-    described = await described_dataset(engine, tenants, caller, entry.data["dataset"]["id"])
+    described = await described_dataset(engine, tenants, caller, answer.dataset.id)
     return html_page(render_report(entry.data, png, described, profiles))

@@ -157,9 +157,9 @@ async def get_sweep_plot(
 async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) -> bytes:
     """The sweep's plot, drawn once and kept."""
 
-    async def render(_: Progress) -> bytes:  # one step: nobody follows its progress
+    async def render(_: Progress) -> tuple[bytes, bytes]:  # one step: nobody follows it
         png: bytes = await engine.pool.run(tasks.render_sweep, data)
-        return png
+        return png, png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
     return png
