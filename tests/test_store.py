@@ -59,52 +59,43 @@ def test_round_trip_and_hit_body(backend: Backend) -> None:
     assert store.get("f" * 64) is None
 
 
-@pytest.mark.anyio
-async def test_an_answer_is_its_models_json_stored_in_its_hit_form(tmp_path: Path) -> None:
-    # Check that a computed benchmark is stored as BenchmarkResult's own JSON with
-    # "cached": true, which a hit sends as stored, and that the first answer is the same
-    # model's JSON with "cached": false: no byte of either is edited.
-    data_dir = tmp_path / "data"
-    async with serve(make_settings(data_dir, workers=1)) as client:
-        first = await client.post(
-            "/v1/benchmarks", json={"dataset": "iris", "strategies": ["k-means++", "random"]}
-        )
-        assert first.status_code == 200, first.text
-        hit = await client.get(f"/v1/benchmarks/{first.json()['id']}")
-    with closing(sqlite3.connect(data_dir / "cache.sqlite3")) as db:
-        (stored,) = db.execute(
-            "SELECT body FROM benchmarks WHERE id = ?", (first.json()["id"],)
-        ).fetchone()
-    answer = BenchmarkResult.model_validate_json(stored)
-    assert answer.cached is True
-    assert stored == answer.model_dump_json(exclude_unset=True).encode()
-    assert hit.content == stored
-    first_answer = answer.model_copy(update={"cached": False})
-    assert first.content == first_answer.model_dump_json(exclude_unset=True).encode()
+BENCHMARK_ROW = "SELECT body FROM benchmarks WHERE id = ?"
+DOCUMENT_ROW = "SELECT data FROM documents WHERE kind = '{}' AND key = ?"
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("kind", "path", "model", "body"),
+    ("path", "model", "body", "row"),
     [
-        ("sweep", "/v1/sweeps", SweepResult, {"dataset": "iris", "k": [2, 3]}),
-        ("stability", "/v1/stability", StabilityResult, {"dataset": "iris", "seeds": 2}),
+        (
+            "/v1/benchmarks",
+            BenchmarkResult,
+            {"dataset": "iris", "strategies": ["k-means++", "random"]},
+            BENCHMARK_ROW,
+        ),
+        ("/v1/sweeps", SweepResult, {"dataset": "iris", "k": [2, 3]}, DOCUMENT_ROW.format("sweep")),
+        (
+            "/v1/stability",
+            StabilityResult,
+            {"dataset": "iris", "seeds": 2},
+            DOCUMENT_ROW.format("stability"),
+        ),
     ],
+    ids=["benchmark", "sweep", "stability"],
 )
-async def test_a_documents_answer_is_its_models_json_stored_in_its_hit_form(
-    tmp_path: Path, kind: str, path: str, model: type[Any], body: dict[str, Any]
+async def test_an_answer_is_its_models_json_stored_in_its_hit_form(
+    tmp_path: Path, path: str, model: type[Any], body: dict[str, Any], row: str
 ) -> None:
-    # Check the same of a sweep and of a stability run: stored as the model's JSON with
-    # "cached": true and sent as stored on a hit; first answered with "cached": false.
+    # Check that a computed benchmark, sweep or stability run is stored as its model's own
+    # JSON with "cached": true, which a hit sends as stored, and that the first answer is
+    # the same model's JSON with "cached": false: no byte of either is edited.
     data_dir = tmp_path / "data"
     async with serve(make_settings(data_dir, workers=1)) as client:
         first = await client.post(path, json=body)
         assert first.status_code == 200, first.text
         hit = await client.get(f"{path}/{first.json()['id']}")
     with closing(sqlite3.connect(data_dir / "cache.sqlite3")) as db:
-        (stored,) = db.execute(
-            "SELECT data FROM documents WHERE kind = ? AND key = ?", (kind, first.json()["id"])
-        ).fetchone()
+        (stored,) = db.execute(row, (first.json()["id"],)).fetchone()
     answer = model.model_validate_json(stored)
     assert answer.cached is True
     assert stored == answer.model_dump_json(exclude_unset=True).encode()

@@ -3,7 +3,7 @@ problem and health bodies."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -106,18 +106,7 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
-class Answer(Protocol):
-    """A computed answer's model: its ``id`` and whether it came from the cache."""
-
-    id: str
-    cached: bool
-
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
-
-    def model_dump_json(self, *, exclude_unset: bool = False) -> str: ...
-
-
-def answer_forms(answer: Answer) -> tuple[bytes, bytes]:
+def answer_forms(answer: BaseModel) -> tuple[bytes, bytes]:
     """An answer's JSON as first answered (``"cached": false``) and as stored and sent on
     every hit (``"cached": true``): both dumped from the model, once."""
     stored = answer.model_copy(update={"cached": True})
