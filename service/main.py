@@ -31,9 +31,9 @@ from service.engine import BenchmarkEngine
 from service.errors import StorageError
 from service.executors import DaskExecutor
 from service.formats import DataLimits
-from service.job_records import JobBackend, JobStore
-from service.jobs import JobManager
-from service.redis_jobs import RedisJobStore
+from service.jobs.manager import JobManager
+from service.jobs.records import JobBackend, JobStore
+from service.jobs.redis_records import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.result_backend import ResultBackend
 from service.settings import Settings

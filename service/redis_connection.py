@@ -1,6 +1,6 @@
 """Talking to Redis (``CLUSTERBENCH_REDIS_URL``): one way to connect, and every call's
 Redis error raised as the problem it is for the client. Used by the result cache
-(:mod:`service.redis_store`) and the job records (:mod:`service.redis_jobs`)."""
+(:mod:`service.redis_store`) and the job records (:mod:`service.jobs.redis_records`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def connect(url: str, *, timeout_s: float) -> redis.Redis:
     Nothing is sent but the command: no ``CLIENT SETINFO`` handshake on a new connection,
     no ``PING`` health check on an idle one. So a command reaches Redis alike on any
     connection, and a write that timed out may always have run once Redis answers again
-    (see :meth:`service.jobs.JobManager._stored_after_all`); with the handshake and the
+    (see :meth:`service.jobs.manager.JobManager._stored_after_all`); with the handshake and the
     check, whether it could depended on the pool's history. A connection whose peer is
     gone without a word (a host lost, a NAT entry dropped) is found by TCP keepalive
     probes instead, within about 25 s: the invalidation listener's above all, which

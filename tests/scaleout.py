@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.job_records import JobBackend, JobStore
+from service.jobs.records import JobBackend, JobStore
+from service.jobs.redis_records import RedisJobStore
 from service.process import ServiceProcess, free_port
-from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.result_backend import ResultBackend
 from service.store import ResultStore

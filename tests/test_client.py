@@ -488,7 +488,7 @@ def test_the_client_reads_a_job_with_the_api_s_own_model(state: str) -> None:
 
     from service import client, schemas
     from service.errors import ComputeCancelledError
-    from service.job_records import JobRecord, problem_of
+    from service.jobs.records import JobRecord, problem_of
 
     assert (client.Job, client.JobProgress) == (schemas.Job, schemas.JobProgress)
     finished = schemas.JobState(state).finished

@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from service.job_records import RELEASED, JobStore
+from service.jobs.records import RELEASED, JobStore
 from service.process import SERVER_ARGS, ServiceProcess, free_port
 from service.settings import Settings
 from tests.conftest import ROOT

@@ -14,15 +14,16 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service import jobs as jobs_module
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import StoreUnavailableError
-from service.job_records import JobBackend, JobRecord, JobStore
-from service.jobs import JobManager
+from service.jobs import manager as manager_module
+from service.jobs import runner as runner_module
+from service.jobs.manager import JobManager
+from service.jobs.records import JobBackend, JobRecord, JobStore
+from service.jobs.redis_records import RedisJobStore
 from service.process import free_port
 from service.questions import resolve_sweep
-from service.redis_jobs import RedisJobStore
 from service.redis_store import RedisResultStore
 from service.runtime import document_flight
 from service.schemas import ACTIVE_STATES, SweepRequest
@@ -124,7 +125,7 @@ def test_events_of_another_replicas_job_outlast_a_store_outage(
     """A client following the events of a job another replica runs keeps its stream
     through a Redis restart (the headers are sent: a 503 cannot be answered any more),
     and gets the job's end once the store is back."""
-    monkeypatch.setattr(jobs_module, "WATCH_POLL_S", 0.01)
+    monkeypatch.setattr(manager_module, "WATCH_POLL_S", 0.01)
     job = JobRecord(
         id="j" * 64,
         kind="benchmark",
@@ -173,16 +174,16 @@ def test_a_runner_whose_job_was_taken_over_stops_and_leaves_it(
     """Replica A's heartbeat went stale (Redis away past STALE_S) and replica B took its
     job over: A's progress writes must not take the record back, and A must stop running
     it, else both compute the job to the end."""
-    monkeypatch.setattr(jobs_module, "RECORD_POLL_S", 0.01)
+    monkeypatch.setattr(runner_module, "RECORD_POLL_S", 0.01)
     manager = JobManager(job_records, SimpleNamespace(owner="1-a"), max_active=1)  # type: ignore[arg-type]
     job, _ = job_records.create_or_join(
         kind="benchmark", key="q", request={}, total=2, owner=manager.owner, alive=lambda j: True
     )
 
     async def main() -> None:
-        running = jobs_module._Running(job=job, question=None)
+        running = runner_module.Running(job=job, question=None)
         running.task = asyncio.create_task(asyncio.sleep(3600))
-        follower = asyncio.create_task(manager._follow_record(running))
+        follower = asyncio.create_task(manager.runner.follow_record(running))
         assert await asyncio.to_thread(job_records.claim, job.id, manager.owner, "2-b@other")
         job.state, job.done = "running", 1
         await asyncio.to_thread(job_records.save, copy.copy(job))  # A, not yet aware

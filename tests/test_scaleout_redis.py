@@ -21,9 +21,9 @@ import psutil
 import pytest
 
 from service.datasets import load_builtin
-from service.job_records import RELEASED, STALE_S
+from service.jobs.records import RELEASED, STALE_S
+from service.jobs.redis_records import RedisJobStore
 from service.process import ServiceProcess
-from service.redis_jobs import RedisJobStore
 from tests.helpers import ASYNC, FINISHED
 from tests.reference import assert_matches, seed_scores
 from tests.scaleout import (

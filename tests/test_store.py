@@ -24,9 +24,9 @@ import redis
 from service import result_backend
 from service import sqlite as sqlite_helper
 from service.errors import StoreUnavailableError
-from service.job_records import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
+from service.jobs.records import RELEASED, JobBackend, JobRecord, JobStore, owner_alive
+from service.jobs.redis_records import job_from_hash, job_to_hash
 from service.memory import MemoryLRU
-from service.redis_jobs import job_from_hash, job_to_hash
 from service.redis_store import RedisResultStore
 from service.schemas import BenchmarkResult, StabilityResult, SweepResult
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes

@@ -26,7 +26,7 @@ from service.compute import ComputePool
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import ComputeInProgressError, StorageFullError
-from service.job_records import JobRecord, JobStore
+from service.jobs.records import JobRecord, JobStore
 from service.process import ServiceProcess
 from service.schemas import BenchmarkRequest
 from service.store import ResultStore

@@ -73,7 +73,7 @@ class Job(BaseModel):
     """A long computation run in the background: poll it, follow its events, or cancel it."""
 
     # The API's answer, and what the client (service.client) returns for it. The job's
-    # stored record is service.job_records.JobRecord.
+    # stored record is service.jobs.records.JobRecord.
 
     model_config = _SENT_IN_FULL
 

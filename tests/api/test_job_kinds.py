@@ -14,7 +14,7 @@ import pytest
 
 from service import benchmark as bm
 from service.datasets import DatasetStore
-from service.job_records import JobStore
+from service.jobs.records import JobStore
 from service.questions import StabilityQuestion, resolve_sweep
 from service.schemas import SweepRequest
 from service.stability import StabilityParams, stability_id

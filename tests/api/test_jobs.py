@@ -17,8 +17,9 @@ import pytest
 from service import benchmark as bm
 from service.datasets import DatasetStore
 from service.errors import JobFinishedError
-from service.job_records import STALE_S, JobRecord, JobStore, owner_alive
-from service.jobs import JobManager, _Running
+from service.jobs.manager import JobManager
+from service.jobs.records import STALE_S, JobRecord, JobStore, owner_alive
+from service.jobs.runner import Running
 from tests.conftest import make_settings, serve
 from tests.scaleout import Backend
 
@@ -264,7 +265,7 @@ async def test_a_job_finished_while_its_record_is_written_is_not_cancelled(
     )
     job.state, job.stage, job.finished = "succeeded", "done", time.time()
     writing = asyncio.Event()
-    running = _Running(job=job, question=None, task=asyncio.create_task(writing.wait()))
+    running = Running(job=job, question=None, task=asyncio.create_task(writing.wait()))
     manager._active[job.id] = running
     with pytest.raises(JobFinishedError, match="already succeeded"):
         await manager.cancel(job.id)

@@ -18,8 +18,8 @@ from service.api.auth import Caller
 from service.api.deps import ID_PATTERN, Tenants, problems
 from service.engine import BenchmarkEngine
 from service.errors import InvalidRequestError, JobNotFoundError
-from service.job_records import JobRecord
-from service.jobs import JobManager
+from service.jobs.manager import JobManager
+from service.jobs.records import JobRecord
 from service.questions import Question
 from service.schemas import FINISHED_STATES, Job, JobList, JobState
 from service.tenants import JOB, Tenancy

@@ -1,8 +1,8 @@
 """Job records in Redis (``CLUSTERBENCH_REDIS_URL``), shared by any number of replicas.
 
-The same interface as :class:`service.job_records.JobStore`. A job is one hash
+The same interface as :class:`service.jobs.records.JobStore`. A job is one hash
 (``clusterbench:job:<id>``) holding every field of
-:class:`service.job_records.JobRecord` as JSON, so a field added to the dataclass later
+:class:`service.jobs.records.JobRecord` as JSON, so a field added to the dataclass later
 is stored and read back without a change here.
 Beside it: ``jobs`` (a sorted set of ids by sequence number, for listing),
 ``jobs-active`` (the ids of queued or running jobs, for the sweep for orphans),
@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from service.errors import JobOrphanedError
-from service.job_records import RELEASED, JobRecord, problem_of
+from service.jobs.records import RELEASED, JobRecord, problem_of
 from service.redis_connection import PREFIX, Guard, connect, newest_first
 from service.schemas import ACTIVE_STATES, JobState
 
@@ -331,7 +331,7 @@ class RedisJobStore:
 
     def release(self, job_id: str, owner: str) -> bool:
         """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
-        :data:`service.jobs.RELEASED`, for any replica to take over at once."""
+        :data:`service.jobs.records.RELEASED`, for any replica to take over at once."""
         return bool(
             self._call(
                 "a job release",

@@ -1,5 +1,5 @@
 """A job's record: what it asks, where it is, who runs it; kept in its own SQLite file
-(``<data_dir>/jobs.sqlite3``, WAL) or in Redis (:mod:`service.redis_jobs`), so that it
+(``<data_dir>/jobs.sqlite3``, WAL) or in Redis (:mod:`service.jobs.redis_records`), so that it
 outlives the process that runs it. The life of a job (running it, watching it,
 cancelling it, taking over a stopped process's jobs) is :mod:`service.jobs`; what the API
 answers for it is :class:`service.schemas.Job`."""
@@ -159,7 +159,7 @@ def owner_alive(job: JobRecord, me: str) -> bool:
 
 class JobBackend(Protocol):
     """What the job manager needs of a job store: :class:`JobStore` (embedded SQLite) or
-    :class:`service.redis_jobs.RedisJobStore` (shared by replicas)."""
+    :class:`service.jobs.redis_records.RedisJobStore` (shared by replicas)."""
 
     def create_or_join(
         self,

@@ -1,6 +1,6 @@
 """The life of a job: a question computed in the background, with progress and cancel.
 
-A job is a record (:mod:`service.job_records`: its own SQLite file, or Redis) that
+A job is a record (:mod:`service.jobs.records`: its own SQLite file, or Redis) that
 outlives the process that runs it: after a restart a queued or running job whose
 process is gone is run again (or failed with the reason why it cannot be). Identical
 questions join one job. Nothing here knows HTTP; every store call runs in a thread.
@@ -8,7 +8,9 @@ questions join one job. Nothing here knows HTTP; every store call runs in a thre
 A job computes a question of one of :data:`service.questions.KINDS` (a benchmark, a
 sweep, a stability run). The computation itself is the question's (one executor task
 per step, shared with synchronous requests for the same question); the runner here
-follows its steps, records them, and tells whoever watches.
+follows its steps, records them, and tells whoever watches
+(:mod:`service.jobs.runner`); queued jobs take free places in turns across tenants
+(:mod:`service.jobs.turns`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,8 @@ import logging
 import math
 import socket
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from service import compute
 from service.engine import BenchmarkEngine
 from service.errors import (
     ComputeBusyError,
@@ -34,152 +32,27 @@ from service.errors import (
     JobOrphanedError,
     ServiceError,
     StorageError,
-    StoreUnavailableError,
     TenantBusyError,
 )
-from service.job_records import (
+from service.jobs.records import (
     CANCELLED,
-    HEARTBEAT_S,
-    UNEXPECTED,
     WITHDRAWN,
     JobBackend,
     JobRecord,
     owner_alive,
     problem_of,
 )
+from service.jobs.runner import JobRunner, JobStats, Running
 from service.questions import KINDS, Question
-from service.schemas import ACTIVE_STATES, FINISHED_STATES, JobState
+from service.schemas import JobState
 
 logger = logging.getLogger(__name__)
 
 
-# Seconds between two tries of a queued job to get a place in a full compute pool.
-ADMISSION_POLL_S = 0.2
 # Seconds between two looks at the store by a watcher of a job run by another process.
 WATCH_POLL_S = 0.5
-# Seconds between two looks of a runner at its job's record: a DELETE answered by another
-# process on the same directory marks the record cancelled, and the runner stops.
-RECORD_POLL_S = 1.0
 # Seconds between two sweeps for the jobs of processes that stopped while this one runs.
 SWEEP_S = 30.0
-
-
-@dataclass
-class JobStats:
-    """Counters read by the metrics collector."""
-
-    finished: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_STATES, 0))
-    # Durations (created to finished) of the jobs that ended, in histogram buckets.
-    buckets: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
-    duration_sum: float = 0.0
-
-    def recount(self, was: JobState, state: JobState) -> None:
-        """A job counted as ending in ``was`` ended in ``state`` after all."""
-        self.finished[was] -= 1
-        self.finished[state] += 1
-
-    def observe(self, state: JobState, seconds: float) -> None:
-        self.finished[state] += 1
-        self.duration_sum += seconds
-        for i, bound in enumerate(self.buckets):
-            if seconds <= bound:
-                self.bucket_counts[i] += 1
-                return
-        self.bucket_counts[-1] += 1
-
-
-@dataclass
-class _Running:
-    """A job this process runs: its record, its runner task, and who to wake on change."""
-
-    job: JobRecord
-    question: Question | None  # None for a job that cannot run again
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task[None] | None = None
-    cancel_requested: bool = False
-    tenant: str | None = None  # who asked first; its computation counts against its share
-    # Record writes in flight: held here, since the event loop keeps only weak references.
-    writes: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-class _Turns:
-    """Queued jobs take the pool's free places in turns across tenants.
-
-    One job tries at a time: the oldest of the tenant whose turn it is. Admitted, its
-    tenant goes to the back of the round; refused at its tenant's share, the next tenant
-    tries; refused by a full pool, all wait ``ADMISSION_POLL_S`` and the same tenant
-    tries first. Before, each job polled on its own, and one tenant's hundred queued jobs
-    took nearly every place that freed.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: dict[str | None, deque[asyncio.Future[None]]] = {}
-        self._trying = False
-        self._skipped: set[str | None] = set()
-        self._paused: asyncio.TimerHandle | None = None
-
-    async def wait(self, tenant: str | None, *, again: bool = False) -> None:
-        """Until it is this job's turn to try for a place (``again``: it was refused,
-        it keeps its place at the head of its tenant's line)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        line = self._waiting.setdefault(tenant, deque())
-        if again:
-            line.appendleft(future)
-        else:
-            line.append(future)
-        self._next()
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.tried(tenant, "cancelled")  # its turn came with the cancel: pass it on
-            elif future in line:
-                line.remove(future)
-                if not line and self._waiting.get(tenant) is line:
-                    del self._waiting[tenant]
-            raise
-
-    def tried(self, tenant: str | None, outcome: str) -> None:
-        """The job whose turn it was has tried: ``admitted``, refused at its tenant's
-        ``share``, refused by a ``full`` pool, or ``cancelled``."""
-        self._trying = False
-        if outcome == "admitted":
-            line = self._waiting.pop(tenant, None)
-            if line:
-                self._waiting[tenant] = line  # the back of the round
-        elif outcome == "share":
-            self._skipped.add(tenant)
-        elif outcome == "full":
-            self._pause()
-        self._next()
-
-    def _pause(self) -> None:
-        if self._paused is None:
-            self._paused = asyncio.get_running_loop().call_later(ADMISSION_POLL_S, self._resume)
-
-    def _resume(self) -> None:
-        self._paused = None
-        self._skipped.clear()
-        self._next()
-
-    def _next(self) -> None:
-        if self._trying or self._paused is not None:
-            return
-        for tenant, line in list(self._waiting.items()):
-            while line and line[0].done():
-                line.popleft()  # cancelled while waiting
-            if not line:
-                del self._waiting[tenant]
-                continue
-            if tenant in self._skipped:
-                continue
-            line.popleft().set_result(None)
-            self._trying = True
-            return
-        if self._waiting:
-            self._pause()  # every tenant waiting holds its share: until places free
 
 
 class JobManager:
@@ -217,11 +90,11 @@ class JobManager:
         self.owner = f"{engine.owner}@{socket.gethostname()}"
         self.stats = JobStats()
         self.watchers = 0
-        self._active: dict[str, _Running] = {}
-        self._by_key: dict[str, _Running] = {}
+        self._active: dict[str, Running] = {}
+        self._by_key: dict[str, Running] = {}
         # Jobs being created (their record written): counted against the bounds already.
         self._submitting: dict[str | None, int] = {}
-        self._turns = _Turns()
+        self.runner = JobRunner(store, engine, self.owner, self.stats, forget=self._forget)
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- counts, for the metrics ----------------------------------------------------
@@ -290,209 +163,15 @@ class JobManager:
         )
 
     def _start(self, job: JobRecord, question: Question, tenant: str | None = None) -> None:
-        running = _Running(job=job, question=question, tenant=tenant)
+        running = Running(job=job, question=question, tenant=tenant)
         self._active[job.id] = running
         self._by_key[job.key] = running
-        running.task = asyncio.create_task(self._run(running), name=f"job {job.id}")
+        running.task = asyncio.create_task(self.runner.run(running), name=f"job {job.id}")
 
-    async def _run(self, running: _Running) -> None:
-        job = running.job
-        question = running.question
-        assert question is not None
-
-        def progress(done: int, total: int, stage: str) -> None:
-            if job.is_finished:
-                return
-            if job.state == JobState.QUEUED:
-                job.state = JobState.RUNNING
-                job.started = time.time()
-            # After a restart the steps are counted again from 0: done never goes back.
-            job.done, job.total, job.stage = max(job.done, done), total, stage
-            self._changed(running)
-            write = asyncio.create_task(self._persist(running))
-            running.writes.add(write)
-            write.add_done_callback(running.writes.discard)
-            write.add_done_callback(_log_failure)
-
-        # Its computation counts against its tenant's share of the pools.
-        compute.tenant.set(running.tenant)
-        follower = asyncio.create_task(self._follow_record(running))
-        try:
-            while True:
-                try:
-                    async with self._place(running):
-                        await question.computation(self.engine, progress)
-                    break
-                except ComputeBusyError:
-                    # A place taken, but a pool further on full: queued again.
-                    await asyncio.sleep(ADMISSION_POLL_S)
-        except asyncio.CancelledError:
-            if not running.cancel_requested:
-                # The server is stopping: the record stays active, and the job is run
-                # again when a server starts on this directory.
-                self._forget(running)
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            await self._finish(running, JobState.CANCELLED, error=CANCELLED)
-        except StoreUnavailableError as exc:
-            # The result's write may have reached Redis although its answer did not: a
-            # frozen Redis runs what it received once it wakes. Looked at once it answers.
-            await self._finish(running, JobState.FAILED, error=problem_of(exc), unless_stored=True)
-        except ServiceError as exc:
-            await self._finish(running, JobState.FAILED, error=problem_of(exc))
-        except Exception:
-            logger.exception("job %s failed unexpectedly", job.id)
-            await self._finish(running, JobState.FAILED, error=UNEXPECTED)
-        else:
-            job.done = job.total
-            job.stage = "done"
-            await self._finish(running, JobState.SUCCEEDED)
-        finally:
-            follower.cancel()
-
-    @contextlib.asynccontextmanager
-    async def _place(self, running: _Running) -> AsyncIterator[None]:
-        """A place in the pool for the job's computation, taken in its tenant's turn;
-        the computation started inside is counted there, once."""
-        again = False
-        while True:
-            await self._turns.wait(running.tenant, again=again)
-            again = True
-            place = contextlib.ExitStack()
-            try:
-                place.enter_context(self.engine.executor.admitted())
-            except TenantBusyError:
-                self._turns.tried(running.tenant, "share")
-                continue
-            except ComputeBusyError:
-                self._turns.tried(running.tenant, "full")
-                continue
-            except BaseException:
-                self._turns.tried(running.tenant, "full")
-                raise
-            self._turns.tried(running.tenant, "admitted")
-            with place:
-                yield
-            return
-
-    async def _follow_record(self, running: _Running) -> None:
-        """Keep the job's heartbeat, and stop the runner when another process has
-        cancelled the job's record."""
-        last_beat = 0.0
-        while True:
-            await asyncio.sleep(RECORD_POLL_S)
-            try:
-                if time.monotonic() - last_beat >= HEARTBEAT_S:
-                    state = await asyncio.to_thread(self.store.beat, running.job.id, self.owner)
-                    last_beat = time.monotonic()
-                    if state is None:
-                        # The record is gone (Redis restarted without its append-only
-                        # file): written again, so that clients see the job meanwhile.
-                        logger.warning("job %s had lost its record: written again", running.job.id)
-                        await self._persist(running)
-                        continue
-                else:
-                    record = await asyncio.to_thread(self.store.get, running.job.id)
-                    state = None if record is None else record.state
-                    taken = record is not None and record.owner != self.owner
-                    if taken and state in ACTIVE_STATES:
-                        # Taken over (this process's heartbeat went stale): the new owner
-                        # runs it; stop here, leaving the record as it is.
-                        logger.warning("job %s was taken over: stopped here", running.job.id)
-                        if running.task is not None:
-                            running.task.cancel()
-                        return
-            except StorageError:
-                continue  # the store is away for a while (Redis restarting): look again
-            if state == JobState.CANCELLED and not running.cancel_requested:
-                logger.info("job %s was cancelled by another process", running.job.id)
-                running.cancel_requested = True
-                if running.task is not None:
-                    running.task.cancel()
-                return
-
-    async def _finish(
-        self,
-        running: _Running,
-        state: JobState,
-        *,
-        error: dict[str, Any] | None = None,
-        unless_stored: bool = False,
-    ) -> None:
-        """End the job in ``state``; with ``unless_stored``, as succeeded instead if its
-        result turns out to be stored once the store answers."""
-        job = running.job
-        job.state = state
-        job.error = error
-        job.finished = time.time()
-        if job.started is None and state == JobState.SUCCEEDED:
-            job.started = job.finished
-        self.stats.observe(state, job.finished - job.created)
-        try:
-            await self._persist_end(running, unless_stored=unless_stored)
-        finally:
-            self._forget(running)
-            self._changed(running)
-
-    async def _persist_end(self, running: _Running, *, unless_stored: bool) -> None:
-        """Write the job's end, waiting for a store that is away (Redis restarting):
-        unwritten, the record would say "running" for ever, owned by a live process."""
-        delay = 0.2
-        while True:
-            try:
-                if unless_stored and await self._stored_after_all(running):
-                    job = running.job
-                    logger.warning("job %s: its result was stored after all", job.id)
-                    self.stats.recount(job.state, JobState.SUCCEEDED)
-                    job.state, job.error, job.done, job.stage = (
-                        JobState.SUCCEEDED,
-                        None,
-                        job.total,
-                        "done",
-                    )
-                    if job.started is None:
-                        job.started = job.finished
-                    self._changed(running)
-                unless_stored = False
-                await self._persist(running)
-                return
-            except StorageError as exc:
-                logger.warning("job %s ended but its record waits: %s", running.job.id, exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-
-    async def _stored_after_all(self, running: _Running) -> bool:
-        """Whether the job's question has its result stored. Asked twice: Redis may
-        answer the first request before it has run a write it had received on another
-        connection while frozen; it answers the second, sent after, only after that."""
-        question = running.question
-        if question is None:
-            return False
-        await question.stored(self.engine)
-        return await question.stored(self.engine)
-
-    def _forget(self, running: _Running) -> None:
+    def _forget(self, running: Running) -> None:
         self._active.pop(running.job.id, None)
         if self._by_key.get(running.job.key) is running:
             del self._by_key[running.job.key]
-
-    def _changed(self, running: _Running) -> None:
-        event, running.changed = running.changed, asyncio.Event()
-        event.set()
-
-    async def _persist(self, running: _Running) -> None:
-        """Write the job's latest state; writes follow one another in order."""
-        async with running.lock:
-            snapshot = copy.copy(running.job)
-            written = await asyncio.to_thread(self.store.save, snapshot)
-        if not written and not snapshot.is_finished and not running.cancel_requested:
-            # Another process cancelled the record: stop the computation here too.
-            logger.info("job %s was cancelled by another process", snapshot.id)
-            running.cancel_requested = True
-            if running.task is not None:
-                running.task.cancel()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -681,9 +360,9 @@ class JobManager:
             try:
                 question = await asyncio.to_thread(self._rebuild, job)
             except ServiceError as exc:
-                running = _Running(job=job, question=None)
+                running = Running(job=job, question=None)
                 self._active[job.id] = running
-                await self._finish(running, JobState.FAILED, error=problem_of(exc))
+                await self.runner.finish(running, JobState.FAILED, error=problem_of(exc))
                 logger.warning("job %s of stopped process %s failed: %s", job.id, old_owner, exc)
                 continue
             job.stage = "queued"
@@ -741,8 +420,3 @@ class JobManager:
             if released:
                 logger.info("job %s handed over: another process runs it", running.job.id)
         self.store.close()
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("a job record could not be written", exc_info=task.exception())
