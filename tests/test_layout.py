@@ -176,3 +176,9 @@ def test_the_create_sequence_is_written_once() -> None:
                 if name in steps:
                     callers[name].add(module_name(path))
     assert callers == {step: {"service.api.create"} for step in steps}
+
+
+def test_no_module_outgrows_a_reading() -> None:
+    # A module past 500 lines holds more than one idea (STYLE.md §8): split it by role.
+    sizes = {module_name(path): len(path.read_text().splitlines()) for path in ROOT.rglob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
