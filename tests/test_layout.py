@@ -182,3 +182,15 @@ def test_no_module_outgrows_a_reading() -> None:
     # A module past 500 lines holds more than one idea (STYLE.md §8): split it by role.
     sizes = {module_name(path): len(path.read_text().splitlines()) for path in ROOT.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 500} == {}
+
+
+def test_a_kinds_routes_answer_through_one_sequence() -> None:
+    # A kind's POST and GET /{id} (negotiate, create or read what the caller holds, 304,
+    # respond) are answers.answer_post and answers.answer_stored: no route writes them.
+    steps = {"create", "not_modified"}
+    callers: dict[str, set[str]] = {step: set() for step in steps}
+    for path in (ROOT / "api" / "routes").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in steps:
+                callers[ast.unparse(node.func).split(".")[-1]].add(module_name(path))
+    assert callers == {step: set() for step in steps}

@@ -1,24 +1,85 @@
 """A stored answer as the API responds it: JSON or, as ``text/plain``, its table, with its
-ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``; one way for every kind."""
+ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``; one way for every kind.
+
+A kind's ``POST`` and ``GET /{id}`` are :func:`answer_post` and :func:`answer_stored`;
+what differs between kinds is how an answer is held and responded (a :class:`Respond`),
+and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import orjson
+from fastapi import Request
 from starlette.responses import Response
 
-from service.api.deps import negotiate
+from service.api.create import Kind, create, not_modified
+from service.api.deps import etag_matches, negotiate
 from service.api.routes.jobs import held_result
 from service.engine import BenchmarkEngine
 from service.errors import ServiceError
+from service.questions import Question
 from service.schemas.common import hit_form
 from service.tenants import Tenancy
 
 REPRESENTATIONS = ("application/json", "text/plain")
 # A stored answer never changes under its id.
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+A = TypeVar("A", contravariant=True)
+R = TypeVar("R")
+Q = TypeVar("Q", bound=Question)
+Held = TypeVar("Held")
+
+
+class Respond(Protocol[A]):
+    """How a kind responds its answer ``answer`` (stored under ``answer_id``)."""
+
+    def __call__(
+        self,
+        answer_id: str,
+        answer: A,
+        cached: bool,
+        /,
+        *,
+        accept: str | None,
+        extra: dict[str, str] | None = None,
+    ) -> Response: ...
+
+
+def answer_responses(noun: str, description: str, plain: dict[str, Any]) -> dict[int | str, Any]:
+    """The OpenAPI responses of a kind's answer: 200 as JSON or its table (``plain``, the
+    ``text/plain`` media type), 304 to ``If-None-Match``."""
+    return {
+        200: {"description": description, "content": {"text/plain": plain}},
+        304: {"description": f"`If-None-Match` names this {noun}: the client has it."},
+    }
+
+
+async def answer_post(request: Request, kind: Kind[R, Q, Held], respond: Respond[Held]) -> Response:
+    """A kind's ``POST``: the representation checked first, then :func:`create`."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    return await create(request, kind, functools.partial(respond, accept=accept))
+
+
+async def answer_stored(
+    request: Request,
+    answer_id: str,
+    held: Callable[[], Awaitable[Held]],
+    respond: Respond[Held],
+) -> Response:
+    """A kind's ``GET /{id}``: the stored answer the caller holds (``held()``), 304 when
+    the client has it, else as a hit, immutable."""
+    accept = request.headers.get("accept")
+    negotiate(accept, REPRESENTATIONS)
+    answer = await held()
+    if etag_matches(request.headers.get("if-none-match"), f'"{answer_id}"'):
+        return not_modified(answer_id)
+    return respond(answer_id, answer, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
 
 
 def respond_answer(
@@ -43,39 +104,53 @@ def respond_answer(
     return Response(body, headers=headers, media_type=media_type)
 
 
-def respond_document(
-    result_id: str,
-    body: bytes,
-    cached: bool,
-    *,
-    accept: str | None,
-    table: Callable[[dict[str, Any]], str],
-    extra: dict[str, str] | None = None,
-) -> Response:
-    """A sweep's or a stability run's answer: as first answered, or on a hit as stored."""
-    if cached:
-        body = hit_form(result_id, body)
-    return respond_answer(
-        result_id,
-        body,
-        cached,
-        accept=accept,
-        table=lambda: table(orjson.loads(body)),
-        extra=extra,
-    )
+@dataclass(frozen=True)
+class DocumentKind:
+    """A kind answered by a stored document (a sweep, a stability run): its store kind,
+    its table for ``text/plain``, and its 404."""
 
+    kind: str
+    table: Callable[[dict[str, Any]], str]
+    missing: Callable[[str], ServiceError]
 
-async def held_document(
-    engine: BenchmarkEngine,
-    tenants: Tenancy,
-    caller: str | None,
-    kind: str,
-    result_id: str,
-    missing: Callable[[str], ServiceError],
-) -> bytes:
-    """The stored sweep or stability run the caller holds, else ``missing(result_id)``
-    (a 404 that names the kind)."""
-    body = await held_result(engine, tenants, caller, kind, result_id)
-    if body is None:
-        raise missing(result_id)
-    return body
+    def respond(
+        self,
+        answer_id: str,
+        body: bytes,
+        cached: bool,
+        *,
+        accept: str | None,
+        extra: dict[str, str] | None = None,
+    ) -> Response:
+        """The answer as first answered, or on a hit as stored."""
+        if cached:
+            body = hit_form(answer_id, body)
+        return respond_answer(
+            answer_id,
+            body,
+            cached,
+            accept=accept,
+            table=lambda: self.table(orjson.loads(body)),
+            extra=extra,
+        )
+
+    async def held(
+        self, engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, answer_id: str
+    ) -> bytes:
+        """The stored document the caller holds, else its kind's 404."""
+        body = await held_result(engine, tenants, caller, self.kind, answer_id)
+        if body is None:
+            raise self.missing(answer_id)
+        return body
+
+    async def get(
+        self,
+        request: Request,
+        answer_id: str,
+        engine: BenchmarkEngine,
+        tenants: Tenancy,
+        caller: str | None,
+    ) -> Response:
+        """``GET /{id}``: the stored document as a hit."""
+        held = functools.partial(self.held, engine, tenants, caller, answer_id)
+        return await answer_stored(request, answer_id, held, self.respond)

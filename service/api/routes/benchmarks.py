@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,10 +15,16 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from service.api.answers import IMMUTABLE, REPRESENTATIONS, respond_answer
+from service.api.answers import (
+    IMMUTABLE,
+    answer_post,
+    answer_responses,
+    answer_stored,
+    respond_answer,
+)
 from service.api.auth import Caller
 from service.api.body import body_openapi
-from service.api.create import Kind, create, not_modified
+from service.api.create import Kind
 from service.api.deps import (
     PNG_TYPES,
     BenchmarkId,
@@ -107,22 +114,24 @@ EXAMPLES: dict[str, Any] = {
     },
 }
 
-BENCHMARK_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The benchmark's results (`X-Cache` says whether it was computed now).",
-        "content": {
-            "text/plain": {
-                "schema": {"type": "string"},
-                "example": "init\t\ttime\tinertia\thomo\tcompl\tv-meas\tARI\tAMI\tsilhouette\n",
-            }
-        },
+BENCHMARK_RESPONSE = answer_responses(
+    "benchmark",
+    "The benchmark's results (`X-Cache` says whether it was computed now).",
+    {
+        "schema": {"type": "string"},
+        "example": "init\t\ttime\tinertia\thomo\tcompl\tv-meas\tARI\tAMI\tsilhouette\n",
     },
-    304: {"description": "`If-None-Match` names this benchmark: the client has it."},
-}
+)
 
 
 def _respond(
-    entry: StoredBenchmark, *, cached: bool, accept: str | None, extra: dict[str, str] | None = None
+    answer_id: str,
+    entry: StoredBenchmark,
+    cached: bool,
+    /,
+    *,
+    accept: str | None,
+    extra: dict[str, str] | None = None,
 ) -> Response:
     def table() -> str:
         answer = entry.answer
@@ -231,13 +240,7 @@ async def create_benchmark(
     With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
     `Location: /v1/jobs/{id}`.
     """
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    return await create(
-        request,
-        _BenchmarkKind(engine, tenants, caller),
-        lambda _, entry, cached: _respond(entry, cached=cached, accept=accept),
-    )
+    return await answer_post(request, _BenchmarkKind(engine, tenants, caller), _respond)
 
 
 @router.get(
@@ -250,17 +253,8 @@ async def get_benchmark(
     benchmark_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The same body as the request that made the benchmark, from the cache."""
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    entry = await _held_entry(engine, tenants, caller, benchmark_id)
-    if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
-        return not_modified(benchmark_id)
-    return _respond(
-        entry,
-        cached=True,
-        accept=accept,
-        extra={"Cache-Control": IMMUTABLE},
-    )
+    held = functools.partial(_held_entry, engine, tenants, caller, benchmark_id)
+    return await answer_stored(request, benchmark_id, held, _respond)
 
 
 @router.get(

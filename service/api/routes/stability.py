@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -10,28 +9,24 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import stability
-from service.api.answers import IMMUTABLE, REPRESENTATIONS, held_document, respond_document
+from service.api.answers import DocumentKind, answer_post, answer_responses
 from service.api.auth import Caller
 from service.api.body import body_openapi
-from service.api.create import Stability, create, not_modified
+from service.api.create import Stability
 from service.api.deps import (
     BenchmarkId,
     Engine,
     Tenants,
     described_dataset,
-    etag_matches,
     html_page,
     html_response,
-    negotiate,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED
-from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion
 from service.report import render_stability_report
 from service.schemas import StabilityRequest, StabilityResult
-from service.tenants import Tenancy
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
@@ -53,26 +48,18 @@ EXAMPLES: dict[str, Any] = {
     },
 }
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Each strategy over the seeds (`X-Cache` says whether it was computed now).",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    },
-    304: {"description": "`If-None-Match` names this run: the client has it."},
-}
+RESPONSES = answer_responses(
+    "run",
+    "Each strategy over the seeds (`X-Cache` says whether it was computed now).",
+    {"schema": {"type": "string"}},
+)
 
 
-_respond = functools.partial(respond_document, table=stability.format_table)
-
-
-def _missing(result_id: str) -> StabilityNotFoundError:
-    return StabilityNotFoundError(f"no stability run with id {result_id}")
-
-
-async def _held(
-    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, result_id: str
-) -> bytes:
-    return await held_document(engine, tenants, caller, KIND, result_id, _missing)
+DOCUMENTS = DocumentKind(
+    KIND,
+    stability.format_table,
+    lambda answer_id: StabilityNotFoundError(f"no stability run with id {answer_id}"),
+)
 
 
 @router.post(
@@ -90,13 +77,7 @@ async def create_stability(
     With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
     `Location: /v1/jobs/{id}`.
     """
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    return await create(
-        request,
-        Stability(engine, tenants, caller),
-        functools.partial(_respond, accept=accept),
-    )
+    return await answer_post(request, Stability(engine, tenants, caller), DOCUMENTS.respond)
 
 
 @router.get(
@@ -109,12 +90,7 @@ async def get_stability(
     stability_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The same body as the request that made the run, from the cache."""
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    body = await _held(engine, tenants, caller, stability_id)
-    if etag_matches(request.headers.get("if-none-match"), f'"{stability_id}"'):
-        return not_modified(stability_id)
-    return _respond(stability_id, body, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
+    return await DOCUMENTS.get(request, stability_id, engine, tenants, caller)
 
 
 @router.get(
@@ -134,6 +110,6 @@ async def get_stability_report(
 ) -> Response:
     """The table of means ± standard deviations and the seeds' agreement, the dataset,
     parameters and versions, as one HTML page with no external URL."""
-    data = orjson.loads(await _held(engine, tenants, caller, stability_id))
+    data = orjson.loads(await DOCUMENTS.held(engine, tenants, caller, stability_id))
     described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
     return html_page(render_stability_report(data, described))

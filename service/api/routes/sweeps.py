@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -10,10 +9,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import sweeps, tasks
-from service.api.answers import IMMUTABLE, REPRESENTATIONS, held_document, respond_document
+from service.api.answers import IMMUTABLE, DocumentKind, answer_post, answer_responses
 from service.api.auth import Caller
 from service.api.body import body_openapi
-from service.api.create import Sweep, create, not_modified
+from service.api.create import Sweep
 from service.api.deps import (
     PNG_TYPES,
     BenchmarkId,
@@ -34,7 +33,7 @@ from service.questions import SweepQuestion
 from service.report import render_sweep_report
 from service.runtime import Progress
 from service.schemas import SweepRequest, SweepResult
-from service.tenants import SWEEP, Tenancy
+from service.tenants import SWEEP
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -62,27 +61,17 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The sweep (`X-Cache` says whether it was computed now); as "
-        "`text/plain`, a table of k x strategy x scores and each strategy's recommended k.",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
-    },
-    304: {"description": "`If-None-Match` names this sweep: the client has it."},
-}
+RESPONSES = answer_responses(
+    "sweep",
+    "The sweep (`X-Cache` says whether it was computed now); as "
+    "`text/plain`, a table of k x strategy x scores and each strategy's recommended k.",
+    {"schema": {"type": "string"}},
+)
 
 
-_respond = functools.partial(respond_document, table=sweeps.format_table)
-
-
-def _missing(result_id: str) -> SweepNotFoundError:
-    return SweepNotFoundError(f"no sweep with id {result_id}")
-
-
-async def _held(
-    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, result_id: str
-) -> bytes:
-    return await held_document(engine, tenants, caller, KIND, result_id, _missing)
+DOCUMENTS = DocumentKind(
+    KIND, sweeps.format_table, lambda answer_id: SweepNotFoundError(f"no sweep with id {answer_id}")
+)
 
 
 @router.post(
@@ -100,13 +89,7 @@ async def create_sweep(
     With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
     `Location: /v1/jobs/{id}`.
     """
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    return await create(
-        request,
-        Sweep(engine, tenants, caller),
-        functools.partial(_respond, accept=accept),
-    )
+    return await answer_post(request, Sweep(engine, tenants, caller), DOCUMENTS.respond)
 
 
 @router.get(
@@ -119,12 +102,7 @@ async def get_sweep(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The same body as the request that made the sweep, from the cache."""
-    accept = request.headers.get("accept")
-    negotiate(accept, REPRESENTATIONS)
-    body = await _held(engine, tenants, caller, sweep_id)
-    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
-        return not_modified(sweep_id)
-    return _respond(sweep_id, body, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
+    return await DOCUMENTS.get(request, sweep_id, engine, tenants, caller)
 
 
 @router.get(
@@ -145,7 +123,7 @@ async def get_sweep_plot(
 ) -> Response:
     """The scores against k, the k each criterion recommends marked."""
     media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
-    body = await _held(engine, tenants, caller, sweep_id)
+    body = await DOCUMENTS.held(engine, tenants, caller, sweep_id)
     headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
@@ -182,7 +160,7 @@ async def get_sweep_report(
 ) -> Response:
     """The recommended k, the scores against k (the same PNG as `plot.png`), the table,
     the dataset, parameters and versions, as one HTML page with no external URL."""
-    data = orjson.loads(await _held(engine, tenants, caller, sweep_id))
+    data = orjson.loads(await DOCUMENTS.held(engine, tenants, caller, sweep_id))
     png = await _plot(engine, sweep_id, data)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
     described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
