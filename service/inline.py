@@ -39,6 +39,7 @@ from service.schemas import (
     STRATEGY_TAGS,
     AnomaliesRequest,
     BenchmarkRequest,
+    Prediction,
     PredictRequest,
     StrategySpec,
 )
@@ -234,7 +235,8 @@ def predict_in_worker(body: bytes | Path, model: FittedModel, max_distances: int
     """
     request = validate(PredictRequest, _read(body))
     labels, distances = model.predict(_samples(request.X, model, max_distances))
-    return orjson.dumps({"labels": labels.tolist(), "distances": distances.tolist()})
+    answer = Prediction.model_validate({"labels": labels.tolist(), "distances": distances.tolist()})
+    return answer.model_dump_json().encode()
 
 
 def anomalies_in_worker(body: bytes | Path, model: FittedModel, max_distances: int) -> bytes:
@@ -250,6 +252,8 @@ def anomalies_in_worker(body: bytes | Path, model: FittedModel, max_distances: i
         {"label": label, "distance": distance, "is_anomaly": distance > threshold}
         for label, distance in zip(labels.tolist(), distances.tolist(), strict=True)
     ]
+    # The Anomalies model's JSON, written by orjson: validated row by row into the model,
+    # a million rows took 3.1 s where this takes 0.37 s (tests read it as the model).
     return orjson.dumps({"threshold": threshold, "rows": rows})
 
 

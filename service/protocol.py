@@ -31,9 +31,10 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.schemas import Problem
 
 PROBLEM_MEDIA_TYPE = b"application/problem+json"
 
@@ -45,9 +46,8 @@ HEALTH_PATHS = (b"/healthz", b"/readyz")
 
 def _problem(status: int, reason: str, detail: str, *, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 problem response that closes the connection."""
-    body = orjson.dumps(
-        {"type": "about:blank", "title": reason, "status": status, "detail": detail, "errors": []}
-    )
+    problem = Problem(type="about:blank", title=reason, status=status, detail=detail)
+    body = problem.model_dump_json().encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         f"content-type: {PROBLEM_MEDIA_TYPE.decode()}\r\n"

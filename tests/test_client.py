@@ -507,7 +507,7 @@ def test_the_client_reads_a_job_with_the_api_s_own_model(state: str) -> None:
         finished=1_800_000_002.0 if finished else None,
         error=problem_of(ComputeCancelledError("gone")) if state == "cancelled" else None,
     )
-    body = record.public()
+    body = orjson.loads(record.public().model_dump_json())
     job = Job.model_validate_json(orjson.dumps(body))
     assert job.state == state
     assert job.finished == (state in ("succeeded", "failed", "cancelled"))

@@ -194,3 +194,18 @@ def test_a_kinds_routes_answer_through_one_sequence() -> None:
             if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in steps:
                 callers[ast.unparse(node.func).split(".")[-1]].add(module_name(path))
     assert callers == {step: set() for step in steps}
+
+
+def test_every_answer_is_dumped_from_its_model() -> None:
+    # A response body is its response model's JSON (model_dump_json), not a dict dumped
+    # by hand: no module that answers HTTP calls orjson.dumps or JSONResponse, but
+    # api/docs.py, whose answer is the OpenAPI document itself.
+    answering = [*(ROOT / "api").rglob("*.py"), ROOT / "protocol.py"]
+    by_hand = {
+        module_name(path)
+        for path in answering
+        if path.name != "docs.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("orjson.dumps", "JSONResponse")
+    }
+    assert by_hand == set()

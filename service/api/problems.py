@@ -7,7 +7,6 @@ import sqlite3
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -16,6 +15,7 @@ from starlette.responses import Response
 
 from service.errors import InvalidRequestError, ServiceError, StorageError
 from service.inline import request_errors
+from service.schemas import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +31,14 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = {
-        "type": type_,
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "errors": errors or [],
-    }
-    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    body = Problem(
+        type=type_,
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=errors or [],
+    )
+    return Response(body.model_dump_json(), status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def service_problem(exc: ServiceError) -> Response:

@@ -22,7 +22,7 @@ import orjson
 from service import processes
 from service.errors import ComputeCancelledError, JobOrphanedError, ServiceError
 from service.questions import KINDS
-from service.schemas import FINISHED_STATES, JobState, iso_utc
+from service.schemas import FINISHED_STATES, Job, JobState
 from service.sqlite import Database, one_of, page_query
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
 """
 
 
-def _iso(moment: float | None) -> str | None:
-    return None if moment is None else iso_utc(datetime.fromtimestamp(moment, UTC))
+def _moment(moment: float | None) -> datetime | None:
+    return None if moment is None else datetime.fromtimestamp(moment, UTC)
 
 
 def problem_of(error: ServiceError) -> dict[str, Any]:
@@ -108,19 +108,22 @@ class JobRecord:
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
 
-    def public(self) -> dict[str, Any]:
-        """The job as the API shows it."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "state": self.state,
-            "progress": {"done": self.done, "total": self.total, "stage": self.stage},
-            "created_at": _iso(self.created),
-            "started_at": _iso(self.started),
-            "finished_at": _iso(self.finished),
-            "result_url": self.result_url if self.state == JobState.SUCCEEDED else None,
-            "error": self.error,
-        }
+    def public(self) -> Job:
+        """The job as the API shows it (a kind this version does not know as null: the
+        record of a job a newer version started, failed here)."""
+        return Job.model_validate(
+            {
+                "id": self.id,
+                "kind": self.kind if self.kind in KINDS else None,
+                "state": self.state,
+                "progress": {"done": self.done, "total": self.total, "stage": self.stage},
+                "created_at": _moment(self.created),
+                "started_at": _moment(self.started),
+                "finished_at": _moment(self.finished),
+                "result_url": self.result_url if self.state == JobState.SUCCEEDED else None,
+                "error": self.error,
+            }
+        )
 
     @property
     def result_url(self) -> str | None:

@@ -20,6 +20,7 @@ from service.errors import JobFinishedError
 from service.jobs.manager import JobManager
 from service.jobs.records import STALE_S, JobRecord, JobStore, owner_alive
 from service.jobs.runner import Running
+from service.schemas import Job, JobList
 from tests.conftest import make_settings, serve
 from tests.scaleout import Backend
 
@@ -183,6 +184,32 @@ async def test_start_up_runs_orphaned_jobs_again_or_says_why_not(
         assert changed["error"]["type"].endswith("job-orphaned")
         assert "versions" in changed["error"]["detail"]
         assert (await client.get(f"/v1/jobs/{alive.id}")).json()["state"] == "queued"
+
+
+async def test_a_job_of_a_kind_this_version_does_not_know_is_failed_and_answered(
+    tmp_path: Path, backend: Backend
+) -> None:
+    # Check that a job a newer version left running (a kind this one does not know) is
+    # failed at start-up with the reason, and answered as a Job the contract allows
+    # (its kind null), in the job, the list and the event stream.
+    store = backend.jobs()
+    job, _ = store.create_or_join(
+        kind="clustering-of-tomorrow",
+        key="3" * 64,
+        request={},
+        total=1,
+        owner=f"999999999-gone@{socket.gethostname()}",
+        alive=lambda _: True,
+    )
+    async with serve(make_settings(tmp_path, workers=1, **backend.settings())) as client:
+        failed = await finished(client, job.id)
+        assert Job.model_validate(failed).kind is None
+        assert failed["error"]["type"].endswith("job-orphaned")
+        assert "does not know its kind 'clustering-of-tomorrow'" in failed["error"]["detail"]
+        listed = JobList.model_validate((await client.get("/v1/jobs")).json())
+        assert [j.id for j in listed.jobs] == [job.id]
+        events = await client.get(f"/v1/jobs/{job.id}/events")
+        assert Job.model_validate_json(events.text.split("data: ")[1].split("\r\n")[0]).kind is None
 
 
 def test_a_job_of_another_host_lives_by_its_heartbeat() -> None:

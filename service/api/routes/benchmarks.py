@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -46,7 +45,15 @@ from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, Invalid
 from service.questions import BenchmarkQuestion
 from service.report import render_report
 from service.result_backend import ResultCache
-from service.schemas import BenchmarkList, BenchmarkRequest, BenchmarkResult, StrategyName
+from service.schemas import (
+    BenchmarkList,
+    BenchmarkRequest,
+    BenchmarkResult,
+    BenchmarkSummary,
+    DatasetRef,
+    StrategyName,
+    iso_utc,
+)
 from service.store import StoredBenchmark
 from service.tenants import BENCHMARK, Tenancy
 
@@ -315,21 +322,17 @@ def _before(cursor: str) -> tuple[float, str]:
         ) from None
 
 
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
-def _summary(entry: StoredBenchmark, created: float) -> dict[str, Any]:
+def _summary(entry: StoredBenchmark, created: float) -> BenchmarkSummary:
     answer = entry.answer
-    return {
-        "id": entry.id,
-        "dataset": {"id": answer.dataset.id, "name": answer.dataset.name},
-        "n_clusters": answer.n_clusters,
-        "strategies": [r.init for r in answer.results],
-        "created_at": _iso(created),
-        "plot_url": answer.plot_url,
-        "url": f"/v1/benchmarks/{entry.id}",
-    }
+    return BenchmarkSummary(
+        id=entry.id,
+        dataset=DatasetRef(id=answer.dataset.id, name=answer.dataset.name),
+        n_clusters=answer.n_clusters,
+        strategies=[r.init for r in answer.results],
+        created_at=iso_utc(datetime.fromtimestamp(created, UTC)),
+        plot_url=answer.plot_url,
+        url=f"/v1/benchmarks/{entry.id}",
+    )
 
 
 @router.get(
@@ -354,7 +357,7 @@ async def list_benchmarks(
     among = None if caller is None else await tenants.held_benchmarks(caller)
     results: ResultCache = engine.results
 
-    def read() -> tuple[list[dict[str, Any]], str | None]:
+    def read() -> tuple[list[BenchmarkSummary], str | None]:
         page = results.page(limit=limit + 1, before=before, among=among)
         more = len(page) > limit
         page = page[:limit]
@@ -366,8 +369,8 @@ async def list_benchmarks(
         return items, _cursor(*page[-1][::-1]) if more else None
 
     items, next_cursor = await to_thread.run_sync(read)
-    body = {"benchmarks": items, "next_cursor": next_cursor}
-    return Response(orjson.dumps(body), media_type="application/json")
+    body = BenchmarkList(benchmarks=items, next_cursor=next_cursor)
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 async def _shared_models(

@@ -6,9 +6,9 @@ import pathlib
 import shutil
 from typing import Annotated, Any
 
-import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -74,8 +74,10 @@ UPLOAD_BODY: dict[str, Any] = {
 SUPPORTED = ", ".join([*MEDIA_TYPES, "multipart/form-data"])
 
 
-def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(value), status, headers=headers, media_type="application/json")
+def _json(answer: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # Unset fields stay out: a dense dataset's answer has no density.
+    body = answer.model_dump_json(exclude_unset=True)
+    return Response(body, status, headers=headers, media_type="application/json")
 
 
 async def _spool(request: Request, path: pathlib.Path) -> tuple[str, str | None]:
@@ -191,7 +193,7 @@ async def upload_dataset(
             created = upload.created
     [described] = await tenants.described(caller, [upload.info])
     return _json(
-        {**described, "warnings": upload.warnings},
+        DatasetInfoSchema.model_validate({**described, "warnings": upload.warnings}),
         201 if created else 200,
         headers={"Location": f"/v1/datasets/{upload.info.id}"},
     )
@@ -217,7 +219,7 @@ async def list_datasets(engine: Engine, caller: Caller, tenants: Tenants) -> Res
         return found
 
     infos = await to_thread.run_sync(collect)
-    return _json({"datasets": await tenants.described(caller, infos)})
+    return _json(DatasetList.model_validate({"datasets": await tenants.described(caller, infos)}))
 
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (sha256, hex).")]
@@ -236,7 +238,7 @@ async def get_dataset(
     if not await tenants.may_use_dataset(caller, dataset_id, use=False):
         raise DatasetNotFoundError(f"no dataset with id {dataset_id}")
     [described] = await tenants.described(caller, [engine.datasets.get(dataset_id)])
-    return _json(described)
+    return _json(DatasetInfoSchema.model_validate(described))
 
 
 @router.delete(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.api.deps import Engine, problems
 from service.api.problems import problem_response
@@ -22,12 +22,13 @@ router = APIRouter(tags=["operations"])
 RETRY_SOON = {"Retry-After": "5"}
 # The longest /readyz waits for the store's answer (its probe waits 1 s for a lock).
 READY_CHECK_S = 3.0
+OK = Health(status="ok").model_dump_json()
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
 async def healthz() -> Response:
     """200 while the process runs."""
-    return JSONResponse({"status": "ok"})
+    return Response(OK, media_type="application/json")
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
@@ -51,7 +52,7 @@ async def readyz(request: Request, engine: Engine) -> Response:
     if not engine.executor.healthy:
         problem = getattr(engine.executor, "problem", None) or "the executor is not running"
         return problem_response(503, problem, headers=RETRY_SOON)
-    return JSONResponse({"status": "ok"})
+    return Response(OK, media_type="application/json")
 
 
 @router.get(

@@ -67,7 +67,7 @@ def prefers_async(request: Request) -> bool:
 
 def _json(job: JobRecord, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(job.public()), status, headers=headers, media_type="application/json"
+        job.public().model_dump_json(), status, headers=headers, media_type="application/json"
     )
 
 
@@ -150,11 +150,10 @@ async def list_jobs(
     page = await jobs.page(state=state, limit=limit + 1, before=before, among=among)
     more = len(page) > limit
     page = page[:limit]
-    body = {
-        "jobs": [job.public() for job in page],
-        "next_cursor": _cursor(page[-1].seq) if more else None,
-    }
-    return Response(orjson.dumps(body), media_type="application/json")
+    body = JobList(
+        jobs=[job.public() for job in page], next_cursor=_cursor(page[-1].seq) if more else None
+    )
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -218,7 +217,7 @@ async def job_events(
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for job in jobs.watch(job_id):
             yield ServerSentEvent(
-                data=orjson.dumps(job.public()).decode(),
+                data=job.public().model_dump_json(),
                 event=job.state if job.is_finished else "progress",
             )
 

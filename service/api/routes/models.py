@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path as FilePath
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
@@ -33,11 +32,11 @@ ONNX_MEDIA_TYPE = "application/octet-stream"
 ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="A model id from a benchmark.")]
 
 
-def _describe(model_id: str, model: FittedModel) -> bytes:
+def _describe(model_id: str, model: FittedModel) -> ModelInfo:
     scaler = None
     if model.scaler_mean is not None and model.scaler_scale is not None:
         scaler = {"mean": model.scaler_mean.tolist(), "scale": model.scaler_scale.tolist()}
-    return orjson.dumps(
+    return ModelInfo.model_validate(
         {
             "model_id": model_id,
             "init": model.init,
@@ -91,7 +90,8 @@ async def get_model(
     headers = {"ETag": f'"{model_id}"'}
     if etag_matches(request.headers.get("if-none-match"), f'"{model_id}"'):
         return Response(status_code=304, headers=headers)
-    return Response(_describe(model_id, model), headers=headers, media_type="application/json")
+    body = _describe(model_id, model).model_dump_json()
+    return Response(body, headers=headers, media_type="application/json")
 
 
 @router.post(
