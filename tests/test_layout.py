@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import service
@@ -209,3 +210,20 @@ def test_every_answer_is_dumped_from_its_model() -> None:
         if isinstance(node, ast.Call) and ast.unparse(node.func) in ("orjson.dumps", "JSONResponse")
     }
     assert by_hand == set()
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    # README "Layout" is the map of the package: each module, and each package's folder,
+    # is named there, so that a module added or moved shows on the map.
+    readme = (ROOT.parent / "README.md").read_text()
+    layout = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", layout))
+    unnamed = set()
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        if path.name == "__init__.py":
+            if relative.parent.parts and f"{relative.parent.as_posix()}/" not in named:
+                unnamed.add(f"{relative.parent.as_posix()}/")
+        elif path.name not in named and relative.as_posix() not in named:
+            unnamed.add(relative.as_posix())
+    assert unnamed == set()
