@@ -16,9 +16,16 @@ from service.params import (
     KMeansParams,
     LaterParams,
     StrategyName,
-    StrategySpec,
 )
-from service.schemas.common import STRICT, Label, LeftOut, Matrix, ResultWarnings
+from service.schemas.common import (
+    STRICT,
+    Label,
+    LeftOut,
+    Matrix,
+    ResultWarnings,
+    check_source,
+    named_strategies,
+)
 from service.schemas.datasets import DatasetRef, DatasetSummary
 
 
@@ -67,33 +74,19 @@ class BenchmarkRequest(KMeansParams, BenchmarkSource):
 
     @model_validator(mode="after")
     def _check_source(self) -> BenchmarkRequest:
-        if self.X is not None and self.dataset is not None:
-            raise ValueError("give either `dataset` or inline `X`, not both")
-        if self.y is not None and self.X is None:
-            raise ValueError("`y` labels inline `X`; it cannot be given without `X`")
-        seen: set[str] = set()
-        for item in self.strategies:
-            name = item if isinstance(item, str) else item.init
-            if name in seen:
-                raise ValueError(f"strategy {name!r} is listed twice")
-            seen.add(name)
-            if name == "custom" and isinstance(item, str):
+        check_source(self.X, self.dataset, self.y)
+        for name, spec in named_strategies(self.strategies):
+            if name == "custom" and spec is None:
                 raise ValueError(
                     'strategy \'custom\' is an object: {"init": "custom", "centers": [[...]]}'
                 )
-            if isinstance(item, StrategySpec):
-                if name == "custom" and item.centers is None:
+            if spec is not None:
+                if name == "custom" and spec.centers is None:
                     raise ValueError(
                         "strategy 'custom' needs `centers`: n_clusters rows of n_features"
                     )
-                if name != "custom" and item.centers is not None:
+                if name != "custom" and spec.centers is not None:
                     raise ValueError(f"`centers` belong to strategy 'custom', not {name!r}")
-            if (
-                name in ("pca", "custom")
-                and isinstance(item, StrategySpec)
-                and item.n_init not in (None, 1)
-            ):
-                raise ValueError(f"strategy {name!r} starts from fixed centres: n_init must be 1")
         return self
 
 

@@ -3,6 +3,7 @@ problem and health bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
 
 from service.params import (
     StrategyName,
+    StrategySpec,
 )
 
 # strict: a JSON string such as "1.5" is not a number; NaN and infinity are refused.
@@ -125,3 +127,33 @@ def hit_form(answer_id: str, stored: bytes) -> bytes:
     if stored.startswith(first):
         return b'{"id":"' + answer_id.encode() + b'","cached":true' + stored[len(first) :]
     return stored
+
+
+def check_source(X: object, dataset: str | None, y: object) -> None:
+    """A request's data: inline ``X`` or a ``dataset``, not both; ``y`` only with ``X``."""
+    if X is not None and dataset is not None:
+        raise ValueError("give either `dataset` or inline `X`, not both")
+    if y is not None and X is None:
+        raise ValueError("`y` labels inline `X`; it cannot be given without `X`")
+
+
+# Strategies that start from fixed centres: one run is all they can make.
+FIXED_CENTRES = ("pca", "custom")
+
+
+def named_strategies(
+    strategies: Iterable[StrategyName | StrategySpec],
+) -> Iterator[tuple[str, StrategySpec | None]]:
+    """Each strategy's name and its spec (None for a bare name), in order; one named
+    twice is refused when it is reached, and so is an ``n_init`` other than 1 for a
+    strategy that starts from fixed centres, once the caller has checked the rest."""
+    seen: set[str] = set()
+    for item in strategies:
+        name = item if isinstance(item, str) else item.init
+        if name in seen:
+            raise ValueError(f"strategy {name!r} is listed twice")
+        seen.add(name)
+        spec = item if isinstance(item, StrategySpec) else None
+        yield name, spec
+        if name in FIXED_CENTRES and spec is not None and spec.n_init not in (None, 1):
+            raise ValueError(f"strategy {name!r} starts from fixed centres: n_init must be 1")

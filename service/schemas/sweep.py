@@ -19,7 +19,14 @@ from service.params import (
     StrategySpec,
 )
 from service.schemas.benchmark import StrategyParams
-from service.schemas.common import STRICT, Label, Matrix, ResultWarnings
+from service.schemas.common import (
+    STRICT,
+    Label,
+    Matrix,
+    ResultWarnings,
+    check_source,
+    named_strategies,
+)
 from service.schemas.datasets import DatasetSummary
 
 # -- Choosing k ----------------------------------------------------------------------
@@ -75,10 +82,7 @@ class SweepRequest(FitParams, SweepSource):
 
     @model_validator(mode="after")
     def _check(self) -> SweepRequest:
-        if self.X is not None and self.dataset is not None:
-            raise ValueError("give either `dataset` or inline `X`, not both")
-        if self.y is not None and self.X is None:
-            raise ValueError("`y` labels inline `X`; it cannot be given without `X`")
+        check_source(self.X, self.dataset, self.y)
         count = (
             len(set(self.k))
             if isinstance(self.k, list)
@@ -88,19 +92,12 @@ class SweepRequest(FitParams, SweepSource):
             raise ValueError("k is empty: give at least one value")
         if count > MAX_K_VALUES:
             raise ValueError(f"k has {count} values; a sweep takes at most {MAX_K_VALUES}")
-        seen: set[str] = set()
-        for item in self.strategies:
-            name = item if isinstance(item, str) else item.init
-            if name in seen:
-                raise ValueError(f"strategy {name!r} is listed twice")
-            seen.add(name)
-            if isinstance(item, StrategySpec) and item.centers is not None:
+        for _, spec in named_strategies(self.strategies):
+            if spec is not None and spec.centers is not None:
                 # Refused here, in the worker decoding a large body: never sent back.
                 raise ValueError(
                     "a sweep cannot use strategy 'custom' or `centers`: centres fit one k only"
                 )
-            if name == "pca" and isinstance(item, StrategySpec) and item.n_init not in (None, 1):
-                raise ValueError("strategy 'pca' starts from fixed centres: n_init must be 1")
         return self
 
     def k_list(self) -> list[int] | None:
