@@ -14,7 +14,10 @@ import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
 
 from service import benchmark as bm
 from service import stability, sweeps, tasks
@@ -125,8 +128,24 @@ class _Document:
         )
 
     async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
-        """The answer's JSON as first answered and as stored (:func:`answer_forms`), one
-        executor task per step, ``report`` hearing each."""
+        """The answer's JSON as first answered and as stored (:func:`answer_forms`): one
+        executor task per step, ``report`` hearing each, then the answer assembled."""
+        steps = self.plan(*engine.datasets.files(self.dataset))
+        results = await engine.run_steps(self.dataset, steps, self.seconds, report)
+        report(len(steps), len(steps), "storing")
+        return answer_forms(await self.answer(engine, results))
+
+    def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
+        """The steps, each a worker task on the stored data's files."""
+        raise NotImplementedError
+
+    @staticmethod
+    def seconds(result: Any) -> float:
+        """The fit seconds a step's result took (its pace, for the others' estimate)."""
+        raise NotImplementedError
+
+    async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
+        """The answer's model, assembled from the steps' results."""
         raise NotImplementedError
 
 
@@ -146,10 +165,9 @@ class SweepQuestion(_Document):
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
 
-    async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
-        X_path, y_path = engine.datasets.files(self.dataset)
+    def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
         strategies = self.params.strategies
-        steps = [
+        return [
             Step(
                 f"k={k} {strategies[index].init}",
                 tasks.run_step_from_files,
@@ -157,8 +175,12 @@ class SweepQuestion(_Document):
             )
             for k, index in sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing))
         ]
-        rows = await engine.run_steps(self.dataset, steps, lambda row: row["fit_time"], report)
-        report(len(steps), len(steps), "storing")
+
+    @staticmethod
+    def seconds(result: Any) -> float:
+        return float(result["fit_time"])
+
+    async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
         missing = self.params.missing
         # The elbow's kneed loads scipy and matplotlib: assembled where the steps ran, not
         # in the API process (README "Performance").
@@ -167,10 +189,10 @@ class SweepQuestion(_Document):
             self.id,
             self.dataset.public(missing),
             self.params,
-            rows,
+            results,
             self.dataset.fit_shape(missing),
         )
-        return answer_forms(SweepResult.model_validate(body))
+        return SweepResult.model_validate(body)
 
 
 @dataclass(frozen=True)
@@ -193,14 +215,17 @@ class StabilityQuestion(_Document):
             "seeds": list(self.params.seeds),
         }
 
-    async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
-        X_path, y_path = engine.datasets.files(self.dataset)
-        steps = [
+    def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
+        return [
             Step(strategy.init, tasks.run_seeds_from_files, (X_path, y_path, self.params, i))
             for i, strategy in enumerate(self.params.benchmark.strategies)
         ]
-        results = await engine.run_steps(self.dataset, steps, _seconds_over_seeds, report)
-        report(len(steps), len(steps), "storing")
+
+    @staticmethod
+    def seconds(result: Any) -> float:
+        return float(sum(row["fit_time"] for row in result["per_seed"]))
+
+    async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
         missing = self.params.benchmark.missing
         body = stability.build_body(
             self.id,
@@ -209,11 +234,7 @@ class StabilityQuestion(_Document):
             results,
             self.dataset.fit_shape(missing),
         )
-        return answer_forms(StabilityResult.model_validate(body))
-
-
-def _seconds_over_seeds(result: dict[str, Any]) -> float:
-    return float(sum(row["fit_time"] for row in result["per_seed"]))
+        return StabilityResult.model_validate(body)
 
 
 def resolve_sweep(request: SweepRequest, dataset: DatasetInfo) -> SweepQuestion:
