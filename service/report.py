@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from string import Template
 from typing import Any
 
+from pydantic import BaseModel
+
 from service import stability, sweeps
 from service.benchmark import TABLE_NAMES
 from service.plot_text import subject
+from service.schemas import BenchmarkResult, StabilityResult, StrategyResult, SweepResult
+
+# What a report page shows: an answer of one of the three kinds.
+Answer = BenchmarkResult | SweepResult | StabilityResult
 
 # Nothing but the page itself, its inline style and its data: images.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -54,7 +60,7 @@ $sections
 
 
 def _page(
-    data: dict[str, Any],
+    answer: Answer,
     described: dict[str, Any] | None,
     *,
     what: str,
@@ -62,24 +68,24 @@ def _page(
     sections: list[str],
     params: dict[str, Any],
 ) -> str:
-    """The page of a result's JSON body ``data``: ``sections`` (HTML already escaped),
-    then its dataset (:func:`dataset_shown`), ``params`` and versions. ``what`` names the
-    result ("Sweep"), ``heading`` what was done ("Choosing k"), both plain text."""
-    dataset = dataset_shown(data, described)
+    """The page of an answer: ``sections`` (HTML already escaped), then its dataset
+    (:func:`dataset_shown`), ``params`` and versions. ``what`` names the result
+    ("Sweep"), ``heading`` what was done ("Choosing k"), both plain text."""
+    dataset = dataset_shown(answer, described)
     name = subject(dataset["name"], dataset["id"])
     appendix = [
         _section("Dataset", f'<table id="dataset" class="pairs">\n{_pairs(dataset)}\n</table>'),
         _section("Parameters", f'<table id="params" class="pairs">\n{_pairs(params)}\n</table>'),
         _section(
             "Versions",
-            f'<table id="versions" class="pairs">\n{_pairs(data["versions"])}\n</table>',
+            f'<table id="versions" class="pairs">\n{_pairs(answer.versions)}\n</table>',
         ),
     ]
     return PAGE.substitute(
-        title=html.escape(f"{what} {data['id'][:12]} on {name}"),
+        title=html.escape(f"{what} {answer.id[:12]} on {name}"),
         heading=html.escape(f"{heading} on {name}"),
         what=html.escape(what),
-        id=html.escape(data["id"]),
+        id=html.escape(answer.id),
         sections="\n".join(s for s in [*sections, *appendix] if s),
     )
 
@@ -132,18 +138,18 @@ SCORE_SPACES = {
 }
 
 
-def _score_space(data: dict[str, Any]) -> str:
-    space = data.get("score_space", "input")
+def _score_space(answer: Answer) -> str:
+    space = answer.score_space
     return (
         "<p>Silhouette, Davies-Bouldin and Calinski-Harabasz are measured "
         f'<span id="score-space">{html.escape(SCORE_SPACES.get(space, space))}</span>.</p>'
     )
 
 
-def dataset_shown(data: dict[str, Any], described: dict[str, Any] | None) -> dict[str, Any]:
-    """A result's dataset summary, with the name, format and column names the caller
+def dataset_shown(answer: Answer, described: dict[str, Any] | None) -> dict[str, Any]:
+    """An answer's dataset summary, with the name, format and column names the caller
     gave it (``described``: as ``GET /v1/datasets/{id}`` answers; None once deleted)."""
-    shown = dict(data["dataset"])
+    shown = _fields(answer.dataset)
     if described is not None:
         shown["name"] = described.get("name") or shown.get("name")
         shown["format"] = described.get("format")
@@ -172,11 +178,18 @@ def _pairs(items: dict[str, Any]) -> str:
     )
 
 
-def result_cells(result: dict[str, Any]) -> list[str]:
+def _fields(model: BaseModel) -> dict[str, Any]:
+    """A model's fields as its stored answer has them (JSON values; a field the answer
+    was stored without stays out), for a table of pairs."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def result_cells(result: StrategyResult) -> list[str]:
     """One strategy's row as the seed's table prints it (unescaped)."""
-    scores = ["-" if result[k] is None else f"{result[k]:.3f}" for k in SCORES]
-    name = TABLE_NAMES.get(result["init"], result["init"])
-    return [name, f"{result['fit_time']:.3f}s", f"{result['inertia']:.0f}", *scores]
+    values = [getattr(result, k) for k in SCORES]
+    scores = ["-" if v is None else f"{v:.3f}" for v in values]
+    name = TABLE_NAMES.get(result.init, result.init)
+    return [name, f"{result.fit_time:.3f}s", f"{result.inertia:.0f}", *scores]
 
 
 def profile_table(clusters: list[dict[str, Any]]) -> list[list[str]]:
@@ -220,18 +233,18 @@ def _profiles(profiles: dict[str, list[dict[str, Any]] | None]) -> str:
 
 
 def render_report(
-    data: dict[str, Any],
+    answer: BenchmarkResult,
     png: bytes | None,
     described: dict[str, Any] | None = None,
     profiles: dict[str, list[dict[str, Any]] | None] | None = None,
 ) -> str:
-    """The page of a benchmark's JSON body ``data`` and its plot ``png`` (None: data
+    """The page of a benchmark's answer and its plot ``png`` (None: data
     with one feature has no plot); ``described`` as for :func:`dataset_shown`;
     ``profiles`` are each strategy's cluster profiles
     (:meth:`service.benchmark.FittedModel.profiles`), by its init."""
     warnings = [
-        *data.get("warnings", []),
-        *(f"{r['init']}: {w}" for r in data["results"] for w in r.get("warnings", [])),
+        *answer.warnings,
+        *(f"{r.init}: {w}" for r in answer.results for w in r.warnings),
     ]
     plot = _plot(
         png,
@@ -239,42 +252,42 @@ def render_report(
         "No plot: the data has one feature.",
     )
     return _page(
-        data,
+        answer,
         described,
         what="Benchmark",
         heading="K-Means benchmark",
         sections=[
             _section(
                 "Results",
-                _table("results", HEADERS, [result_cells(r) for r in data["results"]])
+                _table("results", HEADERS, [result_cells(r) for r in answer.results])
                 + "\n"
-                + _score_space(data),
+                + _score_space(answer),
             ),
             _warnings(warnings),
             _section("Decision boundaries", plot),
             _profiles(profiles or {}),
         ],
-        params={"n_clusters": data["n_clusters"], **data["params"]},
+        params={"n_clusters": answer.n_clusters, **_fields(answer.params)},
     )
 
 
 def render_sweep_report(
-    data: dict[str, Any], png: bytes, described: dict[str, Any] | None = None
+    answer: SweepResult, png: bytes, described: dict[str, Any] | None = None
 ) -> str:
-    """The page of a sweep's JSON body ``data`` and its plot ``png``: each strategy's
+    """The page of a sweep's answer and its plot ``png``: each strategy's
     recommended k, the plot, the scores of each (k, strategy), the dataset and
     parameters."""
     recommended = _table(
-        "recommended", ("strategy", *sweeps.RECOMMENDED), sweeps.recommended_cells(data)
+        "recommended", ("strategy", *sweeps.RECOMMENDED), sweeps.recommended_cells(answer)
     )
     results = _table(
         "results",
         sweeps.TABLE_HEADER,
-        [sweeps.row_cells(r) for r in data["results"]],
+        [sweeps.row_cells(r) for r in answer.results],
         text_columns=(1,),
     )
     return _page(
-        data,
+        answer,
         described,
         what="Sweep",
         heading="Choosing k",
@@ -289,34 +302,36 @@ def render_sweep_report(
                 "Results",
                 results
                 + "\n<p>DB: Davies-Bouldin (lower is better); CH: Calinski-Harabasz.</p>\n"
-                + _score_space(data),
+                + _score_space(answer),
             ),
-            _warnings(sweeps.all_warnings(data)),
+            _warnings(sweeps.all_warnings(answer)),
         ],
-        params=data["params"],
+        params=_fields(answer.params),
     )
 
 
-def render_stability_report(data: dict[str, Any], described: dict[str, Any] | None = None) -> str:
-    """The page of a stability run's JSON body ``data``: each strategy's mean ± standard
+def render_stability_report(
+    answer: StabilityResult, described: dict[str, Any] | None = None
+) -> str:
+    """The page of a stability run's answer: each strategy's mean ± standard
     deviation over the seeds, their agreement, the dataset and parameters."""
-    seeds = data["params"]["seeds"]
+    seeds = answer.params.seeds
     summary = (
         f"<p>{len(seeds)} seed(s): <code>random_state</code> in {html.escape(str(seeds))}; "
         "mean ± standard deviation over the seeds, and the mean / minimum adjusted Rand "
         "index between the seeds' labelings.</p>"
     )
     results = _table(
-        "results", stability.TABLE_HEADER, [stability.row_cells(r) for r in data["results"]]
+        "results", stability.TABLE_HEADER, [stability.row_cells(r) for r in answer.results]
     )
     return _page(
-        data,
+        answer,
         described,
         what="Stability run",
         heading="Seed stability",
         sections=[
-            _section("Results", f"{summary}\n{results}\n{_score_space(data)}"),
-            _warnings(stability.all_warnings(data)),
+            _section("Results", f"{summary}\n{results}\n{_score_space(answer)}"),
+            _warnings(stability.all_warnings(answer)),
         ],
-        params={"n_clusters": data["n_clusters"], **data["params"]},
+        params={"n_clusters": answer.n_clusters, **_fields(answer.params)},
     )

@@ -23,10 +23,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
 
 from service.benchmark import DEFAULT_ESTIMATOR, FittedModel
 from service.cache_db import CorruptPayloadError, sha256
@@ -58,7 +56,6 @@ class StoredBenchmark:
     models: dict[str, FittedModel] = field(default_factory=dict)
     first_body: bytes | None = None
     _answer: BenchmarkResult | None = field(default=None, repr=False)
-    _parsed: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_answer(
@@ -93,13 +90,6 @@ class StoredBenchmark:
         if self._answer is None:
             self._answer = BenchmarkResult.model_validate_json(self.hit_body)
         return self._answer
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The stored answer as plain JSON values, for the HTML report's template."""
-        if self._parsed is None:
-            self._parsed = orjson.loads(self.hit_body)
-        return self._parsed
 
 
 def model_to_bytes(model: FittedModel) -> bytes:

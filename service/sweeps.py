@@ -39,6 +39,8 @@ from service.params import FitParams, fit_form
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from service.schemas.sweep import SweepPoint, SweepResult
+
 DEFAULT_K = tuple(range(2, 11))
 SCORE_SPACE: bm.ScoreSpace = "clustered"
 # Salted into the id, so that no answer computed before is served as a new one: 2 since
@@ -290,55 +292,55 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def row_cells(row: dict[str, Any]) -> list[str]:
+def row_cells(row: SweepPoint) -> list[str]:
     """One (k, strategy) of a sweep as the table prints it (unescaped)."""
     return [
-        str(row["k"]),
-        f"{bm.TABLE_NAMES.get(row['init'], row['init']):9s}",
-        f"{row['fit_time']:.3f}s",
-        f"{row['inertia']:.0f}",
-        _number(row["silhouette"]),
-        _number(row["davies_bouldin"]),
-        _number(row["calinski_harabasz"], 1),
-        *(_number(row[name]) for name in LABEL_SCORES),
+        str(row.k),
+        f"{bm.TABLE_NAMES.get(row.init, row.init):9s}",
+        f"{row.fit_time:.3f}s",
+        f"{row.inertia:.0f}",
+        _number(row.silhouette),
+        _number(row.davies_bouldin),
+        _number(row.calinski_harabasz, 1),
+        *(_number(getattr(row, name)) for name in LABEL_SCORES),
     ]
 
 
-def recommended_cells(body: dict[str, Any]) -> list[list[str]]:
+def recommended_cells(answer: SweepResult) -> list[list[str]]:
     """Each strategy's recommended k, one row per strategy: its name (the first one's
     marked as the top-level ``recommended_k``), then one k per :data:`RECOMMENDED`."""
     return [
         [
             init + (" (recommended_k)" if i == 0 else ""),
-            *("-" if picks[name] is None else str(picks[name]) for name in RECOMMENDED),
+            *("-" if (k := getattr(picks, name)) is None else str(k) for name in RECOMMENDED),
         ]
-        for i, (init, picks) in enumerate(body["recommended_k_by_strategy"].items())
+        for i, (init, picks) in enumerate(answer.recommended_k_by_strategy.items())
     ]
 
 
-def all_warnings(body: dict[str, Any]) -> list[str]:
+def all_warnings(answer: SweepResult) -> list[str]:
     """The answer's warnings, then each step's, prefixed with its k and strategy."""
     return [
-        *body["warnings"],
-        *(f"k={r['k']}, {r['init']}: {w}" for r in body["results"] for w in r["warnings"]),
+        *answer.warnings,
+        *(f"k={r.k}, {r.init}: {w}" for r in answer.results for w in r.warnings),
     ]
 
 
-def format_table(body: dict[str, Any]) -> str:
+def format_table(answer: SweepResult) -> str:
     """A sweep as text: a line saying where the internal scores were measured, the table
     (k x strategy x scores; DB is Davies-Bouldin, CH Calinski-Harabasz), each strategy's
     recommended k, and the warnings."""
-    params = body["params"]
+    params = answer.params
     lines = [
-        f"k in {params['k']}, estimator {params['estimator']}; silhouette, DB and CH "
-        f"measured in the {body['score_space']} space",
+        f"k in {params.k}, estimator {params.estimator}; silhouette, DB and CH "
+        f"measured in the {answer.score_space} space",
         TABLE_RULE,
         "\t".join(TABLE_HEADER),
-        *("\t".join(row_cells(r)) for r in body["results"]),
+        *("\t".join(row_cells(r)) for r in answer.results),
         TABLE_RULE,
         "recommended k\t" + "\t".join(RECOMMENDED),
-        *("\t".join(cells) for cells in recommended_cells(body)),
-        *(f"warning: {w}" for w in all_warnings(body)),
+        *("\t".join(cells) for cells in recommended_cells(answer)),
+        *(f"warning: {w}" for w in all_warnings(answer)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -355,17 +357,17 @@ PANEL_SIZE_IN = 4.0
 DPI = 100
 
 
-def render_sweep(body: dict[str, Any]) -> bytes:
+def render_sweep(answer: SweepResult) -> bytes:
     """The scores of a sweep against k as PNG bytes, each strategy's recommended k marked
     (:func:`compose_sweep`)."""
-    figure = compose_sweep(body)
+    figure = compose_sweep(answer)
     buffer = io.BytesIO()
     figure.canvas.print_png(buffer, metadata={"Software": None})  # type: ignore[attr-defined]
     return buffer.getvalue()
 
 
-def compose_sweep(body: dict[str, Any]) -> Figure:
-    """The figure of a sweep's JSON body: one panel per criterion, the scores against k,
+def compose_sweep(answer: SweepResult) -> Figure:
+    """The figure of a sweep's answer: one panel per criterion, the scores against k,
     one line per strategy and a dashed line at each strategy's recommended k.
 
     matplotlib's object API with the Agg canvas only (never pyplot), titles drawn as
@@ -379,35 +381,37 @@ def compose_sweep(body: dict[str, Any]) -> Figure:
     from service.plot_text import PLAIN_TEXT, shortened, subject
     from service.plotting import PALETTE
 
-    results = body["results"]
-    picks = body["recommended_k_by_strategy"]
+    results = answer.results
+    picks = answer.recommended_k_by_strategy
     inits = list(picks)
-    dataset = body["dataset"]
+    dataset = answer.dataset
     figure = Figure(
         figsize=(PANEL_SIZE_IN * len(PANELS), PANEL_SIZE_IN + 0.8), dpi=DPI, layout="constrained"
     )
     FigureCanvasAgg(figure)
-    name = shortened(subject(dataset.get("name"), dataset.get("id", "")), 80)
+    name = shortened(subject(dataset.name, dataset.id), 80)
     figure.suptitle(
         f"Choosing k on {name}: each strategy's recommended k is a dashed line",
         fontsize=11,
         **PLAIN_TEXT,
     )
     colours = {init: PALETTE[(2 * j + 1) % len(PALETTE)] for j, init in enumerate(inits)}
-    all_k = sorted({r["k"] for r in results})
+    all_k = sorted({r.k for r in results})
     what = {criterion: "elbow" if criterion == "elbow" else "best" for _, _, criterion in PANELS}
     for i, (score, title, criterion) in enumerate(PANELS):
         axes = figure.add_subplot(1, len(PANELS), i + 1)
         for init in inits:
             points = [
-                (r["k"], r[score]) for r in results if r["init"] == init and r[score] is not None
+                (r.k, getattr(r, score))
+                for r in results
+                if r.init == init and getattr(r, score) is not None
             ]
             if points:
                 ks, values = zip(*points, strict=True)
                 axes.plot(ks, values, marker="o", markersize=4, color=colours[init], label=init)
         marks = []
         for j, init in enumerate(inits):
-            pick = picks[init][criterion]
+            pick = getattr(picks[init], criterion)
             if pick is not None:
                 # Equal picks nest: the first strategy's line is the widest, each next
                 # one drawn narrower on top of it, so every strategy's colour shows.

@@ -19,6 +19,7 @@ import numpy as np
 from service import benchmark as bm
 from service import datasets, formats, inline, onnx_export, plotting, stability, sweeps
 from service.datasets import load_design
+from service.schemas import SweepResult
 from service.tables import DEFAULT_MISSING
 
 if TYPE_CHECKING:
@@ -125,9 +126,9 @@ def build_sweep_body(
     return sweeps.build_body(sweep, dataset, params, results, shape)
 
 
-def render_sweep(body: dict[str, Any]) -> bytes:
-    """A sweep's plot as PNG bytes."""
-    return sweeps.render_sweep(body)
+def render_sweep(answer: bytes) -> bytes:
+    """A sweep's plot as PNG bytes, from its stored answer (parsed here, in the worker)."""
+    return sweeps.render_sweep(SweepResult.model_validate_json(answer))
 
 
 def render_boundaries_from_file(

@@ -13,6 +13,7 @@ from sklearn.datasets import make_blobs
 
 from service.benchmark import VERSIONS, BenchmarkParams, Strategy, canonical_json
 from service.datasets import load_builtin
+from service.schemas import StabilityResult
 from service.stability import (
     SUMMARISED,
     StabilityParams,
@@ -112,12 +113,17 @@ def test_seeds_ids_and_table() -> None:
     assert stability_id(params(3, (0, 1), "random")) != old
     X, y = load_builtin("iris")
     p = params(3, (0, 1, 2), "k-means++", "pca")
-    body = build_body("a" * 64, {"n_samples": 150, "n_features": 4}, p, run_stability(X, y, p))
+    body = build_body(
+        "a" * 64,
+        {"id": "0" * 64, "name": "iris", "n_samples": 150, "n_features": 4, "has_labels": True},
+        p,
+        run_stability(X, y, p),
+    )
     assert body["score_space"] == "clustered"
     assert body["warnings"] == []
     assert body["params"]["seeds"] == [0, 1, 2]
     assert "random_state" not in body["params"]
-    lines = format_table(body).splitlines()
+    lines = format_table(StabilityResult.model_validate(body)).splitlines()
     assert lines[0] == "3 seed(s): random_state in [0, 1, 2]"
     assert lines[2].startswith("init\t\ttime\t\tinertia")
     cells = lines[3].split("\t")

@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from service.benchmark import VERSIONS, Strategy, canonical_json
 from service.datasets import load_builtin
 from service.errors import InvalidParameterError
+from service.schemas import SweepResult
 from service.sweeps import (
     TABLE_HEADER,
     SweepParams,
@@ -163,13 +164,18 @@ def test_sweep_skips_the_k_where_pca_cannot_run() -> None:
         assert_all_match(
             r, family_scores(X, y, r["init"], n_clusters=r["k"], score_space="clustered")
         )
-    body = build_body("f" * 64, {"n_samples": 150, "n_features": 4}, p, results)
+    body = build_body(
+        "f" * 64,
+        {"id": "0" * 64, "name": "iris", "n_samples": 150, "n_features": 4, "has_labels": True},
+        p,
+        results,
+    )
     assert body["warnings"] == [
         "strategy 'pca' skipped at k=5, 6: it takes n_clusters=5 principal components, "
         "but the data has only min(n_samples, n_features)=4"
     ]
     assert body["recommended_k_by_strategy"]["pca"]["silhouette"] in (3, 4)
-    assert render_sweep(body).startswith(b"\x89PNG")
+    assert render_sweep(SweepResult.model_validate(body)).startswith(b"\x89PNG")
 
 
 def test_ids_and_plot() -> None:
@@ -185,10 +191,15 @@ def test_ids_and_plot() -> None:
     assert sweep_id(params([2, 3], "random")) != sweep_id(params([2, 3], "k-means++"))
     X, y = load_builtin("iris")
     p = params(range(2, 6), "k-means++", "random")
-    body = build_body("f" * 64, {"n_samples": 150, "n_features": 4}, p, run_sweep(X, y, p))
-    png = render_sweep(body)
+    body = build_body(
+        "f" * 64,
+        {"id": "0" * 64, "name": "iris", "n_samples": 150, "n_features": 4, "has_labels": True},
+        p,
+        run_sweep(X, y, p),
+    )
+    png = render_sweep(SweepResult.model_validate(body))
     assert png.startswith(b"\x89PNG")
-    assert png == render_sweep(body)
+    assert png == render_sweep(SweepResult.model_validate(body))
     assert png_size(png)[0] > png_size(png)[1]
     assert np.isfinite(body["results"][0]["calinski_harabasz"])
 
@@ -214,7 +225,7 @@ def two_strategy_body() -> dict[str, Any]:
     rows.sort(key=lambda r: r["k"])
     p = params([2, 3, 4, 5, 6], "random", "k-means++")
     return build_body("e" * 64, {"id": "48cf67b0" + "0" * 56, "name": None, "n_samples": 99,
-                                 "n_features": 5}, p, rows)  # fmt: skip
+                                 "n_features": 5, "has_labels": False}, p, rows)  # fmt: skip
 
 
 def test_top_level_recommended_k_is_the_first_strategys() -> None:
@@ -236,7 +247,7 @@ def test_sweep_plot_marks_every_strategys_k_in_a_tight_figure() -> None:
     # unnamed upload is called "uploaded data (48cf67b0)", not "the dataset 48cf67b0
     # dataset".
     body = two_strategy_body()
-    figure = compose_sweep(body)
+    figure = compose_sweep(SweepResult.model_validate(body))
     renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
     figure.canvas.draw()  # type: ignore[attr-defined]
     title = figure.get_suptitle()
@@ -277,7 +288,7 @@ def test_sweep_text_table() -> None:
     # top-level one), and the warnings.
     body = two_strategy_body()
     body["warnings"] = ["strategy 'pca' skipped at k=9"]
-    lines = format_table(body).splitlines()
+    lines = format_table(SweepResult.model_validate(body)).splitlines()
     assert lines[0] == (
         "k in [2, 3, 4, 5, 6], estimator kmeans; silhouette, DB and CH measured in the "
         "clustered space"

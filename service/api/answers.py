@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
 from fastapi import Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from service.api.create import Kind, create, not_modified
@@ -33,6 +33,7 @@ A = TypeVar("A", contravariant=True)
 R = TypeVar("R")
 Q = TypeVar("Q", bound=Question)
 Held = TypeVar("Held")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Respond(Protocol[A]):
@@ -105,12 +106,13 @@ def respond_answer(
 
 
 @dataclass(frozen=True)
-class DocumentKind:
+class DocumentKind(Generic[M]):
     """A kind answered by a stored document (a sweep, a stability run): its store kind,
-    its table for ``text/plain``, and its 404."""
+    its answer's model, its table for ``text/plain``, and its 404."""
 
     kind: str
-    table: Callable[[dict[str, Any]], str]
+    model: type[M]
+    table: Callable[[M], str]
     missing: Callable[[str], ServiceError]
 
     def respond(
@@ -130,7 +132,7 @@ class DocumentKind:
             body,
             cached,
             accept=accept,
-            table=lambda: self.table(orjson.loads(body)),
+            table=lambda: self.table(self.model.model_validate_json(body)),
             extra=extra,
         )
 
@@ -142,6 +144,12 @@ class DocumentKind:
         if body is None:
             raise self.missing(answer_id)
         return body
+
+    async def answer(
+        self, engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, answer_id: str
+    ) -> M:
+        """The stored document the caller holds, as its model."""
+        return self.model.model_validate_json(await self.held(engine, tenants, caller, answer_id))
 
     async def get(
         self,

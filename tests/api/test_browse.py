@@ -15,6 +15,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from service.report import render_report, result_cells
+from service.schemas import BenchmarkResult, StrategyResult
 from service.store import ResultStore
 from tests.helpers import png_size
 
@@ -122,7 +123,10 @@ async def test_report_is_self_contained(client: httpx.AsyncClient) -> None:
     )
     page = report.text
     for result in body["results"]:
-        row = "".join(f"<td>{html.escape(cell)}</td>" for cell in result_cells(result))
+        row = "".join(
+            f"<td>{html.escape(cell)}</td>"
+            for cell in result_cells(StrategyResult.model_validate(result))
+        )
         assert row in page
         assert f"{result['inertia']:.0f}" in page
     found = re.search(r'<img[^>]* src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -140,7 +144,7 @@ async def test_report_escapes_client_strings(client: httpx.AsyncClient) -> None:
     body = (await client.post("/v1/benchmarks", json={"dataset": "iris"})).json()
     body["dataset"]["name"] = "<script>alert(1)</script>"
     body["results"][0]["warnings"] = ['<img src="https://example.com/x.png">']
-    page = render_report(body, None)
+    page = render_report(BenchmarkResult.model_validate(body), None)
     assert "<script" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img" not in page

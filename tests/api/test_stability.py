@@ -11,6 +11,7 @@ import pytest
 
 from service import stability
 from service.datasets import load_builtin
+from service.schemas import StrategyStability
 from tests.helpers import report_page
 from tests.reference import family_scores
 
@@ -119,7 +120,10 @@ async def test_stability_report_and_text_name_the_space_and_warnings(
     page = report_page(await client.get(f"/v1/stability/{data['id']}/report"))
     assert "Seed stability on the iris dataset" in page
     for r in data["results"]:
-        row = "".join(f"<td>{html.escape(c)}</td>" for c in stability.row_cells(r))
+        row = "".join(
+            f"<td>{html.escape(c)}</td>"
+            for c in stability.row_cells(StrategyStability.model_validate(r))
+        )
         assert row in page
     assert "in the space KMeans clustered" in page
     for warning in data["warnings"]:

@@ -13,6 +13,7 @@ from sklearn.datasets import make_blobs
 
 from service import sweeps
 from service.datasets import load_builtin
+from service.schemas import SweepPoint, SweepResult
 from tests.helpers import png_size, report_page
 from tests.reference import assert_all_match, family_scores
 
@@ -209,7 +210,7 @@ async def test_sweep_text_and_report(client: httpx.AsyncClient) -> None:
     assert text.status_code == 200, text.text
     assert text.headers["content-type"].startswith("text/plain")
     data = (await client.post("/v1/sweeps", json=body)).json()
-    assert text.text == sweeps.format_table(data)
+    assert text.text == sweeps.format_table(SweepResult.model_validate(data))
     assert data["recommended_k"] == data["recommended_k_by_strategy"]["random"]
     got = await client.get(f"/v1/sweeps/{data['id']}", headers={"accept": "text/plain"})
     assert got.text == text.text
@@ -221,7 +222,9 @@ async def test_sweep_text_and_report(client: httpx.AsyncClient) -> None:
         assert f"<td>{init}" in page
         assert f"<td>{picks['silhouette']}</td>" in page
     for r in data["results"]:
-        cells = [f"<td>{html.escape(c)}</td>" for c in sweeps.row_cells(r)]
+        cells = [
+            f"<td>{html.escape(c)}</td>" for c in sweeps.row_cells(SweepPoint.model_validate(r))
+        ]
         cells[1] = cells[1].replace("<td>", '<td class="text">')  # init: text, left
         row = "".join(cells)
         assert row in page

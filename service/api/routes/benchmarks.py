@@ -439,4 +439,4 @@ async def get_benchmark_report(
         r.init: (await engine.get_model(r.model_id)).profiles() for r in answer.results
     }
     described = await described_dataset(engine, tenants, caller, answer.dataset.id)
-    return html_page(render_report(entry.data, png, described, profiles))
+    return html_page(render_report(answer, png, described, profiles))

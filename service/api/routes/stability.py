@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -57,6 +56,7 @@ RESPONSES = answer_responses(
 
 DOCUMENTS = DocumentKind(
     KIND,
+    StabilityResult,
     stability.format_table,
     lambda answer_id: StabilityNotFoundError(f"no stability run with id {answer_id}"),
 )
@@ -110,6 +110,6 @@ async def get_stability_report(
 ) -> Response:
     """The table of means ± standard deviations and the seeds' agreement, the dataset,
     parameters and versions, as one HTML page with no external URL."""
-    data = orjson.loads(await DOCUMENTS.held(engine, tenants, caller, stability_id))
-    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
-    return html_page(render_stability_report(data, described))
+    answer = await DOCUMENTS.answer(engine, tenants, caller, stability_id)
+    described = await described_dataset(engine, tenants, caller, answer.dataset.id)
+    return html_page(render_stability_report(answer, described))

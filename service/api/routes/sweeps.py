@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -70,7 +69,10 @@ RESPONSES = answer_responses(
 
 
 DOCUMENTS = DocumentKind(
-    KIND, sweeps.format_table, lambda answer_id: SweepNotFoundError(f"no sweep with id {answer_id}")
+    KIND,
+    SweepResult,
+    sweeps.format_table,
+    lambda answer_id: SweepNotFoundError(f"no sweep with id {answer_id}"),
 )
 
 
@@ -127,16 +129,16 @@ async def get_sweep_plot(
     headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
     if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
         return Response(status_code=304, headers=headers)
-    png = await _plot(engine, sweep_id, orjson.loads(body))
+    png = await _plot(engine, sweep_id, body)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
     return Response(png, headers=headers, media_type=media_type)
 
 
-async def _plot(engine: BenchmarkEngine, sweep_id: str, data: dict[str, Any]) -> bytes:
-    """The sweep's plot, drawn once and kept."""
+async def _plot(engine: BenchmarkEngine, sweep_id: str, stored: bytes) -> bytes:
+    """The sweep's plot, drawn once (from its ``stored`` answer, in a worker) and kept."""
 
     async def render(_: Progress) -> tuple[bytes, bytes]:  # one step: nobody follows it
-        png: bytes = await engine.pool.run(tasks.render_sweep, data)
+        png: bytes = await engine.pool.run(tasks.render_sweep, stored)
         return png, png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
@@ -160,8 +162,9 @@ async def get_sweep_report(
 ) -> Response:
     """The recommended k, the scores against k (the same PNG as `plot.png`), the table,
     the dataset, parameters and versions, as one HTML page with no external URL."""
-    data = orjson.loads(await DOCUMENTS.held(engine, tenants, caller, sweep_id))
-    png = await _plot(engine, sweep_id, data)
+    stored = await DOCUMENTS.held(engine, tenants, caller, sweep_id)
+    png = await _plot(engine, sweep_id, stored)
     await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    described = await described_dataset(engine, tenants, caller, data["dataset"]["id"])
-    return html_page(render_sweep_report(data, png, described))
+    answer = SweepResult.model_validate_json(stored)
+    described = await described_dataset(engine, tenants, caller, answer.dataset.id)
+    return html_page(render_sweep_report(answer, png, described))
