@@ -3,7 +3,7 @@
 Processes rather than threads, so that a computation past its timeout can be stopped
 (its worker is killed and replaced) and a crash takes down one worker, not the server.
 Workers are forked from a forkserver that has already imported scikit-learn, and each
-caps its BLAS/OpenMP threads so that the workers together do not oversubscribe the CPUs.
+runs a computation under a fixed cap of BLAS/OpenMP threads (:class:`ComputePool`).
 """
 
 from __future__ import annotations
@@ -170,8 +170,10 @@ class ComputePool:
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
     Each computation gets ``threads_per_worker`` BLAS/OpenMP threads, or, when that is
-    None, the CPUs shared among the computations running: a lone request uses every
-    core, concurrent ones split them instead of oversubscribing.
+    None, as many as this process may use CPUs: what scikit-learn takes when called
+    in-process. A fixed number, never the load's: sums split over another number of
+    threads differ in their last bits, so an answer must not depend on what else ran.
+    Concurrent computations share the cores through the OS (OpenMP waits passively).
     """
 
     def __init__(
@@ -193,8 +195,7 @@ class ComputePool:
         self.shares = TenantShares(tenant_share)
         self.workers = workers
         self.grace_s = grace_s
-        self.threads_per_worker = threads_per_worker
-        self.cpus = os.cpu_count() or 1
+        self.threads = threads_per_worker or len(os.sched_getaffinity(0))
         self.capacity = workers + queue_size
         self.timeout_s = timeout_s
         self.pending = 0
@@ -280,10 +281,9 @@ class ComputePool:
             return await self._run(fn, *args, timeout_s=timeout_s)
 
     async def _run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
-        threads = self.threads_per_worker or max(1, self.cpus // min(self.workers, self.pending))
         limit = self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
         try:
-            future = self._pool.submit(_call_with_threads, limit, threads, fn, *args)
+            future = self._pool.submit(_call_with_threads, limit, self.threads, fn, *args)
         except RuntimeError:
             # pebble refuses tasks once its pool has stopped: a retryable failure.
             if self._pool.active:

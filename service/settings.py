@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     threads_per_worker: int | None = Field(
         None,
         ge=1,
-        description="BLAS/OpenMP threads per computation; default: the CPUs divided among "
-        "the computations running at the time.",
+        description="BLAS/OpenMP threads per computation; default: the CPUs the service may "
+        "use, as scikit-learn in-process. Fixed, never the load's, so that an answer's last "
+        "digits do not depend on what else was running.",
     )
     max_cells: int = Field(
         100_000_000,

@@ -307,3 +307,40 @@ async def test_a_busy_answer_waits_for_a_whole_computation() -> None:
         await holding
     finally:
         pool.close()
+
+
+def thread_caps() -> list[int]:
+    """A task for a worker: the BLAS/OpenMP thread caps it runs under."""
+    from threadpoolctl import threadpool_info
+
+    return sorted({library["num_threads"] for library in threadpool_info()})
+
+
+def wait_for_file(path: str) -> None:
+    """A task for a worker: hold it until ``path`` exists (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+
+
+async def test_a_computation_gets_the_same_threads_however_many_run(tmp_path: Path) -> None:
+    # Check that a computation's BLAS/OpenMP threads are set by configuration, never by
+    # the load at the time: sums split over another number of threads differ in their
+    # last bits, so the same question asked alone and beside another got answers that
+    # differed (the pool gave a lone computation every CPU, two running ones half each).
+    pool = ComputePool(workers=2, queue_size=0, timeout_s=30)
+    release = tmp_path / "release"
+    try:
+        await pool.start()
+        alone = await pool.run(thread_caps)
+        holding = asyncio.ensure_future(pool.run(wait_for_file, str(release)))
+        while pool.pending < 1:
+            await asyncio.sleep(0.01)
+        beside = await pool.run(thread_caps)
+        release.touch()
+        await holding
+    finally:
+        pool.close()
+    assert alone == beside == [len(os.sched_getaffinity(0))]
