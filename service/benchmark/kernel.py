@@ -63,12 +63,11 @@ def start_centers(X: np.ndarray, strategy: Strategy, params: BenchmarkParams) ->
                 f"={min(X.shape)}: ask for fewer clusters or another strategy",
                 errors=[{"loc": ["n_clusters"], "msg": "too many components for ARPACK"}],
             )
-        with threads.serial_when_small(X.shape[0]):
-            pca = PCA(
-                n_components=params.n_clusters,
-                svd_solver=solver,
-                random_state=params.random_state if solver == "arpack" else None,
-            ).fit(X)
+        pca = PCA(
+            n_components=params.n_clusters,
+            svd_solver=solver,
+            random_state=params.random_state if solver == "arpack" else None,
+        ).fit(X)
         components: np.ndarray = pca.components_
         return components
     if strategy.init == "custom" and strategy.centers is not None:
@@ -233,10 +232,13 @@ def fit_strategy(
     The internal scores are measured in ``score_space``; the silhouette's sample is drawn
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
     same sample for every seed.
+
+    Data of at most :data:`~service.threads.SERIAL_MAX_SAMPLES` rows is fitted and
+    scored on one thread, whatever the worker's limit (see there).
     """
     from sklearn.pipeline import Pipeline
 
-    with warnings.catch_warnings(record=True) as caught:
+    with threads.serial_when_small(X.shape[0]), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
         t0 = time.perf_counter()
