@@ -54,6 +54,12 @@ def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
+def in_turn(calls: list[tuple[Callable[..., T], tuple[Any, ...]]]) -> list[T]:
+    """Several steps of one computation in one task, one after another: ``fn(*args)``
+    for each, their results in order (see :meth:`service.runtime.Runtime.run_steps`)."""
+    return [fn(*args) for fn, args in calls]
+
+
 # A computation admitted by ComputePool.admitted() is counted once, however many runs it makes.
 _admitted: contextvars.ContextVar[ComputePool | None] = contextvars.ContextVar(
     "admitted", default=None

@@ -23,7 +23,14 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from service.compute import ComputePool, TenantShares, holding_place, place_wait, timed_out
+from service.compute import (
+    ComputePool,
+    TenantShares,
+    holding_place,
+    in_turn,
+    place_wait,
+    timed_out,
+)
 from service.errors import (
     ComputeBusyError,
     ComputeFailedError,
@@ -60,8 +67,11 @@ class Executor(Protocol):
 
     name: str
     timeout_s: float
-    # Seconds a task takes (moving average): what an honest Retry-After is made of.
-    task_s: float
+
+    @property
+    def task_s(self) -> float:
+        """Seconds a task takes (moving average): what an honest Retry-After is made of."""
+        ...
 
     def admitted(self) -> AbstractContextManager[None]:
         """Count one computation (however many tasks it submits) against the bound,
@@ -78,6 +88,17 @@ class Executor(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+
+def submit_in_turn(
+    executor: Executor,
+    calls: list[tuple[Callable[..., T], tuple[Any, ...]]],
+    *,
+    timeout_s: float | None = None,
+) -> Handle[list[T]]:
+    """``fn(*args)`` of each call, one after another in one task: one round trip for
+    several quick steps of a computation, their results in order."""
+    return executor.submit(in_turn, calls, timeout_s=timeout_s)
 
 
 class LocalExecutor:

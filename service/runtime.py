@@ -39,7 +39,7 @@ from service.errors import (
     StorageError,
     WorkerDiedError,
 )
-from service.executors import Executor, LocalExecutor
+from service.executors import Executor, LocalExecutor, submit_in_turn
 
 if TYPE_CHECKING:
     from service.datasets import DatasetInfo
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How long the steps sharing one task take together, at most, as the steps before them
+# were paced: about the interval at which a job's progress moves.
+BATCH_S = 0.25
 
 # Hears a computation's steps: (steps done, steps in all, stage).
 Progress = Callable[[int, int, str], None]
@@ -147,7 +151,7 @@ class Runtime:
         self.pool = pool
         self.scratch_dir = scratch_dir
         # Where the fits run, one task per step: the local pool, or a cluster.
-        self.executor = executor or LocalExecutor(pool)
+        self.executor: Executor = executor or LocalExecutor(pool)
         self.failures = FailureMemory(failure_ttl_s)
         self._listeners: dict[str, list[Progress]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
@@ -305,28 +309,43 @@ class Runtime:
         spent: Callable[[T], float],
         report: Progress,
     ) -> list[T]:
-        """One executor task per step, in order, within one timeout for them all.
+        """The steps on the executor, in order, within one timeout for them all.
 
-        ``report(done, total, stage)`` hears each step's start, the step's label as the
-        stage. The budget is spent by the work itself as ``spent`` reads it from a
-        step's result (the fit times, measured in the workers), not by the time a task
+        The first step is a task of its own; after it, as many steps share a task as its
+        pace says take :data:`BATCH_S` together: a question of many quick steps (a
+        sweep on small data) pays few round trips (1-2 ms each on the local pool, 9-19 ms
+        on Dask), and its progress still moves every :data:`BATCH_S` or sooner. Each
+        step's result is its own, its fit timed alone.
+
+        ``report(done, total, stage)`` hears each task's start, its first step's label
+        as the stage. The budget is spent by the work itself as ``spent`` reads it from
+        a step's result (the fit times, measured in the workers), not by the time a task
         waits in the queue behind other computations' tasks.
         """
         left = self.executor.timeout_s
         results: list[T] = []
-        for index, step in enumerate(steps):
-            report(index, len(steps), step.stage)
-            if results:
-                left -= spent(results[-1])
+        pace = math.inf  # seconds a step took in the last task, waiting included
+        while len(results) < len(steps):
+            done = len(results)
+            report(done, len(steps), steps[done].stage)
             if left <= 0:
                 raise timed_out(self.executor.timeout_s)
+            batch = steps[done : done + max(1, int(BATCH_S / pace))]
+            began = time.monotonic()
             try:
-                result = await self.executor.submit(step.fn, *step.args, timeout_s=left)
+                if len(batch) == 1:
+                    step = batch[0]
+                    out = [await self.executor.submit(step.fn, *step.args, timeout_s=left)]
+                else:
+                    calls = [(step.fn, step.args) for step in batch]
+                    out = await submit_in_turn(self.executor, calls, timeout_s=left)
             except FileNotFoundError:
                 raise DatasetNotFoundError(
                     f"the dataset {dataset.id} was deleted while this computation was queued"
                 ) from None
-            results.append(result)
+            pace = (time.monotonic() - began) / len(batch)
+            results.extend(out)
+            left -= sum(spent(result) for result in out)
         return results
 
     async def _admitted(
