@@ -13,6 +13,7 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -20,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pebble
 
@@ -40,6 +41,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; all of them where that is unknown)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _init_worker(warm: bool = True) -> None:
     threads.refresh()
     if warm:
@@ -54,10 +61,21 @@ def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
-def in_turn(calls: list[tuple[Callable[..., T], tuple[Any, ...]]]) -> list[T]:
-    """Several steps of one computation in one task, one after another: ``fn(*args)``
-    for each, their results in order (see :meth:`service.runtime.Runtime.run_steps`)."""
-    return [fn(*args) for fn, args in calls]
+@dataclasses.dataclass(frozen=True)
+class InTurn(Generic[T]):
+    """Several steps of one computation as one task: ``fn(*args)`` of each call, one after
+    another, their results in order (see :meth:`service.runtime.Runtime.run_steps`)."""
+
+    calls: tuple[tuple[Callable[..., T], tuple[Any, ...]], ...]
+
+    @property
+    def __name__(self) -> str:
+        """The task's name where tasks are named by their function (Dask's keys and
+        dashboard): the steps' function and their number, ``run_step_from_files_x3``."""
+        return f"{getattr(self.calls[0][0], '__name__', 'step')}_x{len(self.calls)}"
+
+    def __call__(self) -> list[T]:
+        return [fn(*args) for fn, args in self.calls]
 
 
 # A computation admitted by ComputePool.admitted() is counted once, however many runs it makes.
@@ -176,10 +194,13 @@ class ComputePool:
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
     Each computation gets ``threads_per_worker`` BLAS/OpenMP threads, or, when that is
-    None, as many as this process may use CPUs: what scikit-learn takes when called
-    in-process. A fixed number, never the load's: sums split over another number of
-    threads differ in their last bits, so an answer must not depend on what else ran.
-    Concurrent computations share the cores through the OS (OpenMP waits passively).
+    None, as many as this process may use CPUs (a lone computation uses every core). A
+    fixed number, not the load's: sums split over another number of threads differ in
+    their last bits, and the number once depended on how many computations ran. (With
+    three threads or more, scikit-learn's Lloyd loop adds the threads' partial sums in
+    the order they finish, so the last bits may still differ from run to run.)
+    Concurrent computations share the cores through the OS (OpenMP waits passively);
+    on a host of many cores and as many workers, set ``threads_per_worker`` lower.
     """
 
     def __init__(
@@ -201,7 +222,7 @@ class ComputePool:
         self.shares = TenantShares(tenant_share)
         self.workers = workers
         self.grace_s = grace_s
-        self.threads = threads_per_worker or len(os.sched_getaffinity(0))
+        self.threads = threads_per_worker or usable_cpus()
         self.capacity = workers + queue_size
         self.timeout_s = timeout_s
         self.pending = 0
@@ -303,7 +324,11 @@ class ComputePool:
             self.worker_deaths += 1
             how = _death(exc)
             logger.error(
-                "%s worker %s %s while running %s", self.name, exc.pid, how, fn.__qualname__
+                "%s worker %s %s while running %s",
+                self.name,
+                exc.pid,
+                how,
+                getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "a task"),
             )
             raise WorkerDiedError(
                 f"the worker computing this request died: it {how}"

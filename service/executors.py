@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from service.compute import (
     ComputePool,
+    InTurn,
     TenantShares,
     holding_place,
-    in_turn,
     place_wait,
     timed_out,
 )
@@ -98,7 +98,7 @@ def submit_in_turn(
 ) -> Handle[list[T]]:
     """``fn(*args)`` of each call, one after another in one task: one round trip for
     several quick steps of a computation, their results in order."""
-    return executor.submit(in_turn, calls, timeout_s=timeout_s)
+    return executor.submit(InTurn(tuple(calls)), timeout_s=timeout_s)
 
 
 class LocalExecutor:

@@ -424,7 +424,7 @@ def render_boundaries(
     check_magnitude(X)
     # For digits (1,797 points) the BLAS and OpenMP wake-ups cost more than the work: the
     # three panels' fits took 120 ms on 2 threads in a worker, 25 ms on one.
-    with serial_when_small(X.shape[0]):
+    with serial_when_small(X.shape):
         frame = make_frame(X, feature_names)
         panels = [
             fit_panel(frame, spec, n_clusters=n_clusters, random_state=random_state)

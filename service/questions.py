@@ -172,6 +172,7 @@ class SweepQuestion(_Document):
                 f"k={k} {strategies[index].init}",
                 tasks.run_step_from_files,
                 (X_path, y_path, self.params, k, index),
+                weight=k * strategies[index].n_init,
             )
             for k, index in sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing))
         ]

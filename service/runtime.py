@@ -69,6 +69,9 @@ class Step(Generic[T]):
     stage: str
     fn: Callable[..., T]
     args: tuple[Any, ...]
+    # Its expected cost beside the computation's other steps (> 0): a sweep's steps grow
+    # with k, so a pace measured at k = 2 does not batch the steps at k = 500 with it.
+    weight: float = 1.0
 
 
 def document_flight(kind: str, key: str) -> str:
@@ -311,11 +314,12 @@ class Runtime:
     ) -> list[T]:
         """The steps on the executor, in order, within one timeout for them all.
 
-        The first step is a task of its own; after it, as many steps share a task as its
-        pace says take :data:`BATCH_S` together: a question of many quick steps (a
-        sweep on small data) pays few round trips (1-2 ms each on the local pool, 9-19 ms
-        on Dask), and its progress still moves every :data:`BATCH_S` or sooner. Each
-        step's result is its own, its fit timed alone.
+        The first step is a task of its own; after it, as many steps share a task as the
+        last task's pace (seconds per unit of :attr:`Step.weight`) says take
+        :data:`BATCH_S` together, and at most twice as many as the last task took: a
+        question of many quick steps (a sweep on small data) pays few round trips (1-2
+        ms each on the local pool, 9-19 ms on Dask), and its progress still moves about
+        every :data:`BATCH_S`. Each step's result is its own, its fit timed alone.
 
         ``report(done, total, stage)`` hears each task's start, its first step's label
         as the stage. The budget is spent by the work itself as ``spent`` reads it from
@@ -324,13 +328,20 @@ class Runtime:
         """
         left = self.executor.timeout_s
         results: list[T] = []
-        pace = math.inf  # seconds a step took in the last task, waiting included
+        pace = math.inf  # seconds per unit of weight in the last task, waiting included
+        size = 0  # steps in the last task: a task takes at most twice as many
         while len(results) < len(steps):
             done = len(results)
             report(done, len(steps), steps[done].stage)
             if left <= 0:
                 raise timed_out(self.executor.timeout_s)
-            batch = steps[done : done + max(1, int(BATCH_S / pace))]
+            batch = [steps[done]]
+            work = batch[0].weight
+            for step in steps[done + 1 : done + 2 * size]:
+                if (work + step.weight) * pace > BATCH_S:
+                    break
+                batch.append(step)
+                work += step.weight
             began = time.monotonic()
             try:
                 if len(batch) == 1:
@@ -343,7 +354,8 @@ class Runtime:
                 raise DatasetNotFoundError(
                     f"the dataset {dataset.id} was deleted while this computation was queued"
                 ) from None
-            pace = (time.monotonic() - began) / len(batch)
+            pace = (time.monotonic() - began) / work
+            size = len(batch)
             results.extend(out)
             left -= sum(spent(result) for result in out)
         return results

@@ -17,6 +17,9 @@ _controller: Any = None
 # 0.75 s on one thread and 0.9-1.2 s on two (the same steps in one task: 0.75 s on two);
 # at 100,000 x 32 a fit took 0.49 s on one thread, 0.46 s on two.
 SERIAL_MAX_SAMPLES = 100_000
+# ... and this many values: wide data's work grows with its columns, and a fit of
+# 100,000 x 1,000 on one thread of a many-core host would take many times longer.
+SERIAL_MAX_CELLS = 3_200_000
 
 
 def refresh() -> None:
@@ -27,9 +30,13 @@ def refresh() -> None:
     _controller = ThreadpoolController()
 
 
-def serial_when_small(n_samples: int) -> contextlib.AbstractContextManager[Any]:
-    """One thread within the block for data of at most :data:`SERIAL_MAX_SAMPLES` rows."""
-    return thread_limit(1) if n_samples <= SERIAL_MAX_SAMPLES else contextlib.nullcontext()
+def serial_when_small(shape: tuple[int, ...]) -> contextlib.AbstractContextManager[Any]:
+    """One thread within the block for data of at most :data:`SERIAL_MAX_SAMPLES` rows
+    and :data:`SERIAL_MAX_CELLS` values; the worker's limit for larger data."""
+    n_samples = shape[0]
+    cells = n_samples * (shape[1] if len(shape) > 1 else 1)
+    small = n_samples <= SERIAL_MAX_SAMPLES and cells <= SERIAL_MAX_CELLS
+    return thread_limit(1) if small else contextlib.nullcontext()
 
 
 def thread_limit(n_threads: int) -> contextlib.AbstractContextManager[Any]:

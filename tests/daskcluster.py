@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from distributed import Client
 
 from service.process import free_port
@@ -50,6 +51,22 @@ WORKER_ENV = {
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
     "CLUSTERBENCH_DASK_TASK_THREADS": "1",
 }
+
+# The functions run on the scheduler travel by value: it cannot import the tests.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _steps_done(dask_scheduler: Any, name: str) -> int:
+    """On the scheduler: the steps of the worker function ``name`` it has run to an
+    answer, alone (tasks named ``name``) or several in one task (``name_x3``:
+    service.compute.InTurn)."""
+    done = 0
+    for prefix_name, prefix in dask_scheduler.task_prefixes.items():
+        count = prefix_name.removeprefix(name + "_x")
+        steps = 1 if prefix_name == name else int(count) if count.isdigit() else 0
+        done += steps * int(prefix.state_counts["memory"])
+    return done
+
 
 # How long a worker that lost its scheduler may take to exit (its supervisor, e.g.
 # compose's `restart`, then starts it again).
@@ -131,6 +148,10 @@ class DaskCluster:
                     raise
                 self.close_client()
                 time.sleep(0.2)
+
+    def steps_done(self, function: str) -> int:
+        """The steps of the worker function ``function`` the cluster has run, in all."""
+        return int(self.client.run_on_scheduler(_steps_done, name=function))
 
     def worker_pids(self) -> dict[str, int]:
         """The pid of each worker process (under its nanny), by worker address."""

@@ -22,7 +22,7 @@ from service.benchmark import (
 )
 from service.datasets import load_builtin
 from service.errors import InvalidParameterError
-from service.threads import SERIAL_MAX_SAMPLES
+from service.threads import SERIAL_MAX_CELLS, SERIAL_MAX_SAMPLES
 from tests.reference import assert_matches, seed_scores
 
 
@@ -144,15 +144,22 @@ def test_format_table_is_the_seeds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_samples", "expected"), [(SERIAL_MAX_SAMPLES, {1}), (SERIAL_MAX_SAMPLES + 1, {2})]
+    ("shape", "expected"),
+    [
+        ((SERIAL_MAX_SAMPLES, 2), {1}),
+        ((SERIAL_MAX_SAMPLES + 1, 2), {2}),
+        ((1_000, SERIAL_MAX_CELLS // 1_000), {1}),
+        ((1_000, SERIAL_MAX_CELLS // 1_000 + 1), {2}),
+    ],
 )
 def test_small_data_is_fitted_and_scored_on_one_thread(
-    monkeypatch: pytest.MonkeyPatch, n_samples: int, expected: set[int]
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int], expected: set[int]
 ) -> None:
-    # Check that a strategy on data of at most SERIAL_MAX_SAMPLES rows is fitted and
-    # scored on one BLAS/OpenMP thread under a worker's limit of two, and larger data on
-    # the worker's threads: task after task in a worker, two threads made a digits sweep
-    # 20-60 % slower than one (only PCA's eigh was kept on one thread).
+    # Check that a strategy on data of at most SERIAL_MAX_SAMPLES rows and
+    # SERIAL_MAX_CELLS values is fitted and scored on one BLAS/OpenMP thread under a
+    # worker's limit of two, and larger (or wider) data on the worker's threads: task
+    # after task in a worker, two threads made a digits sweep 20-60 % slower than one
+    # (only PCA's eigh was kept on one thread).
     seen: list[set[int]] = []
 
     def record(fn: Any) -> Any:
@@ -164,7 +171,7 @@ def test_small_data_is_fitted_and_scored_on_one_thread(
 
     monkeypatch.setattr(kernel, "score_labels", record(kernel.score_labels))
     monkeypatch.setattr(blockwise, "lean_tolerance", record(blockwise.lean_tolerance))
-    X = np.zeros((n_samples, 2), dtype=np.float32)
+    X = np.zeros(shape, dtype=np.float32)
     X[::2] = 1.0
     with threadpool_limits(2):
         kernel.fit_strategy(X, None, Strategy("random", 1), _params(2, "random", max_iter=2))

@@ -175,15 +175,6 @@ def test_replicas_stop_after_their_grace_period() -> None:
 # -- the topology, run ----------------------------------------------------------------
 
 
-def _fits_seen(dask_scheduler: Any, prefix: str) -> int:
-    found = dask_scheduler.task_prefixes.get(prefix)
-    return 0 if found is None else int(found.state_counts["memory"])
-
-
-def tasks_done(cluster: DaskCluster, prefix: str) -> int:
-    return int(cluster.client.run_on_scheduler(_fits_seen, prefix=prefix))
-
-
 class Topology:
     def __init__(self, redis: RedisServer, dask: DaskCluster, a: ServiceProcess, b: ServiceProcess):
         self.redis, self.dask, self.a, self.b = redis, dask, a, b
@@ -229,7 +220,7 @@ def test_a_job_on_one_replica_runs_on_the_workers_and_is_a_hit_on_the_other(
     topology: Topology,
 ) -> None:
     a, b, dask = topology.a, topology.b, topology.dask
-    before = tasks_done(dask, "run_strategy_from_files")
+    before = dask.steps_done("run_strategy_from_files")
     body = {"dataset": "digits", "strategies": ["k-means++", "random", "pca"]}
     started = httpx.post(
         f"{a.url}/v1/benchmarks", json=body, headers={"Prefer": "respond-async"}, timeout=30
@@ -237,7 +228,7 @@ def test_a_job_on_one_replica_runs_on_the_workers_and_is_a_hit_on_the_other(
     assert started.status_code == 202, started.text
     job = poll_job(a.url + started.headers["location"])
     assert job["state"] == "succeeded", job
-    assert tasks_done(dask, "run_strategy_from_files") == before + 3
+    assert dask.steps_done("run_strategy_from_files") == before + 3
     # B reports A's job (jobs live in Redis) and answers the result as a hit.
     assert httpx.get(b.url + started.headers["location"]).json()["state"] == "succeeded"
     on_a = httpx.get(a.url + job["result_url"], timeout=30)
@@ -256,7 +247,7 @@ def test_a_job_on_one_replica_runs_on_the_workers_and_is_a_hit_on_the_other(
 @pytest.mark.server
 def test_a_sweep_runs_one_task_per_k_on_the_workers(topology: Topology) -> None:
     dask = topology.dask
-    before = tasks_done(dask, "run_step_from_files")
+    before = dask.steps_done("run_step_from_files")
     body = {"dataset": "iris", "k": [2, 3, 4, 5]}
     started = httpx.post(
         f"{topology.b.url}/v1/sweeps", json=body, headers={"Prefer": "respond-async"}, timeout=30
@@ -264,7 +255,7 @@ def test_a_sweep_runs_one_task_per_k_on_the_workers(topology: Topology) -> None:
     assert started.status_code == 202, started.text
     job = poll_job(topology.b.url + started.headers["location"])
     assert job["state"] == "succeeded", job
-    assert tasks_done(dask, "run_step_from_files") == before + 4
+    assert dask.steps_done("run_step_from_files") == before + 4
     sweep = httpx.get(topology.a.url + job["result_url"], timeout=30)
     assert sweep.status_code == 200
     assert sweep.json()["recommended_k"]["silhouette"] in (2, 3, 4, 5)

@@ -55,21 +55,8 @@ def server(cluster: DaskCluster, make_server: Callable[..., ServiceProcess]) -> 
     )
 
 
-def _tasks_seen(dask_scheduler: Any) -> dict[str, int]:
-    """On the scheduler: how many strategy fits, and tasks of several steps in turn, it
-    has run to an answer, in all."""
-    seen = {}
-    for name in ("run_strategy_from_files", "in_turn"):
-        prefix = dask_scheduler.task_prefixes.get(name)
-        seen[name] = 0 if prefix is None else int(prefix.state_counts["memory"])
-    return seen
-
-
 def fits_on_dask(cluster: DaskCluster) -> int:
-    """Strategy fits run on the cluster: a benchmark of three strategies sends its first
-    alone and the other two alone or in one task in turn (Runtime.run_steps)."""
-    seen = cluster.client.run_on_scheduler(_tasks_seen)
-    return int(seen["run_strategy_from_files"] + 2 * seen["in_turn"])
+    return cluster.steps_done("run_strategy_from_files")
 
 
 def running_on(cluster: DaskCluster, deadline_s: float = 30) -> str:

@@ -4,15 +4,19 @@ runtimes (two processes' worth) sharing one store, under the one lease loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from service.compute import ComputePool
+from service.compute import ComputePool, InTurn
 from service.datasets import DatasetInfo
+from service.errors import ComputeFailedError
 from service.executors import Handle, LocalExecutor
 from service.runtime import BATCH_S, Progress, Runtime, Step
 from service.store import ResultStore
@@ -77,12 +81,14 @@ async def test_two_runtimes_on_one_store_compute_a_document_once(tmp_path: Path)
 
 
 class CountingExecutor(LocalExecutor):
-    """The local pool, counting the tasks it is given."""
+    """The local pool, noting how many steps each task it is given holds."""
 
-    tasks = 0
+    def __init__(self, pool: ComputePool) -> None:
+        super().__init__(pool)
+        self.sizes: list[int] = []
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
-        self.tasks += 1
+        self.sizes.append(len(fn.calls) if isinstance(fn, InTurn) else 1)
         return super().submit(fn, *args, timeout_s=timeout_s)
 
 
@@ -92,6 +98,31 @@ def square_after(seconds: float, n: int) -> dict[str, float]:
     return {"n": n, "square": n * n, "fit_time": seconds}
 
 
+def exit_at(n: int) -> dict[str, float]:
+    """A step for a worker that dies at ``n == 3``."""
+    if n == 3:
+        os._exit(3)
+    return square_after(0.001, n)
+
+
+@contextlib.asynccontextmanager
+async def stepping(tmp_path: Path) -> AsyncIterator[tuple[Runtime, CountingExecutor]]:
+    """A runtime on a one-worker pool, its executor noting the tasks."""
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
+    executor = CountingExecutor(pool)
+    store = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
+    try:
+        yield Runtime(store, pool, tmp_path / "tmp", executor=executor), executor
+    finally:
+        pool.close()
+
+
+DATASET = DatasetInfo(
+    id="0" * 64, name=None, n_samples=1, n_features=1, has_labels=False, n_labels=None,
+    dtype="float64", format="npy",
+)  # fmt: skip
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("seconds", "most_tasks"), [(0.001, 11), (BATCH_S, 12)])
 async def test_quick_steps_share_a_task_and_slow_ones_do_not(
@@ -99,26 +130,48 @@ async def test_quick_steps_share_a_task_and_slow_ones_do_not(
 ) -> None:
     # Check that a computation's quick steps go to the workers several to a task (each
     # task a round trip: 1-2 ms on the local pool, 9-19 ms on Dask; a digits sweep was 19
-    # tasks), their results in order and each its own, progress heard at each task's
-    # start; and that steps of BATCH_S or more keep a task each.
-    pool = ComputePool(workers=1, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
-    executor = CountingExecutor(pool)
-    store = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
-    runtime = Runtime(store, pool, tmp_path / "tmp", executor=executor)
-    dataset = DatasetInfo(
-        id="0" * 64, name=None, n_samples=1, n_features=1, has_labels=False, n_labels=None,
-        dtype="float64", format="npy",
-    )  # fmt: skip
+    # tasks), at most twice as many as the task before, their results in order and each
+    # its own, progress heard at each task's start; and that steps of BATCH_S or more
+    # keep a task each.
     steps = [Step(f"n={n}", square_after, (seconds, n)) for n in range(12)]
     heard: list[tuple[int, int, str]] = []
-    try:
+    async with stepping(tmp_path) as (runtime, executor):
         results = await runtime.run_steps(
-            dataset, steps, lambda result: result["fit_time"], lambda *step: heard.append(step)
+            DATASET, steps, lambda result: result["fit_time"], lambda *step: heard.append(step)
         )
-    finally:
-        pool.close()
     assert results == [square_after(seconds, n) for n in range(12)]
-    assert executor.tasks == len(heard) <= most_tasks
+    assert len(executor.sizes) == len(heard) <= most_tasks
+    assert sum(executor.sizes) == 12
+    assert executor.sizes[0] == 1
+    assert all(now <= 2 * before for before, now in itertools.pairwise(executor.sizes))
     assert heard[0] == (0, 12, "n=0")
     assert [done for done, _, _ in heard] == sorted({done for done, _, _ in heard})
     assert all(stage == f"n={done}" and total == 12 for done, total, stage in heard)
+
+
+@pytest.mark.anyio
+async def test_a_heavier_step_is_not_batched_with_light_ones(tmp_path: Path) -> None:
+    # Check that a step whose weight says it costs far more than the steps before it (a
+    # sweep's steps grow with k) gets a task of its own, however quick the ones before.
+    steps = [Step(f"n={n}", square_after, (0.001, n)) for n in range(7)]
+    steps.append(Step("heavy", square_after, (0.3, 7), weight=1000))
+    async with stepping(tmp_path) as (runtime, executor):
+        results = await runtime.run_steps(DATASET, steps, lambda r: r["fit_time"], lambda *_: None)
+    assert [r["n"] for r in results] == list(range(8))
+    assert executor.sizes[-1] == 1
+    assert len(executor.sizes) < 8
+
+
+@pytest.mark.anyio
+async def test_a_worker_dying_in_a_shared_task_is_a_retryable_failure() -> None:
+    # Check that a worker that dies while running several steps in one task is reported
+    # as it is for a task of one step (a retryable 503, the worker replaced), not as an
+    # error of the report itself (a task of several steps has no __qualname__ to log).
+    pool = ComputePool(workers=1, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
+    try:
+        shared = InTurn(((square_after, (0.001, 1)), (exit_at, (3,))))
+        with pytest.raises(ComputeFailedError, match="died"):
+            await pool.run(shared)
+        assert await pool.run(InTurn(((square_after, (0.001, 1)),))) == [square_after(0.001, 1)]
+    finally:
+        pool.close()

@@ -233,12 +233,12 @@ def fit_strategy(
     from ``sample_state`` (default ``params.random_state``): a stability run draws the
     same sample for every seed.
 
-    Data of at most :data:`~service.threads.SERIAL_MAX_SAMPLES` rows is fitted and
-    scored on one thread, whatever the worker's limit (see there).
+    Small data (:func:`~service.threads.serial_when_small`) is fitted and scored on one
+    thread, whatever the worker's limit.
     """
     from sklearn.pipeline import Pipeline
 
-    with threads.serial_when_small(X.shape[0]), warnings.catch_warnings(record=True) as caught:
+    with threads.serial_when_small(X.shape), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kmeans = make_kmeans(X, strategy, params)
         t0 = time.perf_counter()
