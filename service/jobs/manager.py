@@ -116,7 +116,9 @@ class JobManager:
         TenantBusyError when ``tenant`` has ``tenant_max_active`` jobs here already.
         """
         running = self._by_key.get(question.id)
-        if running is not None:
+        # A job that has ended is not joined, though it stays here while its end is
+        # written: asked again, the question gets its remembered problem or a new job.
+        if running is not None and not running.job.is_finished:
             return copy.copy(running.job)
         self.engine.failures.check(question.flight)
         if len(self._active) + sum(self._submitting.values()) >= self.max_active:

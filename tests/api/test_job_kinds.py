@@ -15,6 +15,7 @@ import pytest
 from service import benchmark as bm
 from service.datasets import DatasetStore
 from service.jobs.records import JobStore
+from service.jobs.runner import JobRunner
 from service.questions import StabilityQuestion, resolve_sweep
 from service.schemas import SweepRequest
 from service.stability import StabilityParams, stability_id
@@ -181,6 +182,34 @@ async def test_a_failed_job_says_why(tmp_path: Path, kind: str) -> None:
         assert final["result_url"] is None
         again = await client.post(spec["path"], json=spec["long"], headers=ASYNC)
         assert again.status_code == 504  # remembered, not computed again
+
+
+@kinds
+async def test_a_job_that_has_just_failed_is_not_joined(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Check that the question asked again while its failed job's end is still being
+    # written (a slow store; seen on a loaded machine) gets the remembered problem, not
+    # the finished job as a new 202: the job showed "failed" before it left the tables
+    # the manager joins jobs from.
+    release = asyncio.Event()
+    persist_end = JobRunner.persist_end
+
+    async def slow_persist_end(self: JobRunner, running: Any, *, unless_stored: bool) -> None:
+        await release.wait()
+        await persist_end(self, running, unless_stored=unless_stored)
+
+    monkeypatch.setattr(JobRunner, "persist_end", slow_persist_end)
+    spec = KINDS[kind]
+    async with serve(make_settings(tmp_path, workers=1, timeout_s=0.5)) as client:
+        try:
+            job = accepted(await client.post(spec["path"], json=spec["long"], headers=ASYNC), kind)
+            final = (await finished(client, job["id"]))[-1]
+            assert final["state"] == "failed", final
+            again = await client.post(spec["path"], json=spec["long"], headers=ASYNC)
+            assert again.status_code == 504, again.text
+        finally:
+            release.set()
 
 
 @kinds
