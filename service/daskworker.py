@@ -123,7 +123,7 @@ def _task_threads(nthreads: int) -> int:
     given = os.environ.get("CLUSTERBENCH_DASK_TASK_THREADS", "").strip()
     if given:
         return max(1, int(given))
-    return max(1, len(os.sched_getaffinity(0)) // nthreads)
+    return max(1, compute.usable_cpus() // nthreads)
 
 
 def _still_wanted(worker: Any, key: Any) -> bool:
