@@ -3,7 +3,8 @@ ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``; one way for every kind
 
 A kind's ``POST`` and ``GET /{id}`` are :func:`answer_post` and :func:`answer_stored`;
 what differs between kinds is how an answer is held and responded (a :class:`Respond`),
-and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`."""
+and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`, whose
+two routes :func:`add_document_routes` declares."""
 
 from __future__ import annotations
 
@@ -12,13 +13,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from service.api.create import Kind, create, not_modified
-from service.api.deps import etag_matches, negotiate
-from service.api.routes.jobs import held_result
+from service.api.auth import Caller
+from service.api.body import body_openapi
+from service.api.create import Document, Kind, create, not_modified
+from service.api.deps import (
+    ID_DESCRIPTION,
+    ID_PATTERN,
+    Engine,
+    Tenants,
+    etag_matches,
+    negotiate,
+    problems,
+)
+from service.api.routes.jobs import JOB_ACCEPTED, held_result
 from service.engine import BenchmarkEngine
 from service.errors import ServiceError
 from service.questions import Question
@@ -28,6 +39,11 @@ from service.tenants import Tenancy
 REPRESENTATIONS = ("application/json", "text/plain")
 # A stored answer never changes under its id.
 IMMUTABLE = "public, max-age=31536000, immutable"
+# The second paragraph of a kind's POST description.
+ASYNC_NOTE = (
+    "With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with\n"
+    "`Location: /v1/jobs/{id}`."
+)
 
 A = TypeVar("A", contravariant=True)
 R = TypeVar("R")
@@ -162,3 +178,60 @@ class DocumentKind(Generic[M]):
         """``GET /{id}``: the stored document as a hit."""
         held = functools.partial(self.held, engine, tenants, caller, answer_id)
         return await answer_stored(request, answer_id, held, self.respond)
+
+
+def add_document_routes(
+    router: APIRouter,
+    documents: DocumentKind[M],
+    ask: type[Document[Any]],
+    *,
+    name: str,
+    noun: str,
+    answered: str,
+    examples: dict[str, Any],
+    create_summary: str,
+    create_description: str,
+    get_summary: str,
+) -> None:
+    """A document kind's ``POST`` and ``GET /{<name>_id}`` on ``router``, as operations
+    ``create_<name>`` and ``get_<name>``: the question ``ask`` reads from the body (its
+    request model documented with ``examples``), answered as ``documents``. ``noun`` is
+    what the documentation calls one answer, ``answered`` its 200's description."""
+    responses = answer_responses(noun, answered, {"schema": {"type": "string"}})
+    id_name = f"{name}_id"
+
+    async def create_document(
+        request: Request, engine: Engine, caller: Caller, tenants: Tenants
+    ) -> Response:
+        return await answer_post(request, ask(engine, tenants, caller), documents.respond)
+
+    async def get_document(
+        request: Request,
+        engine: Engine,
+        caller: Caller,
+        tenants: Tenants,
+        answer_id: str = Path(alias=id_name, pattern=ID_PATTERN, description=ID_DESCRIPTION),
+    ) -> Response:
+        return await documents.get(request, answer_id, engine, tenants, caller)
+
+    router.add_api_route(
+        "",
+        create_document,
+        methods=["POST"],
+        name=f"create_{name}",
+        response_model=documents.model,
+        responses={**responses, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
+        openapi_extra=body_openapi(ask.model, required=False, examples=examples),
+        summary=create_summary,
+        description=f"{create_description}\n\n{ASYNC_NOTE}",
+    )
+    router.add_api_route(
+        f"/{{{id_name}}}",
+        get_document,
+        methods=["GET"],
+        name=f"get_{name}",
+        response_model=documents.model,
+        responses={**responses, **problems(404, 406, 422)},
+        summary=get_summary,
+        description=f"The same body as the request that made the {noun}, from the cache.",
+    )

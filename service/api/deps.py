@@ -50,9 +50,9 @@ async def get_tenancy(request: Request) -> Tenancy:
 
 
 Tenants = Annotated[Tenancy, Depends(get_tenancy)]
-BenchmarkId = Annotated[
-    str, Path(pattern=ID_PATTERN, description="The benchmark's id: a sha256 hex digest.")
-]
+# The contract describes every stored answer's id so, a sweep's and a stability run's too.
+ID_DESCRIPTION = "The benchmark's id: a sha256 hex digest."
+BenchmarkId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
 
 
 def require_json(request: Request) -> None:

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import sweeps, tasks
-from service.api.answers import IMMUTABLE, DocumentKind, answer_post, answer_responses
+from service.api.answers import IMMUTABLE, DocumentKind, add_document_routes
 from service.api.auth import Caller
-from service.api.body import body_openapi
 from service.api.create import Sweep
 from service.api.deps import (
     PNG_TYPES,
@@ -25,13 +24,12 @@ from service.api.deps import (
     png_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED
 from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion
 from service.report import render_sweep_report
 from service.runtime import Progress
-from service.schemas import SweepRequest, SweepResult
+from service.schemas import SweepResult
 from service.tenants import SWEEP
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
@@ -60,14 +58,6 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-RESPONSES = answer_responses(
-    "sweep",
-    "The sweep (`X-Cache` says whether it was computed now); as "
-    "`text/plain`, a table of k x strategy x scores and each strategy's recommended k.",
-    {"schema": {"type": "string"}},
-)
-
-
 DOCUMENTS = DocumentKind(
     KIND,
     SweepResult,
@@ -75,36 +65,20 @@ DOCUMENTS = DocumentKind(
     lambda answer_id: SweepNotFoundError(f"no sweep with id {answer_id}"),
 )
 
-
-@router.post(
-    "",
-    response_model=SweepResult,
-    responses={**RESPONSES, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
-    openapi_extra=body_openapi(SweepRequest, required=False, examples=EXAMPLES),
-    summary="Choose k: run a sweep over k, or fetch it from the cache",
+add_document_routes(
+    router,
+    DOCUMENTS,
+    Sweep,
+    name="sweep",
+    noun="sweep",
+    answered="The sweep (`X-Cache` says whether it was computed now); as `text/plain`, a "
+    "table of k x strategy x scores and each strategy's recommended k.",
+    examples=EXAMPLES,
+    create_summary="Choose k: run a sweep over k, or fetch it from the cache",
+    create_description="Fit and score each strategy at each k, and recommend a k by each "
+    "criterion.",
+    get_summary="Get a stored sweep",
 )
-async def create_sweep(
-    request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """Fit and score each strategy at each k, and recommend a k by each criterion.
-
-    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
-    `Location: /v1/jobs/{id}`.
-    """
-    return await answer_post(request, Sweep(engine, tenants, caller), DOCUMENTS.respond)
-
-
-@router.get(
-    "/{sweep_id}",
-    response_model=SweepResult,
-    responses={**RESPONSES, **problems(404, 406, 422)},
-    summary="Get a stored sweep",
-)
-async def get_sweep(
-    sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """The same body as the request that made the sweep, from the cache."""
-    return await DOCUMENTS.get(request, sweep_id, engine, tenants, caller)
 
 
 @router.get(
