@@ -1,5 +1,6 @@
 """A stored answer as the API responds it: JSON or, as ``text/plain``, its table, with its
-ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``; one way for every kind.
+ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``, and its plot as PNG
+(:func:`answer_plot`); one way for every kind.
 
 A kind's ``POST`` and ``GET /{id}`` are :func:`answer_post` and :func:`answer_stored`;
 what differs between kinds is how an answer is held and responded (a :class:`Respond`),
@@ -23,10 +24,12 @@ from service.api.create import Document, Kind, create, not_modified
 from service.api.deps import (
     ID_DESCRIPTION,
     ID_PATTERN,
+    PNG_TYPES,
     Engine,
     Tenants,
     etag_matches,
     negotiate,
+    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED, held_result
@@ -97,6 +100,33 @@ async def answer_stored(
     if etag_matches(request.headers.get("if-none-match"), f'"{answer_id}"'):
         return not_modified(answer_id)
     return respond(answer_id, answer, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
+
+
+def plot_responses(description: str) -> dict[int | str, Any]:
+    """The OpenAPI responses of an answer's plot: the PNG (``description``), 304 to
+    ``If-None-Match``, and its problems."""
+    return {
+        **png_response(description),
+        304: {"description": "`If-None-Match` names this plot: the client has it."},
+        **problems(404, 406, 422, 503, 504),
+    }
+
+
+async def answer_plot(
+    request: Request,
+    answer_id: str,
+    held: Callable[[], Awaitable[Held]],
+    draw: Callable[[Held], Awaitable[bytes]],
+) -> Response:
+    """A stored answer's ``plot.png``: the answer the caller holds (``held()``), 304 when
+    the client has its plot, else ``draw(answer)``, immutable."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
+    answer = await held()
+    headers = {"ETag": f'"{answer_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
+    if etag_matches(request.headers.get("if-none-match"), f'"{answer_id}"'):
+        return Response(status_code=304, headers=headers)
+    png = await draw(answer)
+    return Response(png, headers=headers, media_type=media_type)
 
 
 def respond_answer(

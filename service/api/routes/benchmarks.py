@@ -15,26 +15,23 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.answers import (
-    IMMUTABLE,
+    answer_plot,
     answer_post,
     answer_responses,
     answer_stored,
+    plot_responses,
     respond_answer,
 )
 from service.api.auth import Caller
 from service.api.body import body_openapi
 from service.api.create import Kind
 from service.api.deps import (
-    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
     described_dataset,
-    etag_matches,
     html_page,
     html_response,
-    negotiate,
-    png_response,
     problems,
 )
 from service.api.routes.jobs import JOB_ACCEPTED
@@ -267,11 +264,7 @@ async def get_benchmark(
 @router.get(
     "/{benchmark_id}/plot.png",
     response_class=Response,
-    responses={
-        **png_response("The decision-boundary plot: one panel per strategy."),
-        304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 406, 422, 503, 504),
-    },
+    responses=plot_responses("The decision-boundary plot: one panel per strategy."),
     summary="Get a benchmark's decision-boundary plot",
 )
 async def get_benchmark_plot(
@@ -286,14 +279,24 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
-    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
-    entry = await _held_entry(engine, tenants, caller, benchmark_id)
-    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
-    if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
-        return Response(status_code=304, headers=headers)
+    held = functools.partial(_held_entry, engine, tenants, caller, benchmark_id)
+    draw = functools.partial(_plot, engine, tenants, caller, init=init)
+    return await answer_plot(request, benchmark_id, held, draw)
+
+
+async def _plot(
+    engine: BenchmarkEngine,
+    tenants: Tenancy,
+    caller: str | None,
+    entry: StoredBenchmark,
+    *,
+    init: StrategyName | None,
+) -> bytes:
+    """The benchmark's plot (the ``init`` panel, or all), drawn once and kept; the
+    caller's now."""
     png = await engine.get_or_render_plot(entry, init)
-    await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
-    return Response(png, headers=headers, media_type=media_type)
+    await tenants.claim_plot(caller, entry.id, init or "all", len(png))
+    return png
 
 
 def _cursor(created: float, benchmark_id: str) -> str:
@@ -433,8 +436,7 @@ async def get_benchmark_report(
     answer = entry.answer
     png: bytes | None = None
     if answer.plot_url is not None:  # the plot needs two features
-        png = await engine.get_or_render_plot(entry, None)
-        await tenants.claim_plot(caller, benchmark_id, "all", len(png))
+        png = await _plot(engine, tenants, caller, entry, init=None)
     profiles: dict[str, Any] = {
         r.init: (await engine.get_model(r.model_id)).profiles() for r in answer.results
     }
