@@ -164,10 +164,17 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, jobs: Jobs, caller: Caller, tenants: Tenants) -> Response:
     """The job's state and progress; once it has succeeded, `result_url` names the result."""
+    return _json(await _held_job(jobs, tenants, caller, job_id))
+
+
+async def _held_job(
+    jobs: JobManager, tenants: Tenancy, caller: str | None, job_id: str
+) -> JobRecord:
+    """The job, if the caller holds it; else 404, as if it did not exist."""
     job = await jobs.get(job_id) if await tenants.holds(caller, JOB, job_id) else None
     if job is None:
         raise JobNotFoundError(f"no job with id {job_id}")
-    return _json(job)
+    return job
 
 
 @router.delete(
@@ -211,8 +218,7 @@ async def job_events(
     job_id: JobId, request: Request, jobs: Jobs, caller: Caller, tenants: Tenants
 ) -> Response:
     """The job at each step as `text/event-stream`, until it has finished."""
-    if not await tenants.holds(caller, JOB, job_id) or await jobs.get(job_id) is None:
-        raise JobNotFoundError(f"no job with id {job_id}")
+    await _held_job(jobs, tenants, caller, job_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for job in jobs.watch(job_id):
