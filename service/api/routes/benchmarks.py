@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
 from datetime import UTC, datetime
@@ -29,16 +27,19 @@ from service.api.deps import (
     BenchmarkId,
     Engine,
     Tenants,
+    decode_cursor,
     described_dataset,
+    encode_cursor,
     html_page,
     html_response,
     problems,
+    split_page,
 )
 from service.api.routes.jobs import JOB_ACCEPTED
 from service.benchmark import ResolvedBenchmark, format_table
 from service.datasets import DatasetInfo
 from service.engine import BenchmarkEngine
-from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
+from service.errors import BenchmarkNotFoundError, DatasetNotFoundError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
 from service.result_backend import ResultCache
@@ -300,29 +301,22 @@ async def _plot(
 
 
 def _cursor(created: float, benchmark_id: str) -> str:
-    text = f"benchmarks:{created!r}:{benchmark_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return encode_cursor(f"benchmarks:{created!r}:{benchmark_id}")
 
 
-def _before(cursor: str) -> tuple[float, str]:
-    """The (created, id) a cursor from :func:`_cursor` names; 422 for anything else."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, created, benchmark_id = text.split(":")
-        moment = float(created)
-        if (
-            prefix != "benchmarks"
-            or not (moment >= 0 and moment < float("inf"))
-            or len(benchmark_id) != 64
-            or benchmark_id.strip("0123456789abcdef")
-        ):
-            raise ValueError(text)
-        return moment, benchmark_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequestError(
-            "the cursor is not one this service gave: pass next_cursor from a previous page",
-            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}],
-        ) from None
+def _before(text: str) -> tuple[float, str]:
+    """The (created, id) a cursor's text from :func:`_cursor` names; ValueError for
+    anything else."""
+    prefix, created, benchmark_id = text.split(":")
+    moment = float(created)
+    if (
+        prefix != "benchmarks"
+        or not (moment >= 0 and moment < float("inf"))
+        or len(benchmark_id) != 64
+        or benchmark_id.strip("0123456789abcdef")
+    ):
+        raise ValueError(text)
+    return moment, benchmark_id
 
 
 def _summary(entry: StoredBenchmark, created: float) -> BenchmarkSummary:
@@ -356,14 +350,13 @@ async def list_benchmarks(
 ) -> Response:
     """The caller's benchmarks (every stored one without keys), newest first, a page at a
     time; `next_cursor` leads to the next page."""
-    before = None if cursor is None else _before(cursor)
+    before = None if cursor is None else decode_cursor(cursor, _before)
     among = None if caller is None else await tenants.held_benchmarks(caller)
     results: ResultCache = engine.results
 
     def read() -> tuple[list[BenchmarkSummary], str | None]:
-        page = results.page(limit=limit + 1, before=before, among=among)
-        more = len(page) > limit
-        page = page[:limit]
+        rows = results.page(limit=limit + 1, before=before, among=among)
+        page, more = split_page(rows, limit)
         items = []
         for benchmark_id, created in page:
             entry = results.get(benchmark_id)
