@@ -42,7 +42,7 @@ from service.tenants import Tenancy
 REPRESENTATIONS = ("application/json", "text/plain")
 # A stored answer never changes under its id.
 IMMUTABLE = "public, max-age=31536000, immutable"
-# The second paragraph of a kind's POST description.
+# The second paragraph of a document kind's POST description (a benchmark's docstring says it too).
 ASYNC_NOTE = (
     "With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with\n"
     "`Location: /v1/jobs/{id}`."
