@@ -1,9 +1,11 @@
 """A stored answer as the API responds it: JSON or, as ``text/plain``, its table, with its
-ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``; one way for every kind.
+ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``, and its plot as PNG
+(:func:`answer_plot`); one way for every kind.
 
 A kind's ``POST`` and ``GET /{id}`` are :func:`answer_post` and :func:`answer_stored`;
 what differs between kinds is how an answer is held and responded (a :class:`Respond`),
-and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`."""
+and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`, whose
+two routes :func:`add_document_routes` declares."""
 
 from __future__ import annotations
 
@@ -12,13 +14,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from service.api.create import Kind, create, not_modified
-from service.api.deps import etag_matches, negotiate
-from service.api.routes.jobs import held_result
+from service.api.auth import Caller
+from service.api.body import body_openapi
+from service.api.create import Document, Kind, create, not_modified
+from service.api.deps import (
+    ID_DESCRIPTION,
+    ID_PATTERN,
+    PNG_TYPES,
+    Engine,
+    Tenants,
+    etag_matches,
+    negotiate,
+    png_response,
+    problems,
+)
+from service.api.routes.jobs import JOB_ACCEPTED, held_result
 from service.engine import BenchmarkEngine
 from service.errors import ServiceError
 from service.questions import Question
@@ -28,6 +42,11 @@ from service.tenants import Tenancy
 REPRESENTATIONS = ("application/json", "text/plain")
 # A stored answer never changes under its id.
 IMMUTABLE = "public, max-age=31536000, immutable"
+# The second paragraph of a document kind's POST description (a benchmark's docstring says it too).
+ASYNC_NOTE = (
+    "With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with\n"
+    "`Location: /v1/jobs/{id}`."
+)
 
 A = TypeVar("A", contravariant=True)
 R = TypeVar("R")
@@ -81,6 +100,33 @@ async def answer_stored(
     if etag_matches(request.headers.get("if-none-match"), f'"{answer_id}"'):
         return not_modified(answer_id)
     return respond(answer_id, answer, True, accept=accept, extra={"Cache-Control": IMMUTABLE})
+
+
+def plot_responses(description: str) -> dict[int | str, Any]:
+    """The OpenAPI responses of an answer's plot: the PNG (``description``), 304 to
+    ``If-None-Match``, and its problems."""
+    return {
+        **png_response(description),
+        304: {"description": "`If-None-Match` names this plot: the client has it."},
+        **problems(404, 406, 422, 503, 504),
+    }
+
+
+async def answer_plot(
+    request: Request,
+    answer_id: str,
+    held: Callable[[], Awaitable[Held]],
+    draw: Callable[[Held], Awaitable[bytes]],
+) -> Response:
+    """A stored answer's ``plot.png``: the answer the caller holds (``held()``), 304 when
+    the client has its plot, else ``draw(answer)``, immutable."""
+    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
+    answer = await held()
+    headers = {"ETag": f'"{answer_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
+    if etag_matches(request.headers.get("if-none-match"), f'"{answer_id}"'):
+        return Response(status_code=304, headers=headers)
+    png = await draw(answer)
+    return Response(png, headers=headers, media_type=media_type)
 
 
 def respond_answer(
@@ -162,3 +208,60 @@ class DocumentKind(Generic[M]):
         """``GET /{id}``: the stored document as a hit."""
         held = functools.partial(self.held, engine, tenants, caller, answer_id)
         return await answer_stored(request, answer_id, held, self.respond)
+
+
+def add_document_routes(
+    router: APIRouter,
+    documents: DocumentKind[M],
+    ask: type[Document[Any]],
+    *,
+    name: str,
+    noun: str,
+    answered: str,
+    examples: dict[str, Any],
+    create_summary: str,
+    create_description: str,
+    get_summary: str,
+) -> None:
+    """A document kind's ``POST`` and ``GET /{<name>_id}`` on ``router``, as operations
+    ``create_<name>`` and ``get_<name>``: the question ``ask`` reads from the body (its
+    request model documented with ``examples``), answered as ``documents``. ``noun`` is
+    what the documentation calls one answer, ``answered`` its 200's description."""
+    responses = answer_responses(noun, answered, {"schema": {"type": "string"}})
+    id_name = f"{name}_id"
+
+    async def create_document(
+        request: Request, engine: Engine, caller: Caller, tenants: Tenants
+    ) -> Response:
+        return await answer_post(request, ask(engine, tenants, caller), documents.respond)
+
+    async def get_document(
+        request: Request,
+        engine: Engine,
+        caller: Caller,
+        tenants: Tenants,
+        answer_id: str = Path(alias=id_name, pattern=ID_PATTERN, description=ID_DESCRIPTION),
+    ) -> Response:
+        return await documents.get(request, answer_id, engine, tenants, caller)
+
+    router.add_api_route(
+        "",
+        create_document,
+        methods=["POST"],
+        name=f"create_{name}",
+        response_model=documents.model,
+        responses={**responses, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
+        openapi_extra=body_openapi(ask.model, required=False, examples=examples),
+        summary=create_summary,
+        description=f"{create_description}\n\n{ASYNC_NOTE}",
+    )
+    router.add_api_route(
+        f"/{{{id_name}}}",
+        get_document,
+        methods=["GET"],
+        name=f"get_{name}",
+        response_model=documents.model,
+        responses={**responses, **problems(404, 406, 422)},
+        summary=get_summary,
+        description=f"The same body as the request that made the {noun}, from the cache.",
+    )

@@ -1,8 +1,12 @@
-"""Shared pieces of the routes: the engine from the lifespan state, ids, conditional requests."""
+"""Shared pieces of the routes: the engine from the lifespan state, ids, conditional requests,
+page cursors."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
 from fastapi import Depends, Path, Request
@@ -34,6 +38,8 @@ from service.tenants import Tenancy
 
 ID_PATTERN = "^[0-9a-f]{64}$"
 
+T = TypeVar("T")
+
 
 async def get_engine(request: Request) -> BenchmarkEngine:
     # async: FastAPI would run a plain function in a worker thread, on every request.
@@ -50,9 +56,9 @@ async def get_tenancy(request: Request) -> Tenancy:
 
 
 Tenants = Annotated[Tenancy, Depends(get_tenancy)]
-BenchmarkId = Annotated[
-    str, Path(pattern=ID_PATTERN, description="The benchmark's id: a sha256 hex digest.")
-]
+# The contract describes every stored answer's id so, a sweep's and a stability run's too.
+ID_DESCRIPTION = "The benchmark's id: a sha256 hex digest."
+BenchmarkId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
 
 
 def require_json(request: Request) -> None:
@@ -277,3 +283,26 @@ def html_response(description: str) -> dict[int | str, dict[str, Any]]:
 def html_page(page: str) -> Response:
     """A report page, with the headers that keep it from loading anything."""
     return Response(page, media_type="text/html; charset=utf-8", headers=RESPONSE_HEADERS)
+
+
+def encode_cursor(text: str) -> str:
+    """A page's cursor: ``text``, opaque to the client (URL-safe base64, unpadded)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, parse: Callable[[str], T]) -> T:
+    """What ``parse`` reads from the text of a cursor from :func:`encode_cursor`; 422 when
+    it is not one, or ``parse`` raises ValueError."""
+    try:
+        return parse(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequestError(
+            "the cursor is not one this service gave: pass next_cursor from a previous page",
+            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}],
+        ) from None
+
+
+def split_page(rows: list[T], limit: int) -> tuple[list[T], bool]:
+    """A page of at most ``limit`` rows from ``rows`` (read as ``limit + 1``, so that one
+    more says a next page exists), and whether one does."""
+    return rows[:limit], len(rows) > limit

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
 from datetime import UTC, datetime
@@ -15,33 +13,33 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.answers import (
-    IMMUTABLE,
+    answer_plot,
     answer_post,
     answer_responses,
     answer_stored,
+    plot_responses,
     respond_answer,
 )
 from service.api.auth import Caller
 from service.api.body import body_openapi
 from service.api.create import Kind
 from service.api.deps import (
-    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
+    decode_cursor,
     described_dataset,
-    etag_matches,
+    encode_cursor,
     html_page,
     html_response,
-    negotiate,
-    png_response,
     problems,
+    split_page,
 )
 from service.api.routes.jobs import JOB_ACCEPTED
 from service.benchmark import ResolvedBenchmark, format_table
 from service.datasets import DatasetInfo
 from service.engine import BenchmarkEngine
-from service.errors import BenchmarkNotFoundError, DatasetNotFoundError, InvalidRequestError
+from service.errors import BenchmarkNotFoundError, DatasetNotFoundError
 from service.questions import BenchmarkQuestion
 from service.report import render_report
 from service.result_backend import ResultCache
@@ -267,11 +265,7 @@ async def get_benchmark(
 @router.get(
     "/{benchmark_id}/plot.png",
     response_class=Response,
-    responses={
-        **png_response("The decision-boundary plot: one panel per strategy."),
-        304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 406, 422, 503, 504),
-    },
+    responses=plot_responses("The decision-boundary plot: one panel per strategy."),
     summary="Get a benchmark's decision-boundary plot",
 )
 async def get_benchmark_plot(
@@ -286,40 +280,43 @@ async def get_benchmark_plot(
     ] = None,
 ) -> Response:
     """The seed's figure: PCA-reduced data, KMeans regions, points and centroids."""
-    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
-    entry = await _held_entry(engine, tenants, caller, benchmark_id)
-    headers = {"ETag": f'"{benchmark_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
-    if etag_matches(request.headers.get("if-none-match"), f'"{benchmark_id}"'):
-        return Response(status_code=304, headers=headers)
+    held = functools.partial(_held_entry, engine, tenants, caller, benchmark_id)
+    draw = functools.partial(_plot, engine, tenants, caller, init=init)
+    return await answer_plot(request, benchmark_id, held, draw)
+
+
+async def _plot(
+    engine: BenchmarkEngine,
+    tenants: Tenancy,
+    caller: str | None,
+    entry: StoredBenchmark,
+    *,
+    init: StrategyName | None,
+) -> bytes:
+    """The benchmark's plot (the ``init`` panel, or all), drawn once and kept; the
+    caller's now."""
     png = await engine.get_or_render_plot(entry, init)
-    await tenants.claim_plot(caller, benchmark_id, init or "all", len(png))
-    return Response(png, headers=headers, media_type=media_type)
+    await tenants.claim_plot(caller, entry.id, init or "all", len(png))
+    return png
 
 
 def _cursor(created: float, benchmark_id: str) -> str:
-    text = f"benchmarks:{created!r}:{benchmark_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return encode_cursor(f"benchmarks:{created!r}:{benchmark_id}")
 
 
-def _before(cursor: str) -> tuple[float, str]:
-    """The (created, id) a cursor from :func:`_cursor` names; 422 for anything else."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, created, benchmark_id = text.split(":")
-        moment = float(created)
-        if (
-            prefix != "benchmarks"
-            or not (moment >= 0 and moment < float("inf"))
-            or len(benchmark_id) != 64
-            or benchmark_id.strip("0123456789abcdef")
-        ):
-            raise ValueError(text)
-        return moment, benchmark_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequestError(
-            "the cursor is not one this service gave: pass next_cursor from a previous page",
-            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}],
-        ) from None
+def _before(text: str) -> tuple[float, str]:
+    """The (created, id) a cursor's text from :func:`_cursor` names; ValueError for
+    anything else."""
+    prefix, created, benchmark_id = text.split(":")
+    moment = float(created)
+    if (
+        prefix != "benchmarks"
+        or not (moment >= 0 and moment < float("inf"))
+        or len(benchmark_id) != 64
+        or benchmark_id.strip("0123456789abcdef")
+    ):
+        raise ValueError(text)
+    return moment, benchmark_id
 
 
 def _summary(entry: StoredBenchmark, created: float) -> BenchmarkSummary:
@@ -353,14 +350,13 @@ async def list_benchmarks(
 ) -> Response:
     """The caller's benchmarks (every stored one without keys), newest first, a page at a
     time; `next_cursor` leads to the next page."""
-    before = None if cursor is None else _before(cursor)
+    before = None if cursor is None else decode_cursor(cursor, _before)
     among = None if caller is None else await tenants.held_benchmarks(caller)
     results: ResultCache = engine.results
 
     def read() -> tuple[list[BenchmarkSummary], str | None]:
-        page = results.page(limit=limit + 1, before=before, among=among)
-        more = len(page) > limit
-        page = page[:limit]
+        rows = results.page(limit=limit + 1, before=before, among=among)
+        page, more = split_page(rows, limit)
         items = []
         for benchmark_id, created in page:
             entry = results.get(benchmark_id)
@@ -433,8 +429,7 @@ async def get_benchmark_report(
     answer = entry.answer
     png: bytes | None = None
     if answer.plot_url is not None:  # the plot needs two features
-        png = await engine.get_or_render_plot(entry, None)
-        await tenants.claim_plot(caller, benchmark_id, "all", len(png))
+        png = await _plot(engine, tenants, caller, entry, init=None)
     profiles: dict[str, Any] = {
         r.init: (await engine.get_model(r.model_id)).profiles() for r in answer.results
     }

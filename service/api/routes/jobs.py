@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -15,9 +13,16 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 
 from service.api.auth import Caller
-from service.api.deps import ID_PATTERN, Tenants, problems
+from service.api.deps import (
+    ID_PATTERN,
+    Tenants,
+    decode_cursor,
+    encode_cursor,
+    problems,
+    split_page,
+)
 from service.engine import BenchmarkEngine
-from service.errors import InvalidRequestError, JobNotFoundError
+from service.errors import JobNotFoundError
 from service.jobs.manager import JobManager
 from service.jobs.records import JobRecord
 from service.questions import Question
@@ -109,22 +114,17 @@ async def held_result(
 
 
 def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode().rstrip("=")
+    return encode_cursor(f"jobs:{seq}")
 
 
-def _after(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, seq = text.partition(":")
-        # ASCII digits that fit SQLite's integers: anything else was not made here.
-        if prefix != "jobs" or not (seq.isascii() and seq.isdigit() and len(seq) <= 18):
-            raise ValueError(text)
-        return int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequestError(
-            "the cursor is not one this service gave: pass next_cursor from a previous page",
-            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}],
-        ) from None
+def _after(text: str) -> int:
+    """The job's ``seq`` a cursor's text from :func:`_cursor` names; ValueError for
+    anything else."""
+    prefix, _, seq = text.partition(":")
+    # ASCII digits that fit SQLite's integers: anything else was not made here.
+    if prefix != "jobs" or not (seq.isascii() and seq.isdigit() and len(seq) <= 18):
+        raise ValueError(text)
+    return int(seq)
 
 
 @router.get(
@@ -145,11 +145,10 @@ async def list_jobs(
     ] = None,
 ) -> Response:
     """Jobs newest first, a page at a time; `next_cursor` leads to the next page."""
-    before = None if cursor is None else _after(cursor)
+    before = None if cursor is None else decode_cursor(cursor, _after)
     among = None if caller is None else await tenants.held_jobs(caller)
-    page = await jobs.page(state=state, limit=limit + 1, before=before, among=among)
-    more = len(page) > limit
-    page = page[:limit]
+    rows = await jobs.page(state=state, limit=limit + 1, before=before, among=among)
+    page, more = split_page(rows, limit)
     body = JobList(
         jobs=[job.public() for job in page], next_cursor=_cursor(page[-1].seq) if more else None
     )
@@ -164,10 +163,17 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, jobs: Jobs, caller: Caller, tenants: Tenants) -> Response:
     """The job's state and progress; once it has succeeded, `result_url` names the result."""
+    return _json(await _held_job(jobs, tenants, caller, job_id))
+
+
+async def _held_job(
+    jobs: JobManager, tenants: Tenancy, caller: str | None, job_id: str
+) -> JobRecord:
+    """The job, if the caller holds it; else 404, as if it did not exist."""
     job = await jobs.get(job_id) if await tenants.holds(caller, JOB, job_id) else None
     if job is None:
         raise JobNotFoundError(f"no job with id {job_id}")
-    return _json(job)
+    return job
 
 
 @router.delete(
@@ -211,8 +217,7 @@ async def job_events(
     job_id: JobId, request: Request, jobs: Jobs, caller: Caller, tenants: Tenants
 ) -> Response:
     """The job at each step as `text/event-stream`, until it has finished."""
-    if not await tenants.holds(caller, JOB, job_id) or await jobs.get(job_id) is None:
-        raise JobNotFoundError(f"no job with id {job_id}")
+    await _held_job(jobs, tenants, caller, job_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for job in jobs.watch(job_id):

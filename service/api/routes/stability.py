@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from service import stability
-from service.api.answers import DocumentKind, answer_post, answer_responses
+from service.api.answers import DocumentKind, add_document_routes
 from service.api.auth import Caller
-from service.api.body import body_openapi
 from service.api.create import Stability
 from service.api.deps import (
     BenchmarkId,
@@ -21,11 +20,10 @@ from service.api.deps import (
     html_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion
 from service.report import render_stability_report
-from service.schemas import StabilityRequest, StabilityResult
+from service.schemas import StabilityResult
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
@@ -47,13 +45,6 @@ EXAMPLES: dict[str, Any] = {
     },
 }
 
-RESPONSES = answer_responses(
-    "run",
-    "Each strategy over the seeds (`X-Cache` says whether it was computed now).",
-    {"schema": {"type": "string"}},
-)
-
-
 DOCUMENTS = DocumentKind(
     KIND,
     StabilityResult,
@@ -61,36 +52,19 @@ DOCUMENTS = DocumentKind(
     lambda answer_id: StabilityNotFoundError(f"no stability run with id {answer_id}"),
 )
 
-
-@router.post(
-    "",
-    response_model=StabilityResult,
-    responses={**RESPONSES, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
-    openapi_extra=body_openapi(StabilityRequest, required=False, examples=EXAMPLES),
-    summary="Run a benchmark under several seeds, or fetch it from the cache",
+add_document_routes(
+    router,
+    DOCUMENTS,
+    Stability,
+    name="stability",
+    noun="run",
+    answered="Each strategy over the seeds (`X-Cache` says whether it was computed now).",
+    examples=EXAMPLES,
+    create_summary="Run a benchmark under several seeds, or fetch it from the cache",
+    create_description="Mean and standard deviation of every number over the seeds, and "
+    "their agreement.",
+    get_summary="Get a stored stability run",
 )
-async def create_stability(
-    request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """Mean and standard deviation of every number over the seeds, and their agreement.
-
-    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
-    `Location: /v1/jobs/{id}`.
-    """
-    return await answer_post(request, Stability(engine, tenants, caller), DOCUMENTS.respond)
-
-
-@router.get(
-    "/{stability_id}",
-    response_model=StabilityResult,
-    responses={**RESPONSES, **problems(404, 406, 422)},
-    summary="Get a stored stability run",
-)
-async def get_stability(
-    stability_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """The same body as the request that made the run, from the cache."""
-    return await DOCUMENTS.get(request, stability_id, engine, tenants, caller)
 
 
 @router.get(

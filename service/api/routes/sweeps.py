@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import sweeps, tasks
-from service.api.answers import IMMUTABLE, DocumentKind, answer_post, answer_responses
+from service.api.answers import DocumentKind, add_document_routes, answer_plot, plot_responses
 from service.api.auth import Caller
-from service.api.body import body_openapi
 from service.api.create import Sweep
 from service.api.deps import (
-    PNG_TYPES,
     BenchmarkId,
     Engine,
     Tenants,
     described_dataset,
-    etag_matches,
     html_page,
     html_response,
-    negotiate,
-    png_response,
     problems,
 )
-from service.api.routes.jobs import JOB_ACCEPTED
 from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
 from service.questions import SweepQuestion
 from service.report import render_sweep_report
 from service.runtime import Progress
-from service.schemas import SweepRequest, SweepResult
-from service.tenants import SWEEP
+from service.schemas import SweepResult
+from service.tenants import SWEEP, Tenancy
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -60,14 +55,6 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-RESPONSES = answer_responses(
-    "sweep",
-    "The sweep (`X-Cache` says whether it was computed now); as "
-    "`text/plain`, a table of k x strategy x scores and each strategy's recommended k.",
-    {"schema": {"type": "string"}},
-)
-
-
 DOCUMENTS = DocumentKind(
     KIND,
     SweepResult,
@@ -75,73 +62,52 @@ DOCUMENTS = DocumentKind(
     lambda answer_id: SweepNotFoundError(f"no sweep with id {answer_id}"),
 )
 
-
-@router.post(
-    "",
-    response_model=SweepResult,
-    responses={**RESPONSES, **JOB_ACCEPTED, **problems(400, 403, 406, 413, 415, 422, 503, 504)},
-    openapi_extra=body_openapi(SweepRequest, required=False, examples=EXAMPLES),
-    summary="Choose k: run a sweep over k, or fetch it from the cache",
+add_document_routes(
+    router,
+    DOCUMENTS,
+    Sweep,
+    name="sweep",
+    noun="sweep",
+    answered="The sweep (`X-Cache` says whether it was computed now); as `text/plain`, a "
+    "table of k x strategy x scores and each strategy's recommended k.",
+    examples=EXAMPLES,
+    create_summary="Choose k: run a sweep over k, or fetch it from the cache",
+    create_description="Fit and score each strategy at each k, and recommend a k by each "
+    "criterion.",
+    get_summary="Get a stored sweep",
 )
-async def create_sweep(
-    request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """Fit and score each strategy at each k, and recommend a k by each criterion.
-
-    With `Prefer: respond-async`, a result not stored yet is computed by a job: 202 with
-    `Location: /v1/jobs/{id}`.
-    """
-    return await answer_post(request, Sweep(engine, tenants, caller), DOCUMENTS.respond)
-
-
-@router.get(
-    "/{sweep_id}",
-    response_model=SweepResult,
-    responses={**RESPONSES, **problems(404, 406, 422)},
-    summary="Get a stored sweep",
-)
-async def get_sweep(
-    sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """The same body as the request that made the sweep, from the cache."""
-    return await DOCUMENTS.get(request, sweep_id, engine, tenants, caller)
 
 
 @router.get(
     "/{sweep_id}/plot.png",
     response_class=Response,
-    responses={
-        **png_response(
-            "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz against k, one line "
-            "per strategy, the recommended k marked."
-        ),
-        304: {"description": "`If-None-Match` names this plot: the client has it."},
-        **problems(404, 406, 422, 503, 504),
-    },
+    responses=plot_responses(
+        "Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz against k, one line "
+        "per strategy, the recommended k marked."
+    ),
     summary="Get a sweep's scores plotted against k",
 )
 async def get_sweep_plot(
     sweep_id: BenchmarkId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
 ) -> Response:
     """The scores against k, the k each criterion recommends marked."""
-    media_type = negotiate(request.headers.get("accept"), PNG_TYPES)
-    body = await DOCUMENTS.held(engine, tenants, caller, sweep_id)
-    headers = {"ETag": f'"{sweep_id}"', "Cache-Control": IMMUTABLE, "Vary": "Accept"}
-    if etag_matches(request.headers.get("if-none-match"), f'"{sweep_id}"'):
-        return Response(status_code=304, headers=headers)
-    png = await _plot(engine, sweep_id, body)
-    await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
-    return Response(png, headers=headers, media_type=media_type)
+    held = functools.partial(DOCUMENTS.held, engine, tenants, caller, sweep_id)
+    draw = functools.partial(_plot, engine, tenants, caller, sweep_id)
+    return await answer_plot(request, sweep_id, held, draw)
 
 
-async def _plot(engine: BenchmarkEngine, sweep_id: str, stored: bytes) -> bytes:
-    """The sweep's plot, drawn once (from its ``stored`` answer, in a worker) and kept."""
+async def _plot(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, sweep_id: str, stored: bytes
+) -> bytes:
+    """The sweep's plot, drawn once (from its ``stored`` answer, in a worker) and kept;
+    the caller's now."""
 
     async def render(_: Progress) -> tuple[bytes, bytes]:  # one step: nobody follows it
         png: bytes = await engine.pool.run(tasks.render_sweep, stored)
         return png, png
 
     png, _ = await engine.get_or_compute_document(PLOT_KIND, sweep_id, render)
+    await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
     return png
 
 
@@ -163,8 +129,7 @@ async def get_sweep_report(
     """The recommended k, the scores against k (the same PNG as `plot.png`), the table,
     the dataset, parameters and versions, as one HTML page with no external URL."""
     stored = await DOCUMENTS.held(engine, tenants, caller, sweep_id)
-    png = await _plot(engine, sweep_id, stored)
-    await tenants.claim_result_plot(caller, SWEEP, sweep_id, len(png))
+    png = await _plot(engine, tenants, caller, sweep_id, stored)
     answer = SweepResult.model_validate_json(stored)
     described = await described_dataset(engine, tenants, caller, answer.dataset.id)
     return html_page(render_sweep_report(answer, png, described))
