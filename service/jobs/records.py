@@ -81,6 +81,11 @@ WITHDRAWN = problem_of(
     )
 )
 UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
+ORPHANED = problem_of(
+    JobOrphanedError(
+        "the server process running this job stopped before it finished; ask again to compute it"
+    )
+)
 
 
 @dataclass
@@ -103,6 +108,27 @@ class JobRecord:
     error: dict[str, Any] | None = None
     seq: int = 0
     heartbeat: float = 0.0
+
+    @classmethod
+    def new(
+        cls, *, kind: str, key: str, request: dict[str, Any], total: int, owner: str, seq: int = 0
+    ) -> JobRecord:
+        """A job just asked: queued, nothing done yet, its heartbeat its creation."""
+        created = time.time()
+        return cls(
+            id=uuid.uuid4().hex + uuid.uuid4().hex,
+            kind=kind,
+            key=key,
+            request=request,
+            state=JobState.QUEUED,
+            done=0,
+            total=total,
+            stage="queued",
+            created=created,
+            owner=owner,
+            seq=seq,
+            heartbeat=created,
+        )
 
     @property
     def is_finished(self) -> bool:
@@ -134,6 +160,12 @@ class JobRecord:
     def snapshot(self) -> tuple[Any, ...]:
         """What a watcher compares to tell whether the job changed."""
         return (self.state, self.done, self.total, self.stage, self.finished)
+
+
+def orphan_end(now: float) -> dict[str, Any]:
+    """The fields written of an active job found with no live process (when its question
+    is asked again): failed, ended ``now``, with why."""
+    return {"state": JobState.FAILED, "finished": now, "error": ORPHANED}
 
 
 def owner_alive(job: JobRecord, me: str) -> bool:
@@ -252,19 +284,7 @@ class JobStore:
                 if alive(found):
                     return found, False
                 self._fail_orphan(db, found)
-            job = JobRecord(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
-                kind=kind,
-                key=key,
-                request=request,
-                state=JobState.QUEUED,
-                done=0,
-                total=total,
-                stage="queued",
-                created=time.time(),
-                owner=owner,
-            )
-            job.heartbeat = job.created
+            job = JobRecord.new(kind=kind, key=key, request=request, total=total, owner=owner)
             cursor = db.execute(
                 "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
                 " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -287,15 +307,10 @@ class JobStore:
 
     @staticmethod
     def _fail_orphan(db: sqlite3.Connection, job: JobRecord) -> None:
-        error = problem_of(
-            JobOrphanedError(
-                "the server process running this job stopped before it finished; "
-                "ask again to compute it"
-            )
-        )
+        end = orphan_end(time.time())
         db.execute(
-            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ?",
-            (time.time(), orjson.dumps(error), job.id),
+            "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+            (end["state"], end["finished"], orjson.dumps(end["error"]), job.id),
         )
 
     def get(self, job_id: str) -> JobRecord | None:

@@ -22,14 +22,12 @@ import dataclasses
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from service.errors import JobOrphanedError
-from service.jobs.records import RELEASED, JobRecord, problem_of
+from service.jobs.records import RELEASED, JobRecord, orphan_end
 from service.redis_connection import PREFIX, Guard, connect, newest_first
 from service.schemas import ACTIVE_STATES, JobState
 
@@ -192,38 +190,15 @@ class RedisJobStore:
             if found is not None and found.state in ACTIVE_STATES and alive(found):
                 return found, False
             seq = int(self.redis.incr(PREFIX + "job-seq"))
-            job = JobRecord(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
-                kind=kind,
-                key=key,
-                request=request,
-                state=JobState.QUEUED,
-                done=0,
-                total=total,
-                stage="queued",
-                created=time.time(),
-                owner=owner,
-                seq=seq,
+            job = JobRecord.new(
+                kind=kind, key=key, request=request, total=total, owner=owner, seq=seq
             )
-            job.heartbeat = job.created
             pipe.multi()
             if found is not None and found.state in ACTIVE_STATES:
-                error = problem_of(
-                    JobOrphanedError(
-                        "the server process running this job stopped before it finished; "
-                        "ask again to compute it"
-                    )
-                )
-                pipe.hset(
-                    self._key(found.id),
-                    mapping={
-                        "state": _dump(JobState.FAILED),
-                        "finished": _dump(time.time()),
-                        "error": _dump(error),
-                    },
-                )
+                end = orphan_end(time.time())
+                pipe.hset(self._key(found.id), mapping={name: _dump(v) for name, v in end.items()})
                 pipe.srem(PREFIX + "jobs-active", found.id)
-                pipe.zadd(PREFIX + "jobs-finished", {found.id: time.time()})
+                pipe.zadd(PREFIX + "jobs-finished", {found.id: end["finished"]})
             pipe.hset(self._key(job.id), mapping=job_to_hash(job))
             pipe.zadd(PREFIX + "jobs", {job.id: seq})
             pipe.sadd(PREFIX + "jobs-active", job.id)
