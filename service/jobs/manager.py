@@ -55,6 +55,11 @@ WATCH_POLL_S = 0.5
 SWEEP_S = 30.0
 
 
+def _ended(job_id: str, state: str) -> JobFinishedError:
+    """What cancelling a job that has ended (in ``state``) raises."""
+    return JobFinishedError(f"job {job_id} has already {state}: nothing to cancel")
+
+
 class JobManager:
     """Starts, follows, lists and cancels jobs; owns their runner tasks.
 
@@ -258,9 +263,7 @@ class JobManager:
         if running.job.is_finished:
             # Finished in memory, its record being written: the runner must not be
             # cancelled now, or the record would stay active.
-            raise JobFinishedError(
-                f"job {job_id} has already {running.job.state}: nothing to cancel"
-            )
+            raise _ended(job_id, running.job.state)
         if running.job.stage == "storing":
             raise JobFinishedError(
                 f"job {job_id} has computed its result and is storing it: too late to cancel"
@@ -284,7 +287,7 @@ class JobManager:
         if job is None:
             return None
         if job.is_finished:
-            raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
+            raise _ended(job_id, job.state)
         await release()
         job.state, job.stage, job.finished = JobState.CANCELLED, "cancelled", time.time()
         job.error = WITHDRAWN
@@ -297,14 +300,14 @@ class JobManager:
         if job is None:
             return None
         if job.is_finished:
-            raise JobFinishedError(f"job {job_id} has already {job.state}: nothing to cancel")
+            raise _ended(job_id, job.state)
         job.state = JobState.CANCELLED
         job.finished = time.time()
         job.error = CANCELLED
         if not await asyncio.to_thread(self.store.save, job):
             again = await asyncio.to_thread(self.store.get, job_id)
             state = again.state if again is not None else "ended"
-            raise JobFinishedError(f"job {job_id} has already {state}: nothing to cancel")
+            raise _ended(job_id, state)
         return job
 
     # -- start-up and shut-down -------------------------------------------------------

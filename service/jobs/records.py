@@ -6,12 +6,13 @@ answers for it is :class:`service.schemas.Job`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,11 @@ WITHDRAWN = problem_of(
     )
 )
 UNEXPECTED = problem_of(ServiceError("an unexpected error occurred; it has been logged"))
+ORPHANED = problem_of(
+    JobOrphanedError(
+        "the server process running this job stopped before it finished; ask again to compute it"
+    )
+)
 
 
 @dataclass
@@ -103,6 +109,47 @@ class JobRecord:
     error: dict[str, Any] | None = None
     seq: int = 0
     heartbeat: float = 0.0
+
+    @classmethod
+    def new(
+        cls, *, kind: str, key: str, request: dict[str, Any], total: int, owner: str, seq: int = 0
+    ) -> JobRecord:
+        """A job just asked: queued, nothing done yet, its heartbeat its creation."""
+        created = time.time()
+        return cls(
+            id=uuid.uuid4().hex + uuid.uuid4().hex,
+            kind=kind,
+            key=key,
+            request=request,
+            state=JobState.QUEUED,
+            done=0,
+            total=total,
+            stage="queued",
+            created=created,
+            owner=owner,
+            seq=seq,
+            heartbeat=created,
+        )
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> JobRecord:
+        """A job from its stored fields (decoded); fields this version does not know are
+        left out."""
+        known = {name: values[name] for name in FIELDS if name in values}
+        if "state" in known:
+            known["state"] = JobState(known["state"])
+        return cls(**known)
+
+    def fields(self) -> dict[str, Any]:
+        """Every field by name, as a store writes the whole record."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def saved(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What a save writes: the job's progress with ``now`` as its heartbeat, and
+        apart, the fields a save never changes (:data:`FIXED`)."""
+        values = self.fields() | {"heartbeat": now}
+        fixed = {name: values.pop(name) for name in FIXED}
+        return values, fixed
 
     @property
     def is_finished(self) -> bool:
@@ -134,6 +181,19 @@ class JobRecord:
     def snapshot(self) -> tuple[Any, ...]:
         """What a watcher compares to tell whether the job changed."""
         return (self.state, self.done, self.total, self.stage, self.finished)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
+# The fields a job's record is created with and a save never changes: written again only
+# with a record that is gone. The owner is changed by claim() only: a runner that lost its
+# job (taken over) must not take it back.
+FIXED = ("id", "kind", "key", "request", "created", "seq", "owner")
+
+
+def orphan_end(now: float) -> dict[str, Any]:
+    """The fields written of an active job found with no live process (when its question
+    is asked again): failed, ended ``now``, with why."""
+    return {"state": JobState.FAILED, "finished": now, "error": ORPHANED}
 
 
 def owner_alive(job: JobRecord, me: str) -> bool:
@@ -196,6 +256,30 @@ def _rows(db: sqlite3.Connection) -> None:
     db.row_factory = sqlite3.Row
 
 
+# The columns that hold a field as JSON; the others hold it as it is.
+_JSON_COLUMNS = ("request", "error")
+
+
+def _columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """A record's fields as the columns of ``jobs``."""
+    return {
+        name: orjson.dumps(value) if name in _JSON_COLUMNS and value is not None else value
+        for name, value in fields.items()
+    }
+
+
+def _set(columns: dict[str, Any]) -> str:
+    return ", ".join(f"{name} = ?" for name in columns)
+
+
+def _insert(db: sqlite3.Connection, fields: dict[str, Any], verb: str = "") -> sqlite3.Cursor:
+    columns = _columns(fields)
+    return db.execute(
+        f"INSERT {verb} INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        tuple(columns.values()),
+    )
+
+
 class JobStore:
     """Job records in ``path`` (SQLite, WAL), shared by every process on the directory."""
 
@@ -209,23 +293,11 @@ class JobStore:
 
     @staticmethod
     def _job(row: sqlite3.Row) -> JobRecord:
-        return JobRecord(
-            id=row["id"],
-            kind=row["kind"],
-            key=row["key"],
-            request=orjson.loads(row["request"]),
-            state=JobState(row["state"]),
-            done=row["done"],
-            total=row["total"],
-            stage=row["stage"],
-            created=row["created"],
-            owner=row["owner"],
-            started=row["started"],
-            finished=row["finished"],
-            error=None if row["error"] is None else orjson.loads(row["error"]),
-            seq=row["seq"],
-            heartbeat=row["heartbeat"],
-        )
+        values = dict(row)
+        for name in _JSON_COLUMNS:
+            if values[name] is not None:
+                values[name] = orjson.loads(values[name])
+        return JobRecord.from_fields(values)
 
     def create_or_join(
         self,
@@ -252,51 +324,16 @@ class JobStore:
                 if alive(found):
                     return found, False
                 self._fail_orphan(db, found)
-            job = JobRecord(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
-                kind=kind,
-                key=key,
-                request=request,
-                state=JobState.QUEUED,
-                done=0,
-                total=total,
-                stage="queued",
-                created=time.time(),
-                owner=owner,
-            )
-            job.heartbeat = job.created
-            cursor = db.execute(
-                "INSERT INTO jobs (id, kind, key, request, state, done, total, stage, created,"
-                " owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    kind,
-                    key,
-                    orjson.dumps(request),
-                    job.state,
-                    job.done,
-                    job.total,
-                    job.stage,
-                    job.created,
-                    owner,
-                    job.heartbeat,
-                ),
-            )
-            job.seq = cursor.lastrowid or 0
+            job = JobRecord.new(kind=kind, key=key, request=request, total=total, owner=owner)
+            fields = job.fields()
+            del fields["seq"]  # numbered by SQLite
+            job.seq = _insert(db, fields).lastrowid or 0
         return job, True
 
     @staticmethod
     def _fail_orphan(db: sqlite3.Connection, job: JobRecord) -> None:
-        error = problem_of(
-            JobOrphanedError(
-                "the server process running this job stopped before it finished; "
-                "ask again to compute it"
-            )
-        )
-        db.execute(
-            "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ?",
-            (time.time(), orjson.dumps(error), job.id),
-        )
+        end = _columns(orphan_end(time.time()))
+        db.execute(f"UPDATE jobs SET {_set(end)} WHERE id = ?", (*end.values(), job.id))
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -306,32 +343,15 @@ class JobStore:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
         (cancelled by another process); a record that is gone is written whole again.
         Returns whether it was written."""
-        error = None if job.error is None else orjson.dumps(job.error)
-        progress = (job.state, job.done, job.total, job.stage, job.started, job.finished, error)
+        progress, fixed = job.saved(time.time())
+        columns = _columns(progress)
         with self._transaction() as db:
             written = db.execute(
-                "UPDATE jobs SET state = ?, done = ?, total = ?, stage = ?, started = ?,"
-                " finished = ?, error = ?, heartbeat = ?"
-                " WHERE id = ? AND state IN ('queued', 'running')",
-                (*progress, time.time(), job.id),
+                f"UPDATE jobs SET {_set(columns)} WHERE id = ? AND state IN ('queued', 'running')",
+                (*columns.values(), job.id),
             ).rowcount
             if not written:
-                written = db.execute(
-                    "INSERT OR IGNORE INTO jobs (state, done, total, stage, started, finished,"
-                    " error, heartbeat, seq, id, kind, key, request, created, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        *progress,
-                        time.time(),
-                        job.seq,
-                        job.id,
-                        job.kind,
-                        job.key,
-                        orjson.dumps(job.request),
-                        job.created,
-                        job.owner,
-                    ),
-                ).rowcount
+                written = _insert(db, progress | fixed, "OR IGNORE").rowcount
         return bool(written)
 
     def beat(self, job_id: str, owner: str) -> str | None:

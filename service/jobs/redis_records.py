@@ -18,24 +18,19 @@ job is removed ``CLUSTERBENCH_JOB_RETENTION_S`` after it finished, found through
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from service.errors import JobOrphanedError
-from service.jobs.records import RELEASED, JobRecord, problem_of
+from service.jobs.records import RELEASED, JobRecord, orphan_end
 from service.redis_connection import PREFIX, Guard, connect, newest_first
 from service.schemas import ACTIVE_STATES, JobState
 
 logger = logging.getLogger(__name__)
-
-FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
 
 # KEYS[1]: the job; ARGV: prefix, id, the number n of (field, JSON value) pairs that
 # follow, those pairs, then the pairs of the fields a save never changes. Written only
@@ -129,15 +124,12 @@ def _dump(value: Any) -> bytes:
 
 def job_to_hash(job: JobRecord) -> dict[str, bytes]:
     """Every field of ``job`` as JSON."""
-    return {name: _dump(getattr(job, name)) for name in FIELDS}
+    return {name: _dump(value) for name, value in job.fields().items()}
 
 
 def job_from_hash(data: dict[bytes, bytes]) -> JobRecord:
     """A job from its hash; fields this version does not know are left out."""
-    values = {k.decode(): orjson.loads(v) for k, v in data.items()}
-    if "state" in values:
-        values["state"] = JobState(values["state"])
-    return JobRecord(**{name: values[name] for name in FIELDS if name in values})
+    return JobRecord.from_fields({k.decode(): orjson.loads(v) for k, v in data.items()})
 
 
 class RedisJobStore:
@@ -192,38 +184,15 @@ class RedisJobStore:
             if found is not None and found.state in ACTIVE_STATES and alive(found):
                 return found, False
             seq = int(self.redis.incr(PREFIX + "job-seq"))
-            job = JobRecord(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
-                kind=kind,
-                key=key,
-                request=request,
-                state=JobState.QUEUED,
-                done=0,
-                total=total,
-                stage="queued",
-                created=time.time(),
-                owner=owner,
-                seq=seq,
+            job = JobRecord.new(
+                kind=kind, key=key, request=request, total=total, owner=owner, seq=seq
             )
-            job.heartbeat = job.created
             pipe.multi()
             if found is not None and found.state in ACTIVE_STATES:
-                error = problem_of(
-                    JobOrphanedError(
-                        "the server process running this job stopped before it finished; "
-                        "ask again to compute it"
-                    )
-                )
-                pipe.hset(
-                    self._key(found.id),
-                    mapping={
-                        "state": _dump(JobState.FAILED),
-                        "finished": _dump(time.time()),
-                        "error": _dump(error),
-                    },
-                )
+                end = orphan_end(time.time())
+                pipe.hset(self._key(found.id), mapping={name: _dump(v) for name, v in end.items()})
                 pipe.srem(PREFIX + "jobs-active", found.id)
-                pipe.zadd(PREFIX + "jobs-finished", {found.id: time.time()})
+                pipe.zadd(PREFIX + "jobs-finished", {found.id: end["finished"]})
             pipe.hset(self._key(job.id), mapping=job_to_hash(job))
             pipe.zadd(PREFIX + "jobs", {job.id: seq})
             pipe.sadd(PREFIX + "jobs-active", job.id)
@@ -246,17 +215,10 @@ class RedisJobStore:
         """Write ``job``'s state and progress, unless its record has finished meanwhile
         (cancelled by another process); a record that is gone (lost by a Redis restart)
         is written whole again. Returns whether it was written."""
-        fields = job_to_hash(job)
-        fields["heartbeat"] = _dump(time.time())
-        # The owner is changed by claim() only: a runner that lost its job (taken over)
-        # must not take it back. These are written only with a record written again.
-        fixed = {
-            name: fields.pop(name)
-            for name in ("id", "kind", "key", "request", "created", "seq", "owner")
-        }
-        args: list[Any] = [PREFIX, job.id, len(fields)]
-        for name, value in (*fields.items(), *fixed.items()):
-            args += [name, value]
+        progress, fixed = job.saved(time.time())
+        args: list[Any] = [PREFIX, job.id, len(progress)]
+        for name, value in (*progress.items(), *fixed.items()):
+            args += [name, _dump(value)]
         return bool(
             self._call("a job write", lambda: self._save(keys=[self._key(job.id)], args=args))
         )

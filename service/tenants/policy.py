@@ -318,37 +318,32 @@ class Tenancy:
             return True
         return await self._run(lambda: self.store.has_child(tenant, JOB, result_id))
 
+    async def _claim_made(
+        self, tenant: str | None, kind: str, id_: str, parent: str, nbytes: int
+    ) -> None:
+        """Claim ``id_``, made from ``parent``, for ``tenant`` within its quota (none
+        without a tenant)."""
+        if tenant is not None:
+            await self._run(
+                lambda: self._claim_within(tenant, kind, id_, parent=parent, nbytes=nbytes)
+            )
+
     async def claim_plot(
         self, tenant: str | None, benchmark_id: str, key: str, nbytes: int
     ) -> None:
-        if tenant is not None:
-            await self._run(
-                lambda: self._claim_within(
-                    tenant, PLOT, f"{benchmark_id}:{key}", parent=benchmark_id, nbytes=nbytes
-                )
-            )
+        await self._claim_made(tenant, PLOT, f"{benchmark_id}:{key}", benchmark_id, nbytes)
 
     async def claim_result(
         self, tenant: str | None, kind: str, result_id: str, dataset_id: str, nbytes: int
     ) -> None:
         """Give ``tenant`` a sweep or stability run (``kind``) it asked for."""
-        if tenant is not None:
-            await self._run(
-                lambda: self._claim_within(
-                    tenant, kind, result_id, parent=dataset_id, nbytes=nbytes
-                )
-            )
+        await self._claim_made(tenant, kind, result_id, dataset_id, nbytes)
 
     async def claim_result_plot(
         self, tenant: str | None, kind: str, result_id: str, nbytes: int
     ) -> None:
         """Count the plot of a sweep (or any result of ``kind``) against ``tenant``'s quota."""
-        if tenant is not None:
-            await self._run(
-                lambda: self._claim_within(
-                    tenant, PLOT, f"{kind}:{result_id}", parent=result_id, nbytes=nbytes
-                )
-            )
+        await self._claim_made(tenant, PLOT, f"{kind}:{result_id}", result_id, nbytes)
 
     # Expiry
 

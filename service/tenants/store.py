@@ -257,15 +257,9 @@ class TenantStore:
         """Drop ``tenant``'s claim on ``id_``: None if it had none, else the claims left
         on ``id_`` (all tenants)."""
         with self.transaction() as db:
-            deleted = db.execute(
-                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?", (tenant, kind, id_)
-            ).rowcount
-            if not deleted:
+            if not _drop_claim(db, tenant, kind, id_):
                 return None
-            left: int = db.execute(
-                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_)
-            ).fetchone()[0]
-            return left
+            return _claims_on(db, kind, id_)
 
     def forget(self, kind: str, ids: Sequence[str]) -> None:
         """Drop every tenant's claims on ``ids`` (things of ``kind`` that are gone)."""
@@ -287,12 +281,7 @@ class TenantStore:
         return row is not None
 
     def claims_on(self, kind: str, id_: str) -> int:
-        count: int = (
-            self._connection()
-            .execute("SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_))
-            .fetchone()[0]
-        )
-        return count
+        return _claims_on(self._connection(), kind, id_)
 
     def used_bytes(self, tenant: str) -> int:
         used: int = (
@@ -315,11 +304,7 @@ class TenantStore:
         Returns the claims left on the dataset (None if the tenant had none).
         """
         with self.transaction() as db:
-            deleted = db.execute(
-                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
-                (tenant, DATASET, dataset_id),
-            ).rowcount
-            if not deleted:
+            if not _drop_claim(db, tenant, DATASET, dataset_id):
                 return None
             made = [
                 (row[0], row[1])
@@ -331,14 +316,8 @@ class TenantStore:
             ]
             for kind, made_id in made:
                 db.execute("DELETE FROM claims WHERE tenant = ? AND parent = ?", (tenant, made_id))
-                db.execute(
-                    "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
-                    (tenant, kind, made_id),
-                )
-            left: int = db.execute(
-                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (DATASET, dataset_id)
-            ).fetchone()[0]
-            return left
+                _drop_claim(db, tenant, kind, made_id)
+            return _claims_on(db, DATASET, dataset_id)
 
     def release_benchmark(
         self, tenant: str, benchmark_id: str, keep: dict[str, str] | None = None
@@ -350,11 +329,7 @@ class TenantStore:
         benchmark: those claims stay, under it.
         """
         with self.transaction() as db:
-            deleted = db.execute(
-                "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?",
-                (tenant, BENCHMARK, benchmark_id),
-            ).rowcount
-            if not deleted:
+            if not _drop_claim(db, tenant, BENCHMARK, benchmark_id):
                 return None
             for model_id, other in (keep or {}).items():
                 db.execute(
@@ -365,13 +340,27 @@ class TenantStore:
                 "DELETE FROM claims WHERE tenant = ? AND kind IN (?, ?) AND parent = ?",
                 (tenant, MODEL, PLOT, benchmark_id),
             )
-            left: int = db.execute(
-                "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (BENCHMARK, benchmark_id)
-            ).fetchone()[0]
-            return left
+            return _claims_on(db, BENCHMARK, benchmark_id)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _drop_claim(db: sqlite3.Connection, tenant: str, kind: str, id_: str) -> bool:
+    """Delete ``tenant``'s claim on ``id_``; whether it had one."""
+    return bool(
+        db.execute(
+            "DELETE FROM claims WHERE tenant = ? AND kind = ? AND id = ?", (tenant, kind, id_)
+        ).rowcount
+    )
+
+
+def _claims_on(db: sqlite3.Connection, kind: str, id_: str) -> int:
+    """The claims on ``id_``, all tenants'."""
+    count: int = db.execute(
+        "SELECT count(*) FROM claims WHERE kind = ? AND id = ?", (kind, id_)
+    ).fetchone()[0]
+    return count
 
 
 def folder_bytes(folder: Path) -> int:
