@@ -50,7 +50,7 @@ from rich.progress import (
 
 from service import cli_parser
 from service.cli_flags import CommandError, name_flags, request_fields
-from service.cli_output import note, print_json, print_table, print_warnings
+from service.cli_output import note, print_json, print_record, print_table, print_warnings
 from service.cli_parser import PROG
 from service.client import (
     BENCHMARK,
@@ -342,11 +342,7 @@ def jobs(args: argparse.Namespace) -> int:
     """Follow a job to its end (a progress bar), or cancel it."""
     with _client(args) as client:
         if args.action == "cancel":
-            job = client.cancel_job(args.id)
-            if args.json:
-                print_json(job)
-            else:
-                print_table([job], JOB_COLUMNS)
+            print_record(client.cancel_job(args.id), JOB_COLUMNS, as_json=args.json)
             return 0
         with JobProgressBar(Console(stderr=True)) as bar:
             result = client.follow(args.id, progress=bar)
@@ -361,11 +357,8 @@ def models(args: argparse.Namespace) -> int:
     """A fitted model, or the clusters of new samples under it."""
     with _client(args) as client:
         if args.action == "get":
-            model = client.model(args.id)
-            if args.json:
-                print_json(model)
-            else:
-                print_table([model], ("model_id", "init", "n_clusters", "n_features", "inertia"))
+            columns = ("model_id", "init", "n_clusters", "n_features", "inertia")
+            print_record(client.model(args.id), columns, as_json=args.json)
             return 0
         text = sys.stdin.read() if args.rows == "-" else args.rows
         try:

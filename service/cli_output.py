@@ -45,6 +45,14 @@ def print_table(rows: Iterable[BaseModel | dict[str, Any]], columns: Sequence[st
     sys.stdout.flush()
 
 
+def print_record(record: BaseModel, columns: Sequence[str], *, as_json: bool) -> None:
+    """One record: its JSON object with ``as_json``, else a table of one row."""
+    if as_json:
+        print_json(record)
+    else:
+        print_table([record], columns)
+
+
 def _lookup(data: dict[str, Any], path: str) -> Any:
     for part in path.split("."):
         data = data.get(part) if isinstance(data, dict) else None  # type: ignore[assignment]

@@ -43,6 +43,8 @@ class ServiceError(Exception):
     status: int = 500
     title: str = "Internal server error"
     slug: str = "internal-error"
+    # The Retry-After of a problem that passes when its raiser gives none.
+    default_retry_after: int | None = None
 
     def __init__(
         self,
@@ -55,7 +57,7 @@ class ServiceError(Exception):
         self.detail = detail
         self.errors = errors or []
         # Seconds after which the same request may succeed; sent as Retry-After.
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
 
     @property
     def type(self) -> str:
@@ -196,9 +198,7 @@ class ComputeFailedError(ServiceError):
     status = 503
     title = "Computation failed"
     slug = "compute-failed"
-
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, retry_after=retry_after)
+    default_retry_after = 5
 
 
 class WorkerDiedError(ComputeFailedError):
@@ -207,7 +207,9 @@ class WorkerDiedError(ComputeFailedError):
 
     slug = "worker-died"
 
-    def __init__(self, detail: str, *, retry_after: int = 5, killed: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, retry_after: int | None = None, killed: bool = False
+    ) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.killed = killed
 
@@ -219,9 +221,7 @@ class ComputeUnavailableError(ServiceError):
     status = 503
     title = "Compute cluster unavailable"
     slug = "compute-unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, retry_after=retry_after)
+    default_retry_after = 5
 
 
 class ServerStoppingError(ServiceError):
@@ -231,9 +231,7 @@ class ServerStoppingError(ServiceError):
     status = 503
     title = "Server stopping"
     slug = "server-stopping"
-
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, retry_after=retry_after)
+    default_retry_after = 5
 
 
 class AuthenticationRequiredError(ServiceError):
@@ -302,11 +300,9 @@ class StorageError(ServiceError):
     title = "Storage unavailable"
     slug = "storage-unavailable"
     cause = "failed a write (an I/O error)"
+    default_retry_after = 30
     # The folder whose disk refused the write, when it was a disk.
     directory: str | None = None
-
-    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
-        super().__init__(detail, retry_after=retry_after)
 
     @classmethod
     def of(
@@ -393,9 +389,7 @@ class StoreUnavailableError(StorageError):
     title = "Shared store unavailable"
     slug = "store-unavailable"
     cause = "is unreachable"
-
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, retry_after=retry_after)
+    default_retry_after = 5
 
 
 _ERRNO_KINDS: dict[int, type[StorageError]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -315,25 +316,28 @@ class Settings(BaseSettings):
         "computations get 503 and the service keeps reconnecting.",
     )
 
+    @field_validator("redis_url", "dask_scheduler", mode="before")
+    @classmethod
+    def _blank_address_is_unset(cls, value: Any) -> Any:
+        # An address set blank (`CLUSTERBENCH_REDIS_URL=` in a compose file) means unset.
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _parse_redis_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        try:
-            parse_url(value)  # type: ignore[no-untyped-call]
-        except ValueError as exc:  # its message never holds the password
-            raise ValueError(f"not a Redis URL like 'redis://host:6379/0' ({exc})") from None
+        if value is not None:
+            try:
+                parse_url(value)  # type: ignore[no-untyped-call]
+            except ValueError as exc:  # its message never holds the password
+                raise ValueError(f"not a Redis URL like 'redis://host:6379/0' ({exc})") from None
         return value
 
     @field_validator("dask_scheduler")
     @classmethod
     def _parse_dask_scheduler(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        if "://" not in value:
+        if value is not None and "://" not in value:
             raise ValueError("not a scheduler address like 'tcp://host:8786'")
         return value
 

@@ -62,9 +62,14 @@ def _member(what: str) -> str:
     return "y" if what.startswith("'y'") else "X"
 
 
+def _is_scalar_of(dtype: np.dtype[Any], kinds: str) -> bool:
+    """Whether ``dtype`` is one of the ``kinds``, with no fields and no sub-array."""
+    return dtype.kind in kinds and dtype.names is None and dtype.subdtype is None
+
+
 def _check_features_header(header: _NpyHeader, what: str, bounds: Bounds) -> None:
     dtype = header.dtype
-    if dtype.kind not in "iuf" or dtype.names is not None or dtype.subdtype is not None:
+    if not _is_scalar_of(dtype, "iuf"):
         raise InvalidDataError(
             f"{what} holds {dtype} values; it must hold integers or floats",
             errors=[{"loc": ["X"], "msg": f"dtype {dtype} is not numeric"}],
@@ -113,7 +118,7 @@ def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -
 
 def _check_y_header(header: _NpyHeader, n_samples: int) -> None:
     dtype = header.dtype
-    if dtype.kind not in "iuUf" or dtype.names is not None or dtype.subdtype is not None:
+    if not _is_scalar_of(dtype, "iuUf"):
         raise InvalidDataError(
             f"'y' in the .npz holds {dtype} values; labels must be integers or strings",
             errors=[{"loc": ["y"], "msg": f"unsupported dtype {dtype}"}],

@@ -140,12 +140,17 @@ class StrategyResult(BaseModel):
     )
 
 
-class BenchmarkResult(BaseModel):
-    """A benchmark's results, one entry per strategy in the requested order."""
+class ResultBase(BaseModel):
+    """What every stored answer (a benchmark, a sweep, a stability run) begins with."""
 
     id: str = Field(description="The request hash (sha256, hex).")
     cached: bool
     dataset: DatasetSummary
+
+
+class BenchmarkResult(ResultBase):
+    """A benchmark's results, one entry per strategy in the requested order."""
+
     n_clusters: int
     params: BenchmarkParams
     score_space: Literal["input"] = Field(

@@ -16,9 +16,8 @@ from service.params import (
     LaterParams,
     StrategyName,
 )
-from service.schemas.benchmark import BenchmarkRequest, StrategyParams
+from service.schemas.benchmark import BenchmarkRequest, ResultBase, StrategyParams
 from service.schemas.common import LeftOut, ResultWarnings
-from service.schemas.datasets import DatasetSummary
 
 # -- Seed stability ------------------------------------------------------------------
 
@@ -116,12 +115,9 @@ class StabilityParams(LaterParams):
     left_out: LeftOut = []  # noqa: RUF012 (pydantic copies a default: it is not shared)
 
 
-class StabilityResult(BaseModel):
+class StabilityResult(ResultBase):
     """Each strategy's numbers over the seeds."""
 
-    id: str = Field(description="The request hash (sha256, hex).")
-    cached: bool
-    dataset: DatasetSummary
     n_clusters: int
     params: StabilityParams
     score_space: Literal["clustered"] = Field(
@@ -130,5 +126,5 @@ class StabilityResult(BaseModel):
         "once for every seed."
     )
     results: list[StrategyStability]
-    warnings: ResultWarnings = []
+    warnings: ResultWarnings = []  # noqa: RUF012 (pydantic copies a default: it is not shared)
     versions: dict[str, str]

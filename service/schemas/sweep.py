@@ -18,7 +18,7 @@ from service.params import (
     StrategyName,
     StrategySpec,
 )
-from service.schemas.benchmark import StrategyParams
+from service.schemas.benchmark import ResultBase, StrategyParams
 from service.schemas.common import (
     STRICT,
     Label,
@@ -27,7 +27,6 @@ from service.schemas.common import (
     check_source,
     named_strategies,
 )
-from service.schemas.datasets import DatasetSummary
 
 # -- Choosing k ----------------------------------------------------------------------
 
@@ -152,12 +151,9 @@ class RecommendedK(BaseModel):
     elbow: int | None = Field(description="The knee of inertia against k (Kneedle).")
 
 
-class SweepResult(BaseModel):
+class SweepResult(ResultBase):
     """A sweep's numbers for each (k, strategy), and the recommended k."""
 
-    id: str = Field(description="The request hash (sha256, hex).")
-    cached: bool
-    dataset: DatasetSummary
     params: SweepParams
     score_space: Literal["clustered"] = Field(
         description="Where silhouette, Davies-Bouldin and Calinski-Harabasz are measured: "
@@ -167,7 +163,7 @@ class SweepResult(BaseModel):
         description="Each (k, strategy), k ascending; a strategy that cannot run at a k "
         "(`pca` past min(n_samples, n_features)) is skipped there, with a warning."
     )
-    warnings: ResultWarnings = []
+    warnings: ResultWarnings = []  # noqa: RUF012 (pydantic copies a default: it is not shared)
     recommended_k: RecommendedK = Field(
         description="The first strategy's recommended k (the first of `strategies`; "
         "`k-means++` by default): the same as its entry in `recommended_k_by_strategy`."
