@@ -177,6 +177,9 @@ def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, StandardScaler]:
         block[...] = X[start : start + BLOCK_ROWS]
         block -= shift
         block /= scale
+        # A memory-mapped X gives back each block's pages as the copy takes them: the
+        # two are resident together a block at a time, not whole.
+        release_pages(X[start : start + BLOCK_ROWS])
     return scaled, scaler
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from service.benchmark import (
     model_id,
     run_benchmark,
 )
-from service.datasets import load_builtin
+from service.datasets import load_arrays, load_builtin
 from service.errors import InvalidParameterError
 from service.threads import SERIAL_MAX_CELLS, SERIAL_MAX_SAMPLES
 from tests.reference import assert_matches, seed_scores
@@ -176,3 +178,27 @@ def test_small_data_is_fitted_and_scored_on_one_thread(
     with threadpool_limits(2):
         kernel.fit_strategy(X, None, Strategy("random", 1), _params(2, "random", max_iter=2))
     assert seen == [expected, expected]
+
+
+def test_a_stored_dataset_gets_its_pca_start_without_a_copy(tmp_path: Path) -> None:
+    # Check that PCA, which wants its input writable, fits a stored dataset as it is
+    # mapped (copy-on-write) instead of copying it whole; that the start is the one of
+    # the data in memory; and that a write to the mapping never reaches the stored file.
+    X, _ = make_blobs(n_samples=40_000, n_features=16, centers=5, random_state=3)
+    X = X.astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    stored, _ = load_arrays(tmp_path / "X.npy", None)
+    params = BenchmarkParams(dataset="-", n_clusters=5, strategies=(Strategy("pca", 1),))
+
+    tracemalloc.start()
+    try:
+        centers = kernel.start_centers(stored, params.strategies[0], params)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert peak < X.nbytes / 4
+    assert centers is not None
+    assert np.array_equal(centers, kernel.start_centers(X, params.strategies[0], params))
+    stored[0, 0] = 99.0
+    assert np.array_equal(np.load(tmp_path / "X.npy"), X)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
@@ -87,6 +89,34 @@ def test_release_pages_keeps_the_data(tmp_path) -> None:  # type: ignore[no-unty
     blockwise.release_pages(X)  # in memory: nothing to give back
 
     assert np.array_equal(mapped, X)
+
+
+def _resident_kib(path: Path) -> int:
+    """The resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, counting = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            counting = fields[-1] == str(path)
+        elif counting and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_fit_scaler_gives_back_the_mapped_pages_as_it_copies(tmp_path: Path) -> None:
+    # Check that scaling a memory-mapped X gives back each block's pages once it is
+    # copied: the data and its scaled copy are resident together a block at a time, not
+    # whole (the scaled copy is the same as the one-shot scaler's).
+    X = _table(40_000, np.float32)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="c")
+    assert np.array_equal(mapped, X)
+    assert _resident_kib(tmp_path / "X.npy") * 1024 >= X.nbytes  # all read in
+
+    Z, _ = blockwise.fit_scaler(mapped)
+
+    assert _resident_kib(tmp_path / "X.npy") * 1024 < X.nbytes / 10
+    assert np.array_equal(Z, StandardScaler().fit_transform(X))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -47,7 +47,9 @@ def load_arrays(X_path: Path, y_path: Path | None) -> tuple[Any, np.ndarray | No
         X.has_sorted_indices = True
         X.has_canonical_format = True
     else:
-        X = np.load(X_path, mmap_mode="r", allow_pickle=False)
+        # Copy-on-write too: PCA validates its input writable and would copy a read-only
+        # mapping whole, though its covariance solver (tall data) never writes it.
+        X = np.load(X_path, mmap_mode="c", allow_pickle=False)
     y = None if y_path is None else np.load(y_path, allow_pickle=False)
     return X, y
 
