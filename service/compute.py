@@ -74,8 +74,18 @@ class InTurn(Generic[T]):
         dashboard): the steps' function and their number, ``run_step_from_files_x3``."""
         return f"{getattr(self.calls[0][0], '__name__', 'step')}_x{len(self.calls)}"
 
-    def __call__(self) -> list[T]:
-        return [fn(*args) for fn, args in self.calls]
+    def __call__(self) -> Turn[T]:
+        began = time.perf_counter()
+        results = Turn(fn(*args) for fn, args in self.calls)
+        results.seconds = time.perf_counter() - began
+        return results
+
+
+class Turn(list[T]):
+    """An :class:`InTurn` task's results, in order, and ``seconds``: the time its steps
+    took where they ran, without the round trip or the wait in the queue."""
+
+    seconds: float = 0.0
 
 
 # A computation admitted by ComputePool.admitted() is counted once, however many runs it makes.

@@ -27,6 +27,7 @@ from service.compute import (
     ComputePool,
     InTurn,
     TenantShares,
+    Turn,
     holding_place,
     place_wait,
     timed_out,
@@ -95,9 +96,10 @@ def submit_in_turn(
     calls: list[tuple[Callable[..., T], tuple[Any, ...]]],
     *,
     timeout_s: float | None = None,
-) -> Handle[list[T]]:
+) -> Handle[Turn[T]]:
     """``fn(*args)`` of each call, one after another in one task: one round trip for
-    several quick steps of a computation, their results in order."""
+    several quick steps of a computation, their results in order with the seconds they
+    took in the worker."""
     return executor.submit(InTurn(tuple(calls)), timeout_s=timeout_s)
 
 

@@ -150,6 +150,33 @@ async def test_quick_steps_share_a_task_and_slow_ones_do_not(
 
 
 @pytest.mark.anyio
+async def test_quick_steps_share_a_task_while_other_work_waits_them_in_the_queue(
+    tmp_path: Path,
+) -> None:
+    # Check that a task's pace is its steps' time in the worker, not its wait in the
+    # queue: beside another computation whose steps hold the one worker 0.2 s each, every
+    # task of a quick computation waits about 0.2 s, and its steps still share tasks
+    # (timed by the task's wall time, they kept one each while the other ran: 11 tasks of 12 steps).
+    pool = ComputePool(workers=1, queue_size=1, timeout_s=60.0, threads_per_worker=1, warm=False)
+    quick_executor = CountingExecutor(pool)
+    store = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
+    slow = Runtime(store, pool, tmp_path / "tmp", executor=LocalExecutor(pool))
+    quick = Runtime(store, pool, tmp_path / "tmp", executor=quick_executor)
+    slow_steps = [Step(f"slow={n}", square_after, (0.2, n)) for n in range(8)]
+    quick_steps = [Step(f"n={n}", square_after, (0.001, n)) for n in range(12)]
+    try:
+        _, results = await asyncio.gather(
+            slow.run_steps(DATASET, slow_steps, lambda r: r["fit_time"], lambda *_: None),
+            quick.run_steps(DATASET, quick_steps, lambda r: r["fit_time"], lambda *_: None),
+        )
+    finally:
+        pool.close()
+    assert results == [square_after(0.001, n) for n in range(12)]
+    assert sum(quick_executor.sizes) == 12
+    assert len(quick_executor.sizes) <= 5, quick_executor.sizes
+
+
+@pytest.mark.anyio
 async def test_a_heavier_step_is_not_batched_with_light_ones(tmp_path: Path) -> None:
     # Check that a step whose weight says it costs far more than the steps before it (a
     # sweep's steps grow with k) gets a task of its own, however quick the ones before.
