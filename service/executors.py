@@ -224,6 +224,7 @@ class DaskExecutor:
             self._problem = problem
             return
         self._client = client
+        _send_promptly(client)
         self._problem = f"the Dask scheduler at {self.address} has no workers"
         logger.info("connected to the Dask scheduler at %s", self.address)
 
@@ -240,6 +241,8 @@ class DaskExecutor:
                     await asyncio.wait_for(client.close(), self.connect_timeout_s)  # type: ignore[no-untyped-call]
             if self._client is None:
                 await self._connect()
+            else:
+                _send_promptly(self._client)  # a stream of its own after a reconnect
             await self._look_at_workers()
 
     async def _look_at_workers(self) -> None:
@@ -411,6 +414,16 @@ class DaskExecutor:
         self._cancelling.add(cancelling)
         cancelling.add_done_callback(self._cancelling.discard)
         cancelling.add_done_callback(_ignore_failure)
+
+
+def _send_promptly(client: Client) -> None:
+    """Have ``client`` send its messages to the scheduler at most
+    :data:`~service.daskworker.SEND_INTERVAL_S` apart, not Dask's 10 ms."""
+    from service.daskworker import SEND_INTERVAL_S
+
+    stream = getattr(client, "scheduler_comm", None)
+    if stream is not None:
+        stream.interval = SEND_INTERVAL_S
 
 
 def _ignore_failure(task: asyncio.Future[Any]) -> None:
