@@ -11,6 +11,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -306,3 +307,34 @@ def test_a_large_bodys_worker_tells_nothing_of_stored_datasets(tmp_path: Path) -
         )
         with pytest.raises(InvalidCentersError, match="expected 3 rows"):
             request_body_in_worker(BenchmarkRequest, body, root, DataLimits())
+
+
+@pytest.mark.anyio
+async def test_a_small_body_is_read_without_a_scratch_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Check that a small JSON body (every cache hit's) is read in memory with no scratch
+    # file made for it (a mkdir, a random name and an unlink each: a quarter of a cache
+    # hit's time in-process), and that a body past SMALL_BODY_BYTES still spills to one,
+    # removed once answered.
+    from service.api.body import SMALL_BODY_BYTES
+    from service.runtime import Runtime
+
+    made: list[str] = []
+    scratch_file = Runtime.scratch_file
+
+    def counted(self: Runtime, prefix: str) -> Any:
+        made.append(prefix)
+        return scratch_file(self, prefix)
+
+    monkeypatch.setattr(Runtime, "scratch_file", counted)
+    async with serve(make_settings(tmp_path)) as client:
+        for _ in range(2):  # computed, then a cache hit
+            answer = await client.post("/v1/benchmarks", json={"dataset": "iris", "n_clusters": 3})
+            assert answer.status_code == 200
+        assert made == []
+        rows = [[1.0, 2.0]] * (SMALL_BODY_BYTES // 10) + [[1.0]]  # ragged: refused once read
+        refused = await client.post("/v1/benchmarks", json={"X": rows})
+        assert refused.status_code == 422
+        assert made == ["body"]
+    assert not any((tmp_path / "tmp").glob("body-*"))

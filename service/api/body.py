@@ -57,21 +57,30 @@ async def json_body(request: Request, engine: BenchmarkEngine) -> AsyncIterator[
     """
     require_json(request)
     budget: BodyBudget = request.state.body_budget
-    async with engine.scratch_file("body") as path:
+    # The scratch file is made only for a body that spills: a small one (every cache
+    # hit's) costs no file system call.
+    async with contextlib.AsyncExitStack() as scratch:
         chunks: list[bytes] = []
         try:
-            spilled = await _receive(request, path, budget, chunks)
-            yield path if spilled else b"".join(chunks)
+            path = await _receive(request, scratch, engine, budget, chunks)
+            yield b"".join(chunks) if path is None else path
         finally:
             budget.give(sum(map(len, chunks)))
 
 
-async def _receive(request: Request, path: Path, budget: BodyBudget, chunks: list[bytes]) -> bool:
+async def _receive(
+    request: Request,
+    scratch: contextlib.AsyncExitStack,
+    engine: BenchmarkEngine,
+    budget: BodyBudget,
+    chunks: list[bytes],
+) -> Path | None:
     """Read the body into ``chunks`` (taken from ``budget``) or, once it outgrows them,
-    into ``path``; returns whether it went to ``path``."""
+    into a scratch file kept until ``scratch`` closes; returns that file, if any."""
+    path: Path | None = None
     out: IO[bytes] | None = None
     # Closing flushes the last part: on a full disk it is that write which fails.
-    with storage_errors("storing the request body", path.parent):
+    with storage_errors("storing the request body", engine.scratch_dir):
         try:
             async for chunk in request.stream():
                 if out is None:
@@ -79,6 +88,7 @@ async def _receive(request: Request, path: Path, budget: BodyBudget, chunks: lis
                     if held + len(chunk) <= SMALL_BODY_BYTES and budget.take(len(chunk)):
                         chunks.append(chunk)
                         continue
+                    path = await scratch.enter_async_context(engine.scratch_file("body"))
                     out = path.open("wb")
                     out.writelines(chunks)
                     budget.give(held)
@@ -89,7 +99,7 @@ async def _receive(request: Request, path: Path, budget: BodyBudget, chunks: lis
         finally:
             if out is not None:
                 out.close()
-    return out is not None
+    return path
 
 
 def register(model: type[BaseModel]) -> None:
