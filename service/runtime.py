@@ -317,10 +317,10 @@ class Runtime:
         The first step is a task of its own; after it, as many steps share a task as the
         last task's pace (seconds per unit of :attr:`Step.weight`, timed in the worker,
         so the same under load) says take :data:`BATCH_S` together, and at most twice as
-        many as the last task took: a
-        question of many quick steps (a sweep on small data) pays few round trips (1-2
-        ms each on the local pool, 9-19 ms on Dask), and its progress still moves about
-        every :data:`BATCH_S`. Each step's result is its own, its fit timed alone.
+        many as the last task took: a question of many quick steps (a sweep on small
+        data) pays few round trips (about 1 ms each on the local pool, 6 ms on Dask), and
+        its progress still moves about every :data:`BATCH_S`. Each step's result is its
+        own, its fit timed alone.
 
         ``report(done, total, stage)`` hears each task's start, its first step's label
         as the stage. The budget is spent by the work itself as ``spent`` reads it from
