@@ -19,8 +19,7 @@ code it replaces, with ``numpy.array_equal``.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -344,51 +343,6 @@ def _pairwise_sum(values: Callable[[int, int], np.ndarray], lo: int, hi: int) ->
     half = n // 2
     half -= half % 8
     return _pairwise_sum(values, lo, lo + half) + _pairwise_sum(values, lo + half, hi)
-
-
-def kmeans_tolerance(X: Any, tol: float) -> Any:
-    """scikit-learn's ``KMeans`` tolerance, ``np.mean(np.var(X, axis=0)) * tol``, without
-    ``np.var``'s temporary ``X - mean`` (as large as the data); :func:`lean_tolerance`
-    puts it in scikit-learn's place."""
-    if tol == 0:
-        return 0
-    if not isinstance(X, np.ndarray):  # sparse: scikit-learn's own computation
-        from sklearn.utils.sparsefuncs import mean_variance_axis
-
-        return np.mean(mean_variance_axis(X, axis=0)[1]) * tol
-    if X.shape[1] == 1 or not X.flags.c_contiguous:
-        return np.mean(np.var(X, axis=0)) * tol
-    # np.var's steps: sums in X's own dtype, each divided in place by the count (an intp).
-    count = np.intp(X.shape[0])
-    mean = column_sum(X, dtype=X.dtype.type)
-    np.true_divide(mean, count, out=mean, casting="unsafe")
-    variances = column_sum(X, _squares_in_dtype(mean), dtype=X.dtype.type)
-    np.true_divide(variances, count, out=variances, casting="unsafe")
-    return np.mean(variances) * tol
-
-
-def _squares_in_dtype(mean: np.ndarray) -> Squares:
-    def squares(block: np.ndarray) -> np.ndarray:
-        deviations: np.ndarray = np.subtract(block, mean)
-        np.square(deviations, out=deviations)
-        return deviations
-
-    return squares
-
-
-@contextmanager
-def lean_tolerance() -> Iterator[None]:
-    """Within the block, KMeans (and MiniBatchKMeans, BisectingKMeans) compute their
-    tolerance with :func:`kmeans_tolerance`: the same number, one copy of the data
-    fewer at the start of every fit. A worker runs one fit at a time."""
-    from sklearn.cluster import _kmeans
-
-    original = _kmeans._tolerance
-    _kmeans._tolerance = kmeans_tolerance
-    try:
-        yield
-    finally:
-        _kmeans._tolerance = original
 
 
 def _as_float64(block: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from service import blockwise
+from service import kmeans_patches
 from service.benchmark import (
     BenchmarkParams,
     Strategy,
@@ -172,7 +172,7 @@ def test_small_data_is_fitted_and_scored_on_one_thread(
         return recorded
 
     monkeypatch.setattr(kernel, "score_labels", record(kernel.score_labels))
-    monkeypatch.setattr(blockwise, "lean_tolerance", record(blockwise.lean_tolerance))
+    monkeypatch.setattr(kmeans_patches, "lean_kmeans", record(kmeans_patches.lean_kmeans))
     X = np.zeros(shape, dtype=np.float32)
     X[::2] = 1.0
     with threadpool_limits(2):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from service import blockwise
+from service import blockwise, kmeans_patches
 
 
 @pytest.fixture(params=[7, 1 << 15], ids=["blocks-of-7", "default-blocks"])
@@ -151,8 +151,8 @@ def test_kmeans_tolerance_equals_scikit_learn(
 
     X = np.asarray(_table(3001, dtype)[:, :n_features], order=order)
 
-    assert blockwise.kmeans_tolerance(X, 1e-4) == _tolerance(X, 1e-4)
-    assert blockwise.kmeans_tolerance(X, 0) == 0
+    assert kmeans_patches.kmeans_tolerance(X, 1e-4) == _tolerance(X, 1e-4)
+    assert kmeans_patches.kmeans_tolerance(X, 0) == 0
 
 
 def test_kmeans_tolerance_on_sparse_data_is_scikit_learns() -> None:
@@ -161,21 +161,80 @@ def test_kmeans_tolerance_on_sparse_data_is_scikit_learns() -> None:
 
     X = sparse.random(200, 30, density=0.1, format="csr", random_state=0)
 
-    assert blockwise.kmeans_tolerance(X, 1e-3) == _tolerance(X, 1e-3)
+    assert kmeans_patches.kmeans_tolerance(X, 1e-3) == _tolerance(X, 1e-3)
 
 
-def test_lean_tolerance_is_used_by_the_fit_and_put_back() -> None:
-    from sklearn.cluster import KMeans, _kmeans
+def test_lean_kmeans_is_used_by_the_fit_and_put_back() -> None:
+    from sklearn.cluster import KMeans, _k_means_common, _kmeans
 
-    original = _kmeans._tolerance
+    originals = _kmeans._tolerance, _k_means_common.np
     X = _table(400, np.float32)
     expected = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
-    with blockwise.lean_tolerance():
-        assert _kmeans._tolerance is blockwise.kmeans_tolerance
+    with kmeans_patches.lean_kmeans():
+        assert _kmeans._tolerance is kmeans_patches.kmeans_tolerance
+        assert _k_means_common.np is not np
         fitted = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
-    assert _kmeans._tolerance is original
+    assert (_kmeans._tolerance, _k_means_common.np) == originals
     assert fitted._tol == expected._tol
     assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_features", [1, 3, 64])
+def test_block_rows_give_each_rows_distance_as_numpy_does(
+    block_rows: int, dtype: type, n_features: int
+) -> None:
+    # The relocation's line, as scikit-learn's Cython runs it (labels a memoryview).
+    rng = np.random.default_rng(n_features)
+    X = rng.standard_normal((1000, n_features)).astype(dtype) * 1e3
+    centers = rng.standard_normal((5, n_features)).astype(dtype)
+    labels = memoryview(rng.integers(5, size=1000).astype(np.int32))
+    expected = ((np.asarray(X) - np.asarray(centers)[labels]) ** 2).sum(axis=1)
+
+    lean = kmeans_patches._RELOCATION_NUMPY
+    distances = ((lean.asarray(X) - lean.asarray(centers)[labels]) ** 2).sum(axis=1)
+
+    assert distances.dtype == expected.dtype
+    assert np.array_equal(distances, expected)
+    # Anything else is plain numpy.
+    assert np.array_equal(np.asarray(lean.asarray(X)[:3]), X[:3])
+    assert np.array_equal(lean.asarray(X) - 1.0, X - 1.0)
+    assert lean.asarray(X).shape == X.shape
+    assert lean.argpartition is np.argpartition
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_emptied_cluster_is_relocated_without_copies_of_the_data(dtype: type) -> None:
+    # Check that under lean_kmeans the fit is scikit-learn's to the bit and that the
+    # relocation of an emptied cluster (one start far from every row: its cluster is
+    # empty after the first assignment) makes no array of the data's size: scikit-learn
+    # alone makes two (X - centers[labels] and its square).
+    import tracemalloc
+
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(4)
+    X = (rng.standard_normal((240_000, 16)) + rng.integers(4, size=(240_000, 1)) * 8).astype(dtype)
+    init = np.vstack([X[:3], np.full((1, 16), 1e4)]).astype(dtype)
+
+    def fit() -> tuple[KMeans, float]:
+        data = X.copy()
+        tracemalloc.start()
+        try:
+            fitted = KMeans(4, init=init, n_init=1, copy_x=False).fit(data)
+            return fitted, tracemalloc.get_traced_memory()[1] / X.nbytes
+        finally:
+            tracemalloc.stop()
+
+    expected, plain_peak = fit()
+    with kmeans_patches.lean_kmeans():
+        fitted, lean_peak = fit()
+
+    assert plain_peak >= 2.0  # the relocation happened, the way scikit-learn makes it
+    assert lean_peak < 1.0
+    assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
+    assert np.array_equal(fitted.labels_, expected.labels_)
+    assert (fitted.inertia_, fitted.n_iter_) == (expected.inertia_, expected.n_iter_)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

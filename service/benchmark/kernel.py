@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service import blockwise, threads
+from service import blockwise, kmeans_patches, threads
 
 # scikit-learn loads in the workers only: the API process checks, hashes and answers
 # requests with the names and tables below (README "Performance").
@@ -244,7 +244,7 @@ def fit_strategy(
         t0 = time.perf_counter()
         estimator, fitted_on = _fit_steps(X, params)
         fit_kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
-        with blockwise.lean_tolerance():
+        with kmeans_patches.lean_kmeans():
             kmeans.fit(fitted_on, **fit_kwargs)
         fit_time = time.perf_counter() - t0
         del fitted_on  # KMeans keeps no reference: the scaled copy goes here
