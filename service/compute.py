@@ -13,7 +13,9 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import contextvars
+import ctypes
 import dataclasses
+import functools
 import logging
 import math
 import multiprocessing
@@ -56,9 +58,32 @@ def _init_worker(warm: bool = True) -> None:
 
 
 def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` with BLAS and OpenMP capped at ``n_threads`` threads."""
-    with thread_limit(n_threads):
-        return fn(*args)
+    """Run ``fn`` with BLAS and OpenMP capped at ``n_threads`` threads; then give back
+    to the system the memory it freed (:func:`give_back_freed_memory`)."""
+    try:
+        with thread_limit(n_threads):
+            return fn(*args)
+    finally:
+        give_back_freed_memory()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+
+
+def give_back_freed_memory() -> None:
+    """Return to the system what the heap holds free (glibc's ``malloc_trim``; elsewhere
+    nothing), 0.1 ms.
+
+    glibc keeps freed memory for the next allocation, and raises its threshold for
+    mapping large ones to the largest it has seen freed (up to 32 MB): a block-wise pass
+    over 1M x 32 float32 data left 31-49 MB resident in each worker after its task,
+    counted in every peak that followed while another worker computed.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclasses.dataclass(frozen=True)
