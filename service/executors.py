@@ -79,6 +79,12 @@ class Executor(Protocol):
         or refuse it at once with ComputeBusyError."""
         ...
 
+    @property
+    def lanes(self) -> int:
+        """Workers that can run tasks side by side (at least 1): how many tasks of one
+        computation of small data may run at once."""
+        ...
+
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         """Start ``fn(*args)``; ``timeout_s`` bounds it below the executor's own limit."""
         ...
@@ -117,6 +123,10 @@ class LocalExecutor:
 
     def admitted(self) -> AbstractContextManager[None]:
         return self.pool.admitted()
+
+    @property
+    def lanes(self) -> int:
+        return self.pool.workers
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         # The task inherits the caller's context: a computation admitted once is not
@@ -332,6 +342,13 @@ class DaskExecutor:
             )
         with holding_place(self, _dask_admitted, capacity, threads):
             yield
+
+    @property
+    def lanes(self) -> int:
+        client = self._client
+        if client is None or client.status != "running":
+            return 1
+        return max(1, self._threads(client))
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))

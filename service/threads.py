@@ -30,13 +30,18 @@ def refresh() -> None:
     _controller = ThreadpoolController()
 
 
-def serial_when_small(shape: tuple[int, ...]) -> contextlib.AbstractContextManager[Any]:
-    """One thread within the block for data of at most :data:`SERIAL_MAX_SAMPLES` rows
-    and :data:`SERIAL_MAX_CELLS` values; the worker's limit for larger data."""
+def is_small(shape: tuple[int, ...]) -> bool:
+    """Whether data of ``shape`` has at most :data:`SERIAL_MAX_SAMPLES` rows and
+    :data:`SERIAL_MAX_CELLS` values: its fits and scores run on one thread."""
     n_samples = shape[0]
     cells = n_samples * (shape[1] if len(shape) > 1 else 1)
-    small = n_samples <= SERIAL_MAX_SAMPLES and cells <= SERIAL_MAX_CELLS
-    return thread_limit(1) if small else contextlib.nullcontext()
+    return n_samples <= SERIAL_MAX_SAMPLES and cells <= SERIAL_MAX_CELLS
+
+
+def serial_when_small(shape: tuple[int, ...]) -> contextlib.AbstractContextManager[Any]:
+    """One thread within the block for small data (:func:`is_small`); the worker's
+    limit for larger data."""
+    return thread_limit(1) if is_small(shape) else contextlib.nullcontext()
 
 
 def thread_limit(n_threads: int) -> contextlib.AbstractContextManager[Any]:

@@ -83,25 +83,21 @@ def wait_for(
 
 
 def busy_worker(server: ServiceProcess, deadline_s: float = 30) -> psutil.Process:
-    """The server's child process that computes now: the one using the most CPU in three
-    windows of 0.3 s running (a worker starting up, warming up for under a second, is not
-    taken for it)."""
+    """A child process of the server that computes now: the busiest of those using CPU
+    in three windows of 0.3 s running (a worker starting up, warming up for under a
+    second, is not taken for it; a small question's steps may run on two at once)."""
     assert server.process is not None
     root = psutil.Process(server.process.pid)
     deadline = time.monotonic() + deadline_s
-    leader, streak = None, 0
+    streaks: dict[int, int] = {}
     while time.monotonic() < deadline:
         before = {p.pid: (p, cpu_seconds(p)) for p in root.children(recursive=True)}
         time.sleep(0.3)
         grown = {pid: cpu_seconds(p) - used for pid, (p, used) in before.items()}
-        pid = max(grown, key=grown.__getitem__, default=None)
-        if pid is None or grown[pid] < 0.05:
-            leader, streak = None, 0
-            continue
-        streak = streak + 1 if pid == leader else 1
-        leader = pid
-        if streak == 3:
-            return before[pid][0]
+        streaks = {pid: streaks.get(pid, 0) + 1 for pid in grown if grown[pid] >= 0.05}
+        steady = [pid for pid, streak in streaks.items() if streak >= 3]
+        if steady:
+            return before[max(steady, key=grown.__getitem__)][0]
     raise AssertionError("no worker computed for a second")
 
 

@@ -114,7 +114,7 @@ def test_a_sweep_job_survives_kill_9_of_its_server(tmp_path: Path) -> None:
     # data directory runs the sweep job again to the end, its result at result_url.
     data = tmp_path / "data"
     data.mkdir()
-    body = {"k": [2, 3], "strategies": [{"init": "random", "n_init": 300}], "tol": 0.0}
+    body = {"k": [2, 3], "strategies": [{"init": "random", "n_init": 1000}], "tol": 0.0}
     first = ServiceProcess(data)
     first.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import time
@@ -174,6 +175,67 @@ async def test_quick_steps_share_a_task_while_other_work_waits_them_in_the_queue
     assert results == [square_after(0.001, n) for n in range(12)]
     assert sum(quick_executor.sizes) == 12
     assert len(quick_executor.sizes) <= 5, quick_executor.sizes
+
+
+def meet(folder: str, me: int, other: int) -> int:
+    """A step for a worker: say it is here, then wait (10 s at most) for ``other`` to
+    say so too. Its process id when they met, 0 when ``other`` never came: two steps
+    meet only when they run at once."""
+    Path(folder, str(me)).touch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if Path(folder, str(other)).exists():
+            return os.getpid()
+        time.sleep(0.005)
+    return 0
+
+
+class PeakExecutor(LocalExecutor):
+    """The local pool, noting the most tasks it had running at once."""
+
+    def __init__(self, pool: ComputePool) -> None:
+        super().__init__(pool)
+        self.running = self.peak = 0
+
+    def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
+        handle = super().submit(fn, *args, timeout_s=timeout_s)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        handle._task.add_done_callback(lambda _: setattr(self, "running", self.running - 1))
+        return handle
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("n_samples", "lanes"), [(1797, 2), (1_000_000, 1)])
+async def test_small_data_s_steps_run_on_every_worker_at_once(
+    tmp_path: Path, n_samples: int, lanes: int
+) -> None:
+    # Check that the steps of a question on small data (fitted on one thread each) run
+    # on the pool's two workers at once, their results in order (the digits benchmark's
+    # three strategies took three fits' time on one worker while the other idled), and
+    # that a large question's steps, whose fits use every thread of their worker, go
+    # one after another.
+    pool = ComputePool(workers=2, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
+    executor = PeakExecutor(pool)
+    runtime = Runtime(
+        ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0),
+        pool,
+        tmp_path / "tmp",
+        executor=executor,
+    )
+    dataset = dataclasses.replace(DATASET, n_samples=n_samples, n_features=64)
+    try:
+        if lanes == 2:
+            steps = [Step(f"meet {n}", meet, (str(tmp_path), n, 1 - n)) for n in range(2)]
+            met = await runtime.run_steps(dataset, steps, lambda _: 0.0, lambda *_: None)
+            assert 0 not in met
+            assert met[0] != met[1]
+        steps = [Step(f"n={n}", square_after, (0.05, n)) for n in range(4)]
+        results = await runtime.run_steps(dataset, steps, lambda r: r["fit_time"], lambda *_: None)
+    finally:
+        pool.close()
+    assert results == [square_after(0.05, n) for n in range(4)]
+    assert executor.peak == lanes
 
 
 @pytest.mark.anyio
