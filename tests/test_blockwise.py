@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -279,3 +280,68 @@ def test_sparse_statistics_in_blocks_equal_the_dense_ones(block_rows: int) -> No
         blockwise.distances_to_centers(dense, labels, centers, scaler.transform),
         rtol=1e-9,
     )
+
+
+def _tfidf(n_samples: int, n_features: int, seed: int) -> Any:
+    from scipy import sparse
+    from sklearn.preprocessing import normalize
+
+    rng = np.random.default_rng(seed)
+    return normalize(sparse.random(n_samples, n_features, density=0.002, format="csr", rng=rng))
+
+
+def test_the_sparse_dot_untransposed_is_scikit_learns() -> None:
+    from sklearn.utils.extmath import safe_sparse_dot
+
+    X = _tfidf(3000, 2000, 1)
+    candidates = X[[5, 17, 2999]]
+    expected = safe_sparse_dot(candidates, X.T, dense_output=True)
+
+    product = kmeans_patches.sparse_dot_untransposed(
+        safe_sparse_dot, candidates, X.T, dense_output=True
+    )
+
+    assert product.flags.c_contiguous
+    assert np.array_equal(product, expected)
+    # Anything else is scikit-learn's own.
+    calls: list[Any] = []
+    kmeans_patches.sparse_dot_untransposed(lambda *a, **k: calls.append(a), X, X.T)
+    unsorted = X.copy()
+    for row in range(unsorted.shape[0]):  # each row's columns in reverse order
+        start, stop = unsorted.indptr[row], unsorted.indptr[row + 1]
+        unsorted.indices[start:stop] = unsorted.indices[start:stop][::-1].copy()
+        unsorted.data[start:stop] = unsorted.data[start:stop][::-1].copy()
+    unsorted.has_sorted_indices = False
+    kmeans_patches.sparse_dot_untransposed(
+        lambda *a, **k: calls.append(a), candidates, unsorted.T, dense_output=True
+    )
+    assert len(calls) == 2
+
+
+def test_k_means_plus_plus_on_sparse_data_makes_no_transposed_copy() -> None:
+    # Check that under lean_kmeans k-means++ on CSR data fits as scikit-learn does, to
+    # the bit, without the transposed copy of X that scipy made for each centre.
+    import tracemalloc
+
+    from sklearn.cluster import KMeans
+
+    X = _tfidf(60_000, 30_000, 2)
+    stored = X.data.nbytes + X.indices.nbytes
+
+    def fit() -> tuple[KMeans, float]:
+        tracemalloc.start()
+        try:
+            fitted = KMeans(8, init="k-means++", n_init=1, random_state=0).fit(X)
+            return fitted, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    expected, plain_peak = fit()
+    with kmeans_patches.lean_kmeans():
+        fitted, lean_peak = fit()
+
+    assert plain_peak >= stored  # the copy was made, the way scipy makes it
+    assert lean_peak < plain_peak - 0.8 * stored
+    assert np.array_equal(fitted.cluster_centers_, expected.cluster_centers_)
+    assert np.array_equal(fitted.labels_, expected.labels_)
+    assert (fitted.inertia_, fitted.n_iter_) == (expected.inertia_, expected.n_iter_)
