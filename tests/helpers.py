@@ -12,8 +12,10 @@ import struct
 import subprocess
 import sys
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -26,7 +28,19 @@ from service.process import ServiceProcess
 from service.report import CONTENT_SECURITY_POLICY
 from service.store import StoredBenchmark
 
+T = TypeVar("T")
+
 # -- Real servers -----------------------------------------------------------------------
+
+
+def traced_peak(fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and the most bytes Python's allocators held at once while it ran, above
+    what they held when it began (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def start_server(

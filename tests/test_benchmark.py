@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from service.benchmark import (
 from service.datasets import load_arrays, load_builtin
 from service.errors import InvalidParameterError
 from service.threads import SERIAL_MAX_CELLS, SERIAL_MAX_SAMPLES
+from tests.helpers import traced_peak
 from tests.reference import assert_matches, seed_scores
 
 
@@ -190,12 +190,7 @@ def test_a_stored_dataset_gets_its_pca_start_without_a_copy(tmp_path: Path) -> N
     stored, _ = load_arrays(tmp_path / "X.npy", None)
     params = BenchmarkParams(dataset="-", n_clusters=5, strategies=(Strategy("pca", 1),))
 
-    tracemalloc.start()
-    try:
-        centers = kernel.start_centers(stored, params.strategies[0], params)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    centers, peak = traced_peak(lambda: kernel.start_centers(stored, params.strategies[0], params))
 
     assert peak < X.nbytes / 4
     assert centers is not None

@@ -10,6 +10,7 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 
 from service import blockwise, kmeans_patches
+from tests.helpers import traced_peak
 
 
 @pytest.fixture(params=[7, 1 << 15], ids=["blocks-of-7", "default-blocks"])
@@ -210,8 +211,6 @@ def test_an_emptied_cluster_is_relocated_without_copies_of_the_data(dtype: type)
     # relocation of an emptied cluster (one start far from every row: its cluster is
     # empty after the first assignment) makes no array of the data's size: scikit-learn
     # alone makes two (X - centers[labels] and its square).
-    import tracemalloc
-
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(4)
@@ -220,12 +219,8 @@ def test_an_emptied_cluster_is_relocated_without_copies_of_the_data(dtype: type)
 
     def fit() -> tuple[KMeans, float]:
         data = X.copy()
-        tracemalloc.start()
-        try:
-            fitted = KMeans(4, init=init, n_init=1, copy_x=False).fit(data)
-            return fitted, tracemalloc.get_traced_memory()[1] / X.nbytes
-        finally:
-            tracemalloc.stop()
+        fitted, peak = traced_peak(lambda: KMeans(4, init=init, n_init=1, copy_x=False).fit(data))
+        return fitted, peak / X.nbytes
 
     expected, plain_peak = fit()
     with kmeans_patches.lean_kmeans():
@@ -321,20 +316,13 @@ def test_the_sparse_dot_untransposed_is_scikit_learns() -> None:
 def test_k_means_plus_plus_on_sparse_data_makes_no_transposed_copy() -> None:
     # Check that under lean_kmeans k-means++ on CSR data fits as scikit-learn does, to
     # the bit, without the transposed copy of X that scipy made for each centre.
-    import tracemalloc
-
     from sklearn.cluster import KMeans
 
     X = _tfidf(60_000, 30_000, 2)
     stored = X.data.nbytes + X.indices.nbytes
 
-    def fit() -> tuple[KMeans, float]:
-        tracemalloc.start()
-        try:
-            fitted = KMeans(8, init="k-means++", n_init=1, random_state=0).fit(X)
-            return fitted, tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+    def fit() -> tuple[KMeans, int]:
+        return traced_peak(lambda: KMeans(8, init="k-means++", n_init=1, random_state=0).fit(X))
 
     expected, plain_peak = fit()
     with kmeans_patches.lean_kmeans():
@@ -350,14 +338,7 @@ def test_k_means_plus_plus_on_sparse_data_makes_no_transposed_copy() -> None:
 def test_scaling_sparse_columns_makes_little_beside_the_copy() -> None:
     # Check that the scaled copy of the values is about all that scaling makes: the
     # column factors of a block of 2 million values were 32 MB more.
-    import tracemalloc
-
     X = _tfidf(100_000, 20_000, 6)
     factor = np.linspace(0.5, 2.0, X.shape[1])
-    tracemalloc.start()
-    try:
-        Z = blockwise.scale_sparse_columns(X, factor)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    Z, peak = traced_peak(lambda: blockwise.scale_sparse_columns(X, factor))
     assert peak < 1.25 * Z.data.nbytes

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from numpy.testing import assert_array_equal
 from service.benchmark import PREDICT_BLOCK_BYTES, FittedModel
 from service.process import ServiceProcess
 from tests.conftest import make_settings, serve
-from tests.helpers import read_all, status_and_body
+from tests.helpers import read_all, status_and_body, traced_peak
 
 pytestmark = pytest.mark.server
 
@@ -198,12 +197,7 @@ def test_prediction_holds_a_bounded_block() -> None:
         n_iter=1,
     )
     X = rng.normal(size=(50_000, 2))
-    tracemalloc.start()
-    try:
-        labels, distances = model.predict(X)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (labels, distances), peak = traced_peak(lambda: model.predict(X))
     assert peak < 4 * PREDICT_BLOCK_BYTES + 10 * X.nbytes, peak
     squared = ((X[:2000, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
     assert_array_equal(labels[:2000], squared.argmin(axis=1))

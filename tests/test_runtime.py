@@ -82,15 +82,21 @@ async def test_two_runtimes_on_one_store_compute_a_document_once(tmp_path: Path)
 
 
 class CountingExecutor(LocalExecutor):
-    """The local pool, noting how many steps each task it is given holds."""
+    """The local pool, noting how many steps each task it is given holds, and the most
+    tasks it had running at once."""
 
     def __init__(self, pool: ComputePool) -> None:
         super().__init__(pool)
         self.sizes: list[int] = []
+        self.running = self.peak = 0
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         self.sizes.append(len(fn.calls) if isinstance(fn, InTurn) else 1)
-        return super().submit(fn, *args, timeout_s=timeout_s)
+        handle = super().submit(fn, *args, timeout_s=timeout_s)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        handle._task.add_done_callback(lambda _: setattr(self, "running", self.running - 1))
+        return handle
 
 
 def square_after(seconds: float, n: int) -> dict[str, float]:
@@ -190,21 +196,6 @@ def meet(folder: str, me: int, other: int) -> int:
     return 0
 
 
-class PeakExecutor(LocalExecutor):
-    """The local pool, noting the most tasks it had running at once."""
-
-    def __init__(self, pool: ComputePool) -> None:
-        super().__init__(pool)
-        self.running = self.peak = 0
-
-    def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
-        handle = super().submit(fn, *args, timeout_s=timeout_s)
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        handle._task.add_done_callback(lambda _: setattr(self, "running", self.running - 1))
-        return handle
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize(("n_samples", "lanes"), [(1797, 2), (1_000_000, 1)])
 async def test_small_data_s_steps_run_on_every_worker_at_once(
@@ -216,7 +207,7 @@ async def test_small_data_s_steps_run_on_every_worker_at_once(
     # that a large question's steps, whose fits use every thread of their worker, go
     # one after another.
     pool = ComputePool(workers=2, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
-    executor = PeakExecutor(pool)
+    executor = CountingExecutor(pool)
     runtime = Runtime(
         ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0),
         pool,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from service.stability import (
     seed_list,
     stability_id,
 )
+from tests.helpers import traced_peak
 from tests.reference import ALL_SCORE_KEYS, family_scores
 
 
@@ -144,10 +145,7 @@ def test_the_labels_kept_for_the_pairwise_ari_are_compact() -> None:
     X, _ = make_blobs(n_samples=100_000, centers=3, n_features=2, random_state=0)
     peaks = []
     for seeds in ((0, 1), tuple(range(10))):
-        tracemalloc.start()
-        try:
-            run_stability(X, None, params(3, seeds, "random", silhouette_sample_size=100))
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
+        asked = params(3, seeds, "random", silhouette_sample_size=100)
+        _, peak = traced_peak(functools.partial(run_stability, X, None, asked))
+        peaks.append(peak)
     assert peaks[1] - peaks[0] < 2 * 8 * X.shape[0], peaks
