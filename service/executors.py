@@ -345,10 +345,10 @@ class DaskExecutor:
 
     @property
     def lanes(self) -> int:
-        client = self._client
-        if client is None or client.status != "running":
-            return 1
-        return max(1, self._threads(client))
+        try:
+            return self._available()[1]
+        except ComputeUnavailableError:
+            return 1  # the task itself gets the 503 that says why
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         return Handle(asyncio.ensure_future(self._run(fn, *args, timeout_s=timeout_s)))

@@ -324,8 +324,8 @@ class Runtime:
         own, its fit timed alone.
 
         Small data's steps run on one thread each (:func:`service.threads.is_small`), so
-        up to :attr:`Executor.lanes` of its tasks run at once, on as many workers
-        (the digits benchmark's three strategies: 94 ms in one process, ~65 ms over
+        up to :attr:`Executor.lanes` of its tasks run at once, on as many workers (the
+        digits benchmark's three strategies: 94 ms in one process, 75 ms over HTTP on
         two workers); a larger question's fits use every thread of their worker, and its
         tasks go one after another.
 
