@@ -194,6 +194,7 @@ class DaskExecutor:
         # What a worker that cannot run tasks said of itself, as the watcher last looked.
         self._worker_problem: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closing = False
         self._cancelling: set[asyncio.Future[Any]] = set()
 
     # -- the connection ----------------------------------------------------------------
@@ -205,6 +206,11 @@ class DaskExecutor:
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
+        # The watcher's cancellation can be lost: distributed's connect, and asyncio's
+        # wait_for on Python 3.11, may return or raise something else when cancelled as
+        # they finish. It then sees _closing at its next round and ends (the closing
+        # service once waited for it for ever).
+        self._closing = True
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -241,7 +247,7 @@ class DaskExecutor:
     async def _watch(self) -> None:
         # Dask's client reconnects by itself for connect_timeout_s, then closes: a new
         # client is made here, for as long as the scheduler stays away.
-        while True:
+        while not self._closing:
             await asyncio.sleep(WATCH_S)
             client = self._client
             if client is not None and client.status in ("closing", "closed", "failed"):

@@ -9,6 +9,7 @@ scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -229,6 +230,35 @@ def test_the_service_and_the_workers_send_to_the_scheduler_promptly(cluster: Das
 
     assert asyncio.run(client_interval()) == SEND_INTERVAL_S
     assert set(cluster.client.run(_send_interval).values()) == {SEND_INTERVAL_S}
+
+
+def test_closing_ends_a_watcher_whose_cancellation_was_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Check that closing the executor ends its watcher even when a connection attempt
+    # swallows the cancellation (distributed's connect and Python 3.11's wait_for can,
+    # when cancelled as they finish): the closing service waited for it for ever.
+    attempts = 0
+    trying = asyncio.Event()
+
+    async def connect_swallowing_cancellation(self: DaskExecutor) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:  # start's own attempt
+            return
+        trying.set()  # the watcher's: closed while it runs
+        with contextlib.suppress(asyncio.CancelledError):  # as if it had finished instead
+            await asyncio.sleep(5)
+
+    monkeypatch.setattr(DaskExecutor, "_connect", connect_swallowing_cancellation)
+
+    async def run() -> None:
+        executor = DaskExecutor(f"tcp://127.0.0.1:{free_port()}", timeout_s=60, queue_size=0)
+        await executor.start()
+        await trying.wait()
+        await asyncio.wait_for(executor.close(), 10)
+
+    asyncio.run(run())
 
 
 def test_a_scheduler_unreachable_at_start_is_503_until_it_comes(tmp_path: Path) -> None:
