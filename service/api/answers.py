@@ -5,11 +5,13 @@ ETag (the answer's id), ``X-Cache`` and ``Vary: Accept``, and its plot as PNG
 A kind's ``POST`` and ``GET /{id}`` are :func:`answer_post` and :func:`answer_stored`;
 what differs between kinds is how an answer is held and responded (a :class:`Respond`),
 and for the documents (sweeps, stability runs) that is one :class:`DocumentKind`, whose
-two routes :func:`add_document_routes` declares."""
+two routes :func:`add_document_routes` declares. Every kind's ``GET /{id}/report`` is
+:func:`add_report_route`."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -28,6 +30,8 @@ from service.api.deps import (
     Engine,
     Tenants,
     etag_matches,
+    html_page,
+    html_response,
     negotiate,
     png_response,
     problems,
@@ -264,4 +268,40 @@ def add_document_routes(
         responses={**responses, **problems(404, 406, 422)},
         summary=get_summary,
         description=f"The same body as the request that made the {noun}, from the cache.",
+    )
+
+
+def add_report_route(
+    router: APIRouter,
+    name: str,
+    noun: str,
+    render: Callable[[BenchmarkEngine, Tenancy, str | None, str], Awaitable[str]],
+    *,
+    page: str,
+    problem_codes: tuple[int, ...],
+) -> None:
+    """``GET /{<name>_id}/report`` on ``router``, as operation ``get_<name>_report``: the
+    page ``render(engine, tenants, caller, answer_id)`` makes of the answer (a ``noun``)
+    the caller holds, as ``text/html`` that loads nothing; documented, as FastAPI does an
+    endpoint, by ``render``'s docstring. ``page`` is its 200's description,
+    ``problem_codes`` the problems it may answer."""
+    id_name = f"{name}_id"
+
+    async def get_report(
+        engine: Engine,
+        caller: Caller,
+        tenants: Tenants,
+        answer_id: str = Path(alias=id_name, pattern=ID_PATTERN, description=ID_DESCRIPTION),
+    ) -> Response:
+        return html_page(await render(engine, tenants, caller, answer_id))
+
+    router.add_api_route(
+        f"/{{{id_name}}}/report",
+        get_report,
+        methods=["GET"],
+        name=f"get_{name}_report",
+        response_class=Response,
+        responses={**html_response(page), **problems(*problem_codes)},
+        summary=f"Get a {noun} as a self-contained HTML report",
+        description=inspect.cleandoc(render.__doc__ or ""),
     )

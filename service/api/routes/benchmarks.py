@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.answers import (
+    add_report_route,
     answer_plot,
     answer_post,
     answer_responses,
@@ -30,8 +31,6 @@ from service.api.deps import (
     decode_cursor,
     described_dataset,
     encode_cursor,
-    html_page,
-    html_response,
     problems,
     split_page,
 )
@@ -408,21 +407,9 @@ async def delete_benchmark(
     return Response(status_code=204)
 
 
-@router.get(
-    "/{benchmark_id}/report",
-    response_class=Response,
-    responses={
-        **html_response(
-            "One self-contained page: the table, the plot inline, the "
-            "parameters and versions; it loads nothing from anywhere."
-        ),
-        **problems(404, 422, 503, 504),
-    },
-    summary="Get a benchmark as a self-contained HTML report",
-)
-async def get_benchmark_report(
-    benchmark_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
+async def _report(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, benchmark_id: str
+) -> str:
     """The seed's table, the decision-boundary plot (the same PNG as `plot.png`), the
     dataset, parameters and versions, as one HTML page with no external URL."""
     entry = await _held_entry(engine, tenants, caller, benchmark_id)
@@ -434,4 +421,15 @@ async def get_benchmark_report(
         r.init: (await engine.get_model(r.model_id)).profiles() for r in answer.results
     }
     described = await described_dataset(engine, tenants, caller, answer.dataset.id)
-    return html_page(render_report(answer, png, described, profiles))
+    return render_report(answer, png, described, profiles)
+
+
+add_report_route(
+    router,
+    "benchmark",
+    "benchmark",
+    _report,
+    page="One self-contained page: the table, the plot inline, the parameters and versions; "
+    "it loads nothing from anywhere.",
+    problem_codes=(404, 422, 503, 504),
+)

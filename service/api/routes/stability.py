@@ -5,25 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from starlette.responses import Response
 
 from service import stability
-from service.api.answers import DocumentKind, add_document_routes
-from service.api.auth import Caller
+from service.api.answers import DocumentKind, add_document_routes, add_report_route
 from service.api.create import Stability
 from service.api.deps import (
-    BenchmarkId,
-    Engine,
-    Tenants,
     described_dataset,
-    html_page,
-    html_response,
-    problems,
 )
+from service.engine import BenchmarkEngine
 from service.errors import StabilityNotFoundError
 from service.questions import StabilityQuestion
 from service.report import render_stability_report
 from service.schemas import StabilityResult
+from service.tenants import Tenancy
 
 router = APIRouter(prefix="/v1/stability", tags=["stability"])
 
@@ -67,23 +61,22 @@ add_document_routes(
 )
 
 
-@router.get(
-    "/{stability_id}/report",
-    response_class=Response,
-    responses={
-        **html_response(
-            "One self-contained page: each strategy's numbers over the "
-            "seeds, the parameters and versions; it loads nothing."
-        ),
-        **problems(404, 422),
-    },
-    summary="Get a stability run as a self-contained HTML report",
-)
-async def get_stability_report(
-    stability_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
+async def _report(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, stability_id: str
+) -> str:
     """The table of means ± standard deviations and the seeds' agreement, the dataset,
     parameters and versions, as one HTML page with no external URL."""
     answer = await DOCUMENTS.answer(engine, tenants, caller, stability_id)
     described = await described_dataset(engine, tenants, caller, answer.dataset.id)
-    return html_page(render_stability_report(answer, described))
+    return render_stability_report(answer, described)
+
+
+add_report_route(
+    router,
+    "stability",
+    "stability run",
+    _report,
+    page="One self-contained page: each strategy's numbers over the seeds, the parameters "
+    "and versions; it loads nothing.",
+    problem_codes=(404, 422),
+)

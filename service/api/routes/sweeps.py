@@ -9,7 +9,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import sweeps, tasks
-from service.api.answers import DocumentKind, add_document_routes, answer_plot, plot_responses
+from service.api.answers import (
+    DocumentKind,
+    add_document_routes,
+    add_report_route,
+    answer_plot,
+    plot_responses,
+)
 from service.api.auth import Caller
 from service.api.create import Sweep
 from service.api.deps import (
@@ -17,9 +23,6 @@ from service.api.deps import (
     Engine,
     Tenants,
     described_dataset,
-    html_page,
-    html_response,
-    problems,
 )
 from service.engine import BenchmarkEngine
 from service.errors import SweepNotFoundError
@@ -111,25 +114,24 @@ async def _plot(
     return png
 
 
-@router.get(
-    "/{sweep_id}/report",
-    response_class=Response,
-    responses={
-        **html_response(
-            "One self-contained page: each strategy's recommended k, the "
-            "plot inline, the scores, the parameters and versions; it loads nothing."
-        ),
-        **problems(404, 422, 503, 504),
-    },
-    summary="Get a sweep as a self-contained HTML report",
-)
-async def get_sweep_report(
-    sweep_id: BenchmarkId, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
+async def _report(
+    engine: BenchmarkEngine, tenants: Tenancy, caller: str | None, sweep_id: str
+) -> str:
     """The recommended k, the scores against k (the same PNG as `plot.png`), the table,
     the dataset, parameters and versions, as one HTML page with no external URL."""
     stored = await DOCUMENTS.held(engine, tenants, caller, sweep_id)
     png = await _plot(engine, tenants, caller, sweep_id, stored)
     answer = SweepResult.model_validate_json(stored)
     described = await described_dataset(engine, tenants, caller, answer.dataset.id)
-    return html_page(render_sweep_report(answer, png, described))
+    return render_sweep_report(answer, png, described)
+
+
+add_report_route(
+    router,
+    "sweep",
+    "sweep",
+    _report,
+    page="One self-contained page: each strategy's recommended k, the plot inline, the "
+    "scores, the parameters and versions; it loads nothing.",
+    problem_codes=(404, 422, 503, 504),
+)
