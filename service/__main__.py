@@ -132,14 +132,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        http=bounded_protocol(
-            max_header_bytes=settings.max_header_bytes,
-            header_timeout_s=settings.header_timeout_s,
-            body_timeout_s=settings.body_timeout_s,
-            body_min_rate=settings.body_min_rate,
-            max_connections=settings.max_connections,
-            max_client_connections=settings.max_client_connections,
-        ),
+        http=bounded_protocol(settings),
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 

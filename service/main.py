@@ -103,13 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        pool = ComputePool(
-            workers=settings.workers,
-            queue_size=settings.queue_size,
-            timeout_s=settings.timeout_s,
-            threads_per_worker=settings.threads_per_worker,
-            tenant_share=settings.tenant_pool_share,
-        )
+        # The compute lane's bounds, whether its workers are local processes or Dask's.
+        lane: dict[str, Any] = {
+            "queue_size": settings.queue_size,
+            "timeout_s": settings.timeout_s,
+            "threads_per_worker": settings.threads_per_worker,
+            "tenant_share": settings.tenant_pool_share,
+        }
+        pool = ComputePool(workers=settings.workers, **lane)
         data_pool = ComputePool(
             workers=settings.data_workers,
             queue_size=settings.data_queue_size,
@@ -122,23 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor: DaskExecutor | None = None
         if settings.dask_scheduler is not None:
             executor = DaskExecutor(
-                settings.dask_scheduler,
-                timeout_s=settings.timeout_s,
-                queue_size=settings.queue_size,
-                threads_per_worker=settings.threads_per_worker,
-                connect_timeout_s=settings.dask_connect_timeout_s,
-                tenant_share=settings.tenant_pool_share,
+                settings.dask_scheduler, connect_timeout_s=settings.dask_connect_timeout_s, **lane
             )
         engine = BenchmarkEngine(
             datasets=DatasetStore(settings.data_dir / "datasets"),
-            limits=DataLimits(
-                max_cells=settings.max_cells,
-                max_dataset_bytes=settings.max_dataset_bytes,
-                inline_max_bytes=settings.inline_max_bytes,
-                max_expansion=settings.max_expansion,
-                datasets_max_bytes=settings.datasets_max_bytes,
-                max_sparse_features=settings.max_sparse_features,
-            ),
+            limits=DataLimits.from_settings(settings),
             results=result_store(settings),
             pool=pool,
             data_pool=data_pool,

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.schemas import Problem
+from service.settings import Settings
 
 PROBLEM_MEDIA_TYPE = b"application/problem+json"
 
@@ -312,29 +313,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
 
 
-def bounded_protocol(
-    *,
-    max_header_bytes: int,
-    header_timeout_s: float,
-    body_timeout_s: float,
-    body_min_rate: int,
-    max_connections: int,
-    max_client_connections: int,
-) -> type[BoundedHttpToolsProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with these bounds.
+# The bounds a protocol class takes from the settings of the same names.
+BOUNDS = (
+    "max_header_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "body_min_rate",
+    "max_connections",
+    "max_client_connections",
+)
+
+
+def bounded_protocol(settings: Settings) -> type[BoundedHttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with the ``settings``' bounds.
 
     Give uvicorn no ``limit_concurrency`` of its own: the class applies ``max_connections``
     itself, with the probes' headroom past it.
     """
-    return type(
-        "BoundedHttpToolsProtocol",
-        (BoundedHttpToolsProtocol,),
-        {
-            "max_header_bytes": max_header_bytes,
-            "header_timeout_s": header_timeout_s,
-            "body_timeout_s": body_timeout_s,
-            "body_min_rate": body_min_rate,
-            "max_connections": max_connections,
-            "max_client_connections": max_client_connections,
-        },
-    )
+    bounds = {name: getattr(settings, name) for name in BOUNDS}
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), bounds)

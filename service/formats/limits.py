@@ -31,6 +31,12 @@ class DataLimits:
     datasets_max_bytes: int = Settings.model_fields["datasets_max_bytes"].default
     max_sparse_features: int = Settings.model_fields["max_sparse_features"].default
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataLimits:
+        """The limits the ``settings`` of the same names set."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        return cls(**{name: getattr(settings, name) for name in names})
+
 
 @dataclass
 class ReadNotes:
