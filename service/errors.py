@@ -164,15 +164,20 @@ class UnsupportedMediaTypeError(ServiceError):
     slug = "unsupported-media-type"
 
 
-class ComputeBusyError(ServiceError):
-    """Every worker is busy and the queue is full: try again later."""
+class _TryLaterError(ServiceError):
+    """A 503 that always says when to try again (``Retry-After``)."""
 
     status = 503
-    title = "Compute pool busy"
-    slug = "compute-busy"
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
+
+
+class ComputeBusyError(_TryLaterError):
+    """Every worker is busy and the queue is full: try again later."""
+
+    title = "Compute pool busy"
+    slug = "compute-busy"
 
 
 class TenantBusyError(ComputeBusyError):
@@ -282,15 +287,11 @@ class RateLimitedError(ServiceError):
         return {**super().headers(), **self.rate_headers}
 
 
-class ComputeInProgressError(ServiceError):
+class ComputeInProgressError(_TryLaterError):
     """Another request computes the same benchmark and did not finish within this one's limit."""
 
-    status = 503
     title = "Computation in progress"
     slug = "compute-in-progress"
-
-    def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail, retry_after=retry_after)
 
 
 class StorageError(ServiceError):

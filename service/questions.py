@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -29,6 +29,9 @@ from service.runtime import Progress, Step, document_flight
 from service.schemas import StabilityRequest, StabilityResult, SweepRequest, SweepResult
 from service.schemas.common import answer_forms
 from service.tables import check_missing
+
+# A document question's parameters (a sweep's, a stability run's).
+P = TypeVar("P")
 
 
 class Question(Protocol):
@@ -102,12 +105,15 @@ class BenchmarkQuestion:
         return engine.computation(self.resolved, progress)
 
 
-class _Document:
-    """A question whose answer is one stored JSON document (a sweep, a stability run)."""
+@dataclass(frozen=True)
+class _Document(Generic[P]):
+    """A question whose answer is one stored JSON document (a sweep, a stability run):
+    its id, its data and its parameters."""
 
     kind: ClassVar[str]
     id: str
     dataset: DatasetInfo
+    params: P
 
     @property
     def flight(self) -> str:
@@ -150,13 +156,10 @@ class _Document:
 
 
 @dataclass(frozen=True)
-class SweepQuestion(_Document):
+class SweepQuestion(_Document[sweeps.SweepParams]):
     """A sweep over k: one step per (k, strategy)."""
 
     kind: ClassVar[str] = "sweep"
-    id: str
-    dataset: DatasetInfo
-    params: sweeps.SweepParams
 
     @property
     def steps(self) -> int:
@@ -197,13 +200,10 @@ class SweepQuestion(_Document):
 
 
 @dataclass(frozen=True)
-class StabilityQuestion(_Document):
+class StabilityQuestion(_Document[stability.StabilityParams]):
     """A benchmark under several seeds: one step per strategy (its seeds in one task)."""
 
     kind: ClassVar[str] = "stability"
-    id: str
-    dataset: DatasetInfo
-    params: stability.StabilityParams
 
     @property
     def steps(self) -> int:
