@@ -9,15 +9,7 @@ from typing import Any
 
 from service import __version__
 from service.cli_flags import add_request_flags
-from service.client import (
-    BENCHMARK,
-    DEFAULT_URL,
-    KINDS,
-    MEDIA_TYPES,
-    STABILITY,
-    SWEEP,
-    Kind,
-)
+from service.client import BENCHMARK, DEFAULT_URL, KINDS, MEDIA_TYPES, STABILITY, SWEEP, Kind
 from service.schemas import JobState
 
 PROG = "clusterbench"

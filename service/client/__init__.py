@@ -15,7 +15,7 @@ wait; failed connections are retried by httpx's transport. A benchmark asked wit
 Both clients share one implementation: each operation is a generator that yields what it
 needs done (send a request, sleep, report progress) and is sent the answers. The sync
 client runs it with blocking calls, the async one with awaits, so retries, job following
-and errors are written once.
+and errors are written once, and so are the public methods (:mod:`service.client.methods`).
 """
 
 from __future__ import annotations

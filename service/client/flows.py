@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import httpx
 
@@ -74,6 +74,34 @@ class _Notify:
 
 _Action = _Request | _Sleep | _Notify
 _Flow = Generator[_Action, Any, T]
+
+
+class _Steps(Generic[T]):
+    """A flow as a client runs it: iterated, the actions it asks for, each sent the
+    ``reply`` set meanwhile (a request's answer); then ``value``, what it returned. The
+    flow is closed on leaving, whether it ran to its end or not."""
+
+    reply: Any = None
+    value: T
+
+    def __init__(self, flow: _Flow[T]) -> None:
+        self._flow = flow
+
+    def __enter__(self) -> _Steps[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._flow.close()
+
+    def __iter__(self) -> Iterator[_Action]:
+        try:
+            while True:
+                action = self._flow.send(self.reply)
+                self.reply = None
+                yield action
+        except StopIteration as stop:
+            self.value = stop.value
+
 
 _JSON = {"Accept": "application/json"}
 
