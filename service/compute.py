@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar, Unpack
 
 import pebble
 
@@ -167,12 +167,65 @@ class TenantShares:
                 del self.held[who]
 
 
+class Bounds(TypedDict):
+    """What bounds the computations of a :class:`Gate`, as the keyword arguments of a
+    pool or an executor: ``timeout_s`` the limit of one computation (all its tasks),
+    ``queue_size`` how many may wait for a place, ``threads_per_worker`` the BLAS/OpenMP
+    threads each runs with (None: the gate's choice), ``grace_s`` how long past its
+    deadline a task's answer is still waited for, ``tenant_share`` the part of the places
+    one tenant may hold (:class:`TenantShares`)."""
+
+    timeout_s: float
+    queue_size: int
+    threads_per_worker: NotRequired[int | None]
+    grace_s: NotRequired[float]
+    tenant_share: NotRequired[float]
+
+
+class Gate:
+    """What admits computations where they run (the local :class:`ComputePool`, a Dask
+    cluster) within their :class:`Bounds`: the places they hold (``pending``; per tenant,
+    ``shares``) and the measures an honest Retry-After is made of."""
+
+    name: str
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        queue_size: int,
+        threads_per_worker: int | None = None,
+        grace_s: float = 30.0,
+        tenant_share: float = 1.0,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.queue_size = queue_size
+        self.threads_per_worker = threads_per_worker
+        self.grace_s = grace_s
+        self.shares = TenantShares(tenant_share)
+        self.pending = 0
+        self.worker_deaths = 0
+        # Seconds a task takes (moving average): what an honest Retry-After is made of.
+        # Until measured, a guess of the same order.
+        self.task_s = 1.0
+        # Seconds a computation holds its place (all its tasks): what a busy answer's
+        # Retry-After is made of.
+        self.place_s: float | None = None
+
+    def limit_s(self, timeout_s: float | None) -> float:
+        """A task's limit: the gate's own, or ``timeout_s`` (what is left of a longer
+        computation's budget) when that is less."""
+        return self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
+
+    def _observe(self, seconds: float) -> None:
+        self.task_s = 0.8 * self.task_s + 0.2 * seconds
+
+
 @contextlib.contextmanager
 def holding_place(
-    gate: Any, admitted: contextvars.ContextVar[Any], capacity: int, threads: int
+    gate: Gate, admitted: contextvars.ContextVar[Any], capacity: int, threads: int
 ) -> Iterator[None]:
-    """One place of ``gate`` (a pool, an executor: its ``pending``, ``shares``,
-    ``place_s``, ``name``) held by a computation and its tenant; the context is marked
+    """One place of ``gate`` held by a computation and its tenant; the context is marked
     ``admitted`` by ``gate``, so that its runs count no further. How long the place was
     held goes into ``gate.place_s``."""
     with gate.shares.holding(capacity, threads, gate.place_s, gate.name):
@@ -225,7 +278,7 @@ def timed_out(limit_s: float) -> ComputeTimeoutError:
     )
 
 
-class ComputePool:
+class ComputePool(Gate):
     """At most ``workers`` computations run and ``queue_size`` wait; others get 503.
 
     Each computation gets ``threads_per_worker`` BLAS/OpenMP threads, or, when that is
@@ -239,36 +292,18 @@ class ComputePool:
     """
 
     def __init__(
-        self,
-        *,
-        workers: int,
-        queue_size: int,
-        timeout_s: float,
-        threads_per_worker: int | None = None,
-        grace_s: float = 30.0,
-        name: str = "compute",
-        tenant_share: float = 1.0,
-        warm: bool = True,
+        self, *, workers: int, name: str = "compute", warm: bool = True, **bounds: Unpack[Bounds]
     ) -> None:
+        super().__init__(**bounds)
         self.name = name
         # Whether each worker runs a benchmark and a plot as it starts (warm_up): a pool
         # that never fits nor draws (the data lane) is spared their memory.
         self.warm = warm
-        self.shares = TenantShares(tenant_share)
         self.workers = workers
-        self.grace_s = grace_s
-        self.threads = threads_per_worker or usable_cpus()
-        self.capacity = workers + queue_size
-        self.timeout_s = timeout_s
-        self.pending = 0
-        self.worker_deaths = 0
-        # Seconds a task takes (moving average) and a worker takes to start: what an
-        # honest Retry-After is made of. Until measured, a guess of the same order.
-        self.task_s = 1.0
+        self.threads = self.threads_per_worker or usable_cpus()
+        self.capacity = workers + self.queue_size
+        # Seconds a worker takes to start (a guess until measured): a Retry-After too.
         self.start_s = 3.0
-        # Seconds a computation holds its place (all its tasks): what a busy answer's
-        # Retry-After is made of.
-        self.place_s: float | None = None
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(PRELOAD))
         self._closed = False
@@ -343,7 +378,7 @@ class ComputePool:
             return await self._run(fn, *args, timeout_s=timeout_s)
 
     async def _run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
-        limit = self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
+        limit = self.limit_s(timeout_s)
         try:
             future = self._pool.submit(_call_with_threads, limit, self.threads, fn, *args)
         except RuntimeError:
@@ -385,9 +420,6 @@ class ComputePool:
             raise timed_out(self.timeout_s) from None
         self._observe(time.monotonic() - began)
         return result
-
-    def _observe(self, seconds: float) -> None:
-        self.task_s = 0.8 * self.task_s + 0.2 * seconds
 
     def _failed(self, why: str) -> ComputeFailedError:
         return ComputeFailedError(

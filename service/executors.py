@@ -21,12 +21,13 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack
 
 from service.compute import (
+    Bounds,
     ComputePool,
+    Gate,
     InTurn,
-    TenantShares,
     Turn,
     holding_place,
     place_wait,
@@ -152,7 +153,7 @@ _dask_admitted: contextvars.ContextVar[DaskExecutor | None] = contextvars.Contex
 )
 
 
-class DaskExecutor:
+class DaskExecutor(Gate):
     """Tasks on a Dask cluster: each is :func:`service.daskworker.run_task` on a worker.
 
     A task carries the worker function and its small arguments (dataset paths, never
@@ -165,30 +166,12 @@ class DaskExecutor:
     """
 
     def __init__(
-        self,
-        address: str,
-        *,
-        timeout_s: float,
-        queue_size: int,
-        threads_per_worker: int | None = None,
-        connect_timeout_s: float = 5.0,
-        grace_s: float = 30.0,
-        tenant_share: float = 1.0,
+        self, address: str, *, connect_timeout_s: float = 5.0, **bounds: Unpack[Bounds]
     ) -> None:
+        super().__init__(**bounds)
         self.name = "dask"
-        self.shares = TenantShares(tenant_share)
         self.address = address
-        self.timeout_s = timeout_s
-        self.queue_size = queue_size
-        self.threads_per_worker = threads_per_worker
         self.connect_timeout_s = connect_timeout_s
-        self.grace_s = grace_s
-        self.pending = 0
-        self.worker_deaths = 0
-        # Seconds a task takes (moving average): what an honest Retry-After is made of.
-        self.task_s = 1.0
-        # Seconds a computation holds its place (all its tasks): a busy answer's Retry-After.
-        self.place_s: float | None = None
         self._client: Client | None = None
         self._problem = f"not yet connected to the Dask scheduler at {address}"
         # What a worker that cannot run tasks said of itself, as the watcher last looked.
@@ -369,9 +352,7 @@ class DaskExecutor:
 
         with self.admitted():
             client, threads = self._available()
-            limit = (
-                self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
-            )
+            limit = self.limit_s(timeout_s)
             key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
             future = client.submit(
                 run_task,
@@ -388,7 +369,7 @@ class DaskExecutor:
             # no request waits for ever on a cluster that stopped answering.
             deadline = limit * ((threads + self.queue_size) / threads + 1) + self.grace_s
             result: T = await self._wait(client, future, deadline)
-            self.task_s = 0.8 * self.task_s + 0.2 * (time.monotonic() - began)
+            self._observe(time.monotonic() - began)
             return result
 
     async def _wait(self, client: Client, future: Future[Any], deadline_s: float) -> Any:
