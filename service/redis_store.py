@@ -53,14 +53,14 @@ from service.errors import StorageError
 from service.memory import MemoryLRU
 from service.redis_connection import PREFIX, Guard, connect, newest_first, unavailable
 from service.result_backend import ACCESS_RESOLUTION_S
-from service.store import StoredBenchmark, model_from_bytes, model_to_bytes
+from service.store import BenchmarkListing, StoredBenchmark, model_from_bytes, model_to_bytes
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class RedisResultStore:
+class RedisResultStore(BenchmarkListing):
     """Benchmarks, models, plots, documents and leases in Redis, LRU-bounded.
 
     Parameters
@@ -255,15 +255,10 @@ class RedisResultStore:
             for mid, members in zip(model_ids, found, strict=True)
         }
 
-    def page(
-        self,
-        *,
-        limit: int,
-        before: tuple[float, str] | None = None,
-        among: Sequence[str] | None = None,
+    def _page(
+        self, limit: int, before: tuple[float, str] | None, among: Sequence[str] | None
     ) -> list[tuple[str, float]]:
-        """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
-        ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
+        # From the ``created`` sorted set: ``among`` by their scores, else in batches.
         key = PREFIX + "created"
         if among is not None:
             ids = list(dict.fromkeys(among))

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,29 @@ def model_from_bytes(data: bytes) -> FittedModel:
 _OPTIONAL_ARRAYS = ("cluster_sizes", "cluster_means", "cluster_stds", "distance_tail")
 
 
-class ResultStore(SQLiteLeases, SQLiteDocuments):
+class BenchmarkListing(ABC):
+    """The stored benchmarks a page at a time, as both result stores list them (this one
+    and :class:`service.redis_store.RedisResultStore`): what a page is, said once here;
+    each store reads one in :meth:`_page`."""
+
+    def page(
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        among: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
+        ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
+        return self._page(limit, before, among)
+
+    @abstractmethod
+    def _page(
+        self, limit: int, before: tuple[float, str] | None, among: Sequence[str] | None
+    ) -> list[tuple[str, float]]: ...
+
+
+class ResultStore(SQLiteLeases, SQLiteDocuments, BenchmarkListing):
     """Benchmarks, models and plots under ``<data_dir>/cache.sqlite3``, LRU-bounded: every
     role of :class:`service.result_backend.ResultBackend` on one SQLite file.
 
@@ -335,15 +358,9 @@ class ResultStore(SQLiteLeases, SQLiteDocuments):
 
         return self._safely("model users", read, {mid: set() for mid in model_ids})
 
-    def page(
-        self,
-        *,
-        limit: int,
-        before: tuple[float, str] | None = None,
-        among: Sequence[str] | None = None,
+    def _page(
+        self, limit: int, before: tuple[float, str] | None, among: Sequence[str] | None
     ) -> list[tuple[str, float]]:
-        """Up to ``limit`` (id, created) of stored benchmarks, newest first, older than
-        ``before`` (a (created, id) from a previous page); only ids in ``among`` if given."""
         sql, args = page_query(
             "SELECT id, created FROM benchmarks",
             [

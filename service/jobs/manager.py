@@ -23,7 +23,8 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Unpack
 
 from service.engine import BenchmarkEngine
 from service.errors import (
@@ -38,6 +39,7 @@ from service.jobs.records import (
     CANCELLED,
     WITHDRAWN,
     JobBackend,
+    JobPage,
     JobRecord,
     owner_alive,
     problem_of,
@@ -201,17 +203,8 @@ class JobManager:
             job = await asyncio.to_thread(self.store.get, job_id)
         return job
 
-    async def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
-        jobs = await asyncio.to_thread(
-            functools.partial(self.store.page, state=state, limit=limit, before=before, among=among)
-        )
+    async def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
+        jobs = await asyncio.to_thread(functools.partial(self.store.page, **query))
         # This process's running jobs: their progress as of now, not as last written.
         return [copy.copy(self._active[j.id].job) if j.id in self._active else j for j in jobs]
 

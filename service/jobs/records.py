@@ -12,11 +12,12 @@ import os
 import sqlite3
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import orjson
 
@@ -220,9 +221,21 @@ def owner_alive(job: JobRecord, me: str) -> bool:
     return processes.pid_alive(pid)
 
 
-class JobBackend(Protocol):
+class JobPage(TypedDict):
+    """Which jobs a listing shows, as :meth:`JobBackend.page` and the job manager take it:
+    up to ``limit``, newest first, older than sequence number ``before`` and in ``state``
+    (either: any when None); only those whose id is in ``among`` when it is given."""
+
+    state: JobState | None
+    limit: int
+    before: int | None
+    among: NotRequired[Sequence[str] | None]
+
+
+class JobBackend(ABC):
     """What the job manager needs of a job store: :class:`JobStore` (embedded SQLite) or
-    :class:`service.jobs.redis_records.RedisJobStore` (shared by replicas)."""
+    :class:`service.jobs.redis_records.RedisJobStore` (shared by replicas). What a store
+    promises is said here once; each says only what its backend adds."""
 
     def create_or_join(
         self,
@@ -233,22 +246,62 @@ class JobBackend(Protocol):
         total: int,
         owner: str,
         alive: Callable[[JobRecord], bool],
-    ) -> tuple[JobRecord, bool]: ...
+    ) -> tuple[JobRecord, bool]:
+        """The active job for ``key`` if a live process runs one, else a new queued one.
+
+        Returns the job and whether it is new. An active job whose process is gone is
+        marked failed first (it would otherwise be re-run only at the next start-up).
+        """
+
+        def new(seq: int) -> JobRecord:
+            return JobRecord.new(
+                kind=kind, key=key, request=request, total=total, owner=owner, seq=seq
+            )
+
+        return self._create_or_join(key, new, alive)
+
+    @abstractmethod
+    def _create_or_join(
+        self, key: str, new: Callable[[int], JobRecord], alive: Callable[[JobRecord], bool]
+    ) -> tuple[JobRecord, bool]:
+        """:meth:`create_or_join` in this store, atomically: ``new(seq)`` is the job to
+        create, numbered ``seq`` (or 0 where the store numbers it)."""
+
+    @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
-    def save(self, job: JobRecord) -> bool: ...
-    def beat(self, job_id: str, owner: str) -> str | None: ...
-    def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]: ...
-    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]: ...
-    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool: ...
-    def release(self, job_id: str, owner: str) -> bool: ...
-    def prune(self, before: float, limit: int = 1000) -> list[str]: ...
+
+    @abstractmethod
+    def save(self, job: JobRecord) -> bool:
+        """Write ``job``'s state and progress, unless its record has finished meanwhile
+        (cancelled by another process); a record that is gone is written whole again.
+        Returns whether it was written."""
+
+    @abstractmethod
+    def beat(self, job_id: str, owner: str) -> str | None:
+        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
+
+    @abstractmethod
+    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
+        """The jobs a listing shows (:class:`JobPage`), newest first."""
+
+    @abstractmethod
+    def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
+        """Active jobs whose process is gone, oldest first."""
+
+    @abstractmethod
+    def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
+        """Take an orphaned job over, unless another process just did."""
+
+    @abstractmethod
+    def release(self, job_id: str, owner: str) -> bool:
+        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
+        :data:`RELEASED`, for any process to take over at once. Returns whether it was."""
+
+    @abstractmethod
+    def prune(self, before: float, limit: int = 1000) -> list[str]:
+        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -280,7 +333,7 @@ def _insert(db: sqlite3.Connection, fields: dict[str, Any], verb: str = "") -> s
     )
 
 
-class JobStore:
+class JobStore(JobBackend):
     """Job records in ``path`` (SQLite, WAL), shared by every process on the directory."""
 
     def __init__(self, path: Path) -> None:
@@ -299,21 +352,9 @@ class JobStore:
                 values[name] = orjson.loads(values[name])
         return JobRecord.from_fields(values)
 
-    def create_or_join(
-        self,
-        *,
-        kind: str,
-        key: str,
-        request: dict[str, Any],
-        total: int,
-        owner: str,
-        alive: Callable[[JobRecord], bool],
+    def _create_or_join(
+        self, key: str, new: Callable[[int], JobRecord], alive: Callable[[JobRecord], bool]
     ) -> tuple[JobRecord, bool]:
-        """The active job for ``key`` if a live process runs one, else a new queued one.
-
-        Returns the job and whether it is new. An active job whose process is gone is
-        marked failed first (it would otherwise be re-run only at the next start-up).
-        """
         with self._transaction() as db:
             for row in db.execute(
                 "SELECT * FROM jobs WHERE key = ? AND state IN ('queued', 'running')"
@@ -324,7 +365,7 @@ class JobStore:
                 if alive(found):
                     return found, False
                 self._fail_orphan(db, found)
-            job = JobRecord.new(kind=kind, key=key, request=request, total=total, owner=owner)
+            job = new(0)
             fields = job.fields()
             del fields["seq"]  # numbered by SQLite
             job.seq = _insert(db, fields).lastrowid or 0
@@ -340,9 +381,6 @@ class JobStore:
         return None if row is None else self._job(row)
 
     def save(self, job: JobRecord) -> bool:
-        """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process); a record that is gone is written whole again.
-        Returns whether it was written."""
         progress, fixed = job.saved(time.time())
         columns = _columns(progress)
         with self._transaction() as db:
@@ -355,7 +393,6 @@ class JobStore:
         return bool(written)
 
     def beat(self, job_id: str, owner: str) -> str | None:
-        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET heartbeat = ? WHERE id = ? AND owner = ?",
@@ -364,31 +401,22 @@ class JobStore:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else str(row["state"])
 
-    def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
-        """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
-        only those whose id is in ``among`` when it is given."""
+    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
+        state, before = query["state"], query["before"]
         sql, args = page_query(
             "SELECT * FROM jobs",
             [
-                one_of("id", among),
+                one_of("id", query.get("among")),
                 None if state is None else ("state = ?", [state]),
                 None if before is None else ("seq < ?", [before]),
             ],
             order="seq DESC",
-            limit=limit,
+            limit=query["limit"],
         )
         rows = self._connection().execute(sql, args).fetchall()
         return [self._job(row) for row in rows]
 
     def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
-        """Active jobs whose process is gone, oldest first."""
         rows = (
             self._connection()
             .execute("SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq")
@@ -397,7 +425,6 @@ class JobStore:
         return [job for job in map(self._job, rows) if not alive(job)]
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
-        """Take an orphaned job over, unless another process just did."""
         with self._transaction() as db:
             return bool(
                 db.execute(
@@ -408,8 +435,6 @@ class JobStore:
             )
 
     def release(self, job_id: str, owner: str) -> bool:
-        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
-        :data:`RELEASED`, for any process to take over at once. Returns whether it was."""
         with self._transaction() as db:
             return bool(
                 db.execute(
@@ -420,7 +445,6 @@ class JobStore:
             )
 
     def prune(self, before: float, limit: int = 1000) -> list[str]:
-        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
         with self._transaction() as db:
             rows = db.execute(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN"

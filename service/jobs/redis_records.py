@@ -22,13 +22,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
-from service.jobs.records import RELEASED, JobRecord, orphan_end
+from service.jobs.records import RELEASED, JobBackend, JobPage, JobRecord, orphan_end
 from service.redis_connection import PREFIX, Guard, connect, newest_first
-from service.schemas import ACTIVE_STATES, JobState
+from service.schemas import ACTIVE_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def job_from_hash(data: dict[bytes, bytes]) -> JobRecord:
     return JobRecord.from_fields({k.decode(): orjson.loads(v) for k, v in data.items()})
 
 
-class RedisJobStore:
+class RedisJobStore(JobBackend):
     """Job records in Redis, shared by every replica on the same Redis."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
@@ -156,21 +156,10 @@ class RedisJobStore:
             pipe.hgetall(self._key(job_id))
         return [job_from_hash(found) for found in pipe.execute() if found]
 
-    def create_or_join(
-        self,
-        *,
-        kind: str,
-        key: str,
-        request: dict[str, Any],
-        total: int,
-        owner: str,
-        alive: Callable[[JobRecord], bool],
+    def _create_or_join(
+        self, key: str, new: Callable[[int], JobRecord], alive: Callable[[JobRecord], bool]
     ) -> tuple[JobRecord, bool]:
-        """The active job for ``key`` if a live process runs one, else a new queued one.
-
-        Returns the job and whether it is new. An active job whose process is gone is
-        marked failed first.
-        """
+        """One optimistic transaction on the question's pointer (see the module)."""
         pointer = PREFIX + "job-for:" + key
 
         def attempt(pipe: Any) -> tuple[JobRecord, bool]:
@@ -184,9 +173,7 @@ class RedisJobStore:
             if found is not None and found.state in ACTIVE_STATES and alive(found):
                 return found, False
             seq = int(self.redis.incr(PREFIX + "job-seq"))
-            job = JobRecord.new(
-                kind=kind, key=key, request=request, total=total, owner=owner, seq=seq
-            )
+            job = new(seq)
             pipe.multi()
             if found is not None and found.state in ACTIVE_STATES:
                 end = orphan_end(time.time())
@@ -212,9 +199,7 @@ class RedisJobStore:
         return job_from_hash(found) if found else None
 
     def save(self, job: JobRecord) -> bool:
-        """Write ``job``'s state and progress, unless its record has finished meanwhile
-        (cancelled by another process); a record that is gone (lost by a Redis restart)
-        is written whole again. Returns whether it was written."""
+        # A record that is gone was lost by a Redis restart: _SAVE writes it whole again.
         progress, fixed = job.saved(time.time())
         args: list[Any] = [PREFIX, job.id, len(progress)]
         for name, value in (*progress.items(), *fixed.items()):
@@ -224,27 +209,19 @@ class RedisJobStore:
         )
 
     def beat(self, job_id: str, owner: str) -> str | None:
-        """Record that ``owner`` still runs the job; the job's state (None if gone)."""
         state = self._call(
             "a job heartbeat",
             lambda: self._beat(keys=[self._key(job_id)], args=[_dump(owner), _dump(time.time())]),
         )
         return None if state is None else str(orjson.loads(state))
 
-    def page(
-        self,
-        *,
-        state: JobState | None,
-        limit: int,
-        before: int | None,
-        among: Sequence[str] | None = None,
-    ) -> list[JobRecord]:
-        """Up to ``limit`` jobs, newest first, older than sequence number ``before``;
-        only those whose id is in ``among`` when it is given."""
+    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
+        state, before, limit = query["state"], query["before"], query["limit"]
 
         def keep(job: JobRecord) -> bool:
             return (state is None or job.state == state) and (before is None or job.seq < before)
 
+        among = query.get("among")
         if among is not None:
             jobs = self._call.read("a job list", lambda: self._read(list(dict.fromkeys(among))))
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]
@@ -268,8 +245,6 @@ class RedisJobStore:
         return out[:limit]
 
     def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
-        """Active jobs whose process is gone, oldest first."""
-
         def read() -> list[JobRecord]:
             ids = [i.decode() for i in self.redis.smembers(PREFIX + "jobs-active")]
             return self._read(ids)
@@ -280,7 +255,6 @@ class RedisJobStore:
         )
 
     def claim(self, job_id: str, old_owner: str, new_owner: str) -> bool:
-        """Take an orphaned job over, unless another process just did."""
         return bool(
             self._call(
                 "a job claim",
@@ -292,8 +266,6 @@ class RedisJobStore:
         )
 
     def release(self, job_id: str, owner: str) -> bool:
-        """Hand over an active job ``owner`` runs and is stopping: queued again, owned by
-        :data:`service.jobs.records.RELEASED`, for any replica to take over at once."""
         return bool(
             self._call(
                 "a job release",
@@ -304,7 +276,6 @@ class RedisJobStore:
         )
 
     def prune(self, before: float, limit: int = 1000) -> list[str]:
-        """Remove up to ``limit`` jobs that finished before ``before``; their ids."""
         ids = self._call("a job prune", lambda: self._prune(args=[PREFIX, repr(before), limit]))
         return [i.decode() for i in ids]
 
