@@ -539,6 +539,17 @@ def test_job_pages_newest_first_with_a_cursor(backend: Backend) -> None:
     ]
 
 
+def test_a_job_page_refuses_a_query_it_does_not_know(backend: Backend) -> None:
+    # Check that a misspelt or missing term of a job listing is a TypeError at the call:
+    # ``among`` is a tenant's filter, and a typo must not list every tenant's jobs.
+    store = backend.jobs()
+    new_job(store, "a" * 64)
+    with pytest.raises(TypeError, match="amnog"):
+        store.page(state=None, limit=10, before=None, amnog=["b" * 64])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="before"):
+        store.page(state=None, limit=10)  # type: ignore[call-arg]
+
+
 def test_finished_jobs_past_their_retention_are_pruned(backend: Backend) -> None:
     # Check that only jobs that finished before the cut are removed (in batches, with
     # their listing entries), that active and recent ones stay, and that a question whose

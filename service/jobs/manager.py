@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import functools
 import logging
 import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Unpack
 
 from service.engine import BenchmarkEngine
 from service.errors import (
@@ -39,7 +37,7 @@ from service.jobs.records import (
     CANCELLED,
     WITHDRAWN,
     JobBackend,
-    JobPage,
+    JobQuery,
     JobRecord,
     owner_alive,
     problem_of,
@@ -203,8 +201,8 @@ class JobManager:
             job = await asyncio.to_thread(self.store.get, job_id)
         return job
 
-    async def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
-        jobs = await asyncio.to_thread(functools.partial(self.store.page, **query))
+    async def page(self, query: JobQuery) -> list[JobRecord]:
+        jobs = await asyncio.to_thread(self.store.select, query)
         # This process's running jobs: their progress as of now, not as last written.
         return [copy.copy(self._active[j.id].job) if j.id in self._active else j for j in jobs]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, Unpack
+from typing import Any
 
 import orjson
 
@@ -221,15 +221,16 @@ def owner_alive(job: JobRecord, me: str) -> bool:
     return processes.pid_alive(pid)
 
 
-class JobPage(TypedDict):
-    """Which jobs a listing shows, as :meth:`JobBackend.page` and the job manager take it:
-    up to ``limit``, newest first, older than sequence number ``before`` and in ``state``
-    (either: any when None); only those whose id is in ``among`` when it is given."""
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs a listing shows: up to ``limit``, newest first, older than sequence
+    number ``before`` and in ``state`` (either: any when None); only those whose id is in
+    ``among`` when it is given (a tenant's own)."""
 
     state: JobState | None
     limit: int
     before: int | None
-    among: NotRequired[Sequence[str] | None]
+    among: Sequence[str] | None = None
 
 
 class JobBackend(ABC):
@@ -280,9 +281,20 @@ class JobBackend(ABC):
     def beat(self, job_id: str, owner: str) -> str | None:
         """Record that ``owner`` still runs the job; the job's state (None if gone)."""
 
+    def page(
+        self,
+        *,
+        state: JobState | None,
+        limit: int,
+        before: int | None,
+        among: Sequence[str] | None = None,
+    ) -> list[JobRecord]:
+        """The jobs a listing shows (see :class:`JobQuery`), newest first."""
+        return self.select(JobQuery(state, limit, before, among))
+
     @abstractmethod
-    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
-        """The jobs a listing shows (:class:`JobPage`), newest first."""
+    def select(self, query: JobQuery) -> list[JobRecord]:
+        """The jobs ``query`` names, newest first."""
 
     @abstractmethod
     def orphans(self, alive: Callable[[JobRecord], bool]) -> list[JobRecord]:
@@ -401,17 +413,17 @@ class JobStore(JobBackend):
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else str(row["state"])
 
-    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
-        state, before = query["state"], query["before"]
+    def select(self, query: JobQuery) -> list[JobRecord]:
+        state, before = query.state, query.before
         sql, args = page_query(
             "SELECT * FROM jobs",
             [
-                one_of("id", query.get("among")),
+                one_of("id", query.among),
                 None if state is None else ("state = ?", [state]),
                 None if before is None else ("seq < ?", [before]),
             ],
             order="seq DESC",
-            limit=query["limit"],
+            limit=query.limit,
         )
         rows = self._connection().execute(sql, args).fetchall()
         return [self._job(row) for row in rows]

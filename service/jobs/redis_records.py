@@ -22,11 +22,11 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Unpack
+from typing import Any
 
 import orjson
 
-from service.jobs.records import RELEASED, JobBackend, JobPage, JobRecord, orphan_end
+from service.jobs.records import RELEASED, JobBackend, JobQuery, JobRecord, orphan_end
 from service.redis_connection import PREFIX, Guard, connect, newest_first
 from service.schemas import ACTIVE_STATES
 
@@ -215,13 +215,13 @@ class RedisJobStore(JobBackend):
         )
         return None if state is None else str(orjson.loads(state))
 
-    def page(self, **query: Unpack[JobPage]) -> list[JobRecord]:
-        state, before, limit = query["state"], query["before"], query["limit"]
+    def select(self, query: JobQuery) -> list[JobRecord]:
+        state, before, limit = query.state, query.before, query.limit
 
         def keep(job: JobRecord) -> bool:
             return (state is None or job.state == state) and (before is None or job.seq < before)
 
-        among = query.get("among")
+        among = query.among
         if among is not None:
             jobs = self._call.read("a job list", lambda: self._read(list(dict.fromkeys(among))))
             return sorted(filter(keep, jobs), key=lambda j: j.seq, reverse=True)[:limit]

@@ -24,7 +24,7 @@ from service.api.deps import (
 from service.engine import BenchmarkEngine
 from service.errors import JobNotFoundError
 from service.jobs.manager import JobManager
-from service.jobs.records import JobRecord
+from service.jobs.records import JobQuery, JobRecord
 from service.questions import Question
 from service.schemas import FINISHED_STATES, Job, JobList, JobState
 from service.tenants import JOB, Tenancy
@@ -147,7 +147,7 @@ async def list_jobs(
     """Jobs newest first, a page at a time; `next_cursor` leads to the next page."""
     before = None if cursor is None else decode_cursor(cursor, _after)
     among = None if caller is None else await tenants.held_jobs(caller)
-    rows = await jobs.page(state=state, limit=limit + 1, before=before, among=among)
+    rows = await jobs.page(JobQuery(state=state, limit=limit + 1, before=before, among=among))
     page, more = split_page(rows, limit)
     body = JobList(
         jobs=[job.public() for job in page], next_cursor=_cursor(page[-1].seq) if more else None
