@@ -154,6 +154,15 @@ class _Document(Generic[P]):
         """The answer's model, assembled from the steps' results."""
         raise NotImplementedError
 
+    def body_parts(
+        self, results: list[Any], missing: str
+    ) -> tuple[str, dict[str, Any], P, list[Any], tuple[int, int]]:
+        """What a kind's ``build_body`` takes: the id, the dataset's public summary, the
+        parameters, the steps' ``results`` and the rows and columns the fit used (the
+        data once its ``missing`` values are handled)."""
+        summary = self.dataset.public(missing)
+        return self.id, summary, self.params, results, self.dataset.fit_shape(missing)
+
 
 @dataclass(frozen=True)
 class SweepQuestion(_Document[sweeps.SweepParams]):
@@ -185,16 +194,10 @@ class SweepQuestion(_Document[sweeps.SweepParams]):
         return float(result["fit_time"])
 
     async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
-        missing = self.params.missing
         # The elbow's kneed loads scipy and matplotlib: assembled where the steps ran, not
         # in the API process (README "Performance").
         body = await engine.executor.submit(
-            tasks.build_sweep_body,
-            self.id,
-            self.dataset.public(missing),
-            self.params,
-            results,
-            self.dataset.fit_shape(missing),
+            tasks.build_sweep_body, *self.body_parts(results, self.params.missing)
         )
         return SweepResult.model_validate(body)
 
@@ -227,14 +230,7 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
         return float(sum(row["fit_time"] for row in result["per_seed"]))
 
     async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
-        missing = self.params.benchmark.missing
-        body = stability.build_body(
-            self.id,
-            self.dataset.public(missing),
-            self.params,
-            results,
-            self.dataset.fit_shape(missing),
-        )
+        body = stability.build_body(*self.body_parts(results, self.params.benchmark.missing))
         return StabilityResult.model_validate(body)
 
 
