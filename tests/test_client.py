@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import inspect
 import itertools
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +193,29 @@ def test_an_unreachable_service_is_one_clear_error() -> None:
     assert caught.value.detail == (
         f"cannot reach {url}: is the service running? start it with `clusterbench serve`"
     )
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+def test_the_methods_read_as_each_client_s_own(cls: type[Client] | type[AsyncClient]) -> None:
+    # Check that what tools read of a method (type hints, signature, a wrong call's
+    # TypeError) is the method's, not the machinery's that writes both clients' once.
+    assert typing.get_type_hints(cls.get_job) == {"job_id": str, "return": Job}
+    assert typing.get_type_hints(cls.benchmark)["return"] == BenchmarkResult | Job
+    assert list(inspect.signature(cls.plot).parameters) == ["self", "result_id", "init", "kind"]
+    assert inspect.iscoroutinefunction(cls.get_job) is (cls is AsyncClient)
+    client: Any = cls("http://127.0.0.1:9")
+
+    def wrong_call() -> None:
+        call = client.benchmark("digits", "iris")
+        if inspect.iscoroutine(call):  # an async method binds its arguments when awaited
+            call.send(None)
+
+    with pytest.raises(TypeError, match=r"\.benchmark\(\) takes from 1 to 2 positional"):
+        wrong_call()
+    if cls is Client:
+        client.close()
+    else:
+        asyncio.run(client.aclose())
 
 
 def test_upload_media_types_agree_with_the_service(tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ class _Method(Generic[_Blocking, _Awaited]):
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
+        # What a wrong call's TypeError names (the flow is called with the arguments).
+        self.flow.__qualname__ = f"{owner.__qualname__}.{name}"
 
     @overload
     def __get__(self, client: None, owner: type[Any]) -> Callable[..., Any]: ...
@@ -123,6 +125,12 @@ class _Method(Generic[_Blocking, _Awaited]):
         made.__qualname__ = f"{owner.__qualname__}.{self.name}"
         made.__module__ = owner.__module__
         made.__doc__ = self.flow.__doc__
+        # typing.get_type_hints reads the annotations, in the flow's module.
+        made.__wrapped__ = self.flow
+        made.__annotations__ = {
+            **{name: a for name, a in self.flow.__annotations__.items() if name != "self"},
+            "return": self.returns,
+        }
         signature = inspect.signature(self.flow)
         client, *parameters = signature.parameters.values()
         made.__signature__ = signature.replace(
