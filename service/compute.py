@@ -167,7 +167,7 @@ class TenantShares:
                 del self.held[who]
 
 
-class Bounds(TypedDict):
+class GateBounds(TypedDict):
     """What bounds the computations of a :class:`Gate`, as the keyword arguments of a
     pool or an executor: ``timeout_s`` the limit of one computation (all its tasks),
     ``queue_size`` how many may wait for a place, ``threads_per_worker`` the BLAS/OpenMP
@@ -184,7 +184,7 @@ class Bounds(TypedDict):
 
 class Gate:
     """What admits computations where they run (the local :class:`ComputePool`, a Dask
-    cluster) within their :class:`Bounds`: the places they hold (``pending``; per tenant,
+    cluster) within their :class:`GateBounds`: the places they hold (``pending``; per tenant,
     ``shares``) and the measures an honest Retry-After is made of."""
 
     name: str
@@ -292,7 +292,12 @@ class ComputePool(Gate):
     """
 
     def __init__(
-        self, *, workers: int, name: str = "compute", warm: bool = True, **bounds: Unpack[Bounds]
+        self,
+        *,
+        workers: int,
+        name: str = "compute",
+        warm: bool = True,
+        **bounds: Unpack[GateBounds],
     ) -> None:
         super().__init__(**bounds)
         self.name = name

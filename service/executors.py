@@ -24,9 +24,9 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack
 
 from service.compute import (
-    Bounds,
     ComputePool,
     Gate,
+    GateBounds,
     InTurn,
     Turn,
     holding_place,
@@ -166,7 +166,7 @@ class DaskExecutor(Gate):
     """
 
     def __init__(
-        self, address: str, *, connect_timeout_s: float = 5.0, **bounds: Unpack[Bounds]
+        self, address: str, *, connect_timeout_s: float = 5.0, **bounds: Unpack[GateBounds]
     ) -> None:
         super().__init__(**bounds)
         self.name = "dask"

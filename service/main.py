@@ -25,7 +25,7 @@ from service.api.middleware import (
     StoppingMiddleware,
 )
 from service.api.routes import benchmarks, datasets, health, jobs, models, stability, sweeps
-from service.compute import Bounds, ComputePool
+from service.compute import ComputePool, GateBounds
 from service.datasets import DatasetStore
 from service.engine import BenchmarkEngine
 from service.errors import StorageError
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The compute lane's bounds, whether its workers are local processes or Dask's.
-        lane: Bounds = {
+        lane: GateBounds = {
             "queue_size": settings.queue_size,
             "timeout_s": settings.timeout_s,
             "threads_per_worker": settings.threads_per_worker,
