@@ -30,6 +30,7 @@ import pebble
 from distributed import get_worker
 
 from service import compute
+from service.daskscheduler import SEND_INTERVAL_S
 from service.errors import ComputeUnavailableError, WorkerDiedError
 from service.tasks import PRELOAD
 
@@ -45,10 +46,6 @@ POLL_S = 0.1
 # the API's executor reads it from the scheduler (DaskExecutor.problem).
 PROBLEM_KEY = "clusterbench-problem"
 
-# Dask batches what a client sends its scheduler (at most a message every 10 ms) and what a
-# worker sends it (2 ms): settings for throughput, and a service awaiting each task waits
-# them out on every round trip. At 1 ms a no-op task took 5.5 ms here instead of 10.4 ms.
-SEND_INTERVAL_S = 0.001
 
 _lock = threading.Lock()
 _pool: pebble.ProcessPool | None = None

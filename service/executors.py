@@ -422,8 +422,8 @@ class DaskExecutor(Gate):
 
 def _send_promptly(client: Client) -> None:
     """Have ``client`` send its messages to the scheduler at most
-    :data:`~service.daskworker.SEND_INTERVAL_S` apart, not Dask's 10 ms."""
-    from service.daskworker import SEND_INTERVAL_S
+    :data:`~service.daskscheduler.SEND_INTERVAL_S` apart, not Dask's 10 ms."""
+    from service.daskscheduler import SEND_INTERVAL_S
 
     stream = getattr(client, "scheduler_comm", None)
     if stream is not None:

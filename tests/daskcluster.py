@@ -23,7 +23,16 @@ from service.process import free_port
 # The venv's own dask CLI: the workers import this project's code (service.daskworker).
 DASK = str(Path(sys.executable).with_name("dask"))
 
-SCHEDULER_ARGS = ["scheduler", "--host", "{host}", "--port", "{port}", "--no-dashboard"]
+SCHEDULER_ARGS = [
+    "scheduler",
+    "--host",
+    "{host}",
+    "--port",
+    "{port}",
+    "--preload",
+    "service.daskscheduler",
+    "--no-dashboard",
+]
 
 # One thread per worker process: a task is one strategy's fit, which already uses the
 # machine's cores through BLAS/OpenMP in the child process service.daskworker starts.
