@@ -5,6 +5,7 @@ each problem named by its column and row."""
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -220,14 +221,15 @@ def _feature_column(
     if _is_number_type(kind) or pa.types.is_null(kind):
         raw: np.ndarray = column.to_numpy(zero_copy_only=False)
         values = raw if raw.dtype == np.float32 else raw.astype(np.float64)
-        infinite = np.isinf(values)
-        if infinite.any():
-            row = int(np.argmax(infinite))
-            raise InvalidDataError(
-                f"column {name!r} (column {j}) has infinity at {_where(row, line_offset)}: "
-                "values must be finite",
-                errors=[{"loc": ["row", row, name], "msg": "infinity is not allowed"}],
-            )
+        _refuse_first(
+            np.isinf(values),
+            name,
+            line_offset,
+            "infinity is not allowed",
+            lambda _, where: (
+                f"column {name!r} (column {j}) has infinity at {where}: values must be finite"
+            ),
+        )
         return values
     raise InvalidDataError(
         f"column {name!r} (column {j}) holds {kind} values, neither numbers nor categories",
@@ -279,14 +281,16 @@ def _weight_column(column: pa.ChunkedArray, name: str, line_offset: int | None) 
             errors=[{"loc": ["row", row, name], "msg": "missing weight"}],
         )
     weights: np.ndarray = np.asarray(column.to_numpy(), dtype=np.float64)
-    bad = ~np.isfinite(weights) | (weights < 0)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise InvalidDataError(
-            f"weight column {name!r} has {weights[row]:g} at {_where(row, line_offset)}: "
-            "weights must be finite and at least 0",
-            errors=[{"loc": ["row", row, name], "msg": "weight must be finite and >= 0"}],
-        )
+    _refuse_first(
+        ~np.isfinite(weights) | (weights < 0),
+        name,
+        line_offset,
+        "weight must be finite and >= 0",
+        lambda row, where: (
+            f"weight column {name!r} has {weights[row]:g} at {where}: "
+            "weights must be finite and at least 0"
+        ),
+    )
     if not weights.sum() > 0:
         raise InvalidDataError(
             f"weight column {name!r} is all zeros: at least one row must weigh more",
@@ -326,6 +330,24 @@ def _label_column_bytes(column: pa.ChunkedArray) -> int:
 
 def _where(row: int, line_offset: int | None) -> str:
     return f"row {row}" + (f" (line {row + line_offset})" if line_offset else "")
+
+
+def _refuse_first(
+    bad: np.ndarray,
+    name: str,
+    line_offset: int | None,
+    msg: str,
+    detail: Callable[[int, str], str],
+) -> None:
+    """422 at the first row ``bad`` flags in column ``name``, if any: ``detail(row,
+    where)`` says what is there (``where`` names the row, and its line in a CSV file),
+    ``msg`` is its error's."""
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InvalidDataError(
+            detail(row, _where(row, line_offset)),
+            errors=[{"loc": ["row", row, name], "msg": msg}],
+        )
 
 
 def _label_hint(name: str) -> str:
