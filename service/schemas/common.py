@@ -104,6 +104,22 @@ class Problem(BaseModel):
     )
 
 
+class Scores(BaseModel):
+    """The scores of one clustering, null where the data cannot give one (the label
+    scores without labels). A model with fields that come before them declares those in a
+    second base, ``class Point(Scores, _PointKey)``: pydantic takes the bases' fields
+    from the last base to the first, so the answer's keys keep their order."""
+
+    homogeneity: float | None
+    completeness: float | None
+    v_measure: float | None
+    ari: float | None
+    ami: float | None
+    silhouette: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
 

@@ -17,7 +17,7 @@ from service.params import (
     StrategyName,
 )
 from service.schemas.benchmark import BenchmarkRequest, ResultBase, StrategyParams
-from service.schemas.common import LeftOut, ResultWarnings
+from service.schemas.common import LeftOut, ResultWarnings, Scores
 
 # -- Seed stability ------------------------------------------------------------------
 
@@ -64,17 +64,12 @@ class SeedAri(BaseModel):
     min: float | None = Field(description="The smallest: the two seeds that disagree most.")
 
 
-class SeedRun(BaseModel):
+class _SeedRunKey(BaseModel):
     random_state: int
     inertia: float
-    homogeneity: float | None
-    completeness: float | None
-    v_measure: float | None
-    ari: float | None
-    ami: float | None
-    silhouette: float | None
-    davies_bouldin: float | None
-    calinski_harabasz: float | None
+
+
+class SeedRun(Scores, _SeedRunKey):
     fit_time: float
 
 

@@ -24,6 +24,7 @@ from service.schemas.common import (
     Label,
     Matrix,
     ResultWarnings,
+    Scores,
     check_source,
     named_strategies,
 )
@@ -120,22 +121,17 @@ class SweepParams(LaterParams):
     silhouette_sample_size: int | None
 
 
-class SweepPoint(BaseModel):
-    """One k and strategy: the benchmark's numbers at that k."""
-
+class _SweepPointKey(BaseModel):
     k: int
     init: StrategyName
     n_init: int
     inertia: float
     n_iter: int | None
-    homogeneity: float | None
-    completeness: float | None
-    v_measure: float | None
-    ari: float | None
-    ami: float | None
-    silhouette: float | None
-    davies_bouldin: float | None
-    calinski_harabasz: float | None
+
+
+class SweepPoint(Scores, _SweepPointKey):
+    """One k and strategy: the benchmark's numbers at that k."""
+
     fit_time: float = Field(description="Seconds to fit the pipeline.")
     warnings: list[str]
 
