@@ -16,8 +16,9 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-# At 1 ms a no-op task took 5.5 ms here instead of 10.4 ms (the client's and workers'
-# streams), and 9.5 ms instead of 14 ms more with the scheduler's to its workers.
+# The client's and workers' streams at 1 ms took a no-op task from 10.4 to 5.5 ms (two
+# workers, an earlier machine); the scheduler's to a lone worker, 14 to 9.5 ms (a slower
+# machine, one worker; with two, consecutive tasks alternate workers and none waited).
 SEND_INTERVAL_S = 0.001
 
 
