@@ -397,8 +397,11 @@ class JobManager:
             self._sweeper.cancel()
         stopping = list(self._active.values())
         tasks = [r.task for r in stopping if r.task is not None]
-        for task in tasks:
-            task.cancel()
+        for running in stopping:
+            # A finished job's runner is writing its end: cancelled, the record would say
+            # "running" after the stop (the write ran on in its thread, unwaited for).
+            if running.task is not None and not running.job.is_finished:
+                running.task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         # A progress write still in flight would land after the release and undo it.
