@@ -274,10 +274,9 @@ def _finished_ago(data_dir: Path, job_id: str) -> float:
     return time.time() - record.finished
 
 
-async def test_a_stop_waits_for_a_finished_job_s_end_to_be_written(tmp_path: Path) -> None:
-    # Check that a server stopping while a finished job's runner still writes its end
-    # lets that write land rather than cancelling it: the record said "running" after the
-    # stop (seen once in five loaded runs of the retention test above).
+def _finished_job(tmp_path: Path) -> tuple[JobStore, JobManager, JobRecord]:
+    """A manager on a job store in ``tmp_path``, and a job that has just succeeded in
+    memory: its runner's end not written yet."""
     store = JobStore(tmp_path / "jobs.sqlite3")
     engine: Any = SimpleNamespace(owner="1-test")
     manager = JobManager(store, engine, max_active=1)
@@ -290,6 +289,14 @@ async def test_a_stop_waits_for_a_finished_job_s_end_to_be_written(tmp_path: Pat
         alive=lambda _: True,
     )
     job.state, job.stage, job.finished = "succeeded", "done", time.time()
+    return store, manager, job
+
+
+async def test_a_stop_waits_for_a_finished_job_s_end_to_be_written(tmp_path: Path) -> None:
+    # Check that a server stopping while a finished job's runner still writes its end
+    # lets that write land rather than cancelling it: the record said "running" after the
+    # stop (seen once in five loaded runs of the retention test above).
+    store, manager, job = _finished_job(tmp_path)
 
     async def write_end() -> None:
         await asyncio.to_thread(store.save, copy.copy(job))
@@ -311,18 +318,7 @@ async def test_a_job_finished_while_its_record_is_written_is_not_cancelled(
     # Check that a DELETE arriving after a job finished, while its runner still writes the
     # final record, is a 409 and leaves the runner alone (it was cancelled mid-write, so
     # that the record could stay "running"; seen once under load as a 200).
-    store = JobStore(tmp_path / "jobs.sqlite3")
-    engine: Any = SimpleNamespace(owner="1-test")
-    manager = JobManager(store, engine, max_active=1)
-    job, _ = store.create_or_join(
-        kind="benchmark",
-        key="k" * 64,
-        request={},
-        total=1,
-        owner=manager.owner,
-        alive=lambda _: True,
-    )
-    job.state, job.stage, job.finished = "succeeded", "done", time.time()
+    store, manager, job = _finished_job(tmp_path)
     writing = asyncio.Event()
     running = Running(job=job, question=None, task=asyncio.create_task(writing.wait()))
     manager._active[job.id] = running
