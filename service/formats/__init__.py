@@ -10,20 +10,16 @@ for ``.npy``/``.npz`` with ``allow_pickle=False``, orjson for JSON, scikit-learn
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from service.datasets import (
-    DatasetStore,
-    is_sparse,
-)
+from service.datasets import DatasetStore, is_sparse
 from service.errors import InvalidDataError
 from service.formats.delimited import _read_csv
 from service.formats.json_rows import _read_json
 from service.formats.limits import (
     DEFAULT_MAX_DATASET_BYTES,
+    Arrays,
     Bounds,
     DataLimits,
     ReadNotes,
@@ -99,7 +95,7 @@ def read_dataset(
     notes: ReadNotes | None = None,
     max_expansion: float | None = None,
     max_sparse_features: int = DataLimits.max_sparse_features,
-) -> tuple[Any, np.ndarray | None]:
+) -> Arrays:
     """Read an uploaded file as validated arrays.
 
     Shapes and sizes are checked against the bounds from what each format declares
@@ -142,7 +138,7 @@ def read_dataset(
             f"categorical and weight_column apply to CSV and Parquet uploads, not {fmt}",
             errors=[{"loc": ["query", "weight_column"], "msg": f"not applicable to {fmt}"}],
         )
-    readers = {
+    readers: dict[str, Callable[[Path, str | None, Bounds, ReadNotes], Arrays]] = {
         "csv": _read_csv,
         "parquet": _read_parquet,
         "npy": _read_npy,

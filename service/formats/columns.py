@@ -9,10 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service.datasets import (
-    as_feature_matrix,
-    as_labels,
-)
+from service.datasets import as_feature_matrix, as_labels
 from service.errors import InvalidDataError
 from service.formats.libs import pa, pyarrow
 from service.formats.limits import Bounds, ReadNotes, check_cells, check_stored_bytes

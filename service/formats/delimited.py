@@ -7,12 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from service.errors import InvalidDataError
 from service.formats.columns import _is_number, _no_rows, _table_arrays
 from service.formats.libs import pa, pyarrow
-from service.formats.limits import Bounds, ReadNotes
+from service.formats.limits import Arrays, Bounds, ReadNotes
 
 # -- tables: CSV and Parquet ------------------------------------------------------------
 
@@ -20,9 +18,7 @@ from service.formats.limits import Bounds, ReadNotes
 NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 
 
-def _read_csv(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     if _blank(path):
         raise _no_rows()
     dialect = sniff(path)

@@ -6,24 +6,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
-from service.datasets import (
-    as_feature_matrix,
-    as_labels,
-)
+from service.datasets import as_feature_matrix, as_labels
 from service.errors import InvalidDataError
 from service.formats.columns import _numeric_parts, _table_arrays
 from service.formats.libs import pa
-from service.formats.limits import Bounds, ReadNotes, check_cells, check_stored_bytes, label_bytes
+from service.formats.limits import (
+    Arrays,
+    Bounds,
+    ReadNotes,
+    check_cells,
+    check_stored_bytes,
+    label_bytes,
+)
 
 # -- JSON -----------------------------------------------------------------------------------
 
 
-def _read_json(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_json(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     raw = path.read_bytes()
     document: Any
     try:

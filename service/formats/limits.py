@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from service.datasets import (
-    DatasetInfo,
-)
+import numpy as np
+
+from service.datasets import DatasetInfo
 from service.errors import PayloadTooLargeError
 from service.settings import Settings
 from service.tables import TableParts
@@ -18,6 +18,10 @@ from service.tables import TableParts
 # One place for the default: the setting's own (uploads are bounded even when a caller
 # does not pass the bound).
 DEFAULT_MAX_DATASET_BYTES: int = Settings.model_fields["max_dataset_bytes"].default
+
+# What every format's reader returns: X (a canonical CSR matrix for the sparse formats)
+# and its labels, or None.
+Arrays = tuple[Any, np.ndarray | None]
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datasets import (
-    as_feature_matrix,
-    as_labels,
-)
+from service.datasets import as_feature_matrix, as_labels
 from service.errors import InvalidDataError
 from service.formats.columns import _numeric_parts
-from service.formats.limits import Bounds, ReadNotes, check_stored_bytes
+from service.formats.limits import Arrays, Bounds, ReadNotes, check_stored_bytes
 from service.formats.npy_headers import (
     _array_name,
     _check_features_header,
@@ -31,9 +28,7 @@ from service.formats.sparse import _is_save_npz, _read_scipy_sparse
 # -- NumPy files --------------------------------------------------------------------------
 
 
-def _read_npy(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npy(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     what = "the .npy file"
     with path.open("rb") as handle:
         header = _npy_header(handle, what)
@@ -50,9 +45,7 @@ def _read_npy(
     return X, None
 
 
-def _read_npz(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     try:
         with zipfile.ZipFile(path) as archive:
             if _is_save_npz(archive):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from service.errors import InvalidDataError, PayloadTooLargeError
 from service.formats.columns import (
     _check_label_column,
@@ -15,12 +13,10 @@ from service.formats.columns import (
     _table_arrays,
 )
 from service.formats.libs import pa, pyarrow
-from service.formats.limits import Bounds, ReadNotes, _size, check_cells, check_stored_bytes
+from service.formats.limits import Arrays, Bounds, ReadNotes, _size, check_cells, check_stored_bytes
 
 
-def _read_parquet(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_parquet(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     try:
         # Only the footer is read here: the schema and the sizes it declares.
         with pyarrow.parquet.ParquetFile(path) as footer:

@@ -10,14 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from service.datasets import (
-    as_labels,
-)
+from service.datasets import as_labels
 from service.errors import InvalidDataError, PayloadTooLargeError
 from service.formats.columns import _is_number, _no_rows
 from service.formats.delimited import _blank
 from service.formats.libs import scipy, sklearn
-from service.formats.limits import Bounds, ReadNotes, _size, check_cells, check_sparse_size
+from service.formats.limits import Arrays, Bounds, ReadNotes, _size, check_cells, check_sparse_size
 from service.formats.npy_headers import (
     _array_name,
     _check_size,
@@ -42,7 +40,7 @@ def _is_save_npz(archive: zipfile.ZipFile) -> bool:
 
 def _read_scipy_sparse(
     path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[Any, np.ndarray | None]:
+) -> Arrays:
     """A ``scipy.sparse.save_npz`` file (CSR, or CSC converted) as a canonical CSR
     matrix. Every member's header is checked against the zip directory and the bounds,
     and the shape it declares against the arrays, before a value is decoded."""
@@ -186,9 +184,7 @@ def _canonical(X: Any) -> Any:
     return X
 
 
-def _read_libsvm(
-    path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes
-) -> tuple[Any, np.ndarray | None]:
+def _read_libsvm(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:
     """svmlight / libsvm text as ``sklearn.datasets.load_svmlight_file`` reads it
     (``zero_based="auto"``): a CSR matrix and its targets as labels.
 
