@@ -8,6 +8,7 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from service.api.auth import Caller
@@ -60,19 +61,39 @@ async def _check_held(tenants: Tenancy, caller: str | None, model_id: str) -> No
         raise ModelNotFoundError(f"no model with id {model_id}")
 
 
-async def _answer(
-    request: Request,
-    engine: BenchmarkEngine,
-    caller: str | None,
-    tenants: Tenancy,
-    model_id: str,
-    compute: Callable[[str, bytes | FilePath], Awaitable[bytes]],
-) -> Response:
-    """The JSON answer ``compute`` gives with the caller's model to the request's body."""
-    await _check_held(tenants, caller, model_id)
-    async with json_body(request, engine) as body:
-        answer = await compute(model_id, body)
-    return Response(answer, media_type="application/json")
+def _add_samples_route(
+    name: str,
+    body: type[BaseModel],
+    answer: type[BaseModel],
+    compute: Callable[[BenchmarkEngine, str, bytes | FilePath], Awaitable[bytes]],
+    *,
+    summary: str,
+    description: str,
+) -> None:
+    """``POST /{model_id}/<name>``, as operation ``<name>``: the JSON ``answer`` that
+    ``compute(engine, model_id, body)`` gives with the caller's model to a ``body`` of
+    samples, read as every JSON body is (counted, and in a data-lane worker past its
+    inline bound)."""
+
+    async def answer_samples(
+        model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
+    ) -> Response:
+        await _check_held(tenants, caller, model_id)
+        async with json_body(request, engine) as samples:
+            content = await compute(engine, model_id, samples)
+        return Response(content, media_type="application/json")
+
+    router.add_api_route(
+        f"/{{model_id}}/{name}",
+        answer_samples,
+        methods=["POST"],
+        name=name,
+        response_model=answer,
+        responses=problems(400, 404, 413, 415, 422, 503, 504),
+        openapi_extra=body_openapi(body, required=True),
+        summary=summary,
+        description=description,
+    )
 
 
 @router.get(
@@ -94,18 +115,15 @@ async def get_model(
     return Response(body, headers=headers, media_type="application/json")
 
 
-@router.post(
-    "/{model_id}/predict",
-    response_model=Prediction,
-    responses=problems(400, 404, 413, 415, 422, 503, 504),
-    openapi_extra=body_openapi(PredictRequest, required=True),
+_add_samples_route(
+    "predict",
+    PredictRequest,
+    Prediction,
+    BenchmarkEngine.predict,
     summary="Assign samples to a model's clusters",
+    description="Each sample's nearest centre and its distance to it, as the fitted pipeline "
+    "predicts.",
 )
-async def predict(
-    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """Each sample's nearest centre and its distance to it, as the fitted pipeline predicts."""
-    return await _answer(request, engine, caller, tenants, model_id, engine.predict)
 
 
 @router.get(
@@ -140,16 +158,12 @@ async def get_model_onnx(
     return Response(onnx, headers=headers, media_type=ONNX_MEDIA_TYPE)
 
 
-@router.post(
-    "/{model_id}/anomalies",
-    response_model=Anomalies,
-    responses=problems(400, 404, 413, 415, 422, 503, 504),
-    openapi_extra=body_openapi(AnomaliesRequest, required=True),
+_add_samples_route(
+    "anomalies",
+    AnomaliesRequest,
+    Anomalies,
+    BenchmarkEngine.anomalies,
     summary="Flag samples far from their centre",
+    description="Each sample's nearest centre and distance, flagged when the distance passes "
+    "the (1 - contamination) quantile of the training rows' distances to their own centre.",
 )
-async def anomalies(
-    model_id: ModelId, request: Request, engine: Engine, caller: Caller, tenants: Tenants
-) -> Response:
-    """Each sample's nearest centre and distance, flagged when the distance passes the
-    (1 - contamination) quantile of the training rows' distances to their own centre."""
-    return await _answer(request, engine, caller, tenants, model_id, engine.anomalies)
