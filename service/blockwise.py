@@ -321,7 +321,10 @@ def davies_bouldin_score(X: Any, labels: np.ndarray) -> float:
     centroids = sums / sizes[:, None]
     distances = distances_to_centers(X, codes, centroids)
     intra = np.bincount(codes, weights=distances, minlength=len(present)) / sizes
-    gaps = np.sqrt(((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2))
+    # Each centroid's distance to every other, one centroid at a time: all the pairs'
+    # differences at once are n_clusters times the centroids, twice (8 clusters of 50,000
+    # columns: 51 MB). Each row is summed as numpy sums the pairs' last axis.
+    gaps = np.array([np.sqrt(((centroid - centroids) ** 2).sum(axis=1)) for centroid in centroids])
     if np.allclose(intra, 0) or np.allclose(gaps, 0):
         return 0.0
     gaps[gaps == 0] = np.inf

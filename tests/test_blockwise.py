@@ -342,3 +342,19 @@ def test_scaling_sparse_columns_makes_little_beside_the_copy() -> None:
     factor = np.linspace(0.5, 2.0, X.shape[1])
     Z, peak = traced_peak(lambda: blockwise.scale_sparse_columns(X, factor))
     assert peak < 1.25 * Z.data.nbytes
+
+
+def test_davies_bouldin_on_wide_sparse_data_makes_no_pairs_of_centroids() -> None:
+    # Check that the sparse Davies-Bouldin (scikit-learn's refuses sparse data) equals the
+    # dense score and makes nothing of n_clusters x n_clusters x n_features: for 8
+    # clusters of 60,000 columns the pairs' differences were 16 times the centroids.
+    from sklearn.metrics import davies_bouldin_score
+
+    X = _tfidf(2000, 60_000, 7)
+    labels = np.random.default_rng(8).integers(0, 8, X.shape[0])
+    centroid_bytes = 8 * X.shape[1] * 8
+
+    score, peak = traced_peak(lambda: blockwise.davies_bouldin_score(X, labels))
+
+    assert peak < 8 * centroid_bytes
+    assert score == pytest.approx(davies_bouldin_score(X.toarray(), labels), rel=1e-9)
