@@ -68,6 +68,7 @@ def _sparse_sums(
         keys = np.repeat(row_cells, np.diff(pointers)) + X.indices[first:last]
         sums += np.bincount(keys, weights=values, minlength=cells)
         squares += np.bincount(keys, weights=values * values, minlength=cells)
+        release_rows(X, start, stop)
     shape = (n_clusters, n_features)
     sizes = np.bincount(labels, minlength=n_clusters)
     return sizes, sums.reshape(shape), squares.reshape(shape)
@@ -204,6 +205,7 @@ def distances_to_centers(
             norms = np.asarray(Z.multiply(Z).sum(axis=1)).ravel()
             dots = np.asarray(Z @ centers.T)[np.arange(Z.shape[0]), own]
             out[start:stop] = np.sqrt(np.maximum(norms - 2 * dots + center_norms[own], 0.0))
+            release_rows(X, start, stop)
             continue
         block = np.asarray(transform(X[start:stop]), dtype=np.float64)
         out[start:stop] = np.sqrt(((block - centers[own]) ** 2).sum(1))
@@ -359,6 +361,18 @@ def _squares_about(mean: np.ndarray) -> Squares:
         return deviations**2
 
     return squares
+
+
+def release_rows(X: Any, start: int, stop: int) -> None:
+    """Give back the resident pages of the stored values and column indices of rows
+    ``start`` to ``stop`` of a CSR ``X`` over memory-mapped arrays (:func:`release_pages`):
+    a pass over sparse data that reads each block once then holds a block of them, not
+    all of them, beside what it computes. A no-op on dense data and arrays in memory."""
+    if not is_sparse(X):
+        return
+    first, last = int(X.indptr[start]), int(X.indptr[min(stop, X.shape[0])])
+    release_pages(X.data[first:last])
+    release_pages(X.indices[first:last])
 
 
 def release_pages(X: np.ndarray) -> None:

@@ -358,3 +358,36 @@ def test_davies_bouldin_on_wide_sparse_data_makes_no_pairs_of_centroids() -> Non
 
     assert peak < 8 * centroid_bytes
     assert score == pytest.approx(davies_bouldin_score(X.toarray(), labels), rel=1e-9)
+
+
+def test_the_passes_over_stored_sparse_data_hold_a_block_of_it(tmp_path: Path) -> None:
+    # Check that scoring, profiling and measuring distances on a memory-mapped CSR matrix
+    # give back its stored values and indices a block at a time: they stayed resident
+    # whole beside what each pass computed (and the numbers are the same as in memory).
+    from scipy import sparse
+
+    from service.benchmark.kernel import score_labels
+
+    X = _tfidf(20_000, 5_000, 9)
+    for name in ("data", "indices"):
+        np.save(tmp_path / f"{name}.npy", getattr(X, name))
+    stored = {
+        name: np.load(tmp_path / f"{name}.npy", mmap_mode="c") for name in ("data", "indices")
+    }
+    mapped = sparse.csr_matrix((stored["data"], stored["indices"], X.indptr), shape=X.shape)
+    labels = np.random.default_rng(10).integers(0, 5, X.shape[0])
+    centers = np.random.default_rng(11).random((5, X.shape[1]))
+
+    def resident() -> int:
+        return sum(_resident_kib(tmp_path / f"{name}.npy") * 1024 for name in stored)
+
+    scores = score_labels(mapped, None, labels, 300, 0)
+    assert resident() < (X.data.nbytes + X.indices.nbytes) / 10
+    profiles = blockwise.profile_clusters(mapped, labels, 5)
+    own = blockwise.distances_to_centers(mapped, labels, centers)
+    assert resident() < (X.data.nbytes + X.indices.nbytes) / 10
+
+    assert scores == score_labels(X, None, labels, 300, 0)
+    for got, want in zip(profiles, blockwise.profile_clusters(X, labels, 5), strict=True):
+        assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(own, blockwise.distances_to_centers(X, labels, centers))

@@ -360,6 +360,9 @@ def score_labels(
     scores["silhouette"] = (
         _silhouette(X, labels, silhouette_sample_size, random_state) if defined else None
     )
+    # Its input check read every stored value of sparse X: given back before the passes
+    # that follow, which hold a block of them at a time.
+    blockwise.release_rows(X, 0, X.shape[0])
     for name, metric in INTERNAL_METRICS.items():
         # The same number as scikit-learn's, without its float64 copy of the data.
         score = getattr(blockwise, metric, None) or getattr(metrics, metric)
