@@ -220,7 +220,7 @@ class RedisResultStore(BenchmarkListing):
         generation = self._generation
         evicted = self._call("a cache write", lambda: self._put(args=args))
         self._access_written[entry.id] = time.time()
-        self._keep(("benchmark", entry.id), entry, 2 * len(entry.body), generation)
+        self._keep(("benchmark", entry.id), entry.without_models(), 2 * len(entry.body), generation)
         if evicted:
             logger.info("evicted %d benchmark(s) to stay under %d bytes", evicted, self.max_bytes)
 

@@ -341,6 +341,32 @@ def test_a_benchmark_deleted_by_another_replica_is_not_served(backend: Backend) 
     assert mine.get_model(next(iter(entry.models))) is None
 
 
+def test_the_memory_layer_keeps_a_stored_answer_without_its_models(backend: Backend) -> None:
+    # Check that a just-computed benchmark kept in memory holds its answer, not its
+    # models: the layer's bound counted the answer's bytes alone, while the models of a
+    # 100k x 50k sparse benchmark (22 MB) stayed with it in the API process.
+    store = backend.results()
+    ready = make_entry(4)
+    store.put(ready)
+    deadline = time.monotonic() + 10
+    while store.get(ready.id) is not None and store.peek(ready.id) is None:
+        # Redis keeps values in memory once it listens for invalidations.
+        assert time.monotonic() < deadline, "the memory layer was never used"
+        time.sleep(0.01)
+    entry = make_entry(5, models=2)
+
+    store.put(entry)
+
+    hot = store.peek(entry.id)
+    assert hot is not None
+    assert hot.body == entry.body
+    assert hot.models == {}
+    for model_id, model in entry.models.items():
+        stored = store.get_model(model_id)
+        assert stored is not None
+        np.testing.assert_array_equal(stored.cluster_centers, model.cluster_centers)
+
+
 @pytest.mark.server
 def test_redis_away_is_a_503_and_back_by_itself(tmp_path: Path) -> None:
     # Check that every call to a Redis that is stopped fails within its timeout as
