@@ -253,8 +253,6 @@ class ResultStore(SQLiteLeases, SQLiteDocuments, BenchmarkListing):
         self._memory.put(("benchmark", entry.id), entry.without_models(), 2 * len(entry.body))
 
     def _write_benchmark(self, entry: StoredBenchmark) -> None:
-        models = {mid: model_to_bytes(model) for mid, model in entry.models.items()}
-        size = len(entry.body) + sum(len(data) for data in models.values())
         now = time.time()
         with self._transaction() as db:
             # Stored again (another process computed it too): it keeps its first time.
@@ -262,17 +260,25 @@ class ResultStore(SQLiteLeases, SQLiteDocuments, BenchmarkListing):
                 "INSERT OR REPLACE INTO benchmarks (id, body, sha, size, accessed, created)"
                 " VALUES (?, ?, ?, ?, ?,"
                 " COALESCE((SELECT created FROM benchmarks WHERE id = ?), ?))",
-                (entry.id, entry.body, sha256(entry.body), size, now, entry.id, now),
+                (entry.id, entry.body, sha256(entry.body), len(entry.body), now, entry.id, now),
             )
-            for mid, data in models.items():
+            # One model's bytes at a time: a model of wide data is megabytes (8 clusters
+            # of 50,000 columns, 10 MB), and the statement holds a copy of them too.
+            size = len(entry.body)
+            for mid, model in entry.models.items():
+                data = model_to_bytes(model)
+                size += len(data)
                 db.execute(
                     "INSERT OR REPLACE INTO models (id, data, sha) VALUES (?, ?, ?)",
                     (mid, data, sha256(data)),
                 )
+                del data
                 db.execute(
                     "INSERT OR IGNORE INTO benchmark_models (benchmark_id, model_id) VALUES (?, ?)",
                     (entry.id, mid),
                 )
+            if entry.models:
+                db.execute("UPDATE benchmarks SET size = ? WHERE id = ?", (size, entry.id))
         self._access_written[entry.id] = now
         self._safely("eviction", self._evict, None)  # the entry is stored whatever it says
 

@@ -32,7 +32,7 @@ from service.schemas import BenchmarkResult, StabilityResult, SweepResult
 from service.store import ResultStore, StoredBenchmark, model_from_bytes, model_to_bytes
 from service.tenants import TenantStore
 from tests.conftest import make_settings, serve
-from tests.helpers import make_entry, make_model
+from tests.helpers import make_entry, make_model, traced_peak
 from tests.scaleout import BACKENDS, Backend, RedisServer
 
 MIB = 1024 * 1024
@@ -118,6 +118,32 @@ def test_model_bytes_round_trip(scaled: bool) -> None:
         np.testing.assert_array_equal(back.scaler_scale, model.scaler_scale)
     else:
         assert back.scaler_mean is None
+
+
+def test_a_benchmark_s_models_are_written_one_at_a_time(tmp_path: Path) -> None:
+    # Check that storing a benchmark holds one model's bytes at a time: its models of
+    # wide data (8 x 50,000 centres, 3 MB each here) were all serialised before the write.
+    rng = np.random.default_rng(0)
+    models = {
+        f"{index:064x}": dataclasses.replace(
+            make_model(index, scaled=False),
+            n_clusters=8,
+            n_features=50_000,
+            cluster_centers=rng.random((8, 50_000)),
+        )
+        for index in range(4)
+    }
+    entry = StoredBenchmark.from_body("b" * 64, make_entry(0).body, models)
+    largest = max(len(model_to_bytes(model)) for model in models.values())
+    store = make_store(tmp_path)
+
+    _, peak = traced_peak(lambda: store.put(entry))
+
+    assert peak < 3 * largest  # one model's bytes and the buffer they were written in
+    for model_id, model in models.items():
+        stored = store.get_model(model_id)
+        assert stored is not None
+        np.testing.assert_array_equal(stored.cluster_centers, model.cluster_centers)
 
 
 def test_pickled_model_is_refused(tmp_path: Path) -> None:
