@@ -136,19 +136,25 @@ def resident_anonymous_mib() -> int:
     return int(line.split()[1]) // 1024
 
 
-def free_blocks(mib: int) -> int:
-    """A task for a worker: free ``mib`` MiB of 8 MB blocks the way a block-wise pass does,
-    each followed by a small object that stays, and say the memory it started with.
-    Once an 8 MB array was mapped and freed, glibc serves the next from its heap."""
+def large_blocks(mib: int) -> list[Any]:
+    """``mib`` MiB of 8 MB blocks made the way a block-wise pass makes them, each
+    followed by a small object that stays. Once an 8 MB array was mapped and freed,
+    glibc serves the next from its heap, and keeps them there once freed."""
     import numpy as np
 
-    before = resident_anonymous_mib()
     np.ones(1 << 20).sum()
     blocks = []
     for _ in range(mib // 8):
         blocks.append(np.ones(1 << 20))
         _LEFT_BEHIND.append(bytearray(1 << 16))
-    del blocks
+    return blocks
+
+
+def free_blocks(mib: int) -> int:
+    """A task for a worker: free ``mib`` MiB of :func:`large_blocks`, and say the memory
+    it started with."""
+    before = resident_anonymous_mib()
+    large_blocks(mib)  # made, then dropped
     return before
 
 
@@ -163,20 +169,6 @@ async def test_a_worker_gives_back_what_its_task_freed() -> None:
         assert await pool.run(resident_anonymous_mib) - before < 32
     finally:
         pool.close()
-
-
-def large_result(mib: int) -> list[Any]:
-    """A task for a worker: a result of ``mib`` MiB in 8 MB arrays, each followed by a
-    small object that stays (as :func:`free_blocks`), so that glibc serves the arrays from
-    its heap and keeps them there once freed."""
-    import numpy as np
-
-    np.ones(1 << 20).sum()
-    arrays = []
-    for _ in range(mib // 8):
-        arrays.append(np.ones(1 << 20))
-        _LEFT_BEHIND.append(bytearray(1 << 16))
-    return arrays
 
 
 def _anonymous_mib(pid: int) -> int:
@@ -194,7 +186,7 @@ async def test_a_worker_gives_back_what_its_result_took_once_sent() -> None:
     try:
         pid = await pool.run(os.getpid)
         before = _anonymous_mib(pid)
-        assert len(await pool.run(large_result, 96)) == 12
+        assert len(await pool.run(large_blocks, 96)) == 12
         deadline = time.monotonic() + 10
         while _anonymous_mib(pid) - before >= 32:
             assert time.monotonic() < deadline, "the result's memory was never given back"
