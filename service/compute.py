@@ -13,15 +13,12 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import contextvars
-import ctypes
 import dataclasses
-import functools
 import logging
 import math
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar, Unpack, cast
@@ -38,6 +35,7 @@ from service.errors import (
 )
 from service.tasks import PRELOAD
 from service.threads import thread_limit
+from service.worker_memory import LetGoOnceSent, task_ended
 
 logger = logging.getLogger(__name__)
 
@@ -58,61 +56,16 @@ def _init_worker(warm: bool = True) -> None:
         warm_up()
 
 
-# How long after a task ends its worker gives back the memory its result took: by then
-# the pool has sent the result (pickled, in a buffer as large as its arrays).
-RESULT_SENT_S = 0.05
-
-
 def _call_with_threads(n_threads: int, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` with BLAS and OpenMP capped at ``n_threads`` threads, its result let go
-    of once sent (:class:`_LetGoOnceSent`); then give back to the system the memory it
-    freed (:func:`give_back_freed_memory`), and again once the result has left: a worker
-    that sent the models of a 100k x 50k sparse benchmark kept them (20-38 MB) until its
-    next task, counted in every peak meanwhile."""
+    of once sent (:class:`~service.worker_memory.LetGoOnceSent`: a worker's pool receives
+    the value itself); then give back the memory it freed, now and once the result has
+    left (:func:`~service.worker_memory.task_ended`)."""
     try:
         with thread_limit(n_threads):
-            return cast(T, _LetGoOnceSent(fn(*args)))
+            return cast(T, LetGoOnceSent(fn(*args)))
     finally:
-        give_back_freed_memory()
-        later = threading.Timer(RESULT_SENT_S, give_back_freed_memory)
-        later.daemon = True
-        later.start()
-
-
-class _LetGoOnceSent:
-    """A task's result as its worker sends it: pickled as the value itself (the other side
-    receives the value), which it then lets go of. pebble's worker keeps its last result
-    referenced while it waits for the next task."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __reduce__(self) -> tuple[Callable[[Any], Any], tuple[Any]]:
-        value, self.value = self.value, None
-        return _received, (value,)
-
-
-def _received(value: Any) -> Any:
-    return value
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
-
-
-def give_back_freed_memory() -> None:
-    """Return to the system what the heap holds free (glibc's ``malloc_trim``; elsewhere
-    nothing), 0.1 ms.
-
-    glibc keeps freed memory for the next allocation, and raises its threshold for
-    mapping large ones to the largest it has seen freed (up to 32 MB): a block-wise pass
-    over 1M x 32 float32 data left 31-49 MB resident in each worker after its task,
-    counted in every peak that followed while another worker computed.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+        task_ended()
 
 
 @dataclasses.dataclass(frozen=True)
