@@ -92,11 +92,20 @@ class CountingExecutor(LocalExecutor):
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         self.sizes.append(len(fn.calls) if isinstance(fn, InTurn) else 1)
-        handle = super().submit(fn, *args, timeout_s=timeout_s)
+        task = super().submit(fn, *args, timeout_s=timeout_s)
         self.running += 1
         self.peak = max(self.peak, self.running)
-        handle._task.add_done_callback(lambda _: setattr(self, "running", self.running - 1))
-        return handle
+
+        async def counted() -> T:
+            # Counted out before its awaiter can see it done: a done-callback ran after
+            # the awaiter when two tasks ended together, and it then submitted two more
+            # while the finished one still counted (a peak of 3 on two workers).
+            try:
+                return await task
+            finally:
+                self.running -= 1
+
+        return Handle(asyncio.ensure_future(counted()))
 
 
 def square_after(seconds: float, n: int) -> dict[str, float]:
