@@ -436,17 +436,19 @@ class BenchmarkEngine(Runtime):
     async def _fit_strategies(
         self, job: ResolvedBenchmark, X_path: Path, y_path: Path | None
     ) -> list[bm.StrategyOutcome]:
-        """One executor task per strategy, in order, within one timeout for them all."""
+        """One step per strategy (several may share a task: :meth:`run_steps`), in order,
+        within one timeout for them all."""
         steps = [
-            Step(strategy.init, tasks.run_strategy_from_files, (X_path, y_path, job.params, index))
+            Step(
+                strategy.init,
+                tasks.run_strategy_from_files,
+                (X_path, y_path, job.params, index),
+                weight=job.params.n_clusters * strategy.n_init,
+            )
             for index, strategy in enumerate(job.params.strategies)
         ]
-        return await self.run_steps(
-            job.dataset,
-            steps,
-            lambda outcome: outcome.fit_time,
-            functools.partial(self._report, job.id),
-        )
+        report = functools.partial(self._report, job.id)
+        return await self.run_steps(job.dataset, steps, lambda outcome: outcome.fit_time, report)
 
     async def get_model(self, model_id: str) -> bm.FittedModel:
         model = await to_thread.run_sync(self.results.get_model, model_id)

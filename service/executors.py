@@ -86,6 +86,11 @@ class Executor(Protocol):
         computation of small data may run at once."""
         ...
 
+    @property
+    def pending(self) -> int:
+        """Computations admitted now (running or waiting), the caller's among them."""
+        ...
+
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         """Start ``fn(*args)``; ``timeout_s`` bounds it below the executor's own limit."""
         ...
@@ -128,6 +133,10 @@ class LocalExecutor:
     @property
     def lanes(self) -> int:
         return self.pool.workers
+
+    @property
+    def pending(self) -> int:
+        return self.pool.pending
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         # The task inherits the caller's context: a computation admitted once is not

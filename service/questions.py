@@ -220,9 +220,15 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
         }
 
     def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
+        benchmark, seeds = self.params.benchmark, len(self.params.seeds)
         return [
-            Step(strategy.init, tasks.run_seeds_from_files, (X_path, y_path, self.params, i))
-            for i, strategy in enumerate(self.params.benchmark.strategies)
+            Step(
+                strategy.init,
+                tasks.run_seeds_from_files,
+                (X_path, y_path, self.params, i),
+                weight=seeds * benchmark.n_clusters * strategy.n_init,
+            )
+            for i, strategy in enumerate(benchmark.strategies)
         ]
 
     @staticmethod

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from anyio import to_thread
 
@@ -69,9 +69,24 @@ class Step(Generic[T]):
     stage: str
     fn: Callable[..., T]
     args: tuple[Any, ...]
-    # Its expected cost beside the computation's other steps (> 0): a sweep's steps grow
-    # with k, so a pace measured at k = 2 does not batch the steps at k = 500 with it.
+    # Its expected cost (> 0), in the same units for every step of its function: k x
+    # n_init for a fit (times the seeds, for a stability run's). A sweep's steps grow with
+    # k, so a pace measured at k = 2 does not batch the steps at k = 500 with it, nor one
+    # benchmark's at k = 10 the next's at k = 500 (the pace outlives a computation: Pace).
     weight: float = 1.0
+
+
+class Pace(NamedTuple):
+    """How quickly a computation's steps went: ``seconds`` per unit of
+    :attr:`Step.weight`, in the worker, and the most ``steps`` one of its tasks took.
+    The next computation's first tasks on the same data are sized by it."""
+
+    seconds: float = math.inf
+    steps: int = 0
+
+
+# Paces remembered (one per dataset and step function), the least recent forgotten first.
+PACES_KEPT = 1024
 
 
 def document_flight(kind: str, key: str) -> str:
@@ -158,6 +173,7 @@ class Runtime:
         self.failures = FailureMemory(failure_ttl_s)
         self._listeners: dict[str, list[Progress]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._paces: OrderedDict[tuple[str, str], Pace] = OrderedDict()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
 
     @property
@@ -315,49 +331,64 @@ class Runtime:
         """The steps on the executor, their results in order, within one timeout for
         them all.
 
-        The first step is a task of its own; after it, as many steps share a task as the
-        last task's pace (seconds per unit of :attr:`Step.weight`, timed in the worker,
-        so the same under load) says take :data:`BATCH_S` together, and at most twice as
-        many as the last task took: a question of many quick steps (a sweep on small
-        data) pays few round trips (about 1 ms each on the local pool, 6 ms on Dask), and
-        its progress still moves about every :data:`BATCH_S`. Each step's result is its
-        own, its fit timed alone.
+        As many steps share a task as the pace (seconds per unit of :attr:`Step.weight`,
+        timed in the worker, so the same under load) says take :data:`BATCH_S` together,
+        and at most twice as many as the task before took: a question of many quick steps
+        (a sweep on small data) pays few round trips (about 1 ms each on the local pool,
+        6 ms on Dask, twice that in CPU when the cluster is busy), and its progress still
+        moves about every :data:`BATCH_S`. The pace is the last task's; before the
+        first, the last computation's on the same data with the same step function
+        (:class:`Pace`), if any: with none, the first step is a task of its own. Each
+        step's result is its own, its fit timed alone.
 
         Small data's steps run on one thread each (:func:`service.threads.is_small`), so
         up to :attr:`Executor.lanes` of its tasks run at once, on as many workers (the
         digits benchmark's three strategies: 94 ms in one process, 75 ms over HTTP on
-        two workers); a larger question's fits use every thread of their worker, and its
-        tasks go one after another.
+        two workers), a task taking no more than its lane's share of the weight left;
+        but the lanes other computations hold are not this one's (:attr:`Executor.pending`),
+        so under a burst its steps share one lane's tasks from the first (16 digits
+        benchmarks at once on two Dask workers: 48 tasks, 16 now). A larger question's
+        fits use every thread of their worker, and its tasks go one after another.
 
         ``report(done, total, stage)`` hears each task's start, its first step's label
         as the stage. The budget is spent by the work itself as ``spent`` reads it from
         a step's result (the fit times, measured in the workers), not by the time a task
         waits in the queue behind other computations' tasks.
         """
+        if not steps:
+            return []
         left = self.executor.timeout_s
         small = threads.is_small((dataset.n_samples, dataset.n_features))
         lanes = self.executor.lanes if small else 1
+        # The lanes other computations hold are not this one's (its own place is pending).
+        lanes = max(1, min(lanes, self.executor.lanes - self.executor.pending + 1))
+        paced = (dataset.id, getattr(steps[0].fn, "__qualname__", "step"))
+        # seconds per unit of weight, in the worker, and the steps of the task before:
+        # a task takes at most twice as many
+        pace, size = self._paces.get(paced, Pace())
+        measured = Pace(0.0, 0)  # this computation's: its seconds in all, its largest task
         results: list[T] = []
         running: list[tuple[Handle[Turn[T]], float]] = []  # tasks in order, their weight
         started = 0  # steps submitted
-        pace = math.inf  # seconds per unit of weight in the last task, in the worker
-        size = 0  # steps in the last task: a task takes at most twice as many
+        rest = sum(step.weight for step in steps)  # the weight of those not yet submitted
         try:
             while len(results) < len(steps):
                 while len(running) < lanes and started < len(steps):
                     report(len(results), len(steps), steps[started].stage)
                     if left <= 0:
                         raise timed_out(self.executor.timeout_s)
+                    share = rest / (lanes - len(running))  # of what is left, per free lane
                     batch = [steps[started]]
                     work = batch[0].weight
                     for step in steps[started + 1 : started + 2 * size]:
-                        if (work + step.weight) * pace > BATCH_S:
+                        if (work + step.weight) * pace > BATCH_S or work + step.weight > share:
                             break
                         batch.append(step)
                         work += step.weight
                     calls = [(step.fn, step.args) for step in batch]
                     running.append((submit_in_turn(self.executor, calls, timeout_s=left), work))
                     started += len(batch)
+                    rest -= work
                 task, work = running[0]
                 try:
                     out = await task
@@ -370,11 +401,16 @@ class Runtime:
                 # queue behind other computations' tasks, and that wait says nothing of them.
                 pace = out.seconds / work
                 size = len(out)
+                measured = Pace(measured.seconds + out.seconds, max(measured.steps, size))
                 results.extend(out)
                 left -= sum(spent(result) for result in out)
         finally:
             for task, _ in running:
                 self.executor.cancel(task)
+        self._paces[paced] = Pace(measured.seconds / sum(s.weight for s in steps), measured.steps)
+        self._paces.move_to_end(paced)
+        while len(self._paces) > PACES_KEPT:
+            self._paces.popitem(last=False)
         return results
 
     async def _admitted(

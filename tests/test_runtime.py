@@ -122,9 +122,13 @@ def exit_at(n: int) -> dict[str, float]:
 
 
 @contextlib.asynccontextmanager
-async def stepping(tmp_path: Path) -> AsyncIterator[tuple[Runtime, CountingExecutor]]:
-    """A runtime on a one-worker pool, its executor noting the tasks."""
-    pool = ComputePool(workers=1, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False)
+async def stepping(
+    tmp_path: Path, workers: int = 1
+) -> AsyncIterator[tuple[Runtime, CountingExecutor]]:
+    """A runtime on a pool of ``workers``, its executor noting the tasks."""
+    pool = ComputePool(
+        workers=workers, queue_size=0, timeout_s=60.0, threads_per_worker=1, warm=False
+    )
     executor = CountingExecutor(pool)
     store = ResultStore(tmp_path / "cache.sqlite3", max_bytes=MIB, memory_bytes=0)
     try:
@@ -264,3 +268,65 @@ async def test_a_worker_dying_in_a_shared_task_is_a_retryable_failure() -> None:
         assert await pool.run(InTurn(((square_after, (0.001, 1)),))) == [square_after(0.001, 1)]
     finally:
         pool.close()
+
+
+async def admitted_steps(runtime: Runtime, steps: list[Step[T]]) -> list[T]:
+    """``run_steps`` as a computation runs them: admitted, holding one place."""
+    with runtime.executor.admitted():
+        return await runtime.run_steps(DATASET, steps, lambda _: 0.0, lambda *_: None)
+
+
+@pytest.mark.anyio
+async def test_under_a_burst_a_computation_s_steps_share_one_lane_from_the_first(
+    tmp_path: Path,
+) -> None:
+    # Check that when other computations hold every lane but one, a computation's quick
+    # steps share tasks from its first one, at the pace the last computation on the same
+    # data measured, and run one task at a time: each task is a round trip that costs
+    # the busy workers CPU (16 digits benchmarks at once on two Dask workers ran 48
+    # tasks, 0.8 of the local pool's throughput); while the lanes are free, the steps
+    # spread over both and the first is a task of its own, as no pace is known yet.
+    steps = [Step(f"n={n}", square_after, (0.001, n)) for n in range(8)]
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def hold_a_place(runtime: Runtime) -> None:
+        with runtime.executor.admitted():
+            holding.set()
+            await done.wait()
+
+    async with stepping(tmp_path, workers=2) as (runtime, executor):
+        assert await admitted_steps(runtime, steps) == [square_after(0.001, n) for n in range(8)]
+        alone, executor.sizes = executor.sizes, []
+        assert alone[0] == 1
+        assert executor.peak == 2
+        executor.peak = 0
+        other = asyncio.create_task(hold_a_place(runtime))
+        await asyncio.wait_for(holding.wait(), 30)
+        try:
+            results = await admitted_steps(runtime, steps)
+        finally:
+            done.set()
+            await other
+    assert results == [square_after(0.001, n) for n in range(8)]
+    assert executor.sizes[0] > 1
+    assert len(executor.sizes) < len(alone)
+    assert executor.peak == 1
+
+
+@pytest.mark.anyio
+async def test_with_a_pace_known_the_free_lanes_share_the_steps_by_weight(tmp_path: Path) -> None:
+    # Check that once a pace is known for the data, a computation's steps are spread over
+    # the free lanes by weight, each task taking its lane's share of what is left: the
+    # digits benchmark's strategies (weights k x n_init: 40, 40, 10) go as two tasks at
+    # once, not two and then a third (a second round trip, 5 ms more on Dask).
+    steps = [
+        Step(name, square_after, (0.001, n), weight=w)
+        for n, (name, w) in enumerate([("k-means++", 40), ("random", 40), ("pca", 10)])
+    ]
+    async with stepping(tmp_path, workers=2) as (runtime, executor):
+        first = await admitted_steps(runtime, steps)
+        assert executor.sizes == [1, 1, 1]
+        executor.sizes = []
+        again = await admitted_steps(runtime, steps)
+    assert first == again == [square_after(0.001, n) for n in range(3)]
+    assert executor.sizes == [1, 2]
