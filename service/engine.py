@@ -18,13 +18,7 @@ from service import benchmark as bm
 from service import tasks
 from service.benchmark import ResolvedBenchmark
 from service.compute import ComputePool
-from service.datasets import (
-    BUILTIN_LOADERS,
-    DatasetInfo,
-    DatasetStore,
-    is_id,
-    unknown_dataset,
-)
+from service.datasets import BUILTIN_LOADERS, DatasetInfo, DatasetStore, is_id, unknown_dataset
 from service.errors import (
     DatasetNotFoundError,
     InvalidParameterError,
@@ -34,6 +28,7 @@ from service.errors import (
 from service.executors import Executor
 from service.formats import DataLimits, Upload
 from service.inline import store_inline, validate
+from service.params import pace_form
 from service.plotting import PanelSpec
 from service.result_backend import ResultBackend
 from service.runtime import Progress, Runtime, Step
@@ -448,7 +443,13 @@ class BenchmarkEngine(Runtime):
             for index, strategy in enumerate(job.params.strategies)
         ]
         report = functools.partial(self._report, job.id)
-        return await self.run_steps(job.dataset, steps, lambda outcome: outcome.fit_time, report)
+        return await self.run_steps(
+            job.dataset,
+            steps,
+            lambda outcome: outcome.fit_time,
+            report,
+            alike=pace_form(job.params),
+        )
 
     async def get_model(self, model_id: str) -> bm.FittedModel:
         model = await to_thread.run_sync(self.results.get_model, model_id)

@@ -215,6 +215,13 @@ class FitParams(LaterParams, CoreParams):
         return {name: getattr(self, name) for name in FitParams.model_fields}
 
 
+def pace_form(params: FitParams) -> str:
+    """What a fit's cost per unit of its weight (k x n_init) depends on beside the data:
+    ``params``' fields but the seed. Computations alike in it share a pace
+    (:class:`service.runtime.Pace`)."""
+    return repr(sorted((n, v) for n, v in params.fit_params().items() if n != "random_state"))
+
+
 def fit_form(params: FitParams, *, ids: bool = False, fit_only: bool = False) -> dict[str, Any]:
     """``params``' fields as hashed and stored: a :class:`LaterParams` field only where it is
     not its default; with ``ids``, the estimator too (see :data:`IDS_AT_DEFAULT`); with

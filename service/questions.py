@@ -25,6 +25,7 @@ from service.benchmark import ResolvedBenchmark
 from service.datasets import DatasetInfo
 from service.engine import BenchmarkEngine, MayUse
 from service.errors import DatasetNotFoundError, JobOrphanedError
+from service.params import FitParams, pace_form
 from service.runtime import Progress, Step, document_flight
 from service.schemas import StabilityRequest, StabilityResult, SweepRequest, SweepResult
 from service.schemas.common import answer_forms
@@ -137,7 +138,8 @@ class _Document(Generic[P]):
         """The answer's JSON as first answered and as stored (:func:`answer_forms`): one
         executor task per step, ``report`` hearing each, then the answer assembled."""
         steps = self.plan(*engine.datasets.files(self.dataset))
-        results = await engine.run_steps(self.dataset, steps, self.seconds, report)
+        alike = pace_form(self.fit)
+        results = await engine.run_steps(self.dataset, steps, self.seconds, report, alike=alike)
         report(len(steps), len(steps), "storing")
         return answer_forms(await self.answer(engine, results))
 
@@ -154,12 +156,18 @@ class _Document(Generic[P]):
         """The answer's model, assembled from the steps' results."""
         raise NotImplementedError
 
+    @property
+    def fit(self) -> FitParams:
+        """The settings its steps fit with."""
+        raise NotImplementedError
+
     def body_parts(
-        self, results: list[Any], missing: str
+        self, results: list[Any]
     ) -> tuple[str, dict[str, Any], P, list[Any], tuple[int, int]]:
         """What a kind's ``build_body`` takes: the id, the dataset's public summary, the
         parameters, the steps' ``results`` and the rows and columns the fit used (the
         data once its ``missing`` values are handled)."""
+        missing = self.fit.missing
         summary = self.dataset.public(missing)
         return self.id, summary, self.params, results, self.dataset.fit_shape(missing)
 
@@ -169,6 +177,10 @@ class SweepQuestion(_Document[sweeps.SweepParams]):
     """A sweep over k: one step per (k, strategy)."""
 
     kind: ClassVar[str] = "sweep"
+
+    @property
+    def fit(self) -> FitParams:
+        return self.params
 
     @property
     def steps(self) -> int:
@@ -196,9 +208,7 @@ class SweepQuestion(_Document[sweeps.SweepParams]):
     async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
         # The elbow's kneed loads scipy and matplotlib: assembled where the steps ran, not
         # in the API process (README "Performance").
-        body = await engine.executor.submit(
-            tasks.build_sweep_body, *self.body_parts(results, self.params.missing)
-        )
+        body = await engine.executor.submit(tasks.build_sweep_body, *self.body_parts(results))
         return SweepResult.model_validate(body)
 
 
@@ -207,6 +217,10 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
     """A benchmark under several seeds: one step per strategy (its seeds in one task)."""
 
     kind: ClassVar[str] = "stability"
+
+    @property
+    def fit(self) -> FitParams:
+        return self.params.benchmark
 
     @property
     def steps(self) -> int:
@@ -236,7 +250,7 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
         return float(sum(row["fit_time"] for row in result["per_seed"]))
 
     async def answer(self, engine: BenchmarkEngine, results: list[Any]) -> BaseModel:
-        body = stability.build_body(*self.body_parts(results, self.params.benchmark.missing))
+        body = stability.build_body(*self.body_parts(results))
         return StabilityResult.model_validate(body)
 
 

@@ -85,7 +85,8 @@ class Pace(NamedTuple):
     steps: int = 0
 
 
-# Paces remembered (one per dataset and step function), the least recent forgotten first.
+# Paces remembered (one per dataset, step function and fit settings), the least recent
+# forgotten first.
 PACES_KEPT = 1024
 
 
@@ -173,7 +174,7 @@ class Runtime:
         self.failures = FailureMemory(failure_ttl_s)
         self._listeners: dict[str, list[Progress]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
-        self._paces: OrderedDict[tuple[str, str], Pace] = OrderedDict()
+        self._paces: OrderedDict[tuple[str, str, str], Pace] = OrderedDict()
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
 
     @property
@@ -327,6 +328,8 @@ class Runtime:
         steps: Sequence[Step[T]],
         spent: Callable[[T], float],
         report: Progress,
+        *,
+        alike: str,
     ) -> list[T]:
         """The steps on the executor, their results in order, within one timeout for
         them all.
@@ -337,9 +340,10 @@ class Runtime:
         (a sweep on small data) pays few round trips (about 1 ms each on the local pool,
         6 ms on Dask, twice that in CPU when the cluster is busy), and its progress still
         moves about every :data:`BATCH_S`. The pace is the last task's; before the
-        first, the last computation's on the same data with the same step function
-        (:class:`Pace`), if any: with none, the first step is a task of its own. Each
-        step's result is its own, its fit timed alone.
+        first, the last computation's alike (:class:`Pace`: the same data, step function
+        and ``alike``, what the steps' cost depends on beyond their weight, such as
+        :func:`service.params.pace_form`), if any: with none, the first step is a task of
+        its own. Each step's result is its own, its fit timed alone.
 
         Small data's steps run on one thread each (:func:`service.threads.is_small`), so
         up to :attr:`Executor.lanes` of its tasks run at once, on as many workers (the
@@ -359,10 +363,7 @@ class Runtime:
             return []
         left = self.executor.timeout_s
         small = threads.is_small((dataset.n_samples, dataset.n_features))
-        lanes = self.executor.lanes if small else 1
-        # The lanes other computations hold are not this one's (its own place is pending).
-        lanes = max(1, min(lanes, self.executor.lanes - self.executor.pending + 1))
-        paced = (dataset.id, getattr(steps[0].fn, "__qualname__", "step"))
+        paced = (dataset.id, getattr(steps[0].fn, "__qualname__", "step"), alike)
         # seconds per unit of weight, in the worker, and the steps of the task before:
         # a task takes at most twice as many
         pace, size = self._paces.get(paced, Pace())
@@ -373,6 +374,10 @@ class Runtime:
         rest = sum(step.weight for step in steps)  # the weight of those not yet submitted
         try:
             while len(results) < len(steps):
+                # The lanes other computations hold are not this one's (its own place is
+                # pending); looked at again each round, as they end.
+                lanes = self.executor.lanes if small else 1
+                lanes = max(1, min(lanes, self.executor.lanes - self.executor.pending + 1))
                 while len(running) < lanes and started < len(steps):
                     report(len(results), len(steps), steps[started].stage)
                     if left <= 0:

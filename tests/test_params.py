@@ -22,7 +22,7 @@ from service.benchmark import (
 from service.client import BENCHMARK, KINDS
 from service.datasets import load_builtin
 from service.errors import InvalidParameterError
-from service.params import ESTIMATORS, FitParams, LaterParams
+from service.params import ESTIMATORS, FitParams, LaterParams, pace_form
 from service.schemas import BenchmarkRequest, StabilityRequest, SweepRequest
 from service.stability import StabilityParams, run_stability, stability_id
 from service.sweeps import SweepParams, run_sweep, sweep_id
@@ -150,3 +150,15 @@ def test_each_field_is_declared_once_and_reaches_every_request() -> None:
         sent = cli.request_fields(args, KINDS[kind])
         assert sent == {"batch_size": 50, "bisecting_strategy": "largest_cluster"}
         KINDS[kind].request.model_validate(sent)
+
+
+def test_the_pace_form_is_every_fit_setting_but_the_seed() -> None:
+    # Check that computations alike but for their seed share a pace (service.runtime.Pace:
+    # 16 digits benchmarks at once, each its own random_state, start from one), and that
+    # any setting that may change a fit's cost per unit of k x n_init keeps its own.
+    base = bench(10, "k-means++")
+    assert pace_form(base) == pace_form(bench(10, "k-means++", random_state=7))
+    assert pace_form(base) == pace_form(bench(40, "random"))  # k x n_init is the weight
+    for name, value in [("max_iter", 5), ("tol", 0.5), ("algorithm", "elkan")]:
+        assert pace_form(base) != pace_form(bench(10, "k-means++", **{name: value})), name
+    assert "random_state" not in pace_form(base)
