@@ -179,15 +179,15 @@ class SweepQuestion(_Document[sweeps.SweepParams]):
     kind: ClassVar[str] = "sweep"
 
     @property
-    def fit(self) -> FitParams:
-        return self.params
-
-    @property
     def steps(self) -> int:
         return len(sweeps.steps(self.params, *self.dataset.fit_shape(self.params.missing)))
 
     def record(self) -> dict[str, Any]:
         return {"dataset": self.dataset.id, "params": self.params.as_dict()}
+
+    @property
+    def fit(self) -> FitParams:
+        return self.params
 
     def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
         strategies = self.params.strategies
@@ -219,10 +219,6 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
     kind: ClassVar[str] = "stability"
 
     @property
-    def fit(self) -> FitParams:
-        return self.params.benchmark
-
-    @property
     def steps(self) -> int:
         return len(self.params.benchmark.strategies)
 
@@ -232,6 +228,10 @@ class StabilityQuestion(_Document[stability.StabilityParams]):
             "params": self.params.benchmark.as_dict(),
             "seeds": list(self.params.seeds),
         }
+
+    @property
+    def fit(self) -> FitParams:
+        return self.params.benchmark
 
     def plan(self, X_path: Path, y_path: Path | None) -> list[Step[Any]]:
         benchmark, seeds = self.params.benchmark, len(self.params.seeds)

@@ -349,7 +349,7 @@ class Runtime:
         up to :attr:`Executor.lanes` of its tasks run at once, on as many workers (the
         digits benchmark's three strategies: 94 ms in one process, 75 ms over HTTP on
         two workers), a task taking no more than its lane's share of the weight left;
-        but the lanes other computations hold are not this one's (:attr:`Executor.pending`),
+        but the lanes other computations hold are not this one's (:attr:`Executor.lanes`),
         so under a burst its steps share one lane's tasks from the first (16 digits
         benchmarks at once on two Dask workers: 48 tasks, 16 now). A larger question's
         fits use every thread of their worker, and its tasks go one after another.
@@ -374,10 +374,8 @@ class Runtime:
         rest = sum(step.weight for step in steps)  # the weight of those not yet submitted
         try:
             while len(results) < len(steps):
-                # The lanes other computations hold are not this one's (its own place is
-                # pending); looked at again each round, as they end.
+                # Those other computations hold are not its own: looked at each round.
                 lanes = self.executor.lanes if small else 1
-                lanes = max(1, min(lanes, self.executor.lanes - self.executor.pending + 1))
                 while len(running) < lanes and started < len(steps):
                     report(len(results), len(steps), steps[started].stage)
                     if left <= 0:
