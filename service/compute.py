@@ -202,13 +202,6 @@ class Gate:
     def _observe(self, seconds: float) -> None:
         self.task_s = 0.8 * self.task_s + 0.2 * seconds
 
-    def lanes_of_one(self, workers: int) -> int:
-        """Of ``workers``, how many one admitted computation may use (at least 1): not
-        those the other computations admitted hold (its own place is one of ``pending``).
-        Under a burst it has one, and its steps share tasks (each task costs the busy
-        workers CPU: on Dask, 15-18 ms)."""
-        return max(1, min(workers, workers - self.pending + 1))
-
 
 @contextlib.contextmanager
 def holding_place(

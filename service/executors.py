@@ -82,9 +82,8 @@ class Executor(Protocol):
 
     @property
     def lanes(self) -> int:
-        """How many tasks of the calling computation (of small data) may run at once, on
-        as many workers (at least 1): the workers less those the other computations
-        admitted hold (:meth:`~service.compute.Gate.lanes_of_one`)."""
+        """Workers that can run tasks side by side (at least 1): how many tasks of one
+        computation of small data may run at once."""
         ...
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
@@ -128,7 +127,7 @@ class LocalExecutor:
 
     @property
     def lanes(self) -> int:
-        return self.pool.lanes_of_one(self.pool.workers)
+        return self.pool.workers
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         # The task inherits the caller's context: a computation admitted once is not
@@ -336,7 +335,7 @@ class DaskExecutor(Gate):
     @property
     def lanes(self) -> int:
         try:
-            return self.lanes_of_one(self._available()[1])
+            return self._available()[1]
         except ComputeUnavailableError:
             return 1  # the task itself gets the 503 that says why
 

@@ -2,8 +2,8 @@
 
 Each is a request resolved to its hash (the job's key, the result's id), with what a job
 needs of it: its number of steps, the record a restarted server asks it again from, and
-its computation, which a synchronous request for the same question shares (one executor
-task per step: a strategy; a (k, strategy); a strategy under every seed). :data:`KINDS`
+its computation, which a synchronous request for the same question shares (one step per
+strategy; per (k, strategy); per strategy under every seed). :data:`KINDS`
 says, per kind, where its result is read and how a stored record becomes the question
 again. No HTTP here.
 """
@@ -135,8 +135,9 @@ class _Document(Generic[P]):
         )
 
     async def compute(self, engine: BenchmarkEngine, report: Progress) -> tuple[bytes, bytes]:
-        """The answer's JSON as first answered and as stored (:func:`answer_forms`): one
-        executor task per step, ``report`` hearing each, then the answer assembled."""
+        """The answer's JSON as first answered and as stored (:func:`answer_forms`): its
+        steps on the executor (:meth:`~service.runtime.Runtime.run_steps`), ``report``
+        hearing them, then the answer assembled."""
         steps = self.plan(*engine.datasets.files(self.dataset))
         alike = pace_form(self.fit)
         results = await engine.run_steps(self.dataset, steps, self.seconds, report, alike=alike)

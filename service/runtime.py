@@ -63,8 +63,9 @@ ComputeDocument = Callable[[Progress], Awaitable[tuple[bytes, bytes]]]
 
 @dataclass(frozen=True)
 class Step(Generic[T]):
-    """One executor task of a computation: ``fn(*args)`` in a worker, ``stage`` its name
-    in the progress a job shows."""
+    """One step of a computation: ``fn(*args)`` in a worker (alone in a task, or with
+    the steps beside it: :meth:`Runtime.run_steps`), ``stage`` its name in the progress
+    a job shows."""
 
     stage: str
     fn: Callable[..., T]
@@ -175,6 +176,7 @@ class Runtime:
         self._listeners: dict[str, list[Progress]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
         self._paces: OrderedDict[tuple[str, str, str], Pace] = OrderedDict()
+        self._stepping = 0  # computations in run_steps: each holds a lane at least
         self._owner = f"{os.getpid()}-{uuid.uuid4().hex}"
 
     @property
@@ -338,7 +340,7 @@ class Runtime:
         timed in the worker, so the same under load) says take :data:`BATCH_S` together,
         and at most twice as many as the task before took: a question of many quick steps
         (a sweep on small data) pays few round trips (about 1 ms each on the local pool,
-        6 ms on Dask, twice that in CPU when the cluster is busy), and its progress still
+        6 ms on Dask, and 15-18 ms of its CPU when it is busy), and its progress still
         moves about every :data:`BATCH_S`. The pace is the last task's; before the
         first, the last computation's alike (:class:`Pace`: the same data, step function
         and ``alike``, what the steps' cost depends on beyond their weight, such as
@@ -349,10 +351,11 @@ class Runtime:
         up to :attr:`Executor.lanes` of its tasks run at once, on as many workers (the
         digits benchmark's three strategies: 94 ms in one process, 75 ms over HTTP on
         two workers), a task taking no more than its lane's share of the weight left;
-        but the lanes other computations hold are not this one's (:attr:`Executor.lanes`),
-        so under a burst its steps share one lane's tasks from the first (16 digits
-        benchmarks at once on two Dask workers: 48 tasks, 16 now). A larger question's
-        fits use every thread of their worker, and its tasks go one after another.
+        but not the lanes this process's other computations are stepping on, looked at
+        each round (replicas sharing a cluster each see their own), so under a burst its
+        steps share one lane's tasks from the first (16 digits benchmarks at once on two
+        Dask workers: 48 tasks, 16 now). A larger question's fits use every thread of
+        their worker, and its tasks go one after another.
 
         ``report(done, total, stage)`` hears each task's start, its first step's label
         as the stage. The budget is spent by the work itself as ``spent`` reads it from
@@ -372,15 +375,15 @@ class Runtime:
         running: list[tuple[Handle[Turn[T]], float]] = []  # tasks in order, their weight
         started = 0  # steps submitted
         rest = sum(step.weight for step in steps)  # the weight of those not yet submitted
+        self._stepping += 1
         try:
             while len(results) < len(steps):
-                # Those other computations hold are not its own: looked at each round.
-                lanes = self.executor.lanes if small else 1
+                lanes = max(1, self.executor.lanes - self._stepping + 1) if small else 1
                 while len(running) < lanes and started < len(steps):
                     report(len(results), len(steps), steps[started].stage)
                     if left <= 0:
                         raise timed_out(self.executor.timeout_s)
-                    share = rest / (lanes - len(running))  # of what is left, per free lane
+                    share = rest / (lanes - len(running))
                     batch = [steps[started]]
                     work = batch[0].weight
                     for step in steps[started + 1 : started + 2 * size]:
@@ -408,6 +411,7 @@ class Runtime:
                 results.extend(out)
                 left -= sum(spent(result) for result in out)
         finally:
+            self._stepping -= 1
             for task, _ in running:
                 self.executor.cancel(task)
         self._paces[paced] = Pace(measured.seconds / sum(s.weight for s in steps), measured.steps)

@@ -4,6 +4,7 @@ runtimes (two processes' worth) sharing one store, under the one lease loop."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -83,18 +84,23 @@ async def test_two_runtimes_on_one_store_compute_a_document_once(tmp_path: Path)
 
 class CountingExecutor(LocalExecutor):
     """The local pool, noting how many steps each task it is given holds, and the most
-    tasks it had running at once."""
+    tasks it had running at once: in all, and by their (first) step's function."""
 
     def __init__(self, pool: ComputePool) -> None:
         super().__init__(pool)
         self.sizes: list[int] = []
         self.running = self.peak = 0
+        self.running_of: collections.Counter[str] = collections.Counter()
+        self.peak_of: collections.Counter[str] = collections.Counter()
 
     def submit(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> Handle[T]:
         self.sizes.append(len(fn.calls) if isinstance(fn, InTurn) else 1)
+        name = (fn.calls[0][0] if isinstance(fn, InTurn) else fn).__name__
         task = super().submit(fn, *args, timeout_s=timeout_s)
         self.running += 1
+        self.running_of[name] += 1
         self.peak = max(self.peak, self.running)
+        self.peak_of[name] = max(self.peak_of[name], self.running_of[name])
 
         async def counted() -> T:
             # Counted out before its awaiter can see it done: a done-callback ran after
@@ -104,6 +110,7 @@ class CountingExecutor(LocalExecutor):
                 return await task
             finally:
                 self.running -= 1
+                self.running_of[name] -= 1
 
         return Handle(asyncio.ensure_future(counted()))
 
@@ -289,48 +296,46 @@ async def admitted_steps(
 
 
 @contextlib.asynccontextmanager
-async def place_held(runtime: Runtime) -> AsyncIterator[asyncio.Event]:
-    """Another computation admitted, holding a place (running nothing) until the event
-    given is set, or the block ends."""
-    holding, done = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        with runtime.executor.admitted():
-            holding.set()
-            await done.wait()
-
-    other = asyncio.create_task(hold())
-    await asyncio.wait_for(holding.wait(), 30)
+async def lane_held(runtime: Runtime, folder: Path) -> AsyncIterator[Callable[[], None]]:
+    """Another computation on ``runtime`` stepping on one worker (a ``meet`` step that
+    waits in it) until the function given is called, or the block ends."""
+    other = asyncio.create_task(admitted_steps(runtime, [Step("hold", meet, (str(folder), 0, 1))]))
+    deadline = time.monotonic() + 30
+    while not (folder / "0").exists():  # its step is in a worker
+        assert time.monotonic() < deadline, "the other computation's step never started"
+        assert not other.done()
+        await asyncio.sleep(0.01)
     try:
-        yield done
+        yield (folder / "1").touch
     finally:
-        done.set()
-        await other
+        (folder / "1").touch()
+        assert 0 not in await other
 
 
 @pytest.mark.anyio
 async def test_under_a_burst_a_computation_s_steps_share_one_lane_from_the_first(
     tmp_path: Path,
 ) -> None:
-    # Check that when other computations hold every lane but one, a computation's quick
-    # steps share tasks from its first one, at the pace the last computation on the same
-    # data measured, and run one task at a time: each task is a round trip that costs
-    # the busy workers CPU (16 digits benchmarks at once on two Dask workers ran 48
-    # tasks, 0.8 of the local pool's throughput); while the lanes are free, the steps
+    # Check that when other computations step on every lane but one, a computation's
+    # quick steps share tasks from its first one, at the pace the last computation on
+    # the same data measured, and run one task at a time: each task is a round trip that
+    # costs the busy workers CPU (16 digits benchmarks at once on two Dask workers ran
+    # 48 tasks, 0.8 of the local pool's throughput); while the lanes are free, the steps
     # spread over both and the first is a task of its own, as no pace is known yet.
     steps = [Step(f"n={n}", square_after, (0.001, n)) for n in range(8)]
     async with stepping(tmp_path, workers=2) as (runtime, executor):
         assert await admitted_steps(runtime, steps) == [square_after(0.001, n) for n in range(8)]
         alone, executor.sizes = executor.sizes, []
         assert alone[0] == 1
-        assert executor.peak == 2
-        executor.peak = 0
-        async with place_held(runtime):
+        assert executor.peak_of["square_after"] == 2
+        executor.peak_of.clear()
+        async with lane_held(runtime, tmp_path):
+            executor.sizes = []
             results = await admitted_steps(runtime, steps)
     assert results == [square_after(0.001, n) for n in range(8)]
     assert executor.sizes[0] > 1
     assert len(executor.sizes) < len(alone)
-    assert executor.peak == 1
+    assert executor.peak_of["square_after"] == 1
 
 
 @pytest.mark.anyio
@@ -358,17 +363,18 @@ async def test_with_a_pace_known_the_free_lanes_share_the_steps_by_weight(tmp_pa
 
 
 @pytest.mark.anyio
-async def test_a_lane_another_computation_gives_back_is_used_at_once(tmp_path: Path) -> None:
-    # Check that a computation started while another held a lane takes it back as soon
-    # as the other ends: the lanes are looked at each round, not once (a long sweep that
-    # began beside a quick benchmark kept one of two workers idle for the rest of it).
-    steps = [Step(f"n={n}", square_after, (0.2, n)) for n in range(4)]
-    async with stepping(tmp_path, workers=2) as (runtime, executor), place_held(runtime) as done:
-
-        def report(finished: int, total: int, stage: str) -> None:
-            done.set()  # the other computation ends once this one's first task is out
-
-        results = await admitted_steps(runtime, steps, report=report)
-    assert results == [square_after(0.2, n) for n in range(4)]
-    assert executor.sizes[0] == 1
-    assert executor.peak == 2
+async def test_a_lane_another_computation_gives_back_is_taken_at_the_next_round(
+    tmp_path: Path,
+) -> None:
+    # Check that a computation started while another stepped on a lane takes it once the
+    # other has ended, at its next round: the lanes are looked at each round, not once (a
+    # long sweep begun beside a quick benchmark kept one of two workers idle to its end).
+    steps = [Step(f"n={n}", square_after, (0.5, n)) for n in range(4)]
+    async with (
+        stepping(tmp_path, workers=2) as (runtime, executor),
+        lane_held(runtime, tmp_path) as release,
+    ):
+        # The other ends as this one's first task goes out: 0.5 s before its next round.
+        results = await admitted_steps(runtime, steps, report=lambda *_: release())
+    assert results == [square_after(0.5, n) for n in range(4)]
+    assert executor.peak_of["square_after"] == 2

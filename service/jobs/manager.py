@@ -6,8 +6,9 @@ process is gone is run again (or failed with the reason why it cannot be). Ident
 questions join one job. Nothing here knows HTTP; every store call runs in a thread.
 
 A job computes a question of one of :data:`service.questions.KINDS` (a benchmark, a
-sweep, a stability run). The computation itself is the question's (one executor task
-per step, shared with synchronous requests for the same question); the runner here
+sweep, a stability run). The computation itself is the question's (steps on the
+executor, several to a task where they are quick, shared with synchronous requests for
+the same question); the runner here
 follows its steps, records them, and tells whoever watches
 (:mod:`service.jobs.runner`); queued jobs take free places in turns across tenants
 (:mod:`service.jobs.turns`).

@@ -121,7 +121,7 @@ def skip_warnings(params: SweepParams, n_samples: int, n_features: int) -> list[
 
 
 def steps(params: SweepParams, n_samples: int, n_features: int) -> list[tuple[int, int]]:
-    """The sweep's steps on data of this shape, one executor task each, in the order of
+    """The sweep's steps on data of this shape (executor steps), in the order of
     its results: (k, index of the strategy), the skipped ones left out."""
     skips = skipped(params, n_samples, n_features)
     return [
