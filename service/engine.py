@@ -28,6 +28,7 @@ from service.errors import (
 from service.executors import Executor
 from service.formats import DataLimits, Upload
 from service.inline import store_inline, validate
+from service.memory import keep_recent
 from service.params import pace_form
 from service.plotting import PanelSpec
 from service.result_backend import ResultBackend
@@ -102,10 +103,7 @@ class BenchmarkEngine(Runtime):
         """Remember which benchmark a small request body names, for :meth:`hot_hit`."""
         if len(raw) > KNOWN_BODY_MAX_BYTES:
             return
-        self._known_ids[raw] = job
-        self._known_ids.move_to_end(raw)
-        while len(self._known_ids) > KNOWN_BODIES:
-            self._known_ids.popitem(last=False)
+        keep_recent(self._known_ids, raw, job, KNOWN_BODIES)
 
     def hot_hit(self, raw: bytes) -> StoredBenchmark | None:
         """The cached answer to body bytes seen before, if it is in memory; else None.
@@ -442,12 +440,11 @@ class BenchmarkEngine(Runtime):
             )
             for index, strategy in enumerate(job.params.strategies)
         ]
-        report = functools.partial(self._report, job.id)
         return await self.run_steps(
             job.dataset,
             steps,
             lambda outcome: outcome.fit_time,
-            report,
+            functools.partial(self._report, job.id),
             alike=pace_form(job.params),
         )
 

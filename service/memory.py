@@ -1,12 +1,25 @@
 """The in-process layer of hot values both result stores keep in front of their storage
 (SQLite or Redis): a byte-bounded LRU, so that a hit is served without touching the disk
-or the network, nor re-serialising anything."""
+or the network, nor re-serialising anything; and :func:`keep_recent`, for what is bounded
+by count."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def keep_recent(items: OrderedDict[K, V], key: K, value: V, most: int) -> None:
+    """``items[key] = value`` as the most recent of ``items``, which keeps the ``most``
+    recent: the least recent are forgotten first."""
+    items[key] = value
+    items.move_to_end(key)
+    while len(items) > most:
+        items.popitem(last=False)
 
 
 class MemoryLRU:

@@ -40,6 +40,7 @@ from service.errors import (
     WorkerDiedError,
 )
 from service.executors import Executor, Handle, LocalExecutor, submit_in_turn
+from service.memory import keep_recent
 
 if TYPE_CHECKING:
     from service.datasets import DatasetInfo
@@ -115,10 +116,7 @@ class FailureMemory:
         if self.ttl_s <= 0:
             return
         error.retry_after = math.ceil(self.ttl_s)
-        self._failed[key] = (time.monotonic() + self.ttl_s, error)
-        self._failed.move_to_end(key)
-        while len(self._failed) > self.MAX_ENTRIES:
-            self._failed.popitem(last=False)
+        keep_recent(self._failed, key, (time.monotonic() + self.ttl_s, error), self.MAX_ENTRIES)
 
     def check(self, key: str) -> None:
         """Raise the problem remembered for ``key``, if it is still remembered."""
@@ -374,7 +372,8 @@ class Runtime:
         results: list[T] = []
         running: list[tuple[Handle[Turn[T]], float]] = []  # tasks in order, their weight
         started = 0  # steps submitted
-        rest = sum(step.weight for step in steps)  # the weight of those not yet submitted
+        total = sum(step.weight for step in steps)
+        rest = total  # the weight of the steps not yet submitted
         self._stepping += 1
         try:
             while len(results) < len(steps):
@@ -414,10 +413,7 @@ class Runtime:
             self._stepping -= 1
             for task, _ in running:
                 self.executor.cancel(task)
-        self._paces[paced] = Pace(measured.seconds / sum(s.weight for s in steps), measured.steps)
-        self._paces.move_to_end(paced)
-        while len(self._paces) > PACES_KEPT:
-            self._paces.popitem(last=False)
+        keep_recent(self._paces, paced, Pace(measured.seconds / total, measured.steps), PACES_KEPT)
         return results
 
     async def _admitted(
