@@ -301,9 +301,12 @@ def leave_free(folder: Path, n_bytes: int) -> Path:
 
 
 def npy_upload(seed: int) -> bytes:
-    """A distinct ``.npy`` file of 80,000 x 8 float64 (5 MB)."""
+    """A distinct ``.npy`` file of 80,000 x 8 float64 (5 MB), big-endian: the store
+    writes it converted, a copy beside the scratch file (one in the machine's order it
+    would link instead)."""
     buffer = io.BytesIO()
-    np.save(buffer, np.random.default_rng(seed).random((80_000, 8)), allow_pickle=False)
+    X = np.random.default_rng(seed).random((80_000, 8)).astype(">f8")
+    np.save(buffer, X, allow_pickle=False)
     return buffer.getvalue()
 
 

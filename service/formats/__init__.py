@@ -201,17 +201,16 @@ def import_upload(
         max_sparse_features=max_sparse_features,
     )
     fmt = notes.format or fmt
-    store = DatasetStore(datasets_root)
-    if datasets_max_bytes is not None:
-        store.check_room(X, y, datasets_max_bytes, notes.parts)
     parts = notes.parts
-    info, created = store.put(
+    info, created = DatasetStore(datasets_root).put(
         X,
         y,
         name=None if private else name,
         format=fmt,
         feature_names=None if private else notes.feature_names,
         parts=parts.anonymous() if private and parts is not None else parts,
+        room=datasets_max_bytes,
+        npy_file=notes.npy_file,
     )
     if info.format == "builtin":
         # The same numbers as a built-in's stored copy: the answer describes the file that

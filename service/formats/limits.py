@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,9 @@ class ReadNotes:
     # The format the reader found, when the file was another than its name said (an
     # .npz written by scipy.sparse.save_npz is sparse data).
     format: str | None = None
+    # An .npy file that holds X's values as the store would write them (X is a view of
+    # it, not a conversion): stored by a link to it instead of a copy.
+    npy_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,24 @@ def _read_npy(path: Path, label_column: str | None, bounds: Bounds, notes: ReadN
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidDataError(f"not a readable .npy file: {exc}") from None
+    values = X
     X = as_feature_matrix(X, allow_missing=True)
     notes.parts = _numeric_parts(X)
+    if _same_values(X, values):
+        notes.npy_file = path
     return X, None
+
+
+def _same_values(X: np.ndarray, mapped: np.ndarray) -> bool:
+    """Whether ``X`` is ``mapped`` itself (a view of all its bytes, in their order and
+    dtype), not a conversion of it: then the file holds X as the store would write it."""
+    return (
+        X.dtype == mapped.dtype
+        and X.shape == mapped.shape
+        and X.flags.c_contiguous
+        and mapped.flags.c_contiguous
+        and X.__array_interface__["data"][0] == mapped.__array_interface__["data"][0]
+    )
 
 
 def _read_npz(path: Path, label_column: str | None, bounds: Bounds, notes: ReadNotes) -> Arrays:

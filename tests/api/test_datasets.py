@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import make_blobs
 
+from service.datasets.identity import content_hash
+from service.formats import import_upload
 from tests.reference import assert_matches, seed_scores
 
 pytestmark = pytest.mark.anyio
@@ -375,3 +379,49 @@ async def test_inline_data_is_kept_within_its_bound(tmp_path: Path) -> None:
         assert inline_bytes <= 40_000
         gone = await client.post("/v1/benchmarks", json={"dataset": ids[1], "n_clusters": 3})
         assert gone.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("array", "linked"),
+    [
+        (X, True),
+        (X.astype(np.float32), True),
+        (X.astype(">f8"), False),  # big-endian: stored converted to the machine's order
+        (np.asfortranarray(X), False),  # column order: stored in row order
+        (np.arange(40).reshape(10, 4), False),  # integers: stored as float64
+    ],
+    ids=["float64", "float32", "big-endian", "fortran", "int64"],
+)
+def test_an_npy_holding_x_as_stored_is_linked_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, array: np.ndarray, linked: bool
+) -> None:
+    # Check that an .npy upload whose values the store keeps as they are is stored as a
+    # hard link to the uploaded file (its bytes are not written a second time), that one
+    # the reader converts is stored converted, and that either loads back as the values
+    # sent, under the id of those values, private to the service's user, after the
+    # uploaded file is gone. Where links fail (another file system), the values are
+    # written as before.
+    path = tmp_path / "upload"
+    path.write_bytes(npy_bytes(array))
+    expected = np.ascontiguousarray(array, dtype=np.float32 if array.dtype == np.float32 else float)
+
+    def stored(root: Path) -> Path:
+        upload = import_upload(path, "npy", None, None, root, 10**6, datasets_max_bytes=10**9)
+        assert upload.created
+        assert upload.info.id == content_hash(expected, None)
+        return root / upload.info.id / "X.npy"
+
+    kept = stored(tmp_path / "datasets")
+    assert (kept.stat().st_ino == path.stat().st_ino) is linked
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "link", lambda *_: (_ for _ in ()).throw(OSError(errno.EXDEV, "")))
+        written = stored(tmp_path / "elsewhere")
+    assert written.stat().st_ino != path.stat().st_ino
+    path.unlink()
+    for file in (kept, written):
+        assert file.stat().st_mode & 0o777 == 0o600
+        back = np.load(file, allow_pickle=False)
+        assert back.dtype == expected.dtype
+        assert back.dtype.isnative
+        assert back.flags.c_contiguous
+        np.testing.assert_array_equal(back, expected)
