@@ -36,11 +36,6 @@ SCHEDULER_ARGS = [
 
 # One thread per worker process: a task is one strategy's fit, which already uses the
 # machine's cores through BLAS/OpenMP in the child process service.daskworker starts.
-# No nanny (a process per worker that only watches it): each task then costs the busy
-# cluster less CPU (16 digits benchmarks at once on two workers went from 0.82-0.84 of the
-# local pool's throughput to 0.91-0.93 on this 2-core machine). The supervisor (compose's
-# `restart`) starts a worker that died again, as the nanny would have; a task's child
-# processes die with their worker either way.
 WORKER_ARGS = [
     "worker",
     "{scheduler}",
@@ -53,12 +48,10 @@ WORKER_ARGS = [
     "--no-dashboard",
     "--death-timeout",
     "60",
-    "--no-nanny",
 ]
 
-# A worker under a nanny (dask's default) is a daemon process by default, and a daemon
-# process may not start the child processes that run (and, on cancel, kill) each task's
-# work: kept for workers started with one. Dask's
+# The nanny starts the worker as a daemon process by default, and a daemon process may not
+# start the child processes that run (and, on cancel, kill) each task's work. Dask's
 # statistical profiler samples every thread each 10 ms: off, the fits keep that CPU
 # (measured: 16 concurrent benchmarks went 10-30 % faster). The workers here share one
 # machine, so each task gets its share of the cores, not all of them.
@@ -125,11 +118,9 @@ class DaskCluster:
         args = _fill(SCHEDULER_ARGS, host=self.host, port=str(self.port))
         self.scheduler = self._spawn(args, "scheduler", {})
 
-    def start_workers(
-        self, n: int | None = None, env: dict[str, str] = WORKER_ENV, args: list[str] = WORKER_ARGS
-    ) -> None:
+    def start_workers(self, n: int | None = None, env: dict[str, str] = WORKER_ENV) -> None:
         """Start ``n`` workers (default: ``workers``) with ``env`` added to this process's."""
-        args = _fill(args, host=self.host, scheduler=self.address)
+        args = _fill(WORKER_ARGS, host=self.host, scheduler=self.address)
         for _ in range(self.n_workers if n is None else n):
             self.start_worker(args, env)
 
@@ -172,7 +163,7 @@ class DaskCluster:
         return int(self.client.run_on_scheduler(_steps_done, name=function))
 
     def worker_pids(self) -> dict[str, int]:
-        """The pid of each worker process, by worker address."""
+        """The pid of each worker process (under its nanny), by worker address."""
         return dict(self.client.run(os.getpid))
 
     def stop_scheduler(self) -> None:
@@ -192,12 +183,6 @@ class DaskCluster:
                     "(its --death-timeout) after its scheduler went"
                 ) from None
         self.workers = []
-
-    def restart_dead_workers(self, env: dict[str, str] = WORKER_ENV) -> None:
-        """Start again, as a supervisor would, each worker process that has exited."""
-        dead = [w for w in self.workers if w.poll() is not None]
-        self.workers = [w for w in self.workers if w.poll() is None]
-        self.start_workers(len(dead), env)
 
     def stop_workers(self) -> None:
         _stop(*self.workers)
@@ -227,7 +212,7 @@ class DaskCluster:
 
 
 def _stop(*processes: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to all, SIGKILL after 20 s."""
+    """SIGTERM to all (a worker's nanny then stops its worker), SIGKILL after 20 s."""
     running = [p for p in processes if p.poll() is None]
     for process in running:
         process.send_signal(signal.SIGTERM)

@@ -274,7 +274,7 @@ def compose_worker(dask: DaskCluster, name: str, data: Path) -> subprocess.Popen
 
 
 def family(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """The process and all its descendants (the task's child processes, a nanny's worker)."""
+    """The process and all its descendants (nanny, worker, the task's child processes)."""
     root = psutil.Process(process.pid)
     return [root, *root.children(recursive=True)]
 
@@ -301,7 +301,7 @@ def test_workers_exit_with_their_scheduler_and_a_restart_serves_again(tmp_path: 
     # the scheduler goes; a worker run with compose.yaml's command and environment exits by
     # itself within its --death-timeout, its task processes with it, so `restart:
     # unless-stopped` starts it again; then the API replica, untouched, computes again.
-    # And SIGTERM (`docker compose stop`) stops a worker cleanly, its task processes too.
+    # And SIGTERM (`docker compose stop`) stops a worker without its nanny killing it.
     data = tmp_path / "data"
     data.mkdir()
     name = WORKERS[0]
