@@ -116,6 +116,22 @@ def test_digits_over_dask_equal_scikit_learn_and_the_local_pool(
     assert dask_body == local_body
 
 
+def test_the_processes_computing_tasks_keep_glibcs_own_mmap_threshold(
+    cluster: DaskCluster,
+) -> None:
+    # Check that workers started as documented (WORKER_ENV, compose.yaml's) and the child
+    # processes computing their tasks run without the nanny's MALLOC_TRIM_THRESHOLD_:
+    # it would fix glibc's mmap threshold and turn off the dynamic one, so that every
+    # array past 128 KiB is mapped and its pages faulted in afresh.
+    cluster.wait_for_workers(2)
+    for pid in cluster.worker_pids().values():
+        worker = psutil.Process(pid)
+        children = worker.children(recursive=True)
+        assert children, "service.daskworker starts the task processes with the worker"
+        for process in (worker, *children):
+            assert "MALLOC_TRIM_THRESHOLD_" not in process.environ(), process.cmdline()
+
+
 def test_a_worker_killed_mid_job_is_retried_and_the_job_succeeds(
     cluster: DaskCluster, server: ServiceProcess
 ) -> None:
