@@ -50,9 +50,11 @@ def _read_npy(path: Path, label_column: str | None, bounds: Bounds, notes: ReadN
 
 def _same_values(X: np.ndarray, mapped: np.ndarray) -> bool:
     """Whether ``X`` is ``mapped`` itself (a view of all its bytes, in their order and
-    dtype), not a conversion of it: then the file holds X as the store would write it."""
+    dtype), not a conversion of it, with its values where ``np.save`` puts them (64-byte
+    aligned): then the file holds X as the store would write it."""
     return (
-        X.dtype == mapped.dtype
+        getattr(mapped, "offset", 1) % np.lib.format.ARRAY_ALIGN == 0
+        and X.dtype == mapped.dtype
         and X.shape == mapped.shape
         and X.flags.c_contiguous
         and mapped.flags.c_contiguous

@@ -42,6 +42,19 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npy_bytes_at(array: np.ndarray, offset: int) -> bytes:
+    """A valid version 1.0 .npy of ``array`` whose values start ``offset`` bytes in
+    (``np.save`` pads its header to a multiple of 64)."""
+    header = str(np.lib.format.header_data_from_array_1_0(array))
+    header = header.ljust(offset - 10 - 1) + "\n"
+    return (
+        b"\x93NUMPY\x01\x00"
+        + len(header).to_bytes(2, "little")
+        + header.encode()
+        + array.tobytes(order="A")
+    )
+
+
 def npz_bytes(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -382,18 +395,23 @@ async def test_inline_data_is_kept_within_its_bound(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("array", "linked"),
+    ("array", "offset", "linked"),
     [
-        (X, True),
-        (X.astype(np.float32), True),
-        (X.astype(">f8"), False),  # big-endian: stored converted to the machine's order
-        (np.asfortranarray(X), False),  # column order: stored in row order
-        (np.arange(40).reshape(10, 4), False),  # integers: stored as float64
+        (X, 128, True),
+        (X.astype(np.float32), 128, True),
+        (X.astype(">f8"), 128, False),  # big-endian: stored converted to the machine's order
+        (np.asfortranarray(X), 128, False),  # column order: stored in row order
+        (np.arange(40).reshape(10, 4), 128, False),  # integers: stored as float64
+        (X, 131, False),  # values not 64-byte aligned: written where np.save puts them
     ],
-    ids=["float64", "float32", "big-endian", "fortran", "int64"],
+    ids=["float64", "float32", "big-endian", "fortran", "int64", "unaligned"],
 )
 def test_an_npy_holding_x_as_stored_is_linked_not_copied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, array: np.ndarray, linked: bool
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    array: np.ndarray,
+    offset: int,
+    linked: bool,
 ) -> None:
     # Check that an .npy upload whose values the store keeps as they are is stored as a
     # hard link to the uploaded file (its bytes are not written a second time), that one
@@ -402,7 +420,7 @@ def test_an_npy_holding_x_as_stored_is_linked_not_copied(
     # uploaded file is gone. Where links fail (another file system), the values are
     # written as before.
     path = tmp_path / "upload"
-    path.write_bytes(npy_bytes(array))
+    path.write_bytes(npy_bytes_at(array, offset))
     expected = np.ascontiguousarray(array, dtype=np.float32 if array.dtype == np.float32 else float)
 
     def stored(root: Path) -> Path:
