@@ -40,21 +40,21 @@ def _read_npy(path: Path, label_column: str | None, bounds: Bounds, notes: ReadN
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidDataError(f"not a readable .npy file: {exc}") from None
-    values = X
+    mapped = X
     X = as_feature_matrix(X, allow_missing=True)
     notes.parts = _numeric_parts(X)
-    if _same_values(X, values):
+    # The values where np.save puts them (64-byte aligned), and X those very bytes: the
+    # file holds X as the store would write it.
+    if header.size % np.lib.format.ARRAY_ALIGN == 0 and _same_values(X, mapped):
         notes.npy_file = path
     return X, None
 
 
 def _same_values(X: np.ndarray, mapped: np.ndarray) -> bool:
     """Whether ``X`` is ``mapped`` itself (a view of all its bytes, in their order and
-    dtype), not a conversion of it, with its values where ``np.save`` puts them (64-byte
-    aligned): then the file holds X as the store would write it."""
+    dtype), not a conversion of it."""
     return (
-        getattr(mapped, "offset", 1) % np.lib.format.ARRAY_ALIGN == 0
-        and X.dtype == mapped.dtype
+        X.dtype == mapped.dtype
         and X.shape == mapped.shape
         and X.flags.c_contiguous
         and mapped.flags.c_contiguous
