@@ -26,6 +26,19 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npy_bytes_at(array: np.ndarray, offset: int) -> bytes:
+    """A valid version 1.0 .npy of ``array`` whose values start ``offset`` bytes in
+    (``np.save`` pads its header to a multiple of 64)."""
+    header = str(np.lib.format.header_data_from_array_1_0(array))
+    header = header.ljust(offset - 10 - 1) + "\n"
+    return (
+        b"\x93NUMPY\x01\x00"
+        + len(header).to_bytes(2, "little")
+        + header.encode()
+        + array.tobytes(order="A")
+    )
+
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -19,6 +19,7 @@ from sklearn.datasets import make_blobs
 from service.datasets.identity import content_hash
 from service.formats import import_upload
 from tests.reference import assert_matches, seed_scores
+from tests.uploads import npy_bytes, npy_bytes_at
 
 pytestmark = pytest.mark.anyio
 
@@ -34,25 +35,6 @@ def csv_bytes(X: np.ndarray, y: np.ndarray | None) -> bytes:
         for row, label in zip(X, y if y is not None else [None] * len(X), strict=True)
     ]
     return ("\n".join([header, *rows]) + "\n").encode()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def npy_bytes_at(array: np.ndarray, offset: int) -> bytes:
-    """A valid version 1.0 .npy of ``array`` whose values start ``offset`` bytes in
-    (``np.save`` pads its header to a multiple of 64)."""
-    header = str(np.lib.format.header_data_from_array_1_0(array))
-    header = header.ljust(offset - 10 - 1) + "\n"
-    return (
-        b"\x93NUMPY\x01\x00"
-        + len(header).to_bytes(2, "little")
-        + header.encode()
-        + array.tobytes(order="A")
-    )
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
